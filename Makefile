@@ -1,0 +1,86 @@
+# mediagrid — every verb a developer or CI needs. `make run` and `make test` are the two
+# that matter; both create or update the virtual environment first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null | sort)
+# pgserver/platformdirs warn without it, and our pytest turns warnings into errors.
+export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
+
+.PHONY: help install run test test-fast protos check-protos lint ruff mypy buf-lint buf-breaking format bench lock compose-check clean
+
+help:
+	@echo "make run | test | protos | check-protos | lint | format | bench | lock | compose-check | clean"
+
+$(STAMP): pyproject.toml constraints.txt
+	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+$(BUF): package.json
+	npm install --silent --no-audit --no-fund
+	@touch $(BUF)
+
+run: install
+	$(BIN)/mediagrid serve all
+
+test: install
+	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+protos: install
+	rm -rf gen/mediagrid
+	mkdir -p gen
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTO_FILES)
+	$(BIN)/python scripts/fix_generated.py gen
+
+check-protos: protos
+	@git add -N gen >/dev/null 2>&1 || true
+	@if ! git diff --quiet -- gen; then echo "generated code is stale: run 'make protos' and commit gen/"; git diff --stat -- gen; exit 1; fi
+	@echo "generated code is up to date"
+
+buf-lint: $(BUF)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+buf-breaking: $(BUF)
+	$(BUF) breaking --against '.git#branch=main'
+
+ruff: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+mypy: install
+	$(BIN)/mypy
+
+lint: buf-lint ruff mypy
+
+format: install $(BUF)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BUF) format -w
+
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Re-resolve every dependency in one go and record the exact set.
+lock:
+	rm -rf /tmp/mediagrid-lock && $(PYTHON) -m venv /tmp/mediagrid-lock
+	/tmp/mediagrid-lock/bin/pip install --quiet --upgrade pip
+	/tmp/mediagrid-lock/bin/pip install --quiet '.[dev]'
+	/tmp/mediagrid-lock/bin/pip freeze --exclude mediagrid > constraints.txt
+
+compose-check: install
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""mediagrid's shared package: settings, AWS clients, PostgreSQL, gRPC bootstrap, auth."""

@@ -1,0 +1,58 @@
+"""One aioboto3 session per process and a factory for S3 clients configured from settings.
+
+SigV4 everywhere (moto presigns SigV2 otherwise), botocore ``standard`` retries, pool size
+and timeouts from settings; payload signing can be turned off for local plain-HTTP
+endpoints. Telemetry instrumentation hooks in here.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+
+from common.settings import Settings
+
+
+class AwsClients:
+    """Owns the aioboto3 session; hands out S3 clients as async context managers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        credentials: dict[str, str] = {}
+        if settings.aws_access_key_id and settings.aws_secret_access_key:
+            credentials = {
+                "aws_access_key_id": settings.aws_access_key_id.get_secret_value(),
+                "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
+            }
+        self.session = aioboto3.Session(region_name=settings.aws_region, **credentials)
+
+    def config(self) -> Config:
+        s = self.settings
+        return Config(
+            signature_version="s3v4",
+            retries={"mode": "standard", "max_attempts": s.s3_max_attempts},
+            max_pool_connections=s.s3_max_pool_connections,
+            connect_timeout=s.s3_connect_timeout_seconds,
+            read_timeout=s.s3_read_timeout_seconds,
+            s3={"payload_signing_enabled": s.s3_payload_signing, "addressing_style": "path"},
+        )
+
+    def s3(self) -> AbstractAsyncContextManager[Any]:
+        """``async with clients.s3() as s3: await s3.put_object(...)``."""
+        return self.session.client(  # type: ignore[no-any-return]
+            "s3", endpoint_url=self.settings.s3_endpoint_url, config=self.config()
+        )
+
+
+async def ensure_bucket(s3: Any, bucket: str, *, versioning: bool = True) -> None:
+    """Create ``bucket`` if missing and turn versioning on (idempotent)."""
+    existing = {b["Name"] for b in (await s3.list_buckets()).get("Buckets", [])}
+    if bucket not in existing:
+        await s3.create_bucket(Bucket=bucket)
+    if versioning:
+        await s3.put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+        )

@@ -1,0 +1,107 @@
+"""Versioned SQL migrations, one folder of numbered ``NNN_name.sql`` files per service schema.
+
+Runs under a PostgreSQL advisory lock so that replicas starting together apply each
+migration once; each file runs in its own transaction and is recorded in
+``<schema>.schema_migrations`` with a checksum (an edited, already-applied file is an error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger("mediagrid.migrations")
+
+_FILE_RE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+# One lock for all schemas: migrations are rare and short, and one lock cannot deadlock.
+ADVISORY_LOCK_KEY = 0x6D656469  # "medi"
+
+
+class MigrationError(Exception):
+    """A migration cannot be applied (bad file name, edited history, SQL error)."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(directory: Path) -> list[Migration]:
+    migrations: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_RE.match(path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files are named NNN_lower_snake.sql")
+        migrations.append(Migration(int(match.group(1)), match.group(2), path.read_text()))
+    versions = [m.version for m in migrations]
+    if len(versions) != len(set(versions)):
+        raise MigrationError(f"{directory}: two migrations share a version number")
+    return migrations
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> list[int]:
+    """Apply pending migrations of ``schema``; return the versions applied now."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
+        raise MigrationError(f"invalid schema name {schema!r}")
+    migrations = discover(directory)
+    applied_now: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+                    version integer PRIMARY KEY,
+                    name text NOT NULL,
+                    checksum text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await conn.fetch(f"SELECT version, checksum FROM {schema}.schema_migrations")
+        done = {row["version"]: row["checksum"] for row in rows}
+        for migration in migrations:
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    raise MigrationError(
+                        f"{schema} migration {migration.version:03d}_{migration.name} was edited "
+                        "after it was applied; add a new migration instead"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL search_path TO {schema}, public")
+                try:
+                    await conn.execute(migration.sql)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(
+                        f"{schema} migration {migration.version:03d}_{migration.name} failed: {exc}"
+                    ) from exc
+                await conn.execute(
+                    f"INSERT INTO {schema}.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            log.info("applied %s migration %03d_%s", schema, migration.version, migration.name)
+            applied_now.append(migration.version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    return applied_now
+
+
+async def pending(conn: asyncpg.Connection, schema: str, directory: Path) -> list[int]:
+    """Versions not yet applied (all of them when the schema has no migrations table)."""
+    exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.schema_migrations")
+    known = {m.version for m in discover(directory)}
+    if exists is None:
+        return sorted(known)
+    rows = await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
+    return sorted(known - {row["version"] for row in rows})

@@ -1,0 +1,1 @@
+"""The mediagrid services: users, jobs and files (each a subpackage)."""

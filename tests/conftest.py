@@ -1,0 +1,181 @@
+"""Shared fixtures: a real PostgreSQL (local or embedded), moto's S3 server, in-process suites.
+
+- ``pg_admin_dsn`` (session): the PostgreSQL at 127.0.0.1:5432 when it answers, otherwise an
+  embedded one (pgserver) in a temporary directory.
+- ``template_db`` (session): a database with every service's migrations applied, built once.
+- ``database_dsn``: a fresh database per test, copied from the template (tests never see
+  each other's rows); dropped afterwards.
+- ``s3_endpoint`` (session): moto's ThreadedMotoServer on 127.0.0.1, reset before each test
+  that uses ``settings``.
+- ``settings``: test Settings pointing at both.
+- ``suite``: factory that starts named services in-process on port 0 and returns a channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
+Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+for _name in [n for n in os.environ if n.startswith("MEDIAGRID_")]:
+    del os.environ[_name]  # tests configure themselves; a developer's shell must not leak in
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+import pytest  # noqa: E402
+import pytest_asyncio  # noqa: E402
+
+from common.registry import SERVICES  # noqa: E402
+from common.settings import Settings  # noqa: E402
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def with_database(dsn: str, database: str) -> str:
+    """Replace the database name of a DSN (keeps ?host=... for unix sockets)."""
+    head, sep, query = dsn.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}{sep}{query}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    forced = os.environ.get("MEDIAGRID_TEST_EMBEDDED_PG") == "1"
+    if not forced and _port_open("127.0.0.1", 5432):
+        yield LOCAL_PG
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="mg-pg-") as tmp:
+        server = pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_dsn: str) -> Iterator[str]:
+    """A database with all migrations applied; copied for every test."""
+    from common.migrations import migrate
+
+    name = f"mg_template_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    async def build() -> None:
+        await _admin(pg_admin_dsn, f"CREATE DATABASE {name}")
+        conn = await asyncpg.connect(with_database(pg_admin_dsn, name))
+        try:
+            for spec in SERVICES.values():
+                if spec.migrations.is_dir():
+                    await migrate(conn, spec.schema, spec.migrations)
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+    yield name
+    asyncio.run(_admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest_asyncio.fixture
+async def database_dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
+    name = f"mg_test_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_admin_dsn, f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    try:
+        yield with_database(pg_admin_dsn, name)
+    finally:
+        await _admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest_asyncio.fixture
+async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    from common.db import create_pool
+
+    p = await create_pool(Settings(environment="test", database_url=database_dsn), database_dsn)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def reset_s3(endpoint: str) -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+@pytest.fixture
+def settings(database_dsn: str, s3_endpoint: str) -> Settings:
+    reset_s3(s3_endpoint)
+    return Settings(
+        environment="test",
+        database_url=database_dsn,
+        s3_endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        s3_payload_signing=False,
+        grpc_port=0,
+        grpc_shutdown_grace_seconds=2,
+        health_check_interval_seconds=0.5,
+        db_connect_attempts=3,
+        db_connect_backoff_seconds=0.05,
+        log_format="text",
+    )
+
+
+SuiteFactory = Callable[..., Awaitable[tuple[Any, Any, grpc.aio.Channel]]]
+
+
+@pytest_asyncio.fixture
+async def suite(settings: Settings) -> AsyncIterator[SuiteFactory]:
+    """``server, ctx, channel = await suite("users", "jobs")`` — in-process, port 0, real channel."""
+    from common.runtime import running_suite
+
+    async with AsyncExitStack() as stack:
+
+        async def start(*names: str, **overrides: Any) -> tuple[Any, Any, grpc.aio.Channel]:
+            run_settings = settings.model_copy(update=overrides) if overrides else settings
+            server, ctx = await stack.enter_async_context(
+                running_suite(run_settings, names or ("all",), port=0)
+            )
+            channel = grpc.aio.insecure_channel(server.address)
+            stack.push_async_callback(channel.close)
+            return server, ctx, channel
+
+        yield start
