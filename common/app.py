@@ -9,6 +9,7 @@ from typing import Protocol
 import asyncpg
 import grpc
 
+from common.activity import ActivityRecorder, LoggingActivityRecorder
 from common.aws import AwsClients
 from common.interceptors import Authenticator
 from common.settings import Settings
@@ -25,6 +26,8 @@ class AppContext:
     addresses: dict[str, str] = field(default_factory=dict)
     # Set by the users service (or the runtime, with a remote authenticator) before serving.
     authenticator: Authenticator | None = None
+    # Replaced by the users service's recorder (local or remote) when it is available.
+    activity: ActivityRecorder = field(default_factory=LoggingActivityRecorder)
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     def channel(self, service: str) -> grpc.aio.Channel:

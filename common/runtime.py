@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from common import db
 from common.app import AppContext
+from common.interceptors import Authenticator
 from common.aws import AwsClients
 from common.migrations import migrate
 from common.registry import ServiceSpec, resolve
@@ -31,6 +32,7 @@ async def running_suite(
     names: Sequence[str] = ("all",),
     *,
     port: int | None = None,
+    authenticator: Authenticator | None = None,
 ) -> AsyncIterator[tuple[SuiteServer, AppContext]]:
     """Start the named services in this process on one server; stop them on exit.
 
@@ -39,7 +41,9 @@ async def running_suite(
     """
     specs = resolve(list(names))
     pool = await db.create_pool(settings)
-    ctx = AppContext(settings=settings, pool=pool, aws=AwsClients(settings))
+    ctx = AppContext(
+        settings=settings, pool=pool, aws=AwsClients(settings), authenticator=authenticator
+    )
     server: SuiteServer | None = None
     try:
         await migrate_all(pool, specs)
