@@ -53,6 +53,4 @@ async def ensure_bucket(s3: Any, bucket: str, *, versioning: bool = True) -> Non
     if bucket not in existing:
         await s3.create_bucket(Bucket=bucket)
     if versioning:
-        await s3.put_bucket_versioning(
-            Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
-        )
+        await s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})

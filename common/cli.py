@@ -1,6 +1,9 @@
 """The ``mediagrid`` command line: serve, migrate, check, plus each service's own commands.
 
 A service adds commands by providing ``services/<name>/cli.py`` with ``register(app)``.
+
+Exit codes: 0 success; 1 a dependency failed (database unreachable, check failed, a
+migration error); 2 invalid configuration or arguments (the message names the variable).
 """
 
 from __future__ import annotations
@@ -8,22 +11,61 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from common.errors import DomainError
+from common.logging import configure_logging
+from common.migrations import MigrationError
 from common.settings import ConfigurationError, Settings, load_settings
 
-app = typer.Typer(help="mediagrid: files, jobs and users over gRPC.", no_args_is_help=True)
-console = Console(stderr=True)
+app = typer.Typer(
+    help="mediagrid: files, jobs and users over gRPC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+# soft_wrap: messages stay on one line (greppable, and tests match them whole).
+console = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("mediagrid.cli")
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    raise typer.Exit(code)
 
 
 def settings_or_exit() -> Settings:
+    """Load and validate settings, configure logging; exit 2 naming the bad variable."""
     try:
-        return load_settings()
+        settings = load_settings()
     except ConfigurationError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
+    configure_logging(settings)
+    return settings
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, turning expected failures into a message and exit code."""
+    try:
+        return asyncio.run(coroutine)
+    except ConfigurationError as exc:
+        fail(str(exc), 2)
+    except ValueError as exc:  # unknown service names and similar argument errors
+        fail(str(exc), 2)
+    except DomainError as exc:  # e.g. Unavailable: the database did not answer
+        fail(str(exc))
+    except MigrationError as exc:
+        fail(f"migration failed: {exc}")
+
+
+def _service_names(services: list[str] | None) -> list[str]:
+    return services or ["all"]
 
 
 @app.command()
@@ -32,9 +74,22 @@ def serve(
 ) -> None:
     """Start services in this process (embedded PostgreSQL/S3 when none is configured)."""
     from common.launcher import serve_forever
+    from common.server import SuiteServer
 
     settings = settings_or_exit()
-    asyncio.run(serve_forever(settings, services or ["all"]))
+
+    def ready(server: SuiteServer, effective: Settings) -> None:
+        names = ", ".join(server.service_names) or "(no services: health and reflection only)"
+        console.print(
+            f"[bold green]mediagrid listening on {server.address}[/bold green] serving {names}",
+            highlight=False,
+        )
+        if settings.embedded_s3:
+            console.print(
+                "[yellow]S3 is embedded and in-memory: stored objects are lost on exit.[/yellow]"
+            )
+
+    run(serve_forever(settings, _service_names(services), on_ready=ready))
 
 
 @app.command()
@@ -43,9 +98,32 @@ def migrate(services: list[str] = typer.Argument(None, help="default: all")) -> 
     from common.launcher import migrate_only
 
     settings = settings_or_exit()
-    applied = asyncio.run(migrate_only(settings, services or ["all"]))
+    applied = run(migrate_only(settings, _service_names(services)))
     for name, versions in applied.items():
-        console.print(f"{name}: applied {versions or 'nothing (up to date)'}")
+        done = ", ".join(f"{v:03d}" for v in versions) if versions else "nothing (up to date)"
+        console.print(f"{name}: applied {done}", highlight=False)
+
+
+@app.command()
+def check() -> None:
+    """Check settings, database, migrations and buckets; exit 1 naming what is wrong."""
+    from common.check import run_checks
+
+    settings = settings_or_exit()
+    results = run(run_checks(settings))
+    table = Table(title="mediagrid check")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for result in results:
+        mark = "[green]ok[/green]" if result.ok else "[red]FAIL[/red]"
+        table.add_row(result.name, mark, result.detail)
+    Console().print(table)
+    failures = [r for r in results if not r.ok]
+    if failures:
+        for failure in failures:
+            console.print(f"[red]{failure.name}:[/red] {failure.detail}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _register_service_commands() -> None:
@@ -53,7 +131,10 @@ def _register_service_commands() -> None:
         try:
             module = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:
-            if exc.name != f"services.{name}.cli":
+            # A service without a cli module (or not in this checkout) adds no commands;
+            # a missing import *inside* its cli module is a real error.
+            target = f"services.{name}.cli"
+            if exc.name is None or not (target + ".").startswith(exc.name + "."):
                 raise
             continue
         module.register(app)

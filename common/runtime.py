@@ -1,15 +1,19 @@
-"""Assembles a running suite: settings -> dependencies -> pool -> migrations -> services -> server."""
+"""Assembles a running suite: settings -> pool -> migrations -> services -> server."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+import asyncpg
+import grpc
+
 from common import db
 from common.app import AppContext
-from common.interceptors import Authenticator
 from common.aws import AwsClients
+from common.interceptors import Authenticator
 from common.migrations import migrate
 from common.registry import ServiceSpec, resolve
 from common.server import SuiteServer
@@ -18,7 +22,7 @@ from common.settings import Settings
 log = logging.getLogger("mediagrid.runtime")
 
 
-async def migrate_all(pool: db.asyncpg.Pool, specs: Sequence[ServiceSpec]) -> dict[str, list[int]]:
+async def migrate_all(pool: asyncpg.Pool, specs: Sequence[ServiceSpec]) -> dict[str, list[int]]:
     applied: dict[str, list[int]] = {}
     async with pool.acquire() as conn:
         for spec in specs:
@@ -33,13 +37,17 @@ async def running_suite(
     *,
     port: int | None = None,
     authenticator: Authenticator | None = None,
+    specs: Sequence[ServiceSpec] | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> AsyncIterator[tuple[SuiteServer, AppContext]]:
     """Start the named services in this process on one server; stop them on exit.
 
     The settings must already point at a database and (if needed) an S3 endpoint: the
-    embedded fallbacks are started by the CLI before this is called.
+    embedded fallbacks are started by the launcher before this is called. ``specs``
+    replaces the lookup of ``names`` (an empty list serves only health and reflection);
+    ``interceptors`` run before the suite's own (telemetry puts its span there).
     """
-    specs = resolve(list(names))
+    specs = resolve(list(names)) if specs is None else list(specs)
     pool = await db.create_pool(settings)
     ctx = AppContext(
         settings=settings, pool=pool, aws=AwsClients(settings), authenticator=authenticator
@@ -49,14 +57,15 @@ async def running_suite(
         await migrate_all(pool, specs)
         instances = [await spec.create(ctx) for spec in specs]
         if ctx.authenticator is None and settings.users_address:
-            from common.auth import remote_authenticator
-
-            ctx.authenticator = remote_authenticator(ctx)
+            # common.auth belongs to the users service's contract (a remote Authenticate call).
+            auth = importlib.import_module("common.auth")
+            ctx.authenticator = auth.remote_authenticator(ctx)
         server = SuiteServer(
             settings,
             instances,
             authenticator=ctx.authenticator,
             health_checks=[lambda: db.check_health(pool)],
+            extra_interceptors=interceptors,
         )
         bound = await server.start(port)
         for spec in specs:

@@ -57,49 +57,84 @@ class Settings(BaseSettings):
     )
 
     # --- process -----------------------------------------------------------------------
+    # Deployment environment; part of every bucket name. dev/test may use embedded fallbacks.
     environment: Environment = Environment.DEV
-    service_name: str = "mediagrid"
-    data_dir: Path = Field(default=Path(".mediagrid"), description="Embedded state (PostgreSQL data).")
+    # Reported as the OpenTelemetry service.name and the PostgreSQL application_name.
+    service_name: str = Field(default="mediagrid", min_length=1, max_length=63)
+    # Embedded state kept across restarts (the embedded PostgreSQL data lives in pgdata/).
+    data_dir: Path = Path(".mediagrid")
+    # Minimum level of log records written to stderr.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one JSON object per line (for CloudWatch and log shippers); text: for people.
     log_format: Literal["json", "text"] = "json"
 
     # --- gRPC --------------------------------------------------------------------------
+    # Interface the gRPC server binds to (0.0.0.0 in a container).
     grpc_host: str = "127.0.0.1"
+    # Port of the gRPC server; 0 picks a free one.
     grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # Largest request or response message, in bytes (streams carry chunks below this).
     grpc_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    # On SIGTERM, how long in-flight calls may run before they are cancelled.
     grpc_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
+    # How often dependency checks (database, S3) refresh grpc.health.v1 status.
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=300)
-    # Addresses of the other services when each runs in its own process (None = in-process).
+    # Address (host:port) of the users service when it runs in another process.
     users_address: str | None = None
+    # Address (host:port) of the jobs service when it runs in another process.
     jobs_address: str | None = None
+    # Address (host:port) of the files service when it runs in another process.
     files_address: str | None = None
 
     # --- PostgreSQL --------------------------------------------------------------------
+    # postgresql://user:password@host:port/database; unset in dev/test = embedded PostgreSQL.
     database_url: SecretStr | None = None
+    # Connections the pool keeps open.
     db_pool_min_size: int = Field(default=1, ge=0, le=100)
+    # Most connections the pool opens.
     db_pool_max_size: int = Field(default=10, ge=1, le=500)
+    # Tries to open the pool before giving up (exponential backoff with full jitter between).
     db_connect_attempts: int = Field(default=8, ge=1, le=100)
+    # First backoff delay between connection attempts; doubles each retry.
     db_connect_backoff_seconds: float = Field(default=0.25, gt=0, le=30)
+    # Timeout of one connection attempt.
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # statement_timeout of every connection (0 = none).
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # idle_in_transaction_session_timeout of every connection (0 = none).
     db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
 
     # --- AWS / S3 ----------------------------------------------------------------------
-    aws_region: str = "us-east-1"
+    # AWS region of the S3 buckets (and signing region for S3-compatible endpoints).
+    aws_region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    # Static credentials; unset = the default AWS credential chain (task role, profile).
     aws_access_key_id: SecretStr | None = None
+    # Secret of the static credentials above.
     aws_secret_access_key: SecretStr | None = None
-    s3_endpoint_url: str | None = None
+    # S3-compatible endpoint (MinIO, moto); unset in dev/test without credentials = embedded S3.
+    s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    # First part of every bucket name: {prefix}-{environment}-{purpose}.
     bucket_prefix: str = "mediagrid"
+    # Create missing buckets (with versioning) at start; only allowed in dev/test.
+    s3_create_buckets: bool = False
+    # HTTP connections each S3 client keeps.
     s3_max_pool_connections: int = Field(default=32, ge=1, le=1024)
+    # Timeout to open a connection to S3.
     s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Timeout of one S3 read.
     s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Attempts per S3 call (botocore standard retry mode).
     s3_max_attempts: int = Field(default=5, ge=1, le=20)
     # Payload signing over plain HTTP costs a SHA-256 per byte; off is only for local endpoints.
     s3_payload_signing: bool = True
 
     # --- telemetry ---------------------------------------------------------------------
+    # OpenTelemetry traces and metrics: off, console (stderr) or otlp (to otlp_endpoint).
     telemetry_exporter: Literal["off", "console", "otlp"] = "off"
-    otlp_endpoint: str = "http://127.0.0.1:4317"
+    # OTLP/gRPC collector endpoint used when telemetry_exporter is otlp.
+    otlp_endpoint: str = Field(default="http://127.0.0.1:4317", pattern=r"^https?://[^\s/]+$")
+    # How often metrics are exported.
+    telemetry_metrics_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # --- users -------------------------------------------------------------------------
     auth_cache_ttl_seconds: float = Field(default=3.0, ge=0, le=300)
@@ -121,7 +156,10 @@ class Settings(BaseSettings):
     @field_validator("bucket_prefix")
     @classmethod
     def _prefix_is_bucket_safe(cls, value: str) -> str:
-        problem = bucket_name_problem(f"{value}-prod-files")
+        # The longest environment and purpose give the longest name built from this prefix.
+        environment = max((e.value for e in Environment), key=len)
+        purpose = max(BUCKET_PURPOSES, key=len)
+        problem = bucket_name_problem(f"{value}-{environment}-{purpose}")
         if problem:
             raise ValueError(f"bucket names built from this prefix {problem}")
         return value
@@ -129,13 +167,28 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.db_pool_min_size > self.db_pool_max_size:
-            raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
+            raise ValueError(
+                "MEDIAGRID_DB_POOL_MIN_SIZE must not exceed MEDIAGRID_DB_POOL_MAX_SIZE"
+            )
+        env = self.environment.value
         if self.database_url is None and not self.is_local:
-            raise ValueError(f"database_url is required in the {self.environment.value} environment")
+            raise ValueError(f"MEDIAGRID_DATABASE_URL is required in the {env} environment")
+        if self.s3_create_buckets and not self.is_local:
+            raise ValueError(
+                f"MEDIAGRID_S3_CREATE_BUCKETS is only allowed in dev/test; in {env} the "
+                "buckets are provisioned (deploy/aws) and must already exist"
+            )
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError(
+                "MEDIAGRID_AWS_ACCESS_KEY_ID and MEDIAGRID_AWS_SECRET_ACCESS_KEY go together"
+            )
         for purpose in BUCKET_PURPOSES:
             problem = bucket_name_problem(self.bucket(purpose))
             if problem:
-                raise ValueError(f"bucket name {self.bucket(purpose)!r} {problem}")
+                raise ValueError(
+                    f"bucket name {self.bucket(purpose)!r} (from MEDIAGRID_BUCKET_PREFIX and "
+                    f"MEDIAGRID_ENVIRONMENT) {problem}"
+                )
         return self
 
     def bucket(self, purpose: str) -> str:
@@ -174,9 +227,14 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the environment variable to fix.
+
+    Values are not echoed: the offending input may be a secret.
+    """
     lines = ["invalid configuration:"]
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"])
-        variable = f"MEDIAGRID_{field.upper()}" if field else "(settings)"
-        lines.append(f"  {variable}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        # Cross-field errors have no location; their messages name the variables themselves.
+        lines.append(f"  MEDIAGRID_{field.upper()}: {message}" if field else f"  {message}")
     return "\n".join(lines)

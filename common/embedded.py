@@ -1,0 +1,157 @@
+"""Embedded stand-ins for PostgreSQL and S3, so the suite runs with no configuration at all.
+
+- ``EmbeddedPostgres``: the ``pgserver`` wheel (PostgreSQL in a Python package) with its data
+  under ``data_dir/pgdata``, so rows survive restarts. It listens on a unix socket only.
+- ``EmbeddedS3``: moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port. It keeps
+  everything in memory: objects are lost when the process exits, and the log says so.
+
+``embedded_dependencies(settings)`` starts whichever the settings leave unconfigured and
+yields settings that point at them; a configured database or endpoint is used as is (a
+database that does not answer is an error later, never a reason to fall back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from pydantic import SecretStr
+
+from common.aws import AwsClients, ensure_bucket
+from common.settings import BUCKET_PURPOSES, Settings
+
+log = logging.getLogger("mediagrid.embedded")
+
+DATABASE_NAME = "mediagrid"
+# moto accepts any credentials; these only make botocore sign requests.
+LOCAL_S3_CREDENTIALS = ("mediagrid-local", "mediagrid-local")
+
+
+def ensure_runtime_dir() -> None:
+    """pgserver (through platformdirs) keeps its lock in XDG_RUNTIME_DIR and warns without it."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = f"/tmp/runtime-{os.getuid()}"
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class EmbeddedPostgres:
+    """A pgserver-managed PostgreSQL whose data directory persists between runs."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.expanduser().resolve()
+        self._server: Any = None
+
+    async def start(self) -> str:
+        """Start (or join) the server, create the ``mediagrid`` database; return its URI."""
+        ensure_runtime_dir()
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = await asyncio.to_thread(self._get_server)
+        admin_uri: str = self._server.get_uri()
+        conn = await asyncpg.connect(admin_uri)
+        try:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME
+            )
+            if not exists:
+                await conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
+        finally:
+            await conn.close()
+        uri: str = self._server.get_uri(DATABASE_NAME)
+        log.info("embedded PostgreSQL running, data in %s", self.pgdata)
+        return uri
+
+    def _get_server(self) -> Any:
+        # Imported here: pgserver touches the runtime dir at import time.
+        from pgserver.postgres_server import get_server
+
+        return get_server(self.pgdata, cleanup_mode="stop")
+
+    async def stop(self) -> None:
+        """Release our handle; pgserver stops the server when the last process lets go."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            await asyncio.to_thread(server.cleanup)
+            log.info("embedded PostgreSQL stopped")
+
+
+class EmbeddedS3:
+    """moto's S3 server in a thread of this process; in-memory, gone at exit."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self._server: Any = None
+        self.endpoint: str | None = None
+
+    def start(self) -> str:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        log.warning(
+            "embedded S3 endpoint at %s is IN-MEMORY: every stored object is lost when this "
+            "process exits (set MEDIAGRID_S3_ENDPOINT_URL or AWS credentials to keep data)",
+            self.endpoint,
+            extra={"endpoint": self.endpoint},
+        )
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.stop()
+            log.info("embedded S3 stopped")
+
+
+def with_embedded_s3(settings: Settings, endpoint: str) -> Settings:
+    key, secret = LOCAL_S3_CREDENTIALS
+    return settings.model_copy(
+        update={
+            "s3_endpoint_url": endpoint,
+            "aws_access_key_id": SecretStr(key),
+            "aws_secret_access_key": SecretStr(secret),
+            # Plain HTTP to a local endpoint: skip the SHA-256 of every payload.
+            "s3_payload_signing": False,
+            "s3_create_buckets": True,
+        }
+    )
+
+
+async def create_buckets(settings: Settings) -> list[str]:
+    """Create every bucket of the suite, versioned. Only for local stores (see settings)."""
+    names = [settings.bucket(purpose) for purpose in BUCKET_PURPOSES]
+    async with AwsClients(settings).s3() as s3:
+        for name in names:
+            await ensure_bucket(s3, name, versioning=True)
+    log.info("buckets ready: %s", ", ".join(names))
+    return names
+
+
+@contextlib.asynccontextmanager
+async def embedded_dependencies(
+    settings: Settings, *, database: bool = True, s3: bool = True
+) -> AsyncIterator[Settings]:
+    """Start the embedded stand-ins the settings ask for; yield settings pointing at them.
+
+    ``database``/``s3`` False skips that dependency entirely (``migrate`` needs no S3).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if database and settings.embedded_database:
+            postgres = EmbeddedPostgres(settings.data_dir / "pgdata")
+            stack.push_async_callback(postgres.stop)
+            uri = await postgres.start()
+            settings = settings.model_copy(update={"database_url": SecretStr(uri)})
+        if s3 and settings.embedded_s3:
+            server = EmbeddedS3()
+            stack.callback(server.stop)
+            settings = with_embedded_s3(settings, server.start())
+        if s3 and settings.s3_create_buckets:
+            await create_buckets(settings)
+        yield settings

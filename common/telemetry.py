@@ -1,0 +1,188 @@
+"""OpenTelemetry for the suite: tracer and meter providers from settings, plus instrumentation.
+
+``MEDIAGRID_TELEMETRY_EXPORTER`` picks where spans and metrics go: ``off`` (the API's no-op
+providers, no cost), ``console`` (stderr, for a developer) or ``otlp`` (an OTLP/gRPC
+collector at ``MEDIAGRID_OTLP_ENDPOINT``, e.g. the ADOT sidecar on ECS). Every span and
+metric carries the ``service.name`` resource attribute from ``MEDIAGRID_SERVICE_NAME``.
+
+Instrumentation:
+- gRPC server: an interceptor (``Telemetry.server_interceptors()``) the runtime puts first in
+  the chain, so a span covers authentication, the handler and error mapping; it continues
+  the caller's W3C trace context.
+- gRPC client: every ``grpc.aio`` channel (``AppContext.channel`` included) gets client
+  interceptors that start a span and inject the trace context into the call's metadata.
+- asyncpg: one span per query.
+
+Services create their own spans and instruments with ``get_tracer(__name__)`` and
+``get_meter(__name__)``; these work (as no-ops) when telemetry is off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+from common.settings import Settings
+
+log = logging.getLogger("mediagrid.telemetry")
+
+
+@dataclass
+class Telemetry:
+    """The configured providers and the instrumentors to undo at shutdown."""
+
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    _instrumentors: list[Any] = field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracer_provider is not None
+
+    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Interceptors to put first on a grpc.aio server (empty when telemetry is off)."""
+        if self.tracer_provider is None:
+            return []
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        return [aio_server_interceptor(tracer_provider=self.tracer_provider)]  # type: ignore[no-untyped-call]
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return trace.get_tracer(name, tracer_provider=self.tracer_provider)
+
+    def meter(self, name: str) -> metrics.Meter:
+        return metrics.get_meter(name, meter_provider=self.meter_provider)
+
+    def shutdown(self) -> None:
+        """Flush exporters and undo the global instrumentation."""
+        global _active
+        for instrumentor in reversed(self._instrumentors):
+            instrumentor.uninstrument()
+        self._instrumentors.clear()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+        if _active is self:
+            _active = None
+
+
+_active: Telemetry | None = None
+
+
+def resource(settings: Settings) -> Resource:
+    return Resource.create(
+        {
+            "service.name": settings.service_name,
+            "deployment.environment": settings.environment.value,
+        }
+    )
+
+
+def _exporters(settings: Settings) -> tuple[SpanExporter, MetricReader, bool]:
+    """Span exporter, metric reader, and whether spans should be batched."""
+    interval_ms = settings.telemetry_metrics_interval_seconds * 1000
+    if settings.telemetry_exporter == "console":
+        return (
+            ConsoleSpanExporter(),
+            PeriodicExportingMetricReader(
+                ConsoleMetricExporter(), export_interval_millis=interval_ms
+            ),
+            False,
+        )
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    insecure = settings.otlp_endpoint.startswith("http://")
+    return (
+        OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=insecure),
+        PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=insecure),
+            export_interval_millis=interval_ms,
+        ),
+        True,
+    )
+
+
+def configure_telemetry(
+    settings: Settings,
+    *,
+    span_exporter: SpanExporter | None = None,
+    metric_readers: Sequence[MetricReader] = (),
+    instrument: bool = True,
+    set_global: bool = True,
+) -> Telemetry:
+    """Build providers from settings (or from the given exporter/readers, for tests).
+
+    With ``set_global`` the providers become the OpenTelemetry API's globals (once per
+    process: the API refuses to replace them); tests pass ``set_global=False`` and use the
+    returned object or ``get_tracer``/``get_meter``, which prefer the active configuration.
+    """
+    global _active
+    if settings.telemetry_exporter == "off" and span_exporter is None:
+        _active = Telemetry()
+        return _active
+    readers = list(metric_readers)
+    batch = False
+    target = "the given exporter"
+    if span_exporter is None:
+        target = settings.telemetry_exporter
+        span_exporter, reader, batch = _exporters(settings)
+        readers.append(reader)
+    res = resource(settings)
+    tracer_provider = TracerProvider(resource=res)
+    processor = BatchSpanProcessor(span_exporter) if batch else SimpleSpanProcessor(span_exporter)
+    tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=res, metric_readers=readers)
+    telemetry = Telemetry(tracer_provider, meter_provider)
+    if set_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+    if instrument:
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+        from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
+
+        instrumentors = (GrpcAioInstrumentorClient(), AsyncPGInstrumentor())  # type: ignore[no-untyped-call]
+        for instrumentor in instrumentors:
+            instrumentor.instrument(tracer_provider=tracer_provider)
+            telemetry._instrumentors.append(instrumentor)
+    _active = telemetry
+    log.info("telemetry: exporting to %s as service %s", target, settings.service_name)
+    return telemetry
+
+
+def get_tracer(name: str) -> trace.Tracer:
+    """A tracer from the active configuration (the global API's when none is active)."""
+    if _active is not None:
+        return _active.tracer(name)
+    return trace.get_tracer(name)
+
+
+def get_meter(name: str) -> metrics.Meter:
+    """A meter from the active configuration (the global API's when none is active)."""
+    if _active is not None:
+        return _active.meter(name)
+    return metrics.get_meter(name)
+
+
+def active() -> Telemetry | None:
+    return _active
