@@ -118,7 +118,9 @@ def check() -> None:
     for result in results:
         mark = "[green]ok[/green]" if result.ok else "[red]FAIL[/red]"
         table.add_row(result.name, mark, result.detail)
-    Console().print(table)
+    out = Console()
+    # Piped output (CI logs, grep) gets a wide table instead of one wrapped at 80 columns.
+    (out if out.is_terminal else Console(width=200)).print(table)
     failures = [r for r in results if not r.ok]
     if failures:
         for failure in failures:

@@ -43,7 +43,7 @@ def bucket_name_problem(name: str) -> str | None:
     if _IP_RE.match(name):
         return "must not look like an IP address"
     if name.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or name.endswith(
-        ("-s3alias", "--ol-s3", "--x-s3", "--table-s3")
+        ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
     ):
         return "uses a prefix or suffix that S3 reserves"
     return None

@@ -1,0 +1,206 @@
+"""The ``mediagrid`` command in a real subprocess: serve stops on SIGTERM, check names problems."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
+
+from common.aws import AwsClients, ensure_bucket
+from common.registry import SERVICES
+from common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MEDIAGRID = Path(sys.executable).parent / "mediagrid"
+
+
+def available_services() -> list[str]:
+    """Services whose code is in this checkout (all of them once every branch is merged)."""
+    found = []
+    for name in SERVICES:
+        try:
+            if importlib.util.find_spec(f"services.{name}.app") is not None:
+                found.append(name)
+        except ModuleNotFoundError:
+            continue
+    return found
+
+
+def clean_env(**variables: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'gen'}"
+    env.update(variables)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MEDIAGRID), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+async def wait_serving(address: str, process: subprocess.Popen[str], deadline: float) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            assert process.poll() is None, "mediagrid serve exited before serving"
+            try:
+                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            assert time.monotonic() < deadline, "mediagrid serve did not become SERVING"
+            await asyncio.sleep(0.3)
+
+
+async def test_serve_reaches_serving_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(
+        MEDIAGRID_DATA_DIR=str(tmp_path / "state"),
+        MEDIAGRID_GRPC_PORT=str(port),
+        MEDIAGRID_GRPC_SHUTDOWN_GRACE_SECONDS="2",
+        MEDIAGRID_LOG_FORMAT="json",
+    )
+    # Only the services present in this checkout, so the test also runs on partial branches.
+    script = (
+        "import common.registry as r, sys; "
+        f"r.SERVICES = {{k: v for k, v in r.SERVICES.items() if k in {available_services()!r}}}; "
+        "from common.cli import main; sys.argv[0] = 'mediagrid'; main()"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "serve", "all"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_serving(f"127.0.0.1:{port}", process, time.monotonic() + 90)
+        process.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.to_thread(process.communicate, timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert f"mediagrid listening on 127.0.0.1:{port}" in err
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    messages = [r["message"] for r in records]
+    assert any("IN-MEMORY" in m for m in messages)
+    assert any(m.startswith("signal received") for m in messages)
+    assert any(m == "embedded PostgreSQL stopped" for m in messages)
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def test_invalid_setting_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    result = run_cli("serve", env=clean_env(MEDIAGRID_GRPC_PORT="not-a-port"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "MEDIAGRID_GRPC_PORT" in result.stderr
+
+
+def test_check_rejects_a_bad_bucket_prefix(tmp_path: Path) -> None:
+    result = run_cli("check", env=clean_env(MEDIAGRID_BUCKET_PREFIX="Bad_Prefix"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "MEDIAGRID_BUCKET_PREFIX" in result.stderr
+
+
+def test_check_reports_an_unreachable_database(tmp_path: Path) -> None:
+    env = clean_env(
+        MEDIAGRID_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x",
+        MEDIAGRID_DB_CONNECT_ATTEMPTS="2",
+        MEDIAGRID_DB_CONNECT_BACKOFF_SECONDS="0.01",
+    )
+    result = run_cli("check", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "database unreachable" in result.stderr
+    assert "MEDIAGRID_DATABASE_URL" in result.stderr
+
+
+def configured_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    return clean_env(
+        MEDIAGRID_DATA_DIR=str(tmp_path / "state"),
+        MEDIAGRID_DATABASE_URL=settings.database_dsn(),
+        MEDIAGRID_S3_ENDPOINT_URL=str(settings.s3_endpoint_url),
+        MEDIAGRID_AWS_ACCESS_KEY_ID="testing",
+        MEDIAGRID_AWS_SECRET_ACCESS_KEY="testing",
+        MEDIAGRID_S3_PAYLOAD_SIGNING="false",
+    )
+
+
+async def test_check_names_a_missing_bucket_then_passes_once_it_exists(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = configured_env(settings, tmp_path)
+    missing = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "mediagrid-dev-files does not exist" in missing.stderr
+    assert "MEDIAGRID_BUCKET_PREFIX" in missing.stderr
+
+    async with AwsClients(settings).s3() as s3:
+        await ensure_bucket(s3, "mediagrid-dev-files")
+    passing = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
+    assert passing.returncode == 0, passing.stdout + passing.stderr
+    assert "write/read/delete ok" in passing.stdout
+    async with AwsClients(settings).s3() as s3:
+        versions = await s3.list_object_versions(Bucket="mediagrid-dev-files")
+    # The round trip removed its object version itself: no object, no delete marker left.
+    assert not versions.get("Versions") and not versions.get("DeleteMarkers")
+    assert not (tmp_path / "state").exists(), "a configured setup must not start embedded stores"
+
+
+async def test_check_lists_pending_migrations(
+    settings: Settings, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    name = f"mg_empty_{os.getpid()}"
+    head, sep, query = pg_admin_dsn.partition("?")  # keep ?host=... of a unix-socket DSN
+    empty_dsn = f"{head.rsplit('/', 1)[0]}/{name}{sep}{query}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.execute(f"CREATE DATABASE {name}")
+        empty = settings.model_copy(update={"database_url": SecretStr(empty_dsn)})
+        result = await asyncio.to_thread(
+            run_cli, "check", env=configured_env(empty, tmp_path), cwd=tmp_path
+        )
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+    assert result.returncode == 1
+    pending = [s for s in SERVICES.values() if s.migrations.is_dir()]
+    for spec in pending:
+        assert f"migrations: {spec.name}" in result.stderr
+    assert "run `mediagrid migrate`" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_unknown_service_name_exits_2(tmp_path: Path, command: str) -> None:
+    env = clean_env(
+        MEDIAGRID_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x",
+        MEDIAGRID_S3_ENDPOINT_URL="http://127.0.0.1:1",
+        MEDIAGRID_AWS_ACCESS_KEY_ID="x",
+        MEDIAGRID_AWS_SECRET_ACCESS_KEY="y",
+    )
+    result = run_cli(command, "billing", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown service(s): billing" in result.stderr

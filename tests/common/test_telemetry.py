@@ -1,0 +1,117 @@
+"""Telemetry: spans for RPCs (server and client, one trace) and queries; the service resource."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from common import telemetry as telemetry_module
+from common.runtime import running_suite
+from common.settings import Settings
+from common.telemetry import Telemetry, configure_telemetry, get_meter, get_tracer
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def telemetry(
+    settings: Settings, exporter: InMemorySpanExporter, reader: InMemoryMetricReader
+) -> Iterator[Telemetry]:
+    configured = configure_telemetry(
+        settings.model_copy(update={"service_name": "mediagrid-test"}),
+        span_exporter=exporter,
+        metric_readers=[reader],
+        set_global=False,
+    )
+    try:
+        yield configured
+    finally:
+        configured.shutdown()
+
+
+async def test_an_rpc_produces_linked_client_and_server_spans(
+    settings: Settings, telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    async with running_suite(
+        settings, specs=[], port=0, interceptors=telemetry.server_interceptors()
+    ) as (server, _ctx):
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+    spans = exporter.get_finished_spans()
+    server_spans = [s for s in spans if s.kind == SpanKind.SERVER and s.name == HEALTH_CHECK]
+    client_spans = [s for s in spans if s.kind == SpanKind.CLIENT and s.name == HEALTH_CHECK]
+    assert len(server_spans) == 1 and len(client_spans) == 1
+    server_span, client_span = server_spans[0], client_spans[0]
+    # The client injected its trace context and the server continued it.
+    assert server_span.context.trace_id == client_span.context.trace_id
+    assert server_span.parent is not None
+    assert server_span.parent.span_id == client_span.context.span_id
+    assert server_span.resource.attributes["service.name"] == "mediagrid-test"
+    # The database health check ran through the instrumented asyncpg.
+    assert any(s.attributes and s.attributes.get("db.system") == "postgresql" for s in spans)
+
+
+def test_shutdown_undoes_the_global_instrumentation(settings: Settings) -> None:
+    import asyncpg
+
+    original_channel = grpc.aio.insecure_channel
+    original_execute = asyncpg.Connection.execute
+    configured = configure_telemetry(
+        settings, span_exporter=InMemorySpanExporter(), set_global=False
+    )
+    assert grpc.aio.insecure_channel is not original_channel
+    configured.shutdown()
+    assert grpc.aio.insecure_channel is original_channel
+    assert asyncpg.Connection.execute is original_execute
+    assert telemetry_module.active() is None
+
+
+async def test_services_get_tracers_and_meters_from_the_active_configuration(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, reader: InMemoryMetricReader
+) -> None:
+    with get_tracer("services.demo").start_as_current_span("demo.work"):
+        pass
+    get_meter("services.demo").create_counter("demo.jobs").add(3)
+    assert [s.name for s in exporter.get_finished_spans()] == ["demo.work"]
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = [
+        point.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "demo.jobs"
+        for point in metric.data.data_points
+    ]
+    assert points == [3]
+
+
+def test_off_means_no_interceptors_and_no_op_tracers(settings: Settings) -> None:
+    configured = configure_telemetry(settings.model_copy(update={"telemetry_exporter": "off"}))
+    try:
+        assert not configured.enabled
+        assert configured.server_interceptors() == []
+        span = get_tracer("x").start_span("nothing")
+        assert not span.get_span_context().is_valid
+    finally:
+        configured.shutdown()
