@@ -58,11 +58,11 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
     )
 
 
-async def wait_serving(address: str, process: subprocess.Popen[str], deadline: float) -> None:
+async def wait_serving(address: str, process: asyncio.subprocess.Process, deadline: float) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
-            assert process.poll() is None, "mediagrid serve exited before serving"
+            assert process.returncode is None, "mediagrid serve exited before serving"
             try:
                 response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
@@ -87,22 +87,26 @@ async def test_serve_reaches_serving_and_exits_zero_on_sigterm(tmp_path: Path) -
         f"r.SERVICES = {{k: v for k, v in r.SERVICES.items() if k in {available_services()!r}}}; "
         "from common.cli import main; sys.argv[0] = 'mediagrid'; main()"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, "serve", "all"],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        "serve",
+        "all",
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await wait_serving(f"127.0.0.1:{port}", process, time.monotonic() + 90)
         process.send_signal(signal.SIGTERM)
-        _out, err = await asyncio.to_thread(process.communicate, timeout=60)
+        _out, raw_err = await asyncio.wait_for(process.communicate(), timeout=60)
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.communicate()
+            await process.communicate()
+    err = raw_err.decode()
     assert process.returncode == 0, err
     assert f"mediagrid listening on 127.0.0.1:{port}" in err
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import string
 from pathlib import Path
 
@@ -123,8 +124,8 @@ def oracle_valid(name: str) -> bool:
         return False
     if not (name[0].isalnum() and name[-1].isalnum()):
         return False
-    for a, b in zip(name, name[1:], strict=False):
-        if a == "." and b in ".-" or a == "-" and b == ".":
+    for a, b in itertools.pairwise(name):
+        if (a == "." and b in ".-") or (a == "-" and b == "."):
             return False
     parts = name.split(".")
     if len(parts) == 4 and all(p.isdigit() and 1 <= len(p) <= 3 for p in parts):

@@ -48,13 +48,16 @@ def telemetry(
 async def test_an_rpc_produces_linked_client_and_server_spans(
     settings: Settings, telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    async with running_suite(
-        settings, specs=[], port=0, interceptors=telemetry.server_interceptors()
-    ) as (server, _ctx):
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10
-            )
+    async with (
+        running_suite(settings, specs=[], port=0, interceptors=telemetry.server_interceptors()) as (
+            server,
+            _ctx,
+        ),
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        response = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
     spans = exporter.get_finished_spans()
