@@ -11,10 +11,18 @@ PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null | sort)
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 
-.PHONY: help install run test test-fast protos check-protos lint ruff mypy buf-lint buf-breaking format bench lock compose-check clean
+.PHONY: help install run check test protos check-protos lint ruff mypy buf-lint buf-breaking format bench lock docs deploy-check compose-check cfn-lint clean
 
 help:
-	@echo "make run | test | protos | check-protos | lint | format | bench | lock | compose-check | clean"
+	@echo "make run           install, then serve every service on 127.0.0.1:50051 (embedded PostgreSQL/S3 if unconfigured)"
+	@echo "make test          install, then run the whole test suite"
+	@echo "make check         mediagrid check: settings, database, migrations, buckets"
+	@echo "make protos        regenerate gen/ from protos/ (check-protos: fail if stale)"
+	@echo "make lint          buf lint + format check, ruff, mypy (format: fix what can be fixed)"
+	@echo "make deploy-check  validate docker-compose.yml and deploy/aws offline"
+	@echo "make docs          regenerate docs/configuration.md from the Settings model"
+	@echo "make bench         run benchmarks (BENCH_ARGS=rpc_baseline to pick)"
+	@echo "make lock          re-resolve all dependencies into constraints.txt"
 
 $(STAMP): pyproject.toml constraints.txt
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
@@ -29,8 +37,12 @@ $(BUF): package.json
 	npm install --silent --no-audit --no-fund
 	@touch $(BUF)
 
+# Text logs for a person at a terminal unless MEDIAGRID_LOG_FORMAT says otherwise.
 run: install
-	$(BIN)/mediagrid serve all
+	MEDIAGRID_LOG_FORMAT=$${MEDIAGRID_LOG_FORMAT:-text} $(BIN)/mediagrid serve all
+
+check: install
+	MEDIAGRID_LOG_FORMAT=$${MEDIAGRID_LOG_FORMAT:-text} $(BIN)/mediagrid check
 
 test: install
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
@@ -79,8 +91,17 @@ lock:
 	/tmp/mediagrid-lock/bin/pip install --quiet '.[dev]'
 	/tmp/mediagrid-lock/bin/pip freeze --exclude mediagrid > constraints.txt
 
+docs: install
+	$(BIN)/python scripts/config_doc.py > docs/configuration.md
+
+# Offline validation of the deployment files (no Docker engine or AWS account needed).
+deploy-check: compose-check cfn-lint
+
 compose-check: install
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+cfn-lint: install
+	$(BIN)/cfn-lint deploy/aws/*.yaml
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
