@@ -1,0 +1,50 @@
+"""Bare grpc.aio baselines on this machine, and what the suite's interceptor chain costs.
+
+Prints: unary echo calls/s and p50/p99 at a concurrency, the same through the suite's
+``SuiteInterceptor`` (request id, access log, error mapping; no authentication) with the
+ratio, and client-streaming upload MB/s at 1 MiB and 64 KiB chunks. Service benchmarks
+(users, files) compare against the same baselines through ``bench.common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from bench.common import (
+    bare_echo_baseline,
+    bare_server,
+    bare_upload_baseline,
+    echo_load,
+    ratio_line,
+)
+from common.interceptors import SuiteInterceptor
+
+
+async def run(args: argparse.Namespace) -> None:
+    # The access log would otherwise write one line per call to the terminal.
+    logging.getLogger("mediagrid.access").setLevel(logging.WARNING)
+    print(f"unary echo, 64-byte payload, {args.calls} calls, concurrency {args.concurrency}")
+    bare = await bare_echo_baseline(calls=args.calls, concurrency=args.concurrency)
+    print(bare.line("bare grpc.aio (baseline)"))
+    async with bare_server([SuiteInterceptor()]) as address:
+        suite = await echo_load(address, calls=args.calls, concurrency=args.concurrency)
+    print(suite.line("with SuiteInterceptor"))
+    print(ratio_line("SuiteInterceptor throughput", suite.calls_per_second, bare.calls_per_second))
+
+    total = args.mib * 2**20
+    print(f"\nclient-streaming upload of {args.mib} MiB to a byte-counting server")
+    big = await bare_upload_baseline(total_bytes=total, chunk_size=2**20)
+    print(big.line("bare grpc.aio, 1 MiB chunks"))
+    small = await bare_upload_baseline(total_bytes=total, chunk_size=64 * 1024)
+    print(small.line("bare grpc.aio, 64 KiB chunks"))
+    print(ratio_line("64 KiB vs 1 MiB chunks", small.mb_per_second, big.mb_per_second))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench rpc_baseline", description=__doc__)
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--mib", type=int, default=256)
+    asyncio.run(run(parser.parse_args(argv)))
