@@ -11,6 +11,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,6 +90,9 @@ class Settings(BaseSettings):
     # --- PostgreSQL --------------------------------------------------------------------
     # postgresql://user:password@host:port/database; unset in dev/test = embedded PostgreSQL.
     database_url: SecretStr | None = None
+    # Replaces the password in MEDIAGRID_DATABASE_URL (so the URL can be plain configuration
+    # and the password a secret, e.g. injected by ECS from Secrets Manager).
+    database_password: SecretStr | None = None
     # Connections the pool keeps open.
     db_pool_min_size: int = Field(default=1, ge=0, le=100)
     # Most connections the pool opens.
@@ -213,9 +217,17 @@ class Settings(BaseSettings):
         return self.s3_endpoint_url is None and self.aws_access_key_id is None and self.is_local
 
     def database_dsn(self) -> str:
+        """The connection URL, with MEDIAGRID_DATABASE_PASSWORD (URL-encoded) when set."""
         if self.database_url is None:
             raise ConfigurationError("MEDIAGRID_DATABASE_URL is not set")
-        return self.database_url.get_secret_value()
+        url = self.database_url.get_secret_value()
+        if self.database_password is None:
+            return url
+        parts = urlsplit(url)
+        user = parts.username or ""
+        password = quote(self.database_password.get_secret_value(), safe="")
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -183,6 +183,7 @@ def test_secrets_never_appear_in_repr_str_or_json(
         aws_access_key_id="AKIAEXAMPLEKEY",
         aws_secret_access_key=aws_secret,
         bootstrap_admin_password=admin_password,
+        database_password=f"{password}-db",
     )
     shown = [repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump())]
     for text in shown:
@@ -200,3 +201,18 @@ def test_validation_errors_do_not_echo_secrets(monkeypatch: pytest.MonkeyPatch) 
     message = str(info.value)
     assert "MEDIAGRID_GRPC_PORT" in message
     assert "TopSecret" not in message
+
+
+@given(password=st.text(min_size=1, max_size=30))
+def test_database_password_is_url_encoded_into_the_url(password: str) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    settings = Settings(
+        database_url="postgresql://mediagrid@db.internal:5432/mediagrid",
+        database_password=password,
+    )
+    parts = urlsplit(settings.database_dsn())
+    assert parts.username == "mediagrid"
+    assert parts.password is not None and unquote(parts.password) == password
+    assert parts.hostname == "db.internal" and parts.port == 5432
+    assert parts.path == "/mediagrid"
