@@ -128,6 +128,40 @@ def check() -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def health(
+    address: str = typer.Option(None, help="host:port (default: MEDIAGRID_GRPC_HOST:PORT)"),
+    service: str = typer.Option("", help="a fully qualified service name; empty = overall"),
+    timeout: float = typer.Option(5.0, help="seconds to wait for the answer"),
+) -> None:
+    """Ask a running server's grpc.health.v1 service; exit 0 only when SERVING.
+
+    Used as the container health check (Docker, ECS).
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if address is None:
+        settings = settings_or_exit()
+        host = "127.0.0.1" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
+        address = f"{host}:{settings.grpc_port}"
+
+    async def ask() -> str:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=service)
+            response = await stub.Check(request, timeout=timeout)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    try:
+        status = asyncio.run(ask())
+    except grpc.RpcError as exc:
+        fail(f"{address}: {exc.code().name}: {exc.details()}")
+    typer.echo(f"{address} {service or '(overall)'}: {status}")
+    if status != "SERVING":
+        raise typer.Exit(1)
+
+
 def _register_service_commands() -> None:
     for name in ("users", "jobs", "files"):
         try:

@@ -100,6 +100,12 @@ async def test_serve_reaches_serving_and_exits_zero_on_sigterm(tmp_path: Path) -
     )
     try:
         await wait_serving(f"127.0.0.1:{port}", process, time.monotonic() + 90)
+        probe = await asyncio.create_subprocess_exec(
+            str(MEDIAGRID), "health", env=env, stdout=asyncio.subprocess.PIPE
+        )
+        probe_out, _ = await asyncio.wait_for(probe.communicate(), timeout=60)
+        assert probe.returncode == 0
+        assert probe_out.decode().strip() == f"127.0.0.1:{port} (overall): SERVING"
         process.send_signal(signal.SIGTERM)
         _out, raw_err = await asyncio.wait_for(process.communicate(), timeout=60)
     finally:
@@ -195,6 +201,20 @@ async def test_check_lists_pending_migrations(
     for spec in pending:
         assert f"migrations: {spec.name}" in result.stderr
     assert "run `mediagrid migrate`" in result.stderr
+
+
+def test_health_exits_1_when_nothing_answers(tmp_path: Path) -> None:
+    result = run_cli(
+        "health",
+        "--address",
+        f"127.0.0.1:{free_port()}",
+        "--timeout",
+        "1",
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "UNAVAILABLE" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["serve", "migrate"])
