@@ -62,6 +62,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         fail(str(exc))
     except MigrationError as exc:
         fail(f"migration failed: {exc}")
+    except OSError as exc:  # e.g. the gRPC port is taken
+        fail(str(exc))
 
 
 def _service_names(services: list[str] | None) -> list[str]:
