@@ -203,6 +203,29 @@ async def test_check_lists_pending_migrations(
     assert "run `mediagrid migrate`" in result.stderr
 
 
+async def test_serve_on_a_taken_port_exits_1_naming_it(settings: Settings, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = configured_env(settings, tmp_path)
+        env["MEDIAGRID_GRPC_PORT"] = str(port)
+        script = "import common.registry as r; r.SERVICES = {}; from common.cli import main; main()"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script,
+            "serve",
+            env=env,
+            cwd=tmp_path,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode == 1
+    assert f"Failed to bind to address 127.0.0.1:{port}" in err.decode()
+    assert "MEDIAGRID_GRPC_PORT" in err.decode()
+
+
 def test_health_exits_1_when_nothing_answers(tmp_path: Path) -> None:
     result = run_cli(
         "health",
