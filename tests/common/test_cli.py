@@ -6,11 +6,14 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +25,22 @@ from pydantic import SecretStr
 from common.aws import AwsClients, ensure_bucket
 from common.registry import SERVICES
 from common.settings import Settings
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A data dir outside pytest's tmp tree.
+
+    As root, pgserver runs PostgreSQL as the user ``pgserver``, which must traverse every
+    parent of the data directory; pytest resets /tmp/pytest-of-root to 0700 whenever a
+    session starts (other runs on this machine included), which would lock it out.
+    """
+    path = Path(tempfile.mkdtemp(prefix="mg-state-"))
+    try:
+        yield path / "state"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIAGRID = Path(sys.executable).parent / "mediagrid"
@@ -62,7 +81,9 @@ async def wait_serving(address: str, process: asyncio.subprocess.Process, deadli
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
-            assert process.returncode is None, "mediagrid serve exited before serving"
+            if process.returncode is not None:
+                _, err = await process.communicate()
+                raise AssertionError(f"mediagrid serve exited before serving:\n{err.decode()}")
             try:
                 response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
@@ -73,10 +94,12 @@ async def wait_serving(address: str, process: asyncio.subprocess.Process, deadli
             await asyncio.sleep(0.3)
 
 
-async def test_serve_reaches_serving_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+async def test_serve_reaches_serving_and_exits_zero_on_sigterm(
+    tmp_path: Path, state_dir: Path
+) -> None:
     port = free_port()
     env = clean_env(
-        MEDIAGRID_DATA_DIR=str(tmp_path / "state"),
+        MEDIAGRID_DATA_DIR=str(state_dir),
         MEDIAGRID_GRPC_PORT=str(port),
         MEDIAGRID_GRPC_SHUTDOWN_GRACE_SECONDS="2",
         MEDIAGRID_LOG_FORMAT="json",
