@@ -88,6 +88,8 @@ async def test_embedded_suite_serves_and_keeps_database_rows_across_restarts(
             assert await conn.fetchval("SELECT note FROM public.scratch") == "kept across restarts"
         finally:
             await conn.close()
+    # Stopped, not orphaned: PostgreSQL removes postmaster.pid when it shuts down.
+    assert not (state_dir / "pgdata" / "postmaster.pid").exists()
 
 
 async def test_a_configured_database_that_does_not_answer_is_an_error_not_a_fallback(
