@@ -158,6 +158,20 @@ def test_check_rejects_a_bad_bucket_prefix(tmp_path: Path) -> None:
     assert "MEDIAGRID_BUCKET_PREFIX" in result.stderr
 
 
+def test_serve_with_an_unreachable_database_exits_1_without_falling_back(tmp_path: Path) -> None:
+    env = clean_env(
+        MEDIAGRID_DATA_DIR=str(tmp_path / "state"),
+        MEDIAGRID_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x",
+        MEDIAGRID_DB_CONNECT_ATTEMPTS="2",
+        MEDIAGRID_DB_CONNECT_BACKOFF_SECONDS="0.01",
+        MEDIAGRID_GRPC_PORT=str(free_port()),
+    )
+    result = run_cli("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "PostgreSQL is unreachable after 2 attempts" in result.stderr
+    assert not (tmp_path / "state" / "pgdata").exists()
+
+
 def test_check_reports_an_unreachable_database(tmp_path: Path) -> None:
     env = clean_env(
         MEDIAGRID_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x",
