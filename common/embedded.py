@@ -174,11 +174,12 @@ async def create_buckets(settings: Settings) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def embedded_dependencies(
-    settings: Settings, *, database: bool = True, s3: bool = True
+    settings: Settings, *, database: bool = True, s3: bool = True, buckets: bool = True
 ) -> AsyncIterator[Settings]:
     """Start the embedded stand-ins the settings ask for; yield settings pointing at them.
 
-    ``database``/``s3`` False skips that dependency entirely (``migrate`` needs no S3).
+    ``database``/``s3`` False skips that dependency entirely (``migrate`` needs no S3);
+    ``buckets`` False leaves bucket creation to the caller (``running_suite`` does it).
     """
     async with contextlib.AsyncExitStack() as stack:
         if database and settings.embedded_database:
@@ -190,6 +191,6 @@ async def embedded_dependencies(
             server = EmbeddedS3()
             stack.callback(server.stop)
             settings = with_embedded_s3(settings, server.start())
-        if s3 and settings.s3_create_buckets:
+        if s3 and buckets and settings.s3_create_buckets:
             await create_buckets(settings)
         yield settings

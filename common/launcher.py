@@ -46,7 +46,7 @@ async def launched(
     telemetry = configure_telemetry(settings)
     try:
         async with (
-            embedded_dependencies(settings) as effective,
+            embedded_dependencies(settings, buckets=False) as effective,
             running_suite(
                 effective,
                 names,
