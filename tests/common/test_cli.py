@@ -288,3 +288,24 @@ def test_unknown_service_name_exits_2(tmp_path: Path, command: str) -> None:
     result = run_cli(command, "billing", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown service(s): billing" in result.stderr
+
+
+async def test_unconfigured_check_and_migrate_use_the_embedded_stores(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    env = clean_env(MEDIAGRID_DATA_DIR=str(state_dir))
+    before = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
+    assert "embedded PostgreSQL" in before.stdout
+    assert "embedded in-memory S3" in before.stdout
+    # A fresh embedded database has every migration pending.
+    assert before.returncode == 1
+    assert "run `mediagrid migrate`" in before.stderr
+
+    migrated = await asyncio.to_thread(run_cli, "migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    again = await asyncio.to_thread(run_cli, "migrate", env=env, cwd=tmp_path)
+    assert again.stderr.count("nothing (up to date)") == len(SERVICES)
+
+    after = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert (state_dir / "pgdata" / "PG_VERSION").is_file()
