@@ -30,8 +30,6 @@ app = typer.Typer(
 )
 # soft_wrap: messages stay on one line (greppable, and tests match them whole).
 console = Console(stderr=True, soft_wrap=True)
-log = logging.getLogger("mediagrid.cli")
-
 T = TypeVar("T")
 
 
@@ -56,8 +54,6 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except ConfigurationError as exc:
         fail(str(exc), 2)
-    except ValueError as exc:  # unknown service names and similar argument errors
-        fail(str(exc), 2)
     except DomainError as exc:  # e.g. Unavailable: the database did not answer
         fail(str(exc))
     except MigrationError as exc:
@@ -72,7 +68,15 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def _service_names(services: list[str] | None) -> list[str]:
-    return services or ["all"]
+    """The requested services (default all); unknown names exit 2 before anything starts."""
+    from common.registry import resolve
+
+    names = services or ["all"]
+    try:
+        resolve(names)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    return names
 
 
 @app.command()
