@@ -140,6 +140,26 @@ def check() -> None:
 
 
 @app.command()
+def config() -> None:
+    """Print the effective settings (secrets masked) and where each came from."""
+    import os
+
+    settings = settings_or_exit()
+    table = Table(title="mediagrid settings")
+    table.add_column("variable")
+    table.add_column("value", overflow="fold")
+    table.add_column("source")
+    # mode="json" renders SecretStr as "**********": the values shown are safe to paste.
+    values = settings.model_dump(mode="json")
+    for name in Settings.model_fields:
+        variable = f"MEDIAGRID_{name.upper()}"
+        source = "environment" if variable in os.environ else "default or .env"
+        table.add_row(variable, "unset" if values[name] is None else str(values[name]), source)
+    out = Console()
+    (out if out.is_terminal else Console(width=200)).print(table)
+
+
+@app.command()
 def health(
     address: str = typer.Option(None, help="host:port (default: MEDIAGRID_GRPC_HOST:PORT)"),
     service: str = typer.Option("", help="a fully qualified service name; empty = overall"),

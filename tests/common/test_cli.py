@@ -263,6 +263,20 @@ async def test_serve_on_a_taken_port_exits_1_naming_it(settings: Settings, tmp_p
     assert "MEDIAGRID_GRPC_PORT" in err.decode()
 
 
+def test_config_shows_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
+    env = clean_env(
+        MEDIAGRID_DATABASE_URL="postgresql://app:S3cretPassw0rd@db:5432/mediagrid",
+        MEDIAGRID_GRPC_PORT="6001",
+    )
+    result = run_cli("config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "S3cretPassw0rd" not in result.stdout + result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "6001" in lines["MEDIAGRID_GRPC_PORT"] and "environment" in lines["MEDIAGRID_GRPC_PORT"]
+    assert "**********" in lines["MEDIAGRID_DATABASE_URL"]
+    assert "mediagrid" in lines["MEDIAGRID_BUCKET_PREFIX"]
+
+
 def test_health_exits_1_when_nothing_answers(tmp_path: Path) -> None:
     result = run_cli(
         "health",
