@@ -323,3 +323,29 @@ async def test_unconfigured_check_and_migrate_use_the_embedded_stores(
     after = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
     assert after.returncode == 0, after.stdout + after.stderr
     assert (state_dir / "pgdata" / "PG_VERSION").is_file()
+
+
+async def test_check_fails_an_unversioned_bucket(settings: Settings) -> None:
+    from common.check import check_bucket
+
+    async with AwsClients(settings).s3() as s3:
+        await s3.create_bucket(Bucket="plain-bucket")
+        result = await check_bucket(s3, settings, "plain-bucket")
+        listed = await s3.list_objects_v2(Bucket="plain-bucket")
+    assert not result.ok
+    assert "versioning is not enabled" in result.detail
+    assert listed.get("KeyCount", 0) == 0  # nothing was written to a bucket that failed
+
+
+async def test_run_checks_in_process_reports_every_row(settings: Settings) -> None:
+    from common.check import run_checks
+
+    async with AwsClients(settings).s3() as s3:
+        await ensure_bucket(s3, settings.bucket("files"))
+    results = {r.name: r for r in await run_checks(settings)}
+    assert all(r.ok for r in results.values()), results
+    assert ": PostgreSQL " in results["database"].detail
+    assert {f"migrations: {s.name}" for s in SERVICES.values() if s.migrations.is_dir()} <= set(
+        results
+    )
+    assert results[f"bucket {settings.bucket('files')}"].ok
