@@ -67,7 +67,9 @@ class EmbeddedPostgres:
                 "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME
             )
             if not exists:
-                await conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
+                # Another process sharing this data dir may win the race; that is fine.
+                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                    await conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
         finally:
             await conn.close()
         uri: str = self._server.get_uri(DATABASE_NAME)
