@@ -23,8 +23,6 @@ from common.interceptors import SuiteInterceptor
 
 
 async def run(args: argparse.Namespace) -> None:
-    # The access log would otherwise write one line per call to the terminal.
-    logging.getLogger("mediagrid.access").setLevel(logging.WARNING)
     print(f"unary echo, 64-byte payload, {args.calls} calls, concurrency {args.concurrency}")
     bare = await bare_echo_baseline(calls=args.calls, concurrency=args.concurrency)
     print(bare.line("bare grpc.aio (baseline)"))
@@ -47,4 +45,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--mib", type=int, default=256)
-    asyncio.run(run(parser.parse_args(argv)))
+    # The access log would otherwise write one line per call to the terminal.
+    access = logging.getLogger("mediagrid.access")
+    level = access.level
+    access.setLevel(logging.WARNING)
+    try:
+        asyncio.run(run(parser.parse_args(argv)))
+    finally:
+        access.setLevel(level)
