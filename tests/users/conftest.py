@@ -91,3 +91,75 @@ async def start_users(suite: Callable[..., Any], password_hash: str, **overrides
 @pytest_asyncio.fixture
 async def users(suite: Callable[..., Any], password_hash: str) -> AsyncIterator[UsersEnv]:
     yield await start_users(suite, password_hash)
+
+
+class FakeUsage:
+    """An in-test UsageSource with fixed figures."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def job_counts(self, user: str) -> dict[str, int]:
+        self.asked.append(user)
+        return {"SUCCEEDED": 3, "FAILED": 1}
+
+    async def file_usage(self, user: str) -> Any:
+        from services.users.usage import FileUsage
+
+        return FileUsage(file_count=2, total_bytes=2048)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_users(
+    pg_admin_dsn: str, template_db: str, password_hash: str
+) -> AsyncIterator[UsersEnv]:
+    """One users service (own database, fake usage source) shared by a module's many cases."""
+    import uuid
+
+    import asyncpg
+
+    from common.runtime import running_suite
+    from services.users import app
+    from tests.conftest import with_database
+
+    name = f"mg_users_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await admin.close()
+    dsn = with_database(pg_admin_dsn, name)
+    settings = Settings(
+        environment="test",
+        database_url=dsn,
+        grpc_port=0,
+        grpc_shutdown_grace_seconds=1,
+        log_format="text",
+        db_pool_max_size=20,
+    )
+    usage = FakeUsage()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app, "usage_source", lambda ctx: usage)
+        async with running_suite(settings, ["users"], port=0) as (server, ctx):
+            channel = grpc.aio.insecure_channel(server.address)
+            repository = UserRepository(ctx.pool)
+            try:
+                yield UsersEnv(
+                    server=server,
+                    ctx=ctx,
+                    channel=channel,
+                    stub=pb_grpc.UserServiceStub(channel),
+                    repository=repository,
+                    sessions=SessionManager(
+                        repository, settings, Passwords.from_settings(settings)
+                    ),
+                    settings=settings,
+                    password_hash=password_hash,
+                )
+            finally:
+                await channel.close()
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
