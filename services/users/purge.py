@@ -12,12 +12,20 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from common.errors import DomainError
 from services.users.usage import FILES_SERVICE, JOBS_SERVICE, dependency_unavailable
 
 
 class UserDataPurger(Protocol):
     async def purge(self, user: str) -> None:
         """Remove (or durably schedule removal of) ``users/{id}``'s data; raise to be retried."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``REASON: message`` for domain errors, the exception type otherwise (for last_error)."""
+    if isinstance(exc, DomainError):
+        return f"{exc.reason}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class MissingServicesPurger:

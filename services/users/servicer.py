@@ -23,7 +23,7 @@ from services.users import access, convert, pagination, permissions, validation
 from services.users.activity import DatabaseActivityRecorder
 from services.users.models import User
 from services.users.passwords import Passwords
-from services.users.purge import UserDataPurger
+from services.users.purge import UserDataPurger, describe_failure
 from services.users.repository import UserRepository
 from services.users.sessions import SessionManager
 from services.users.usage import UsageSource
@@ -219,7 +219,9 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         except Exception as exc:
             log.warning("purge of %s deferred to the sweep: %s", name, exc)
             await self.repository.purge_failed(
-                name.removeprefix("users/"), str(exc), self.settings.users_purge_retry_seconds
+                name.removeprefix("users/"),
+                describe_failure(exc),
+                self.settings.users_purge_retry_seconds,
             )
         else:
             user_id = name.removeprefix("users/")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from common.settings import Settings
 from services.users.models import SweepReport
-from services.users.purge import UserDataPurger
+from services.users.purge import UserDataPurger, describe_failure
 from services.users.repository import UserRepository
 
 log = logging.getLogger("mediagrid.users.sweep")
@@ -88,7 +88,7 @@ class Sweeper:
                     self.settings.users_purge_retry_seconds * 2 ** min(pending.attempts, 20),
                 )
                 log.warning("purge of %s failed (attempt %d): %s", name, pending.attempts + 1, exc)
-                await self.repository.purge_failed(pending.user_id, str(exc), delay)
+                await self.repository.purge_failed(pending.user_id, describe_failure(exc), delay)
             else:
                 done += 1
                 await self.repository.purge_done(pending.user_id)
