@@ -11,7 +11,7 @@ from common.context import Principal, Role
 from common.errors import InvalidArgument
 from services.users.models import ActivityEntry, Grant, Session, Status, User
 
-ROLE_TO_PB: dict[str, int] = {
+ROLE_TO_PB: dict[str, pb.Role] = {
     "admin": pb.ROLE_ADMIN,
     "user": pb.ROLE_USER,
     "service": pb.ROLE_SERVICE,
@@ -21,7 +21,7 @@ PB_TO_ROLE: dict[int, Role] = {
     pb.ROLE_USER: "user",
     pb.ROLE_SERVICE: "service",
 }
-STATUS_TO_PB: dict[str, int] = {
+STATUS_TO_PB: dict[str, pb.UserStatus] = {
     "active": pb.USER_STATUS_ACTIVE,
     "disabled": pb.USER_STATUS_DISABLED,
     "deleted": pb.USER_STATUS_DELETED,
@@ -61,8 +61,8 @@ def user_to_pb(user: User) -> pb.User:
         name=user.name,
         email=user.email,
         display_name=user.display_name,
-        role=ROLE_TO_PB[user.role],  # type: ignore[arg-type]
-        status=STATUS_TO_PB[user.status],  # type: ignore[arg-type]
+        role=ROLE_TO_PB[user.role],
+        status=STATUS_TO_PB[user.status],
         create_time=timestamp(user.create_time),
         update_time=timestamp(user.update_time),
         delete_time=timestamp(user.delete_time),
@@ -119,7 +119,7 @@ def activity_to_pb(entry: ActivityEntry) -> pb.ActivityEntry:
 def principal_to_pb(principal: Principal) -> pb.Principal:
     return pb.Principal(
         user=principal.name,
-        role=ROLE_TO_PB[principal.role],  # type: ignore[arg-type]
+        role=ROLE_TO_PB[principal.role],
         permissions=sorted(principal.permissions),
         session=principal.session or "",
     )
