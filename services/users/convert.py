@@ -29,12 +29,17 @@ STATUS_TO_PB: dict[str, pb.UserStatus] = {
 PB_TO_STATUS: dict[int, Status] = {v: k for k, v in STATUS_TO_PB.items()}  # type: ignore[misc]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """An aware datetime as a Timestamp (integer arithmetic: FromDatetime is ~3x slower)."""
     if value is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    micros = (value - _EPOCH) // _MICROSECOND
+    seconds, micro = divmod(micros, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micro * 1000)
 
 
 def role(value: int, field: str, *, required: bool) -> Role | None:
