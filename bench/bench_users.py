@@ -238,7 +238,7 @@ async def run(seconds: float, rounds: int, levels: list[int]) -> None:
         import pgserver
 
         tmp = tempfile.TemporaryDirectory(prefix="mg-bench-pg-")
-        embedded = pgserver.get_server(Path(tmp.name) / "pgdata", cleanup_mode="stop")
+        embedded = pgserver.get_server(Path(tmp.name) / "pgdata", cleanup_mode="stop")  # type: ignore[attr-defined]
         admin_dsn = embedded.get_uri()
     database = f"mg_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     await _admin(admin_dsn, f"CREATE DATABASE {database}")

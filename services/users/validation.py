@@ -31,7 +31,7 @@ _ID = r"[a-z0-9]{1,64}"
 USER_NAME_RE = re.compile(rf"^users/({_ID})$")
 SESSION_NAME_RE = re.compile(rf"^users/({_ID})/sessions/({_ID})$")
 GRANT_NAME_RE = re.compile(rf"^users/({_ID})/grants/({_ID})$")
-_ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$")
 _RESOURCE_RE = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
 _METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
@@ -146,7 +146,7 @@ def action_filter(value: str, field: str = "action") -> str:
         return ""
     if value.endswith(".*"):
         stem = value[:-2]
-        if not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*", stem):
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*", stem):
             raise InvalidArgument.field(field, "must be an action or a prefix like 'files.*'")
         return value
     return action(value, field)
