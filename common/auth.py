@@ -146,6 +146,19 @@ class CachingAuthenticator:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def evict(self, predicate: Callable[[Principal], bool]) -> int:
+        """Drop cached principals matching ``predicate`` (used on revocations seen locally)."""
+        doomed = [key for key, (_, principal) in self._entries.items() if predicate(principal)]
+        for key in doomed:
+            del self._entries[key]
+        return len(doomed)
+
+    def evict_session(self, session: str) -> int:
+        return self.evict(lambda p: p.session == session)
+
+    def evict_user(self, user: str) -> int:
+        return self.evict(lambda p: p.name == user)
+
     def clear(self) -> None:
         self._entries.clear()
 

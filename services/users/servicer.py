@@ -10,6 +10,7 @@ import grpc
 from mediagrid.users.v1 import user_service_pb2 as pb
 from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
+from common.auth import CachingAuthenticator
 from common.context import Principal, current_principal
 from common.errors import (
     FailedPrecondition,
@@ -69,7 +70,11 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         usage: UsageSource,
         purger: UserDataPurger,
         settings: Settings,
+        cache: CachingAuthenticator | None = None,
     ) -> None:
+        # Revocations done here drop the cached principals of this process at once; other
+        # processes see them within their cache TTL.
+        self.cache = cache
         self.repository = repository
         self.sessions = sessions
         self.passwords = passwords
@@ -170,6 +175,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             changes.get("status") == "disabled"
         )
         user = await self.repository.update_user(user_id, revoke_sessions=revoke, **changes)
+        self._forget_user(name)
         await self.activity.record(
             "users.update",
             name,
@@ -208,6 +214,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         if current.role == "admin":
             await self._keep_an_admin(user_id)
         user = await self.repository.delete_user(user_id)
+        self._forget_user(name)
         await self.activity.record("users.delete", name)
         await self._purge_now(name)
         return pb.DeleteUserResponse(user=convert.user_to_pb(user))
@@ -290,6 +297,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             principal.session.rsplit("/", 1)[-1] if acting_on_self and principal.session else None
         )
         revoked = await self.repository.set_password(user_id, new_hash, keep_session=keep)
+        self._forget_user(name)
         await self.activity.record(
             "users.change_password", name, {"revoked_sessions": str(revoked)}
         )
@@ -319,6 +327,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             )
         user_id, session_id = validation.session_name(principal.session, "authorization")
         session = await self.repository.revoke_session(user_id, session_id)
+        self._forget_session(session.name)
         await self.activity.record("users.logout", session.name)
         return pb.LogoutResponse(session=self._session_pb(session))
 
@@ -366,10 +375,19 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id, session_id = validation.session_name(request.name)
         access.require(principal, "sessions.revoke", request.name)
         session = await self.repository.revoke_session(user_id, session_id)
+        self._forget_session(session.name)
         await self.activity.record("users.revoke_session", session.name)
         return pb.RevokeSessionResponse(
             session=self._session_pb(session, current=principal.session)
         )
+
+    def _forget_session(self, session: str) -> None:
+        if self.cache is not None:
+            self.cache.evict_session(session)
+
+    def _forget_user(self, user: str) -> None:
+        if self.cache is not None:
+            self.cache.evict_user(user)
 
     def _session_pb(self, session: Any, current: str | None = None) -> pb.Session:
         return convert.session_to_pb(
@@ -407,6 +425,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             creator=principal.name,
         )
         if created:
+            self._forget_user(name)
             await self.activity.record(
                 "users.grant_permission",
                 grant.name,
@@ -421,6 +440,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id, grant_id = validation.grant_name(request.name)
         access.require(principal, "permissions.grant", f"users/{user_id}")
         grant = await self.repository.revoke_grant(user_id, grant_id)
+        self._forget_user(f"users/{user_id}")
         await self.activity.record(
             "users.revoke_permission",
             grant.name,
