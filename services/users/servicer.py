@@ -13,6 +13,7 @@ from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 from common.auth import CachingAuthenticator
 from common.context import Principal, current_principal
 from common.errors import (
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -115,12 +116,27 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         check("email", lambda: validation.email(email, "user.email"))
         check("display_name", lambda: validation.display_name(display_name, "user.display_name"))
         check("role", lambda: convert.role(role_value, "user.role", required=False) or "user")
-        if violations:
-            raise InvalidArgument(violations=violations)
-        if password or clean["role"] != "service":
-            validation.password(
-                password, min_length=self.settings.password_min_length, email_address=clean["email"]
+        if password or clean.get("role") != "service":
+            check(
+                "password",
+                lambda: validation.password(
+                    password,
+                    min_length=self.settings.password_min_length,
+                    email_address=clean.get("email", ""),
+                ),
             )
+        if violations:
+            only_password = [v.field for v in violations] == ["password"]
+            raise InvalidArgument(
+                violations=violations, reason="WEAK_PASSWORD" if only_password else None
+            )
+        if await self.repository.find_credentials(clean["email"]) is not None:
+            raise AlreadyExists(
+                f"a user with email {clean['email']!r} already exists",
+                reason="EMAIL_TAKEN",
+                metadata={"email": clean["email"]},
+            )
+        # The insert below still enforces uniqueness; the check above only avoids hashing.
         password_hash = await self.passwords.hash(password) if password else None
         return await self.repository.create_user(
             email=clean["email"],
