@@ -123,13 +123,20 @@ class CachingAuthenticator:
             if entry[0] > self.clock():
                 return entry[1]
             del self._entries[key]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._inflight.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller was cancelled, not the lookup it waited for
+                # The caller doing the lookup was cancelled (its client went away): retry.
         future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             principal = await self.inner.authenticate(token)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: nobody else may be waiting

@@ -182,6 +182,20 @@ async def test_cache_does_not_keep_failures_and_coalesces_lookups() -> None:
     assert all(isinstance(o, errors.Unauthenticated) for o in outcomes) and inner.calls == 4
 
 
+async def test_a_cancelled_lookup_does_not_fail_the_callers_waiting_for_it() -> None:
+    inner = _Counting()
+    cache = CachingAuthenticator(inner, 3.0)
+    leader = asyncio.create_task(cache.authenticate("z"))
+    await asyncio.sleep(0)  # the leader is now inside the inner lookup
+    follower = asyncio.create_task(cache.authenticate("z"))
+    await asyncio.sleep(0)
+    leader.cancel()
+    assert (await follower).user_id == "z"
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert inner.calls == 2
+
+
 async def test_zero_ttl_disables_the_cache() -> None:
     inner = _Counting()
     cache = CachingAuthenticator(inner, 0)
