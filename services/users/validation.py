@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -195,15 +195,3 @@ def request_id(value: str, field: str = "request_id") -> str:
             field, f"must be at most {MAX_REQUEST_ID_LENGTH} of A-Z a-z 0-9 . _ : -"
         )
     return value
-
-
-def collect(*checks: Callable[[], object]) -> None:
-    """Run every check and raise one InvalidArgument carrying all their violations."""
-    violations: list[FieldViolation] = []
-    for check in checks:
-        try:
-            check()
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-    if violations:
-        raise InvalidArgument(violations=violations)
