@@ -50,3 +50,51 @@ async def test_runtime_wires_remote_auth_and_activity(
     )
     assert [(e.resource, e.metadata) for e in entries] == [("files/remote", {"via": "bare"})]
     assert isinstance(principal, Principal)
+
+
+async def _whoami(request: bytes, context: Any) -> Any:
+    from common.context import current_principal
+
+    for _ in range(2):
+        yield current_principal().name.encode()
+
+
+def _register_stream(server: Any) -> None:
+    import grpc
+
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "test.Stream", {"WhoAmI": grpc.unary_stream_rpc_method_handler(_whoami)}
+            ),
+        )
+    )
+
+
+async def test_streaming_calls_are_authenticated_by_the_users_authenticator(
+    suite: Callable[..., Any], password_hash: str
+) -> None:
+    import grpc
+
+    from common.server import SuiteServer
+
+    users = await start_users(suite, password_hash)
+    user, token = await users.user_with_token()
+    instance = ServiceInstance(name="stream", service_names=[], register=_register_stream)
+    server = SuiteServer(users.settings, [instance], authenticator=users.ctx.authenticator)
+    await server.start(0)
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            call = channel.unary_stream("/test.Stream/WhoAmI")
+            replies = [r async for r in call(b"", metadata=(("authorization", f"Bearer {token}"),))]
+            assert replies == [user.name.encode()] * 2
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                _ = [r async for r in call(b"")]
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await users.repository.update_user(user.id, status="disabled", revoke_sessions=True)
+            users.ctx.authenticator.clear()  # as if the cache TTL had passed
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                _ = [r async for r in call(b"", metadata=(("authorization", f"Bearer {token}"),))]
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await server.stop(0)
