@@ -191,3 +191,30 @@ def test_local_rule_agrees_with_check_permission(
         and owner != "users/u1"
     ):
         assert decision == "DENIED"
+
+
+@given(
+    action=st.text(max_size=20),
+    resource=st.text(max_size=20),
+    metadata=st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3),
+    corrupt=st.sampled_from([None, "action", "resource", "metadata"]),
+)
+def test_wire_walker_finds_the_field_with_invalid_utf8(
+    action: str, resource: str, metadata: dict[str, str], corrupt: str | None
+) -> None:
+    from mediagrid.users.v1 import user_service_pb2 as pb
+
+    from services.users.wire import invalid_utf8_field
+
+    message = pb.RecordActivityRequest(action=action, resource=resource, metadata=metadata)
+    raw = message.SerializeToString()
+    assert invalid_utf8_field(raw, pb.RecordActivityRequest.DESCRIPTOR) is None
+    if corrupt is None:
+        return
+    marker = "\x01MARKER\x01"  # replaced below by as many bytes, so framing stays intact
+    if corrupt == "metadata":
+        message.metadata["k"] = marker
+    else:
+        setattr(message, corrupt, marker)
+    raw = message.SerializeToString().replace(marker.encode(), b"\x01\xffARKER\x01")
+    assert invalid_utf8_field(raw, pb.RecordActivityRequest.DESCRIPTOR) == corrupt
