@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     upload_orphan_grace_seconds: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
     # Hash states kept in memory for resuming without reading committed parts back from S3.
     upload_hash_cache_entries: int = Field(default=1024, ge=0, le=100_000)
+    # After refusing an upload mid-stream, keep reading (and dropping) the client's messages
+    # this long so that it receives the real status rather than a send failure.
+    upload_error_drain_seconds: float = Field(default=2.0, ge=0, le=60)
     # Size of the data messages Download sends (keep below grpc_max_message_bytes).
     download_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
 

@@ -65,8 +65,8 @@ class FilesRepository:
         row = await self.pool.fetchrow(Q.get_upload, upload_id)
         return None if row is None else UploadSession.from_row(row)
 
-    async def claim_upload(self, upload_id: str, token: str) -> UploadSession | None:
-        row = await self.pool.fetchrow(Q.claim_upload, upload_id, token)
+    async def claim_upload(self, upload_id: str, token: str, offset: int) -> UploadSession | None:
+        row = await self.pool.fetchrow(Q.claim_upload, upload_id, token, offset)
         return None if row is None else UploadSession.from_row(row)
 
     async def set_s3_upload_id(self, upload_id: str, token: str, s3_upload_id: str) -> None:

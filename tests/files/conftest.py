@@ -80,6 +80,23 @@ async def upload_requests(
         yield files_pb2.UploadRequest(data=piece)
 
 
+async def handshake_upload(
+    files: Files, header: file_pb2.UploadHeader, data: bytes, who: str = "alice"
+) -> list[files_pb2.UploadResponse]:
+    """Send the header, wait for the server's first answer, then the data (as clients should)."""
+    call = files.stub.Upload(metadata=files.md(who))
+    await call.write(files_pb2.UploadRequest(header=header))
+    first = await call.read()  # raises the call's error when the header was refused
+    assert first is not grpc.aio.EOF
+    responses = [first]
+    for piece in chunks(data, MiB):
+        await call.write(files_pb2.UploadRequest(data=piece))
+    await call.done_writing()
+    while (response := await call.read()) is not grpc.aio.EOF:
+        responses.append(response)
+    return responses
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -88,13 +105,54 @@ def random_bytes(n: int) -> bytes:
     return os.urandom(n)
 
 
-@pytest_asyncio.fixture
-async def files(suite: Any) -> Files:
+async def start_files(suite: Any, **overrides: Any) -> Files:
+    settings: dict[str, Any] = {
+        "upload_part_size_bytes": PART,
+        "upload_concurrency": 3,
+        "upload_progress_interval_seconds": 0.0,
+    }
+    settings.update(overrides)
     server, ctx, channel = await suite(
-        "files",
-        authenticator=StaticAuthenticator(PRINCIPALS),
-        upload_part_size_bytes=PART,
-        upload_concurrency=3,
-        upload_progress_interval_seconds=0.0,
+        "files", authenticator=StaticAuthenticator(PRINCIPALS), **settings
     )
     return Files(files_pb2_grpc.FileServiceStub(channel), ctx, server, channel)
+
+
+@pytest_asyncio.fixture
+async def files(suite: Any) -> Files:
+    return await start_files(suite)
+
+
+async def upload_outcome(
+    files: Files, messages: list[files_pb2.UploadRequest], who: str = "alice"
+) -> tuple[grpc.StatusCode, str, list[files_pb2.UploadResponse]]:
+    """Send ``messages`` with the write API; return (status code, ErrorInfo reason, responses).
+
+    A write into a call the server already ended fails; the call's own status is what counts.
+    """
+    from common.grpc_errors import error_info
+
+    call = files.stub.Upload(metadata=files.md(who))
+    responses: list[files_pb2.UploadResponse] = []
+    try:
+        for message in messages:
+            await call.write(message)
+        await call.done_writing()
+    except Exception:  # the write lost the race with the server's status; read it below
+        pass
+    try:
+        while (response := await call.read()) is not grpc.aio.EOF:
+            responses.append(response)
+    except grpc.aio.AioRpcError as exc:
+        info = error_info(exc)
+        return exc.code(), info.reason if info else "", responses
+    return await call.code(), "", responses
+
+
+def header_msg(**fields: Any) -> files_pb2.UploadRequest:
+    fields.setdefault("display_name", "x.bin")
+    return files_pb2.UploadRequest(header=file_pb2.UploadHeader(**fields))
+
+
+def data_msgs(data: bytes, size: int = MiB) -> list[files_pb2.UploadRequest]:
+    return [files_pb2.UploadRequest(data=piece) for piece in chunks(data, size)]

@@ -11,9 +11,9 @@ RETURNING *;
 SELECT * FROM files.upload_sessions WHERE id = $1;
 
 -- name: claim_upload
--- A new stream takes over an active session (the latest stream wins).
+-- A new stream takes over an active session at the offset it names (the latest stream wins).
 UPDATE files.upload_sessions SET stream_token = $2, update_time = now()
-WHERE id = $1 AND state = 'active'
+WHERE id = $1 AND state = 'active' AND committed_bytes = $3
 RETURNING *;
 
 -- name: set_s3_upload_id

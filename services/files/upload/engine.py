@@ -172,13 +172,18 @@ async def run_upload(
     errors (see docs/files.md for each status); a broken stream leaves the session
     resumable from its committed offset.
     """
-    first = await anext(items, None)
-    if not isinstance(first, UploadStart):
-        raise InvalidArgument.field(
-            "header", "the first message must be the upload header", reason="HEADER_REQUIRED"
-        )
+    drain = deps.settings.upload_error_drain_seconds
     token = uuid.uuid4().hex
-    session = await _open_session(deps, principal, first, profile, token)
+    try:
+        first = await anext(items, None)
+        if not isinstance(first, UploadStart):
+            raise InvalidArgument.field(
+                "header", "the first message must be the upload header", reason="HEADER_REQUIRED"
+            )
+        session = await _open_session(deps, principal, first, profile, token)
+    except DomainError:
+        await _discard_rest(items, drain)
+        raise
     writer = await PartWriter.start(deps, session, token, profile)
     yield writer.progress()
     try:
@@ -193,6 +198,8 @@ async def run_upload(
         record = await writer.finish()
     except BaseException as exc:
         await writer.interrupted(fatal=_fatal(exc), error=str(exc))
+        if isinstance(exc, DomainError):
+            await _discard_rest(items, drain)
         raise
     deps.hash_cache.drop(session.id)
     await deps.activity.record(
@@ -208,6 +215,18 @@ async def run_upload(
         await on_commit(record)
     yield writer.progress()
     yield record
+
+
+async def _discard_rest(items: AsyncIterator[UploadItem], budget: float) -> None:
+    """Read (and drop) what the client is still sending, briefly, before failing the call.
+
+    A gRPC client whose message send races with the server's error status sees INTERNAL
+    instead of the real status; letting it finish sending (or timing out) avoids that.
+    """
+    with contextlib.suppress(Exception, TimeoutError):
+        async with asyncio.timeout(budget):
+            async for _ in items:
+                pass
 
 
 async def _open_session(
@@ -291,17 +310,23 @@ async def _resume_session(
             reason="UPLOAD_NOT_ACTIVE",
             metadata={"state": existing.state},
         )
-    if header.offset != existing.committed_bytes:
+    claimed = None
+    if header.offset == existing.committed_bytes:
+        claimed = await deps.repo.claim_upload(upload_id, token, header.offset)
+    if claimed is None:
+        # Re-read: a part acknowledged after the client asked may have moved the offset.
+        current = await deps.repo.get_upload(upload_id)
+        committed = current.committed_bytes if current else existing.committed_bytes
+        if current is not None and current.state != "active":
+            raise FailedPrecondition(
+                f"{existing.name} is {current.state}",
+                reason="UPLOAD_NOT_ACTIVE",
+                metadata={"state": current.state},
+            )
         raise FailedPrecondition(
-            f"resume from offset {existing.committed_bytes}, not {header.offset}",
+            f"resume from offset {committed}, not {header.offset}",
             reason="WRONG_OFFSET",
-            metadata={"committed_offset": str(existing.committed_bytes), "upload": existing.name},
-        )
-    claimed = await deps.repo.claim_upload(upload_id, token)
-    if claimed is None or claimed.committed_bytes != header.offset:
-        raise FailedPrecondition(
-            f"{existing.name} changed while resuming; ask for its status again",
-            reason="UPLOAD_NOT_ACTIVE",
+            metadata={"committed_offset": str(committed), "upload": existing.name},
         )
     return claimed
 
