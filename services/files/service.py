@@ -151,6 +151,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         session = await authorize_upload(
             self.repo, current_principal(), validation.upload_id(request.name)
         )
+        if session.id in self.deps.draining:
+            await self.deps.settled(session.id)
+            session = await authorize_upload(self.repo, current_principal(), session.id)
         return files_pb2.GetUploadStatusResponse(upload=convert.upload_to_proto(session))
 
     async def CancelUpload(

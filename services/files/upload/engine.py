@@ -46,7 +46,7 @@ from services.files.models import (
     UploadPart,
     UploadSession,
 )
-from services.files.repository import FilesRepository
+from services.files.repository import FilesRepository, StreamSuperseded
 from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256, Storage
 
 log = logging.getLogger("mediagrid.files.upload")
@@ -112,6 +112,15 @@ class UploadDeps:
     storage: Storage
     activity: ActivityRecorder
     hash_cache: HashCache
+    # Parts still landing after a stream broke, per session (this process only).
+    draining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def settled(self, upload_id: str) -> None:
+        """Wait until parts of a broken stream of this session have landed (or failed)."""
+        task = self.draining.get(upload_id)
+        if task is not None:
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), self.settings.s3_read_timeout_seconds)
 
 
 class HashCache:
@@ -300,6 +309,9 @@ async def _resume_session(
 ) -> UploadSession:
     upload_id = validation.upload_id(header.upload, "header.upload")
     existing = await authorize_upload(deps.repo, principal, upload_id)
+    # Two uploads of one part number at once are undefined on some S3 implementations:
+    # let the parts of the broken stream land first.
+    await deps.settled(upload_id)
     if existing.kind != profile.kind or existing.via != "stream":
         raise FailedPrecondition(
             f"{existing.name} cannot be resumed by this RPC", reason="UPLOAD_KIND_MISMATCH"
@@ -471,7 +483,9 @@ class PartWriter:
         )
         try:
             await self.deps.repo.set_s3_upload_id(s.id, self.token, upload_id)
-        except BaseException:
+        except StreamSuperseded:
+            # Certainly not recorded. (After other failures, such as a cancellation, the id
+            # may or may not be recorded: the sweep aborts it once no session owns it.)
             await self.deps.storage.abort_multipart(s.object_key, upload_id)
             raise
         self.s3_upload_id = upload_id
@@ -575,7 +589,9 @@ class PartWriter:
             # Let parts already on their way land: their acknowledgements raise the
             # committed offset the client resumes from.
             if self.in_flight:
-                _background(self._drain_quietly())
+                task = _background(self._drain_quietly())
+                self.deps.draining[s.id] = task
+                task.add_done_callback(lambda _: self.deps.draining.pop(s.id, None))
             return
         for task in self.in_flight:
             task.cancel()
@@ -598,7 +614,8 @@ class PartWriter:
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
-def _background(coro: Awaitable[None]) -> None:
+def _background(coro: Awaitable[None]) -> asyncio.Task[None]:
     task: asyncio.Task[None] = asyncio.ensure_future(coro)
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
+    return task
