@@ -69,7 +69,8 @@ def rss_bytes(pid: int) -> int:
 
 
 def line(label: str, nbytes: int, seconds: float) -> str:
-    return f"  {label:<44} {nbytes / seconds / 1e6:8.1f} MB/s  ({nbytes / MiB:.0f} MiB in {seconds:.2f}s)"
+    rate = nbytes / seconds / 1e6
+    return f"  {label:<44} {rate:8.1f} MB/s  ({nbytes / MiB:.0f} MiB in {seconds:.2f}s)"
 
 
 def verdict(label: str, value: float, baseline: float, target: float) -> str:
@@ -217,7 +218,6 @@ def chunks(data: bytes, size: int) -> list[bytes]:
 
 async def grpc_upload(address: str, pieces: list[bytes]) -> tuple[float, Any]:
     import grpc
-
     from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
 
     async def requests() -> AsyncIterator[Any]:
@@ -244,7 +244,6 @@ async def grpc_upload(address: str, pieces: list[bytes]) -> tuple[float, Any]:
 
 async def grpc_download(address: str, name: str) -> tuple[float, int]:
     import grpc
-
     from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
@@ -335,7 +334,6 @@ def stream_pieces(total: int, size: int) -> Iterator[bytes]:
 async def rss_upload(address: str, total: int) -> Any:
     """Upload ``total`` bytes without holding them in this process (one repeated block)."""
     import grpc
-
     from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
 
     async def requests() -> AsyncIterator[Any]:
@@ -372,8 +370,10 @@ async def measure(args: argparse.Namespace, env: dict[str, str], database: str) 
     bucket = settings.bucket("files")
     data = os.urandom(size)
     pieces = chunks(data, args.chunk_kib * 1024)
-    print(f"  {size / MiB:.0f} MiB, {part / MiB:.0f} MiB parts, {concurrency} concurrent, "
-          f"{args.chunk_kib} KiB messages, {args.rounds} rounds (best of)")
+    print(
+        f"  {size / MiB:.0f} MiB, {part / MiB:.0f} MiB parts, {concurrency} concurrent, "
+        f"{args.chunk_kib} KiB messages, {args.rounds} rounds (best of)"
+    )
 
     service = Child("serve", env)
     try:
@@ -382,7 +382,9 @@ async def measure(args: argparse.Namespace, env: dict[str, str], database: str) 
             ours_up, direct_up, ours_down, direct_down = [], [], [], []
             for _ in range(args.rounds):
                 direct_up.append(await direct_upload(s3, bucket, data, part, concurrency))
-                key = (await s3.list_objects_v2(Bucket=bucket, Prefix="direct/"))["Contents"][0]["Key"]
+                key = (await s3.list_objects_v2(Bucket=bucket, Prefix="direct/"))["Contents"][0][
+                    "Key"
+                ]
                 seconds, got = await direct_get(s3, bucket, key)
                 assert got == size
                 direct_down.append(seconds)
@@ -417,10 +419,15 @@ async def measure(args: argparse.Namespace, env: dict[str, str], database: str) 
                 await empty_bucket(s3, bucket)
                 budget = 64 * MiB + part * (concurrency + 1)
                 above = peak - idle
-                print(f"(d) peak RSS during a {total / MiB:.0f} MiB upload ({line('', total, elapsed).strip()})")
-                print(f"  idle {idle / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB, above idle "
-                      f"{above / MiB:.1f} MiB; target <= {budget / MiB:.0f} MiB "
-                      f"{'OK' if above <= budget else 'ABOVE TARGET'}")
+                print(
+                    f"(d) peak RSS during a {total / MiB:.0f} MiB upload "
+                    f"({line('', total, elapsed).strip()})"
+                )
+                print(
+                    f"  idle {idle / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB, above idle "
+                    f"{above / MiB:.1f} MiB; target <= {budget / MiB:.0f} MiB "
+                    f"{'OK' if above <= budget else 'ABOVE TARGET'}"
+                )
     finally:
         service.stop()
 
@@ -456,14 +463,19 @@ async def scratch_database(dsn: str, name: str, create: bool) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_files")
-    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "serve", "serve-sink", "bare-sink"])
+    parser.add_argument(
+        "role", nargs="?", default="bench", choices=["bench", "serve", "serve-sink", "bare-sink"]
+    )
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rss-mib", type=int, default=1024, help="0 skips (d)")
     parser.add_argument("--part-mib", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--chunk-kib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--admin-dsn", default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--admin-dsn",
+        default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
     args = parser.parse_args(argv)
     if args.role == "serve":
         asyncio.run(serve(sink=False))

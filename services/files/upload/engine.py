@@ -392,7 +392,10 @@ class PartWriter:
         self.next_part = session.committed_bytes // session.part_size + 1
         self.buffer = bytearray()
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.snapshots: dict[int, Any] = {}
+        # Hashing runs in a worker thread, one part at a time and in order (a chain of
+        # tasks), so the event loop keeps receiving while SHA-256 runs on another core.
+        self.hashing: asyncio.Task[None] | None = None
+        self.snapshots: dict[int, asyncio.Task[Any]] = {}
         self.checked_type = session.committed_bytes > 0
         self.interval = deps.settings.upload_progress_interval_seconds
         self.last_progress = time.monotonic()
@@ -439,8 +442,6 @@ class PartWriter:
             piece = view[:room]
             view = view[room:]
             self.buffer += piece
-            if self.hasher is not None:
-                self.hasher.update(piece)
             self.received += len(piece)
             if not self.checked_type and len(self.buffer) >= validation.SNIFF_BYTES:
                 self._check_content_type()
@@ -457,7 +458,7 @@ class PartWriter:
                 reason="CONTENT_TYPE_MISMATCH",
             )
 
-    async def _send_part(self) -> None:
+    async def _send_part(self, *, hash_it: bool = True) -> None:
         number = self.next_part
         if number > MAX_PARTS:
             raise InvalidArgument.field(
@@ -471,8 +472,8 @@ class PartWriter:
             await self._wait_one()
         body, self.buffer = self.buffer, bytearray()
         self.next_part += 1
-        if self.hasher is not None:
-            self.snapshots[self.received] = self.hasher.copy()
+        if self.hasher is not None and hash_it:
+            self.snapshots[self.received] = self._hash(body)
         task = asyncio.create_task(self._upload_part(number, body), name=f"part-{number}")
         self.in_flight.add(task)
 
@@ -489,6 +490,21 @@ class PartWriter:
             await self.deps.storage.abort_multipart(s.object_key, upload_id)
             raise
         self.s3_upload_id = upload_id
+
+    def _hash(self, body: bytearray) -> asyncio.Task[Any]:
+        """Hash ``body`` after the parts before it; the task's result is the state after it."""
+        previous, hasher = self.hashing, self.hasher
+        assert hasher is not None
+
+        async def run() -> Any:
+            if previous is not None:
+                await previous
+            await asyncio.to_thread(hasher.update, body)
+            return hasher.copy()
+
+        task = asyncio.ensure_future(run())
+        self.hashing = task
+        return task
 
     async def _wait_one(self) -> None:
         done, _ = await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -508,9 +524,9 @@ class PartWriter:
             self.committed += self.acked[self.committed // self.part_size + 1].size_bytes
         committed = self.committed
         await self.deps.repo.record_part(self.session.id, self.token, part, committed)
-        state = self.snapshots.get(committed)
-        if state is not None:
-            self.deps.hash_cache.put(self.session.id, committed, state)
+        hashed = self.snapshots.get(committed)
+        if hashed is not None:
+            self.deps.hash_cache.put(self.session.id, committed, await hashed)
             for offset in [o for o in self.snapshots if o <= committed]:
                 del self.snapshots[offset]
 
@@ -532,7 +548,12 @@ class PartWriter:
             )
         if not self.checked_type:
             self._check_content_type()
-        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        digest = None
+        if self.hasher is not None:
+            if self.hashing is not None:
+                await self.hashing
+            await asyncio.to_thread(self.hasher.update, self.buffer)
+            digest = self.hasher.hexdigest()
         if digest is not None and s.client_sha256 and digest != s.client_sha256:
             raise self._mismatch(digest)
         if self.s3_upload_id is None:
@@ -543,7 +564,7 @@ class PartWriter:
             sha_in_metadata = True
         else:
             if self.buffer or not self.acked:
-                await self._send_part()
+                await self._send_part(hash_it=False)  # hashed above
                 await self._drain()
             parts = sorted((p.part_number, p.etag) for p in self.acked.values())
             if [n for n, _ in parts] != list(range(1, len(parts) + 1)):
