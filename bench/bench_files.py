@@ -472,6 +472,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--chunk-kib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--download-chunk-kib", type=int, default=1024)
     parser.add_argument(
         "--admin-dsn",
         default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -513,6 +514,7 @@ def main(argv: list[str]) -> None:
                 "MEDIAGRID_UPLOAD_CONCURRENCY": str(args.concurrency),
                 "MEDIAGRID_LOG_LEVEL": "WARNING",
                 "MEDIAGRID_GRPC_MAX_MESSAGE_BYTES": str(64 * MiB),
+                "MEDIAGRID_DOWNLOAD_CHUNK_BYTES": str(args.download_chunk_kib * 1024),
             }
         )
         asyncio.run(measure(args, env, database))
