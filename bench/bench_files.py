@@ -6,6 +6,8 @@ a subprocess (8 MiB parts, 4 concurrent, unsigned payloads over plain HTTP), the
 (a) Upload of N MiB through ``FileService.Upload`` vs a direct aioboto3 multipart upload of
     the same bytes (same part size and concurrency);           target >= 0.9 of direct
 (b) ``FileService.Download`` vs a direct aioboto3 GET read in 1 MiB chunks; target >= 0.9
+    (also shown: a bare grpc.aio server relaying the same GET as raw bytes, the ceiling
+    of any gRPC relay on this machine)
 (c) the gRPC path alone (the same service with S3 replaced by a discarding sink) vs a bare
     grpc.aio client-streaming server that only counts bytes;  target >= 0.6 of bare
 (d) peak RSS of the files service process during a 1 GiB upload, above its idle RSS;
@@ -177,6 +179,56 @@ async def bare_sink() -> None:
     print(f"READY {port}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await server.stop(0)
+
+
+async def bare_relay() -> None:
+    """A bare grpc.aio server relaying an S3 GET as raw 1 MiB messages (no protobuf, no
+    interceptor, no database): the ceiling for any gRPC download relay on this machine."""
+    import grpc
+
+    from common.aws import AwsClients
+    from common.settings import Settings
+
+    settings = Settings()
+    async with AwsClients(settings).s3() as s3:
+
+        async def relay(request: bytes, _context: Any) -> AsyncIterator[bytes]:
+            bucket, _, key = request.decode().partition("/")
+            reply = await s3.get_object(Bucket=bucket, Key=key)
+            body, pending = reply["Body"], bytearray()
+            while piece := await body.read(MiB - len(pending)):
+                pending += piece
+                if len(pending) >= MiB:
+                    yield bytes(pending)
+                    pending.clear()
+            if pending:
+                yield bytes(pending)
+
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "bench.Relay", {"Get": grpc.unary_stream_rpc_method_handler(relay)}
+                )
+            ]
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"READY {port}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await server.stop(0)
+
+
+async def relay_download(address: str, bucket: str, key: str) -> tuple[float, int]:
+    import grpc
+
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        call = channel.unary_stream("/bench.Relay/Get")
+        started = time.perf_counter()
+        total = 0
+        async for chunk in call(f"{bucket}/{key}".encode()):
+            total += len(chunk)
+        return time.perf_counter() - started, total
 
 
 class Child:
@@ -376,10 +428,11 @@ async def measure(args: argparse.Namespace, env: dict[str, str], database: str) 
     )
 
     service = Child("serve", env)
+    relay = Child("bare-relay", env)
     try:
         address = f"127.0.0.1:{service.port}"
         async with AwsClients(settings).s3() as s3:
-            ours_up, direct_up, ours_down, direct_down = [], [], [], []
+            ours_up, direct_up, ours_down, direct_down, relay_down = [], [], [], [], []
             for _ in range(args.rounds):
                 direct_up.append(await direct_upload(s3, bucket, data, part, concurrency))
                 key = (await s3.list_objects_v2(Bucket=bucket, Prefix="direct/"))["Contents"][0][
@@ -388,6 +441,9 @@ async def measure(args: argparse.Namespace, env: dict[str, str], database: str) 
                 seconds, got = await direct_get(s3, bucket, key)
                 assert got == size
                 direct_down.append(seconds)
+                seconds, got = await relay_download(f"127.0.0.1:{relay.port}", bucket, key)
+                assert got == size
+                relay_down.append(seconds)
                 await empty_bucket(s3, bucket)
                 seconds, file = await grpc_upload(address, pieces)
                 ours_up.append(seconds)
@@ -401,8 +457,11 @@ async def measure(args: argparse.Namespace, env: dict[str, str], database: str) 
             print(verdict("Upload / direct", size / min(ours_up), size / min(direct_up), 0.9))
             print("(b) download")
             print(line("direct aioboto3 GET (baseline)", size, min(direct_down)))
+            print(line("bare grpc.aio relay of the GET (ceiling)", size, min(relay_down)))
             print(line("FileService.Download", size, min(ours_down)))
             print(verdict("Download / direct", size / min(ours_down), size / min(direct_down), 0.9))
+            ratio = min(relay_down) / min(ours_down)
+            print(f"  {'Download / bare relay':<44} {ratio:8.2f}x (how close to the relay ceiling)")
 
             if args.rss_mib:
                 total = args.rss_mib * MiB
@@ -430,6 +489,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], database: str) 
                 )
     finally:
         service.stop()
+        relay.stop()
 
     sink_env = dict(env)
     sink = Child("serve-sink", sink_env)
@@ -464,7 +524,10 @@ async def scratch_database(dsn: str, name: str, create: bool) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_files")
     parser.add_argument(
-        "role", nargs="?", default="bench", choices=["bench", "serve", "serve-sink", "bare-sink"]
+        "role",
+        nargs="?",
+        default="bench",
+        choices=["bench", "serve", "serve-sink", "bare-sink", "bare-relay"],
     )
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rss-mib", type=int, default=1024, help="0 skips (d)")
@@ -486,6 +549,9 @@ def main(argv: list[str]) -> None:
         return
     if args.role == "bare-sink":
         asyncio.run(bare_sink())
+        return
+    if args.role == "bare-relay":
+        asyncio.run(bare_relay())
         return
 
     moto_port = free_port()
