@@ -534,7 +534,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--part-mib", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--chunk-kib", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--download-chunk-kib", type=int, default=1024)
     parser.add_argument(
         "--admin-dsn",

@@ -123,15 +123,18 @@ def download(
             console=console,
         ) as bar:
             task = bar.add_task(name, total=None)
+            partial = dest.with_name(dest.name + ".part")
             try:
                 file = await client.download(
                     name,
-                    dest,
+                    partial,
                     version=version,
                     on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
+                await asyncio.to_thread(partial.replace, dest)  # only a verified file appears
             finally:
                 await channel.close()
+                await asyncio.to_thread(partial.unlink, True)
         console.print(f"[green]downloaded[/green] {file.name} -> {dest} ({file.size_bytes} bytes)")
 
     try:
