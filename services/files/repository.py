@@ -88,6 +88,11 @@ class FilesRepository:
         if done is None:
             raise StreamSuperseded(metadata={"upload": f"uploads/{upload_id}"})
 
+    async def advance_committed(self, upload_id: str, token: str, committed_bytes: int) -> None:
+        done = await self.pool.fetchval(Q.advance_committed, upload_id, token, committed_bytes)
+        if done is None:
+            raise StreamSuperseded(metadata={"upload": f"uploads/{upload_id}"})
+
     async def list_parts(self, upload_id: str) -> list[UploadPart]:
         rows = await self.pool.fetch(Q.list_parts, upload_id)
         return [UploadPart.from_row(r) for r in rows]

@@ -133,3 +133,15 @@ async def test_wrong_offset_names_the_committed_one(files: Files) -> None:
     info = error_info(caught.value)
     assert info is not None and info.reason == "WRONG_OFFSET"
     assert info.metadata["committed_offset"] == str(status.upload.committed_bytes)
+
+
+async def test_resume_when_every_byte_is_already_committed(files: Files) -> None:
+    data = random_bytes(2 * PART)
+    upload = await upload_until_killed(files, data, 2 * PART, size_bytes=2 * PART)
+    status = await files.stub.GetUploadStatus(
+        files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
+    )
+    assert status.upload.committed_bytes == 2 * PART  # the drained parts landed
+    file = await resume(files, upload, data)
+    assert file.sha256 == sha(data)
+    assert await files.download(file.name) == data

@@ -33,6 +33,12 @@ SELECT session.id, $2, $3, $4 FROM session
 ON CONFLICT (upload_id, part_number) DO UPDATE SET etag = excluded.etag, size_bytes = excluded.size_bytes
 RETURNING part_number;
 
+-- name: advance_committed
+UPDATE files.upload_sessions
+SET committed_bytes = greatest(committed_bytes, $3), update_time = now()
+WHERE id = $1 AND stream_token = $2 AND state = 'active'
+RETURNING id;
+
 -- name: list_parts
 SELECT part_number, etag, size_bytes FROM files.upload_parts
 WHERE upload_id = $1 ORDER BY part_number;

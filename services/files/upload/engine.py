@@ -519,11 +519,17 @@ class PartWriter:
         )
         part = UploadPart(part_number=number, etag=etag, size_bytes=len(body))
         del body
+        # Record the part first; the committed offset only ever covers recorded parts, so
+        # a crash between two writes cannot leave an offset whose parts are unknown.
+        await self.deps.repo.record_part(self.session.id, self.token, part, self.committed)
         self.acked[number] = part
+        before = self.committed
         while (self.committed // self.part_size + 1) in self.acked:
             self.committed += self.acked[self.committed // self.part_size + 1].size_bytes
         committed = self.committed
-        await self.deps.repo.record_part(self.session.id, self.token, part, committed)
+        if committed == before:
+            return
+        await self.deps.repo.advance_committed(self.session.id, self.token, committed)
         hashed = self.snapshots.get(committed)
         if hashed is not None:
             self.deps.hash_cache.put(self.session.id, committed, await hashed)
