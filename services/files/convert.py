@@ -75,6 +75,9 @@ async def upload_items(requests: AsyncIterator[Any]) -> AsyncIterator[UploadItem
     Works for any request message with that oneof, so VideoService.UploadVideo can use it.
     """
     async for request in requests:
+        if isinstance(request, memoryview):  # data, via services.files.wire's fast path
+            yield request
+            continue
         kind = request.WhichOneof("payload")
         if kind == "header":
             yield header_from_proto(request.header)

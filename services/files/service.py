@@ -30,6 +30,7 @@ from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256
 from services.files.sweep import release_session_objects
 from services.files.upload import TransferProfile, UploadDeps, run_upload
 from services.files.upload.engine import authorize_upload
+from services.files.wire import generic_handler
 
 log = logging.getLogger("mediagrid.files")
 
@@ -550,6 +551,6 @@ async def _prefetched(source: AsyncIterator[bytes], depth: int) -> AsyncIterator
 
 def register(servicer: FileService) -> Any:
     def add(server: grpc.aio.Server) -> None:
-        files_pb2_grpc.add_FileServiceServicer_to_server(servicer, server)
+        server.add_generic_rpc_handlers((generic_handler(servicer),))
 
     return add

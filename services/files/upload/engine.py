@@ -99,7 +99,7 @@ class Progress:
     parts_completed: int
 
 
-UploadItem = UploadStart | bytes
+UploadItem = UploadStart | bytes | memoryview
 OnCommit = Callable[[FileRecord], Awaitable[None]]
 
 
@@ -390,7 +390,10 @@ class PartWriter:
         self.committed = session.committed_bytes
         self.received = session.committed_bytes
         self.next_part = session.committed_bytes // session.part_size + 1
-        self.buffer = bytearray()
+        # The part being filled: allocated once at full size and filled in place (growing a
+        # bytearray by appends would copy it again at every reallocation).
+        self.filled = 0
+        self.buffer = self._new_buffer()
         self.in_flight: set[asyncio.Task[None]] = set()
         # Hashing runs in a worker thread, one part at a time and in order (a chain of
         # tasks), so the event loop keeps receiving while SHA-256 runs on another core.
@@ -428,7 +431,7 @@ class PartWriter:
 
     # --- writing -----------------------------------------------------------------------
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         declared = self.session.declared_size
         if declared and self.received + len(data) > declared:
             raise InvalidArgument.field(
@@ -438,19 +441,20 @@ class PartWriter:
             raise InvalidArgument.field("data", "the file is too large", reason="FILE_TOO_LARGE")
         view = memoryview(data)
         while view:
-            room = self.part_size - len(self.buffer)
+            room = self.part_size - self.filled
             piece = view[:room]
             view = view[room:]
-            self.buffer += piece
+            self.buffer[self.filled : self.filled + len(piece)] = piece
+            self.filled += len(piece)
             self.received += len(piece)
-            if not self.checked_type and len(self.buffer) >= validation.SNIFF_BYTES:
+            if not self.checked_type and self.filled >= validation.SNIFF_BYTES:
                 self._check_content_type()
-            if len(self.buffer) == self.part_size:
+            if self.filled == self.part_size:
                 await self._send_part()
 
     def _check_content_type(self) -> None:
         self.checked_type = True
-        head = bytes(self.buffer[: validation.SNIFF_BYTES])
+        head = bytes(self.buffer[: min(self.filled, validation.SNIFF_BYTES)])
         if not validation.content_matches(self.session.content_type, head):
             raise InvalidArgument.field(
                 "header.content_type",
@@ -470,7 +474,7 @@ class PartWriter:
             await self._create_multipart()
         while len(self.in_flight) >= self.concurrency:
             await self._wait_one()
-        body, self.buffer = self.buffer, bytearray()
+        body = self._take_buffer()
         self.next_part += 1
         if self.hasher is not None and hash_it:
             self.snapshots[self.received] = self._hash(body)
@@ -490,6 +494,21 @@ class PartWriter:
             await self.deps.storage.abort_multipart(s.object_key, upload_id)
             raise
         self.s3_upload_id = upload_id
+
+    def _take_buffer(self) -> bytearray:
+        """The filled bytes as a part body; a fresh buffer takes its place."""
+        # The last part may be shorter than its buffer: copy just the filled bytes then.
+        body = self.buffer if self.filled == len(self.buffer) else self.buffer[: self.filled]
+        self.filled = 0
+        self.buffer = self._new_buffer()
+        return body
+
+    def _new_buffer(self) -> bytearray:
+        # A small declared file needs no full-size part buffer (bytearray(n) zeroes n bytes).
+        size = self.part_size
+        if self.session.declared_size:
+            size = max(0, min(size, self.session.declared_size - self.received))
+        return bytearray(size)
 
     def _hash(self, body: bytearray) -> asyncio.Task[Any]:
         """Hash ``body`` after the parts before it; the task's result is the state after it."""
@@ -558,18 +577,18 @@ class PartWriter:
         if self.hasher is not None:
             if self.hashing is not None:
                 await self.hashing
-            await asyncio.to_thread(self.hasher.update, self.buffer)
+            rest = memoryview(self.buffer)[: self.filled]
+            await asyncio.to_thread(self.hasher.update, rest)
             digest = self.hasher.hexdigest()
         if digest is not None and s.client_sha256 and digest != s.client_sha256:
             raise self._mismatch(digest)
         if self.s3_upload_id is None:
             result = await self.deps.storage.put_object(
-                s.object_key, self.buffer, s.content_type, object_metadata(s, digest or "")
+                s.object_key, self._take_buffer(), s.content_type, object_metadata(s, digest or "")
             )
-            self.buffer = bytearray()
             sha_in_metadata = True
         else:
-            if self.buffer or not self.acked:
+            if self.filled or not self.acked:
                 await self._send_part(hash_it=False)  # hashed above
                 await self._drain()
             parts = sorted((p.part_number, p.etag) for p in self.acked.values())
