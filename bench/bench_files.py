@@ -299,7 +299,6 @@ async def grpc_upload_preserialized(address: str, pieces: list[bytes]) -> float:
     call: the client then costs what the bare baseline's client costs, and the difference
     is the server's gRPC path alone."""
     import grpc
-
     from mediagrid.files.v1 import file_pb2, files_pb2
 
     header = file_pb2.UploadHeader(display_name="bench.bin", size_bytes=sum(len(p) for p in pieces))
