@@ -88,7 +88,14 @@ class Storage:
             if create:
                 await _s3("ensure bucket", lambda: ensure_bucket(client, bucket))
             else:
-                await _s3("head bucket", lambda: client.head_bucket(Bucket=bucket))
+                try:
+                    await _s3("head bucket", lambda: client.head_bucket(Bucket=bucket))
+                except NotFound:
+                    raise FailedPrecondition(
+                        f"the files bucket {bucket!r} does not exist; outside dev/test it is "
+                        "provisioned with the infrastructure, not created by the service",
+                        reason="BUCKET_MISSING",
+                    ) from None
         except BaseException:
             await stack.aclose()
             raise

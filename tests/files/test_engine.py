@@ -77,3 +77,19 @@ def test_part_size_grows_to_fit_10000_parts() -> None:
     assert choose_part_size(8 * MiB, 80_000 * MiB) == 8 * MiB
     grown = choose_part_size(8 * MiB, 200_000 * MiB + 1)
     assert grown % MiB == 0 and grown * 10_000 >= 200_000 * MiB + 1 > (grown - MiB) * 10_000
+
+
+async def test_staging_checks_the_bucket_instead_of_creating_it(settings: Any) -> None:
+    from common.aws import AwsClients
+    from common.errors import FailedPrecondition
+    from services.files.storage import Storage
+
+    aws = AwsClients(settings)
+    with pytest.raises(FailedPrecondition) as missing:
+        await Storage.open(aws, "mediagrid-staging-files", create=False)
+    assert missing.value.reason == "BUCKET_MISSING"
+    created = await Storage.open(aws, "mediagrid-staging-files", create=True)
+    await created.close()
+    checked = await Storage.open(aws, "mediagrid-staging-files", create=False)
+    assert await checked.healthy()
+    await checked.close()
