@@ -1,0 +1,64 @@
+"""gRPC registration for the FileService with a zero-copy path for upload data messages.
+
+Generated code parses every ``UploadRequest`` into a message and ``request.data`` then copies
+its bytes again: two copies of every uploaded byte before the engine sees it. A data message
+on the wire is exactly one field-2 entry (tag ``0x12``, a varint length, the bytes), so the
+deserializer below hands the engine a ``memoryview`` of the received buffer instead; any
+other shape (the header, unknown fields, several fields) takes the normal protobuf path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from mediagrid.files.v1 import files_pb2
+
+_DATA_TAG = 0x12  # field 2 (data), wire type 2 (length-delimited)
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int | None, int]:
+    value = shift = 0
+    while pos < len(raw) and shift < 64:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None, pos
+
+
+def parse_upload_request(raw: bytes) -> files_pb2.UploadRequest | memoryview:
+    """``UploadRequest`` deserializer: data messages become a memoryview of their bytes."""
+    if raw[:1] == bytes([_DATA_TAG]):
+        length, start = _varint(raw, 1)
+        if length is not None and start + length == len(raw):
+            return memoryview(raw)[start:]
+    return files_pb2.UploadRequest.FromString(raw)
+
+
+def generic_handler(servicer: Any, service: str = "FileService") -> grpc.GenericRpcHandler:
+    """The same handlers as the generated ``add_FileServiceServicer_to_server``, with
+    :func:`parse_upload_request` for ``Upload``."""
+    descriptor = files_pb2.DESCRIPTOR.services_by_name[service]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in descriptor.methods:
+        request = getattr(files_pb2, method.input_type.name)
+        response = getattr(files_pb2, method.output_type.name)
+        deserializer = parse_upload_request if method.name == "Upload" else request.FromString
+        behaviour = getattr(servicer, method.name)
+        if method.client_streaming and method.server_streaming:
+            make = grpc.stream_stream_rpc_method_handler
+        elif method.client_streaming:
+            make = grpc.stream_unary_rpc_method_handler
+        elif method.server_streaming:
+            make = grpc.unary_stream_rpc_method_handler
+        else:
+            make = grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            behaviour,
+            request_deserializer=deserializer,
+            response_serializer=response.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)

@@ -1,0 +1,95 @@
+"""The upload engine as the VideoService reuses it, and progress rate limiting."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from common.errors import InvalidArgument
+from services.files.app import build_deps
+from services.files.models import FileRecord
+from services.files.upload import Progress, TransferProfile, UploadItem, UploadStart, run_upload
+from services.files.upload.engine import choose_part_size
+from tests.files.conftest import PART, Files, MiB, random_bytes, sha, start_files
+from tests.support.auth import principal
+
+VIDEO = TransferProfile(
+    part_size=PART,
+    concurrency=2,
+    allows_content_type=lambda ct: ct.startswith("video/"),
+    kind="video",
+)
+
+
+async def items(header: UploadStart, data: bytes) -> AsyncIterator[UploadItem]:
+    yield header
+    for start in range(0, len(data), MiB):
+        yield data[start : start + MiB]
+
+
+async def test_video_profile_commits_a_video_and_calls_on_commit(files: Files) -> None:
+    deps = await build_deps(files.ctx)
+    committed: list[FileRecord] = []
+
+    async def on_commit(record: FileRecord) -> None:
+        committed.append(record)
+
+    data = b"\x1a\x45\xdf\xa3" + random_bytes(PART + 100)
+    try:
+        header = UploadStart(display_name="clip.webm", content_type="video/webm", job="jobs/j1")
+        out = [
+            item
+            async for item in run_upload(
+                deps, principal("alice"), items(header, data), VIDEO, on_commit
+            )
+        ]
+        with pytest.raises(InvalidArgument) as refused:
+            async for _ in run_upload(
+                deps,
+                principal("alice"),
+                items(UploadStart(display_name="x.txt", content_type="text/plain"), b"abc"),
+                VIDEO,
+            ):
+                pass
+    finally:
+        await deps.storage.close()
+    record = out[-1]
+    assert isinstance(record, FileRecord) and committed == [record]
+    assert record.kind == "video" and record.sha256 == sha(data)
+    assert record.object_key == f"users/alice/jobs/j1/{record.id}/content"
+    assert all(isinstance(p, Progress) for p in out[:-1])
+    assert refused.value.reason == "CONTENT_TYPE_NOT_ALLOWED"
+    assert (await files.download(record.name)) == data
+
+
+async def test_progress_is_rate_limited(suite: Any) -> None:
+    files = await start_files(suite, upload_progress_interval_seconds=60)
+    _, progress = await files.upload(random_bytes(3 * PART), chunk=256 * 1024)
+    assert len(progress) == 2  # the answer to the header and the final one
+    assert progress[-1].committed_bytes == 3 * PART
+
+
+def test_part_size_grows_to_fit_10000_parts() -> None:
+    assert choose_part_size(5 * MiB, 0) == 5 * MiB
+    assert choose_part_size(1, 10) == 5 * MiB
+    assert choose_part_size(8 * MiB, 80_000 * MiB) == 8 * MiB
+    grown = choose_part_size(8 * MiB, 200_000 * MiB + 1)
+    assert grown % MiB == 0 and grown * 10_000 >= 200_000 * MiB + 1 > (grown - MiB) * 10_000
+
+
+async def test_staging_checks_the_bucket_instead_of_creating_it(settings: Any) -> None:
+    from common.aws import AwsClients
+    from common.errors import FailedPrecondition
+    from services.files.storage import Storage
+
+    aws = AwsClients(settings)
+    with pytest.raises(FailedPrecondition) as missing:
+        await Storage.open(aws, "mediagrid-staging-files", create=False)
+    assert missing.value.reason == "BUCKET_MISSING"
+    created = await Storage.open(aws, "mediagrid-staging-files", create=True)
+    await created.close()
+    checked = await Storage.open(aws, "mediagrid-staging-files", create=False)
+    assert await checked.healthy()
+    await checked.close()
