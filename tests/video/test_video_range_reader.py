@@ -106,6 +106,6 @@ def test_probe_over_s3_ranged_reads(s3_endpoint: str) -> None:
         client, bucket="range-reader-test", key="clip.mp4", block_size=4096, cache_blocks=64
     )
     assert reader.size == len(clip)
-    meta = probe(reader)  # type: ignore[arg-type]
+    meta = probe(reader)
     assert meta.duration_seconds == pytest.approx(2.0, abs=0.05)
     assert 1 <= reader.fetches <= len(clip) // 4096 + 1

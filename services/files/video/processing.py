@@ -21,6 +21,9 @@ from PIL import Image
 from common.errors import InvalidArgument
 from services.files.video.models import VideoMetadata
 
+# Anything PyAV can read from: an open binary file, BytesIO or a RangeReader.
+Source = IO[bytes] | io.RawIOBase
+
 
 class InvalidVideo(InvalidArgument):
     """The file is not a readable video."""
@@ -39,7 +42,7 @@ class RenderedThumbnail:
 
 
 @contextlib.contextmanager
-def _open(fileobj: IO[bytes]) -> Iterator[Any]:
+def _open(fileobj: Source) -> Iterator[Any]:
     try:
         container = av.open(fileobj, mode="r")
     except av.FFmpegError as exc:
@@ -89,7 +92,7 @@ def _first_frame(container: Any, stream: Any) -> Any:
     raise InvalidVideo("the video stream has no decodable frame")
 
 
-def probe(fileobj: IO[bytes]) -> VideoMetadata:
+def probe(fileobj: Source) -> VideoMetadata:
     """Metadata of the video in ``fileobj``; decodes the first frame to prove it is playable."""
     with _open(fileobj) as container:
         stream = _video_stream(container)
@@ -139,7 +142,7 @@ def _jpeg(frame: Any, rotation: int, width: int, quality: int) -> tuple[bytes, i
 
 
 def render_thumbnails(
-    fileobj: IO[bytes], times: Sequence[float], width: int, *, quality: int = 85
+    fileobj: Source, times: Sequence[float], width: int, *, quality: int = 85
 ) -> list[RenderedThumbnail]:
     """One JPEG per requested time (clamped to [0, duration]), ``width`` pixels wide, upright."""
     if width <= 0:
