@@ -109,3 +109,15 @@ def test_probe_over_s3_ranged_reads(s3_endpoint: str) -> None:
     meta = probe(reader)
     assert meta.duration_seconds == pytest.approx(2.0, abs=0.05)
     assert 1 <= reader.fetches <= len(clip) // 4096 + 1
+
+
+def test_storage_errors_propagate_unchanged_through_pyav() -> None:
+    """A failing ranged read must not look like a corrupt video (it is retried, not failed)."""
+    clip = make_clip(seconds=1.0)
+
+    def fetch(start: int, end: int) -> bytes:
+        raise ConnectionError("S3 went away")
+
+    reader = RangeReader(len(clip), fetch, block_size=1024, cache_blocks=4)
+    with pytest.raises(ConnectionError, match="S3 went away"):
+        probe(reader)

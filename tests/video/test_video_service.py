@@ -163,10 +163,9 @@ async def test_bad_upload_streams_are_invalid_and_commit_nothing(
 
 @given(st.text(max_size=40))
 def test_only_video_content_types_are_accepted(content_type: str) -> None:
-    accepted = is_video_content_type(content_type)
-    if accepted:
-        assert content_type.strip().lower().startswith("video/")
-        assert len(content_type.strip()) > len("video/")
+    if is_video_content_type(content_type):
+        assert content_type.lower().startswith("video/") and len(content_type) > len("video/")
+        assert content_type.isprintable() and content_type == content_type.strip()
 
 
 @pytest.mark.parametrize(
@@ -174,12 +173,15 @@ def test_only_video_content_types_are_accepted(content_type: str) -> None:
     [
         ("video/mp4", True),
         ("VIDEO/QuickTime", True),
+        ("video/x-matroska", True),
         ("video/webm; codecs=vp9", True),
         ("audio/mp4", False),
         ("video", False),
+        ("video/", False),
         ("videos/mp4", False),
-        ("video/mp4\n", True),
+        ("video/mp4\n", False),
         ("video/mp4\x00", False),
+        (" video/mp4", False),
     ],
 )
 def test_video_content_type_examples(value: str, expected: bool) -> None:

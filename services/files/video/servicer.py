@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,14 +40,14 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
+# video/<subtype> with optional parameters; printable ASCII only, no whitespace around it.
+_VIDEO_TYPE = re.compile(
+    r"video/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[ -~]{0,200})?", re.IGNORECASE
+)
+
+
 def is_video_content_type(content_type: str) -> bool:
-    kind, sep, subtype = content_type.strip().lower().partition("/")
-    return (
-        kind == "video"
-        and bool(sep)
-        and bool(subtype)
-        and all(c.isalnum() or c in "!#$&^_.+-;= " for c in subtype)
-    )
+    return _VIDEO_TYPE.fullmatch(content_type) is not None
 
 
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
