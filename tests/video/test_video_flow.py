@@ -11,6 +11,7 @@ import pytest
 from mediagrid.files.v1 import video_pb2
 from PIL import Image
 
+from common.errors import Unavailable
 from common.grpc_errors import error_info
 from services.jobs.worker.api import HANDLERS, JobContext, PermanentJobError
 from tests.support.auth import bearer
@@ -199,3 +200,27 @@ async def test_regenerate_thumbnails_validates_its_arguments(
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in caught.value.details()
+
+
+class BrokenJobs:
+    async def enqueue(self, *args: object, **kwargs: object) -> str:
+        raise Unavailable("the jobs service is down", reason="JOBS_UNAVAILABLE")
+
+
+async def test_a_committed_upload_survives_a_jobs_outage(video_env: VideoEnv) -> None:
+    servicer_jobs = video_env.jobs
+    video_env.jobs.enqueue = BrokenJobs().enqueue  # type: ignore[method-assign]
+    name = await video_env.upload(make_clip(seconds=0.5))
+    video = await get(video_env, name)
+    for step in (video.probe, video.thumbnail_step):
+        assert step.state == FAILED and "could not be enqueued" in step.error
+    error = None
+    try:
+        await video_env.stub.RegenerateThumbnails(
+            video_pb2.RegenerateThumbnailsRequest(name=name), metadata=bearer("alice")
+        )
+    except grpc.aio.AioRpcError as exc:
+        error = exc
+    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+    assert (await get(video_env, name)).thumbnail_step.state == FAILED
+    assert servicer_jobs.jobs == []

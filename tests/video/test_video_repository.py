@@ -56,7 +56,7 @@ async def test_a_new_version_starts_processing_over(pool: asyncpg.Pool) -> None:
     again = await repo.register_video("f1")
     assert again.probe.state == ProcessingState.PENDING and again.probe.job is None
     assert again.metadata is None
-    assert again.thumbnails_step.state == ProcessingState.PENDING
+    assert again.thumbnail_step.state == ProcessingState.PENDING
     # Thumbnails of the old version stay visible until the new set replaces them.
     assert [t.index for t in again.thumbnails] == [0, 1]
 
@@ -69,8 +69,8 @@ async def test_reports_from_a_superseded_job_are_refused(pool: asyncpg.Pool) -> 
     with pytest.raises(StaleJob):
         await repo.record_thumbnails("f1", "jobs/t0", [thumb(0)], None)
     video = await repo.record_thumbnails("f1", "jobs/t1", [], "boom")
-    assert video.thumbnails_step.state == ProcessingState.FAILED
-    assert video.thumbnails_step.error == "boom"
+    assert video.thumbnail_step.state == ProcessingState.FAILED
+    assert video.thumbnail_step.error == "boom"
     await repo.set_probe_job("f1", "jobs/p1")
     with pytest.raises(StaleJob):
         await repo.record_probe("f1", "jobs/p9", None, "late")

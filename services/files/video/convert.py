@@ -124,7 +124,7 @@ def video_to_proto(video: Video, presign: Presign | None) -> video_pb2.Video:
         content_type=video.content_type,
         size_bytes=video.size_bytes,
         probe=step_to_proto(video.probe),
-        thumbnail_step=step_to_proto(video.thumbnails_step),
+        thumbnail_step=step_to_proto(video.thumbnail_step),
         thumbnails=[thumbnail_to_proto(t, presign) for t in video.thumbnails],
         create_time=timestamp(video.create_time),
         update_time=timestamp(video.update_time),

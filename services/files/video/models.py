@@ -76,7 +76,7 @@ class Video(BaseModel):
     version_id: str
     metadata: VideoMetadata | None
     probe: ProcessingStep
-    thumbnails_step: ProcessingStep
+    thumbnail_step: ProcessingStep
     thumbnails: tuple[Thumbnail, ...] = ()
     create_time: datetime
     update_time: datetime

@@ -103,7 +103,7 @@ def _video(row: asyncpg.Record, thumbnails: Sequence[Thumbnail]) -> Video:
         version_id=row["version_id"],
         metadata=_metadata(row),
         probe=_step(row, "probe"),
-        thumbnails_step=_step(row, "thumbnail"),
+        thumbnail_step=_step(row, "thumbnail"),
         thumbnails=tuple(thumbnails),
         create_time=row["create_time"],
         update_time=row["update_time"],
@@ -165,6 +165,10 @@ class VideoRepository:
 
     async def set_thumbnail_job(self, file_id: str, job: str) -> None:
         await self.pool.execute(Q.set_thumbnail_job, file_id, job)
+
+    async def fail_unscheduled_steps(self, file_id: str, error: str) -> None:
+        """Mark PENDING steps without a job FAILED (their job could not be enqueued)."""
+        await self.pool.execute(Q.fail_unscheduled_steps, file_id, error)
 
     async def record_probe(
         self, file_id: str, job: str, metadata: VideoMetadata | None, error: str | None

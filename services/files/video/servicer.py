@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -35,6 +36,8 @@ from services.files.video.payloads import (
 from services.files.video.ports import UploadItem, VideoJobs, VideoUploads
 from services.files.video.repository import VideoCursor, VideoRepository
 from services.files.video.storage import thumbnail_prefix
+
+log = logging.getLogger("mediagrid.video")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -103,7 +106,8 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
 
     def _presign_thumbnail(self, bucket: str, key: str) -> tuple[str, datetime]:
         params = {"Bucket": bucket, "Key": key, "ResponseContentType": "image/jpeg"}
-        return self._presign(params, self.settings.presign_default_seconds)
+        seconds = min(self.settings.presign_default_seconds, self.settings.presign_max_seconds)
+        return self._presign(params, seconds)
 
     def _to_proto(self, video: Video) -> video_pb2.Video:
         return convert.video_to_proto(video, self._presign_thumbnail)
@@ -122,6 +126,20 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         return payload.model_dump(exclude_none=True)
 
     async def _enqueue_processing(self, video: Video, principal: Principal) -> None:
+        """Enqueue probe + thumbnails; a failure is recorded on the steps, never raised.
+
+        The file is already committed: failing the upload now would make the client upload
+        it again (a duplicate), so the video shows FAILED steps instead.
+        """
+        try:
+            await self._enqueue_steps(video, principal)
+        except Exception as exc:
+            log.exception("enqueueing the processing of %s failed", video.name)
+            await self.repository.fail_unscheduled_steps(
+                video.file_id, f"the processing job could not be enqueued: {exc}"
+            )
+
+    async def _enqueue_steps(self, video: Video, principal: Principal) -> None:
         probe = await self.jobs.enqueue(
             PROBE_JOB, self._payload(video), file=video.file, on_behalf_of=principal
         )
@@ -249,9 +267,18 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             "width": request.width or self.settings.video_thumbnail_width,
         }
         await self.repository.restart_thumbnails(video.file_id)
-        job = await self.jobs.enqueue(
-            THUMBNAIL_JOB, self._payload(video, **extra), file=video.file, on_behalf_of=principal
-        )
+        try:
+            job = await self.jobs.enqueue(
+                THUMBNAIL_JOB,
+                self._payload(video, **extra),
+                file=video.file,
+                on_behalf_of=principal,
+            )
+        except Exception as exc:
+            await self.repository.fail_unscheduled_steps(
+                video.file_id, f"the thumbnail job could not be enqueued: {exc}"
+            )
+            raise
         await self.repository.set_thumbnail_job(video.file_id, job)
         await self.ctx.activity.record("video.regenerate_thumbnails", video.name, {"job": job})
         return video_pb2.RegenerateThumbnailsResponse(job=job)
@@ -310,7 +337,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         await self.ctx.activity.record(
             "video.thumbnails.record",
             video.name,
-            {"job": job, "state": video.thumbnails_step.state.value, "count": str(len(thumbnails))},
+            {"job": job, "state": video.thumbnail_step.state.value, "count": str(len(thumbnails))},
         )
         return video_pb2.RecordThumbnailsResponse(video=self._to_proto(video))
 

@@ -98,3 +98,17 @@ SELECT $1, t.index, t.time_seconds, t.bucket, t.object_key, t.width, t.height, t
 FROM unnest($2::integer[], $3::double precision[], $4::text[], $5::text[], $6::integer[],
             $7::integer[], $8::bigint[])
      AS t(index, time_seconds, bucket, object_key, width, height, size_bytes);
+
+-- name: fail_unscheduled_steps
+-- Steps still PENDING without a job: their job could not be enqueued.
+UPDATE files.videos
+SET probe_state = CASE WHEN probe_state = 'pending' AND probe_job IS NULL
+                       THEN 'failed' ELSE probe_state END,
+    probe_error = CASE WHEN probe_state = 'pending' AND probe_job IS NULL
+                       THEN $2 ELSE probe_error END,
+    thumbnail_state = CASE WHEN thumbnail_state = 'pending' AND thumbnail_job IS NULL
+                           THEN 'failed' ELSE thumbnail_state END,
+    thumbnail_error = CASE WHEN thumbnail_state = 'pending' AND thumbnail_job IS NULL
+                           THEN $2 ELSE thumbnail_error END,
+    update_time = now()
+WHERE file_id = $1;
