@@ -180,26 +180,23 @@ async def test_regenerate_thumbnails_replaces_the_set(video_env: VideoEnv) -> No
     assert [o["Key"] for o in listing["Contents"]] == [video.thumbnails[0].key]
 
 
-@pytest.mark.parametrize(
-    ("times", "width", "field"),
-    [
+async def test_regenerate_thumbnails_validates_its_arguments(video_env: VideoEnv) -> None:
+    name = await video_env.upload(make_clip(seconds=0.5))
+    cases: list[tuple[list[float], int, str]] = [
         ([-1.0], 0, "times_seconds"),
         ([float("nan")], 0, "times_seconds"),
         ([1.0] * 33, 0, "times_seconds"),
         ([], 8, "width"),
-    ],
-)
-async def test_regenerate_thumbnails_validates_its_arguments(
-    video_env: VideoEnv, times: list[float], width: int, field: str
-) -> None:
-    name = await video_env.upload(make_clip(seconds=0.5))
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await video_env.stub.RegenerateThumbnails(
-            video_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=times, width=width),
-            metadata=bearer("alice"),
-        )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in caught.value.details()
+    ]
+    for times, width, field in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await video_env.stub.RegenerateThumbnails(
+                video_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=times, width=width),
+                metadata=bearer("alice"),
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in caught.value.details()
+    assert len(video_env.jobs.jobs) == 2  # only the upload's own jobs
 
 
 class BrokenJobs:
