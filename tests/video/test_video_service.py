@@ -20,7 +20,7 @@ from common.grpc_errors import bad_request, error_info
 from services.files.video.servicer import is_video_content_type
 from tests.support.auth import bearer
 from tests.video.clips import make_clip
-from tests.video.conftest import VideoEnv
+from tests.video.conftest import VideoEnv, upload_stream
 
 
 def http_get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -243,7 +243,7 @@ async def test_authorization_matrix(video_env: VideoEnv, clip: bytes) -> None:
         ("alice", name): OK,
         ("admin", name): OK,
         ("bob", name): DENIED,
-        ("worker", name): DENIED,
+        ("worker", name): OK,  # other services act on any file, as in the FileService
         ("bob", missing): DENIED,  # PERMISSION_DENIED before NOT_FOUND
         ("admin", missing): MISSING,
         ("nobody", name): grpc.StatusCode.UNAUTHENTICATED,
@@ -269,6 +269,19 @@ async def test_list_videos_of_another_owner_is_denied(video_env: VideoEnv) -> No
         )
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_whole_non_video_stream_gets_the_real_status(video_env: VideoEnv) -> None:
+    """The server drains what the client still sends, so it sees NOT_A_VIDEO, not INTERNAL."""
+    call = video_env.stub.UploadVideo(
+        upload_stream(b"%PDF-1.7" * 100_000, "application/pdf", chunk=32 * 1024),
+        metadata=bearer("alice"),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).reason == "NOT_A_VIDEO"
 
 
 async def test_upload_needs_a_token(video_env: VideoEnv) -> None:
