@@ -86,6 +86,7 @@ async def test_upload_enqueues_jobs_and_handlers_record_metadata_and_thumbnails(
     for index, thumb in enumerate(video.thumbnails):
         assert thumb.index == index
         assert thumb.key == f"users/alice/{file_id}/thumbnails/{index}.jpg"
+        assert thumb.version_id and f"versionId={thumb.version_id}" in thumb.uri
         assert thumb.time_offset.ToNanoseconds() / 1e9 == pytest.approx(
             min(times[index], 2.0), abs=0.05
         )
@@ -178,6 +179,15 @@ async def test_regenerate_thumbnails_replaces_the_set(video_env: VideoEnv) -> No
             Prefix=video.thumbnails[0].key.rsplit("/", 1)[0],
         )
     assert [o["Key"] for o in listing["Contents"]] == [video.thumbnails[0].key]
+
+    # The superseded job runs late: its report is refused, and although it overwrites the
+    # keys, the recorded thumbnails pin their S3 versions, so they still show the new set.
+    result = await video_env.run(old)
+    assert result is not None and result["superseded"] is True
+    after = await get(video_env, name)
+    assert [(t.index, t.width) for t in after.thumbnails] == [(0, 64)]
+    status, body = await asyncio.to_thread(http_get, after.thumbnails[0].uri)
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (64, 48)
 
 
 async def test_regenerate_thumbnails_validates_its_arguments(video_env: VideoEnv) -> None:

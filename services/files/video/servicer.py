@@ -110,8 +110,12 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         )
         return str(url), expires
 
-    def _presign_thumbnail(self, bucket: str, key: str) -> tuple[str, datetime]:
+    def _presign_thumbnail(
+        self, bucket: str, key: str, version_id: str | None
+    ) -> tuple[str, datetime]:
         params = {"Bucket": bucket, "Key": key, "ResponseContentType": "image/jpeg"}
+        if version_id:
+            params["VersionId"] = version_id
         seconds = min(self.settings.presign_default_seconds, self.settings.presign_max_seconds)
         return self._presign(params, seconds)
 
