@@ -71,7 +71,10 @@ async def test_upload_enqueues_jobs_and_handlers_record_metadata_and_thumbnails(
     assert [p for p, _ in context.reports] == sorted(p for p, _ in context.reports)
     assert context.reports[-1][0] == 100
 
-    await video_env.run(thumb_job)
+    thumb_context = video_env.job_context(thumb_job)
+    await HANDLERS["video.thumbnail"].function(thumb_context)
+    percents = [p for p, _ in thumb_context.reports]
+    assert percents == sorted(percents) and percents[-1] == 100
     video = await get(video_env, name)
     meta = video.metadata
     assert video.probe.state == SUCCEEDED and video.thumbnail_step.state == SUCCEEDED
