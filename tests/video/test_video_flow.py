@@ -136,9 +136,10 @@ async def test_a_missing_object_fails_the_probe_permanently(video_env: VideoEnv)
     name = await video_env.upload(make_clip(seconds=0.5))
     (job,) = video_env.jobs.of_type("video.probe")
     job.payload["version_id"] = "no-such-version"
-    with pytest.raises(PermanentJobError):
+    with pytest.raises(PermanentJobError, match="the stored object is gone"):
         await video_env.run(job)
-    assert (await get(video_env, name)).probe.state == FAILED
+    probe = (await get(video_env, name)).probe
+    assert probe.state == FAILED and "the stored object is gone" in probe.error
 
 
 async def test_a_bad_payload_is_a_permanent_failure(video_env: VideoEnv) -> None:

@@ -89,6 +89,12 @@ async def _in_thread(function: Callable[..., T], *args: Any) -> T:
         raise RetryableJobError(f"reading the video from S3 failed: {exc}") from exc
 
 
+def _failure_message(payload: VideoJobPayload, exc: Exception) -> str:
+    if isinstance(exc, _ObjectMissing):
+        return f"{payload.file}: the stored object is gone: {exc}"
+    return f"{payload.file} is not a readable video: {exc}"
+
+
 def _stub(job: JobContext) -> Any:
     return video_pb2_grpc.VideoServiceStub(job.resources.channel("files"))
 
@@ -130,7 +136,7 @@ async def probe_video(job: JobContext) -> dict[str, Any]:
         await job.progress(20, "probing")
         metadata = await _in_thread(probe, reader)
     except (InvalidVideo, _ObjectMissing) as exc:
-        message = f"{payload.file} is not a readable video: {exc}"
+        message = _failure_message(payload, exc)
         request = video_pb2.RecordVideoMetadataRequest(
             name=payload.video, job=job.name, error=message
         )
@@ -170,7 +176,7 @@ async def render_video_thumbnails(job: JobContext) -> dict[str, Any]:
             rendered.append(thumb)
             await job.progress(5 + 70 * (index + 1) / len(times), f"rendered {index + 1}")
     except (InvalidVideo, _ObjectMissing) as exc:
-        message = f"{payload.file} is not a readable video: {exc}"
+        message = _failure_message(payload, exc)
         request = video_pb2.RecordThumbnailsRequest(name=payload.video, job=job.name, error=message)
         raise await _fail(job, "RecordThumbnails", request, message) from exc
     stored = await _store(job, payload, rendered)
