@@ -23,13 +23,17 @@ PUBLIC_METHODS = [f"/{SERVICE_NAME}/Login", f"/{SERVICE_NAME}/Authenticate"]
 
 
 def usage_source(ctx: AppContext) -> UsageSource:
-    """Where GetUserStats gets job counts and file usage (gRPC adapters once jobs/files exist)."""
-    return MissingServicesUsageSource()
+    """Where GetUserStats gets job counts and file usage: the jobs and files services."""
+    from services.users.integrations import GrpcUsageSource
+
+    return GrpcUsageSource(ctx)
 
 
 def data_purger(ctx: AppContext) -> UserDataPurger:
-    """What removes a deleted user's data elsewhere (a `users.purge` job once jobs exists)."""
-    return MissingServicesPurger()
+    """What removes a deleted user's data elsewhere: a `users.purge` job."""
+    from services.users.integrations import JobPurger
+
+    return JobPurger(ctx)
 
 
 async def create(ctx: AppContext) -> ServiceInstance:

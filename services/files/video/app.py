@@ -1,0 +1,98 @@
+"""Wires the VideoService into the files service: its two ports get their real adapters.
+
+- uploads go through the files service's own upload engine (same bucket, repository,
+  sessions and resume rules as ``FileService.Upload``), with the video transfer profile;
+- jobs are created in the jobs service over gRPC, on behalf of the uploading user (their
+  bearer token is forwarded, so the jobs are theirs and their access rules apply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from mediagrid.files.v1 import file_pb2
+
+from common.app import AppContext, ServiceInstance
+from common.context import Principal
+from common.errors import Unauthenticated
+from common.grpc_errors import from_rpc_error
+from services.files import convert
+from services.files.upload import UploadDeps
+from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
+from services.files.video.ports import UploadOutput
+from services.files.video.ports import UploadItem as VideoUploadItem
+from services.files.video.service import create_video_service
+from services.files.video.servicer import is_video_content_type
+
+
+class EngineUploads:
+    """``VideoUploads`` backed by the files upload engine."""
+
+    def __init__(self, deps: UploadDeps) -> None:
+        self.deps = deps
+
+    async def upload(
+        self,
+        principal: Principal,
+        items: AsyncIterator[VideoUploadItem],
+        *,
+        part_size_bytes: int,
+        concurrency: int,
+        kind: str,
+    ) -> AsyncIterator[UploadOutput]:
+        profile = TransferProfile(
+            part_size_bytes, concurrency, is_video_content_type, kind="video" if kind == "video" else "file"
+        )
+        async for output in run_upload(self.deps, principal, _engine_items(items), profile):
+            if isinstance(output, Progress):
+                yield convert.progress_to_proto(output)
+            else:
+                yield convert.file_to_proto(output)
+
+
+async def _engine_items(items: AsyncIterator[VideoUploadItem]) -> AsyncIterator[UploadItem]:
+    async for item in items:
+        if isinstance(item, file_pb2.UploadHeader):
+            yield convert.header_from_proto(item)
+        else:
+            yield item
+
+
+class GrpcVideoJobs:
+    """``VideoJobs`` backed by the jobs service's CreateJob, as the uploading user."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        *,
+        file: str,
+        on_behalf_of: Principal,
+    ) -> str:
+        import grpc
+
+        from services.jobs.client import JobsClient
+
+        if not on_behalf_of.token:
+            raise Unauthenticated("no caller token to create jobs with", reason="MISSING_TOKEN")
+        client = JobsClient(
+            self.ctx.channel("jobs"), (("authorization", f"Bearer {on_behalf_of.token}"),)
+        )
+        try:
+            # No request_id: RegenerateThumbnails must create a new job each time it is asked.
+            job = await client.create_job(job_type, dict(payload), files=[file])
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return str(job.name)
+
+
+async def create(ctx: AppContext, deps: UploadDeps) -> ServiceInstance:
+    """The VideoService as an instance the files service serves beside the FileService."""
+    _servicer, register, name = await create_video_service(
+        ctx, uploads=EngineUploads(deps), jobs=GrpcVideoJobs(ctx)
+    )
+    return ServiceInstance(name="videos", service_names=[name], register=register)

@@ -1,0 +1,99 @@
+"""Adapters from the users service's ports to the jobs and files services over gRPC.
+
+- ``GrpcUsageSource`` answers ``GetUserStats``: the caller's token is forwarded, so the jobs
+  and files services apply their own access rules to what they report.
+- ``JobPurger`` schedules removal of a deleted user's data as a ``users.purge`` job, created
+  with the users service's own service-account token (the sweep retries it without a caller).
+  The job's handler (``services/users/handlers.py``) runs in a worker and calls
+  ``JobService/DeleteUserJobs`` and ``FileService/DeleteUserFiles``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+
+from common.app import AppContext
+from common.context import optional_principal
+from common.errors import DomainError, Unauthenticated
+from common.grpc_errors import from_rpc_error
+from services.jobs.client import JobsClient
+from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage, dependency_unavailable
+
+# The service account the users service acts as when nobody is calling (sweeps, purges).
+SYSTEM_ACCOUNT_EMAIL = "users-service@example.com"
+PURGE_JOB = "users.purge"
+STATE_PREFIX = "JOB_STATE_"
+
+
+def _channel(ctx: AppContext, service: str, full_name: str) -> grpc.aio.Channel:
+    """The channel to ``service``, or UNAVAILABLE when this deployment does not run it."""
+    if service not in ctx.addresses:
+        raise dependency_unavailable(full_name)
+    return ctx.channel(service)
+
+
+def _caller_metadata() -> tuple[tuple[str, str], ...]:
+    principal = optional_principal()
+    if principal is None or not principal.token:
+        raise Unauthenticated("no caller token to forward", reason="MISSING_TOKEN")
+    return (("authorization", f"Bearer {principal.token}"),)
+
+
+class GrpcUsageSource:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def job_counts(self, user: str) -> dict[str, int]:
+        client = JobsClient(_channel(self.ctx, "jobs", JOBS_SERVICE), _caller_metadata())
+        try:
+            counts = await client.get_job_counts(user)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return {state.removeprefix(STATE_PREFIX): count for state, count in counts.items()}
+
+    async def file_usage(self, user: str) -> FileUsage:
+        stub = files_pb2_grpc.FileServiceStub(_channel(self.ctx, "files", FILES_SERVICE))
+        try:
+            response = await stub.GetUserUsage(
+                files_pb2.GetUserUsageRequest(user=user), metadata=_caller_metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return FileUsage(file_count=response.file_count, total_bytes=response.total_bytes)
+
+
+class JobPurger:
+    """Enqueues ``users.purge`` for a deleted user (idempotent per user)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._token: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def _service_token(self, *, renew: bool = False) -> str:
+        async with self._lock:
+            if self._token is None or renew:
+                from services.users.bootstrap import issue_service_token
+
+                self._token = await issue_service_token(self.ctx, SYSTEM_ACCOUNT_EMAIL)
+            return self._token
+
+    async def purge(self, user: str) -> None:
+        channel = _channel(self.ctx, "jobs", JOBS_SERVICE)
+        for renew in (False, True):
+            token = await self._service_token(renew=renew)
+            client = JobsClient(channel, (("authorization", f"Bearer {token}"),))
+            try:
+                await client.create_job(
+                    PURGE_JOB, {"user": user}, request_id=f"{PURGE_JOB}:{user}", max_attempts=10
+                )
+                return
+            except grpc.aio.AioRpcError as exc:
+                error: DomainError = from_rpc_error(exc)
+                # Our own session may have expired (idle timeout): renew it once.
+                if isinstance(error, Unauthenticated) and not renew:
+                    continue
+                raise error from exc
