@@ -6,7 +6,6 @@ headed ``-- name: <query_name>`` and loads them once at import.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re

@@ -7,7 +7,8 @@ connection to the target. Faults:
   so the peer sees a hang, not an error); new connections are accepted but stall too.
 - ``refuse()`` / ``accept()``: stop listening (connect gets ECONNREFUSED) and listen again
   on the same port.
-- ``drop_new = True``: accept connections and close them at once (a server that resets).
+- ``drop_new = True``: accept connections and close them at once (a server that resets);
+  ``to_drop = n`` does that to the next n connections only.
 - ``close_connections()``: abort every open connection (the server went away).
 """
 
@@ -44,6 +45,7 @@ class TcpProxy:
         self.host = host
         self.port = 0
         self.drop_new = False
+        self.to_drop = 0  # drop this many of the next connections, then forward again
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._flowing = asyncio.Event()
@@ -132,7 +134,8 @@ class TcpProxy:
             self._handlers.discard(handler)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.drop_new:
+        if self.drop_new or self.to_drop > 0:
+            self.to_drop = max(0, self.to_drop - 1)
             writer.transport.abort()
             return
         self._writers.add(writer)
