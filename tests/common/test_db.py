@@ -9,11 +9,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from common import db
 from common.errors import Unavailable
+from tests.support.hypo import relaxed
 from tests.support.proxy import TcpProxy, free_port
 from tests.support.rpc import test_settings
 
@@ -214,7 +215,7 @@ body = st.lists(sql_line | st.just("-- a comment") | st.just(""), min_size=1, ma
 )
 
 
-@settings(max_examples=60)
+@relaxed(max_examples=60)
 @given(blocks=st.dictionaries(names, body, min_size=1, max_size=8), preamble=st.booleans())
 def test_query_parser_round_trips_rendered_files(
     blocks: dict[str, list[str]], preamble: bool

@@ -11,11 +11,12 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from common import errors
 from common.grpc_errors import CODES, from_rpc_error
+from tests.support.hypo import relaxed
 from tests.support.rpc import demo_service, method, serving, unary
 
 SERVICE = "mediagrid.jobs.v1.RoundTripService"
@@ -61,9 +62,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.mark.asyncio(loop_scope="module")
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@relaxed(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(exc=domain_errors())
 async def test_round_trip(channel: grpc.aio.Channel, exc: errors.DomainError) -> None:
     Slot.exc = exc
@@ -87,7 +86,7 @@ async def test_round_trip(channel: grpc.aio.Channel, exc: errors.DomainError) ->
             assert math.isclose(back.retry_after_seconds, exc.retry_after_seconds, abs_tol=1e-9)
 
 
-@settings(max_examples=200, deadline=None)
+@relaxed(max_examples=200)
 @given(exc=domain_errors())
 def test_repr_and_str_name_the_error(exc: errors.DomainError) -> None:
     assert str(exc) == exc.message

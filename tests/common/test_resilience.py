@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -19,8 +19,10 @@ from common.resilience import (
     dependency_failed,
     retry_async,
 )
+from tests.support.hypo import relaxed
 
 
+@relaxed()
 @given(
     attempt=st.integers(min_value=1, max_value=10_000),
     base=st.floats(min_value=0, max_value=100, allow_nan=False),
@@ -230,7 +232,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 TestBreakerMachine = BreakerMachine.TestCase
-TestBreakerMachine.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
+TestBreakerMachine.settings = relaxed(max_examples=80, stateful_step_count=30)
 
 
 def test_breaker_rejects_bad_configuration() -> None:
