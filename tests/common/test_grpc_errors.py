@@ -367,3 +367,79 @@ def test_reasons_must_be_upper_snake_case() -> None:
     with pytest.raises(ValueError, match="retry_after_seconds"):
         errors.ResourceExhausted(retry_after_seconds=-1)
     assert errors.NotFound(reason="USER_NOT_FOUND").reason == "USER_NOT_FOUND"
+
+
+def _sv_handler(factory: Any, fn: Any) -> grpc.RpcMethodHandler:
+    return factory(
+        fn,
+        request_deserializer=wrappers_pb2.StringValue.FromString,
+        response_serializer=wrappers_pb2.StringValue.SerializeToString,
+    )
+
+
+async def test_streamed_requests_are_parsed_and_malformed_ones_rejected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Protobuf messages in every cardinality, iterator and context.read() styles alike."""
+
+    async def count(requests: AsyncIterator[wrappers_pb2.StringValue], context: Any) -> Any:
+        values = [r.value async for r in requests]
+        return wrappers_pb2.StringValue(value=",".join(values))
+
+    async def count_read(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        values = []
+        while (request := await context.read()) is not grpc.aio.EOF:
+            values.append(request.value)
+        return wrappers_pb2.StringValue(value=",".join(values))
+
+    async def upper(requests: AsyncIterator[wrappers_pb2.StringValue], context: Any) -> Any:
+        async for request in requests:
+            yield wrappers_pb2.StringValue(value=request.value.upper())
+
+    async def repeat(request: wrappers_pb2.StringValue, context: Any) -> Any:
+        for _ in range(2):
+            yield wrappers_pb2.StringValue(value=request.value)
+
+    service = demo_service(
+        {
+            "Count": _sv_handler(grpc.stream_unary_rpc_method_handler, count),
+            "CountRead": _sv_handler(grpc.stream_unary_rpc_method_handler, count_read),
+            "Upper": _sv_handler(grpc.stream_stream_rpc_method_handler, upper),
+            "Repeat": _sv_handler(grpc.unary_stream_rpc_method_handler, repeat),
+        }
+    )
+
+    def sv(value: str) -> bytes:
+        return bytes(wrappers_pb2.StringValue(value=value).SerializeToString())
+
+    def parsed(raw: bytes) -> str:
+        return str(wrappers_pb2.StringValue.FromString(raw).value)
+
+    caplog.set_level(logging.ERROR, logger="mediagrid.errors")
+    async with serving(service) as (_, channel):
+        assert (
+            parsed(await channel.stream_unary(method("Count"))(iter([sv("a"), sv("b")]))) == "a,b"
+        )
+        read = channel.stream_unary(method("CountRead"))
+        assert parsed(await read(iter([sv("a"), sv("b")]))) == "a,b"
+        upper_call = channel.stream_stream(method("Upper"))(iter([sv("x"), sv("y")]))
+        assert [parsed(item) async for item in upper_call] == ["X", "Y"]
+        repeat_call = channel.unary_stream(method("Repeat"))(sv("r"))
+        assert [parsed(item) async for item in repeat_call] == ["r", "r"]
+        garbage = b"\xff\xff\xff"
+        for name, call in [
+            ("Count", channel.stream_unary(method("Count"))(iter([sv("a"), garbage]))),
+            ("CountRead", channel.stream_unary(method("CountRead"))(iter([sv("a"), garbage]))),
+            ("Upper", _drain(channel.stream_stream(method("Upper"))(iter([sv("a"), garbage])))),
+            ("Repeat", _drain(channel.unary_stream(method("Repeat"))(garbage))),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            info = error_info(caught.value)
+            assert info is not None and info.reason == "MALFORMED_REQUEST", name
+    assert not caplog.records  # a caller's mistake is not a server error
+
+
+async def _drain(call: Any) -> list[Any]:
+    return [item async for item in call]
