@@ -79,6 +79,24 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     return uuid.uuid4().hex
 
 
+def outgoing_metadata(*, forward_token: bool = True) -> tuple[tuple[str, str], ...]:
+    """Metadata for a call to another service made while serving one.
+
+    Carries the current request id (so both services log the same one) and, when
+    ``forward_token`` is true and there is a caller, that caller's bearer token (the other
+    service then checks the caller's own permissions). Pass ``forward_token=False`` for calls
+    the service makes with its own authority and add its own token.
+    """
+    metadata: list[tuple[str, str]] = []
+    request_id = request_id_var.get()
+    if request_id:
+        metadata.append(("x-request-id", request_id))
+    principal = current_principal_var.get()
+    if forward_token and principal is not None and principal.token:
+        metadata.append(("authorization", f"Bearer {principal.token}"))
+    return tuple(metadata)
+
+
 class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Request id, optional authentication, status mapping and one access-log line per call."""
 

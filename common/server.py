@@ -95,9 +95,13 @@ class SuiteServer:
 
     async def start(self, port: int | None = None) -> int:
         wanted = self.settings.grpc_port if port is None else port
-        self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{wanted}")
+        where = f"{self.settings.grpc_host}:{wanted}"
+        try:
+            self.port = self.server.add_insecure_port(where)
+        except RuntimeError as exc:  # grpc >= 1.59 raises instead of returning 0
+            raise OSError(f"cannot listen on {where}: is another process using it?") from exc
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.grpc_host}:{wanted}")
+            raise OSError(f"cannot listen on {where}: is another process using it?")
         await self.server.start()
         await self.refresh_health()
         self._tasks.append(

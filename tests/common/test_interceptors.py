@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from common.context import current_principal, current_request_id, optional_principal
 from common.errors import NotFound
 from common.grpc_errors import error_info
-from common.interceptors import bearer_token, request_id_from
+from common.interceptors import bearer_token, outgoing_metadata, request_id_from
 from tests.support.auth import StaticAuthenticator, bearer, principal
 from tests.support.hypo import relaxed
 from tests.support.rpc import demo_service, method, serving, stream_stream, unary, unary_stream
@@ -153,6 +153,30 @@ async def test_concurrent_calls_see_their_own_principal() -> None:
     for token, result in zip(tokens, results, strict=True):
         expected = b"users/alice" if token == "alice-token" else b"users/root"
         assert result == [expected] * 3
+
+
+async def test_outgoing_metadata_forwards_request_id_and_token() -> None:
+    """A handler calling the next service passes the request id and the caller's token on."""
+
+    async def relay(request: bytes, context: Any) -> bytes:
+        if request == b"forward":
+            metadata = outgoing_metadata()
+        else:  # the service's own authority: its own token, the same request id
+            metadata = (*outgoing_metadata(forward_token=False), *bearer("root-token"))
+        return await relay_channel[0].unary_unary(method("Relayed"))(b"", metadata=metadata)
+
+    async def relayed(request: bytes, context: Any) -> bytes:
+        return f"{current_request_id()}|{current_principal().name}".encode()
+
+    relay_channel: list[grpc.aio.Channel] = []
+    service = demo_service({"Relay": unary(relay), "Relayed": unary(relayed)})
+    async with serving(service, authenticator=AUTH) as (_, channel):
+        relay_channel.append(channel)
+        metadata = (*bearer("alice-token"), ("x-request-id", "chain-1"))
+        call = channel.unary_unary(method("Relay"))
+        assert await call(b"forward", metadata=metadata) == b"chain-1|users/alice"
+        assert await call(b"own", metadata=metadata) == b"chain-1|users/root"
+    assert outgoing_metadata() == ()  # outside a call there is nothing to forward
 
 
 async def test_public_methods_health_and_reflection_need_no_token() -> None:

@@ -133,3 +133,11 @@ async def test_stop_is_idempotent_and_survives_bad_parts(caplog: pytest.LogCaptu
     await server.stop(0)  # a later call returns at once
     release.set()
     await asyncio.wait_for(asyncio.gather(*server._tasks, return_exceptions=True), 10)
+
+
+async def test_port_in_use_is_a_clear_error() -> None:
+    async with serving(demo_service({})) as (first, _):
+        second = SuiteServer(test_settings(), [demo_service({})])
+        with pytest.raises(OSError, match=rf"cannot listen on 127.0.0.1:{first.port}"):
+            await second.start(first.port)
+        await second.stop(0)  # stopping a server that never started is harmless
