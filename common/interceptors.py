@@ -120,7 +120,19 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
-        if handler is None:
+        if handler is None:  # gRPC answers UNIMPLEMENTED; still one access-log line
+            log.info(
+                "%s %s",
+                details.method,
+                grpc.StatusCode.UNIMPLEMENTED.name,
+                extra={
+                    "method": details.method,
+                    "status": grpc.StatusCode.UNIMPLEMENTED.name,
+                    "duration_ms": 0.0,
+                    "request_id": request_id_from(details.invocation_metadata),
+                    "principal": None,
+                },
+            )
             return None
         return _wrap(handler, self, details)
 

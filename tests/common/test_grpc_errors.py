@@ -322,10 +322,11 @@ async def test_bad_handler_results_and_bad_requests_are_mapped_never_unknown() -
 
 async def test_oversized_errors_are_cut_to_fit_the_trailers() -> None:
     """Without a budget a 20 KB message arrives as RESOURCE_EXHAUSTED with no details."""
+    ids = ",".join(f"{i:036d}" for i in range(200))  # a list too long to send
     huge = errors.InvalidArgument(
         "é" * 20_000,
-        metadata={f"key{i}": "v" * 5_000 for i in range(20)},
-        violations=[V(f"field{i}", "d" * 5_000) for i in range(50)],
+        metadata={"first": "kept", "ids": ids, "short": "kept too"},
+        violations=[V(f"items[{i}].name", "d" * 5_000) for i in range(50)],
     )
     async with serving(demo_service({"Huge": unary(_raiser(huge))})) as (_, channel):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -337,8 +338,15 @@ async def test_oversized_errors_are_cut_to_fit_the_trailers() -> None:
     assert len(details.encode()) <= MAX_MESSAGE_BYTES
     info = error_info(error)
     bad = bad_request(error)
-    assert info is not None and info.reason == "INVALID_ARGUMENT" and len(info.metadata) >= 1
-    assert bad is not None and bad.field_violations[0].field == "field0"
+    assert info is not None and info.reason == "INVALID_ARGUMENT"
+    # Data is never cut: the list is left out whole, and the client is told.
+    assert dict(info.metadata) == {"first": "kept", "short": "kept too", "truncated": "true"}
+    assert bad is not None and 1 <= len(bad.field_violations) < 50
+    for i, violation in enumerate(bad.field_violations):
+        assert violation.field == f"items[{i}].name"  # paths whole, in order
+        assert violation.description.endswith("…")  # descriptions are text: cut
+    back = from_rpc_error(error)
+    assert isinstance(back, errors.InvalidArgument) and back.metadata["truncated"] == "true"
 
 
 async def test_from_rpc_error_without_rich_status() -> None:

@@ -22,11 +22,11 @@ from tests.support.rpc import demo_service, method, serving, unary
 SERVICE = "mediagrid.jobs.v1.RoundTripService"
 
 reasons = st.from_regex(r"\A[A-Z][A-Z0-9_]{0,20}[A-Z0-9]\Z")
-short_text = st.text(min_size=1, max_size=40)
-metadata = st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=40), max_size=5)
+# Within the size budget of common.grpc_errors (at most 4 bytes per character).
+metadata = st.dictionaries(st.text(min_size=1, max_size=15), st.text(max_size=40), max_size=4)
 violations = st.lists(
-    st.builds(errors.FieldViolation, st.text(min_size=1, max_size=30), st.text(max_size=60)),
-    max_size=5,
+    st.builds(errors.FieldViolation, st.text(min_size=1, max_size=20), st.text(max_size=40)),
+    max_size=4,
 )
 
 

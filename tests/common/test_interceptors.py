@@ -214,6 +214,8 @@ async def test_one_access_log_line_per_call(caplog: pytest.LogCaptureFixture) ->
         )
         with pytest.raises(grpc.aio.AioRpcError):
             await channel.unary_unary(method("Aborts"))(b"", metadata=bearer("root-token"))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary(method("NoSuchMethod"))(b"")
     records = [r for r in caplog.records if r.name == "mediagrid.access"]
     by_method: dict[str, list[logging.LogRecord]] = {}
     for record in records:
@@ -228,6 +230,8 @@ async def test_one_access_log_line_per_call(caplog: pytest.LogCaptureFixture) ->
     # context.abort() bypasses our mapping: the status comes from context.code().
     [abort_record] = by_method[method("Aborts")]
     assert abort_record.status == "FAILED_PRECONDITION"  # type: ignore[attr-defined]
+    [unknown_record] = by_method[method("NoSuchMethod")]
+    assert unknown_record.status == "UNIMPLEMENTED"  # type: ignore[attr-defined]
     [stream_record] = by_method[method("WhoAmIStream")]
     assert stream_record.status == "OK"  # type: ignore[attr-defined]
     for record in records:
