@@ -102,6 +102,10 @@ class SuiteServer:
             raise OSError(f"cannot listen on {where}: is another process using it?") from exc
         if self.port == 0:
             raise OSError(f"cannot listen on {where}: is another process using it?")
+        # Nothing is SERVING before the first checks have passed (the health servicer
+        # starts with "" SERVING, and a probe may arrive as soon as the port is open).
+        for name in ["", *self.service_names]:
+            await self.health.set(name, NOT_SERVING)
         await self.server.start()
         await self.refresh_health()
         self._tasks.append(

@@ -13,6 +13,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import db
+from common.server import SuiteServer
 from tests.support.proxy import TcpProxy
 from tests.support.rpc import demo_service, serving, test_settings
 
@@ -154,3 +155,37 @@ async def test_database_outage_flips_health_and_back(
         assert set((await wait_for(channel, NOT_SERVING)).values()) == {NOT_SERVING}
         await proxy.accept()
         assert set((await wait_for(channel, SERVING)).values()) == {SERVING}
+
+
+async def test_not_serving_until_the_first_checks_pass() -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow_first_check() -> bool:
+        entered.set()
+        await release.wait()
+        return True
+
+    server = SuiteServer(test_settings(), two_services(), health_checks=[slow_first_check])
+    starting = asyncio.create_task(server.start(0))
+    try:
+        await asyncio.wait_for(entered.wait(), 10)  # listening, first check still running
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            statuses_now = await _statuses_when_up(channel)
+            assert statuses_now == dict.fromkeys(("", USERS, JOBS), NOT_SERVING)
+            release.set()
+            await asyncio.wait_for(starting, 10)
+            assert await statuses(channel) == dict.fromkeys(("", USERS, JOBS), SERVING)
+    finally:
+        release.set()
+        await starting
+        await server.stop(0)
+
+
+async def _statuses_when_up(channel: grpc.aio.Channel) -> dict[str, int]:
+    for _ in range(200):  # the port is bound a moment before the server answers
+        try:
+            return await statuses(channel)
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.02)
+    return await statuses(channel)
