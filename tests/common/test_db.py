@@ -1,10 +1,16 @@
 """The asyncpg pool against a real PostgreSQL: late start, give-up, session settings, codecs,
-and the named-query loader."""
+and the named-query loader.
+
+Outages are simulated with tests/support/proxy.py in front of the server. The same tests run
+against the embedded PostgreSQL (pgserver, reached through its unix socket) with
+``MEDIAGRID_TEST_EMBEDDED_PG=1 .venv/bin/pytest tests/common -q``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 
 import asyncpg
@@ -89,7 +95,13 @@ async def test_pool_gives_up_with_unavailable(
     assert f"PostgreSQL at 127.0.0.1:{port}/appdb is unreachable after 3 attempts" in error.message
     assert "s3cret" not in error.message
     assert error.metadata == {"database": f"127.0.0.1:{port}/appdb", "attempts": "3"}
-    assert len(_retries(caplog)) == 2  # three attempts, two waits
+    retries = _retries(caplog)
+    assert len(retries) == 2  # three attempts, two waits
+    # Exponential backoff with full jitter: wait n is drawn from [0, base * 2**(n-1)].
+    for n, record in enumerate(retries, start=1):
+        match = re.search(r"attempt (\d)/3.*retrying in ([0-9.]+)s", record.getMessage())
+        assert match is not None and int(match.group(1)) == n
+        assert 0 <= float(match.group(2)) <= 0.01 * 2 ** (n - 1) + 0.005  # printed rounded
 
 
 async def test_pool_gives_up_on_a_hanging_server() -> None:
