@@ -2,7 +2,9 @@
 
 Server side: every status carries an ``ErrorInfo`` (reason + domain); validation errors add
 a ``BadRequest``; RESOURCE_EXHAUSTED adds ``RetryInfo``. Unexpected exceptions become
-INTERNAL with a correlation id; the traceback goes to the server log only.
+INTERNAL with a correlation id; the traceback goes to the server log only. A lost database
+or refused connection that a handler let through is UNAVAILABLE (DATABASE_UNAVAILABLE,
+DEPENDENCY_UNAVAILABLE), since retrying later is the right reaction.
 
 Client side: ``from_rpc_error`` turns a failed call back into the domain exception (reason,
 metadata, violations, retry delay and domain kept), so a service calling another one can
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
@@ -179,10 +182,48 @@ def internal_status(exc: BaseException, method: str) -> status_pb2.Status:
     )
 
 
+# Infrastructure failures a handler did not translate: the dependency is down, which is
+# UNAVAILABLE (retry later) for the client, not a bug in the server (INTERNAL).
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def dependency_status(exc: BaseException, method: str) -> status_pb2.Status | None:
+    """UNAVAILABLE for a database or connection failure (logged with a correlation id)."""
+    if isinstance(exc, DATABASE_DOWN):
+        reason, what = "DATABASE_UNAVAILABLE", "the database"
+    elif isinstance(exc, ConnectionError):
+        reason, what = "DEPENDENCY_UNAVAILABLE", "a dependency"
+    else:
+        return None
+    correlation_id = uuid.uuid4().hex
+    log.warning(
+        "%s unavailable in %s (correlation id %s): %s: %s",
+        what,
+        method,
+        correlation_id,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+        extra={"correlation_id": correlation_id, "method": method},
+    )
+    unavailable = errors.Unavailable(
+        f"{what} is unavailable; retry later (correlation id {correlation_id})",
+        reason=reason,
+        metadata={"correlation_id": correlation_id},
+    )
+    return to_status(unavailable, domain_for_method(method))
+
+
 def status_for(exc: BaseException, method: str) -> status_pb2.Status:
     if isinstance(exc, errors.DomainError):
         return to_status(exc, domain_for_method(method))
-    return internal_status(exc, method)
+    return dependency_status(exc, method) or internal_status(exc, method)
 
 
 async def abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:

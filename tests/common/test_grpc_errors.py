@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf import wrappers_pb2
 
-from common import errors
+from common import db, errors
 from common.grpc_errors import (
     MAX_MESSAGE_BYTES,
     bad_request,
@@ -20,12 +20,14 @@ from common.grpc_errors import (
     retry_info,
 )
 from common.resilience import CircuitOpen
+from tests.support.proxy import TcpProxy
 from tests.support.rpc import (
     demo_service,
     method,
     serving,
     stream_stream,
     stream_unary,
+    test_settings,
     unary,
     unary_stream,
 )
@@ -451,3 +453,32 @@ async def test_streamed_requests_are_parsed_and_malformed_ones_rejected(
 
 async def _drain(call: Any) -> list[Any]:
     return [item async for item in call]
+
+
+async def test_database_outage_in_a_handler_is_unavailable(
+    pg_admin_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that lets the driver's error through: UNAVAILABLE, not INTERNAL."""
+    async with TcpProxy.for_dsn(pg_admin_dsn) as proxy:
+        pool = await db.create_pool(test_settings(db_connect_attempts=1), proxy.dsn())
+
+        async def query(request: bytes, context: Any) -> bytes:
+            return str(await pool.fetchval("SELECT 7")).encode()
+
+        try:
+            async with serving(demo_service({"Query": unary(query)})) as (_, channel):
+                assert await channel.unary_unary(method("Query"))(b"") == b"7"
+                await proxy.refuse()
+                await proxy.close_connections()
+                caplog.set_level(logging.WARNING, logger="mediagrid.errors")
+                for _ in range(2):  # the broken connection, then a refused new one
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await channel.unary_unary(method("Query"))(b"")
+                    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                    info = error_info(caught.value)
+                    assert info is not None
+                    assert info.reason in ("DATABASE_UNAVAILABLE", "DEPENDENCY_UNAVAILABLE")
+                    assert info.metadata["correlation_id"] in caplog.text
+        finally:
+            pool.terminate()
+    assert "unavailable in /mediagrid.demo.v1.DemoService/Query" in caplog.text
