@@ -163,7 +163,8 @@ async def test_outgoing_metadata_forwards_request_id_and_token() -> None:
             metadata = outgoing_metadata()
         else:  # the service's own authority: its own token, the same request id
             metadata = (*outgoing_metadata(forward_token=False), *bearer("root-token"))
-        return await relay_channel[0].unary_unary(method("Relayed"))(b"", metadata=metadata)
+        reply: bytes = await relay_channel[0].unary_unary(method("Relayed"))(b"", metadata=metadata)
+        return reply
 
     async def relayed(request: bytes, context: Any) -> bytes:
         return f"{current_request_id()}|{current_principal().name}".encode()
