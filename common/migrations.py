@@ -5,9 +5,10 @@ migration once; each file runs in its own transaction and is recorded in
 ``<schema>.schema_migrations`` with a checksum (an edited, already-applied file is an error).
 
 Files are applied in version order (numerically: 100 before 1000). A pending file numbered
-below the newest applied one is refused, since it was written against an older schema than
-the database has. The connection's ``statement_timeout`` is lifted while migrating: waiting
-for another replica's lock or building an index may take longer than a request may.
+below the newest applied one is applied too, with a warning (parts of a service may number
+their migrations in separate ranges). The connection's ``statement_timeout`` is lifted
+while migrating: waiting for another replica's lock or building an index may take longer
+than a request may.
 """
 
 from __future__ import annotations
@@ -107,9 +108,13 @@ async def _apply_pending(
     pending = [m for m in migrations if m.version not in done]
     late = [m.label for m in pending if m.version < newest]
     if late:
-        raise MigrationError(
-            f"{schema} migration(s) {', '.join(late)} are numbered below the applied "
-            f"{newest:03d}; renumber them after it"
+        # Allowed on purpose: parts of a service number their files in separate ranges
+        # (files 001-099, videos 100-...), so a lower number can arrive after a higher one.
+        log.warning(
+            "%s migration(s) %s are numbered below the applied %03d; applying them now",
+            schema,
+            ", ".join(late),
+            newest,
         )
     applied_now: list[int] = []
     for migration in pending:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import asyncpg
@@ -144,16 +145,19 @@ async def test_failing_migration_rolls_back_alone(pool: asyncpg.Pool, tmp_path: 
         assert await migrate(conn, "demo", directory) == [2, 3]
 
 
-async def test_migration_numbered_below_the_applied_ones_is_refused(
-    pool: asyncpg.Pool, tmp_path: Path
+async def test_migration_numbered_below_the_applied_ones_is_applied_with_a_warning(
+    pool: asyncpg.Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    directory = write(tmp_path / "m", {"001_a.sql": "SELECT 1;", "003_c.sql": "SELECT 3;"})
+    """Ranges per part of a service (files 001-099, videos 100-): 002 may come after 100."""
+    directory = write(tmp_path / "m", {"001_a.sql": "SELECT 1;", "100_videos.sql": "SELECT 3;"})
     async with pool.acquire() as conn:
-        await migrate(conn, "demo", directory)
-        write(directory, {"002_b.sql": "SELECT 2;"})
+        assert await migrate(conn, "demo", directory) == [1, 100]
+        write(directory, {"002_b.sql": "CREATE TABLE demo.b (id int);"})
         assert await pending(conn, "demo", directory) == [2]
-        with pytest.raises(MigrationError, match="002_b are numbered below the applied 003"):
-            await migrate(conn, "demo", directory)
+        with caplog.at_level(logging.WARNING, logger="mediagrid.migrations"):
+            assert await migrate(conn, "demo", directory) == [2]
+        assert "002_b are numbered below the applied 100" in caplog.text
+        assert await recorded(conn) == [(1, "a"), (2, "b"), (100, "videos")]
 
 
 async def test_schemas_are_independent_and_validated(pool: asyncpg.Pool, tmp_path: Path) -> None:
