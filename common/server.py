@@ -91,11 +91,12 @@ class SuiteServer:
 
     @property
     def address(self) -> str:
-        return f"{self.settings.grpc_host}:{self.port}"
+        """``host:port`` to connect to (``[v6]:port`` for an IPv6 host)."""
+        return host_port(self.settings.grpc_host, self.port)
 
     async def start(self, port: int | None = None) -> int:
         wanted = self.settings.grpc_port if port is None else port
-        where = f"{self.settings.grpc_host}:{wanted}"
+        where = host_port(self.settings.grpc_host, wanted)
         try:
             self.port = self.server.add_insecure_port(where)
         except RuntimeError as exc:  # grpc >= 1.59 raises instead of returning 0
@@ -223,6 +224,13 @@ class SuiteServer:
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, bracketing an IPv6 literal (``[::1]:50051``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
 
 
 def _name_of(fn: object) -> str:

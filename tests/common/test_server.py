@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from common.server import SuiteServer
+from common.server import SuiteServer, host_port
 from tests.support.rpc import demo_service, method, serving, test_settings, unary
 
 USERS = "mediagrid.users.v1.UserService"
@@ -141,3 +141,15 @@ async def test_port_in_use_is_a_clear_error() -> None:
         with pytest.raises(OSError, match=rf"cannot listen on 127.0.0.1:{first.port}"):
             await second.start(first.port)
         await second.stop(0)  # stopping a server that never started is harmless
+
+
+async def test_ipv6_host() -> None:
+    assert host_port("::1", 50051) == "[::1]:50051"
+    assert host_port("127.0.0.1", 1) == "127.0.0.1:1"
+    settings = test_settings(grpc_host="::1")
+    try:
+        async with serving(demo_service({"Echo": unary(echo)}), settings=settings) as (server, ch):
+            assert server.address == f"[::1]:{server.port}"
+            assert await ch.unary_unary(method("Echo"))(b"v6") == b"v6"
+    except OSError as exc:  # a machine without IPv6 loopback cannot bind ::1
+        assert "cannot listen on [::1]:0" in str(exc)
