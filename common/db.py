@@ -6,6 +6,7 @@ headed ``-- name: <query_name>`` and loads them once at import.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -119,21 +120,34 @@ async def check_health(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:  # noq
 
     Never hangs: a connection whose query timed out is terminated, not handed back to the
     pool as is (asyncpg's release would wait, shielded and without a limit, for the hung
-    query to be reset).
+    query to be reset). A pool whose connections are all busy counts as healthy.
     """
     try:
         conn = await pool.acquire(timeout=timeout)
+    except TimeoutError:
+        if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
+            # Every connection is busy serving requests: saturated, not down. Reporting
+            # NOT_SERVING here would take a loaded replica out of rotation and push its load
+            # onto the others.
+            log.warning("database health check: all %d connections busy", pool.get_size())
+            return True
+        log.warning("database health check failed: no connection within %.1fs", timeout)
+        return False
     except Exception as exc:  # any failure means "not healthy"; the reason goes to the log
         log.warning("database health check failed: %s: %s", type(exc).__name__, exc)
         return False
     try:
         return bool(await conn.fetchval("SELECT 1", timeout=timeout) == 1)
     except Exception as exc:
-        conn.terminate()
         log.warning("database health check failed: %s: %s", type(exc).__name__, exc)
+        # A lost connection may have been detached from the pool already: then there is
+        # nothing to terminate or release.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
         return False
     finally:
-        await pool.release(conn)
+        with contextlib.suppress(asyncpg.InterfaceError):
+            await pool.release(conn)
 
 
 # A header line; the name itself is validated separately so a bad one is an error, not a

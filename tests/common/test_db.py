@@ -245,3 +245,30 @@ def test_query_parser_round_trips_rendered_files(
 def test_describe_dsn_hides_the_password() -> None:
     assert db.describe_dsn("postgresql://u:pw@db.example:6432/app") == "db.example:6432/app"
     assert db.describe_dsn("postgresql://postgres:@/app?host=/tmp/pg") == "/tmp/pg:5432/app"
+
+
+async def test_check_health_counts_a_saturated_pool_as_healthy(pg_admin_dsn: str) -> None:
+    """All connections busy with requests is load, not an outage."""
+    pool = await db.create_pool(test_settings(db_pool_min_size=1, db_pool_max_size=1), pg_admin_dsn)
+    try:
+        async with pool.acquire() as busy:
+            assert await busy.fetchval("SELECT 1") == 1
+            assert await db.check_health(pool, timeout=0.2) is True
+        assert await db.check_health(pool) is True
+    finally:
+        await pool.close()
+
+
+async def test_check_health_is_false_when_no_connection_can_be_made(pg_admin_dsn: str) -> None:
+    """Unlike saturation: free slots, but connecting hangs (min_size 0, server stalled)."""
+    async with TcpProxy.for_dsn(pg_admin_dsn) as proxy:
+        settings = test_settings(db_pool_min_size=0, db_pool_max_size=2)
+        pool = await db.create_pool(settings, proxy.dsn())
+        try:
+            assert await db.check_health(pool) is True
+            await proxy.close_connections()
+            proxy.pause()
+            assert await db.check_health(pool, timeout=0.3) is False
+        finally:
+            proxy.resume()
+            pool.terminate()
