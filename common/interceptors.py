@@ -177,6 +177,8 @@ class _Call:
         code = context.code()
         if isinstance(code, grpc.StatusCode):
             self.code = code
+        elif self.code == grpc.StatusCode.OK and context.cancelled():
+            self.code = grpc.StatusCode.CANCELLED  # the client went away mid-call
         principal = current_principal_var.get()
         duration_ms = (time.perf_counter() - self.started) * 1000
         log.info(
@@ -292,7 +294,7 @@ def _wrap(
                 else:  # a plain generator, as gRPC itself accepts
                     for response in responses:  # type: ignore[attr-defined]
                         yield serialize(response)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):  # aclose() when the call ends early
                 call.code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
