@@ -9,8 +9,8 @@ a wrapped request iterator and ``context.read()``), so a handler that returns th
 type, or a client that sends bytes that do not parse, ends in a mapped status (INTERNAL
 with a correlation id; INVALID_ARGUMENT/MALFORMED_REQUEST) instead of gRPC's UNKNOWN with a
 Python error text or an INTERNAL with a traceback in the log. Streaming handlers written in
-the ``context.write`` style (grpc.health.v1 Watch) are wrapped as coroutines and keep gRPC's
-own serializer.
+the ``context.write`` style (grpc.health.v1 Watch) are turned into async generators, so every
+streaming handler looks the same to the interceptors outside this one (OpenTelemetry's).
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+)
 from typing import Any, Protocol
 
 import grpc
@@ -212,19 +219,72 @@ async def _parsed(requests: AsyncIterator[Any], deserialize: Callable[[bytes], A
         yield _parse(deserialize, raw)
 
 
-class _ParsingContext:
-    """The servicer context, except that ``read()`` parses what it returns."""
+class _HandlerContext:
+    """The servicer context as a handler sees it: ``read()`` parses what it returns (when
+    ``deserialize`` is given), ``write()`` hands messages to ``written`` (when given)."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, deserialize: Callable[[bytes], Any]):
+    def __init__(
+        self,
+        context: Any,
+        *,
+        deserialize: Callable[[bytes], Any] | None = None,
+        written: asyncio.Queue[Any] | None = None,
+    ) -> None:
         self._context = context
         self._deserialize = deserialize
+        self._written = written
 
     async def read(self) -> Any:
         raw = await self._context.read()
-        return raw if raw is grpc.aio.EOF else _parse(self._deserialize, raw)
+        if raw is grpc.aio.EOF or self._deserialize is None:
+            return raw
+        return _parse(self._deserialize, raw)
+
+    async def write(self, message: Any) -> None:
+        if self._written is None:
+            await self._context.write(message)
+        else:
+            await self._written.put(message)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+
+def _as_generator(
+    behavior: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., AsyncIterator[Any]]:
+    """A ``context.write()``-style handler as an async generator of its messages.
+
+    Every streaming handler then looks the same to the interceptors outside this one (the
+    OpenTelemetry server interceptor iterates responses with ``async for`` and would break
+    grpc.health.v1 Watch, which writes). The handler runs in a task (same context
+    variables); ``write()`` waits until the message is taken, as gRPC's does.
+    """
+
+    async def run(request: Any, context: Any) -> AsyncIterator[Any]:
+        written: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        handler_context = _HandlerContext(context, written=written)
+        task: asyncio.Task[None] = asyncio.create_task(behavior(request, handler_context))
+        try:
+            while True:
+                getter = asyncio.ensure_future(written.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                while not written.empty():
+                    yield written.get_nowait()
+                task.result()  # the handler's exception, if any
+                return
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: no "never retrieved" noise
+
+    return run
 
 
 def _serializer(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
@@ -253,7 +313,7 @@ def _wrap(
         if deserialize is None:
             return request, context
         if streaming_request:
-            return _parsed(request, deserialize), _ParsingContext(context, deserialize)
+            return _parsed(request, deserialize), _HandlerContext(context, deserialize=deserialize)
         return _parse(deserialize, request), context
 
     async def handle_error(call: _Call, exc: BaseException, context: Any) -> None:
@@ -304,25 +364,6 @@ def _wrap(
 
         return run
 
-    def written_response(
-        behavior: Callable[..., Awaitable[None]],
-    ) -> Callable[..., Awaitable[None]]:
-        # context.write() style: the handler is a coroutine; gRPC serializes what it writes.
-        async def run(request: Any, context: grpc.aio.ServicerContext) -> None:
-            call = _Call(interceptor, details)
-            try:
-                await call.enter()
-                await behavior(*arguments(request, context))
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                await handle_error(call, exc, context)
-            finally:
-                call.finish(context)
-
-        return run
-
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary))
     if handler.stream_unary:
@@ -331,14 +372,10 @@ def _wrap(
     # The same test gRPC applies: a coroutine function writes with context.write(); anything
     # else returns an iterator of responses.
     if inspect.iscoroutinefunction(behavior):
-        wrapped: Callable[..., Any] = written_response(behavior)
-        response_serializer = handler.response_serializer
-    else:
-        wrapped = stream_response(behavior)
-        response_serializer = None
+        behavior = _as_generator(behavior)
     factory = (
         grpc.unary_stream_rpc_method_handler
         if handler.unary_stream
         else grpc.stream_stream_rpc_method_handler
     )
-    return factory(wrapped, response_serializer=response_serializer)
+    return factory(stream_response(behavior))

@@ -314,3 +314,43 @@ def test_request_id_is_always_safe(value: str) -> None:
     result = request_id_from([("x-request-id", value)])
     assert re.fullmatch(r"[A-Za-z0-9._:/-]{1,128}", result)
     assert result == value.strip() or re.fullmatch(r"[0-9a-f]{32}", result)
+
+
+async def test_write_style_streams_work_inside_opentelemetry() -> None:
+    """OpenTelemetry's server interceptor (outermost, as the runtime installs it) iterates
+    streaming responses; handlers that call context.write() (health Watch) must still work."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def writes(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        await context.write(b"one")
+        await context.write(current_principal().name.encode())
+        raise NotFound("gone after two")
+
+    service = demo_service({"Writes": unary_stream(writes), "WhoAmI": unary(whoami)})
+    telemetry = [aio_server_interceptor(tracer_provider=provider)]  # type: ignore[no-untyped-call]
+    async with serving(service, authenticator=AUTH, extra_interceptors=telemetry) as (_, channel):
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        received: list[bytes] = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for item in channel.unary_stream(method("Writes"))(
+                b"", metadata=bearer("alice-token")
+            ):
+                received.append(item)
+        assert received == [b"one", b"users/alice"]
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        info = error_info(caught.value)
+        assert info is not None and info.reason == "NOT_FOUND"
+        reply = await channel.unary_unary(method("WhoAmI"))(b"", metadata=bearer("root-token"))
+        assert reply == b"users/root"
+    provider.shutdown()
+    names = {span.name for span in exporter.get_finished_spans()}
+    assert {method("Writes"), method("WhoAmI")} <= names
