@@ -265,9 +265,10 @@ def _as_generator(
         written: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
         handler_context = _HandlerContext(context, written=written)
         task: asyncio.Task[None] = asyncio.create_task(behavior(request, handler_context))
+        getter: asyncio.Task[Any] | None = None
         try:
             while True:
-                getter = asyncio.ensure_future(written.get())
+                getter = asyncio.create_task(written.get())
                 await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
                     yield getter.result()
@@ -278,6 +279,8 @@ def _as_generator(
                 task.result()  # the handler's exception, if any
                 return
         finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
