@@ -275,7 +275,10 @@ class JobRepository:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(Q.complete_jobs, ids, leases, results)
             if len(rows) != len(items):
-                await self._raise_lease_problem(conn, [lease for lease, _ in items])
+                done = {r["id"] for r in rows}
+                await self._raise_lease_problem(
+                    conn, [lease for lease, _ in items if lease.job_id not in done]
+                )
         return [Finished.model_validate(dict(r)) for r in rows]
 
     async def fail(
@@ -294,7 +297,10 @@ class JobRepository:
                 cap_seconds,
             )
             if len(rows) != len(items):
-                await self._raise_lease_problem(conn, [f.lease for f in items])
+                done = {r["id"] for r in rows}
+                await self._raise_lease_problem(
+                    conn, [f.lease for f in items if f.lease.job_id not in done]
+                )
         by_id = {r["id"]: Finished.model_validate(dict(r)) for r in rows}
         return [by_id[f.lease.job_id] for f in items]
 
@@ -310,7 +316,10 @@ class JobRepository:
     async def _raise_lease_problem(
         self, conn: asyncpg.Connection, leases: Sequence[LeaseRef]
     ) -> None:
-        """Raise NOT_FOUND for unknown jobs, else FAILED_PRECONDITION naming the lost leases."""
+        """Raise NOT_FOUND for unknown jobs, else FAILED_PRECONDITION naming the lost leases.
+
+        ``leases`` are the ones a statement did not accept (its transaction is rolled back).
+        """
         rows = await conn.fetch(Q.lease_states, [lease.job_id for lease in leases])
         current = {r["id"]: (r["state"], r["lease_id"]) for r in rows}
         missing = [lease for lease in leases if lease.job_id not in current]
@@ -320,11 +329,7 @@ class JobRepository:
                 reason="JOB_NOT_FOUND",
                 metadata={"jobs": ",".join(job_name(m.job_id) for m in missing[:50])},
             )
-        lost = [
-            lease
-            for lease in leases
-            if current[lease.job_id] != (JobState.RUNNING.value, lease.lease_id)
-        ]
+        lost = list(leases)
         raise FailedPrecondition(
             f"{len(lost)} lease(s) are no longer held: the jobs finished, were cancelled or "
             "were taken over by another worker; nothing was recorded",

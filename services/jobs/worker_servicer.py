@@ -66,6 +66,11 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             )
         return value
 
+    @staticmethod
+    def _check_unique(jobs: Sequence[str], field: str) -> None:
+        if len(set(jobs)) != len(jobs):
+            raise InvalidArgument.field(field, "names a job twice", reason="DUPLICATE_JOB")
+
     def _check_batch_size(self, count: int, field: str) -> None:
         if count == 0:
             raise InvalidArgument.field(field, "at least one is required", reason="EMPTY_REQUEST")
@@ -173,6 +178,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
 
     async def _complete(self, completions: Sequence[job_pb2.Completion], field: str) -> int:
         self._check_batch_size(len(completions), field)
+        self._check_unique([c.lease.job for c in completions], field)
         items = []
         violations = []
         for i, completion in enumerate(completions):
@@ -208,6 +214,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
 
     async def _fail(self, failures: Sequence[job_pb2.Failure], field: str) -> list[Any]:
         self._check_batch_size(len(failures), field)
+        self._check_unique([f.lease.job for f in failures], field)
         reports = []
         violations: list[FieldViolation] = []
         for i, failure in enumerate(failures):
