@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 import pytest
-from mediagrid.jobs.v1 import job_pb2, worker_service_pb2
+from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 
 from common.grpc_errors import bad_request, error_info
 from services.jobs.metrics import JobMetrics
@@ -81,8 +81,6 @@ async def test_permanent_failure_is_final_and_retry_job_requeues(svc: Jobs) -> N
     assert (
         await svc.workers.FailJob(failure, metadata=svc.service)
     ).state == job_pb2.JOB_STATE_FAILED
-    from mediagrid.jobs.v1 import job_service_pb2
-
     retried = await svc.jobs.RetryJob(
         job_service_pb2.RetryJobRequest(name=created.name), metadata=svc.owner
     )
@@ -126,9 +124,7 @@ async def test_batched_completion_is_all_or_nothing(svc: Jobs) -> None:
         await svc.create()
     claimed = await svc.claim()
     await svc.jobs.CancelJob(
-        __import__("mediagrid.jobs.v1.job_service_pb2", fromlist=["x"]).CancelJobRequest(
-            name=claimed[1].job.name
-        ),
+        job_service_pb2.CancelJobRequest(name=claimed[1].job.name),
         metadata=svc.owner,
     )
     completions = [job_pb2.Completion(lease=lease_of(c)) for c in claimed]
@@ -151,9 +147,7 @@ async def test_heartbeat_extends_and_reports_lost_leases(svc: Jobs) -> None:
     await svc.create()
     a, b = await svc.claim(lease=1)
     await svc.jobs.CancelJob(
-        __import__("mediagrid.jobs.v1.job_service_pb2", fromlist=["x"]).CancelJobRequest(
-            name=b.job.name
-        ),
+        job_service_pb2.CancelJobRequest(name=b.job.name),
         metadata=svc.owner,
     )
     request = worker_service_pb2.HeartbeatRequest(worker_id="w", leases=[lease_of(a), lease_of(b)])
@@ -188,8 +182,10 @@ async def test_idle_claim_wakes_on_create(svc: Jobs) -> None:
     wait_seconds = 30.0
     claim = asyncio.create_task(svc.claim(wait=wait_seconds))
     # Let the claim reach its wait: until it is registered with the notifier, poll briefly.
-    servicer_notifier = svc.server.services[0].background[0].__self__
-    while servicer_notifier.waiter_count == 0:
+    notifier = svc.server.services[0].background[0].__self__
+    for _ in range(3000):
+        if notifier.waiter_count:
+            break
         await asyncio.sleep(0.01)
     loop = asyncio.get_running_loop()
     started = loop.time()
