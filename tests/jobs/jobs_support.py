@@ -85,3 +85,56 @@ def lease_of(claimed: job_pb2.ClaimedJob) -> job_pb2.LeaseRef:
 
 
 JobsFactory = Callable[..., Awaitable[Jobs]]
+
+
+def make_runtime(
+    svc: Jobs,
+    handlers: dict[str, Any],
+    *,
+    concurrency: int = 4,
+    settings: Any = None,
+    worker_id: str | None = None,
+    prefetch: int = 0,
+) -> Any:
+    """A worker runtime talking to ``svc`` over its real channel, with ``handlers``."""
+    from mediagrid.jobs.v1 import worker_service_pb2_grpc
+
+    from common.aws import AwsClients
+    from services.jobs.worker.api import HandlerSpec, WorkerResources
+    from services.jobs.worker.runtime import WorkerRuntime
+
+    settings = settings or svc.ctx.settings
+    specs = {
+        name: value
+        if isinstance(value, HandlerSpec)
+        else HandlerSpec(name, value, 30.0, None, 0.01, 0.02)
+        for name, value in handlers.items()
+    }
+    resources = WorkerResources(
+        settings=settings,
+        aws=AwsClients(settings),
+        channel=lambda _name: svc.channel,
+        call_metadata=svc.service,
+    )
+    return WorkerRuntime(
+        worker_service_pb2_grpc.WorkerServiceStub(svc.channel),
+        types=list(specs),
+        resources=resources,
+        settings=settings,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        worker_id=worker_id,
+        handlers=specs,
+    )
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], seconds: float = 60.0) -> None:
+    """Poll ``predicate`` until true (the deadline only guards against a hung test)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)

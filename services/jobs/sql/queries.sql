@@ -218,6 +218,11 @@ WITH input AS (
     WHERE j.id = input.id AND j.lease_id = input.lease_id AND j.state = 'running'
     RETURNING j.id, j.type, j.batch_id, j.state,
               extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
+), wake AS (
+    -- Retries are not claimable yet, but idle claims must learn when they become due.
+    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM upd WHERE state = 'scheduled') q
+    WHERE types IS NOT NULL
 ), changed AS (
     SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
         SELECT string_agg(id::text, ',') AS ids FROM (
@@ -227,7 +232,7 @@ WITH input AS (
         SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
     WHERE ids IS NOT NULL
 )
-SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, changed, batches;
+SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, wake, changed, batches;
 
 -- name: release_jobs
 -- Give running jobs back to the queue without using up the attempt (graceful worker stop).

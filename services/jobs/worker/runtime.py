@@ -141,6 +141,7 @@ class _Acker:
         self.pending = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
+        self.closing = False
 
     def complete(self, lease: job_pb2.LeaseRef, result: struct_pb2.Struct | None) -> None:
         completion = job_pb2.Completion(lease=lease)
@@ -156,13 +157,24 @@ class _Acker:
         self.idle.clear()
 
     async def run(self) -> None:
+        """Send batches until ``close()``; then send what is left and return."""
         settings = self.runtime.settings
         while True:
             await self.pending.wait()
             size = len(self.completions) + len(self.failures)
-            if size < settings.worker_ack_batch_size and settings.worker_ack_interval_seconds:
+            if (
+                not self.closing
+                and size < settings.worker_ack_batch_size
+                and settings.worker_ack_interval_seconds
+            ):
                 await asyncio.sleep(settings.worker_ack_interval_seconds)
             await self.flush()
+            if self.closing:
+                return
+
+    def close(self) -> None:
+        self.closing = True
+        self.pending.set()
 
     async def flush(self) -> None:
         while self.completions or self.failures:
@@ -294,10 +306,8 @@ class WorkerRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await claim
             await self._drain()
-            acker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acker
-            await self._acker.flush()
+            self._acker.close()
+            await acker
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
