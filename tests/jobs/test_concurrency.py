@@ -63,8 +63,15 @@ WORKER_SCRIPT = """
 import asyncio, sys
 from common.settings import Settings
 from services.jobs.worker.main import run_worker
-settings = Settings(environment="test", job_lease_seconds=1.0, worker_handler_modules=["services.jobs.builtin_handlers"])
-asyncio.run(run_worker(settings, types=["sleep"], concurrency=50, address=sys.argv[1], token="service-token"))
+settings = Settings(
+    environment="test",
+    job_lease_seconds=1.0,
+    worker_handler_modules=["services.jobs.builtin_handlers"],
+)
+stats = run_worker(
+    settings, types=["sleep"], concurrency=50, address=sys.argv[1], token="service-token"
+)
+asyncio.run(stats)
 """
 
 
