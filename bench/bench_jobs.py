@@ -347,14 +347,16 @@ class Bench:
         cost = self.results.get("claim cost (ms per 100-job claim)")
         if cost:
             print(
-                f"\nclaim cost, 100 jobs per statement: {cost['empty']:.2f} ms with an empty table, "
+                "\nclaim cost, 100 jobs per statement: "
+                f"{cost['empty']:.2f} ms with an empty table, "
                 f"{cost['full']:.2f} ms with {self.args.finished_rows:,} finished jobs "
                 f"(ratio {cost['full'] / cost['empty']:.2f}x)"
             )
         print(
             f"\n(drain: {self.args.drain_jobs:,} jobs; Procrastinate drained "
             f"{PROCRASTINATE_DRAIN_JOBS:,}; worker concurrency {self.args.concurrency}; "
-            f"latency: {self.args.latency_jobs} jobs, one every {LATENCY_GAP_SECONDS * 1000:.0f} ms)"
+            f"latency: {self.args.latency_jobs} jobs, "
+            f"one every {LATENCY_GAP_SECONDS * 1000:.0f} ms)"
         )
 
     async def run(self) -> None:

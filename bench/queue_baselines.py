@@ -15,6 +15,7 @@ where <system> is pgqueuer, procrastinate or raw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -76,11 +77,11 @@ async def pgq_enqueue(dsn: str, single: int, batch: int) -> dict[str, Any]:
 
 
 async def pgq_worker(dsn: str, n: int, on_job: Callable[[Any], None], batch_size: int) -> float:
-    from pgqueuer import AsyncpgDriver, QueueManager
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
     from pgqueuer.types import QueueExecutionMode
 
     conn = await asyncpg.connect(dsn)
-    qm = QueueManager(AsyncpgDriver(conn))
+    qm = QueueManager(Queries(AsyncpgDriver(conn)))
     done = 0
     finished = asyncio.Event()
 
@@ -232,10 +233,8 @@ async def pc_latency(dsn: str, n: int) -> dict[str, Any]:
             await asyncio.sleep(LATENCY_GAP_SECONDS)
         await asyncio.wait_for(done.wait(), 120)
         worker.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker
-        except (asyncio.CancelledError, Exception):
-            pass
     latencies = [(started[k] - sent[k]) * 1000 for k in sent]
     return {"p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 0.99)}
 
