@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import math
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
