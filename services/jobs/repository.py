@@ -52,8 +52,8 @@ def _job_arrays(specs: Sequence[JobSpec]) -> tuple[list[Any], ...]:
         [uuid.uuid4() for _ in specs],
         [s.type for s in specs],
         [s.priority for s in specs],
-        [_dumps(s.payload) for s in specs],
-        [_dumps(list(s.files)) for s in specs],
+        [_dumps(s.payload) if s.payload else "{}" for s in specs],
+        [_dumps(list(s.files)) if s.files else "[]" for s in specs],
         [s.request_id for s in specs],
         [s.max_attempts for s in specs],
         [s.schedule_time for s in specs],
@@ -115,8 +115,8 @@ class JobRepository:
             for start in range(0, len(specs), chunk):
                 part = specs[start : start + chunk]
                 arrays = _job_arrays(part)
-                rows = await conn.fetch(Q.insert_jobs, owner, batch_id, *arrays)
-                if len(rows) != len(part):
+                stored = await conn.fetchval(Q.insert_jobs_count, owner, batch_id, *arrays)
+                if stored != len(part):
                     raise InvalidArgument.field(
                         "jobs", "request ids must be unique", reason="DUPLICATE_REQUEST_ID"
                     )

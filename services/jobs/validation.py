@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -46,10 +47,15 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
         ) from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _type_ok(value: str) -> bool:
+    return len(value) <= TYPE_MAX_LENGTH and TYPE_RE.match(value) is not None
+
+
 def check_type(value: str, field: str) -> list[FieldViolation]:
     if not value:
         return [FieldViolation(field, "is required")]
-    if len(value) > TYPE_MAX_LENGTH or not TYPE_RE.match(value):
+    if not _type_ok(value):
         return [
             FieldViolation(
                 field,
@@ -75,6 +81,8 @@ def json_size(value: Any) -> int:
 def check_payload_size(
     value: Mapping[str, Any], field: str, settings: Settings
 ) -> list[FieldViolation]:
+    if not value:
+        return []
     size = json_size(value)
     if size > settings.job_payload_max_bytes:
         return [
@@ -145,7 +153,9 @@ def validate_spec(
             )
     if violations:
         return None, violations
-    spec = JobSpec(
+    # Every field was checked above: construct without a second validation pass (batches
+    # validate thousands of specs per call).
+    spec = JobSpec.model_construct(
         type=type,
         payload=payload,
         priority=priority,

@@ -19,7 +19,8 @@ WITH input AS (
     SELECT id, type, $1,
            CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
            priority, payload::jsonb,
-           ARRAY(SELECT jsonb_array_elements_text(files::jsonb)),
+           CASE WHEN files = '[]' THEN '{}'::text[]
+                ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
            $2, request_id, max_attempts, coalesce(schedule_time, now())
     FROM input
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
@@ -30,6 +31,32 @@ WITH input AS (
     WHERE types IS NOT NULL
 )
 SELECT ins.* FROM ins, wake;
+
+-- name: insert_jobs_count
+-- insert_jobs for batches: the same rows, returning only how many were stored.
+WITH input AS (
+    SELECT *
+    FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
+                $9::int[], $10::timestamptz[])
+        AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
+), ins AS (
+    INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
+                           request_id, max_attempts, available_at)
+    SELECT id, type, $1,
+           CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
+           priority, payload::jsonb,
+           CASE WHEN files = '[]' THEN '{}'::text[]
+                ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
+           $2, request_id, max_attempts, coalesce(schedule_time, now())
+    FROM input
+    ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
+    RETURNING type, state
+), wake AS (
+    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins WHERE state = 'queued') q
+    WHERE types IS NOT NULL
+)
+SELECT count(*) FROM ins, wake;
 
 -- name: insert_batch
 INSERT INTO jobs.batches (id, owner, display_name, request_id, total_jobs)
