@@ -133,7 +133,8 @@ def batch_to_pb(batch: models.Batch) -> job_pb2.Batch:
 def lease_from_pb(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
     from services.jobs.validation import parse_name, parse_uuid
 
-    return models.LeaseRef(
+    # Both ids are parsed (and so validated) here; skip pydantic's second pass (hot path).
+    return models.LeaseRef.model_construct(
         job_id=parse_name(message.job, "jobs", f"{field}.job"),
         lease_id=parse_uuid(message.lease_id, f"{field}.lease_id"),
     )

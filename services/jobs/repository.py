@@ -60,6 +60,13 @@ def _job_arrays(specs: Sequence[JobSpec]) -> tuple[list[Any], ...]:
     )
 
 
+def _finished(row: asyncpg.Record) -> Finished:
+    # Rows of the complete/fail statements; constructed without re-validation (hot path).
+    return Finished.model_construct(
+        id=row["id"], type=row["type"], state=JobState(row["state"]), run_seconds=row["run_seconds"]
+    )
+
+
 class JobRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -235,7 +242,10 @@ class JobRepository:
             rows = await conn.fetch(
                 Q.claim_jobs, list(types), max_jobs, worker_id, uuid.uuid4(), lease_seconds
             )
-        return [Claimed(job=Job.from_row(r), wait_seconds=r["wait_seconds"]) for r in rows]
+        return [
+            Claimed.model_construct(job=Job.from_row(r), wait_seconds=r["wait_seconds"])
+            for r in rows
+        ]
 
     async def seconds_until_due(self, types: Sequence[str]) -> float | None:
         async with self.pool.acquire() as conn:
@@ -279,7 +289,7 @@ class JobRepository:
                 await self._raise_lease_problem(
                     conn, [lease for lease, _ in items if lease.job_id not in done]
                 )
-        return [Finished.model_validate(dict(r)) for r in rows]
+        return [_finished(r) for r in rows]
 
     async def fail(
         self, items: Sequence[FailureReport], base_seconds: float, cap_seconds: float
@@ -301,7 +311,7 @@ class JobRepository:
                 await self._raise_lease_problem(
                     conn, [f.lease for f in items if f.lease.job_id not in done]
                 )
-        by_id = {r["id"]: Finished.model_validate(dict(r)) for r in rows}
+        by_id = {r["id"]: _finished(r) for r in rows}
         return [by_id[f.lease.job_id] for f in items]
 
     async def release(self, leases: Sequence[LeaseRef]) -> int:
