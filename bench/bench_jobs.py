@@ -36,6 +36,8 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc  # noqa: E402
 
+from bench.queue_baselines import CpuSampler  # noqa: E402
+
 USER = (("authorization", "Bearer bench-user"),)
 SINGLE_CALLS = 2000
 SINGLE_CONCURRENCY = 32
@@ -103,6 +105,7 @@ class Bench:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.results: dict[str, dict[str, float]] = {}
+        self.server_pid = 0
 
     # --- processes ----------------------------------------------------------------------
 
@@ -118,6 +121,7 @@ class Bench:
             cwd=ROOT,
         )
         assert process.stdout is not None
+        self.server_pid = process.pid
         line = await asyncio.wait_for(process.stdout.readline(), 60)
         if b"READY" not in line:
             raise RuntimeError("the jobs server did not start")
@@ -190,13 +194,19 @@ class Bench:
             await stub.CreateBatch(self.batch_request(min(10_000, n - start)), metadata=USER)
         worker = await self.start_worker("noop", self.args.concurrency)
         try:
-            t0 = await self.poll(conn, "SELECT count(*) FROM jobs.jobs WHERE state <> 'queued'", 1)
-            t1 = await self.poll(
-                conn, "SELECT count(*) FROM jobs.jobs WHERE state = 'succeeded'", n, 0.02
-            )
+            async with CpuSampler(
+                self.dsn, (self.server_pid, worker.pid), exclude=(conn.get_server_pid(),)
+            ) as cpu:
+                t0 = await self.poll(
+                    conn, "SELECT count(*) FROM jobs.jobs WHERE state <> 'queued'", 1
+                )
+                t1 = await self.poll(
+                    conn, "SELECT count(*) FROM jobs.jobs WHERE state = 'succeeded'", n, 0.02
+                )
         finally:
             await self.stop(worker)
         result["drain"] = n / (t1 - t0)
+        result["cpu_us_per_job"] = cpu.seconds / n * 1e6
         await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
 
         # (c) latency with an idle worker
@@ -324,10 +334,11 @@ class Bench:
             ("enqueue, single calls (jobs/s)", "enqueue_single", True),
             ("enqueue, batches (jobs/s)", "enqueue_batch", True),
             ("drain no-op jobs (jobs/s)", "drain", True),
+            ("  CPU per drained job (us, all processes)", "cpu_us_per_job", False),
             ("enqueue-to-start p50 (ms)", "p50_ms", False),
             ("enqueue-to-start p99 (ms)", "p99_ms", False),
         ]
-        width = 34
+        width = 44
         print()
         print(
             "metric".ljust(width)
