@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,8 +261,28 @@ class Bench:
         repo = JobRepository(pool)
         spec = JobSpec(type="cost.noop", max_attempts=3)
 
-        async def measure() -> float:
+        from services.jobs.repository import Q
+
+        async def buffers() -> int:
+            """Shared buffers one 100-job claim touches: a load-independent cost measure."""
+            async with pool.acquire() as c:
+                tx = c.transaction()
+                await tx.start()
+                plan = await c.fetchval(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.claim_jobs,
+                    ["cost.noop"],
+                    100,
+                    "bench",
+                    uuid.uuid4(),
+                    30.0,
+                )
+                await tx.rollback()
+            top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+            return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+        async def measure() -> tuple[float, int]:
             await repo.create_batch("users/bench", "", None, [spec] * 10_000, 1000)
+            touched = await buffers()
             timings = []
             for _ in range(60):
                 started = time.perf_counter()
@@ -272,9 +293,9 @@ class Bench:
                 )
             await conn.execute("DELETE FROM jobs.jobs WHERE type = 'cost.noop'")
             await conn.execute("VACUUM ANALYZE jobs.jobs")
-            return statistics.median(timings[10:]) * 1000
+            return statistics.median(timings[10:]) * 1000, touched
 
-        empty = await measure()
+        empty, empty_buffers = await measure()
         rows = self.args.finished_rows
         print(f"  inserting {rows:,} finished jobs ...", flush=True)
         for start in range(0, rows, 200_000):
@@ -287,9 +308,15 @@ class Bench:
                 min(200_000, rows - start),
             )
         await conn.execute("VACUUM ANALYZE jobs.jobs")
-        full = await measure()
+        await conn.execute("CHECKPOINT")  # keep the insert's write-back out of the timing
+        full, full_buffers = await measure()
         await pool.close()
-        self.results["claim cost (ms per 100-job claim)"] = {"empty": empty, "full": full}
+        self.results["claim cost (ms per 100-job claim)"] = {
+            "empty": empty,
+            "full": full,
+            "empty_buffers": empty_buffers,
+            "full_buffers": full_buffers,
+        }
 
     # --- baselines -----------------------------------------------------------------------------
 
@@ -361,7 +388,8 @@ class Bench:
                 "\nclaim cost, 100 jobs per statement: "
                 f"{cost['empty']:.2f} ms with an empty table, "
                 f"{cost['full']:.2f} ms with {self.args.finished_rows:,} finished jobs "
-                f"(ratio {cost['full'] / cost['empty']:.2f}x)"
+                f"(ratio {cost['full'] / cost['empty']:.2f}x); shared buffers touched per claim: "
+                f"{cost['empty_buffers']:.0f} empty, {cost['full_buffers']:.0f} full"
             )
         print(
             f"\n(drain: {self.args.drain_jobs:,} jobs; Procrastinate drained "
