@@ -107,6 +107,7 @@ class Bench:
         self.address = f"127.0.0.1:{self.port}"
         self.results: dict[str, dict[str, float]] = {}
         self.server_pid = 0
+        self.cpu_split = ""
 
     # --- processes ----------------------------------------------------------------------
 
@@ -208,6 +209,12 @@ class Bench:
             await self.stop(worker)
         result["drain"] = n / (t1 - t0)
         result["cpu_us_per_job"] = cpu.seconds / n * 1e6
+        split = {
+            "server": cpu.of(self.server_pid),
+            "worker": cpu.of(worker.pid or 0),
+        }
+        split["postgres"] = cpu.seconds - split["server"] - split["worker"]
+        self.cpu_split = ", ".join(f"{k} {v / n * 1e6:.0f}" for k, v in split.items())
         await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
 
         # (c) latency with an idle worker
@@ -391,6 +398,8 @@ class Bench:
                 f"(ratio {cost['full'] / cost['empty']:.2f}x); shared buffers touched per claim: "
                 f"{cost['empty_buffers']:.0f} empty, {cost['full_buffers']:.0f} full"
             )
+        if self.cpu_split:
+            print(f"\nmediagrid CPU per drained job by process (us): {self.cpu_split}")
         print(
             f"\n(drain: {self.args.drain_jobs:,} jobs; Procrastinate drained "
             f"{PROCRASTINATE_DRAIN_JOBS:,}; worker concurrency {self.args.concurrency}; "

@@ -89,6 +89,9 @@ class CpuSampler:
         await self._sample(self.conn)
         await self.conn.close()
 
+    def of(self, pid: int) -> float:
+        return self.last.get(pid, 0.0) - self.first.get(pid, 0.0)
+
     @property
     def seconds(self) -> float:
         return sum(self.last[pid] - self.first.get(pid, 0.0) for pid in self.last)
