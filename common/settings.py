@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     job_claim_max_jobs: int = Field(default=1000, ge=1, le=10_000)
     # Longest a ClaimJobs call may wait for work.
     job_claim_max_wait_seconds: float = Field(default=60.0, ge=0, le=600)
-    # Server-side retry backoff when the worker does not give one: base * 2^(attempt-1), capped, full jitter.
+    # Server-side retry backoff when the worker gives no delay:
+    # min(max, base * 2^(attempt-1)) with full jitter.
     job_retry_base_seconds: float = Field(default=1.0, gt=0, le=3600)
     job_retry_max_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
     # Most jobs one CreateBatch call creates, and rows per INSERT statement inside it.
