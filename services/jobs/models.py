@@ -67,14 +67,21 @@ class Job(BaseModel):
         """Build from a ``jobs.jobs`` row: the database already enforces every type and
         constraint, so the model is constructed without re-validation (claims build
         thousands per second)."""
-        data = {name: row[name] for name in _JOB_FIELDS if name in row}
+        data = {name: row[name] for name in _ROW_FIELDS}
         data["state"] = JobState(data["state"])
         data["files"] = tuple(data["files"] or ())
-        data.setdefault("queue_position", None)
-        return cls.model_construct(**data)
+        data["queue_position"] = None
+        # What model_construct does, without its per-field bookkeeping (about 3x cheaper).
+        job = cls.__new__(cls)
+        object.__setattr__(job, "__dict__", data)
+        object.__setattr__(job, "__pydantic_fields_set__", set(_JOB_FIELDS_SET))
+        object.__setattr__(job, "__pydantic_extra__", None)
+        object.__setattr__(job, "__pydantic_private__", None)
+        return job
 
 
-_JOB_FIELDS = tuple(Job.model_fields)
+_JOB_FIELDS_SET = frozenset(Job.model_fields)
+_ROW_FIELDS = tuple(name for name in Job.model_fields if name != "queue_position")
 
 
 class Batch(BaseModel):
