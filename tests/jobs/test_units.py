@@ -1,0 +1,128 @@
+"""Pure units: parsers and validators (property tests), handler loading, metrics."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from common.errors import InvalidArgument
+from common.settings import Settings
+from services.jobs import convert
+from services.jobs.metrics import JobMetrics
+from services.jobs.models import Finished
+from services.jobs.states import JobState
+from services.jobs.validation import TYPE_RE, parse_name, validate_spec
+from services.jobs.worker.api import HandlerSpec
+from services.jobs.worker.main import load_handler_modules
+from services.jobs.worker.runtime import UnknownJobType, WorkerRuntime
+
+SETTINGS = Settings(environment="test")
+
+
+@given(st.uuids(), st.datetimes(timezones=st.just(UTC)), st.text(max_size=20))
+def test_page_token_round_trips_and_is_bound_to_filters(
+    job_id: uuid.UUID, created: datetime, key: str
+) -> None:
+    token = convert.encode_page_token(created, job_id, key)
+    assert convert.decode_page_token(token, key) == (created, job_id)
+    with pytest.raises(InvalidArgument):
+        convert.decode_page_token(token, key + "x")
+
+
+@given(st.text(max_size=60))
+def test_parse_name_accepts_only_collection_slash_uuid(text: str) -> None:
+    try:
+        parsed = parse_name(text, "jobs")
+    except InvalidArgument as exc:
+        assert exc.reason == "INVALID_NAME"
+    else:
+        assert text.startswith("jobs/") and uuid.UUID(text[5:]) == parsed
+
+
+@given(
+    job_type=st.text(max_size=30),
+    priority=st.integers(-500, 500),
+    attempts=st.integers(-5, 50),
+    offset=st.integers(-10 * 86400, 40 * 86400),
+)
+def test_validate_spec_either_returns_a_valid_spec_or_names_the_fields(
+    job_type: str, priority: int, attempts: int, offset: int
+) -> None:
+    now = datetime.now(UTC)
+    spec, violations = validate_spec(
+        type=job_type,
+        payload={},
+        priority=priority,
+        schedule_time=now + timedelta(seconds=offset),
+        max_attempts=attempts,
+        request_id="",
+        files=[],
+        settings=SETTINGS,
+        now=now,
+    )
+    if spec is None:
+        assert violations and all(v.field.startswith("job.") for v in violations)
+    else:
+        assert not violations
+        assert TYPE_RE.match(spec.type)
+        assert SETTINGS.job_priority_min <= spec.priority <= SETTINGS.job_priority_max
+        assert 1 <= spec.max_attempts <= SETTINGS.job_max_attempts_limit
+
+
+def test_a_worker_refuses_types_without_handlers() -> None:
+    async def noop(job: object) -> None:
+        return None
+
+    with pytest.raises(UnknownJobType, match=r"video\.nothing"):
+        WorkerRuntime(
+            None,  # type: ignore[arg-type]
+            types=["a", "video.nothing"],
+            resources=None,  # type: ignore[arg-type]
+            settings=SETTINGS,
+            handlers={"a": HandlerSpec("a", noop, 1, None)},  # type: ignore[arg-type]
+        )
+
+
+def test_missing_handler_modules_are_skipped_but_broken_ones_fail(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_handler_modules(["services.jobs.builtin_handlers", "services.nope.handlers"]) == [
+        "services.jobs.builtin_handlers"
+    ]
+    (tmp_path / "mg_broken_handlers.py").write_text("import mg_dependency_that_is_missing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="mg_dependency_that_is_missing"):
+        load_handler_modules(["mg_broken_handlers"])
+    sys.modules.pop("mg_broken_handlers", None)
+
+
+def test_metrics_record_run_time_and_outcomes() -> None:
+    reader = InMemoryMetricReader()
+    metrics = JobMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    metrics.finished(
+        [
+            Finished(
+                id=uuid.uuid4(), type="video.probe", state=JobState.SUCCEEDED, run_seconds=0.5
+            ),
+            Finished(id=uuid.uuid4(), type="video.probe", state=JobState.FAILED, run_seconds=1.5),
+        ]
+    )
+    data = reader.get_metrics_data()
+    found = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    outcomes = {
+        p.attributes["outcome"]: p.value for p in found["mediagrid.jobs.outcomes"].data.data_points
+    }
+    assert outcomes == {"succeeded": 1, "failed": 1}
+    points = found["mediagrid.jobs.run_time"].data.data_points
+    assert sum(p.count for p in points) == 2
+    assert sum(p.sum for p in points) == pytest.approx(2.0)
