@@ -211,7 +211,11 @@ class Settings(BaseSettings):
     # Worker process: bearer token (role service), handler modules (JSON list), defaults.
     worker_token: SecretStr | None = None
     worker_handler_modules: list[str] = Field(
-        default=["services.jobs.builtin_handlers", "services.files.video.handlers"]
+        default=[
+            "services.jobs.builtin_handlers",
+            "services.files.video.handlers",
+            "services.users.handlers",
+        ]
     )
     worker_concurrency: int = Field(default=8, ge=1, le=10_000)
     # Jobs claimed ahead of free slots, and outcomes acknowledged per CompleteJobs/FailJobs call.

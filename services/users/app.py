@@ -11,12 +11,12 @@ from services.users import wire
 from services.users.activity import DatabaseActivityRecorder
 from services.users.bootstrap import ensure_bootstrap_admin
 from services.users.passwords import Passwords
-from services.users.purge import MissingServicesPurger, UserDataPurger
+from services.users.purge import UserDataPurger
 from services.users.repository import UserRepository
 from services.users.servicer import UserServicer
 from services.users.sessions import SessionManager
 from services.users.sweep import Sweeper
-from services.users.usage import MissingServicesUsageSource, UsageSource
+from services.users.usage import UsageSource
 
 SERVICE_NAME = "mediagrid.users.v1.UserService"
 PUBLIC_METHODS = [f"/{SERVICE_NAME}/Login", f"/{SERVICE_NAME}/Authenticate"]

@@ -23,7 +23,9 @@ async def purge_user_data(job: JobContext) -> Mapping[str, Any]:
         raise PermanentJobError(f"payload.user must be 'users/{{id}}', got {user!r}")
     resources = job.resources
     try:
-        jobs = await JobsClient(resources.channel("jobs"), resources.call_metadata).delete_user_jobs(user)
+        jobs = await JobsClient(
+            resources.channel("jobs"), resources.call_metadata
+        ).delete_user_jobs(user)
         await job.progress(50, "jobs removed")
         files = await files_pb2_grpc.FileServiceStub(resources.channel("files")).DeleteUserFiles(
             files_pb2.DeleteUserFilesRequest(user=user), metadata=resources.call_metadata

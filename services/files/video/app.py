@@ -20,8 +20,8 @@ from common.grpc_errors import from_rpc_error
 from services.files import convert
 from services.files.upload import UploadDeps
 from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
-from services.files.video.ports import UploadOutput
 from services.files.video.ports import UploadItem as VideoUploadItem
+from services.files.video.ports import UploadOutput
 from services.files.video.service import create_video_service
 from services.files.video.servicer import is_video_content_type
 
@@ -42,7 +42,10 @@ class EngineUploads:
         kind: str,
     ) -> AsyncIterator[UploadOutput]:
         profile = TransferProfile(
-            part_size_bytes, concurrency, is_video_content_type, kind="video" if kind == "video" else "file"
+            part_size_bytes,
+            concurrency,
+            is_video_content_type,
+            kind="video" if kind == "video" else "file",
         )
         async for output in run_upload(self.deps, principal, _engine_items(items), profile):
             if isinstance(output, Progress):
