@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -87,7 +88,10 @@ async def serve_forever(
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
     try:
-        async with launched(settings, names, specs=specs) as (server, _ctx, effective):
+        async with (
+            launched(settings, names, specs=specs) as (server, ctx, effective),
+            _maybe_embedded_worker(effective, server, ctx),
+        ):
             state["serving"] = True
             if on_ready is not None:
                 on_ready(server, effective)
@@ -96,7 +100,8 @@ async def serve_forever(
                 "signal received; shutting down (grace %.0fs)",
                 settings.grpc_shutdown_grace_seconds,
             )
-            await server.stop()
+            # Leaving the block stops the embedded worker first (it still needs the server to
+            # release its jobs), then the server gracefully (running_suite), then the stores.
     except asyncio.CancelledError:
         if not state["signalled"]:
             raise
@@ -105,6 +110,20 @@ async def serve_forever(
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _maybe_embedded_worker(
+    settings: Settings, server: SuiteServer, ctx: AppContext
+) -> AsyncIterator[None]:
+    """Run the jobs service's in-process worker when users and jobs are both served here."""
+    served = {s.name for s in server.services}
+    if not (settings.embedded_worker and {"users", "jobs"} <= served):
+        yield
+        return
+    module = importlib.import_module("services.jobs.worker.embedded")
+    async with module.embedded_worker(settings, server, ctx):
+        yield
 
 
 async def migrate_only(settings: Settings, names: Sequence[str]) -> dict[str, list[int]]:

@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     users_purge_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # --- jobs --------------------------------------------------------------------------
+    # `mediagrid serve` also runs one worker in the same process (for every registered job
+    # type) when it serves both users and jobs; production runs `mediagrid worker` instead.
+    embedded_worker: bool = True
     # Largest payload (or result) accepted, measured as compact JSON.
     job_payload_max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Default lease a claim grants; workers heartbeat well within it.
