@@ -11,7 +11,6 @@ import logging
 import re
 from pathlib import Path
 
-
 import asyncpg
 
 from common.errors import Unavailable
@@ -119,5 +118,3 @@ class Queries:
 
     def names(self) -> list[str]:
         return sorted(self._queries)
-
-

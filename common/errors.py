@@ -7,8 +7,12 @@ docstring is the default message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+# google.rpc.ErrorInfo.reason: UPPER_SNAKE_CASE, at most 63 characters (AIP-193).
+REASON_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,21 @@ class DomainError(Exception):
         message: str | None = None,
         *,
         reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
+        metadata: Mapping[str, object] | None = None,
+        domain: str | None = None,
     ) -> None:
+        """``domain`` overrides the ErrorInfo domain (default: the service of the RPC); it is
+        set when an error received from another service is passed on unchanged."""
         self.message = message or (self.__class__.__doc__ or self.default_reason).strip()
         self.reason = reason or self.default_reason
-        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        if not REASON_RE.match(self.reason):
+            raise ValueError(f"error reason {self.reason!r} is not UPPER_SNAKE_CASE (max 63 chars)")
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+        self.domain = domain
         super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
 
 
 class NotFound(DomainError):
@@ -59,13 +72,14 @@ class InvalidArgument(DomainError):
         message: str | None = None,
         *,
         reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
+        metadata: Mapping[str, object] | None = None,
+        domain: str | None = None,
         violations: Iterable[FieldViolation] = (),
     ) -> None:
         self.violations = tuple(violations)
         if message is None and self.violations:
             message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        super().__init__(message, reason=reason, metadata=metadata)
+        super().__init__(message, reason=reason, metadata=metadata, domain=domain)
 
     @classmethod
     def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
@@ -107,11 +121,14 @@ class ResourceExhausted(DomainError):
         message: str | None = None,
         *,
         reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
+        metadata: Mapping[str, object] | None = None,
+        domain: str | None = None,
         retry_after_seconds: float | None = None,
     ) -> None:
+        if retry_after_seconds is not None and not retry_after_seconds >= 0:
+            raise ValueError(f"retry_after_seconds must be >= 0, got {retry_after_seconds!r}")
         self.retry_after_seconds = retry_after_seconds
-        super().__init__(message, reason=reason, metadata=metadata)
+        super().__init__(message, reason=reason, metadata=metadata, domain=domain)
 
 
 class Unavailable(DomainError):
@@ -130,3 +147,9 @@ class DataLoss(DomainError):
     """The data does not match what was promised (for example a checksum)."""
 
     default_reason = "DATA_LOSS"
+
+
+class Internal(DomainError):
+    """The server failed unexpectedly."""
+
+    default_reason = "INTERNAL"

@@ -1,8 +1,17 @@
-"""The one place where domain exceptions become gRPC statuses with google.rpc details.
+"""The one place where domain exceptions become gRPC statuses with google.rpc details, and back.
 
-Every status carries an ``ErrorInfo`` (reason + domain); validation errors add a
-``BadRequest``; RESOURCE_EXHAUSTED adds ``RetryInfo``. Unexpected exceptions become
+Server side: every status carries an ``ErrorInfo`` (reason + domain); validation errors add
+a ``BadRequest``; RESOURCE_EXHAUSTED adds ``RetryInfo``. Unexpected exceptions become
 INTERNAL with a correlation id; the traceback goes to the server log only.
+
+Client side: ``from_rpc_error`` turns a failed call back into the domain exception (reason,
+metadata, violations, retry delay and domain kept), so a service calling another one can
+re-raise what it got; ``error_info``/``bad_request``/``retry_info`` read single details.
+
+The whole status travels in the trailers (``grpc-message`` plus ``grpc-status-details-bin``),
+and clients reject trailers over 8 KiB by default; a status that big would reach the client
+as RESOURCE_EXHAUSTED without details. So messages, metadata and violations are cut to a
+budget that keeps every status well below that limit.
 """
 
 from __future__ import annotations
@@ -11,8 +20,8 @@ import logging
 import uuid
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import any_pb2, duration_pb2, message
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 from common import errors
@@ -31,49 +40,113 @@ CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Aborted: grpc.StatusCode.ABORTED,
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
+    errors.Internal: grpc.StatusCode.INTERNAL,
 }
+
+# Client side: the exception for each code. Codes without a domain class of their own map
+# to the closest one; the original code name becomes the reason when no ErrorInfo came.
+EXCEPTIONS: dict[grpc.StatusCode, type[errors.DomainError]] = {
+    **{code: cls for cls, code in CODES.items()},
+    grpc.StatusCode.UNKNOWN: errors.Internal,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Internal,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+    grpc.StatusCode.CANCELLED: errors.Unavailable,
+}
+
+_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+# Size budget (UTF-8 bytes) of the parts of a status; see the module docstring.
+MAX_MESSAGE_BYTES = 1024
+MAX_VALUE_BYTES = 256
+MAX_METADATA_BYTES = 1024
+MAX_VIOLATIONS_BYTES = 1536
+_ELLIPSIS = "…"
 
 
 def code_for(exc: errors.DomainError) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
         if cls in CODES:
-            return CODES[cls]  # type: ignore[index]
-    return grpc.StatusCode.UNKNOWN
+            return CODES[cls]
+    # A bare DomainError (or a subclass outside the table) is a server bug, never UNKNOWN.
+    return grpc.StatusCode.INTERNAL
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The grpc.StatusCode for a google.rpc.Code number (UNKNOWN for numbers gRPC lacks)."""
+    return _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
 
 
 def domain_for_method(method: str) -> str:
     """``/mediagrid.users.v1.UserService/GetUser`` -> ``users.mediagrid``."""
     parts = method.lstrip("/").split(".")
-    if len(parts) >= 2 and parts[0] == "mediagrid":
+    if len(parts) >= 2 and parts[0] == "mediagrid" and parts[1]:
         return f"{parts[1]}.mediagrid"
     return "mediagrid"
 
 
-def _pack(message: object) -> any_pb2.Any:
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary, marked by …)."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    room = max(0, limit - len(_ELLIPSIS.encode()))
+    return data[:room].decode(errors="ignore") + _ELLIPSIS
+
+
+def _pack(detail: message.Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
+    packed.Pack(detail)
     return packed
 
 
-def to_status(exc: errors.DomainError, domain: str) -> status_pb2.Status:
-    """Build the google.rpc.Status for a domain exception."""
-    code = code_for(exc)
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=domain, metadata=exc.metadata))
-    ]
-    if isinstance(exc, errors.InvalidArgument) and exc.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.violations
-            ]
+def _bounded_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    used = 0
+    for key, value in sorted(metadata.items()):
+        key, value = truncate(key, MAX_VALUE_BYTES), truncate(value, MAX_VALUE_BYTES)
+        used += len(key.encode()) + len(value.encode())
+        if used > MAX_METADATA_BYTES:
+            break
+        kept[key] = value
+    return kept
+
+
+def _bounded_violations(
+    violations: tuple[errors.FieldViolation, ...],
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    kept: list[error_details_pb2.BadRequest.FieldViolation] = []
+    used = 0
+    for violation in violations:
+        field = truncate(violation.field, MAX_VALUE_BYTES)
+        description = truncate(violation.description, MAX_VALUE_BYTES)
+        used += len(field.encode()) + len(description.encode())
+        if used > MAX_VIOLATIONS_BYTES:
+            break
+        kept.append(
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
         )
+    return kept
+
+
+def to_status(exc: errors.DomainError, domain: str) -> status_pb2.Status:
+    """Build the google.rpc.Status for a domain exception (``exc.domain`` wins over ``domain``)."""
+    code = code_for(exc)
+    info = error_details_pb2.ErrorInfo(
+        reason=exc.reason,
+        domain=exc.domain or domain,
+        metadata=_bounded_metadata(exc.metadata),
+    )
+    details = [_pack(info)]
+    if isinstance(exc, errors.InvalidArgument) and exc.violations:
+        bad = error_details_pb2.BadRequest(field_violations=_bounded_violations(exc.violations))
         details.append(_pack(bad))
     if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_seconds is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(exc.retry_after_seconds * 1e9))
+        delay.FromNanoseconds(round(exc.retry_after_seconds * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    return status_pb2.Status(code=code.value[0], message=exc.message, details=details)
+    return status_pb2.Status(
+        code=code.value[0], message=truncate(exc.message, MAX_MESSAGE_BYTES), details=details
+    )
 
 
 def internal_status(exc: BaseException, method: str) -> status_pb2.Status:
@@ -87,7 +160,9 @@ def internal_status(exc: BaseException, method: str) -> status_pb2.Status:
         extra={"correlation_id": correlation_id, "method": method},
     )
     info = error_details_pb2.ErrorInfo(
-        reason="INTERNAL", domain=domain_for_method(method), metadata={"correlation_id": correlation_id}
+        reason="INTERNAL",
+        domain=domain_for_method(method),
+        metadata={"correlation_id": correlation_id},
     )
     return status_pb2.Status(
         code=code_pb2.INTERNAL,
@@ -108,27 +183,72 @@ async def abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) ->
     await context.abort(rich.code, rich.details, rich.trailing_metadata)
 
 
-def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+# --- client side ---------------------------------------------------------------------------
+
+
+def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status of a failed call, or None when it carried none (or a bad one)."""
+    try:
+        return rpc_status.from_call(error)
+    except ValueError:
+        # The code or message of the trailers disagrees with the details: trust neither.
+        return None
+
+
+def _detail(error: grpc.RpcError, kind: type[message.Message]) -> message.Message | None:
+    status = rich_status(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            unpacked = kind()
+            detail.Unpack(unpacked)
+            return unpacked
+    return None
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """Client side: the ErrorInfo detail of a failed call, if any."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
+    return _detail(error, error_details_pb2.ErrorInfo)
 
 
-def bad_request(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.BadRequest | None:
+def bad_request(error: grpc.RpcError) -> error_details_pb2.BadRequest | None:
     """Client side: the BadRequest detail of a failed call, if any."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            return bad
-    return None
+    return _detail(error, error_details_pb2.BadRequest)
+
+
+def retry_info(error: grpc.RpcError) -> error_details_pb2.RetryInfo | None:
+    """Client side: the RetryInfo detail of a failed call, if any."""
+    return _detail(error, error_details_pb2.RetryInfo)
+
+
+def from_rpc_error(error: grpc.RpcError) -> errors.DomainError:
+    """The domain exception a failed call stands for (the inverse of ``to_status``).
+
+    Keeps the message, ErrorInfo reason/domain/metadata, BadRequest violations and the
+    RetryInfo delay. Without an ErrorInfo (e.g. a connection failure) the reason is the
+    status code's name, and without details the message is the class default. Raise the
+    result ``from error`` to keep the chain.
+    """
+    code: grpc.StatusCode = error.code()
+    cls = EXCEPTIONS.get(code, errors.Internal)
+    text: str = error.details() or ""
+    info = error_info(error)
+    kwargs: dict[str, object] = {
+        "metadata": dict(info.metadata) if info is not None else {},
+        "domain": (info.domain or None) if info is not None else None,
+    }
+    if issubclass(cls, errors.InvalidArgument):
+        bad = bad_request(error)
+        if bad is not None:
+            kwargs["violations"] = [
+                errors.FieldViolation(v.field, v.description) for v in bad.field_violations
+            ]
+    if issubclass(cls, errors.ResourceExhausted):
+        retry = retry_info(error)
+        if retry is not None and retry.HasField("retry_delay"):
+            kwargs["retry_after_seconds"] = retry.retry_delay.ToNanoseconds() / 1e9
+    exc = cls(text or None, **kwargs)  # type: ignore[arg-type]
+    # Set after construction: a foreign server's reason need not follow our naming rule.
+    exc.reason = (info.reason if info is not None and info.reason else None) or code.name
+    return exc

@@ -3,25 +3,40 @@
 It wraps each RPC behaviour (all four cardinalities) so that the work happens inside the
 handler's task: context variables set here are visible to the handler, and exceptions
 raised by the handler (or while it streams) are mapped by ``common.grpc_errors``.
+
+Responses are serialized inside the wrapper (and unary requests parsed there), so a handler
+that returns the wrong type, or a client that sends bytes that do not parse, ends in a
+mapped status (INTERNAL with a correlation id, INVALID_ARGUMENT) instead of gRPC's UNKNOWN
+carrying a Python error text. Streaming handlers written in the ``context.write`` style
+(grpc.health.v1 Watch) are wrapped as coroutines and keep gRPC's own serializer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any, Protocol
 
 import grpc
 
 from common import grpc_errors
 from common.context import Principal, current_principal_var, request_id_var
+from common.errors import InvalidArgument, Unauthenticated
 
 log = logging.getLogger("mediagrid.access")
 
 # Infrastructure services every caller may use without a token.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+# A caller-supplied request id is logged verbatim, so only a safe shape is accepted.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+# RFC 6750 b64token.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
 class Authenticator(Protocol):
@@ -30,16 +45,36 @@ class Authenticator(Protocol):
     async def authenticate(self, token: str) -> Principal: ...
 
 
-def bearer_token(metadata: Any) -> str | None:
-    """The token of an ``authorization: Bearer <token>`` header, or None when absent."""
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The token of an ``authorization: Bearer <token>`` header.
+
+    None when there is no authorization header; "" when there is one but it is not exactly
+    one ``Bearer`` (any case) followed by one RFC 6750 token, or when it is repeated.
+    """
+    values = [_text(value) for key, value in (metadata or ()) if key.lower() == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        return ""
+    parts = values[0].split()
+    if len(parts) != 2 or parts[0].lower() != "bearer" or not _TOKEN_RE.match(parts[1]):
+        return ""
+    return parts[1]
+
+
+def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The caller's ``x-request-id`` when it has a safe shape, otherwise a new one."""
     for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return ""  # present but malformed
-            return token.strip()
-    return None
+        if key.lower() == "x-request-id":
+            text = _text(value).strip()
+            if _REQUEST_ID_RE.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
 
 
 class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -63,11 +98,11 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         if handler is None:
             return None
-        return _wrap(handler, _Call(self, details))
+        return _wrap(handler, self, details)
 
 
 class _Call:
@@ -76,99 +111,181 @@ class _Call:
     def __init__(self, interceptor: SuiteInterceptor, details: grpc.HandlerCallDetails) -> None:
         self.interceptor = interceptor
         self.method: str = details.method
-        self.metadata = details.invocation_metadata or ()
+        self.metadata = tuple(details.invocation_metadata or ())
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
 
     async def enter(self) -> None:
-        request_id = next(
-            (str(v) for k, v in self.metadata if k == "x-request-id" and v), None
-        ) or uuid.uuid4().hex
-        request_id_var.set(request_id)
+        self.started = time.perf_counter()
+        request_id_var.set(request_id_from(self.metadata))
         current_principal_var.set(None)
         if not self.interceptor._needs_auth(self.method):
             return
         token = bearer_token(self.metadata)
-        from common.errors import Unauthenticated
-
         if token is None:
-            raise Unauthenticated("missing 'authorization: Bearer <token>' header", reason="MISSING_TOKEN")
+            raise Unauthenticated(
+                "missing 'authorization: Bearer <token>' header", reason="MISSING_TOKEN"
+            )
         if token == "":
-            raise Unauthenticated("malformed authorization header; expected 'Bearer <token>'", reason="MALFORMED_TOKEN")
+            raise Unauthenticated(
+                "malformed authorization header; expected one 'Bearer <token>'",
+                reason="MALFORMED_TOKEN",
+            )
         assert self.interceptor.authenticator is not None
         principal = await self.interceptor.authenticator.authenticate(token)
         current_principal_var.set(principal.model_copy(update={"token": token}))
 
     async def fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
         status = grpc_errors.status_for(exc, self.method)
-        self.code = grpc.StatusCode(
-            next(c.value for c in grpc.StatusCode if c.value[0] == status.code)
-        )
+        self.code = grpc_errors.status_code(status.code)
         await grpc_errors.abort(context, status)
 
     def finish(self, context: grpc.aio.ServicerContext) -> None:
-        code = context.code() if hasattr(context, "code") else None
+        # context.code() reports what abort()/set_code() set (grpc.aio >= 1.38); None if unset.
+        code = context.code()
         if isinstance(code, grpc.StatusCode):
             self.code = code
         principal = current_principal_var.get()
+        duration_ms = (time.perf_counter() - self.started) * 1000
         log.info(
             "%s %s %.1fms",
             self.method,
             self.code.name,
-            (time.perf_counter() - self.started) * 1000,
+            duration_ms,
             extra={
                 "method": self.method,
                 "status": self.code.name,
-                "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+                "duration_ms": round(duration_ms, 3),
                 "request_id": request_id_var.get(),
                 "principal": principal.name if principal else None,
             },
         )
 
 
-def _is_abort(exc: BaseException) -> bool:
-    # context.abort() raises AbortError: the status is already set, let it through.
-    return isinstance(exc, grpc.aio.AbortError)
+def _parse(deserialize: Callable[[bytes], Any] | None, raw: Any) -> Any:
+    if deserialize is None:
+        return raw
+    try:
+        return deserialize(raw)
+    except Exception as exc:
+        raise InvalidArgument(
+            "the request message could not be parsed", reason="MALFORMED_REQUEST"
+        ) from exc
 
 
-def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
+def _serializer(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    def run(response: Any) -> bytes:
+        if response is None:
+            raise TypeError("the handler returned None instead of a response message")
+        if serialize is None:
+            if not isinstance(response, bytes):
+                raise TypeError(f"the handler returned {type(response).__name__}, not bytes")
+            return response
+        return serialize(response)
+
+    return run
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler, interceptor: SuiteInterceptor, details: grpc.HandlerCallDetails
+) -> grpc.RpcMethodHandler:
+    """A handler that runs the original one inside a fresh ``_Call``."""
+    serialize = _serializer(handler.response_serializer)
+    parse_request = not handler.request_streaming
+    deserialize = handler.request_deserializer if parse_request else None
+
+    async def handle_error(call: _Call, exc: BaseException, context: Any) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc  # context.abort(): the status is set already; pass it through
+        await call.fail(exc, context)
+
     def unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(interceptor, details)
             try:
                 await call.enter()
-                return await behavior(request, context)
+                response = await behavior(_parse(deserialize, request), context)
+                if response is None and context.code() not in (None, grpc.StatusCode.OK):
+                    return None  # set_code() + return: gRPC sends that status
+                return serialize(response)
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
             except Exception as exc:
-                if _is_abort(exc):
-                    raise
-                await call.fail(exc, context)
+                await handle_error(call, exc, context)
             finally:
                 call.finish(context)
 
         return run
 
-    def stream_response(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def stream_response(
+        behavior: Callable[..., AsyncIterator[Any]],
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = _Call(interceptor, details)
             try:
                 await call.enter()
-                async for response in behavior(request, context):
-                    yield response
+                responses = behavior(_parse(deserialize, request), context)
+                if hasattr(responses, "__aiter__"):
+                    async for response in responses:
+                        yield serialize(response)
+                else:  # a plain generator, as gRPC itself accepts
+                    for response in responses:  # type: ignore[attr-defined]
+                        yield serialize(response)
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
             except Exception as exc:
-                if _is_abort(exc):
-                    raise
-                await call.fail(exc, context)
+                await handle_error(call, exc, context)
             finally:
                 call.finish(context)
 
         return run
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    def written_response(
+        behavior: Callable[..., Awaitable[None]],
+    ) -> Callable[..., Awaitable[None]]:
+        # context.write() style: the handler is a coroutine; gRPC serializes what it writes.
+        async def run(request: Any, context: grpc.aio.ServicerContext) -> None:
+            call = _Call(interceptor, details)
+            try:
+                await call.enter()
+                await behavior(_parse(deserialize, request), context)
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                await handle_error(call, exc, context)
+            finally:
+                call.finish(context)
+
+        return run
+
+    request_deserializer = None if parse_request else handler.request_deserializer
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
+        return grpc.unary_unary_rpc_method_handler(
+            unary_response(handler.unary_unary), request_deserializer=request_deserializer
+        )
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+        return grpc.stream_unary_rpc_method_handler(
+            unary_response(handler.stream_unary), request_deserializer=request_deserializer
+        )
+    behavior = handler.unary_stream or handler.stream_stream
+    # The same test gRPC applies: a coroutine function writes with context.write(); anything
+    # else returns an iterator of responses.
+    if inspect.iscoroutinefunction(behavior):
+        wrapped: Callable[..., Any] = written_response(behavior)
+        response_serializer = handler.response_serializer
+    else:
+        wrapped = stream_response(behavior)
+        response_serializer = None
+    factory = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return factory(
+        wrapped,
+        request_deserializer=request_deserializer,
+        response_serializer=response_serializer,
+    )

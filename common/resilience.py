@@ -38,7 +38,12 @@ async def retry_async(
                 raise
             delay = backoff_delay(attempt, base_delay, max_delay)
             log.warning(
-                "%s failed (attempt %d/%d): %s; retrying in %.2fs", what, attempt, attempts, exc, delay
+                "%s failed (attempt %d/%d): %s; retrying in %.2fs",
+                what,
+                attempt,
+                attempts,
+                exc,
+                delay,
             )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
@@ -70,7 +75,9 @@ class CircuitBreaker:
 
     def before_call(self) -> None:
         if self.state == "open":
-            raise CircuitOpen(f"{self.name} is unavailable (circuit open)", metadata={"dependency": self.name})
+            raise CircuitOpen(
+                f"{self.name} is unavailable (circuit open)", metadata={"dependency": self.name}
+            )
 
     def record_success(self) -> None:
         self._failures = 0

@@ -4,14 +4,18 @@ Health (grpc.health.v1, per service and overall ""), reflection, message size li
 the suite interceptor, a dependency-check loop that flips health to NOT_SERVING, and a
 graceful stop: health NOT_SERVING first, then stop accepting and let in-flight calls
 finish within the grace period.
+
+Background loops (sweeps) run supervised: a crash is logged with its traceback and the loop
+is restarted after a backoff, so one bad iteration neither kills the process nor silently
+stops the sweep.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
@@ -20,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common.app import ServiceInstance
 from common.interceptors import Authenticator, SuiteInterceptor
+from common.resilience import backoff_delay
 from common.settings import Settings
 
 log = logging.getLogger("mediagrid.server")
@@ -41,8 +46,16 @@ class SuiteServer:
         authenticator: Authenticator | None = None,
         health_checks: Sequence[HealthCheck] = (),
         extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        check_timeout: float = 5.0,
+        restart_delay: float = 1.0,
+        restart_delay_max: float = 60.0,
     ) -> None:
+        """``check_timeout``: a dependency check slower than this counts as failed.
+        ``restart_delay``/``restart_delay_max``: backoff before restarting a crashed loop."""
         self.settings = settings
+        self.check_timeout = check_timeout
+        self.restart_delay = restart_delay
+        self.restart_delay_max = restart_delay_max
         self.services = list(services)
         public = [m for s in self.services for m in s.public_methods]
         self.interceptor = SuiteInterceptor(authenticator=authenticator, public_methods=public)
@@ -56,10 +69,14 @@ class SuiteServer:
             ],
         )
         self.health = health.aio.HealthServicer()
-        self.health_checks = list(health_checks) + [c for s in self.services for c in s.health_checks]
+        self.health_checks = list(health_checks) + [
+            c for s in self.services for c in s.health_checks
+        ]
         self.port: int = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._stopped: asyncio.Future[None] | None = None
+        self.healthy: bool | None = None
         for service in self.services:
             service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -83,63 +100,125 @@ class SuiteServer:
             raise OSError(f"cannot listen on {self.settings.grpc_host}:{wanted}")
         await self.server.start()
         await self.refresh_health()
-        self._tasks.append(asyncio.create_task(self._health_loop(), name="health-loop"))
+        self._tasks.append(
+            asyncio.create_task(
+                self._supervise(self._health_loop, "health-loop"), name="health-loop"
+            )
+        )
         for service in self.services:
             for loop in service.background:
-                self._tasks.append(asyncio.create_task(_guard(loop), name=f"{service.name}-background"))
+                name = f"{service.name}:{_name_of(loop)}"
+                self._tasks.append(asyncio.create_task(self._supervise(loop, name), name=name))
         log.info("serving %s on %s", ", ".join(self.service_names), self.address)
         return self.port
+
+    async def _run_check(self, check: HealthCheck) -> bool:
+        try:
+            return await asyncio.wait_for(check(), self.check_timeout) is True
+        except Exception as exc:  # a failing check means "not healthy"; say why in the log
+            log.warning("health check %s failed: %r", _name_of(check), exc)
+            return False
 
     async def refresh_health(self) -> bool:
         """Run every dependency check; set each service and the overall status accordingly."""
         if self._stopping:
             return False
-        results = await asyncio.gather(*(check() for check in self.health_checks), return_exceptions=True)
-        healthy = all(result is True for result in results)
+        results = await asyncio.gather(*(self._run_check(check) for check in self.health_checks))
+        if self._stopping:  # stop() began while the checks ran: NOT_SERVING stays
+            return False
+        healthy = all(results)
         status = SERVING if healthy else NOT_SERVING
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
+        if healthy != self.healthy:
+            failing = [
+                _name_of(c) for c, ok in zip(self.health_checks, results, strict=True) if not ok
+            ]
+            if healthy:
+                log.info("health: SERVING")
+            else:
+                log.error("health: NOT_SERVING (failing: %s)", ", ".join(failing))
+            self.healthy = healthy
         return healthy
 
     async def _health_loop(self) -> None:
-        previous: bool | None = None
         while True:
-            healthy = await self.refresh_health()
-            if healthy != previous:
-                log.log(logging.INFO if healthy else logging.ERROR, "health: %s", "SERVING" if healthy else "NOT_SERVING")
-                previous = healthy
             await asyncio.sleep(self.settings.health_check_interval_seconds)
+            await self.refresh_health()
+
+    async def _supervise(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``loop``; when it crashes, log the traceback and restart it after a backoff.
+
+        The backoff grows with consecutive crashes and starts over once a run has lasted
+        longer than ``restart_delay_max``.
+        """
+        crashes = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if time.monotonic() - started > self.restart_delay_max:
+                    crashes = 0
+                crashes += 1
+                delay = backoff_delay(crashes, self.restart_delay, self.restart_delay_max)
+                log.exception(
+                    "background loop %s crashed (%d in a row); restarting in %.1fs",
+                    name,
+                    crashes,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                log.info("background loop %s finished", name)
+                return
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING, stop accepting, let in-flight calls finish within ``grace``."""
-        if self._stopping:
+        """Health NOT_SERVING, stop accepting, let in-flight calls finish within ``grace``.
+
+        Safe to call more than once (a signal and a ``finally``): later calls wait for the
+        first one to finish.
+        """
+        if self._stopped is not None:
+            await asyncio.shield(self._stopped)
             return
+        self._stopped = asyncio.get_running_loop().create_future()
+        try:
+            await self._stop(self.settings.grpc_shutdown_grace_seconds if grace is None else grace)
+        finally:
+            self._stopped.set_result(None)
+
+    async def _stop(self, grace: float) -> None:
         self._stopping = True
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        grace = self.settings.grpc_shutdown_grace_seconds if grace is None else grace
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=max(grace, 1.0))
+            for task in stuck:
+                log.error("background task %s ignored cancellation", task.get_name())
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "background task %s failed", task.get_name(), exc_info=task.exception()
+                    )
         await self.server.stop(grace)
         for service in self.services:
             if service.close is not None:
-                await service.close()
+                try:
+                    await service.close()
+                except Exception:
+                    log.exception("closing service %s failed", service.name)
         log.info("stopped")
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
 
 
-async def _guard(loop: Callable[[], Awaitable[None]]) -> None:
-    """Keep a background loop's crash in the log instead of killing the process silently."""
-    try:
-        await loop()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background loop %s crashed", getattr(loop, "__qualname__", loop))
+def _name_of(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or fn)
 
 
 async def serve_until_signalled(server: SuiteServer) -> None:
@@ -150,7 +229,10 @@ async def serve_until_signalled(server: SuiteServer) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
-        log.info("signal received; shutting down (grace %.0fs)", server.settings.grpc_shutdown_grace_seconds)
+        log.info(
+            "signal received; shutting down (grace %.0fs)",
+            server.settings.grpc_shutdown_grace_seconds,
+        )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
