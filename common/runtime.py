@@ -55,6 +55,10 @@ async def running_suite(
     server: SuiteServer | None = None
     try:
         await migrate_all(pool, specs)
+        if settings.users_address and all(spec.name != "users" for spec in specs):
+            from common.auth import remote_activity_recorder
+
+            ctx.activity = remote_activity_recorder(ctx)
         instances = [await spec.create(ctx) for spec in specs]
         if ctx.authenticator is None and settings.users_address:
             # common.auth belongs to the users service's contract (a remote Authenticate call).

@@ -141,11 +141,31 @@ class Settings(BaseSettings):
     telemetry_metrics_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # --- users -------------------------------------------------------------------------
+    # How long a verified token stays cached in each process; revocation takes effect within it.
     auth_cache_ttl_seconds: float = Field(default=3.0, ge=0, le=300)
+    # Bound on the cached tokens per process (oldest evicted first).
+    auth_cache_max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Deadline of a remote `Authenticate` / `RecordActivity` call to the users service.
+    auth_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     session_idle_timeout_seconds: int = Field(default=2 * 3600, ge=60)
     session_absolute_timeout_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     bootstrap_admin_email: str | None = None
     bootstrap_admin_password: SecretStr | None = None
+    # Argon2id cost; the minimums are OWASP's (19 MiB, 2 passes). Raising them rehashes on login.
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024, le=4 * 1024 * 1024)
+    password_hash_time_cost: int = Field(default=2, ge=2, le=50)
+    password_hash_parallelism: int = Field(default=1, ge=1, le=16)
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    # Failed logins per account within the window before the account is locked out for a while.
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_failure_window_seconds: int = Field(default=900, ge=1, le=86_400)
+    login_lockout_seconds: int = Field(default=300, ge=1, le=86_400)
+    # Retention: ended sessions and activity entries older than this are deleted by the sweep.
+    session_retention_days: int = Field(default=30, ge=0, le=3650)
+    activity_retention_days: int = Field(default=365, ge=1, le=36_500)
+    users_sweep_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # First retry delay of a pending purge of a deleted user's data (doubles, capped at 1 h).
+    users_purge_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # --- jobs --------------------------------------------------------------------------
     job_payload_max_bytes: int = Field(default=256 * 1024, ge=1024)

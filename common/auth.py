@@ -1,0 +1,258 @@
+"""Authentication and activity recording for every service of the suite.
+
+- ``CachingAuthenticator``: a small per-process TTL cache in front of any authenticator,
+  keyed by a hash of the token (tokens are never kept as keys), bounded in size, with one
+  lookup in flight per token. A revoked session stops working within the TTL.
+- ``LocalAuthenticator``: used inside the users process; resolves tokens from its database.
+- ``remote_authenticator(ctx)``: calls ``UserService/Authenticate`` through
+  ``ctx.channel("users")`` when the users service runs elsewhere.
+- ``remote_activity_recorder(ctx)``: an ``ActivityRecorder`` that calls ``RecordActivity``
+  with the caller's own token, so the entry is attributed to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+
+from common import errors
+from common.context import Principal, current_request_id, optional_principal
+from common.interceptors import Authenticator
+
+if TYPE_CHECKING:
+    from common.app import AppContext
+
+log = logging.getLogger("mediagrid.auth")
+
+USERS_SERVICE = "mediagrid.users.v1.UserService"
+
+
+class TokenResolver(Protocol):
+    async def resolve_token(self, token: str) -> Principal: ...
+
+
+class LocalAuthenticator:
+    """Resolves tokens in-process (the users service's session manager)."""
+
+    def __init__(self, repository: TokenResolver) -> None:
+        self.repository = repository
+
+    async def authenticate(self, token: str) -> Principal:
+        return await self.repository.resolve_token(token)
+
+
+class CachingAuthenticator:
+    """Caches successful authentications for ``ttl_seconds`` (0 disables the cache)."""
+
+    def __init__(
+        self,
+        inner: Authenticator,
+        ttl_seconds: float,
+        *,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def authenticate(self, token: str) -> Principal:
+        if self.ttl <= 0:
+            return await self.inner.authenticate(token)
+        key = hashlib.blake2b(token.encode(), digest_size=20).digest()
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry[0] > self.clock():
+                return entry[1]
+            del self._entries[key]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            principal = await self.inner.authenticate(token)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        else:
+            future.set_result(principal)
+            self._store(key, principal)
+            return principal
+        finally:
+            del self._inflight[key]
+
+    def _store(self, key: bytes, principal: Principal) -> None:
+        self._entries[key] = (self.clock() + self.ttl, principal)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _status_error(error: grpc.aio.AioRpcError, what: str) -> errors.DomainError:
+    """A users-service error seen by a client, as the domain error to raise locally."""
+    from common.grpc_errors import error_info
+
+    info = error_info(error)
+    reason = info.reason if info is not None else None
+    code = error.code()
+    message = error.details() or what
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return errors.Unauthenticated(message, reason=reason or "INVALID_TOKEN")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return errors.PermissionDenied(message, reason=reason)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return errors.InvalidArgument(message, reason=reason)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.ResourceExhausted(message, reason=reason)
+    return errors.Unavailable(
+        f"the users service is unavailable ({what}: {code.name})",
+        reason="USERS_UNAVAILABLE",
+        metadata={"service": USERS_SERVICE, "code": code.name},
+    )
+
+
+class RemoteAuthenticator:
+    """Calls ``UserService/Authenticate`` over a channel; no caching of its own."""
+
+    def __init__(self, channel: Callable[[], grpc.aio.Channel], timeout_seconds: float) -> None:
+        from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
+
+        self._pb = user_service_pb2
+        self._stub_type = user_service_pb2_grpc.UserServiceStub
+        self._channel = channel
+        self._stub: Any = None
+        self.timeout = timeout_seconds
+
+    async def authenticate(self, token: str) -> Principal:
+        if self._stub is None:
+            self._stub = self._stub_type(self._channel())
+        try:
+            response = await self._stub.Authenticate(
+                self._pb.AuthenticateRequest(token=token),
+                timeout=self.timeout,
+                metadata=_request_id(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _status_error(exc, "Authenticate") from None
+        return _principal_from_pb(response.principal)
+
+
+def _principal_from_pb(message: Any) -> Principal:
+    roles = {1: "admin", 2: "user", 3: "service"}
+    role = roles.get(message.role)
+    if role is None or not message.user.startswith("users/"):
+        raise errors.Unavailable(
+            "the users service returned an incomplete principal", reason="USERS_UNAVAILABLE"
+        )
+    return Principal(
+        name=message.user,
+        user_id=message.user.removeprefix("users/"),
+        role=role,
+        permissions=frozenset(message.permissions),
+        session=message.session or None,
+    )
+
+
+def _request_id() -> tuple[tuple[str, str], ...]:
+    request_id = current_request_id()
+    return (("x-request-id", request_id),) if request_id else ()
+
+
+def remote_authenticator(ctx: AppContext) -> Authenticator:
+    """A cached authenticator that asks the users service at ``ctx.channel("users")``."""
+    settings = ctx.settings
+    return CachingAuthenticator(
+        RemoteAuthenticator(lambda: ctx.channel("users"), settings.auth_timeout_seconds),
+        settings.auth_cache_ttl_seconds,
+        max_entries=settings.auth_cache_max_entries,
+    )
+
+
+class RemoteActivityRecorder:
+    """Records activity through ``UserService/RecordActivity`` on behalf of the current caller.
+
+    The caller's bearer token is forwarded, so the entry's actor is the authenticated caller.
+    An explicit ``actor`` needs a service or admin caller. When there is no caller (background
+    work without a token) or the users service is unreachable, the entry goes to the log at
+    ERROR level with all its fields instead: it is never silently dropped, and the action
+    that was already done is not failed after the fact.
+    """
+
+    def __init__(self, channel: Callable[[], grpc.aio.Channel], timeout_seconds: float) -> None:
+        from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
+
+        self._pb = user_service_pb2
+        self._stub_type = user_service_pb2_grpc.UserServiceStub
+        self._channel = channel
+        self._stub: Any = None
+        self.timeout = timeout_seconds
+
+    async def record(
+        self,
+        action: str,
+        resource: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        principal = optional_principal()
+        entry = {
+            "action": action,
+            "resource": resource,
+            "metadata": dict(metadata or {}),
+            "actor": actor or (principal.name if principal else "system"),
+            "request_id": current_request_id(),
+        }
+        if principal is None or not principal.token:
+            log.error(
+                "activity not recorded remotely (no caller token): %s",
+                entry,
+                extra={"activity": entry},
+            )
+            return
+        if self._stub is None:
+            self._stub = self._stub_type(self._channel())
+        request = self._pb.RecordActivityRequest(
+            action=action,
+            resource=resource,
+            metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+            actor=actor or "",
+            request_id=current_request_id() or "",
+        )
+        try:
+            await self._stub.RecordActivity(
+                request,
+                timeout=self.timeout,
+                metadata=(("authorization", f"Bearer {principal.token}"), *_request_id()),
+            )
+        except grpc.aio.AioRpcError as exc:
+            error = _status_error(exc, "RecordActivity")
+            if isinstance(error, errors.Unavailable):
+                log.error(
+                    "activity not recorded (users unavailable): %s",
+                    entry,
+                    extra={"activity": entry},
+                )
+                return
+            raise error from None
+
+
+def remote_activity_recorder(ctx: AppContext) -> RemoteActivityRecorder:
+    return RemoteActivityRecorder(lambda: ctx.channel("users"), ctx.settings.auth_timeout_seconds)

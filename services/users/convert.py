@@ -1,0 +1,136 @@
+"""The one place where protobuf messages and domain models meet."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import timestamp_pb2
+from mediagrid.users.v1 import user_service_pb2 as pb
+
+from common.context import Principal, Role
+from common.errors import InvalidArgument
+from services.users.models import ActivityEntry, Grant, Session, Status, User
+
+ROLE_TO_PB: dict[str, pb.Role] = {
+    "admin": pb.ROLE_ADMIN,
+    "user": pb.ROLE_USER,
+    "service": pb.ROLE_SERVICE,
+}
+PB_TO_ROLE: dict[int, Role] = {
+    pb.ROLE_ADMIN: "admin",
+    pb.ROLE_USER: "user",
+    pb.ROLE_SERVICE: "service",
+}
+STATUS_TO_PB: dict[str, pb.UserStatus] = {
+    "active": pb.USER_STATUS_ACTIVE,
+    "disabled": pb.USER_STATUS_DISABLED,
+    "deleted": pb.USER_STATUS_DELETED,
+}
+PB_TO_STATUS: dict[int, Status] = {v: k for k, v in STATUS_TO_PB.items()}  # type: ignore[misc]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """An aware datetime as a Timestamp (integer arithmetic: FromDatetime is ~3x slower)."""
+    if value is None:
+        return None
+    micros = (value - _EPOCH) // _MICROSECOND
+    seconds, micro = divmod(micros, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micro * 1000)
+
+
+def role(value: int, field: str, *, required: bool) -> Role | None:
+    """A Role enum number from a request; unknown numbers are INVALID_ARGUMENT."""
+    if value == pb.ROLE_UNSPECIFIED:
+        if required:
+            raise InvalidArgument.field(field, "is required")
+        return None
+    if value not in PB_TO_ROLE:
+        raise InvalidArgument.field(field, f"unknown role {value}")
+    return PB_TO_ROLE[value]
+
+
+def status(value: int, field: str) -> Status | None:
+    if value == pb.USER_STATUS_UNSPECIFIED:
+        return None
+    if value not in PB_TO_STATUS:
+        raise InvalidArgument.field(field, f"unknown status {value}")
+    return PB_TO_STATUS[value]
+
+
+def user_to_pb(user: User) -> pb.User:
+    return pb.User(
+        name=user.name,
+        email=user.email,
+        display_name=user.display_name,
+        role=ROLE_TO_PB[user.role],
+        status=STATUS_TO_PB[user.status],
+        create_time=timestamp(user.create_time),
+        update_time=timestamp(user.update_time),
+        delete_time=timestamp(user.delete_time),
+        last_login_time=timestamp(user.last_login_time),
+        has_password=user.has_password,
+    )
+
+
+def session_to_pb(
+    session: Session,
+    *,
+    idle_timeout_seconds: float,
+    now: datetime,
+    current_session: str | None = None,
+) -> pb.Session:
+    idle_expire = session.last_use_time + timedelta(seconds=idle_timeout_seconds)
+    active = session.revoke_time is None and session.expire_time > now and idle_expire > now
+    return pb.Session(
+        name=session.name,
+        create_time=timestamp(session.create_time),
+        last_use_time=timestamp(session.last_use_time),
+        expire_time=timestamp(session.expire_time),
+        idle_expire_time=timestamp(min(idle_expire, session.expire_time)),
+        revoke_time=timestamp(session.revoke_time),
+        user_agent=session.user_agent,
+        peer=session.peer,
+        current=session.name == current_session,
+        active=active,
+    )
+
+
+def grant_to_pb(grant: Grant) -> pb.Grant:
+    return pb.Grant(
+        name=grant.name,
+        permission=grant.permission,
+        resource=grant.resource,
+        creator=grant.creator,
+        create_time=timestamp(grant.create_time),
+    )
+
+
+def activity_to_pb(entry: ActivityEntry) -> pb.ActivityEntry:
+    return pb.ActivityEntry(
+        name=entry.name,
+        actor=entry.actor,
+        action=entry.action,
+        resource=entry.resource,
+        request_id=entry.request_id,
+        metadata=entry.metadata,
+        create_time=timestamp(entry.create_time),
+    )
+
+
+def principal_to_pb(principal: Principal) -> pb.Principal:
+    return pb.Principal(
+        user=principal.name,
+        role=ROLE_TO_PB[principal.role],
+        permissions=sorted(principal.permissions),
+        session=principal.session or "",
+    )
+
+
+def optional_time(message: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    if not present:
+        return None
+    return message.ToDatetime(tzinfo=UTC)

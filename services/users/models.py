@@ -1,0 +1,178 @@
+"""Domain types of the users service: frozen pydantic models, free of protobuf and I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from common.context import Role
+
+Status = Literal["active", "disabled", "deleted"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class User(_Frozen):
+    """An account as the outside world may see it (no password hash here, ever)."""
+
+    id: str
+    email: str
+    display_name: str
+    role: Role
+    status: Status
+    has_password: bool
+    create_time: datetime
+    update_time: datetime
+    delete_time: datetime | None = None
+    last_login_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"users/{self.id}"
+
+    @classmethod
+    def from_row(cls, row: Any) -> User:
+        return cls(
+            id=row["id"],
+            email=row["email"],
+            display_name=row["display_name"],
+            role=row["role"],
+            status=row["status"],
+            has_password=row["password_hash"] is not None,
+            create_time=row["create_time"],
+            update_time=row["update_time"],
+            delete_time=row["delete_time"],
+            last_login_time=row["last_login_time"],
+        )
+
+
+class Credentials(_Frozen):
+    """A user with the password hash, for login only; never converted to a response."""
+
+    user: User
+    password_hash: str | None
+
+
+class Session(_Frozen):
+    id: str
+    user_id: str
+    create_time: datetime
+    last_use_time: datetime
+    expire_time: datetime
+    revoke_time: datetime | None = None
+    user_agent: str = ""
+    peer: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"users/{self.user_id}/sessions/{self.id}"
+
+    @classmethod
+    def from_row(cls, row: Any) -> Session:
+        return cls(
+            id=row["id"],
+            user_id=row["user_id"],
+            create_time=row["create_time"],
+            last_use_time=row["last_use_time"],
+            expire_time=row["expire_time"],
+            revoke_time=row["revoke_time"],
+            user_agent=row["user_agent"],
+            peer=row["peer"],
+        )
+
+
+class SessionAuth(_Frozen):
+    """What authenticating a token needs: the session, its user's role/status and grants."""
+
+    session: Session
+    role: Role
+    status: Status
+    grants: tuple[str, ...]  # "permission:pattern"
+
+
+class Grant(_Frozen):
+    id: str
+    user_id: str
+    permission: str
+    resource: str
+    creator: str
+    create_time: datetime
+
+    @property
+    def name(self) -> str:
+        return f"users/{self.user_id}/grants/{self.id}"
+
+    @classmethod
+    def from_row(cls, row: Any) -> Grant:
+        return cls(
+            id=row["id"],
+            user_id=row["user_id"],
+            permission=row["permission"],
+            resource=row["resource"],
+            creator=row["creator"],
+            create_time=row["create_time"],
+        )
+
+
+class ActivityEntry(_Frozen):
+    id: int
+    actor: str
+    action: str
+    resource: str
+    request_id: str
+    metadata: dict[str, str]
+    create_time: datetime
+
+    @property
+    def name(self) -> str:
+        return f"activity/{self.id}"
+
+    @classmethod
+    def from_row(cls, row: Any) -> ActivityEntry:
+        return cls(
+            id=row["id"],
+            actor=row["actor"],
+            action=row["action"],
+            resource=row["resource"],
+            request_id=row["request_id"],
+            metadata=dict(row["metadata"]),
+            create_time=row["create_time"],
+        )
+
+
+class PendingPurge(_Frozen):
+    user_id: str
+    request_time: datetime
+    attempts: int
+    next_attempt_time: datetime
+    last_error: str
+    done_time: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> PendingPurge:
+        return cls(
+            user_id=row["user_id"],
+            request_time=row["request_time"],
+            attempts=row["attempts"],
+            next_attempt_time=row["next_attempt_time"],
+            last_error=row["last_error"],
+            done_time=row["done_time"],
+        )
+
+
+class LoginThrottle(_Frozen):
+    failures: int
+    locked_until: datetime | None
+
+
+class SweepReport(_Frozen):
+    sessions_deleted: int = 0
+    activity_deleted: int = 0
+    login_failures_deleted: int = 0
+    purges_done: int = 0
+    purges_failed: int = 0
+    skipped: bool = False  # another replica held the sweep lock

@@ -1,0 +1,61 @@
+"""Opaque page tokens bound to the query that produced them.
+
+A token is URL-safe base64 of a small JSON object: ``q`` is a fingerprint of the query
+(the RPC and its filters; never the page size) and ``k`` the sort key of the last row
+returned. A token used with a different query, or one that does not decode, is an
+INVALID_ARGUMENT on ``page_token``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+
+from common.errors import InvalidArgument
+
+MAX_TOKEN_LENGTH = 1024
+Key = list[str | int]
+
+
+def fingerprint(query: str, filters: Mapping[str, object]) -> str:
+    """A short, stable digest of a query and its filters."""
+    text = json.dumps(
+        [query, sorted((k, str(v)) for k, v in filters.items())], separators=(",", ":")
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def encode(query_fingerprint: str, key: Sequence[str | int]) -> str:
+    payload = json.dumps({"q": query_fingerprint, "k": list(key)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode(
+    token: str, query_fingerprint: str, *, key_length: int, field: str = "page_token"
+) -> Key | None:
+    """The key stored in ``token``; None for an empty token (the first page)."""
+    if not token:
+        return None
+    invalid = InvalidArgument.field(
+        field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
+    )
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise invalid
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload = json.loads(raw.decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise invalid from None
+    if not isinstance(payload, dict) or payload.get("q") != query_fingerprint:
+        raise invalid
+    key = payload.get("k")
+    if (
+        not isinstance(key, list)
+        or len(key) != key_length
+        or not all(isinstance(part, str | int) and not isinstance(part, bool) for part in key)
+    ):
+        raise invalid
+    return key

@@ -1,0 +1,35 @@
+"""Removal of a deleted user's data in the other services, behind a small port.
+
+``DeleteUser`` records a row in ``users.pending_purges`` in the same transaction that marks the
+user deleted (so the request cannot be lost), then the purger is called right away and, until
+it succeeds, again by every sweep with exponential backoff. The integrator's purger enqueues a
+``users.purge`` job; until the jobs and files services exist the default purger reports
+UNAVAILABLE (``DEPENDENCY_UNAVAILABLE``), so the row stays pending with the error and the
+attempt count visible.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from common.errors import DomainError
+from services.users.usage import FILES_SERVICE, JOBS_SERVICE, dependency_unavailable
+
+
+class UserDataPurger(Protocol):
+    async def purge(self, user: str) -> None:
+        """Remove (or durably schedule removal of) ``users/{id}``'s data; raise to be retried."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``REASON: message`` for domain errors, the exception type otherwise (for last_error)."""
+    if isinstance(exc, DomainError):
+        return f"{exc.reason}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MissingServicesPurger:
+    """The purger used while the services holding user data are not part of the suite."""
+
+    async def purge(self, user: str) -> None:
+        raise dependency_unavailable(f"{JOBS_SERVICE}, {FILES_SERVICE}")

@@ -1,0 +1,657 @@
+"""``mediagrid.users.v1.UserService``: request validation, authorization, then the domain work."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from mediagrid.users.v1 import user_service_pb2 as pb
+from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
+
+from common.context import Principal, current_principal
+from common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+from common.settings import Settings
+from services.users import access, convert, pagination, permissions, validation
+from services.users.activity import DatabaseActivityRecorder
+from services.users.models import User
+from services.users.passwords import Passwords
+from services.users.purge import UserDataPurger, describe_failure
+from services.users.repository import UserRepository
+from services.users.sessions import SessionManager
+from services.users.usage import UsageSource
+
+log = logging.getLogger("mediagrid.users")
+
+UPDATABLE_FIELDS = ("display_name", "email", "role", "status")
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+    return ""
+
+
+def _time_key(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _parse_time_key(key: list[str | int], field: str = "page_token") -> tuple[datetime, str]:
+    try:
+        moment = datetime.fromisoformat(str(key[0]))
+    except ValueError:
+        raise InvalidArgument.field(
+            field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
+        ) from None
+    if moment.tzinfo is None or not isinstance(key[1], str):
+        raise InvalidArgument.field(
+            field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
+        )
+    return moment, key[1]
+
+
+class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        repository: UserRepository,
+        sessions: SessionManager,
+        passwords: Passwords,
+        activity: DatabaseActivityRecorder,
+        usage: UsageSource,
+        purger: UserDataPurger,
+        settings: Settings,
+    ) -> None:
+        self.repository = repository
+        self.sessions = sessions
+        self.passwords = passwords
+        self.activity = activity
+        self.usage = usage
+        self.purger = purger
+        self.settings = settings
+
+    # --- users ------------------------------------------------------------------------
+
+    async def CreateUser(
+        self, request: pb.CreateUserRequest, context: Any
+    ) -> pb.CreateUserResponse:
+        principal = current_principal()
+        access.require(principal, "users.create", "users")
+        user = await self.create_user(
+            email=request.user.email,
+            display_name=request.user.display_name,
+            role_value=request.user.role,
+            password=request.password,
+        )
+        await self.activity.record("users.create", user.name, {"role": user.role})
+        return pb.CreateUserResponse(user=convert.user_to_pb(user))
+
+    async def create_user(
+        self, *, email: str, display_name: str, role_value: int, password: str
+    ) -> User:
+        """Validate everything first, then hash (slow) and insert."""
+        violations: list[FieldViolation] = []
+        clean: dict[str, Any] = {}
+
+        def check(key: str, fn: Any) -> None:
+            try:
+                clean[key] = fn()
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
+
+        check("email", lambda: validation.email(email, "user.email"))
+        check("display_name", lambda: validation.display_name(display_name, "user.display_name"))
+        check("role", lambda: convert.role(role_value, "user.role", required=False) or "user")
+        if violations:
+            raise InvalidArgument(violations=violations)
+        if password or clean["role"] != "service":
+            validation.password(
+                password, min_length=self.settings.password_min_length, email_address=clean["email"]
+            )
+        password_hash = await self.passwords.hash(password) if password else None
+        return await self.repository.create_user(
+            email=clean["email"],
+            display_name=clean["display_name"] or clean["email"].split("@")[0],
+            role=clean["role"],
+            password_hash=password_hash,
+        )
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
+        principal = current_principal()
+        user_id = access.resolve_user(principal, validation.user_id(request.name))
+        access.require(principal, "users.read", f"users/{user_id}")
+        user = await self.repository.get_user(user_id)
+        return pb.GetUserResponse(user=convert.user_to_pb(user))
+
+    async def UpdateUser(
+        self, request: pb.UpdateUserRequest, context: Any
+    ) -> pb.UpdateUserResponse:
+        principal = current_principal()
+        user_id = access.resolve_user(principal, validation.user_id(request.user.name, "user.name"))
+        name = f"users/{user_id}"
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise InvalidArgument.field("update_mask", "name at least one field to update")
+        unknown = [p for p in paths if p not in UPDATABLE_FIELDS]
+        if unknown:
+            raise InvalidArgument.field(
+                "update_mask",
+                f"cannot update {', '.join(unknown)}; updatable: {', '.join(UPDATABLE_FIELDS)}",
+            )
+        changes: dict[str, Any] = {}
+        violations: list[FieldViolation] = []
+        for path in paths:
+            try:
+                changes[path] = self._update_value(request.user, path)
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
+        if violations:
+            raise InvalidArgument(violations=violations)
+        access.require(principal, "users.update", name)
+        if "role" in changes or "status" in changes:
+            access.require_admin(principal, "change roles or statuses")
+        current = await self.repository.get_user(user_id)
+        if current.status == "deleted":
+            raise FailedPrecondition("a deleted user cannot be changed", reason="USER_DELETED")
+        demotes_admin = current.role == "admin" and (
+            changes.get("role", "admin") != "admin" or changes.get("status", "active") != "active"
+        )
+        if demotes_admin:
+            await self._keep_an_admin(user_id)
+        revoke = ("role" in changes and changes["role"] != current.role) or (
+            changes.get("status") == "disabled"
+        )
+        user = await self.repository.update_user(user_id, revoke_sessions=revoke, **changes)
+        await self.activity.record(
+            "users.update",
+            name,
+            {"fields": ",".join(sorted(changes)), "sessions_revoked": str(revoke).lower()},
+        )
+        return pb.UpdateUserResponse(user=convert.user_to_pb(user))
+
+    def _update_value(self, user: pb.User, path: str) -> Any:
+        if path == "display_name":
+            return validation.display_name(user.display_name, "user.display_name")
+        if path == "email":
+            return validation.email(user.email, "user.email")
+        if path == "role":
+            return convert.role(user.role, "user.role", required=True)
+        status = convert.status(user.status, "user.status")
+        if status not in ("active", "disabled"):
+            raise InvalidArgument.field(
+                "user.status", "must be active or disabled (use DeleteUser to delete)"
+            )
+        return status
+
+    async def _keep_an_admin(self, user_id: str) -> None:
+        if await self.repository.count_other_active_admins(user_id) == 0:
+            raise FailedPrecondition("the last active admin cannot be removed", reason="LAST_ADMIN")
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: Any
+    ) -> pb.DeleteUserResponse:
+        principal = current_principal()
+        user_id = access.resolve_user(principal, validation.user_id(request.name))
+        name = f"users/{user_id}"
+        access.require(principal, "users.delete", name)
+        current = await self.repository.get_user(user_id)
+        if current.status == "deleted":
+            return pb.DeleteUserResponse(user=convert.user_to_pb(current))
+        if current.role == "admin":
+            await self._keep_an_admin(user_id)
+        user = await self.repository.delete_user(user_id)
+        await self.activity.record("users.delete", name)
+        await self._purge_now(name)
+        return pb.DeleteUserResponse(user=convert.user_to_pb(user))
+
+    async def _purge_now(self, name: str) -> None:
+        """First purge attempt right away; on failure the sweep retries (the row is pending)."""
+        try:
+            await self.purger.purge(name)
+        except Exception as exc:
+            log.warning("purge of %s deferred to the sweep: %s", name, exc)
+            await self.repository.purge_failed(
+                name.removeprefix("users/"),
+                describe_failure(exc),
+                self.settings.users_purge_retry_seconds,
+            )
+        else:
+            user_id = name.removeprefix("users/")
+            await self.repository.purge_done(user_id)
+            await self.repository.scrub_user(user_id)
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.ListUsersResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        size = role = status = None
+        try:
+            size = validation.page_size(request.page_size)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        try:
+            role = convert.role(request.role, "role", required=False)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        try:
+            status = convert.status(request.status, "status")
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if violations:
+            raise InvalidArgument(violations=violations)
+        assert size is not None
+        access.require(principal, "users.list", "users")
+        query = pagination.fingerprint("ListUsers", {"role": role, "status": status})
+        key = pagination.decode(request.page_token, query, key_length=2)
+        users = await self.repository.list_users(
+            role=role, status=status, after=_parse_time_key(key) if key else None, limit=size + 1
+        )
+        next_token = ""
+        if len(users) > size:
+            users = users[:size]
+            next_token = pagination.encode(query, [_time_key(users[-1].create_time), users[-1].id])
+        return pb.ListUsersResponse(
+            users=[convert.user_to_pb(u) for u in users], next_page_token=next_token
+        )
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: Any
+    ) -> pb.ChangePasswordResponse:
+        principal = current_principal()
+        user_id = access.resolve_user(principal, validation.user_id(request.name))
+        name = f"users/{user_id}"
+        if not request.new_password:
+            raise InvalidArgument.field("new_password", "is required")
+        access.require(principal, "users.update", name)
+        credentials = await self.repository.get_credentials(user_id)
+        if credentials.user.status == "deleted":
+            raise FailedPrecondition("a deleted user cannot be changed", reason="USER_DELETED")
+        validation.password(
+            request.new_password,
+            min_length=self.settings.password_min_length,
+            email_address=credentials.user.email,
+            field="new_password",
+        )
+        acting_on_self = user_id == principal.user_id
+        if acting_on_self or not principal.is_admin:
+            if not request.current_password:
+                raise InvalidArgument.field("current_password", "is required")
+            if not await self.passwords.verify(credentials.password_hash, request.current_password):
+                raise PermissionDenied("the current password is wrong", reason="WRONG_PASSWORD")
+        new_hash = await self.passwords.hash(request.new_password)
+        keep = (
+            principal.session.rsplit("/", 1)[-1] if acting_on_self and principal.session else None
+        )
+        revoked = await self.repository.set_password(user_id, new_hash, keep_session=keep)
+        await self.activity.record(
+            "users.change_password", name, {"revoked_sessions": str(revoked)}
+        )
+        return pb.ChangePasswordResponse(revoked_sessions=revoked)
+
+    # --- sessions ---------------------------------------------------------------------
+
+    async def Login(self, request: pb.LoginRequest, context: Any) -> pb.LoginResponse:
+        token, session, user = await self.sessions.login(
+            request.email,
+            request.password,
+            user_agent=_metadata_value(context, "user-agent"),
+            peer=context.peer() or "",
+        )
+        await self.activity.record("users.login", session.name, actor=user.name)
+        return pb.LoginResponse(
+            token=token,
+            session=self._session_pb(session, current=session.name),
+            user=convert.user_to_pb(user),
+        )
+
+    async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.LogoutResponse:
+        principal = current_principal()
+        if principal.session is None:
+            raise Unauthenticated(
+                "this call was not made with a session token", reason="NO_SESSION"
+            )
+        user_id, session_id = validation.session_name(principal.session, "authorization")
+        session = await self.repository.revoke_session(user_id, session_id)
+        await self.activity.record("users.logout", session.name)
+        return pb.LogoutResponse(session=self._session_pb(session))
+
+    async def Authenticate(
+        self, request: pb.AuthenticateRequest, context: Any
+    ) -> pb.AuthenticateResponse:
+        if not request.token:
+            raise InvalidArgument.field("token", "is required")
+        principal = await self.sessions.resolve_token(request.token)
+        return pb.AuthenticateResponse(principal=convert.principal_to_pb(principal))
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: Any
+    ) -> pb.ListSessionsResponse:
+        principal = current_principal()
+        user_id = access.resolve_user(principal, validation.user_id(request.parent, "parent"))
+        size = validation.page_size(request.page_size)
+        access.require(principal, "sessions.read", f"users/{user_id}")
+        query = pagination.fingerprint(
+            "ListSessions", {"user": user_id, "all": request.show_inactive}
+        )
+        key = pagination.decode(request.page_token, query, key_length=2)
+        sessions = await self.repository.list_sessions(
+            user_id,
+            active_only=not request.show_inactive,
+            idle_seconds=self.settings.session_idle_timeout_seconds,
+            before=_parse_time_key(key) if key else None,
+            limit=size + 1,
+        )
+        next_token = ""
+        if len(sessions) > size:
+            sessions = sessions[:size]
+            next_token = pagination.encode(
+                query, [_time_key(sessions[-1].create_time), sessions[-1].id]
+            )
+        return pb.ListSessionsResponse(
+            sessions=[self._session_pb(s, current=principal.session) for s in sessions],
+            next_page_token=next_token,
+        )
+
+    async def RevokeSession(
+        self, request: pb.RevokeSessionRequest, context: Any
+    ) -> pb.RevokeSessionResponse:
+        principal = current_principal()
+        user_id, session_id = validation.session_name(request.name)
+        access.require(principal, "sessions.revoke", request.name)
+        session = await self.repository.revoke_session(user_id, session_id)
+        await self.activity.record("users.revoke_session", session.name)
+        return pb.RevokeSessionResponse(
+            session=self._session_pb(session, current=principal.session)
+        )
+
+    def _session_pb(self, session: Any, current: str | None = None) -> pb.Session:
+        return convert.session_to_pb(
+            session,
+            idle_timeout_seconds=self.settings.session_idle_timeout_seconds,
+            now=datetime.now(UTC),
+            current_session=current,
+        )
+
+    # --- permissions ------------------------------------------------------------------
+
+    async def GrantPermission(
+        self, request: pb.GrantPermissionRequest, context: Any
+    ) -> pb.GrantPermissionResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        user_id = ""
+        try:
+            user_id = validation.user_id(request.parent, "parent")
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        violations.extend(_permission_violations(request.permission, request.resource))
+        if violations:
+            raise InvalidArgument(violations=violations)
+        user_id = access.resolve_user(principal, user_id)
+        name = f"users/{user_id}"
+        access.require(principal, "permissions.grant", name)
+        target = await self.repository.get_user(user_id)
+        if target.status == "deleted":
+            raise FailedPrecondition("a deleted user cannot receive grants", reason="USER_DELETED")
+        grant, created = await self.repository.grant(
+            user_id=user_id,
+            permission=request.permission,
+            resource=request.resource,
+            creator=principal.name,
+        )
+        if created:
+            await self.activity.record(
+                "users.grant_permission",
+                grant.name,
+                {"permission": grant.permission, "resource": grant.resource},
+            )
+        return pb.GrantPermissionResponse(grant=convert.grant_to_pb(grant), created=created)
+
+    async def RevokePermission(
+        self, request: pb.RevokePermissionRequest, context: Any
+    ) -> pb.RevokePermissionResponse:
+        principal = current_principal()
+        user_id, grant_id = validation.grant_name(request.name)
+        access.require(principal, "permissions.grant", f"users/{user_id}")
+        grant = await self.repository.revoke_grant(user_id, grant_id)
+        await self.activity.record(
+            "users.revoke_permission",
+            grant.name,
+            {"permission": grant.permission, "resource": grant.resource},
+        )
+        return pb.RevokePermissionResponse(grant=convert.grant_to_pb(grant))
+
+    async def ListPermissions(
+        self, request: pb.ListPermissionsRequest, context: Any
+    ) -> pb.ListPermissionsResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        user_id = size = None
+        try:
+            user_id = validation.user_id(request.parent, "parent", allow_everyone=True)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        try:
+            size = validation.page_size(request.page_size)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if request.permission and not permissions.is_known_permission(request.permission):
+            violations.append(FieldViolation("permission", "is not a known permission"))
+        if request.resource and not permissions.is_valid_pattern(request.resource):
+            violations.append(FieldViolation("resource", "is not a valid resource pattern"))
+        if violations:
+            raise InvalidArgument(violations=violations)
+        assert user_id is not None and size is not None
+        user_id = access.resolve_user(principal, user_id)
+        access.require(principal, "permissions.read", f"users/{user_id}")
+        everyone = user_id == validation.EVERYONE
+        query = pagination.fingerprint(
+            "ListPermissions",
+            {"user": user_id, "permission": request.permission, "resource": request.resource},
+        )
+        key = pagination.decode(request.page_token, query, key_length=2)
+        role_permissions: list[str] = []
+        if not everyone:
+            target = await self.repository.get_user(user_id)
+            role_permissions = sorted(permissions.role_permissions(target.role))
+        grants = await self.repository.list_grants(
+            user_id=None if everyone else user_id,
+            permission=request.permission or None,
+            resource=request.resource or None,
+            after=_parse_time_key(key) if key else None,
+            limit=size + 1,
+        )
+        next_token = ""
+        if len(grants) > size:
+            grants = grants[:size]
+            next_token = pagination.encode(
+                query, [_time_key(grants[-1].create_time), grants[-1].id]
+            )
+        return pb.ListPermissionsResponse(
+            grants=[convert.grant_to_pb(g) for g in grants],
+            next_page_token=next_token,
+            role_permissions=role_permissions,
+        )
+
+    async def CheckPermission(
+        self, request: pb.CheckPermissionRequest, context: Any
+    ) -> pb.CheckPermissionResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        user_id = ""
+        try:
+            user_id = validation.user_id(request.principal, "principal")
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if not permissions.is_known_permission(request.permission):
+            violations.append(FieldViolation("permission", "is not a known permission"))
+        try:
+            validation.resource(request.resource)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if request.owner:
+            try:
+                validation.user_id(request.owner, "owner")
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
+        if violations:
+            raise InvalidArgument(violations=violations)
+        user_id = access.resolve_user(principal, user_id)
+        access.require(principal, "permissions.check", f"users/{user_id}")
+        subject = await self._subject(principal, user_id)
+        decision = permissions.decide(
+            principal_name=subject.name,
+            role=subject.role,
+            permissions=subject.permissions,
+            permission=request.permission,
+            resource=request.resource,
+            owner=request.owner or None,
+        )
+        return pb.CheckPermissionResponse(allowed=decision != "DENIED", reason=decision)
+
+    async def _subject(self, caller: Principal, user_id: str) -> Principal:
+        """The principal asked about, with its current role and grants."""
+        if user_id == caller.user_id:
+            return caller
+        user = await self.repository.get_user(user_id)
+        if user.status != "active":
+            return Principal(name=user.name, user_id=user.id, role="user", permissions=frozenset())
+        grants = await self.repository.list_grants(
+            user_id=user_id, permission=None, resource=None, after=None, limit=10_000
+        )
+        held = permissions.effective_permissions(
+            user.role, (f"{g.permission}:{g.resource}" for g in grants)
+        )
+        return Principal(name=user.name, user_id=user.id, role=user.role, permissions=held)
+
+    # --- activity ---------------------------------------------------------------------
+
+    async def RecordActivity(
+        self, request: pb.RecordActivityRequest, context: Any
+    ) -> pb.RecordActivityResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        checks: list[Any] = [
+            lambda: validation.action(request.action),
+            lambda: validation.resource(request.resource),
+            lambda: validation.metadata(dict(request.metadata)),
+            lambda: validation.request_id(request.request_id),
+        ]
+        if request.actor:
+            checks.append(lambda: validation.user_id(request.actor, "actor"))
+        for check in checks:
+            try:
+                check()
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
+        if violations:
+            raise InvalidArgument(violations=violations)
+        actor = request.actor or principal.name
+        access.require(principal, "activity.write", actor)
+        entry = await self.activity.write(
+            request.action,
+            request.resource,
+            dict(request.metadata),
+            actor=actor,
+            request_id=request.request_id or None,
+        )
+        return pb.RecordActivityResponse(entry=convert.activity_to_pb(entry))
+
+    async def ListActivity(
+        self, request: pb.ListActivityRequest, context: Any
+    ) -> pb.ListActivityResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        user_id = size = None
+        action_filter = ""
+        try:
+            user_id = validation.user_id(request.parent, "parent", allow_everyone=True)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        try:
+            size = validation.page_size(request.page_size)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        try:
+            action_filter = validation.action_filter(request.action)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        start = convert.optional_time(request.start_time, request.HasField("start_time"))
+        end = convert.optional_time(request.end_time, request.HasField("end_time"))
+        if start and end and start >= end:
+            violations.append(FieldViolation("end_time", "must be after start_time"))
+        if violations:
+            raise InvalidArgument(violations=violations)
+        assert user_id is not None and size is not None
+        user_id = access.resolve_user(principal, user_id)
+        everyone = user_id == validation.EVERYONE
+        if everyone:
+            access.require_admin(principal, "list everyone's activity")
+        else:
+            access.require(principal, "activity.read", f"users/{user_id}")
+        query = pagination.fingerprint(
+            "ListActivity",
+            {"user": user_id, "action": action_filter, "start": start, "end": end},
+        )
+        key = pagination.decode(request.page_token, query, key_length=1)
+        if key is not None and not isinstance(key[0], int):
+            raise InvalidArgument.field(
+                "page_token", "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
+            )
+        prefix = action_filter[:-1] if action_filter.endswith(".*") else None
+        entries = await self.repository.list_activity(
+            actor_id=None if everyone else user_id,
+            action=None if prefix is not None or not action_filter else action_filter,
+            action_prefix=prefix,
+            start=start,
+            end=end,
+            before_id=int(key[0]) if key else None,
+            limit=size + 1,
+        )
+        next_token = ""
+        if len(entries) > size:
+            entries = entries[:size]
+            next_token = pagination.encode(query, [entries[-1].id])
+        return pb.ListActivityResponse(
+            entries=[convert.activity_to_pb(e) for e in entries], next_page_token=next_token
+        )
+
+    # --- per-user data ----------------------------------------------------------------
+
+    async def GetUserStats(
+        self, request: pb.GetUserStatsRequest, context: Any
+    ) -> pb.GetUserStatsResponse:
+        principal = current_principal()
+        user_id = access.resolve_user(principal, validation.user_id(request.name))
+        name = f"users/{user_id}"
+        access.require(principal, "users.read", name)
+        await self.repository.get_user(user_id)
+        jobs = await self.usage.job_counts(name)
+        files = await self.usage.file_usage(name)
+        return pb.GetUserStatsResponse(
+            user=name, job_counts=jobs, file_count=files.file_count, file_bytes=files.total_bytes
+        )
+
+
+def _permission_violations(permission: str, resource: str) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if not permission:
+        violations.append(FieldViolation("permission", "is required"))
+    elif not permissions.is_known_permission(permission):
+        violations.append(FieldViolation("permission", "is not a known permission"))
+    if not resource:
+        violations.append(FieldViolation("resource", "is required"))
+    elif not permissions.is_valid_pattern(resource):
+        violations.append(
+            FieldViolation(
+                "resource", "must be '*', a prefix ending in '/*' or an exact resource name"
+            )
+        )
+    return violations

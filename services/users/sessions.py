@@ -1,0 +1,155 @@
+"""Login, session tokens and authentication of tokens.
+
+A token is ``mgs_`` + 43 URL-safe characters (256 bits from ``secrets``); only its SHA-256
+is stored. A session ends at its absolute expiry, after the idle timeout without use, or when
+revoked. ``last_use_time`` is refreshed at most every ``touch_interval`` so that an
+authenticated call is not a database write each time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+
+from common.context import Principal
+from common.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unauthenticated
+from common.settings import Settings
+from services.users import validation
+from services.users.models import Session, User
+from services.users.passwords import Passwords
+from services.users.permissions import effective_permissions
+from services.users.repository import UserRepository
+
+log = logging.getLogger("mediagrid.users.sessions")
+
+TOKEN_PREFIX = "mgs_"
+_TOKEN_RE = re.compile(r"^mgs_[A-Za-z0-9_-]{43}$")
+INVALID_CREDENTIALS = "invalid email or password"
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def account_key(email: str) -> str:
+    """The rate-limit key of a login attempt: the email without regard to case."""
+    return email.strip().lower()
+
+
+class SessionManager:
+    """Logs users in, turns tokens into principals and ends sessions."""
+
+    def __init__(
+        self, repository: UserRepository, settings: Settings, passwords: Passwords
+    ) -> None:
+        self.repository = repository
+        self.settings = settings
+        self.passwords = passwords
+        idle = settings.session_idle_timeout_seconds
+        self.touch_interval = min(60.0, idle / 10)
+
+    async def login(
+        self, email: str, password: str, *, user_agent: str = "", peer: str = ""
+    ) -> tuple[str, Session, User]:
+        """Check the credentials and open a session; failures look the same whatever the cause."""
+        violations: list[FieldViolation] = []
+        if not email:
+            violations.append(FieldViolation("email", "is required"))
+        elif len(email) > validation.MAX_EMAIL_LENGTH:
+            violations.append(FieldViolation("email", "is too long"))
+        if not password:
+            violations.append(FieldViolation("password", "is required"))
+        elif len(password) > validation.MAX_PASSWORD_LENGTH:
+            violations.append(FieldViolation("password", "is too long"))
+        if violations:
+            raise InvalidArgument(violations=violations)
+        key = account_key(email)
+        remaining = await self.repository.login_lock_remaining(key)
+        if remaining is not None:
+            raise ResourceExhausted(
+                "too many failed logins for this account; retry later",
+                reason="LOGIN_RATE_LIMITED",
+                retry_after_seconds=max(1.0, remaining),
+            )
+        credentials = await self.repository.find_credentials(email)
+        stored = credentials.password_hash if credentials else None
+        ok = await self.passwords.verify(stored, password)
+        if not ok or credentials is None or credentials.user.status != "active":
+            await self._failed(key)
+            raise Unauthenticated(INVALID_CREDENTIALS, reason="INVALID_CREDENTIALS")
+        user = credentials.user
+        assert stored is not None
+        if self.passwords.needs_rehash(stored):
+            await self.repository.rehash_password(
+                user.id, stored, await self.passwords.hash(password)
+            )
+        await self.repository.clear_login_failures(key)
+        token, session = await self.open_session(user.id, user_agent=user_agent, peer=peer)
+        await self.repository.record_login(user.id)
+        return token, session, user
+
+    async def _failed(self, key: str) -> None:
+        locked = await self.repository.register_login_failure(
+            key,
+            window_seconds=self.settings.login_failure_window_seconds,
+            max_failures=self.settings.login_max_failures,
+            lockout_seconds=self.settings.login_lockout_seconds,
+        )
+        # The same line whether or not the account exists; the key is hashed (no emails in logs).
+        log.warning(
+            "failed login for account %s%s",
+            hashlib.sha256(key.encode()).hexdigest()[:12],
+            " (locked)" if locked else "",
+        )
+
+    async def open_session(
+        self, user_id: str, *, user_agent: str = "", peer: str = ""
+    ) -> tuple[str, Session]:
+        token = new_token()
+        session = await self.repository.create_session(
+            user_id=user_id,
+            token_hash=token_hash(token),
+            lifetime_seconds=self.settings.session_absolute_timeout_seconds,
+            user_agent=user_agent[:256],
+            peer=peer[:128],
+        )
+        return token, session
+
+    async def resolve_token(self, token: str) -> Principal:
+        """The principal behind a token, or UNAUTHENTICATED saying why it is not valid."""
+        if not _TOKEN_RE.match(token):
+            raise Unauthenticated(
+                "the token is not a mediagrid session token", reason="INVALID_TOKEN"
+            )
+        found = await self.repository.session_auth(
+            token_hash(token),
+            idle_seconds=self.settings.session_idle_timeout_seconds,
+            touch_after_seconds=self.touch_interval,
+        )
+        if found is None:
+            raise Unauthenticated("the token is not valid", reason="INVALID_TOKEN")
+        auth, within_absolute, within_idle, needs_touch = found
+        session = auth.session
+        if session.revoke_time is not None:
+            raise Unauthenticated("the session was revoked", reason="SESSION_REVOKED")
+        if auth.status != "active":
+            raise Unauthenticated("the user is not active", reason="USER_INACTIVE")
+        if not within_absolute:
+            raise Unauthenticated("the session expired", reason="SESSION_EXPIRED")
+        if not within_idle:
+            raise Unauthenticated("the session expired after being idle", reason="SESSION_IDLE")
+        if needs_touch:
+            await self.repository.touch_session(session.id)
+        return Principal(
+            name=f"users/{session.user_id}",
+            user_id=session.user_id,
+            role=auth.role,
+            permissions=effective_permissions(auth.role, auth.grants),
+            session=session.name,
+        )
