@@ -168,8 +168,62 @@ class Settings(BaseSettings):
     users_purge_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # --- jobs --------------------------------------------------------------------------
-    job_payload_max_bytes: int = Field(default=256 * 1024, ge=1024)
-    job_lease_seconds: float = Field(default=30.0, gt=0)
+    # Largest payload (or result) accepted, measured as compact JSON.
+    job_payload_max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Default lease a claim grants; workers heartbeat well within it.
+    job_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Longest lease a worker may ask for.
+    job_lease_max_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
+    # Allowed priority range (higher runs first).
+    job_priority_min: int = Field(default=-100, ge=-1_000_000, le=0)
+    job_priority_max: int = Field(default=100, ge=0, le=1_000_000)
+    # Attempts a job gets when its creator does not say, and the most it may ask for.
+    job_max_attempts_default: int = Field(default=3, ge=1, le=1000)
+    job_max_attempts_limit: int = Field(default=25, ge=1, le=1000)
+    # How far in the past / future a schedule_time may lie.
+    job_schedule_past_seconds: float = Field(default=3600.0, ge=0, le=30 * 24 * 3600)
+    job_schedule_future_seconds: float = Field(default=30 * 24 * 3600.0, ge=60, le=366 * 24 * 3600)
+    # Most jobs one ClaimJobs / CompleteJobs / FailJobs call handles.
+    job_claim_max_jobs: int = Field(default=1000, ge=1, le=10_000)
+    # Longest a ClaimJobs call may wait for work.
+    job_claim_max_wait_seconds: float = Field(default=60.0, ge=0, le=600)
+    # Server-side retry backoff when the worker does not give one: base * 2^(attempt-1), capped, full jitter.
+    job_retry_base_seconds: float = Field(default=1.0, gt=0, le=3600)
+    job_retry_max_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    # Most jobs one CreateBatch call creates, and rows per INSERT statement inside it.
+    job_batch_max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
+    job_batch_insert_chunk: int = Field(default=1000, ge=1, le=50_000)
+    # ListJobs page sizes.
+    job_list_default_page_size: int = Field(default=50, ge=1, le=1000)
+    job_list_max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # How often the reaper returns jobs whose lease expired.
+    job_reaper_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # How long finished jobs are kept, per final state, and how often/how much the sweep deletes.
+    job_retention_succeeded_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    job_retention_failed_seconds: float = Field(default=30 * 24 * 3600.0, ge=0)
+    job_retention_dead_seconds: float = Field(default=30 * 24 * 3600.0, ge=0)
+    job_retention_cancelled_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    job_retention_interval_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    job_retention_chunk_size: int = Field(default=1000, ge=1, le=100_000)
+    # Rows per statement when DeleteUserJobs cancels and deletes a user's jobs.
+    job_delete_chunk_size: int = Field(default=1000, ge=1, le=100_000)
+    # Worker process: bearer token (role service), handler modules (JSON list), defaults.
+    worker_token: SecretStr | None = None
+    worker_handler_modules: list[str] = Field(
+        default=["services.jobs.builtin_handlers", "services.files.video.handlers"]
+    )
+    worker_concurrency: int = Field(default=8, ge=1, le=10_000)
+    # Jobs claimed ahead of free slots, and outcomes acknowledged per CompleteJobs/FailJobs call.
+    worker_prefetch: int = Field(default=0, ge=0, le=10_000)
+    worker_ack_batch_size: int = Field(default=200, ge=1, le=10_000)
+    # Longest an outcome waits to be batched with others before it is sent.
+    worker_ack_interval_seconds: float = Field(default=0.01, ge=0, le=10)
+    # Longest a ClaimJobs call waits for work before the worker asks again.
+    worker_claim_wait_seconds: float = Field(default=10.0, ge=0, le=600)
+    # Minimum interval between progress reports of one job (faster ones are coalesced).
+    worker_progress_interval_seconds: float = Field(default=0.5, ge=0, le=600)
+    # On SIGTERM: how long in-flight jobs may run before they are released to the queue.
+    worker_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
 
     # --- files -------------------------------------------------------------------------
     upload_part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)

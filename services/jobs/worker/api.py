@@ -82,20 +82,35 @@ class HandlerSpec:
     function: Handler
     timeout_seconds: float
     max_attempts: int | None  # None: use the job's own max_attempts
+    # Retry backoff of this type: min(retry_max, retry_base * 2^(attempt-1)) with full jitter.
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
 
 
 HANDLERS: dict[str, HandlerSpec] = {}
 
 
 def handler(
-    job_type: str, *, timeout_seconds: float = 600.0, max_attempts: int | None = None
+    job_type: str,
+    *,
+    timeout_seconds: float = 600.0,
+    max_attempts: int | None = None,
+    retry_base_seconds: float = 1.0,
+    retry_max_seconds: float = 300.0,
 ) -> Callable[[Handler], Handler]:
     """Register ``function`` as the handler of ``job_type`` (one handler per type)."""
 
     def register(function: Handler) -> Handler:
         if job_type in HANDLERS and HANDLERS[job_type].function is not function:
             raise ValueError(f"a handler for {job_type!r} is already registered")
-        HANDLERS[job_type] = HandlerSpec(job_type, function, timeout_seconds, max_attempts)
+        HANDLERS[job_type] = HandlerSpec(
+            job_type,
+            function,
+            timeout_seconds,
+            max_attempts,
+            retry_base_seconds,
+            retry_max_seconds,
+        )
         return function
 
     return register

@@ -1,0 +1,73 @@
+"""Wiring of the jobs service: repository, notifier, servicers, sweeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import grpc
+from mediagrid.jobs.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
+
+from common.app import AppContext, ServiceInstance
+from common.db import server_settings
+from services.jobs.job_servicer import JobServicer
+from services.jobs.metrics import JobMetrics
+from services.jobs.notifier import Notifier
+from services.jobs.repository import JobRepository
+from services.jobs.retention import reaper_loop, retention_loop
+from services.jobs.worker_servicer import WorkerServicer
+
+SERVICE_NAMES = ["mediagrid.jobs.v1.JobService", "mediagrid.jobs.v1.WorkerService"]
+
+
+async def create(ctx: AppContext) -> ServiceInstance:
+    settings = ctx.settings
+    repo = JobRepository(ctx.pool)
+    metrics = JobMetrics()
+
+    async def connect() -> Any:
+        return await asyncpg.connect(
+            settings.database_dsn(),
+            timeout=settings.db_connect_timeout_seconds,
+            server_settings={
+                **server_settings(settings),
+                "application_name": "mediagrid-jobs-listen",
+            },
+        )
+
+    notifier = Notifier(connect)
+    await notifier.start()
+    # The activity recorder may be replaced after start-up (users service): resolve it per call.
+    activity = _LateActivity(ctx)
+    jobs = JobServicer(repo, notifier, settings, activity, metrics)
+    workers = WorkerServicer(repo, notifier, settings, activity, metrics)
+
+    def register(server: grpc.aio.Server) -> None:
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
+
+    async def reaper() -> None:
+        await reaper_loop(repo, settings, metrics)
+
+    async def retention() -> None:
+        await retention_loop(repo, settings)
+
+    return ServiceInstance(
+        name="jobs",
+        service_names=SERVICE_NAMES,
+        register=register,
+        background=[notifier.run, reaper, retention],
+        close=notifier.close,
+    )
+
+
+class _LateActivity:
+    """Forwards to whatever recorder the context holds at call time."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def record(
+        self, action: str, resource: str, metadata: Any = None, *, actor: str | None = None
+    ) -> None:
+        await self.ctx.activity.record(action, resource, metadata, actor=actor)

@@ -1,0 +1,44 @@
+"""``mediagrid worker`` and ``mediagrid jobs-stats``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def worker(
+        types: str = typer.Option(..., "--types", help="Comma-separated job types to run."),
+        concurrency: int = typer.Option(0, "--concurrency", help="Handlers at once (0 = setting)."),
+        address: str = typer.Option("", "--address", help="Jobs service host:port."),
+        token: str = typer.Option(
+            "", "--token", help="Bearer token (default MEDIAGRID_WORKER_TOKEN).", show_default=False
+        ),
+        worker_id: str = typer.Option("", "--worker-id", help="Worker id (default host-pid-rand)."),
+    ) -> None:
+        """Run job handlers: claim jobs over gRPC until SIGTERM, then stop gracefully."""
+        from common.cli import settings_or_exit
+        from services.jobs.worker.main import run_worker
+        from services.jobs.worker.runtime import UnknownJobType
+
+        settings = settings_or_exit()
+        wanted = [t.strip() for t in types.split(",") if t.strip()]
+        try:
+            asyncio.run(
+                run_worker(
+                    settings,
+                    types=wanted,
+                    concurrency=concurrency or None,
+                    address=address or None,
+                    token=token or None,
+                    worker_id=worker_id or None,
+                )
+            )
+        except UnknownJobType as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None

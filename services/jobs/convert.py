@@ -1,0 +1,163 @@
+"""Protobuf <-> domain conversion for the jobs service (the only place that does it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from mediagrid.jobs.v1 import job_pb2
+
+from common.errors import InvalidArgument
+from services.jobs import models
+from services.jobs.states import JobState
+
+_TO_PB = {
+    JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
+    JobState.SCHEDULED: job_pb2.JOB_STATE_SCHEDULED,
+    JobState.RUNNING: job_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: job_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: job_pb2.JOB_STATE_FAILED,
+    JobState.DEAD: job_pb2.JOB_STATE_DEAD,
+    JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+}
+_FROM_PB: dict[int, JobState] = {int(v): k for k, v in _TO_PB.items()}
+
+
+def state_to_pb(state: JobState) -> Any:
+    return _TO_PB[state]
+
+
+def state_name(state: JobState) -> str:
+    """The enum value name used as a map key, e.g. ``JOB_STATE_QUEUED``."""
+    return str(job_pb2.JobState.Name(_TO_PB[state]))
+
+
+def state_from_pb(value: int, field: str) -> JobState:
+    try:
+        return _FROM_PB[value]
+    except KeyError:
+        raise InvalidArgument.field(
+            field, f"unknown job state {value}", reason="INVALID_STATE"
+        ) from None
+
+
+def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    if not value.fields:
+        return {}
+    return json_format.MessageToDict(value)
+
+
+def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    if value:
+        message.update(value)
+    return message
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def from_timestamp(message: Any, present: bool) -> datetime | None:
+    if not present:
+        return None
+    return message.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def seconds(value: duration_pb2.Duration) -> float:
+    return value.seconds + value.nanos / 1e9
+
+
+def duration(value: float) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromNanoseconds(int(value * 1e9))
+    return message
+
+
+def job_to_pb(job: models.Job) -> job_pb2.Job:
+    message = job_pb2.Job(
+        name=job.name,
+        type=job.type,
+        owner=job.owner,
+        state=_TO_PB[job.state],
+        priority=job.priority,
+        files=job.files,
+        batch=models.batch_name(job.batch_id) if job.batch_id else "",
+        request_id=job.request_id or "",
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        progress_percent=job.progress_percent,
+        progress_message=job.progress_message,
+        error=job.error,
+        queue_position=job.queue_position or 0,
+        worker_id=job.worker_id or "",
+        create_time=timestamp(job.created_at),
+        schedule_time=timestamp(job.available_at),
+        start_time=timestamp(job.started_at),
+        finish_time=timestamp(job.finished_at),
+        update_time=timestamp(job.updated_at),
+        lease_expire_time=timestamp(job.lease_expires_at),
+    )
+    if job.payload:
+        message.payload.update(job.payload)
+    if job.result:
+        message.result.update(job.result)
+    return message
+
+
+def batch_to_pb(batch: models.Batch) -> job_pb2.Batch:
+    return job_pb2.Batch(
+        name=batch.name,
+        owner=batch.owner,
+        display_name=batch.display_name,
+        total_jobs=batch.total_jobs,
+        state_counts={state_name(s): n for s, n in batch.state_counts.items()},
+        progress_percent=batch.progress_percent,
+        done=batch.done,
+        create_time=timestamp(batch.created_at),
+    )
+
+
+def lease_from_pb(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
+    from services.jobs.validation import parse_name, parse_uuid
+
+    return models.LeaseRef(
+        job_id=parse_name(message.job, "jobs", f"{field}.job"),
+        lease_id=parse_uuid(message.lease_id, f"{field}.lease_id"),
+    )
+
+
+def lease_to_pb(lease: models.LeaseRef) -> job_pb2.LeaseRef:
+    return job_pb2.LeaseRef(job=models.job_name(lease.job_id), lease_id=str(lease.lease_id))
+
+
+# Page tokens: opaque base64 of the last row's sort key plus a hash of the filter, so a token
+# cannot be replayed with other filters.
+
+
+def encode_page_token(created_at: datetime, job_id: uuid.UUID, filter_key: str) -> str:
+    raw = json.dumps([created_at.isoformat(), str(job_id), filter_key]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_page_token(token: str, filter_key: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, job_id, key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        cursor = (datetime.fromisoformat(created), uuid.UUID(job_id))
+    except (ValueError, TypeError):
+        raise InvalidArgument.field(
+            "page_token", "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
+        ) from None
+    if key != filter_key:
+        raise InvalidArgument.field(
+            "page_token", "was issued for different filters", reason="INVALID_PAGE_TOKEN"
+        )
+    return cursor

@@ -1,0 +1,360 @@
+"""``mediagrid.jobs.v1.JobService``: the client-facing RPCs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+from common.activity import ActivityRecorder
+from common.context import Principal
+from common.errors import InvalidArgument, NotFound
+from common.settings import Settings
+from services.jobs import access, convert
+from services.jobs.metrics import JobMetrics
+from services.jobs.models import Batch, Job, ListFilter
+from services.jobs.notifier import Notifier
+from services.jobs.repository import JobRepository
+from services.jobs.retention import purge
+from services.jobs.states import FINAL, JobState
+from services.jobs.validation import (
+    check_owner,
+    check_page_size,
+    check_type,
+    parse_name,
+    raise_if,
+    validate_spec,
+)
+
+
+def _spec_from_pb(
+    message: job_pb2.JobSpec, settings: Settings, prefix: str, now: datetime
+) -> tuple[Any, list[Any]]:
+    return validate_spec(
+        type=message.type,
+        payload=convert.struct_to_dict(message.payload),
+        priority=message.priority,
+        schedule_time=convert.from_timestamp(
+            message.schedule_time, message.HasField("schedule_time")
+        ),
+        max_attempts=message.max_attempts,
+        request_id=message.request_id,
+        files=list(message.files),
+        settings=settings,
+        prefix=prefix,
+        now=now,
+    )
+
+
+class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        repo: JobRepository,
+        notifier: Notifier,
+        settings: Settings,
+        activity: ActivityRecorder,
+        metrics: JobMetrics,
+    ) -> None:
+        self.repo = repo
+        self.notifier = notifier
+        self.settings = settings
+        self.activity = activity
+        self.metrics = metrics
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _visible_job(self, name: str, principal: Principal, *, position: bool = False) -> Job:
+        job_id = parse_name(name, "jobs")
+        try:
+            job = await self.repo.get_job(job_id, with_position=position)
+        except NotFound:
+            if principal.is_admin:
+                raise
+            raise access.denied(name) from None
+        if not access.may_act_on(principal, job.owner):
+            raise access.denied(name)
+        return job
+
+    async def _visible_batch(self, name: str, principal: Principal) -> Batch:
+        batch_id = parse_name(name, "batches")
+        try:
+            batch = await self.repo.get_batch(batch_id)
+        except NotFound:
+            if principal.is_admin:
+                raise
+            raise access.denied(name) from None
+        if not access.may_act_on(principal, batch.owner):
+            raise access.denied(name)
+        return batch
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    async def CreateJob(
+        self, request: job_service_pb2.CreateJobRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.CreateJobResponse:
+        principal = access.caller()
+        spec, violations = _spec_from_pb(request.job, self.settings, "job", datetime.now(UTC))
+        raise_if(violations)
+        assert spec is not None
+        batch_id = None
+        if request.batch:
+            batch_id = (await self._visible_batch(request.batch, principal)).id
+        job = await self.repo.create_job(principal.name, spec, batch_id)
+        self.metrics.created_jobs(job.type, 1)
+        await self.activity.record("jobs.create", job.name, {"type": job.type})
+        return job_service_pb2.CreateJobResponse(job=convert.job_to_pb(job))
+
+    async def GetJob(
+        self, request: job_service_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.GetJobResponse:
+        job = await self._visible_job(request.name, access.caller(), position=True)
+        return job_service_pb2.GetJobResponse(job=convert.job_to_pb(job))
+
+    async def ListJobs(
+        self, request: job_service_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.ListJobsResponse:
+        principal = access.caller()
+        limit = check_page_size(request.page_size, self.settings)
+        owner: str | None = request.owner or None
+        if owner is not None:
+            check_owner(owner)
+        if not principal.is_admin:
+            if owner is not None and owner != principal.name:
+                raise access.denied(owner)
+            owner = principal.name
+        violations = [v for i, t in enumerate(request.types) for v in check_type(t, f"types[{i}]")]
+        raise_if(violations)
+        flt = ListFilter(
+            owner=owner,
+            states=tuple(convert.state_from_pb(s, "states") for s in request.states),
+            types=tuple(request.types),
+            batch_id=parse_name(request.batch, "batches", "batch") if request.batch else None,
+            created_after=convert.from_timestamp(
+                request.create_time_after, request.HasField("create_time_after")
+            ),
+            created_before=convert.from_timestamp(
+                request.create_time_before, request.HasField("create_time_before")
+            ),
+        )
+        filter_key = hashlib.sha256(flt.model_dump_json().encode()).hexdigest()[:16]
+        cursor = (
+            convert.decode_page_token(request.page_token, filter_key)
+            if request.page_token
+            else None
+        )
+        jobs = await self.repo.list_jobs(flt, cursor, limit + 1)
+        next_token = ""
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            next_token = convert.encode_page_token(jobs[-1].created_at, jobs[-1].id, filter_key)
+        return job_service_pb2.ListJobsResponse(
+            jobs=[convert.job_to_pb(j) for j in jobs], next_page_token=next_token
+        )
+
+    async def CancelJob(
+        self, request: job_service_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.CancelJobResponse:
+        job = await self._visible_job(request.name, access.caller())
+        job = await self.repo.cancel_job(job.id)
+        await self.activity.record("jobs.cancel", job.name)
+        return job_service_pb2.CancelJobResponse(job=convert.job_to_pb(job))
+
+    async def RetryJob(
+        self, request: job_service_pb2.RetryJobRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.RetryJobResponse:
+        job = await self._visible_job(request.name, access.caller())
+        job = await self.repo.retry_job(job.id)
+        await self.activity.record("jobs.retry", job.name)
+        return job_service_pb2.RetryJobResponse(job=convert.job_to_pb(job))
+
+    async def WatchJob(
+        self, request: job_service_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[job_service_pb2.WatchJobResponse]:
+        principal = access.caller()
+        job_id = parse_name(request.name, "jobs")
+        with self.notifier.job(str(job_id)) as changed:
+            job = await self._visible_job(request.name, principal, position=True)
+            yield job_service_pb2.WatchJobResponse(job=convert.job_to_pb(job))
+            last = job
+            while not last.finished:
+                await changed.wait()
+                changed.clear()
+                try:
+                    job = await self.repo.get_job(job_id, with_position=True)
+                except NotFound:
+                    return  # deleted (owner deleted or purged): nothing more will change
+                if _job_changed(last, job):
+                    yield job_service_pb2.WatchJobResponse(job=convert.job_to_pb(job))
+                last = job
+
+    # --- batches ------------------------------------------------------------------------
+
+    async def CreateBatch(
+        self, request: job_service_pb2.CreateBatchRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.CreateBatchResponse:
+        principal = access.caller()
+        if not request.jobs:
+            raise InvalidArgument.field(
+                "jobs", "at least one job is required", reason="EMPTY_BATCH"
+            )
+        if len(request.jobs) > self.settings.job_batch_max_jobs:
+            raise InvalidArgument.field(
+                "jobs",
+                f"at most {self.settings.job_batch_max_jobs} jobs per batch",
+                reason="BATCH_TOO_LARGE",
+            )
+        if len(request.display_name) > 200:
+            raise InvalidArgument.field("display_name", "at most 200 characters")
+        now = datetime.now(UTC)
+        specs = []
+        violations = []
+        for index, message in enumerate(request.jobs):
+            if message.request_id:
+                violations.append(
+                    InvalidArgument.field(
+                        f"jobs[{index}].request_id", "use the batch's request_id instead"
+                    ).violations[0]
+                )
+            spec, problems = _spec_from_pb(message, self.settings, f"jobs[{index}]", now)
+            violations.extend(problems)
+            if spec is not None:
+                specs.append(spec)
+        raise_if(violations[:100])
+        batch, ids, created = await self.repo.create_batch(
+            principal.name,
+            request.display_name,
+            request.request_id or None,
+            specs,
+            self.settings.job_batch_insert_chunk,
+        )
+        if created:
+            for job_type in {s.type for s in specs}:
+                self.metrics.created_jobs(job_type, sum(1 for s in specs if s.type == job_type))
+            await self.activity.record("jobs.create_batch", batch.name, {"jobs": str(len(ids))})
+        batch = await self.repo.get_batch(batch.id)
+        return job_service_pb2.CreateBatchResponse(
+            batch=convert.batch_to_pb(batch), job_names=[f"jobs/{i}" for i in ids]
+        )
+
+    async def GetBatch(
+        self, request: job_service_pb2.GetBatchRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.GetBatchResponse:
+        batch = await self._visible_batch(request.name, access.caller())
+        return job_service_pb2.GetBatchResponse(batch=convert.batch_to_pb(batch))
+
+    async def CancelBatch(
+        self, request: job_service_pb2.CancelBatchRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.CancelBatchResponse:
+        batch = await self._visible_batch(request.name, access.caller())
+        cancelled = await self.repo.cancel_batch(batch.id)
+        await self.activity.record("jobs.cancel_batch", batch.name, {"cancelled": str(cancelled)})
+        batch = await self.repo.get_batch(batch.id)
+        return job_service_pb2.CancelBatchResponse(
+            batch=convert.batch_to_pb(batch), cancelled_count=cancelled
+        )
+
+    async def WatchBatch(
+        self, request: job_service_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[job_service_pb2.WatchBatchResponse]:
+        principal = access.caller()
+        batch_id = parse_name(request.name, "batches")
+        with self.notifier.batch(str(batch_id)) as changed:
+            batch = await self._visible_batch(request.name, principal)
+            yield job_service_pb2.WatchBatchResponse(batch=convert.batch_to_pb(batch))
+            last = batch
+            while not last.done:
+                await changed.wait()
+                changed.clear()
+                try:
+                    batch = await self.repo.get_batch(batch_id)
+                except NotFound:
+                    return
+                if (batch.state_counts, batch.progress_percent) != (
+                    last.state_counts,
+                    last.progress_percent,
+                ):
+                    yield job_service_pb2.WatchBatchResponse(batch=convert.batch_to_pb(batch))
+                last = batch
+
+    # --- operations ---------------------------------------------------------------------
+
+    async def GetQueueStats(
+        self, request: job_service_pb2.GetQueueStatsRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.GetQueueStatsResponse:
+        access.require_admin_or_service()
+        violations = [v for i, t in enumerate(request.types) for v in check_type(t, f"types[{i}]")]
+        raise_if(violations)
+        stats = await self.repo.queue_stats(list(request.types))
+        return job_service_pb2.GetQueueStatsResponse(
+            depths=[job_pb2.QueueDepth(**d.model_dump()) for d in stats.depths],
+            oldest_wait=convert.duration(stats.oldest_wait_seconds),
+            running=stats.running,
+            windows=[
+                job_pb2.ThroughputWindow(
+                    window=convert.duration(w.seconds),
+                    succeeded=w.succeeded,
+                    failed=w.failed,
+                    jobs_per_second=w.jobs_per_second,
+                    failure_rate=w.failure_rate,
+                )
+                for w in stats.windows
+            ],
+        )
+
+    async def PurgeJobs(
+        self, request: job_service_pb2.PurgeJobsRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.PurgeJobsResponse:
+        access.require_admin()
+        states = [convert.state_from_pb(s, "states") for s in request.states]
+        not_final = [s for s in states if s not in FINAL]
+        if not_final:
+            raise InvalidArgument.field(
+                "states",
+                "only final states (SUCCEEDED, FAILED, DEAD, CANCELLED) can be purged",
+                reason="STATE_NOT_FINAL",
+            )
+        before = convert.from_timestamp(
+            request.finish_time_before, request.HasField("finish_time_before")
+        )
+        if before is not None and before > datetime.now(UTC) + timedelta(minutes=1):
+            raise InvalidArgument.field("finish_time_before", "must not be in the future")
+        deleted = await purge(self.repo, self.settings, states=states or None, before=before)
+        await self.activity.record("jobs.purge", "jobs", {"deleted": str(deleted)})
+        return job_service_pb2.PurgeJobsResponse(deleted_count=deleted)
+
+    async def GetJobCounts(
+        self, request: job_service_pb2.GetJobCountsRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.GetJobCountsResponse:
+        owner = check_owner(request.owner)
+        access.require_owner_view(owner)
+        counts = await self.repo.counts_by_owner(owner)
+        return job_service_pb2.GetJobCountsResponse(
+            state_counts={convert.state_name(s): counts.get(s, 0) for s in JobState},
+            total=sum(counts.values()),
+        )
+
+    async def DeleteUserJobs(
+        self, request: job_service_pb2.DeleteUserJobsRequest, context: grpc.aio.ServicerContext
+    ) -> job_service_pb2.DeleteUserJobsResponse:
+        owner = check_owner(request.owner)
+        access.require_admin_or_service()
+        result = await self.repo.delete_owner_jobs(owner, self.settings.job_delete_chunk_size)
+        await self.activity.record(
+            "jobs.delete_user_jobs",
+            owner,
+            {"cancelled": str(result.cancelled), "deleted": str(result.deleted)},
+        )
+        return job_service_pb2.DeleteUserJobsResponse(
+            cancelled_count=result.cancelled,
+            deleted_count=result.deleted,
+            deleted_batches=result.deleted_batches,
+        )
+
+
+def _job_changed(before: Job, after: Job) -> bool:
+    keys = ("state", "attempts", "progress_percent", "progress_message", "queue_position", "error")
+    return any(getattr(before, k) != getattr(after, k) for k in keys)

@@ -1,0 +1,190 @@
+"""Domain types of the jobs service: frozen pydantic models, built from rows, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.jobs.states import FINAL, JobState
+
+
+class JobSpec(BaseModel):
+    """A validated request to create one job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: int = 0
+    schedule_time: datetime | None = None
+    max_attempts: int
+    request_id: str | None = None
+    files: tuple[str, ...] = ()
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    type: str
+    owner: str
+    state: JobState
+    priority: int
+    payload: dict[str, Any]
+    files: tuple[str, ...]
+    batch_id: uuid.UUID | None
+    request_id: str | None
+    attempts: int
+    max_attempts: int
+    available_at: datetime
+    lease_id: uuid.UUID | None
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    progress_percent: float
+    progress_message: str
+    result: dict[str, Any] | None
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    queue_position: int | None = None
+
+    @property
+    def name(self) -> str:
+        return job_name(self.id)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        data = dict(row)
+        data.pop("seq", None)
+        data["files"] = tuple(data.get("files") or ())
+        return cls.model_validate(data)
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    owner: str
+    display_name: str
+    request_id: str | None
+    total_jobs: int
+    created_at: datetime
+    state_counts: dict[JobState, int] = Field(default_factory=dict)
+    progress_percent: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return batch_name(self.id)
+
+    @property
+    def done(self) -> bool:
+        finished = sum(n for state, n in self.state_counts.items() if state in FINAL)
+        return finished >= self.total_jobs
+
+
+class Claimed(BaseModel):
+    """A job handed to a worker, with the wait it had in the queue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job: Job
+    wait_seconds: float
+
+
+class Finished(BaseModel):
+    """One outcome recorded by CompleteJobs/FailJobs, for metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    type: str
+    state: JobState
+    run_seconds: float
+
+
+class LeaseRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: uuid.UUID
+    lease_id: uuid.UUID
+
+
+class FailureReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    lease: LeaseRef
+    error: str
+    retryable: bool
+    retry_delay_seconds: float | None = None
+
+
+class QueueDepth(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    priority: int
+    ready: int
+    scheduled: int
+
+
+class ThroughputWindow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seconds: int
+    succeeded: int
+    failed: int
+
+    @property
+    def jobs_per_second(self) -> float:
+        return self.succeeded / self.seconds
+
+    @property
+    def failure_rate(self) -> float:
+        total = self.succeeded + self.failed
+        return self.failed / total if total else 0.0
+
+
+class QueueStats(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    depths: tuple[QueueDepth, ...]
+    oldest_wait_seconds: float
+    running: int
+    windows: tuple[ThroughputWindow, ...]
+
+
+class ListFilter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    owner: str | None = None
+    states: tuple[JobState, ...] = ()
+    types: tuple[str, ...] = ()
+    batch_id: uuid.UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class DeletedUserJobs(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cancelled: int
+    deleted: int
+    deleted_batches: int
+
+
+def job_name(job_id: uuid.UUID) -> str:
+    return f"jobs/{job_id}"
+
+
+def batch_name(batch_id: uuid.UUID) -> str:
+    return f"batches/{batch_id}"

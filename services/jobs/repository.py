@@ -1,0 +1,370 @@
+"""The only code of the jobs service that runs SQL; returns domain models from services.jobs.models.
+
+Every state change is one statement whose WHERE clause is the state machine's guard
+(``services/jobs/states.py``), so concurrent callers cannot both win a transition.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from common.db import Queries
+from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.jobs.models import (
+    Batch,
+    Claimed,
+    DeletedUserJobs,
+    FailureReport,
+    Finished,
+    Job,
+    JobSpec,
+    LeaseRef,
+    ListFilter,
+    QueueDepth,
+    QueueStats,
+    ThroughputWindow,
+    job_name,
+)
+from services.jobs.states import FINAL, JobState
+
+Q = Queries(Path(__file__).parent / "sql" / "queries.sql")
+
+QUEUE_CHANNEL = "mediagrid_jobs_queue"
+CHANGE_CHANNEL = "mediagrid_jobs_change"
+BATCH_CHANNEL = "mediagrid_jobs_batch"
+
+WINDOWS_SECONDS = (60, 300, 900)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _job_arrays(specs: Sequence[JobSpec]) -> tuple[list[Any], ...]:
+    return (
+        [uuid.uuid4() for _ in specs],
+        [s.type for s in specs],
+        [s.priority for s in specs],
+        [_dumps(s.payload) for s in specs],
+        [_dumps(list(s.files)) for s in specs],
+        [s.request_id for s in specs],
+        [s.max_attempts for s in specs],
+        [s.schedule_time for s in specs],
+    )
+
+
+class JobRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # --- creating -----------------------------------------------------------------------
+
+    async def create_job(self, owner: str, spec: JobSpec, batch_id: uuid.UUID | None) -> Job:
+        """Insert one job; with a request_id used before by ``owner``, return that job."""
+        async with self.pool.acquire() as conn:
+            try:
+                rows = await conn.fetch(Q.insert_jobs, owner, batch_id, *_job_arrays([spec]))
+            except asyncpg.ForeignKeyViolationError:
+                raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None
+            if rows:
+                return Job.from_row(rows[0])
+            row = await conn.fetchrow(Q.get_job_by_request_id, owner, spec.request_id)
+        if row is None:  # deleted between the conflict and the read
+            raise AlreadyExists(
+                "a job with this request_id was just deleted", reason="REQUEST_ID_REUSED"
+            )
+        existing = Job.from_row(row)
+        if existing.type != spec.type or existing.payload != spec.payload:
+            raise AlreadyExists(
+                "request_id was already used for a different job",
+                reason="REQUEST_ID_REUSED",
+                metadata={"job": existing.name},
+            )
+        return existing
+
+    async def create_batch(
+        self,
+        owner: str,
+        display_name: str,
+        request_id: str | None,
+        specs: Sequence[JobSpec],
+        chunk: int,
+    ) -> tuple[Batch, list[uuid.UUID], bool]:
+        """Create a batch and its jobs in one transaction (one INSERT per chunk of rows).
+
+        Returns (batch, job ids, created_now); a batch request_id seen before returns the old batch.
+        """
+        batch_id = uuid.uuid4()
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                Q.insert_batch, batch_id, owner, display_name, request_id, len(specs)
+            )
+            if row is None:
+                existing = await conn.fetchrow(Q.get_batch_by_request_id, owner, request_id)
+                assert existing is not None
+                old = [r["id"] for r in await conn.fetch(Q.batch_job_names, existing["id"])]
+                return Batch.model_validate(dict(existing)), old, False
+            ids: list[uuid.UUID] = []
+            for start in range(0, len(specs), chunk):
+                part = specs[start : start + chunk]
+                arrays = _job_arrays(part)
+                rows = await conn.fetch(Q.insert_jobs, owner, batch_id, *arrays)
+                if len(rows) != len(part):
+                    raise InvalidArgument.field(
+                        "jobs", "request ids must be unique", reason="DUPLICATE_REQUEST_ID"
+                    )
+                ids.extend(arrays[0])
+            return Batch.model_validate(dict(row)), ids, True
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def get_job(self, job_id: uuid.UUID, *, with_position: bool = False) -> Job:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_job, job_id)
+            if row is None:
+                raise NotFound(f"{job_name(job_id)} does not exist", reason="JOB_NOT_FOUND")
+            job = Job.from_row(row)
+            if with_position and job.state in (JobState.QUEUED, JobState.SCHEDULED):
+                position = await conn.fetchval(
+                    Q.queue_position, job.type, job.priority, job.available_at, row["seq"]
+                )
+                job = job.model_copy(update={"queue_position": position})
+        return job
+
+    async def list_jobs(
+        self, flt: ListFilter, cursor: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Job]:
+        states = [s.value for s in flt.states] or None
+        types = list(flt.types) or None
+        after_time, after_id = cursor or (None, None)
+        common = (flt.batch_id, flt.created_after, flt.created_before, after_time, after_id, limit)
+        async with self.pool.acquire() as conn:
+            if flt.owner is not None:
+                rows = await conn.fetch(Q.list_jobs_by_owner, flt.owner, states, types, *common)
+            else:
+                rows = await conn.fetch(Q.list_jobs_all, states, types, *common)
+        return [Job.from_row(r) for r in rows]
+
+    async def get_batch(self, batch_id: uuid.UUID) -> Batch:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_batch, batch_id)
+            if row is None:
+                raise NotFound(f"batches/{batch_id} does not exist", reason="BATCH_NOT_FOUND")
+            counts = await conn.fetch(Q.batch_counts, batch_id)
+        return self._batch_with_counts(row, counts)
+
+    @staticmethod
+    def _batch_with_counts(row: asyncpg.Record, counts: Sequence[asyncpg.Record]) -> Batch:
+        state_counts = {JobState(r["state"]): int(r["n"]) for r in counts}
+        total = int(row["total_jobs"]) or 1
+        done = sum(n for s, n in state_counts.items() if s in FINAL)
+        running = sum(float(r["progress"]) for r in counts if r["state"] == JobState.RUNNING)
+        progress = min(100.0, (done * 100.0 + running) / total)
+        return Batch.model_validate(
+            {**dict(row), "state_counts": state_counts, "progress_percent": progress}
+        )
+
+    async def counts_by_owner(self, owner: str) -> dict[JobState, int]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.counts_by_owner, owner)
+        return {JobState(r["state"]): int(r["n"]) for r in rows}
+
+    async def queue_stats(self, types: Sequence[str]) -> QueueStats:
+        wanted = list(types) or None
+        async with self.pool.acquire() as conn:
+            depths = await conn.fetch(Q.queue_depths, wanted)
+            oldest = await conn.fetchval(Q.oldest_wait, wanted)
+            running = await conn.fetchval(Q.running_count, wanted)
+            windows = await conn.fetch(Q.finished_windows, list(WINDOWS_SECONDS), wanted)
+        return QueueStats(
+            depths=tuple(QueueDepth.model_validate(dict(r)) for r in depths),
+            oldest_wait_seconds=max(float(oldest or 0.0), 0.0),
+            running=int(running),
+            windows=tuple(ThroughputWindow.model_validate(dict(r)) for r in windows),
+        )
+
+    # --- client transitions -------------------------------------------------------------
+
+    async def cancel_jobs(self, job_ids: Sequence[uuid.UUID], reason: str) -> list[Job]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.cancel_jobs, list(job_ids), reason)
+        return [Job.from_row(r) for r in rows]
+
+    async def cancel_job(self, job_id: uuid.UUID) -> Job:
+        cancelled = await self.cancel_jobs([job_id], "cancelled")
+        if cancelled:
+            return cancelled[0]
+        job = await self.get_job(job_id)  # NOT_FOUND when it does not exist
+        raise FailedPrecondition(
+            f"the job already finished ({job.state.value})",
+            reason="JOB_FINISHED",
+            metadata={"state": job.state.value},
+        )
+
+    async def retry_job(self, job_id: uuid.UUID) -> Job:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.retry_job, job_id)
+        if row is not None:
+            return Job.from_row(row)
+        job = await self.get_job(job_id)
+        raise FailedPrecondition(
+            f"only failed, dead or cancelled jobs can be retried (the job is {job.state.value})",
+            reason="JOB_NOT_RETRYABLE",
+            metadata={"state": job.state.value},
+        )
+
+    async def cancel_batch(self, batch_id: uuid.UUID) -> int:
+        async with self.pool.acquire() as conn:
+            ids = [r["id"] for r in await conn.fetch(Q.batch_job_names, batch_id)]
+            rows = await conn.fetch(Q.cancel_jobs, ids, "batch cancelled")
+        return len(rows)
+
+    # --- worker transitions -------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, types: Sequence[str], max_jobs: int, lease_seconds: float
+    ) -> list[Claimed]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                Q.claim_jobs, list(types), max_jobs, worker_id, uuid.uuid4(), lease_seconds
+            )
+        return [Claimed(job=Job.from_row(r), wait_seconds=r["wait_seconds"]) for r in rows]
+
+    async def seconds_until_due(self, types: Sequence[str]) -> float | None:
+        async with self.pool.acquire() as conn:
+            value = await conn.fetchval(Q.next_due, list(types))
+        return None if value is None else float(value)
+
+    async def heartbeat(
+        self, leases: Sequence[LeaseRef], lease_seconds: float
+    ) -> tuple[datetime | None, list[LeaseRef]]:
+        """Extend the held leases; return their new expiry and the leases that were lost."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                Q.heartbeat,
+                [lease.job_id for lease in leases],
+                [lease.lease_id for lease in leases],
+                lease_seconds,
+            )
+        kept = {r["id"] for r in rows}
+        expiry = rows[0]["lease_expires_at"] if rows else None
+        return expiry, [lease for lease in leases if lease.job_id not in kept]
+
+    async def report_progress(self, lease: LeaseRef, percent: float, message: str) -> None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                Q.report_progress, lease.job_id, lease.lease_id, percent, message
+            )
+            if row is None:
+                await self._raise_lease_problem(conn, [lease])
+
+    async def complete(
+        self, items: Sequence[tuple[LeaseRef, dict[str, Any] | None]]
+    ) -> list[Finished]:
+        """Record successes atomically: all of them, or none when any lease was lost."""
+        ids = [lease.job_id for lease, _ in items]
+        leases = [lease.lease_id for lease, _ in items]
+        results = [None if result is None else _dumps(result) for _, result in items]
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(Q.complete_jobs, ids, leases, results)
+            if len(rows) != len(items):
+                done = {r["id"] for r in rows}
+                await self._raise_lease_problem(
+                    conn, [lease for lease, _ in items if lease.job_id not in done]
+                )
+        return [Finished.model_validate(dict(r)) for r in rows]
+
+    async def fail(
+        self, items: Sequence[FailureReport], base_seconds: float, cap_seconds: float
+    ) -> list[Finished]:
+        """Record failures atomically; returns the outcomes in request order."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                Q.fail_jobs,
+                [f.lease.job_id for f in items],
+                [f.lease.lease_id for f in items],
+                [f.error for f in items],
+                [f.retryable for f in items],
+                [f.retry_delay_seconds for f in items],
+                base_seconds,
+                cap_seconds,
+            )
+            if len(rows) != len(items):
+                done = {r["id"] for r in rows}
+                await self._raise_lease_problem(
+                    conn, [f.lease for f in items if f.lease.job_id not in done]
+                )
+        by_id = {r["id"]: Finished.model_validate(dict(r)) for r in rows}
+        return [by_id[f.lease.job_id] for f in items]
+
+    async def release(self, leases: Sequence[LeaseRef]) -> int:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                Q.release_jobs,
+                [lease.job_id for lease in leases],
+                [lease.lease_id for lease in leases],
+            )
+        return len(rows)
+
+    async def _raise_lease_problem(
+        self, conn: asyncpg.Connection, leases: Sequence[LeaseRef]
+    ) -> None:
+        """Raise NOT_FOUND for unknown jobs, else FAILED_PRECONDITION naming the lost leases.
+
+        ``leases`` are the ones a statement did not accept (its transaction is rolled back).
+        """
+        rows = await conn.fetch(Q.lease_states, [lease.job_id for lease in leases])
+        current = {r["id"]: (r["state"], r["lease_id"]) for r in rows}
+        missing = [lease for lease in leases if lease.job_id not in current]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} job(s) do not exist",
+                reason="JOB_NOT_FOUND",
+                metadata={"jobs": ",".join(job_name(m.job_id) for m in missing[:50])},
+            )
+        lost = list(leases)
+        raise FailedPrecondition(
+            f"{len(lost)} lease(s) are no longer held: the jobs finished, were cancelled or "
+            "were taken over by another worker; nothing was recorded",
+            reason="LEASE_LOST",
+            metadata={
+                "lost_count": str(len(lost)),
+                "lost_jobs": ",".join(job_name(m.job_id) for m in lost[:50]),
+                "state": current[lost[0].job_id][0] if lost else "",
+            },
+        )
+
+    # --- sweeps -------------------------------------------------------------------------
+
+    async def reap_expired(self, limit: int) -> list[tuple[uuid.UUID, str, JobState]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.reap_expired, limit)
+        return [(r["id"], r["type"], JobState(r["state"])) for r in rows]
+
+    async def purge_finished_chunk(self, state: JobState, before: datetime, limit: int) -> int:
+        async with self.pool.acquire() as conn:
+            status = await conn.execute(Q.purge_finished, state.value, before, limit)
+        return int(status.split()[-1])
+
+    async def purge_empty_batches_chunk(self, before: datetime, limit: int) -> int:
+        async with self.pool.acquire() as conn:
+            status = await conn.execute(Q.purge_empty_batches, before, limit)
+        return int(status.split()[-1])
+
+    async def delete_owner_jobs(self, owner: str, chunk: int) -> DeletedUserJobs:
+        """Cancel the owner's unfinished jobs, then delete all of them, chunk by chunk."""
+        cancelled = deleted = 0
+        async with self.pool.acquire() as conn:
+            while n := await conn.fetchval(Q.cancel_owner_chunk, owner, chunk):
+                cancelled += n
+            while n := await conn.fetchval(Q.delete_owner_chunk, owner, chunk):
+                deleted += n
+            batches = await conn.fetchval(Q.delete_owner_batches, owner)
+        return DeletedUserJobs(cancelled=cancelled, deleted=deleted, deleted_batches=batches)

@@ -1,0 +1,382 @@
+-- Every SQL statement of the jobs service. Loaded once by services/jobs/repository.py.
+--
+-- Notification channels (payloads are comma-separated lists, one NOTIFY per statement):
+--   mediagrid_jobs_queue   job types that got claimable jobs (wakes idle ClaimJobs)
+--   mediagrid_jobs_change  ids of jobs whose state or progress changed (WatchJob)
+--   mediagrid_jobs_batch   ids of batches whose jobs changed (WatchBatch)
+-- A NOTIFY payload is limited to 8000 bytes, so id lists are sent in groups of 150.
+
+-- name: insert_jobs
+-- Insert jobs given as parallel arrays; a (owner, request_id) seen before inserts nothing.
+WITH input AS (
+    SELECT *
+    FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
+                $9::int[], $10::timestamptz[])
+        AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
+), ins AS (
+    INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
+                           request_id, max_attempts, available_at)
+    SELECT id, type, $1,
+           CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
+           priority, payload::jsonb,
+           ARRAY(SELECT jsonb_array_elements_text(files::jsonb)),
+           $2, request_id, max_attempts, coalesce(schedule_time, now())
+    FROM input
+    ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
+    RETURNING *
+), wake AS (
+    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins WHERE state = 'queued') q
+    WHERE types IS NOT NULL
+)
+SELECT ins.* FROM ins, wake;
+
+-- name: insert_batch
+INSERT INTO jobs.batches (id, owner, display_name, request_id, total_jobs)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: get_job
+SELECT * FROM jobs.jobs WHERE id = $1;
+
+-- name: get_job_by_request_id
+SELECT * FROM jobs.jobs WHERE owner = $1 AND request_id = $2;
+
+-- name: get_batch
+SELECT * FROM jobs.batches WHERE id = $1;
+
+-- name: get_batch_by_request_id
+SELECT * FROM jobs.batches WHERE owner = $1 AND request_id = $2;
+
+-- name: batch_job_names
+SELECT id FROM jobs.jobs WHERE batch_id = $1 ORDER BY seq;
+
+-- name: batch_counts
+-- Counts by state and the summed progress of running jobs (finished jobs count as 100).
+SELECT state, count(*) AS n, coalesce(sum(progress_percent), 0)::float8 AS progress
+FROM jobs.jobs WHERE batch_id = $1 GROUP BY state;
+
+-- name: queue_position
+-- Claimable jobs of the same type that a worker would take before this one (index-only range).
+SELECT count(*) FROM jobs.jobs
+WHERE state IN ('queued', 'scheduled') AND type = $1 AND available_at <= now()
+  AND (priority > $2 OR (priority = $2 AND (available_at, seq) < ($3, $4)));
+
+-- name: job_seq
+SELECT seq FROM jobs.jobs WHERE id = $1;
+
+-- name: list_jobs_by_owner
+SELECT * FROM jobs.jobs
+WHERE owner = $1
+  AND ($2::text[] IS NULL OR state = ANY($2))
+  AND ($3::text[] IS NULL OR type = ANY($3))
+  AND ($4::uuid IS NULL OR batch_id = $4)
+  AND ($5::timestamptz IS NULL OR created_at >= $5)
+  AND ($6::timestamptz IS NULL OR created_at < $6)
+  AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $9;
+
+-- name: list_jobs_all
+SELECT * FROM jobs.jobs
+WHERE ($1::text[] IS NULL OR state = ANY($1))
+  AND ($2::text[] IS NULL OR type = ANY($2))
+  AND ($3::uuid IS NULL OR batch_id = $3)
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $8;
+
+-- name: cancel_jobs
+-- Cancel the given unfinished jobs (running ones lose their lease).
+WITH upd AS (
+    UPDATE jobs.jobs
+    SET state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, worker_id = NULL,
+        finished_at = now(), updated_at = now(), error = $2
+    WHERE id = ANY($1::uuid[]) AND state IN ('queued', 'scheduled', 'running')
+    RETURNING *
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+), batches AS (
+    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
+        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
+    WHERE ids IS NOT NULL
+)
+SELECT upd.* FROM upd, changed, batches;
+
+-- name: retry_job
+-- A finished-but-not-succeeded job back to the queue with a fresh set of attempts.
+WITH upd AS (
+    UPDATE jobs.jobs
+    SET state = 'queued', attempts = 0, available_at = now(), finished_at = NULL,
+        started_at = NULL, result = NULL, error = '', progress_percent = 0,
+        progress_message = '', updated_at = now()
+    WHERE id = $1 AND state IN ('failed', 'dead', 'cancelled')
+    RETURNING *
+), wake AS (
+    SELECT count(pg_notify('mediagrid_jobs_queue', type)) AS n FROM upd
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', id::text))
+         + count(pg_notify('mediagrid_jobs_batch', batch_id::text)) AS n
+    FROM upd
+)
+SELECT upd.* FROM upd, wake, changed;
+
+-- name: claim_jobs
+-- Take up to $2 claimable jobs of the types $1, in priority-then-age order, skipping rows other
+-- workers hold locked; one lease id ($4) covers the whole claim.
+WITH picked AS (
+    SELECT id FROM jobs.jobs
+    WHERE state IN ('queued', 'scheduled') AND available_at <= now() AND type = ANY($1::text[])
+    ORDER BY priority DESC, available_at, seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE jobs.jobs j
+    SET state = 'running', attempts = j.attempts + 1, lease_id = $4, worker_id = $3,
+        lease_expires_at = now() + make_interval(secs => $5), started_at = now(),
+        updated_at = now(), progress_percent = 0, progress_message = ''
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.*, extract(epoch FROM now() - j.available_at)::float8 AS wait_seconds
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+)
+SELECT upd.* FROM upd, changed;
+
+-- name: heartbeat
+-- Extend the leases that are still held; returns the ids extended.
+UPDATE jobs.jobs j
+SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+FROM unnest($1::uuid[], $2::uuid[]) AS t(id, lease_id)
+WHERE j.id = t.id AND j.lease_id = t.lease_id AND j.state = 'running'
+RETURNING j.id, j.lease_expires_at;
+
+-- name: report_progress
+WITH upd AS (
+    UPDATE jobs.jobs
+    SET progress_percent = $3, progress_message = $4, updated_at = now()
+    WHERE id = $1 AND lease_id = $2 AND state = 'running'
+    RETURNING id, batch_id
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', id::text))
+         + count(pg_notify('mediagrid_jobs_batch', batch_id::text)) AS n
+    FROM upd
+)
+SELECT upd.id FROM upd, changed;
+
+-- name: complete_jobs
+-- Record successes; only rows still RUNNING under the quoted lease change.
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS t(id, lease_id, result)
+), upd AS (
+    UPDATE jobs.jobs j
+    SET state = 'succeeded', result = input.result::jsonb, finished_at = now(),
+        updated_at = now(), progress_percent = 100, lease_id = NULL, lease_expires_at = NULL
+    FROM input
+    WHERE j.id = input.id AND j.lease_id = input.lease_id AND j.state = 'running'
+    RETURNING j.id, j.type, j.batch_id, j.state,
+              extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+), batches AS (
+    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
+        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
+    WHERE ids IS NOT NULL
+)
+SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, changed, batches;
+
+-- name: fail_jobs
+-- Record failures: permanent -> failed; retryable -> scheduled after a backoff while attempts
+-- remain, else dead. $5 are worker-given delays (NULL = exponential backoff with full jitter
+-- from base $6 capped at $7).
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::float8[])
+        AS t(id, lease_id, error, retryable, delay)
+), upd AS (
+    UPDATE jobs.jobs j
+    SET state = CASE
+            WHEN NOT input.retryable THEN 'failed'
+            WHEN j.attempts >= j.max_attempts THEN 'dead'
+            ELSE 'scheduled' END,
+        available_at = CASE
+            WHEN input.retryable AND j.attempts < j.max_attempts THEN now() + make_interval(
+                secs => coalesce(input.delay,
+                                 random() * least($7, $6 * power(2, least(j.attempts - 1, 60)))))
+            ELSE j.available_at END,
+        finished_at = CASE
+            WHEN input.retryable AND j.attempts < j.max_attempts THEN NULL ELSE now() END,
+        error = input.error, updated_at = now(), lease_id = NULL, lease_expires_at = NULL
+    FROM input
+    WHERE j.id = input.id AND j.lease_id = input.lease_id AND j.state = 'running'
+    RETURNING j.id, j.type, j.batch_id, j.state,
+              extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
+), wake AS (
+    -- Retries are not claimable yet, but idle claims must learn when they become due.
+    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM upd WHERE state = 'scheduled') q
+    WHERE types IS NOT NULL
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+), batches AS (
+    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
+        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
+    WHERE ids IS NOT NULL
+)
+SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, wake, changed, batches;
+
+-- name: release_jobs
+-- Give running jobs back to the queue without using up the attempt (graceful worker stop).
+WITH upd AS (
+    UPDATE jobs.jobs j
+    SET state = 'queued', attempts = j.attempts - 1, lease_id = NULL, lease_expires_at = NULL,
+        worker_id = NULL, updated_at = now(), progress_percent = 0, progress_message = ''
+    FROM unnest($1::uuid[], $2::uuid[]) AS t(id, lease_id)
+    WHERE j.id = t.id AND j.lease_id = t.lease_id AND j.state = 'running'
+    RETURNING j.id, j.type
+), wake AS (
+    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM upd) q WHERE types IS NOT NULL
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+)
+SELECT upd.id FROM upd, wake, changed;
+
+-- name: lease_states
+-- The current state and lease of the given jobs (to explain a rejected report).
+SELECT id, state, lease_id FROM jobs.jobs WHERE id = ANY($1::uuid[]);
+
+-- name: reap_expired
+-- Jobs whose lease expired go back to the queue, or to dead when attempts are exhausted.
+WITH expired AS (
+    SELECT id FROM jobs.jobs
+    WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE jobs.jobs j
+    SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        available_at = CASE WHEN j.attempts >= j.max_attempts THEN j.available_at ELSE now() END,
+        error = 'lease expired (worker ' || coalesce(j.worker_id, '?') || ' stopped reporting)',
+        lease_id = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM expired WHERE j.id = expired.id
+    RETURNING j.id, j.type, j.state, j.batch_id
+), wake AS (
+    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM upd WHERE state = 'queued') q
+    WHERE types IS NOT NULL
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+), batches AS (
+    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
+        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
+    WHERE ids IS NOT NULL
+)
+SELECT upd.id, upd.type, upd.state FROM upd, wake, changed, batches;
+
+-- name: next_due
+-- Seconds until the earliest scheduled job of the types $1 becomes claimable (NULL: none).
+SELECT extract(epoch FROM min(available_at) - now())::float8 FROM jobs.jobs
+WHERE state IN ('queued', 'scheduled') AND type = ANY($1::text[]);
+
+-- name: purge_finished
+-- Delete one chunk of jobs in final state $1 that finished before $2.
+DELETE FROM jobs.jobs WHERE id IN (
+    SELECT id FROM jobs.jobs
+    WHERE state = $1 AND finished_at < $2
+      AND state IN ('succeeded', 'failed', 'dead', 'cancelled')
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: purge_empty_batches
+-- Delete one chunk of batches created before $1 that no longer hold any job.
+DELETE FROM jobs.batches WHERE id IN (
+    SELECT b.id FROM jobs.batches b
+    WHERE b.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM jobs.jobs j WHERE j.batch_id = b.id)
+    LIMIT $2
+);
+
+-- name: queue_depths
+SELECT type, priority,
+       count(*) FILTER (WHERE available_at <= now()) AS ready,
+       count(*) FILTER (WHERE available_at > now()) AS scheduled
+FROM jobs.jobs
+WHERE state IN ('queued', 'scheduled') AND ($1::text[] IS NULL OR type = ANY($1))
+GROUP BY type, priority
+ORDER BY type, priority DESC;
+
+-- name: oldest_wait
+SELECT coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8 FROM jobs.jobs
+WHERE state IN ('queued', 'scheduled') AND available_at <= now()
+  AND ($1::text[] IS NULL OR type = ANY($1));
+
+-- name: running_count
+SELECT count(*) FROM jobs.jobs
+WHERE state = 'running' AND ($1::text[] IS NULL OR type = ANY($1));
+
+-- name: finished_windows
+-- Succeeded and failed (failed + dead) counts over each window of $1 seconds.
+SELECT w.seconds,
+       count(j.id) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+       count(j.id) FILTER (WHERE j.state IN ('failed', 'dead')) AS failed
+FROM unnest($1::int[]) AS w(seconds)
+LEFT JOIN jobs.jobs j
+  ON j.state IN ('succeeded', 'failed', 'dead', 'cancelled')
+ AND j.finished_at >= now() - make_interval(secs => w.seconds)
+ AND ($2::text[] IS NULL OR j.type = ANY($2))
+GROUP BY w.seconds
+ORDER BY w.seconds;
+
+-- name: counts_by_owner
+SELECT state, count(*) AS n FROM jobs.jobs WHERE owner = $1 GROUP BY state;
+
+-- name: cancel_owner_chunk
+-- Cancel up to $2 unfinished jobs of owner $1.
+WITH picked AS (
+    SELECT id FROM jobs.jobs
+    WHERE owner = $1 AND state IN ('queued', 'scheduled', 'running')
+    LIMIT $2
+    FOR UPDATE
+), upd AS (
+    UPDATE jobs.jobs j
+    SET state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, worker_id = NULL,
+        finished_at = now(), updated_at = now(), error = 'owner deleted'
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.id
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+)
+SELECT count(*) FROM upd, changed;
+
+-- name: delete_owner_chunk
+-- Delete up to $2 jobs of owner $1.
+WITH del AS (
+    DELETE FROM jobs.jobs WHERE id IN (
+        SELECT id FROM jobs.jobs WHERE owner = $1 LIMIT $2 FOR UPDATE)
+    RETURNING id
+)
+SELECT count(*) FROM del;
+
+-- name: delete_owner_batches
+WITH del AS (DELETE FROM jobs.batches WHERE owner = $1 RETURNING id)
+SELECT count(*) FROM del;

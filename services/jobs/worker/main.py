@@ -1,0 +1,123 @@
+"""``mediagrid worker``: load handler modules, connect to the jobs service, run until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from mediagrid.jobs.v1 import worker_service_pb2_grpc
+
+from common.aws import AwsClients
+from common.settings import Settings
+from services.jobs.worker.api import WorkerResources
+from services.jobs.worker.runtime import WorkerRuntime, WorkerStats
+
+log = logging.getLogger("mediagrid.worker")
+
+
+def load_handler_modules(modules: Sequence[str]) -> list[str]:
+    """Import every handler module; a module that does not exist is skipped with a warning.
+
+    A module that exists but fails to import (a missing dependency, a syntax error) is an
+    error: silently running without its handlers would leave its jobs unprocessed.
+    """
+    loaded = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+                raise
+            log.warning("handler module %s is not installed; its job types are unavailable", module)
+            continue
+        loaded.append(module)
+    return loaded
+
+
+def default_address(settings: Settings) -> str:
+    return settings.jobs_address or f"{settings.grpc_host}:{settings.grpc_port}"
+
+
+class _Channels:
+    """Client channels to the suite's services, opened on first use."""
+
+    def __init__(self, settings: Settings, jobs_address: str) -> None:
+        self.addresses = {
+            "jobs": jobs_address,
+            "users": settings.users_address or jobs_address,
+            "files": settings.files_address or jobs_address,
+        }
+        self.options = [
+            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ]
+        self.open: dict[str, grpc.aio.Channel] = {}
+
+    def __call__(self, service: str) -> grpc.aio.Channel:
+        if service not in self.open:
+            address = self.addresses.get(service)
+            if address is None:
+                raise KeyError(f"unknown service {service!r}")
+            self.open[service] = grpc.aio.insecure_channel(address, options=self.options)
+        return self.open[service]
+
+    async def close(self) -> None:
+        for channel in self.open.values():
+            await channel.close()
+        self.open.clear()
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    types: Sequence[str],
+    concurrency: int | None = None,
+    address: str | None = None,
+    token: str | None = None,
+    stop: asyncio.Event | None = None,
+    worker_id: str | None = None,
+    handle_signals: bool = True,
+) -> WorkerStats:
+    """Run a worker until ``stop`` is set (or SIGTERM/SIGINT); returns its counters."""
+    load_handler_modules(settings.worker_handler_modules)
+    if token is None and settings.worker_token is not None:
+        token = settings.worker_token.get_secret_value()
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+    channels = _Channels(settings, address or default_address(settings))
+    resources = WorkerResources(
+        settings=settings, aws=AwsClients(settings), channel=channels, call_metadata=metadata
+    )
+    stub = worker_service_pb2_grpc.WorkerServiceStub(channels("jobs"))
+    runtime = WorkerRuntime(
+        stub,
+        types=types,
+        resources=resources,
+        settings=settings,
+        concurrency=concurrency,
+        worker_id=worker_id,
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.run(stop)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await channels.close()
+    log.info(
+        "worker stopped: %d claimed, %d succeeded, %d failed, %d released",
+        runtime.stats.claimed,
+        runtime.stats.succeeded,
+        runtime.stats.failed,
+        runtime.stats.released,
+    )
+    return runtime.stats

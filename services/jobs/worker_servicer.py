@@ -1,0 +1,278 @@
+"""``mediagrid.jobs.v1.WorkerService``: claim, heartbeat, progress and outcomes for workers.
+
+Activity is recorded once per call (a claim or acknowledgement of N jobs is one entry with
+the count and the worker), not once per job: at thousands of jobs per second a row per
+job would double the write load of the queue itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from mediagrid.jobs.v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
+
+from common.activity import ActivityRecorder
+from common.errors import FieldViolation, InvalidArgument
+from common.settings import Settings
+from services.jobs import access, convert
+from services.jobs.metrics import JobMetrics
+from services.jobs.models import Claimed, FailureReport
+from services.jobs.notifier import Notifier, wait_event
+from services.jobs.repository import JobRepository
+from services.jobs.validation import (
+    ERROR_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    WORKER_ID_MAX_LENGTH,
+    check_payload_size,
+    check_type,
+    raise_if,
+)
+
+# While the LISTEN connection is down, idle claims re-check this often instead.
+DISCONNECTED_POLL_SECONDS = 1.0
+
+
+class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        repo: JobRepository,
+        notifier: Notifier,
+        settings: Settings,
+        activity: ActivityRecorder,
+        metrics: JobMetrics,
+    ) -> None:
+        self.repo = repo
+        self.notifier = notifier
+        self.settings = settings
+        self.activity = activity
+        self.metrics = metrics
+
+    def _lease_seconds(self, value: float, field: str) -> float:
+        if value < 0:
+            raise InvalidArgument.field(
+                field, "must not be negative", reason="INVALID_LEASE_DURATION"
+            )
+        if value == 0:
+            return self.settings.job_lease_seconds
+        if value > self.settings.job_lease_max_seconds:
+            raise InvalidArgument.field(
+                field,
+                f"at most {self.settings.job_lease_max_seconds:.0f}s",
+                reason="INVALID_LEASE_DURATION",
+            )
+        return value
+
+    @staticmethod
+    def _check_unique(jobs: Sequence[str], field: str) -> None:
+        if len(set(jobs)) != len(jobs):
+            raise InvalidArgument.field(field, "names a job twice", reason="DUPLICATE_JOB")
+
+    def _check_batch_size(self, count: int, field: str) -> None:
+        if count == 0:
+            raise InvalidArgument.field(field, "at least one is required", reason="EMPTY_REQUEST")
+        if count > self.settings.job_claim_max_jobs:
+            raise InvalidArgument.field(
+                field, f"at most {self.settings.job_claim_max_jobs} per call", reason="TOO_MANY"
+            )
+
+    async def ClaimJobs(
+        self, request: worker_service_pb2.ClaimJobsRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.ClaimJobsResponse:
+        access.require_worker()
+        violations = [v for i, t in enumerate(request.types) for v in check_type(t, f"types[{i}]")]
+        if not request.types:
+            violations += InvalidArgument.field(
+                "types", "at least one job type is required"
+            ).violations
+        if not request.worker_id or len(request.worker_id) > WORKER_ID_MAX_LENGTH:
+            violations += InvalidArgument.field(
+                "worker_id", f"is required, at most {WORKER_ID_MAX_LENGTH} characters"
+            ).violations
+        if not 1 <= request.max_jobs <= self.settings.job_claim_max_jobs:
+            violations += InvalidArgument.field(
+                "max_jobs", f"must be between 1 and {self.settings.job_claim_max_jobs}"
+            ).violations
+        wait = convert.seconds(request.wait)
+        if not 0 <= wait <= self.settings.job_claim_max_wait_seconds:
+            violations += InvalidArgument.field(
+                "wait", f"must be between 0 and {self.settings.job_claim_max_wait_seconds:.0f}s"
+            ).violations
+        raise_if(violations)
+        lease = self._lease_seconds(convert.seconds(request.lease_duration), "lease_duration")
+        types = sorted(set(request.types))
+        claimed = await self._claim_waiting(request.worker_id, types, request.max_jobs, lease, wait)
+        if claimed:
+            self.metrics.claimed(claimed)
+            await self.activity.record(
+                "jobs.claim", f"workers/{request.worker_id}", {"jobs": str(len(claimed))}
+            )
+        return worker_service_pb2.ClaimJobsResponse(
+            jobs=[
+                job_pb2.ClaimedJob(job=convert.job_to_pb(c.job), lease_id=str(c.job.lease_id))
+                for c in claimed
+            ]
+        )
+
+    async def _claim_waiting(
+        self, worker_id: str, types: Sequence[str], max_jobs: int, lease: float, wait: float
+    ) -> list[Claimed]:
+        deadline = time.monotonic() + wait
+        with self.notifier.queue(types) as woken:
+            while True:
+                woken.clear()  # before the claim: a NOTIFY arriving after it is not lost
+                claimed = await self.repo.claim(worker_id, types, max_jobs, lease)
+                remaining = deadline - time.monotonic()
+                if claimed or remaining <= 0:
+                    return claimed
+                timeout = remaining
+                due = await self.repo.seconds_until_due(types)
+                if due is not None:  # a scheduled job becomes due without any NOTIFY
+                    timeout = min(timeout, max(due, 0.001))
+                if not self.notifier.connected.is_set():
+                    timeout = min(timeout, DISCONNECTED_POLL_SECONDS)
+                await wait_event(woken, timeout)
+                await asyncio.sleep(0)
+
+    async def Heartbeat(
+        self, request: worker_service_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.HeartbeatResponse:
+        access.require_worker()
+        self._check_batch_size(len(request.leases), "leases")
+        leases = [
+            convert.lease_from_pb(lease, f"leases[{i}]") for i, lease in enumerate(request.leases)
+        ]
+        lease_seconds = self._lease_seconds(
+            convert.seconds(request.lease_duration), "lease_duration"
+        )
+        expiry, lost = await self.repo.heartbeat(leases, lease_seconds)
+        await self.activity.record(
+            "jobs.heartbeat", f"workers/{request.worker_id or '-'}", {"leases": str(len(leases))}
+        )
+        return worker_service_pb2.HeartbeatResponse(
+            lease_expire_time=convert.timestamp(expiry),
+            lost=[convert.lease_to_pb(lease) for lease in lost],
+        )
+
+    async def ReportProgress(
+        self, request: worker_service_pb2.ReportProgressRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.ReportProgressResponse:
+        access.require_worker()
+        lease = convert.lease_from_pb(request.lease, "lease")
+        violations: list[FieldViolation] = []
+        if not 0.0 <= request.percent <= 100.0:
+            violations += InvalidArgument.field("percent", "must be between 0 and 100").violations
+        if len(request.message) > MESSAGE_MAX_LENGTH:
+            violations += InvalidArgument.field(
+                "message", f"at most {MESSAGE_MAX_LENGTH} characters"
+            ).violations
+        raise_if(violations)
+        await self.repo.report_progress(lease, request.percent, request.message)
+        await self.activity.record(
+            "jobs.progress", f"jobs/{lease.job_id}", {"percent": f"{request.percent:.0f}"}
+        )
+        return worker_service_pb2.ReportProgressResponse()
+
+    async def _complete(self, completions: Sequence[job_pb2.Completion], field: str) -> int:
+        self._check_batch_size(len(completions), field)
+        self._check_unique([c.lease.job for c in completions], field)
+        items = []
+        violations = []
+        for i, completion in enumerate(completions):
+            result = (
+                convert.struct_to_dict(completion.result) if completion.HasField("result") else None
+            )
+            if result:
+                violations += check_payload_size(result, f"{field}[{i}].result", self.settings)
+            items.append((convert.lease_from_pb(completion.lease, f"{field}[{i}].lease"), result))
+        raise_if(violations)
+        finished = await self.repo.complete(items)
+        self.metrics.finished(finished)
+        return len(finished)
+
+    async def CompleteJob(
+        self, request: worker_service_pb2.CompleteJobRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.CompleteJobResponse:
+        access.require_worker()
+        completion = job_pb2.Completion(lease=request.lease, result=request.result)
+        if not request.HasField("result"):
+            completion.ClearField("result")
+        await self._complete([completion], "completions")
+        await self.activity.record("jobs.complete", request.lease.job)
+        return worker_service_pb2.CompleteJobResponse(state=job_pb2.JOB_STATE_SUCCEEDED)
+
+    async def CompleteJobs(
+        self, request: worker_service_pb2.CompleteJobsRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.CompleteJobsResponse:
+        access.require_worker()
+        count = await self._complete(request.completions, "completions")
+        await self.activity.record("jobs.complete", "jobs", {"jobs": str(count)})
+        return worker_service_pb2.CompleteJobsResponse(completed_count=count)
+
+    async def _fail(self, failures: Sequence[job_pb2.Failure], field: str) -> list[Any]:
+        self._check_batch_size(len(failures), field)
+        self._check_unique([f.lease.job for f in failures], field)
+        reports = []
+        violations: list[FieldViolation] = []
+        for i, failure in enumerate(failures):
+            lease = convert.lease_from_pb(failure.lease, f"{field}[{i}].lease")
+            delay = (
+                convert.seconds(failure.retry_delay) if failure.HasField("retry_delay") else None
+            )
+            if delay is not None and not 0 <= delay <= self.settings.job_retry_max_seconds:
+                violations += InvalidArgument.field(
+                    f"{field}[{i}].retry_delay",
+                    f"must be between 0 and {self.settings.job_retry_max_seconds:.0f}s",
+                ).violations
+            reports.append(
+                FailureReport(
+                    lease=lease,
+                    error=failure.error[:ERROR_MAX_LENGTH],
+                    retryable=failure.retryable,
+                    retry_delay_seconds=delay or None,
+                )
+            )
+        raise_if(violations)
+        finished = await self.repo.fail(
+            reports, self.settings.job_retry_base_seconds, self.settings.job_retry_max_seconds
+        )
+        self.metrics.finished(finished)
+        return [convert.state_to_pb(f.state) for f in finished]
+
+    async def FailJob(
+        self, request: worker_service_pb2.FailJobRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.FailJobResponse:
+        access.require_worker()
+        failure = job_pb2.Failure(
+            lease=request.lease, error=request.error, retryable=request.retryable
+        )
+        if request.HasField("retry_delay"):
+            failure.retry_delay.CopyFrom(request.retry_delay)
+        states = await self._fail([failure], "failures")
+        await self.activity.record(
+            "jobs.fail", request.lease.job, {"retryable": str(request.retryable)}
+        )
+        return worker_service_pb2.FailJobResponse(state=states[0])
+
+    async def FailJobs(
+        self, request: worker_service_pb2.FailJobsRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.FailJobsResponse:
+        access.require_worker()
+        states = await self._fail(request.failures, "failures")
+        await self.activity.record("jobs.fail", "jobs", {"jobs": str(len(states))})
+        return worker_service_pb2.FailJobsResponse(states=states)
+
+    async def ReleaseJobs(
+        self, request: worker_service_pb2.ReleaseJobsRequest, context: grpc.aio.ServicerContext
+    ) -> worker_service_pb2.ReleaseJobsResponse:
+        access.require_worker()
+        self._check_batch_size(len(request.leases), "leases")
+        leases = [
+            convert.lease_from_pb(lease, f"leases[{i}]") for i, lease in enumerate(request.leases)
+        ]
+        released = await self.repo.release(leases)
+        await self.activity.record("jobs.release", "jobs", {"jobs": str(released)})
+        return worker_service_pb2.ReleaseJobsResponse(released_count=released)
