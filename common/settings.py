@@ -230,6 +230,24 @@ class Settings(BaseSettings):
     upload_concurrency: int = Field(default=4, ge=1, le=64)
     presign_default_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     presign_max_seconds: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
+    # Largest file accepted (S3's object limit is 5 TiB).
+    upload_max_bytes: int = Field(default=5 * 1024**4, ge=1, le=5 * 1024**4)
+    # Minimum time between two progress messages of one upload stream.
+    upload_progress_interval_seconds: float = Field(default=0.25, ge=0, le=60)
+    # Active upload sessions idle longer than this are aborted by the sweep.
+    upload_idle_timeout_seconds: float = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
+    # How often the sweep runs (idle sessions, orphaned multipart uploads).
+    upload_sweep_interval_seconds: float = Field(default=300, gt=0, le=24 * 3600)
+    # A multipart upload with no active session is aborted once it is older than this
+    # (the grace covers the moment between CreateMultipartUpload and recording its id).
+    upload_orphan_grace_seconds: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
+    # Hash states kept in memory for resuming without reading committed parts back from S3.
+    upload_hash_cache_entries: int = Field(default=1024, ge=0, le=100_000)
+    # After refusing an upload mid-stream, keep reading (and dropping) the client's messages
+    # this long so that it receives the real status rather than a send failure.
+    upload_error_drain_seconds: float = Field(default=2.0, ge=0, le=60)
+    # Size of the data messages Download sends (keep below grpc_max_message_bytes).
+    download_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
 
     @field_validator("bucket_prefix")
     @classmethod

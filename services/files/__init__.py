@@ -1,0 +1,1 @@
+"""The files service: streaming uploads into S3, downloads, presigned URLs, versions, sharing."""

@@ -1,0 +1,99 @@
+"""Wires the files service: storage, repository, upload engine, FileService and the sweep.
+
+The VideoService (``services/files/video``) plugs in here: when the package provides
+``services.files.video.app.create(ctx, deps) -> ServiceInstance`` it is started with the
+same :class:`UploadDeps` (same bucket, repository and upload engine) and merged into the
+files service's instance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+
+import grpc
+from mediagrid.files.v1 import files_pb2
+
+from common.app import AppContext, ServiceInstance
+from services.files.repository import FilesRepository
+from services.files.service import FileService, register
+from services.files.storage import Storage
+from services.files.sweep import sweep_forever
+from services.files.upload import HashCache, UploadDeps
+
+log = logging.getLogger("mediagrid.files")
+
+SERVICE_NAME = files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
+
+
+async def build_deps(ctx: AppContext) -> UploadDeps:
+    settings = ctx.settings
+    storage = await Storage.open(ctx.aws, settings.bucket("files"), create=settings.is_local)
+    return UploadDeps(
+        settings=settings,
+        repo=FilesRepository(ctx.pool),
+        storage=storage,
+        activity=ctx.activity,
+        hash_cache=HashCache(settings.upload_hash_cache_entries),
+    )
+
+
+def _video_factory() -> object | None:
+    try:
+        module = importlib.import_module("services.files.video.app")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("services.files.video", "services.files.video.app"):
+            raise
+        return None
+    return getattr(module, "create", None)
+
+
+async def create(ctx: AppContext) -> ServiceInstance:
+    deps = await build_deps(ctx)
+    # The activity recorder may be replaced after start-up (users service): read it late.
+    deps.activity = _LateActivity(ctx)
+    servicer = FileService(deps)
+    add_files = register(servicer)
+    instances: list[ServiceInstance] = []
+    factory = _video_factory()
+    if factory is not None:
+        instances.append(await factory(ctx, deps))  # type: ignore[operator]
+
+    def add_all(server: grpc.aio.Server) -> None:
+        add_files(server)
+        for extra in instances:
+            extra.register(server)
+
+    async def close() -> None:
+        for extra in instances:
+            if extra.close is not None:
+                await extra.close()
+        await deps.storage.close()
+
+    return ServiceInstance(
+        name="files",
+        service_names=[SERVICE_NAME, *(n for i in instances for n in i.service_names)],
+        register=add_all,
+        public_methods=[m for i in instances for m in i.public_methods],
+        background=[lambda: sweep_forever(deps), *(b for i in instances for b in i.background)],
+        health_checks=[deps.storage.healthy, *(h for i in instances for h in i.health_checks)],
+        close=close,
+    )
+
+
+class _LateActivity:
+    """Forwards to whatever recorder the context holds at call time."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def record(
+        self,
+        action: str,
+        resource: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        await self.ctx.activity.record(action, resource, metadata, actor=actor)

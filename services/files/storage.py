@@ -1,0 +1,323 @@
+"""The files service's S3 port: one long-lived aioboto3 client and the calls we make.
+
+Every botocore failure is translated here into a domain error (UNAVAILABLE for transport
+and server errors), so no handler ever lets a botocore exception reach a client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from common.aws import AwsClients, ensure_bucket
+from common.errors import DomainError, FailedPrecondition, NotFound, Unavailable
+
+log = logging.getLogger("mediagrid.files.storage")
+T = TypeVar("T")
+
+META_FILE_ID = "file-id"
+META_OWNER = "owner"
+META_SHA256 = "sha256"
+
+
+@dataclass(frozen=True)
+class PutResult:
+    version_id: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+async def _s3(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except DomainError:
+        raise
+    except ClientError as exc:
+        code = _code(exc)
+        if code in ("NoSuchUpload",):
+            raise FailedPrecondition(
+                f"{what}: the S3 multipart upload no longer exists", reason="UPLOAD_EXPIRED"
+            ) from exc
+        if code in ("NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"):
+            raise NotFound(f"{what}: object not found", reason="OBJECT_NOT_FOUND") from exc
+        if code in ("InvalidRange", "416"):
+            raise FailedPrecondition(f"{what}: invalid range", reason="INVALID_RANGE") from exc
+        log.warning("S3 %s failed: %s", what, exc)
+        raise Unavailable(f"S3 {what} failed ({code})", reason="S3_UNAVAILABLE") from exc
+    except (BotoCoreError, OSError, TimeoutError) as exc:
+        log.warning("S3 %s failed: %s", what, exc)
+        raise Unavailable(
+            f"S3 {what} failed: {type(exc).__name__}", reason="S3_UNAVAILABLE"
+        ) from exc
+
+
+class Storage:
+    """S3 operations on the files bucket."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._stack: AsyncExitStack | None = None
+
+    @classmethod
+    async def open(cls, aws: AwsClients, bucket: str, *, create: bool) -> Storage:
+        """Open the client; create the bucket (dev/test) or check that it exists (staging/prod)."""
+        stack = AsyncExitStack()
+        client = await stack.enter_async_context(aws.s3())
+        storage = cls(client, bucket)
+        storage._stack = stack
+        try:
+            if create:
+                await _s3("ensure bucket", lambda: ensure_bucket(client, bucket))
+            else:
+                await _s3("head bucket", lambda: client.head_bucket(Bucket=bucket))
+        except BaseException:
+            await stack.aclose()
+            raise
+        return storage
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+
+    async def healthy(self) -> bool:
+        try:
+            await self.client.head_bucket(Bucket=self.bucket)
+            return True
+        except Exception as exc:  # health checks report, never raise
+            log.warning("S3 health check failed: %s", exc)
+            return False
+
+    # --- multipart ---------------------------------------------------------------------
+
+    async def create_multipart(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
+        response = await _s3(
+            "create multipart upload",
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata
+            ),
+        )
+        return str(response["UploadId"])
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes | bytearray
+    ) -> str:
+        response = await _s3(
+            "upload part",
+            lambda: self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            ),
+        )
+        return str(response["ETag"])
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> PutResult:
+        response = await _s3(
+            "complete multipart upload",
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+            ),
+        )
+        return PutResult(str(response.get("VersionId", "")), str(response["ETag"]))
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort; an upload S3 no longer knows counts as aborted."""
+        with contextlib.suppress(FailedPrecondition, NotFound):
+            await _s3(
+                "abort multipart upload",
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                ),
+            )
+
+    async def list_multipart_uploads(self) -> AsyncIterator[MultipartUpload]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", []):
+                    yield MultipartUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise Unavailable(
+                f"S3 list multipart uploads failed: {exc}", reason="S3_UNAVAILABLE"
+            ) from exc
+
+    # --- objects -----------------------------------------------------------------------
+
+    async def put_object(
+        self, key: str, body: bytes | bytearray, content_type: str, metadata: dict[str, str]
+    ) -> PutResult:
+        response = await _s3(
+            "put object",
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata
+            ),
+        )
+        return PutResult(str(response.get("VersionId", "")), str(response["ETag"]))
+
+    async def head(self, key: str, version_id: str | None = None) -> dict[str, Any]:
+        extra = {"VersionId": version_id} if version_id else {}
+        response = await _s3(
+            "head object", lambda: self.client.head_object(Bucket=self.bucket, Key=key, **extra)
+        )
+        return dict(response)
+
+    async def stream(
+        self,
+        key: str,
+        version_id: str | None,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        chunk_size: int = 1024 * 1024,
+    ) -> AsyncIterator[bytes]:
+        """Yield the object's bytes in chunks of ``chunk_size`` (the last may be shorter)."""
+        extra: dict[str, str] = {}
+        if version_id:
+            extra["VersionId"] = version_id
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            extra["Range"] = f"bytes={offset}-{end}"
+        response = await _s3(
+            "get object", lambda: self.client.get_object(Bucket=self.bucket, Key=key, **extra)
+        )
+        body = response["Body"]
+        try:
+            while True:
+                try:
+                    chunk = await body.read(chunk_size)
+                except (BotoCoreError, OSError, TimeoutError) as exc:
+                    raise Unavailable(f"S3 read failed: {exc}", reason="S3_UNAVAILABLE") from exc
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            body.close()
+
+    async def sha256_of(self, key: str, version_id: str) -> tuple[str, int]:
+        """Read a version back (streaming) and return its SHA-256 and size."""
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in self.stream(key, version_id, chunk_size=4 * 1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+        return digest.hexdigest(), size
+
+    async def tag_sha256(self, key: str, version_id: str, sha256: str) -> None:
+        await _s3(
+            "put object tagging",
+            lambda: self.client.put_object_tagging(
+                Bucket=self.bucket,
+                Key=key,
+                VersionId=version_id,
+                Tagging={"TagSet": [{"Key": META_SHA256, "Value": sha256}]},
+            ),
+        )
+
+    async def copy_version(self, key: str, version_id: str) -> PutResult:
+        """Copy a version of ``key`` onto ``key``: a new current version with the same bytes."""
+        response = await _s3(
+            "copy object",
+            lambda: self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key, "VersionId": version_id},
+                MetadataDirective="COPY",
+            ),
+        )
+        return PutResult(
+            str(response.get("VersionId", "")), str(response["CopyObjectResult"]["ETag"])
+        )
+
+    async def delete_version(self, key: str, version_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await _s3(
+                "delete object version",
+                lambda: self.client.delete_object(
+                    Bucket=self.bucket, Key=key, VersionId=version_id
+                ),
+            )
+
+    async def add_delete_marker(self, key: str) -> None:
+        await _s3("delete object", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    async def version_ids(self, prefix: str) -> list[tuple[str, str]]:
+        """Every (key, version id) under ``prefix``, delete markers included."""
+        found: list[tuple[str, str]] = []
+        paginator = self.client.get_paginator("list_object_versions")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    found.append((entry["Key"], entry["VersionId"]))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise Unavailable(f"S3 list versions failed: {exc}", reason="S3_UNAVAILABLE") from exc
+        return found
+
+    async def purge_prefix(self, prefix: str) -> int:
+        """Delete every version and delete marker under ``prefix``; return how many."""
+        entries = await self.version_ids(prefix)
+        for start in range(0, len(entries), 1000):
+            batch = entries[start : start + 1000]
+            await _s3(
+                "delete objects",
+                lambda batch=batch: self.client.delete_objects(  # type: ignore[misc]
+                    Bucket=self.bucket,
+                    Delete={
+                        "Objects": [{"Key": k, "VersionId": v} for k, v in batch],
+                        "Quiet": True,
+                    },
+                ),
+            )
+        return len(entries)
+
+    # --- presigning --------------------------------------------------------------------
+
+    async def presign_get(
+        self, key: str, version_id: str | None, expires_in: int, disposition: str | None
+    ) -> str:
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        if disposition:
+            params["ResponseContentDisposition"] = disposition
+        url = await self.client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in
+        )
+        return str(url)
+
+    async def presign_put(
+        self, key: str, content_type: str, metadata: dict[str, str], expires_in: int
+    ) -> str:
+        url = await self.client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ContentType": content_type,
+                "Metadata": metadata,
+            },
+            ExpiresIn=expires_in,
+        )
+        return str(url)

@@ -1,0 +1,604 @@
+"""The upload engine: a stream of header + byte chunks in, progress and a committed file out.
+
+Protocol-neutral (no protobuf here): ``FileService.Upload`` and ``VideoService.UploadVideo``
+both convert their messages and call :func:`run_upload` with their own
+:class:`TransferProfile`. See docs/files.md for the contract.
+
+Memory: the part being filled plus at most ``concurrency`` parts in flight to S3; reading
+from the stream pauses (gRPC flow control pushes back on the client) while every upload
+slot is busy. SHA-256 is computed as bytes arrive. Resume: only whole parts that S3
+acknowledged and that are recorded in PostgreSQL count; the hash state at the committed
+offset is kept in this process (``HashCache``) and, when the resume lands on another
+replica, the object is read back from S3 after completion to compute the hash instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.activity import ActivityRecorder
+from common.context import Principal
+from common.errors import (
+    DataLoss,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from common.settings import Settings
+from services.files import keys, validation
+from services.files.access import authorize_file, is_privileged
+from services.files.models import (
+    CommittedObject,
+    FileKind,
+    FileRecord,
+    NewUpload,
+    UploadPart,
+    UploadSession,
+)
+from services.files.repository import FilesRepository
+from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256, Storage
+
+log = logging.getLogger("mediagrid.files.upload")
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+MiB = 1024 * 1024
+
+# Errors after which the session cannot succeed: it is failed and its parts are aborted.
+# Any other interruption (broken stream, protocol slip, S3 hiccup) leaves it resumable.
+FATAL_REASONS = frozenset(
+    {"SHA256_MISMATCH", "SIZE_EXCEEDED", "SIZE_MISMATCH", "CONTENT_TYPE_MISMATCH", "FILE_TOO_LARGE"}
+)
+
+
+@dataclass(frozen=True)
+class TransferProfile:
+    """How one kind of upload is transferred and what it accepts."""
+
+    part_size: int
+    concurrency: int
+    allows_content_type: Callable[[str], bool]
+    kind: FileKind = "file"
+
+    @classmethod
+    def files(cls, settings: Settings) -> TransferProfile:
+        return cls(settings.upload_part_size_bytes, settings.upload_concurrency, lambda _: True)
+
+
+@dataclass(frozen=True)
+class UploadStart:
+    """The header of an upload stream (validated by :func:`run_upload`)."""
+
+    display_name: str = ""
+    content_type: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    job: str = ""
+    upload: str = ""
+    offset: int = 0
+    parent: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    upload: str
+    received_bytes: int
+    committed_bytes: int
+    parts_completed: int
+
+
+UploadItem = UploadStart | bytes
+OnCommit = Callable[[FileRecord], Awaitable[None]]
+
+
+@dataclass
+class UploadDeps:
+    """What the engine needs; built once by the service (``services/files/app.py``)."""
+
+    settings: Settings
+    repo: FilesRepository
+    storage: Storage
+    activity: ActivityRecorder
+    hash_cache: HashCache
+
+
+class HashCache:
+    """SHA-256 states at committed offsets, per upload session (LRU, bounded).
+
+    ``hashlib`` objects cannot be serialized, so this only helps a resume that reaches the
+    same process; otherwise the engine verifies by reading the completed object back.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+
+    def put(self, upload_id: str, offset: int, state: Any) -> None:
+        if self.capacity <= 0:
+            return
+        self._entries[upload_id] = (offset, state)
+        self._entries.move_to_end(upload_id)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def take(self, upload_id: str, offset: int) -> Any | None:
+        """A copy of the state at ``offset``, or None when this process does not have it."""
+        entry = self._entries.get(upload_id)
+        if entry is None or entry[0] != offset:
+            return None
+        return entry[1].copy()
+
+    def drop(self, upload_id: str) -> None:
+        self._entries.pop(upload_id, None)
+
+
+def choose_part_size(configured: int, declared_size: int) -> int:
+    """At least 5 MiB and the configured size, grown (in MiB) so the file fits in 10,000 parts."""
+    part = max(configured, MIN_PART_SIZE)
+    needed = -(-declared_size // MAX_PARTS)
+    if needed > part:
+        part = -(-needed // MiB) * MiB
+    return part
+
+
+def _fatal(exc: BaseException) -> bool:
+    return isinstance(exc, DataLoss) or (
+        isinstance(exc, InvalidArgument) and exc.reason in FATAL_REASONS
+    )
+
+
+async def run_upload(
+    deps: UploadDeps,
+    principal: Principal,
+    items: AsyncIterator[UploadItem],
+    profile: TransferProfile,
+    on_commit: OnCommit | None = None,
+) -> AsyncIterator[Progress | FileRecord]:
+    """Run one upload stream: yields :class:`Progress` (rate-limited) and finally the file.
+
+    The first item must be an :class:`UploadStart`, the rest ``bytes``. Raises domain
+    errors (see docs/files.md for each status); a broken stream leaves the session
+    resumable from its committed offset.
+    """
+    drain = deps.settings.upload_error_drain_seconds
+    token = uuid.uuid4().hex
+    try:
+        first = await anext(items, None)
+        if not isinstance(first, UploadStart):
+            raise InvalidArgument.field(
+                "header", "the first message must be the upload header", reason="HEADER_REQUIRED"
+            )
+        session = await _open_session(deps, principal, first, profile, token)
+    except DomainError:
+        await _discard_rest(items, drain)
+        raise
+    writer = await PartWriter.start(deps, session, token, profile)
+    yield writer.progress()
+    try:
+        async for item in items:
+            if isinstance(item, UploadStart):
+                raise InvalidArgument.field(
+                    "header", "the header may only be sent once", reason="HEADER_REPEATED"
+                )
+            await writer.write(item)
+            if writer.progress_due():
+                yield writer.progress()
+        record = await writer.finish()
+    except BaseException as exc:
+        await writer.interrupted(fatal=_fatal(exc), error=str(exc))
+        if isinstance(exc, DomainError):
+            await _discard_rest(items, drain)
+        raise
+    deps.hash_cache.drop(session.id)
+    await deps.activity.record(
+        "files.upload",
+        record.name,
+        {
+            "upload": session.name,
+            "size_bytes": str(record.size_bytes),
+            "version_id": record.version_id,
+        },
+    )
+    if on_commit is not None:
+        await on_commit(record)
+    yield writer.progress()
+    yield record
+
+
+async def _discard_rest(items: AsyncIterator[UploadItem], budget: float) -> None:
+    """Read (and drop) what the client is still sending, briefly, before failing the call.
+
+    A gRPC client whose message send races with the server's error status sees INTERNAL
+    instead of the real status; letting it finish sending (or timing out) avoids that.
+    """
+    with contextlib.suppress(Exception, TimeoutError):
+        async with asyncio.timeout(budget):
+            async for _ in items:
+                pass
+
+
+async def _open_session(
+    deps: UploadDeps,
+    principal: Principal,
+    header: UploadStart,
+    profile: TransferProfile,
+    token: str,
+) -> UploadSession:
+    if header.upload:
+        return await _resume_session(deps, principal, header, profile, token)
+    settings = deps.settings
+    display_name = validation.display_name(header.display_name, "header.display_name")
+    content_type = validation.content_type(header.content_type, "header.content_type")
+    if not profile.allows_content_type(content_type):
+        raise InvalidArgument.field(
+            "header.content_type",
+            f"{content_type!r} is not accepted by this upload",
+            reason="CONTENT_TYPE_NOT_ALLOWED",
+        )
+    size = validation.size(header.size_bytes, settings.upload_max_bytes, "header.size_bytes")
+    digest = validation.sha256(header.sha256, "header.sha256")
+    labels = validation.labels(header.labels, "header.labels")
+    job_id = validation.job_id(header.job, "header.job")
+    if header.offset:
+        raise InvalidArgument.field(
+            "header.offset", "must be 0 for a new upload", reason="INVALID_OFFSET"
+        )
+    if header.parent:
+        parent = await authorize_file(
+            deps.repo, principal, validation.file_id(header.parent, "header.parent"), "write"
+        )
+        file_id, owner_id, key = parent.id, parent.owner_id, parent.object_key
+        job_id = parent.job_id
+        if parent.kind != profile.kind:
+            raise FailedPrecondition(
+                f"{parent.name} is a {parent.kind}, not a {profile.kind}", reason="KIND_MISMATCH"
+            )
+    else:
+        file_id, owner_id = keys.new_id(), principal.user_id
+        key = keys.content_key(owner_id, file_id, job_id)
+    new = NewUpload(
+        id=keys.new_id(),
+        owner_id=owner_id,
+        file_id=file_id,
+        parent_file_id=(header.parent and file_id) or None,
+        job_id=job_id,
+        display_name=display_name,
+        content_type=content_type,
+        declared_size=size,
+        client_sha256=digest,
+        labels=labels,
+        kind=profile.kind,
+        via="stream",
+        bucket=deps.storage.bucket,
+        object_key=key,
+        part_size=choose_part_size(profile.part_size, size),
+        stream_token=token,
+    )
+    session = await deps.repo.create_upload(new)
+    await deps.activity.record("files.upload.start", session.name, {"file": f"files/{file_id}"})
+    return session
+
+
+async def _resume_session(
+    deps: UploadDeps,
+    principal: Principal,
+    header: UploadStart,
+    profile: TransferProfile,
+    token: str,
+) -> UploadSession:
+    upload_id = validation.upload_id(header.upload, "header.upload")
+    existing = await authorize_upload(deps.repo, principal, upload_id)
+    if existing.kind != profile.kind or existing.via != "stream":
+        raise FailedPrecondition(
+            f"{existing.name} cannot be resumed by this RPC", reason="UPLOAD_KIND_MISMATCH"
+        )
+    if existing.state != "active":
+        raise FailedPrecondition(
+            f"{existing.name} is {existing.state}",
+            reason="UPLOAD_NOT_ACTIVE",
+            metadata={"state": existing.state},
+        )
+    claimed = None
+    if header.offset == existing.committed_bytes:
+        claimed = await deps.repo.claim_upload(upload_id, token, header.offset)
+    if claimed is None:
+        # Re-read: a part acknowledged after the client asked may have moved the offset.
+        current = await deps.repo.get_upload(upload_id)
+        committed = current.committed_bytes if current else existing.committed_bytes
+        if current is not None and current.state != "active":
+            raise FailedPrecondition(
+                f"{existing.name} is {current.state}",
+                reason="UPLOAD_NOT_ACTIVE",
+                metadata={"state": current.state},
+            )
+        raise FailedPrecondition(
+            f"resume from offset {committed}, not {header.offset}",
+            reason="WRONG_OFFSET",
+            metadata={"committed_offset": str(committed), "upload": existing.name},
+        )
+    return claimed
+
+
+async def authorize_upload(
+    repo: FilesRepository, principal: Principal, upload_id: str
+) -> UploadSession:
+    """The session, if ``principal`` started it (or is privileged); PERMISSION_DENIED first."""
+    name = f"uploads/{upload_id}"
+    session = await repo.get_upload(upload_id)
+    if not is_privileged(principal) and (session is None or session.owner_id != principal.user_id):
+        raise PermissionDenied(
+            f"you may not access {name}", reason="UPLOAD_ACCESS_DENIED", metadata={"resource": name}
+        )
+    if session is None:
+        raise NotFound(
+            f"{name} does not exist", reason="UPLOAD_NOT_FOUND", metadata={"resource": name}
+        )
+    return session
+
+
+def object_metadata(session: UploadSession, sha256: str) -> dict[str, str]:
+    metadata = {META_FILE_ID: session.file_id, META_OWNER: f"users/{session.owner_id}"}
+    if sha256:
+        metadata[META_SHA256] = sha256
+    return metadata
+
+
+class PartWriter:
+    """Cuts the byte stream into parts and keeps up to ``concurrency`` of them in flight."""
+
+    def __init__(
+        self,
+        deps: UploadDeps,
+        session: UploadSession,
+        token: str,
+        profile: TransferProfile,
+        hasher: Any | None,
+        acked: dict[int, UploadPart],
+    ) -> None:
+        self.deps = deps
+        self.session = session
+        self.token = token
+        self.concurrency = profile.concurrency
+        self.part_size = session.part_size
+        self.hasher = hasher  # None: the hash is computed by reading the object back
+        self.s3_upload_id = session.s3_upload_id
+        self.acked = acked
+        self.committed = session.committed_bytes
+        self.received = session.committed_bytes
+        self.next_part = session.committed_bytes // session.part_size + 1
+        self.buffer = bytearray()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.snapshots: dict[int, Any] = {}
+        self.checked_type = session.committed_bytes > 0
+        self.interval = deps.settings.upload_progress_interval_seconds
+        self.last_progress = time.monotonic()
+
+    @classmethod
+    async def start(
+        cls, deps: UploadDeps, session: UploadSession, token: str, profile: TransferProfile
+    ) -> PartWriter:
+        hasher: Any | None
+        if session.committed_bytes == 0:
+            hasher = hashlib.sha256()
+        else:
+            hasher = deps.hash_cache.take(session.id, session.committed_bytes)
+        acked: dict[int, UploadPart] = {}
+        if session.committed_bytes:
+            committed_parts = session.committed_bytes // session.part_size
+            for part in await deps.repo.list_parts(session.id):
+                if part.part_number <= committed_parts:
+                    acked[part.part_number] = part
+        return cls(deps, session, token, profile, hasher, acked)
+
+    # --- progress ----------------------------------------------------------------------
+
+    def progress(self) -> Progress:
+        self.last_progress = time.monotonic()
+        return Progress(self.session.name, self.received, self.committed, len(self.acked))
+
+    def progress_due(self) -> bool:
+        return time.monotonic() - self.last_progress >= self.interval
+
+    # --- writing -----------------------------------------------------------------------
+
+    async def write(self, data: bytes) -> None:
+        declared = self.session.declared_size
+        if declared and self.received + len(data) > declared:
+            raise InvalidArgument.field(
+                "data", f"more bytes than the declared size {declared}", reason="SIZE_EXCEEDED"
+            )
+        if self.received + len(data) > self.deps.settings.upload_max_bytes:
+            raise InvalidArgument.field("data", "the file is too large", reason="FILE_TOO_LARGE")
+        view = memoryview(data)
+        while view:
+            room = self.part_size - len(self.buffer)
+            piece = view[:room]
+            view = view[room:]
+            self.buffer += piece
+            if self.hasher is not None:
+                self.hasher.update(piece)
+            self.received += len(piece)
+            if not self.checked_type and len(self.buffer) >= validation.SNIFF_BYTES:
+                self._check_content_type()
+            if len(self.buffer) == self.part_size:
+                await self._send_part()
+
+    def _check_content_type(self) -> None:
+        self.checked_type = True
+        head = bytes(self.buffer[: validation.SNIFF_BYTES])
+        if not validation.content_matches(self.session.content_type, head):
+            raise InvalidArgument.field(
+                "header.content_type",
+                f"the data is not {self.session.content_type}",
+                reason="CONTENT_TYPE_MISMATCH",
+            )
+
+    async def _send_part(self) -> None:
+        number = self.next_part
+        if number > MAX_PARTS:
+            raise InvalidArgument.field(
+                "data",
+                f"more than {MAX_PARTS} parts of {self.part_size} bytes; declare size_bytes",
+                reason="FILE_TOO_LARGE",
+            )
+        if self.s3_upload_id is None:
+            await self._create_multipart()
+        while len(self.in_flight) >= self.concurrency:
+            await self._wait_one()
+        body, self.buffer = self.buffer, bytearray()
+        self.next_part += 1
+        if self.hasher is not None:
+            self.snapshots[self.received] = self.hasher.copy()
+        task = asyncio.create_task(self._upload_part(number, body), name=f"part-{number}")
+        self.in_flight.add(task)
+
+    async def _create_multipart(self) -> None:
+        s = self.session
+        upload_id = await self.deps.storage.create_multipart(
+            s.object_key, s.content_type, object_metadata(s, s.client_sha256)
+        )
+        try:
+            await self.deps.repo.set_s3_upload_id(s.id, self.token, upload_id)
+        except BaseException:
+            await self.deps.storage.abort_multipart(s.object_key, upload_id)
+            raise
+        self.s3_upload_id = upload_id
+
+    async def _wait_one(self) -> None:
+        done, _ = await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            self.in_flight.discard(task)
+            task.result()  # re-raises a failed part
+
+    async def _upload_part(self, number: int, body: bytearray) -> None:
+        assert self.s3_upload_id is not None
+        etag = await self.deps.storage.upload_part(
+            self.session.object_key, self.s3_upload_id, number, body
+        )
+        part = UploadPart(part_number=number, etag=etag, size_bytes=len(body))
+        del body
+        self.acked[number] = part
+        while (self.committed // self.part_size + 1) in self.acked:
+            self.committed += self.acked[self.committed // self.part_size + 1].size_bytes
+        committed = self.committed
+        await self.deps.repo.record_part(self.session.id, self.token, part, committed)
+        state = self.snapshots.get(committed)
+        if state is not None:
+            self.deps.hash_cache.put(self.session.id, committed, state)
+            for offset in [o for o in self.snapshots if o <= committed]:
+                del self.snapshots[offset]
+
+    async def _drain(self) -> None:
+        while self.in_flight:
+            await self._wait_one()
+
+    # --- finishing ---------------------------------------------------------------------
+
+    async def finish(self) -> FileRecord:
+        await self._drain()
+        s = self.session
+        if s.declared_size and self.received != s.declared_size:
+            raise InvalidArgument(
+                f"the stream ended after {self.received} of {s.declared_size} declared bytes; "
+                f"resume from offset {self.committed}",
+                reason="SIZE_SHORT",
+                metadata={"committed_offset": str(self.committed), "upload": s.name},
+            )
+        if not self.checked_type:
+            self._check_content_type()
+        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        if digest is not None and s.client_sha256 and digest != s.client_sha256:
+            raise self._mismatch(digest)
+        if self.s3_upload_id is None:
+            result = await self.deps.storage.put_object(
+                s.object_key, self.buffer, s.content_type, object_metadata(s, digest or "")
+            )
+            self.buffer = bytearray()
+            sha_in_metadata = True
+        else:
+            if self.buffer or not self.acked:
+                await self._send_part()
+                await self._drain()
+            parts = sorted((p.part_number, p.etag) for p in self.acked.values())
+            if [n for n, _ in parts] != list(range(1, len(parts) + 1)):
+                raise FailedPrecondition(
+                    "parts are missing; resume the upload", reason="PARTS_MISSING"
+                )
+            result = await self.deps.storage.complete_multipart(
+                s.object_key, self.s3_upload_id, parts
+            )
+            sha_in_metadata = bool(s.client_sha256)
+        obj = await self._verified(result.version_id, result.etag, digest)
+        if not sha_in_metadata:
+            await self.deps.storage.tag_sha256(s.object_key, obj.version_id, obj.sha256)
+        try:
+            return await self.deps.repo.commit_upload(s, obj)
+        except BaseException:
+            await self.deps.storage.delete_version(s.object_key, obj.version_id)
+            raise
+
+    async def _verified(self, version_id: str, etag: str, digest: str | None) -> CommittedObject:
+        s = self.session
+        if digest is None:
+            # Resumed in another process: the hash state is gone, so read the bytes back.
+            digest, size = await self.deps.storage.sha256_of(s.object_key, version_id)
+            if size != self.received or (s.client_sha256 and digest != s.client_sha256):
+                await self.deps.storage.delete_version(s.object_key, version_id)
+                raise self._mismatch(digest)
+        return CommittedObject(
+            version_id=version_id, etag=etag, size_bytes=self.received, sha256=digest
+        )
+
+    def _mismatch(self, digest: str) -> DataLoss:
+        return DataLoss(
+            f"the data's SHA-256 is {digest}, not the declared {self.session.client_sha256}",
+            reason="SHA256_MISMATCH",
+            metadata={"upload": self.session.name, "sha256": digest},
+        )
+
+    async def interrupted(self, *, fatal: bool, error: str) -> None:
+        """The stream stopped before commit: fail the session, or keep it resumable."""
+        s = self.session
+        if not fatal:
+            # Let parts already on their way land: their acknowledgements raise the
+            # committed offset the client resumes from.
+            if self.in_flight:
+                _background(self._drain_quietly())
+            return
+        for task in self.in_flight:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+        self.in_flight.clear()
+        self.deps.hash_cache.drop(s.id)
+        with contextlib.suppress(DomainError):
+            await self.deps.repo.finish_upload(s.id, "failed", error[:1000])
+            if self.s3_upload_id is not None:
+                await self.deps.storage.abort_multipart(s.object_key, self.s3_upload_id)
+
+    async def _drain_quietly(self) -> None:
+        results = await asyncio.gather(*self.in_flight, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, DomainError):
+                log.warning("part upload after interruption failed: %r", result)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _background(coro: Awaitable[None]) -> None:
+    task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
