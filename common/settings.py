@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -248,6 +248,19 @@ class Settings(BaseSettings):
     upload_error_drain_seconds: float = Field(default=2.0, ge=0, le=60)
     # Size of the data messages Download sends (keep below grpc_max_message_bytes).
     download_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    # Video transfer profile: larger parts and more of them in flight than plain files.
+    video_upload_part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    video_upload_concurrency: int = Field(default=8, ge=1, le=64)
+    # Default thumbnail times (seconds from the start; clamped to the video's duration).
+    video_thumbnail_times_seconds: list[Annotated[float, Field(ge=0, le=86_400)]] = Field(
+        default=[0.0, 1.0, 5.0], min_length=1, max_length=32
+    )
+    # Thumbnail width in pixels (height follows the aspect ratio) and JPEG quality.
+    video_thumbnail_width: int = Field(default=320, ge=16, le=3840)
+    video_thumbnail_quality: int = Field(default=85, ge=1, le=95)
+    # Probing reads the object with ranged GETs of this size, caching this many blocks.
+    video_probe_block_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    video_probe_cache_blocks: int = Field(default=32, ge=1, le=1024)
 
     @field_validator("bucket_prefix")
     @classmethod

@@ -1,0 +1,1 @@
+"""Video: metadata probing and thumbnails (PyAV + Pillow), the VideoService and its jobs."""

@@ -1,0 +1,233 @@
+"""Worker handlers of the ``video.probe`` and ``video.thumbnail`` jobs.
+
+They read the video from S3 with cached ranged GETs (PyAV in a worker thread), store the
+thumbnails next to the content object (``.../{file}/thumbnails/{n}.jpg``) and record the
+outcome through the VideoService (``RecordVideoMetadata`` / ``RecordThumbnails``) with the
+worker's own credentials. A file that is not a readable video is recorded as FAILED on the
+video first, then ends the job with ``PermanentJobError``; the worker never crashes on it.
+The payload format is documented in ``services/files/video/payloads.py`` and docs/video.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from botocore.exceptions import ClientError
+from mediagrid.files.v1 import video_pb2, video_pb2_grpc
+from pydantic import ValidationError
+
+from common.aws import AwsClients
+from services.files.video import convert
+from services.files.video.payloads import PROBE_JOB, THUMBNAIL_JOB, VideoJobPayload
+from services.files.video.processing import (
+    InvalidVideo,
+    RenderedThumbnail,
+    probe,
+    render_thumbnails,
+)
+from services.files.video.range_reader import RangeReader
+from services.files.video.storage import (
+    open_video_object,
+    sync_s3_client,
+    thumbnail_key,
+    thumbnail_prefix,
+)
+from services.jobs.worker.api import JobContext, PermanentJobError, RetryableJobError, handler
+
+log = logging.getLogger("mediagrid.video.handlers")
+
+RPC_TIMEOUT_SECONDS = 30.0
+_MISSING_CODES = {"404", "NoSuchKey", "NoSuchVersion", "NoSuchBucket"}
+
+T = TypeVar("T")
+
+
+class _ObjectMissing(Exception):
+    """The object (version) named by the payload does not exist (any more)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _client(aws: AwsClients) -> Any:
+    # boto3 clients are thread-safe and costly to build: one per process (per AwsClients).
+    return sync_s3_client(aws)
+
+
+def _payload(job: JobContext) -> VideoJobPayload:
+    try:
+        return VideoJobPayload.model_validate(dict(job.payload))
+    except ValidationError as exc:
+        raise PermanentJobError(f"invalid {job.type} payload: {exc}") from None
+
+
+def _open(aws: AwsClients, payload: VideoJobPayload) -> RangeReader:
+    try:
+        return open_video_object(
+            _client(aws),
+            aws,
+            bucket=payload.bucket,
+            key=payload.key,
+            version_id=payload.version_id,
+        )
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
+            raise _ObjectMissing(f"s3://{payload.bucket}/{payload.key} does not exist") from exc
+        raise
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking PyAV/boto3 work off the event loop; S3 hiccups become retryable."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except (InvalidVideo, _ObjectMissing, PermanentJobError):
+        raise
+    except (ClientError, OSError) as exc:
+        raise RetryableJobError(f"reading the video from S3 failed: {exc}") from exc
+
+
+def _stub(job: JobContext) -> Any:
+    return video_pb2_grpc.VideoServiceStub(job.resources.channel("files"))
+
+
+async def _call(job: JobContext, method: str, request: Any) -> Any:
+    """Call a VideoService RPC as the worker; a deleted video ends the job for good."""
+    try:
+        return await getattr(_stub(job), method)(
+            request, metadata=job.resources.call_metadata, timeout=RPC_TIMEOUT_SECONDS
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            raise PermanentJobError(f"{method} rejected the result: {exc.details()}") from exc
+        raise
+
+
+def _is_stale(exc: grpc.aio.AioRpcError) -> bool:
+    return bool(exc.code() == grpc.StatusCode.FAILED_PRECONDITION)
+
+
+async def _fail(job: JobContext, method: str, request: Any, message: str) -> PermanentJobError:
+    """Record the failure on the video (so GetVideo shows it); the error ends the job."""
+    try:
+        await _call(job, method, request)
+    except grpc.aio.AioRpcError as exc:
+        if not _is_stale(exc):
+            raise
+    return PermanentJobError(message)
+
+
+@handler(PROBE_JOB, timeout_seconds=300)
+async def probe_video(job: JobContext) -> dict[str, Any]:
+    """Extract metadata (duration, codecs, size, frame rate, bit rate, rotation)."""
+    payload = _payload(job)
+    aws = job.resources.aws
+    await job.progress(5, "opening the video")
+    try:
+        reader = await _in_thread(_open, aws, payload)
+        await job.progress(20, "probing")
+        metadata = await _in_thread(probe, reader)
+    except (InvalidVideo, _ObjectMissing) as exc:
+        message = f"{payload.file} is not a readable video: {exc}"
+        request = video_pb2.RecordVideoMetadataRequest(
+            name=payload.video, job=job.name, error=message
+        )
+        raise await _fail(job, "RecordVideoMetadata", request, message) from exc
+    await job.progress(80, "recording the metadata")
+    request = video_pb2.RecordVideoMetadataRequest(
+        name=payload.video, job=job.name, metadata=convert.metadata_to_proto(metadata)
+    )
+    result: dict[str, Any] = metadata.model_dump()
+    try:
+        await _call(job, "RecordVideoMetadata", request)
+    except grpc.aio.AioRpcError as exc:
+        if not _is_stale(exc):
+            raise
+        result["superseded"] = True  # a newer probe job owns the step now
+    await job.progress(100, "done")
+    return result
+
+
+@handler(THUMBNAIL_JOB, timeout_seconds=600)
+async def render_video_thumbnails(job: JobContext) -> dict[str, Any]:
+    """Render JPEG thumbnails, store them in S3 and record them on the video."""
+    payload = _payload(job)
+    settings = job.resources.settings
+    aws = job.resources.aws
+    times = payload.times or list(settings.video_thumbnail_times_seconds)
+    width = payload.width or settings.video_thumbnail_width
+    await job.progress(2, "opening the video")
+    rendered: list[RenderedThumbnail] = []
+    try:
+        reader = await _in_thread(_open, aws, payload)
+        for index, seconds in enumerate(times):
+            reader.seek(0)
+            (thumb,) = await _in_thread(
+                _render_one, reader, seconds, width, settings.video_thumbnail_quality
+            )
+            rendered.append(thumb)
+            await job.progress(5 + 70 * (index + 1) / len(times), f"rendered {index + 1}")
+    except (InvalidVideo, _ObjectMissing) as exc:
+        message = f"{payload.file} is not a readable video: {exc}"
+        request = video_pb2.RecordThumbnailsRequest(name=payload.video, job=job.name, error=message)
+        raise await _fail(job, "RecordThumbnails", request, message) from exc
+    keys = await _store(job, payload, rendered)
+    await job.progress(90, "recording the thumbnails")
+    request = video_pb2.RecordThumbnailsRequest(
+        name=payload.video,
+        job=job.name,
+        thumbnails=[
+            video_pb2.Thumbnail(
+                index=index,
+                time_offset=convert.duration(thumb.time_seconds),
+                width=thumb.width,
+                height=thumb.height,
+                size_bytes=len(thumb.jpeg),
+                key=key,
+            )
+            for index, (thumb, key) in enumerate(zip(rendered, keys, strict=True))
+        ],
+    )
+    result: dict[str, Any] = {"thumbnails": keys, "width": width}
+    try:
+        await _call(job, "RecordThumbnails", request)
+    except grpc.aio.AioRpcError as exc:
+        if not _is_stale(exc):
+            raise
+        result["superseded"] = True
+    await job.progress(100, "done")
+    return result
+
+
+def _render_one(
+    reader: RangeReader, seconds: float, width: int, quality: int
+) -> list[RenderedThumbnail]:
+    return render_thumbnails(reader, [seconds], width, quality=quality)
+
+
+async def _store(
+    job: JobContext, payload: VideoJobPayload, rendered: list[RenderedThumbnail]
+) -> list[str]:
+    """Put the JPEGs under the file's prefix and delete thumbnails of an older, longer set."""
+    owner = payload.key.split("/", 2)[1]
+    keys = [thumbnail_key(payload.key, index) for index in range(len(rendered))]
+    async with job.resources.aws.s3() as s3:
+        for key, thumb in zip(keys, rendered, strict=True):
+            await s3.put_object(
+                Bucket=payload.bucket,
+                Key=key,
+                Body=thumb.jpeg,
+                ContentType="image/jpeg",
+                Metadata={"file-id": payload.file_id, "owner": owner, "job": job.name},
+            )
+        listing = await s3.list_objects_v2(
+            Bucket=payload.bucket, Prefix=thumbnail_prefix(payload.key)
+        )
+        stale = [o["Key"] for o in listing.get("Contents", []) if o["Key"] not in set(keys)]
+        if stale:
+            await s3.delete_objects(
+                Bucket=payload.bucket, Delete={"Objects": [{"Key": k} for k in stale]}
+            )
+    return keys

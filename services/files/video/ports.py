@@ -1,0 +1,48 @@
+"""The two narrow ports the VideoService depends on; the integrator wires real adapters.
+
+- ``VideoUploads``: the files service's upload engine. ``upload`` receives the validated
+  ``UploadHeader`` followed by the content chunks (``bytes``), streams the bytes into S3 with
+  the given transfer profile, and yields ``UploadProgress`` messages then exactly one ``File``
+  (the committed file, recorded in ``files.files`` with the given ``kind``). Errors are
+  raised as ``common.errors`` domain exceptions, exactly as ``FileService.Upload`` raises them.
+- ``VideoJobs``: the jobs service. ``enqueue`` creates a job of ``job_type`` with the JSON
+  ``payload`` owned by ``on_behalf_of`` and tied to ``file`` (``files/{id}``), and returns
+  its name ``jobs/{id}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from mediagrid.files.v1 import file_pb2
+
+from common.context import Principal
+
+UploadItem = file_pb2.UploadHeader | bytes
+UploadOutput = file_pb2.UploadProgress | file_pb2.File
+
+
+class VideoUploads(Protocol):
+    def upload(
+        self,
+        principal: Principal,
+        items: AsyncIterator[UploadItem],
+        *,
+        part_size_bytes: int,
+        concurrency: int,
+        kind: str,
+    ) -> AsyncIterator[UploadOutput]:
+        """Upload the header + chunks in ``items``; yield progress, then the committed File."""
+
+
+class VideoJobs(Protocol):
+    async def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        *,
+        file: str,
+        on_behalf_of: Principal,
+    ) -> str:
+        """Enqueue a job and return its name, ``jobs/{job}``."""

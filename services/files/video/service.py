@@ -1,0 +1,40 @@
+"""Builds the VideoService for the files service (``services/files/app.py`` wires it in).
+
+Integration::
+
+    servicer, register, name = await create_video_service(ctx, uploads=..., jobs=...)
+    # ServiceInstance(service_names=[..., name], register=lambda s: (files(s), register(s)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from mediagrid.files.v1 import video_pb2, video_pb2_grpc
+
+from common.app import AppContext
+from services.files.video.ports import VideoJobs, VideoUploads
+from services.files.video.repository import VideoRepository
+from services.files.video.servicer import VideoServicer
+from services.files.video.storage import sync_s3_client
+
+SERVICE_NAME: str = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
+
+
+async def create_video_service(
+    ctx: AppContext, *, uploads: VideoUploads, jobs: VideoJobs
+) -> tuple[VideoServicer, Callable[[grpc.aio.Server], None], str]:
+    """The servicer, a function adding it to a server, and its fully qualified name."""
+    servicer = VideoServicer(
+        ctx,
+        VideoRepository(ctx.pool),
+        presigner=sync_s3_client(ctx.aws),
+        uploads=uploads,
+        jobs=jobs,
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        video_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)
+
+    return servicer, register, SERVICE_NAME

@@ -1,0 +1,408 @@
+"""gRPC handlers of ``mediagrid.files.v1.VideoService``.
+
+Access: the owner of the file and admins; the Record* RPCs belong to service principals
+(workers). PERMISSION_DENIED is decided before NOT_FOUND: a non-admin asking for something
+that does not exist, or that is not theirs, gets PERMISSION_DENIED either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
+from pydantic import ValidationError
+
+from common.app import AppContext
+from common.context import Principal, current_principal
+from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.files.video import convert
+from services.files.video.models import Video
+from services.files.video.payloads import (
+    MAX_THUMBNAILS,
+    PROBE_JOB,
+    THUMBNAIL_JOB,
+    VideoJobPayload,
+    video_id,
+)
+from services.files.video.ports import UploadItem, VideoJobs, VideoUploads
+from services.files.video.repository import VideoCursor, VideoRepository
+from services.files.video.storage import thumbnail_prefix
+
+log = logging.getLogger("mediagrid.video")
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+# video/<subtype> with optional parameters; printable ASCII only, no whitespace around it.
+_VIDEO_TYPE = re.compile(
+    r"video/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[ -~]{0,200})?", re.IGNORECASE
+)
+
+
+def is_video_content_type(content_type: str) -> bool:
+    return _VIDEO_TYPE.fullmatch(content_type) is not None
+
+
+class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        ctx: AppContext,
+        repository: VideoRepository,
+        *,
+        presigner: Any,
+        uploads: VideoUploads,
+        jobs: VideoJobs,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.repository = repository
+        self.presigner = presigner  # synchronous boto3 client: presigning is local computation
+        self.uploads = uploads
+        self.jobs = jobs
+
+    # --- access ----------------------------------------------------------------------
+
+    async def _authorize(self, principal: Principal, file_id: str) -> None:
+        """Owner or admin; PERMISSION_DENIED before NOT_FOUND."""
+        file = await self.repository.get_file(file_id)
+        if not principal.is_admin and (file is None or file.owner_id != principal.user_id):
+            raise PermissionDenied(
+                f"{principal.name} may not access videos/{file_id}", reason="VIDEO_ACCESS_DENIED"
+            )
+        if file is None or file.deleted:
+            raise NotFound(f"video videos/{file_id} does not exist", metadata={"video": file_id})
+
+    @staticmethod
+    def _require_service(principal: Principal) -> None:
+        if not principal.is_service:
+            raise PermissionDenied(
+                "only service principals (workers) may record processing results",
+                reason="SERVICE_ONLY",
+            )
+
+    async def _readable_video(self, name: str) -> Video:
+        file_id = video_id(name)
+        await self._authorize(current_principal(), file_id)
+        return await self.repository.get_video(file_id)
+
+    # --- presigning ------------------------------------------------------------------
+
+    def _presign(self, params: Mapping[str, str], seconds: int) -> tuple[str, datetime]:
+        expires = datetime.now(UTC) + timedelta(seconds=seconds)
+        url = self.presigner.generate_presigned_url(
+            "get_object", Params=dict(params), ExpiresIn=seconds
+        )
+        return str(url), expires
+
+    def _presign_thumbnail(self, bucket: str, key: str) -> tuple[str, datetime]:
+        params = {"Bucket": bucket, "Key": key, "ResponseContentType": "image/jpeg"}
+        seconds = min(self.settings.presign_default_seconds, self.settings.presign_max_seconds)
+        return self._presign(params, seconds)
+
+    def _to_proto(self, video: Video) -> video_pb2.Video:
+        return convert.video_to_proto(video, self._presign_thumbnail)
+
+    # --- jobs ------------------------------------------------------------------------
+
+    @staticmethod
+    def _payload(video: Video, **extra: Any) -> dict[str, Any]:
+        payload = VideoJobPayload(
+            file=video.file,
+            bucket=video.bucket,
+            key=video.object_key,
+            version_id=video.version_id or None,
+            **extra,
+        )
+        return payload.model_dump(exclude_none=True)
+
+    async def _enqueue_processing(self, video: Video, principal: Principal) -> None:
+        """Enqueue probe + thumbnails; a failure is recorded on the steps, never raised.
+
+        The file is already committed: failing the upload now would make the client upload
+        it again (a duplicate), so the video shows FAILED steps instead.
+        """
+        try:
+            await self._enqueue_steps(video, principal)
+        except Exception as exc:
+            log.exception("enqueueing the processing of %s failed", video.name)
+            await self.repository.fail_unscheduled_steps(
+                video.file_id, f"the processing job could not be enqueued: {exc}"
+            )
+
+    async def _enqueue_steps(self, video: Video, principal: Principal) -> None:
+        probe = await self.jobs.enqueue(
+            PROBE_JOB, self._payload(video), file=video.file, on_behalf_of=principal
+        )
+        await self.repository.set_probe_job(video.file_id, probe)
+        thumbs = await self.jobs.enqueue(
+            THUMBNAIL_JOB, self._payload(video), file=video.file, on_behalf_of=principal
+        )
+        await self.repository.set_thumbnail_job(video.file_id, thumbs)
+
+    # --- RPCs ------------------------------------------------------------------------
+
+    async def GetVideo(
+        self, request: video_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.GetVideoResponse:
+        video = await self._readable_video(request.name)
+        return video_pb2.GetVideoResponse(video=self._to_proto(video))
+
+    async def ListVideos(
+        self, request: video_pb2.ListVideosRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.ListVideosResponse:
+        principal = current_principal()
+        owner_id = principal.user_id
+        if request.owner:
+            if not request.owner.startswith("users/") or len(request.owner) <= len("users/"):
+                raise InvalidArgument.field("owner", "expected users/{user}")
+            owner_id = request.owner.removeprefix("users/")
+        if owner_id != principal.user_id and not principal.is_admin:
+            raise PermissionDenied(
+                f"{principal.name} may not list the videos of users/{owner_id}",
+                reason="VIDEO_ACCESS_DENIED",
+            )
+        if request.page_size < 0:
+            raise InvalidArgument.field("page_size", "must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_page_token(request.page_token, owner_id)
+        videos = await self.repository.list_videos(owner_id, size + 1, after)
+        token = ""
+        if len(videos) > size:
+            videos = videos[:size]
+            last = videos[-1]
+            token = _encode_page_token(
+                owner_id, VideoCursor(create_time=last.create_time, file_id=last.file_id)
+            )
+        return video_pb2.ListVideosResponse(
+            videos=[self._to_proto(v) for v in videos], next_page_token=token
+        )
+
+    async def UploadVideo(
+        self,
+        request_iterator: AsyncIterator[video_pb2.UploadVideoRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[video_pb2.UploadVideoResponse]:
+        principal = current_principal()
+        header = await _read_header(request_iterator)
+        committed: file_pb2.File | None = None
+        async for output in self.uploads.upload(
+            principal,
+            _items(header, request_iterator),
+            part_size_bytes=self.settings.video_upload_part_size_bytes,
+            concurrency=self.settings.video_upload_concurrency,
+            kind="video",
+        ):
+            if isinstance(output, file_pb2.File):
+                committed = output
+            else:
+                yield video_pb2.UploadVideoResponse(progress=output)
+        if committed is None:
+            raise FailedPrecondition(
+                "the upload ended without a committed file", reason="UPLOAD_INCOMPLETE"
+            )
+        video = await self.repository.register_video(video_id(committed.name, "file"))
+        await self.ctx.activity.record(
+            "video.upload",
+            video.name,
+            {
+                "file": video.file,
+                "size_bytes": str(video.size_bytes),
+                "content_type": video.content_type,
+            },
+        )
+        await self._enqueue_processing(video, principal)
+        yield video_pb2.UploadVideoResponse(file=committed)
+
+    async def CreateStreamUrl(
+        self, request: video_pb2.CreateStreamUrlRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.CreateStreamUrlResponse:
+        video = await self._readable_video(request.name)
+        ttl = convert.seconds(request.ttl)
+        maximum = self.settings.presign_max_seconds
+        if ttl < 0 or ttl > maximum:
+            raise InvalidArgument.field("ttl", f"must be between 0 and {maximum} seconds")
+        seconds = math.ceil(ttl) or min(self.settings.presign_default_seconds, maximum)
+        params = {
+            "Bucket": video.bucket,
+            "Key": video.object_key,
+            "ResponseContentType": video.content_type,
+        }
+        if video.version_id:
+            params["VersionId"] = video.version_id
+        uri, expires = self._presign(params, seconds)
+        await self.ctx.activity.record(
+            "video.stream_url", video.name, {"ttl_seconds": str(seconds)}
+        )
+        return video_pb2.CreateStreamUrlResponse(
+            uri=uri,
+            expire_time=convert.timestamp(expires),
+            content_type=video.content_type,
+            size_bytes=video.size_bytes,
+        )
+
+    async def RegenerateThumbnails(
+        self, request: video_pb2.RegenerateThumbnailsRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.RegenerateThumbnailsResponse:
+        principal = current_principal()
+        video = await self._readable_video(request.name)
+        times = list(request.times_seconds)
+        if len(times) > MAX_THUMBNAILS:
+            raise InvalidArgument.field("times_seconds", f"at most {MAX_THUMBNAILS} times")
+        if any(not math.isfinite(t) or t < 0 or t > 86_400 for t in times):
+            raise InvalidArgument.field("times_seconds", "each time must be between 0 and 86400")
+        if request.width and not 16 <= request.width <= 3840:
+            raise InvalidArgument.field("width", "must be 0 (default) or between 16 and 3840")
+        extra: dict[str, Any] = {
+            "times": times or list(self.settings.video_thumbnail_times_seconds),
+            "width": request.width or self.settings.video_thumbnail_width,
+        }
+        await self.repository.restart_thumbnails(video.file_id)
+        try:
+            job = await self.jobs.enqueue(
+                THUMBNAIL_JOB,
+                self._payload(video, **extra),
+                file=video.file,
+                on_behalf_of=principal,
+            )
+        except Exception as exc:
+            await self.repository.fail_unscheduled_steps(
+                video.file_id, f"the thumbnail job could not be enqueued: {exc}"
+            )
+            raise
+        await self.repository.set_thumbnail_job(video.file_id, job)
+        await self.ctx.activity.record("video.regenerate_thumbnails", video.name, {"job": job})
+        return video_pb2.RegenerateThumbnailsResponse(job=job)
+
+    async def RecordVideoMetadata(
+        self, request: video_pb2.RecordVideoMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.RecordVideoMetadataResponse:
+        self._require_service(current_principal())
+        file_id = video_id(request.name)
+        job = _job_name(request.job)
+        outcome = request.WhichOneof("outcome")
+        if outcome is None:
+            raise InvalidArgument("set either metadata or error", reason="OUTCOME_REQUIRED")
+        metadata = None
+        if outcome == "metadata":
+            try:
+                metadata = convert.metadata_from_proto(request.metadata)
+            except ValidationError as exc:
+                raise InvalidArgument.field("metadata", _first_error(exc)) from None
+        elif not request.error.strip():
+            raise InvalidArgument.field("error", "must describe the failure")
+        video = await self.repository.record_probe(file_id, job, metadata, request.error or None)
+        await self.ctx.activity.record(
+            "video.probe.record", video.name, {"job": job, "state": video.probe.state.value}
+        )
+        return video_pb2.RecordVideoMetadataResponse(video=self._to_proto(video))
+
+    async def RecordThumbnails(
+        self, request: video_pb2.RecordThumbnailsRequest, context: grpc.aio.ServicerContext
+    ) -> video_pb2.RecordThumbnailsResponse:
+        self._require_service(current_principal())
+        file_id = video_id(request.name)
+        job = _job_name(request.job)
+        current = await self.repository.get_video(file_id)
+        thumbnails = []
+        if not request.error:
+            prefix = thumbnail_prefix(current.object_key)
+            if len(request.thumbnails) > MAX_THUMBNAILS:
+                raise InvalidArgument.field("thumbnails", f"at most {MAX_THUMBNAILS}")
+            if len({t.index for t in request.thumbnails}) != len(request.thumbnails):
+                raise InvalidArgument.field("thumbnails", "indexes must be unique")
+            for position, message in enumerate(request.thumbnails):
+                if not message.key.startswith(prefix):
+                    raise InvalidArgument.field(
+                        f"thumbnails[{position}].key", f"must start with {prefix}"
+                    )
+                try:
+                    thumbnails.append(convert.thumbnail_from_proto(message, current.bucket))
+                except ValidationError as exc:
+                    raise InvalidArgument.field(
+                        f"thumbnails[{position}]", _first_error(exc)
+                    ) from None
+        video = await self.repository.record_thumbnails(
+            file_id, job, thumbnails, request.error or None
+        )
+        await self.ctx.activity.record(
+            "video.thumbnails.record",
+            video.name,
+            {"job": job, "state": video.thumbnail_step.state.value, "count": str(len(thumbnails))},
+        )
+        return video_pb2.RecordThumbnailsResponse(video=self._to_proto(video))
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+async def _read_header(
+    requests: AsyncIterator[video_pb2.UploadVideoRequest],
+) -> file_pb2.UploadHeader:
+    first = await anext(aiter(requests), None)
+    if first is None or first.WhichOneof("item") is None:
+        raise InvalidArgument(
+            "the stream must start with an upload header", reason="HEADER_REQUIRED"
+        )
+    if first.WhichOneof("item") != "header":
+        raise InvalidArgument("data arrived before the upload header", reason="HEADER_REQUIRED")
+    header: file_pb2.UploadHeader = first.header
+    if not is_video_content_type(header.content_type):
+        raise InvalidArgument.field(
+            "header.content_type",
+            f"must be a video/* type, got {header.content_type[:100]!r}",
+            reason="NOT_A_VIDEO",
+        )
+    return header
+
+
+async def _items(
+    header: file_pb2.UploadHeader, requests: AsyncIterator[video_pb2.UploadVideoRequest]
+) -> AsyncIterator[UploadItem]:
+    yield header
+    async for request in requests:
+        kind = request.WhichOneof("item")
+        if kind == "header":
+            raise InvalidArgument("the upload header was sent twice", reason="HEADER_REPEATED")
+        if kind == "chunk":
+            yield request.chunk
+
+
+def _job_name(job: str) -> str:
+    if not job.startswith("jobs/") or len(job) <= len("jobs/") or len(job) > 200:
+        raise InvalidArgument.field("job", "expected jobs/{job}")
+    return job
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def _encode_page_token(owner_id: str, cursor: VideoCursor) -> str:
+    raw = json.dumps({"o": owner_id, "t": cursor.create_time.isoformat(), "f": cursor.file_id})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_page_token(token: str, owner_id: str) -> VideoCursor | None:
+    if not token:
+        return None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        cursor = VideoCursor(create_time=raw["t"], file_id=raw["f"])
+        owner = raw["o"]
+    except (ValueError, KeyError, TypeError, binascii.Error, ValidationError):
+        raise InvalidArgument.field("page_token", "is not a token this service issued") from None
+    if owner != owner_id:
+        raise InvalidArgument.field("page_token", "belongs to a listing of another owner")
+    return cursor
