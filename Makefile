@@ -92,7 +92,8 @@ lock:
 	/tmp/mediagrid-lock/bin/pip freeze --exclude mediagrid > constraints.txt
 
 docs: install
-	$(BIN)/python scripts/config_doc.py > docs/configuration.md
+	$(BIN)/python scripts/config_doc.py > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 # Offline validation of the deployment files (no Docker engine or AWS account needed).
 deploy-check: compose-check cfn-lint

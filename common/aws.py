@@ -2,7 +2,7 @@
 
 SigV4 everywhere (moto presigns SigV2 otherwise), botocore ``standard`` retries, pool size
 and timeouts from settings; payload signing can be turned off for local plain-HTTP
-endpoints. Telemetry instrumentation hooks in here.
+endpoints. Every S3 call is traced (``common.telemetry.instrument_aws_session``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import aioboto3
 from botocore.config import Config
 
 from common.settings import Settings
+from common.telemetry import instrument_aws_session
 
 
 class AwsClients:
@@ -28,6 +29,7 @@ class AwsClients:
                 "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
             }
         self.session = aioboto3.Session(region_name=settings.aws_region, **credentials)
+        instrument_aws_session(self.session)
 
     def config(self) -> Config:
         s = self.settings

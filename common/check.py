@@ -112,9 +112,18 @@ async def check_bucket(s3: Any, settings: Settings, bucket: str) -> CheckResult:
                 f"{settings.environment.value!r} (provision it, see deploy/aws)",
             )
         return CheckResult(name, False, f"cannot access bucket: {_client_error(exc)}")
-    versioning = await s3.get_bucket_versioning(Bucket=bucket)
-    if versioning.get("Status") != "Enabled":
-        return CheckResult(name, False, "versioning is not enabled (the files service needs it)")
+    try:
+        versioning = await s3.get_bucket_versioning(Bucket=bucket)
+        if versioning.get("Status") != "Enabled":
+            return CheckResult(
+                name, False, "versioning is not enabled (the files service needs it)"
+            )
+        return await _round_trip(s3, name, bucket)
+    except ClientError as exc:
+        return CheckResult(name, False, f"write/read/delete failed: {_client_error(exc)}")
+
+
+async def _round_trip(s3: Any, name: str, bucket: str) -> CheckResult:
     key = f".mediagrid-check/{uuid.uuid4().hex}"
     body = os.urandom(64)
     put = await s3.put_object(Bucket=bucket, Key=key, Body=body)

@@ -30,8 +30,6 @@ app = typer.Typer(
 )
 # soft_wrap: messages stay on one line (greppable, and tests match them whole).
 console = Console(stderr=True, soft_wrap=True)
-log = logging.getLogger("mediagrid.cli")
-
 T = TypeVar("T")
 
 
@@ -56,18 +54,29 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except ConfigurationError as exc:
         fail(str(exc), 2)
-    except ValueError as exc:  # unknown service names and similar argument errors
-        fail(str(exc), 2)
     except DomainError as exc:  # e.g. Unavailable: the database did not answer
         fail(str(exc))
     except MigrationError as exc:
         fail(f"migration failed: {exc}")
     except OSError as exc:  # e.g. the gRPC port is taken
         fail(str(exc))
+    except RuntimeError as exc:
+        # grpcio reports a port it cannot bind as RuntimeError("Failed to bind to address ...").
+        if "Failed to bind" not in str(exc):
+            raise
+        fail(f"{exc.args[0].split(';')[0]} (is another server using it? set MEDIAGRID_GRPC_PORT)")
 
 
 def _service_names(services: list[str] | None) -> list[str]:
-    return services or ["all"]
+    """The requested services (default all); unknown names exit 2 before anything starts."""
+    from common.registry import resolve
+
+    names = services or ["all"]
+    try:
+        resolve(names)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    return names
 
 
 @app.command()
@@ -128,6 +137,26 @@ def check() -> None:
         for failure in failures:
             console.print(f"[red]{failure.name}:[/red] {failure.detail}", highlight=False)
         raise typer.Exit(1)
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (secrets masked) and where each came from."""
+    import os
+
+    settings = settings_or_exit()
+    table = Table(title="mediagrid settings")
+    table.add_column("variable")
+    table.add_column("value", overflow="fold")
+    table.add_column("source")
+    # mode="json" renders SecretStr as "**********": the values shown are safe to paste.
+    values = settings.model_dump(mode="json")
+    for name in Settings.model_fields:
+        variable = f"MEDIAGRID_{name.upper()}"
+        source = "environment" if variable in os.environ else "default or .env"
+        table.add_row(variable, "unset" if values[name] is None else str(values[name]), source)
+    out = Console()
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 @app.command()

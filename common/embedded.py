@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -51,7 +52,14 @@ class EmbeddedPostgres:
         """Start (or join) the server, create the ``mediagrid`` database; return its URI."""
         ensure_runtime_dir()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.to_thread(self._get_server)
+        starting = asyncio.ensure_future(asyncio.to_thread(self._get_server))
+        try:
+            self._server = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # Stopped (e.g. SIGTERM) while pg_ctl runs: let it finish so stop() can stop the
+            # server, instead of leaving an orphaned PostgreSQL behind.
+            self._server = await starting
+            raise
         admin_uri: str = self._server.get_uri()
         conn = await asyncpg.connect(admin_uri)
         try:
@@ -59,7 +67,9 @@ class EmbeddedPostgres:
                 "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME
             )
             if not exists:
-                await conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
+                # Another process sharing this data dir may win the race; that is fine.
+                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                    await conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
         finally:
             await conn.close()
         uri: str = self._server.get_uri(DATABASE_NAME)
@@ -68,9 +78,29 @@ class EmbeddedPostgres:
 
     def _get_server(self) -> Any:
         # Imported here: pgserver touches the runtime dir at import time.
-        from pgserver.postgres_server import get_server
+        from pgserver.postgres_server import PostgresServer, get_server
 
+        with PostgresServer._lock:
+            self._forget_dead_handles()
         return get_server(self.pgdata, cleanup_mode="stop")
+
+    def _forget_dead_handles(self) -> None:
+        """Drop processes that died without letting go from pgserver's list of users.
+
+        pgserver stops the server when the last process in ``.handle_pids.json`` exits; a
+        process killed with SIGKILL stays listed forever, and then nobody ever stops it.
+        """
+        handles = self.pgdata / ".handle_pids.json"
+        if not handles.is_file():
+            return
+        pids = json.loads(handles.read_text() or "[]")
+        alive = [pid for pid in pids if _process_exists(pid) and pid != os.getpid()]
+        if alive != pids:
+            log.info(
+                "embedded PostgreSQL: forgetting exited processes %s",
+                sorted(set(pids) - set(alive)),
+            )
+            handles.write_text(json.dumps(alive))
 
     async def stop(self) -> None:
         """Release our handle; pgserver stops the server when the last process lets go."""
@@ -78,6 +108,16 @@ class EmbeddedPostgres:
             server, self._server = self._server, None
             await asyncio.to_thread(server.cleanup)
             log.info("embedded PostgreSQL stopped")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class EmbeddedS3:
@@ -136,11 +176,12 @@ async def create_buckets(settings: Settings) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def embedded_dependencies(
-    settings: Settings, *, database: bool = True, s3: bool = True
+    settings: Settings, *, database: bool = True, s3: bool = True, buckets: bool = True
 ) -> AsyncIterator[Settings]:
     """Start the embedded stand-ins the settings ask for; yield settings pointing at them.
 
-    ``database``/``s3`` False skips that dependency entirely (``migrate`` needs no S3).
+    ``database``/``s3`` False skips that dependency entirely (``migrate`` needs no S3);
+    ``buckets`` False leaves bucket creation to the caller (``running_suite`` does it).
     """
     async with contextlib.AsyncExitStack() as stack:
         if database and settings.embedded_database:
@@ -152,6 +193,6 @@ async def embedded_dependencies(
             server = EmbeddedS3()
             stack.callback(server.stop)
             settings = with_embedded_s3(settings, server.start())
-        if s3 and settings.s3_create_buckets:
+        if s3 and buckets and settings.s3_create_buckets:
             await create_buckets(settings)
         yield settings

@@ -3,7 +3,7 @@
 ``launched()`` is the whole start-up as one async context manager (tests use it directly);
 ``serve_forever()`` adds signal handling: SIGTERM or Ctrl-C, even during start-up, stops
 everything in reverse order (server gracefully, pool, embedded S3, embedded PostgreSQL)
-and returns normally, so the process exits 0.
+and returns normally, so the process exits 0. A second signal skips the grace period.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ async def launched(
     telemetry = configure_telemetry(settings)
     try:
         async with (
-            embedded_dependencies(settings) as effective,
+            embedded_dependencies(settings, buckets=False) as effective,
             running_suite(
                 effective,
                 names,
@@ -75,10 +75,13 @@ async def serve_forever(
     state = {"serving": False, "signalled": False}
 
     def on_signal() -> None:
+        first = not state["signalled"]
         state["signalled"] = True
-        if state["serving"]:
-            stop.set()
+        if state["serving"] and first:
+            stop.set()  # graceful: in-flight calls get the grace period
         else:
+            if not first:
+                log.warning("second signal: stopping now without waiting for in-flight calls")
             main.cancel()
 
     for sig in STOP_SIGNALS:
@@ -98,7 +101,7 @@ async def serve_forever(
         if not state["signalled"]:
             raise
         main.uncancel()
-        log.info("signal received during start-up; stopped")
+        log.info("stopped on signal")
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)

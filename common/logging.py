@@ -3,7 +3,7 @@
 Every record carries ``time``, ``level``, ``logger`` and ``message``; the ``extra={...}``
 fields a caller passes (the access log's method/status/duration_ms/request_id/principal,
 the activity log's action/resource) become top-level keys, and the current request id is
-added when the record is written inside an RPC. Configured once by the CLI from settings.
+added when the record is written inside an RPC, and the trace/span id inside a span. Configured once by the CLI from settings.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import logging
 import sys
 from typing import Any, TextIO
+
+from opentelemetry import trace
 
 from common.context import current_request_id
 from common.settings import Settings
@@ -35,6 +37,11 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
         request_id = current_request_id()
         if request_id is not None:
             fields["request_id"] = request_id
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid and "trace_id" not in fields:
+        # Lets a log line be found from its trace (and the trace from the line).
+        fields["trace_id"] = format(span.trace_id, "032x")
+        fields["span_id"] = format(span.span_id, "016x")
     return fields
 
 

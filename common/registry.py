@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from common.app import AppContext, ServiceInstance, ServiceFactory
+    from common.app import AppContext, ServiceFactory, ServiceInstance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,5 +47,7 @@ def resolve(names: list[str] | tuple[str, ...]) -> list[ServiceSpec]:
     wanted = set(SERVICES) if not names or "all" in names else set(names)
     unknown = wanted - set(SERVICES)
     if unknown:
-        raise ValueError(f"unknown service(s): {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)} or all")
+        raise ValueError(
+            f"unknown service(s): {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)} or all"
+        )
     return [spec for name, spec in SERVICES.items() if name in wanted]

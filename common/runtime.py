@@ -13,6 +13,7 @@ import grpc
 from common import db
 from common.app import AppContext
 from common.aws import AwsClients
+from common.embedded import create_buckets
 from common.interceptors import Authenticator
 from common.migrations import migrate
 from common.registry import ServiceSpec, resolve
@@ -45,7 +46,8 @@ async def running_suite(
     The settings must already point at a database and (if needed) an S3 endpoint: the
     embedded fallbacks are started by the launcher before this is called. ``specs``
     replaces the lookup of ``names`` (an empty list serves only health and reflection);
-    ``interceptors`` run before the suite's own (telemetry puts its span there).
+    ``interceptors`` run before the suite's own (telemetry puts its span there). With
+    ``settings.s3_create_buckets`` (dev/test only) the versioned buckets are created first.
     """
     specs = resolve(list(names)) if specs is None else list(specs)
     pool = await db.create_pool(settings)
@@ -54,6 +56,8 @@ async def running_suite(
     )
     server: SuiteServer | None = None
     try:
+        if settings.s3_create_buckets:
+            await create_buckets(settings)
         await migrate_all(pool, specs)
         if settings.users_address and all(spec.name != "users" for spec in specs):
             from common.auth import remote_activity_recorder

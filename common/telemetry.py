@@ -12,6 +12,9 @@ Instrumentation:
 - gRPC client: every ``grpc.aio`` channel (``AppContext.channel`` included) gets client
   interceptors that start a span and inject the trace context into the call's metadata.
 - asyncpg: one span per query.
+- S3: one client span per API call (``S3.PutObject``), through botocore's event hooks on
+  the aioboto3 session (``instrument_aws_session``, called by ``common.aws``): the
+  OpenTelemetry botocore instrumentation does not see aiobotocore's calls.
 
 Services create their own spans and instruments with ``get_tracer(__name__)`` and
 ``get_meter(__name__)``; these work (as no-ops) when telemetry is off.
@@ -23,6 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 from opentelemetry import metrics, trace
@@ -186,3 +190,48 @@ def get_meter(name: str) -> metrics.Meter:
 
 def active() -> Telemetry | None:
     return _active
+
+
+# --- S3 --------------------------------------------------------------------------------------
+
+_SPAN_KEY = "mediagrid_span"
+
+
+def instrument_aws_session(session: Any) -> None:
+    """Trace every S3 call made by clients of this aioboto3 session (no-op spans when off)."""
+    events = session._session  # the aiobotocore session; its clients copy these handlers
+    events.register("before-call.s3", _s3_before_call)
+    events.register("after-call.s3", _s3_after_call)
+    events.register("after-call-error.s3", _s3_call_error)
+
+
+def _s3_before_call(model: Any, params: Any, context: dict[str, Any], **_: Any) -> None:
+    attributes = {"rpc.system": "aws-api", "rpc.service": "S3", "rpc.method": model.name}
+    # Path-style addressing (common.aws forces it): the bucket is the URL's first segment.
+    url = str(params.get("url", "")) if isinstance(params, dict) else ""
+    bucket = urlsplit(url).path.lstrip("/").split("/", 1)[0]
+    if bucket:
+        attributes["aws.s3.bucket"] = bucket
+    context[_SPAN_KEY] = get_tracer("mediagrid.s3").start_span(
+        f"S3.{model.name}", kind=trace.SpanKind.CLIENT, attributes=attributes
+    )
+
+
+def _s3_after_call(http_response: Any, context: dict[str, Any], **_: Any) -> None:
+    span = context.pop(_SPAN_KEY, None)
+    if span is None:
+        return
+    status = int(getattr(http_response, "status_code", 0))
+    span.set_attribute("http.response.status_code", status)
+    if status >= 400:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {status}"))
+    span.end()
+
+
+def _s3_call_error(context: dict[str, Any], exception: BaseException, **_: Any) -> None:
+    span = context.pop(_SPAN_KEY, None)
+    if span is None:
+        return
+    span.record_exception(exception)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exception).__name__))
+    span.end()

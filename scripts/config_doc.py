@@ -45,25 +45,35 @@ Generated from `common/settings.py` by `make docs`; do not edit by hand."""
 
 
 def source_notes(source: str) -> dict[str, tuple[str, str, str]]:
-    """{field: (section, type as written, comment above it)} from the Settings class body."""
+    """{field: (section, type as written, comment above it)} from the Settings class body.
+
+    A comment covers the block of fields right below it (no blank line or comment between),
+    so ``# Allowed priority range.`` above ``job_priority_min`` and ``job_priority_max``
+    documents both.
+    """
     body = source[source.index("class Settings(") :]
     notes: dict[str, tuple[str, str, str]] = {}
-    section, comments = "", []
+    section, comments, block_comment = "", [], ""
     for line in body.splitlines():
         header = SECTION.match(line)
         if header:
-            section, comments = header.group(1).strip(), []
+            section, comments, block_comment = header.group(1).strip(), [], ""
             continue
         field = FIELD.match(line)
         if field and field.group(1) != "model_config":
-            notes[field.group(1)] = (section, field.group(2).strip(), " ".join(comments))
+            if comments:
+                block_comment = " ".join(comments)
+            notes[field.group(1)] = (section, field.group(2).strip(), block_comment)
             comments = []
             continue
         comment = COMMENT.match(line)
         if comment and line.startswith("    #"):
+            if not comments:
+                block_comment = ""
             comments.append(comment.group(1).strip())
-        elif line.strip() and not line.startswith("        "):
-            comments = []
+        elif not line.strip() or not line.startswith(("        ", "    )")):
+            # A blank line or other code ends the block (a field's continuation does not).
+            comments, block_comment = [], ""
     return notes
 
 

@@ -6,11 +6,14 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +25,22 @@ from pydantic import SecretStr
 from common.aws import AwsClients, ensure_bucket
 from common.registry import SERVICES
 from common.settings import Settings
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A data dir outside pytest's tmp tree.
+
+    As root, pgserver runs PostgreSQL as the user ``pgserver``, which must traverse every
+    parent of the data directory; pytest resets /tmp/pytest-of-root to 0700 whenever a
+    session starts (other runs on this machine included), which would lock it out.
+    """
+    path = Path(tempfile.mkdtemp(prefix="mg-state-"))
+    try:
+        yield path / "state"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIAGRID = Path(sys.executable).parent / "mediagrid"
@@ -62,7 +81,9 @@ async def wait_serving(address: str, process: asyncio.subprocess.Process, deadli
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
-            assert process.returncode is None, "mediagrid serve exited before serving"
+            if process.returncode is not None:
+                _, err = await process.communicate()
+                raise AssertionError(f"mediagrid serve exited before serving:\n{err.decode()}")
             try:
                 response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
@@ -73,10 +94,12 @@ async def wait_serving(address: str, process: asyncio.subprocess.Process, deadli
             await asyncio.sleep(0.3)
 
 
-async def test_serve_reaches_serving_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+async def test_serve_reaches_serving_and_exits_zero_on_sigterm(
+    tmp_path: Path, state_dir: Path
+) -> None:
     port = free_port()
     env = clean_env(
-        MEDIAGRID_DATA_DIR=str(tmp_path / "state"),
+        MEDIAGRID_DATA_DIR=str(state_dir),
         MEDIAGRID_GRPC_PORT=str(port),
         MEDIAGRID_GRPC_SHUTDOWN_GRACE_SECONDS="2",
         MEDIAGRID_LOG_FORMAT="json",
@@ -133,6 +156,20 @@ def test_check_rejects_a_bad_bucket_prefix(tmp_path: Path) -> None:
     result = run_cli("check", env=clean_env(MEDIAGRID_BUCKET_PREFIX="Bad_Prefix"), cwd=tmp_path)
     assert result.returncode == 2
     assert "MEDIAGRID_BUCKET_PREFIX" in result.stderr
+
+
+def test_serve_with_an_unreachable_database_exits_1_without_falling_back(tmp_path: Path) -> None:
+    env = clean_env(
+        MEDIAGRID_DATA_DIR=str(tmp_path / "state"),
+        MEDIAGRID_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x",
+        MEDIAGRID_DB_CONNECT_ATTEMPTS="2",
+        MEDIAGRID_DB_CONNECT_BACKOFF_SECONDS="0.01",
+        MEDIAGRID_GRPC_PORT=str(free_port()),
+    )
+    result = run_cli("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "PostgreSQL is unreachable after 2 attempts" in result.stderr
+    assert not (tmp_path / "state" / "pgdata").exists()
 
 
 def test_check_reports_an_unreachable_database(tmp_path: Path) -> None:
@@ -203,6 +240,43 @@ async def test_check_lists_pending_migrations(
     assert "run `mediagrid migrate`" in result.stderr
 
 
+async def test_serve_on_a_taken_port_exits_1_naming_it(settings: Settings, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = configured_env(settings, tmp_path)
+        env["MEDIAGRID_GRPC_PORT"] = str(port)
+        script = "import common.registry as r; r.SERVICES = {}; from common.cli import main; main()"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script,
+            "serve",
+            env=env,
+            cwd=tmp_path,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode == 1
+    assert f"Failed to bind to address 127.0.0.1:{port}" in err.decode()
+    assert "MEDIAGRID_GRPC_PORT" in err.decode()
+
+
+def test_config_shows_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
+    env = clean_env(
+        MEDIAGRID_DATABASE_URL="postgresql://app:S3cretPassw0rd@db:5432/mediagrid",
+        MEDIAGRID_GRPC_PORT="6001",
+    )
+    result = run_cli("config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "S3cretPassw0rd" not in result.stdout + result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "6001" in lines["MEDIAGRID_GRPC_PORT"] and "environment" in lines["MEDIAGRID_GRPC_PORT"]
+    assert "**********" in lines["MEDIAGRID_DATABASE_URL"]
+    assert "mediagrid" in lines["MEDIAGRID_BUCKET_PREFIX"]
+
+
 def test_health_exits_1_when_nothing_answers(tmp_path: Path) -> None:
     result = run_cli(
         "health",
@@ -228,3 +302,50 @@ def test_unknown_service_name_exits_2(tmp_path: Path, command: str) -> None:
     result = run_cli(command, "billing", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown service(s): billing" in result.stderr
+
+
+async def test_unconfigured_check_and_migrate_use_the_embedded_stores(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    env = clean_env(MEDIAGRID_DATA_DIR=str(state_dir))
+    before = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
+    assert "embedded PostgreSQL" in before.stdout
+    assert "embedded in-memory S3" in before.stdout
+    # A fresh embedded database has every migration pending.
+    assert before.returncode == 1
+    assert "run `mediagrid migrate`" in before.stderr
+
+    migrated = await asyncio.to_thread(run_cli, "migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    again = await asyncio.to_thread(run_cli, "migrate", env=env, cwd=tmp_path)
+    assert again.stderr.count("nothing (up to date)") == len(SERVICES)
+
+    after = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert (state_dir / "pgdata" / "PG_VERSION").is_file()
+
+
+async def test_check_fails_an_unversioned_bucket(settings: Settings) -> None:
+    from common.check import check_bucket
+
+    async with AwsClients(settings).s3() as s3:
+        await s3.create_bucket(Bucket="plain-bucket")
+        result = await check_bucket(s3, settings, "plain-bucket")
+        listed = await s3.list_objects_v2(Bucket="plain-bucket")
+    assert not result.ok
+    assert "versioning is not enabled" in result.detail
+    assert listed.get("KeyCount", 0) == 0  # nothing was written to a bucket that failed
+
+
+async def test_run_checks_in_process_reports_every_row(settings: Settings) -> None:
+    from common.check import run_checks
+
+    async with AwsClients(settings).s3() as s3:
+        await ensure_bucket(s3, settings.bucket("files"))
+    results = {r.name: r for r in await run_checks(settings)}
+    assert all(r.ok for r in results.values()), results
+    assert ": PostgreSQL " in results["database"].detail
+    assert {f"migrations: {s.name}" for s in SERVICES.values() if s.migrations.is_dir()} <= set(
+        results
+    )
+    assert results[f"bucket {settings.bucket('files')}"].ok

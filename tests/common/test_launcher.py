@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +16,22 @@ from common.aws import AwsClients
 from common.errors import Unavailable
 from common.launcher import launched
 from common.settings import BUCKET_PURPOSES, Settings
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A data dir outside pytest's tmp tree.
+
+    As root, pgserver runs PostgreSQL as the user ``pgserver``, which must traverse every
+    parent of the data directory; pytest resets /tmp/pytest-of-root to 0700 whenever a
+    session starts (other runs on this machine included), which would lock it out.
+    """
+    path = Path(tempfile.mkdtemp(prefix="mg-state-"))
+    try:
+        yield path / "state"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -39,9 +58,9 @@ async def health_status(address: str, service: str = "") -> int:
 
 
 async def test_embedded_suite_serves_and_keeps_database_rows_across_restarts(
-    tmp_path: Path,
+    state_dir: Path,
 ) -> None:
-    settings = unconfigured(tmp_path / "state")
+    settings = unconfigured(state_dir)
     assert settings.embedded_database and settings.embedded_s3
 
     async with launched(settings, specs=[], port=0) as (server, _ctx, effective):
@@ -60,7 +79,7 @@ async def test_embedded_suite_serves_and_keeps_database_rows_across_restarts(
             for purpose in BUCKET_PURPOSES:
                 versioning = await s3.get_bucket_versioning(Bucket=settings.bucket(purpose))
                 assert versioning["Status"] == "Enabled"
-    assert (tmp_path / "state" / "pgdata" / "PG_VERSION").is_file()
+    assert (state_dir / "pgdata" / "PG_VERSION").is_file()
 
     async with launched(settings, specs=[], port=0) as (server, _ctx, effective):
         assert await health_status(server.address) == SERVING
@@ -69,6 +88,8 @@ async def test_embedded_suite_serves_and_keeps_database_rows_across_restarts(
             assert await conn.fetchval("SELECT note FROM public.scratch") == "kept across restarts"
         finally:
             await conn.close()
+    # Stopped, not orphaned: PostgreSQL removes postmaster.pid when it shuts down.
+    assert not (state_dir / "pgdata" / "postmaster.pid").exists()
 
 
 async def test_a_configured_database_that_does_not_answer_is_an_error_not_a_fallback(

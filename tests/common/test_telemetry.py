@@ -118,3 +118,25 @@ def test_off_means_no_interceptors_and_no_op_tracers(settings: Settings) -> None
         assert not span.get_span_context().is_valid
     finally:
         configured.shutdown()
+
+
+async def test_s3_calls_are_client_spans(
+    settings: Settings, telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from common.aws import AwsClients
+
+    async with AwsClients(settings).s3() as s3:
+        await s3.create_bucket(Bucket="traced-bucket")
+        await s3.put_object(Bucket="traced-bucket", Key="k", Body=b"v")
+        with pytest.raises(ClientError):
+            await s3.get_object(Bucket="traced-bucket", Key="missing")
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.name.startswith("S3.")}
+    assert {"S3.CreateBucket", "S3.PutObject", "S3.GetObject"} <= set(spans)
+    put = spans["S3.PutObject"]
+    assert put.kind == SpanKind.CLIENT
+    assert put.attributes is not None
+    assert put.attributes["aws.s3.bucket"] == "traced-bucket"
+    assert put.attributes["http.response.status_code"] == 200
+    assert not spans["S3.GetObject"].status.is_ok

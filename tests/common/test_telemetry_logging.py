@@ -110,3 +110,14 @@ def test_configure_logging_applies_format_and_level() -> None:
     lines = stream.getvalue().splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["shown"]
     assert json.loads(lines[0])["bucket"] == "b"
+
+
+def test_records_inside_a_span_carry_its_trace_id() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("work") as span:
+        entry = json.loads(JsonFormatter().format(record("inside a span")))
+    assert entry["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert entry["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert "trace_id" not in json.loads(JsonFormatter().format(record("outside")))
