@@ -2,7 +2,9 @@
 
 Server side: every status carries an ``ErrorInfo`` (reason + domain); validation errors add
 a ``BadRequest``; RESOURCE_EXHAUSTED adds ``RetryInfo``. Unexpected exceptions become
-INTERNAL with a correlation id; the traceback goes to the server log only.
+INTERNAL with a correlation id; the traceback goes to the server log only. A lost database
+or refused connection that a handler let through is UNAVAILABLE (DATABASE_UNAVAILABLE,
+DEPENDENCY_UNAVAILABLE), since retrying later is the right reaction.
 
 Client side: ``from_rpc_error`` turns a failed call back into the domain exception (reason,
 metadata, violations, retry delay and domain kept), so a service calling another one can
@@ -10,8 +12,9 @@ re-raise what it got; ``error_info``/``bad_request``/``retry_info`` read single 
 
 The whole status travels in the trailers (``grpc-message`` plus ``grpc-status-details-bin``),
 and clients reject trailers over 8 KiB by default; a status that big would reach the client
-as RESOURCE_EXHAUSTED without details. So messages, metadata and violations are cut to a
-budget that keeps every status well below that limit.
+as RESOURCE_EXHAUSTED without details. So the message is cut and metadata/violations are
+kept to a budget (dropping whole entries, flagged ``truncated``) that keeps every status
+below that limit: put lists of ids in metadata only when they are short.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
@@ -55,11 +59,15 @@ EXCEPTIONS: dict[grpc.StatusCode, type[errors.DomainError]] = {
 
 _BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
-# Size budget (UTF-8 bytes) of the parts of a status; see the module docstring.
+# Size budget (UTF-8 bytes) of the parts of a status; see the module docstring. The message
+# is human text and is cut (marked by …). Metadata values and field paths are data a client
+# may parse: they are never cut, an entry that does not fit is left out whole and
+# ``metadata["truncated"] = "true"`` says so.
 MAX_MESSAGE_BYTES = 1024
-MAX_VALUE_BYTES = 256
-MAX_METADATA_BYTES = 1024
-MAX_VIOLATIONS_BYTES = 1536
+MAX_DETAILS_BYTES = 2560  # metadata and violations together
+MAX_DESCRIPTION_BYTES = 512  # a violation's description (human text: cut)
+TRUNCATED_KEY = "truncated"
+_ENTRY_OVERHEAD = 8  # protobuf framing per map entry or violation, roughly
 _ELLIPSIS = "…"
 
 
@@ -99,47 +107,50 @@ def _pack(detail: message.Message) -> any_pb2.Any:
     return packed
 
 
-def _bounded_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    kept: dict[str, str] = {}
-    used = 0
-    for key, value in sorted(metadata.items()):
-        key, value = truncate(key, MAX_VALUE_BYTES), truncate(value, MAX_VALUE_BYTES)
-        used += len(key.encode()) + len(value.encode())
-        if used > MAX_METADATA_BYTES:
-            break
-        kept[key] = value
-    return kept
+def _size(*texts: str) -> int:
+    return sum(len(text.encode()) for text in texts) + _ENTRY_OVERHEAD
 
 
-def _bounded_violations(
-    violations: tuple[errors.FieldViolation, ...],
-) -> list[error_details_pb2.BadRequest.FieldViolation]:
-    kept: list[error_details_pb2.BadRequest.FieldViolation] = []
-    used = 0
-    for violation in violations:
-        field = truncate(violation.field, MAX_VALUE_BYTES)
-        description = truncate(violation.description, MAX_VALUE_BYTES)
-        used += len(field.encode()) + len(description.encode())
-        if used > MAX_VIOLATIONS_BYTES:
-            break
-        kept.append(
-            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
-        )
-    return kept
+def _bounded_details(
+    exc: errors.DomainError,
+) -> tuple[dict[str, str], list[error_details_pb2.BadRequest.FieldViolation]]:
+    """Metadata and violations that fit ``MAX_DETAILS_BYTES``, in the order given."""
+    room = MAX_DETAILS_BYTES - _size(TRUNCATED_KEY, "true")
+    dropped = False
+    metadata: dict[str, str] = {}
+    for key, value in exc.metadata.items():
+        if _size(key, value) <= room:
+            metadata[key] = value
+            room -= _size(key, value)
+        else:
+            dropped = True
+    violations: list[error_details_pb2.BadRequest.FieldViolation] = []
+    for violation in getattr(exc, "violations", ()):
+        description = truncate(violation.description, MAX_DESCRIPTION_BYTES)
+        if _size(violation.field, description) <= room:
+            violations.append(
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=violation.field, description=description
+                )
+            )
+            room -= _size(violation.field, description)
+        else:
+            dropped = True
+    if dropped:
+        metadata[TRUNCATED_KEY] = "true"
+    return metadata, violations
 
 
 def to_status(exc: errors.DomainError, domain: str) -> status_pb2.Status:
     """Build the google.rpc.Status for a domain exception (``exc.domain`` wins over ``domain``)."""
     code = code_for(exc)
+    metadata, violations = _bounded_details(exc)
     info = error_details_pb2.ErrorInfo(
-        reason=exc.reason,
-        domain=exc.domain or domain,
-        metadata=_bounded_metadata(exc.metadata),
+        reason=exc.reason, domain=exc.domain or domain, metadata=metadata
     )
     details = [_pack(info)]
-    if isinstance(exc, errors.InvalidArgument) and exc.violations:
-        bad = error_details_pb2.BadRequest(field_violations=_bounded_violations(exc.violations))
-        details.append(_pack(bad))
+    if violations:
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
     if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_seconds is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(round(exc.retry_after_seconds * 1e9))
@@ -171,10 +182,48 @@ def internal_status(exc: BaseException, method: str) -> status_pb2.Status:
     )
 
 
+# Infrastructure failures a handler did not translate: the dependency is down, which is
+# UNAVAILABLE (retry later) for the client, not a bug in the server (INTERNAL).
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def dependency_status(exc: BaseException, method: str) -> status_pb2.Status | None:
+    """UNAVAILABLE for a database or connection failure (logged with a correlation id)."""
+    if isinstance(exc, DATABASE_DOWN):
+        reason, what = "DATABASE_UNAVAILABLE", "the database"
+    elif isinstance(exc, ConnectionError):
+        reason, what = "DEPENDENCY_UNAVAILABLE", "a dependency"
+    else:
+        return None
+    correlation_id = uuid.uuid4().hex
+    log.warning(
+        "%s unavailable in %s (correlation id %s): %s: %s",
+        what,
+        method,
+        correlation_id,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+        extra={"correlation_id": correlation_id, "method": method},
+    )
+    unavailable = errors.Unavailable(
+        f"{what} is unavailable; retry later (correlation id {correlation_id})",
+        reason=reason,
+        metadata={"correlation_id": correlation_id},
+    )
+    return to_status(unavailable, domain_for_method(method))
+
+
 def status_for(exc: BaseException, method: str) -> status_pb2.Status:
     if isinstance(exc, errors.DomainError):
         return to_status(exc, domain_for_method(method))
-    return internal_status(exc, method)
+    return dependency_status(exc, method) or internal_status(exc, method)
 
 
 async def abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:

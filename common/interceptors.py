@@ -4,11 +4,13 @@ It wraps each RPC behaviour (all four cardinalities) so that the work happens in
 handler's task: context variables set here are visible to the handler, and exceptions
 raised by the handler (or while it streams) are mapped by ``common.grpc_errors``.
 
-Responses are serialized inside the wrapper (and unary requests parsed there), so a handler
-that returns the wrong type, or a client that sends bytes that do not parse, ends in a
-mapped status (INTERNAL with a correlation id, INVALID_ARGUMENT) instead of gRPC's UNKNOWN
-carrying a Python error text. Streaming handlers written in the ``context.write`` style
-(grpc.health.v1 Watch) are wrapped as coroutines and keep gRPC's own serializer.
+Responses are serialized and requests parsed inside the wrapper (streamed requests through
+a wrapped request iterator and ``context.read()``), so a handler that returns the wrong
+type, or a client that sends bytes that do not parse, ends in a mapped status (INTERNAL
+with a correlation id; INVALID_ARGUMENT/MALFORMED_REQUEST) instead of gRPC's UNKNOWN with a
+Python error text or an INTERNAL with a traceback in the log. Streaming handlers written in
+the ``context.write`` style (grpc.health.v1 Watch) are wrapped as coroutines and keep gRPC's
+own serializer.
 """
 
 from __future__ import annotations
@@ -77,6 +79,24 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     return uuid.uuid4().hex
 
 
+def outgoing_metadata(*, forward_token: bool = True) -> tuple[tuple[str, str], ...]:
+    """Metadata for a call to another service made while serving one.
+
+    Carries the current request id (so both services log the same one) and, when
+    ``forward_token`` is true and there is a caller, that caller's bearer token (the other
+    service then checks the caller's own permissions). Pass ``forward_token=False`` for calls
+    the service makes with its own authority and add its own token.
+    """
+    metadata: list[tuple[str, str]] = []
+    request_id = request_id_var.get()
+    if request_id:
+        metadata.append(("x-request-id", request_id))
+    principal = current_principal_var.get()
+    if forward_token and principal is not None and principal.token:
+        metadata.append(("authorization", f"Bearer {principal.token}"))
+    return tuple(metadata)
+
+
 class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Request id, optional authentication, status mapping and one access-log line per call."""
 
@@ -100,7 +120,19 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
-        if handler is None:
+        if handler is None:  # gRPC answers UNIMPLEMENTED; still one access-log line
+            log.info(
+                "%s %s",
+                details.method,
+                grpc.StatusCode.UNIMPLEMENTED.name,
+                extra={
+                    "method": details.method,
+                    "status": grpc.StatusCode.UNIMPLEMENTED.name,
+                    "duration_ms": 0.0,
+                    "request_id": request_id_from(details.invocation_metadata),
+                    "principal": None,
+                },
+            )
             return None
         return _wrap(handler, self, details)
 
@@ -173,6 +205,26 @@ def _parse(deserialize: Callable[[bytes], Any] | None, raw: Any) -> Any:
         ) from exc
 
 
+async def _parsed(requests: AsyncIterator[Any], deserialize: Callable[[bytes], Any]) -> Any:
+    async for raw in requests:
+        yield _parse(deserialize, raw)
+
+
+class _ParsingContext:
+    """The servicer context, except that ``read()`` parses what it returns."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, deserialize: Callable[[bytes], Any]):
+        self._context = context
+        self._deserialize = deserialize
+
+    async def read(self) -> Any:
+        raw = await self._context.read()
+        return raw if raw is grpc.aio.EOF else _parse(self._deserialize, raw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 def _serializer(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
     def run(response: Any) -> bytes:
         if response is None:
@@ -191,8 +243,16 @@ def _wrap(
 ) -> grpc.RpcMethodHandler:
     """A handler that runs the original one inside a fresh ``_Call``."""
     serialize = _serializer(handler.response_serializer)
-    parse_request = not handler.request_streaming
-    deserialize = handler.request_deserializer if parse_request else None
+    deserialize = handler.request_deserializer
+    streaming_request = bool(handler.request_streaming)
+
+    def arguments(request: Any, context: Any) -> tuple[Any, Any]:
+        """What the handler gets: the parsed request (or a parsing iterator) and context."""
+        if deserialize is None:
+            return request, context
+        if streaming_request:
+            return _parsed(request, deserialize), _ParsingContext(context, deserialize)
+        return _parse(deserialize, request), context
 
     async def handle_error(call: _Call, exc: BaseException, context: Any) -> None:
         if isinstance(exc, grpc.aio.AbortError):
@@ -204,7 +264,7 @@ def _wrap(
             call = _Call(interceptor, details)
             try:
                 await call.enter()
-                response = await behavior(_parse(deserialize, request), context)
+                response = await behavior(*arguments(request, context))
                 if response is None and context.code() not in (None, grpc.StatusCode.OK):
                     return None  # set_code() + return: gRPC sends that status
                 return serialize(response)
@@ -225,7 +285,7 @@ def _wrap(
             call = _Call(interceptor, details)
             try:
                 await call.enter()
-                responses = behavior(_parse(deserialize, request), context)
+                responses = behavior(*arguments(request, context))
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
                         yield serialize(response)
@@ -250,7 +310,7 @@ def _wrap(
             call = _Call(interceptor, details)
             try:
                 await call.enter()
-                await behavior(_parse(deserialize, request), context)
+                await behavior(*arguments(request, context))
             except asyncio.CancelledError:
                 call.code = grpc.StatusCode.CANCELLED
                 raise
@@ -261,15 +321,10 @@ def _wrap(
 
         return run
 
-    request_deserializer = None if parse_request else handler.request_deserializer
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            unary_response(handler.unary_unary), request_deserializer=request_deserializer
-        )
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary))
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            unary_response(handler.stream_unary), request_deserializer=request_deserializer
-        )
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary))
     behavior = handler.unary_stream or handler.stream_stream
     # The same test gRPC applies: a coroutine function writes with context.write(); anything
     # else returns an iterator of responses.
@@ -284,8 +339,4 @@ def _wrap(
         if handler.unary_stream
         else grpc.stream_stream_rpc_method_handler
     )
-    return factory(
-        wrapped,
-        request_deserializer=request_deserializer,
-        response_serializer=response_serializer,
-    )
+    return factory(wrapped, response_serializer=response_serializer)

@@ -91,13 +91,22 @@ class SuiteServer:
 
     @property
     def address(self) -> str:
-        return f"{self.settings.grpc_host}:{self.port}"
+        """``host:port`` to connect to (``[v6]:port`` for an IPv6 host)."""
+        return host_port(self.settings.grpc_host, self.port)
 
     async def start(self, port: int | None = None) -> int:
         wanted = self.settings.grpc_port if port is None else port
-        self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{wanted}")
+        where = host_port(self.settings.grpc_host, wanted)
+        try:
+            self.port = self.server.add_insecure_port(where)
+        except RuntimeError as exc:  # grpc >= 1.59 raises instead of returning 0
+            raise OSError(f"cannot listen on {where}: is another process using it?") from exc
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.grpc_host}:{wanted}")
+            raise OSError(f"cannot listen on {where}: is another process using it?")
+        # Nothing is SERVING before the first checks have passed (the health servicer
+        # starts with "" SERVING, and a probe may arrive as soon as the port is open).
+        for name in ["", *self.service_names]:
+            await self.health.set(name, NOT_SERVING)
         await self.server.start()
         await self.refresh_health()
         self._tasks.append(
@@ -215,6 +224,13 @@ class SuiteServer:
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, bracketing an IPv6 literal (``[::1]:50051``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
 
 
 def _name_of(fn: object) -> str:

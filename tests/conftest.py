@@ -26,6 +26,8 @@ from typing import Any
 
 os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
 Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+# Read before the clean-up below removes it: force the embedded PostgreSQL even when 5432 answers.
+EMBEDDED_PG_FORCED = os.environ.get("MEDIAGRID_TEST_EMBEDDED_PG") == "1"
 for _name in [n for n in os.environ if n.startswith("MEDIAGRID_")]:
     del os.environ[_name]  # tests configure themselves; a developer's shell must not leak in
 
@@ -55,8 +57,7 @@ def with_database(dsn: str, database: str) -> str:
 
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
-    forced = os.environ.get("MEDIAGRID_TEST_EMBEDDED_PG") == "1"
-    if not forced and _port_open("127.0.0.1", 5432):
+    if not EMBEDDED_PG_FORCED and _port_open("127.0.0.1", 5432):
         yield LOCAL_PG
         return
     import pgserver

@@ -18,7 +18,7 @@ class StaticAuthenticator:
 
 
 def principal(user_id: str, role: str = "user") -> Principal:
-    return Principal(name=f"users/{user_id}", user_id=user_id, role=role)  # type: ignore[arg-type]
+    return Principal(name=f"users/{user_id}", user_id=user_id, role=role)  # type: ignore[arg-type,unused-ignore]
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:

@@ -7,7 +7,8 @@ connection to the target. Faults:
   so the peer sees a hang, not an error); new connections are accepted but stall too.
 - ``refuse()`` / ``accept()``: stop listening (connect gets ECONNREFUSED) and listen again
   on the same port.
-- ``drop_new = True``: accept connections and close them at once (a server that resets).
+- ``drop_new = True``: accept connections and close them at once (a server that resets);
+  ``to_drop = n`` does that to the next n connections only.
 - ``close_connections()``: abort every open connection (the server went away).
 """
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+from urllib.parse import parse_qs, urlsplit
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,18 +29,30 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
+    """Forwards to ``target_host:target_port``, or to the unix socket ``target_path``."""
+
+    def __init__(
+        self,
+        target_host: str = "127.0.0.1",
+        target_port: int = 0,
+        *,
+        target_path: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.target_host = target_host
         self.target_port = target_port
+        self.target_path = target_path
         self.host = host
         self.port = 0
         self.drop_new = False
+        self.to_drop = 0  # drop this many of the next connections, then forward again
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, port: int | None = None) -> int:
@@ -81,6 +96,10 @@ class TcpProxy:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
+        # Let the per-connection handlers end by themselves: a cancelled one makes asyncio's
+        # stream callback log an error.
+        if self._handlers:
+            await asyncio.wait(self._handlers)
 
     async def __aenter__(self) -> TcpProxy:
         await self.start()
@@ -89,19 +108,45 @@ class TcpProxy:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def dsn(self, database: str, user: str = "postgres") -> str:
+    @classmethod
+    def for_dsn(cls, dsn: str) -> TcpProxy:
+        """A proxy in front of the PostgreSQL of ``dsn`` (TCP, or pgserver's unix socket)."""
+        parts = urlsplit(dsn)
+        socket_dir = parse_qs(parts.query).get("host", [None])[0]
+        if socket_dir and socket_dir.startswith("/"):
+            port = parts.port or 5432
+            return cls(target_path=os.path.join(socket_dir, f".s.PGSQL.{port}"))
+        return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
+
+    def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
+        """A TCP DSN through the proxy (trust authentication, as in tests)."""
         return f"postgresql://{user}@{self.host}:{self.port}/{database}"
 
     # --- forwarding -----------------------------------------------------------------------
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        if self.drop_new:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._forward(reader, writer)
+        finally:
+            self._handlers.discard(handler)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.drop_new or self.to_drop > 0:
+            self.to_drop = max(0, self.to_drop - 1)
             writer.transport.abort()
             return
         self._writers.add(writer)
         try:
             await self._flowing.wait()
-            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+            if self.target_path is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.target_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(
+                    self.target_host, self.target_port
+                )
         except OSError:
             self._writers.discard(writer)
             writer.transport.abort()
