@@ -10,7 +10,7 @@ The users service runs with its real stack (suite interceptor, auth cache, Postg
 child process, against a database this benchmark creates and drops (the PostgreSQL at
 127.0.0.1:5432 when it answers, otherwise an embedded one).
 
-    python bench/bench_users.py [--seconds 5] [--rounds 5] [--concurrency 1,16,64]
+    python bench/bench_users.py [--seconds 5] [--rounds 5] [--concurrency 1,16,64] [--breakdown]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ async def measure(
 
 
 async def run_client(
-    info: dict[str, object], seconds: float, rounds: int, levels: list[int]
+    info: dict[str, object], seconds: float, rounds: int, levels: list[int], breakdown: bool
 ) -> list[Result]:
     """Per level, interleaved rounds of echo, Authenticate, GetUser: load drift hits all alike."""
     from mediagrid.users.v1 import user_service_pb2 as pb
@@ -186,6 +186,14 @@ async def run_client(
             ("Authenticate", lambda: stub.Authenticate(authenticate)),
             ("GetUser (authenticated)", lambda: stub.GetUser(get_user, metadata=metadata)),
         ]
+        if breakdown:
+            # Authenticated, through the interceptor and auth cache, but no database query.
+            check = pb.CheckPermissionRequest(
+                principal="users/me", permission="files.read", resource="files/x"
+            )
+            calls.append(
+                ("CheckPermission (no DB)", lambda: stub.CheckPermission(check, metadata=metadata))
+            )
         for _, call in calls:  # warm-up: connections, caches, prepared statements
             for _ in range(50):
                 await call()
@@ -228,7 +236,7 @@ def report(results: list[Result]) -> None:
         )
 
 
-async def run(seconds: float, rounds: int, levels: list[int]) -> None:
+async def run(seconds: float, rounds: int, levels: list[int], breakdown: bool) -> None:
     forced = os.environ.get("MEDIAGRID_TEST_EMBEDDED_PG") == "1"
     embedded = None
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -238,7 +246,7 @@ async def run(seconds: float, rounds: int, levels: list[int]) -> None:
         import pgserver
 
         tmp = tempfile.TemporaryDirectory(prefix="mg-bench-pg-")
-        embedded = pgserver.get_server(Path(tmp.name) / "pgdata", cleanup_mode="stop")
+        embedded = pgserver.get_server(Path(tmp.name) / "pgdata", cleanup_mode="stop")  # type: ignore[attr-defined]
         admin_dsn = embedded.get_uri()
     database = f"mg_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     await _admin(admin_dsn, f"CREATE DATABASE {database}")
@@ -263,7 +271,7 @@ async def run(seconds: float, rounds: int, levels: list[int]) -> None:
             f"{seconds:.0f} s per call kind and level in {rounds} interleaved rounds, "
             "closed-loop callers\n"
         )
-        report(await run_client(info, seconds, rounds, levels))
+        report(await run_client(info, seconds, rounds, levels, breakdown))
     finally:
         if child is not None:
             assert child.stdin is not None
@@ -283,6 +291,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="time per call kind and level")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per level")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated caller counts")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also measure an authenticated call without database work (CheckPermission)",
+    )
     parser.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
@@ -291,7 +304,7 @@ def main(argv: list[str]) -> None:
         asyncio.run(serve(args.serve))
         return
     levels = [int(part) for part in args.concurrency.split(",") if part]
-    asyncio.run(run(args.seconds, args.rounds, levels))
+    asyncio.run(run(args.seconds, args.rounds, levels, args.breakdown))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
   ``ctx.channel("users")`` when the users service runs elsewhere.
 - ``remote_activity_recorder(ctx)``: an ``ActivityRecorder`` that calls ``RecordActivity``
   with the caller's own token, so the entry is attributed to the caller.
+- ``allows(principal, permission, resource, owner=...)``: the suite's permission rule, to
+  decide locally on the principal the interceptor put in the context (docs/users.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,49 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediagrid.auth")
 
 USERS_SERVICE = "mediagrid.users.v1.UserService"
+
+
+def pattern_matches(pattern: str, resource: str) -> bool:
+    """``*`` matches everything, ``prefix/*`` what lies under ``prefix/``, else exact names."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("/*"):
+        prefix = pattern[:-1]
+        return resource.startswith(prefix) and len(resource) > len(prefix)
+    return resource == pattern
+
+
+def owns(principal_name: str, resource: str, owner: str | None = None) -> bool:
+    """A principal owns itself, what lies under its name, and what names it as owner."""
+    return (
+        resource == principal_name
+        or resource.startswith(principal_name + "/")
+        or (owner is not None and owner == principal_name)
+    )
+
+
+def granted(permissions: frozenset[str], permission: str, resource: str) -> bool:
+    """Whether a ``permission:pattern`` entry covers ``resource``."""
+    for entry in permissions:
+        name, sep, pattern = entry.partition(":")
+        if sep and name == permission and pattern_matches(pattern, resource):
+            return True
+    return False
+
+
+def allows(
+    principal: Principal, permission: str, resource: str, *, owner: str | None = None
+) -> bool:
+    """Whether ``principal`` may use ``permission`` on ``resource`` (whose owner may be given).
+
+    Admins may do everything; a plain ``permission`` applies to the principal's own resources;
+    ``permission:pattern`` entries (service roles and grants) apply to matching resources.
+    """
+    if principal.is_admin:
+        return True
+    if permission in principal.permissions and owns(principal.name, resource, owner):
+        return True
+    return granted(principal.permissions, permission, resource)
 
 
 class TokenResolver(Protocol):
@@ -78,13 +123,20 @@ class CachingAuthenticator:
             if entry[0] > self.clock():
                 return entry[1]
             del self._entries[key]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._inflight.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller was cancelled, not the lookup it waited for
+                # The caller doing the lookup was cancelled (its client went away): retry.
         future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             principal = await self.inner.authenticate(token)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: nobody else may be waiting
@@ -100,6 +152,19 @@ class CachingAuthenticator:
         self._entries[key] = (self.clock() + self.ttl, principal)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def evict(self, predicate: Callable[[Principal], bool]) -> int:
+        """Drop cached principals matching ``predicate`` (used on revocations seen locally)."""
+        doomed = [key for key, (_, principal) in self._entries.items() if predicate(principal)]
+        for key in doomed:
+            del self._entries[key]
+        return len(doomed)
+
+    def evict_session(self, session: str) -> int:
+        return self.evict(lambda p: p.session == session)
+
+    def evict_user(self, user: str) -> int:
+        return self.evict(lambda p: p.name == user)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -43,11 +43,12 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
     passwords = Passwords.from_settings(settings)
     sessions = SessionManager(repository, settings, passwords)
     recorder = DatabaseActivityRecorder(repository)
-    ctx.authenticator = CachingAuthenticator(
+    cache = CachingAuthenticator(
         LocalAuthenticator(sessions),
         settings.auth_cache_ttl_seconds,
         max_entries=settings.auth_cache_max_entries,
     )
+    ctx.authenticator = cache
     ctx.activity = recorder
     servicer = UserServicer(
         repository=repository,
@@ -57,6 +58,7 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
         usage=usage,
         purger=purger,
         settings=settings,
+        cache=cache,
     )
     sweeper = Sweeper(repository, settings, purger)
     await ensure_bootstrap_admin(repository, passwords, settings)

@@ -164,11 +164,6 @@ class PendingPurge(_Frozen):
         )
 
 
-class LoginThrottle(_Frozen):
-    failures: int
-    locked_until: datetime | None
-
-
 class SweepReport(_Frozen):
     sessions_deleted: int = 0
     activity_deleted: int = 0

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
+from common.auth import granted, owns
 from common.context import Role
 
 # Every permission the suite knows; grants of anything else are refused.
@@ -116,25 +117,6 @@ def is_known_permission(permission: str) -> bool:
     return permission in VOCABULARY
 
 
-def pattern_matches(pattern: str, resource: str) -> bool:
-    """Whether ``resource`` is covered by ``pattern`` (see the module docstring)."""
-    if pattern == "*":
-        return True
-    if pattern.endswith("/*"):
-        prefix = pattern[:-1]
-        return resource.startswith(prefix) and len(resource) > len(prefix)
-    return resource == pattern
-
-
-def owns(principal_name: str, resource: str, owner: str | None) -> bool:
-    """A principal owns itself, what lies under its name, and what names it as owner."""
-    return (
-        resource == principal_name
-        or resource.startswith(principal_name + "/")
-        or (owner is not None and owner == principal_name)
-    )
-
-
 def decide(
     *,
     principal_name: str,
@@ -152,8 +134,6 @@ def decide(
     held = frozenset(permissions)
     if permission in held and owns(principal_name, resource, owner):
         return "OWNER"
-    for entry in held:
-        granted, sep, pattern = entry.partition(":")
-        if sep and granted == permission and pattern_matches(pattern, resource):
-            return "GRANT"
+    if granted(held, permission, resource):
+        return "GRANT"
     return "DENIED"

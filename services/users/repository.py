@@ -184,15 +184,6 @@ class UserRepository:
     async def touch_session(self, session_id: str) -> None:
         await self.pool.execute(Q.touch_session, session_id)
 
-    async def get_session(self, user_id: str, session_id: str) -> Session:
-        row = await self.pool.fetchrow(Q.get_session, user_id, session_id)
-        if row is None:
-            raise NotFound(
-                f"session 'users/{user_id}/sessions/{session_id}' does not exist",
-                reason="SESSION_NOT_FOUND",
-            )
-        return Session.from_row(row)
-
     async def revoke_session(self, user_id: str, session_id: str) -> Session:
         row = await self.pool.fetchrow(Q.revoke_session, user_id, session_id)
         if row is None:
@@ -201,9 +192,6 @@ class UserRepository:
                 reason="SESSION_NOT_FOUND",
             )
         return Session.from_row(row)
-
-    async def revoke_user_sessions(self, user_id: str, *, except_session: str | None = None) -> int:
-        return int(await self.pool.fetchval(Q.revoke_user_sessions, user_id, except_session))
 
     async def list_sessions(
         self,

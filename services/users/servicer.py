@@ -10,8 +10,10 @@ import grpc
 from mediagrid.users.v1 import user_service_pb2 as pb
 from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
+from common.auth import CachingAuthenticator
 from common.context import Principal, current_principal
 from common.errors import (
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -69,7 +71,11 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         usage: UsageSource,
         purger: UserDataPurger,
         settings: Settings,
+        cache: CachingAuthenticator | None = None,
     ) -> None:
+        # Revocations done here drop the cached principals of this process at once; other
+        # processes see them within their cache TTL.
+        self.cache = cache
         self.repository = repository
         self.sessions = sessions
         self.passwords = passwords
@@ -110,12 +116,27 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         check("email", lambda: validation.email(email, "user.email"))
         check("display_name", lambda: validation.display_name(display_name, "user.display_name"))
         check("role", lambda: convert.role(role_value, "user.role", required=False) or "user")
-        if violations:
-            raise InvalidArgument(violations=violations)
-        if password or clean["role"] != "service":
-            validation.password(
-                password, min_length=self.settings.password_min_length, email_address=clean["email"]
+        if password or clean.get("role") != "service":
+            check(
+                "password",
+                lambda: validation.password(
+                    password,
+                    min_length=self.settings.password_min_length,
+                    email_address=clean.get("email", ""),
+                ),
             )
+        if violations:
+            only_password = [v.field for v in violations] == ["password"]
+            raise InvalidArgument(
+                violations=violations, reason="WEAK_PASSWORD" if only_password else None
+            )
+        if await self.repository.find_credentials(clean["email"]) is not None:
+            raise AlreadyExists(
+                f"a user with email {clean['email']!r} already exists",
+                reason="EMAIL_TAKEN",
+                metadata={"email": clean["email"]},
+            )
+        # The insert below still enforces uniqueness; the check above only avoids hashing.
         password_hash = await self.passwords.hash(password) if password else None
         return await self.repository.create_user(
             email=clean["email"],
@@ -170,6 +191,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             changes.get("status") == "disabled"
         )
         user = await self.repository.update_user(user_id, revoke_sessions=revoke, **changes)
+        self._forget_user(name)
         await self.activity.record(
             "users.update",
             name,
@@ -208,6 +230,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         if current.role == "admin":
             await self._keep_an_admin(user_id)
         user = await self.repository.delete_user(user_id)
+        self._forget_user(name)
         await self.activity.record("users.delete", name)
         await self._purge_now(name)
         return pb.DeleteUserResponse(user=convert.user_to_pb(user))
@@ -290,6 +313,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             principal.session.rsplit("/", 1)[-1] if acting_on_self and principal.session else None
         )
         revoked = await self.repository.set_password(user_id, new_hash, keep_session=keep)
+        self._forget_user(name)
         await self.activity.record(
             "users.change_password", name, {"revoked_sessions": str(revoked)}
         )
@@ -319,6 +343,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             )
         user_id, session_id = validation.session_name(principal.session, "authorization")
         session = await self.repository.revoke_session(user_id, session_id)
+        self._forget_session(session.name)
         await self.activity.record("users.logout", session.name)
         return pb.LogoutResponse(session=self._session_pb(session))
 
@@ -366,10 +391,19 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id, session_id = validation.session_name(request.name)
         access.require(principal, "sessions.revoke", request.name)
         session = await self.repository.revoke_session(user_id, session_id)
+        self._forget_session(session.name)
         await self.activity.record("users.revoke_session", session.name)
         return pb.RevokeSessionResponse(
             session=self._session_pb(session, current=principal.session)
         )
+
+    def _forget_session(self, session: str) -> None:
+        if self.cache is not None:
+            self.cache.evict_session(session)
+
+    def _forget_user(self, user: str) -> None:
+        if self.cache is not None:
+            self.cache.evict_user(user)
 
     def _session_pb(self, session: Any, current: str | None = None) -> pb.Session:
         return convert.session_to_pb(
@@ -407,6 +441,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             creator=principal.name,
         )
         if created:
+            self._forget_user(name)
             await self.activity.record(
                 "users.grant_permission",
                 grant.name,
@@ -421,6 +456,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id, grant_id = validation.grant_name(request.name)
         access.require(principal, "permissions.grant", f"users/{user_id}")
         grant = await self.repository.revoke_grant(user_id, grant_id)
+        self._forget_user(f"users/{user_id}")
         await self.activity.record(
             "users.revoke_permission",
             grant.name,

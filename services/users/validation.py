@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -31,7 +31,7 @@ _ID = r"[a-z0-9]{1,64}"
 USER_NAME_RE = re.compile(rf"^users/({_ID})$")
 SESSION_NAME_RE = re.compile(rf"^users/({_ID})/sessions/({_ID})$")
 GRANT_NAME_RE = re.compile(rf"^users/({_ID})/grants/({_ID})$")
-_ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$")
 _RESOURCE_RE = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
 _METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
@@ -146,7 +146,7 @@ def action_filter(value: str, field: str = "action") -> str:
         return ""
     if value.endswith(".*"):
         stem = value[:-2]
-        if not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*", stem):
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*", stem):
             raise InvalidArgument.field(field, "must be an action or a prefix like 'files.*'")
         return value
     return action(value, field)
@@ -195,15 +195,3 @@ def request_id(value: str, field: str = "request_id") -> str:
             field, f"must be at most {MAX_REQUEST_ID_LENGTH} of A-Z a-z 0-9 . _ : -"
         )
     return value
-
-
-def collect(*checks: Callable[[], object]) -> None:
-    """Run every check and raise one InvalidArgument carrying all their violations."""
-    violations: list[FieldViolation] = []
-    for check in checks:
-        try:
-            check()
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-    if violations:
-        raise InvalidArgument(violations=violations)

@@ -88,31 +88,43 @@ async def test_use_refreshes_last_use_time(suite: Callable[..., Any], password_h
     assert age < 300
 
 
-async def test_revocation_reaches_the_interceptor_within_the_cache_ttl(
+async def test_revocation_in_the_users_process_is_immediate(
     suite: Callable[..., Any], password_hash: str
 ) -> None:
-    ttl = 0.5
-    env = await start_users(suite, password_hash, auth_cache_ttl_seconds=ttl)
-    user, token = await env.user_with_token()
+    env = await start_users(suite, password_hash, auth_cache_ttl_seconds=60)
+    _, token = await env.user_with_token()
     _, other_token = await env.user_with_token()
-    await env.stub.GetUser(pb.GetUserRequest(name="users/me"), metadata=bearer(token))  # now cached
+    await env.stub.GetUser(pb.GetUserRequest(name="users/me"), metadata=bearer(token))  # cached
     session = (await env.stub.Authenticate(pb.AuthenticateRequest(token=token))).principal.session
     await env.stub.RevokeSession(pb.RevokeSessionRequest(name=session), metadata=bearer(token))
-    await asyncio.sleep(ttl * 1.5)
     assert await _expect_unauthenticated(env, token) == "SESSION_REVOKED"
-    # Logout ends the caller's own session the same way.
+    await env.stub.GetUser(pb.GetUserRequest(name="users/me"), metadata=bearer(other_token))
     await env.stub.Logout(pb.LogoutRequest(), metadata=bearer(other_token))
-    await asyncio.sleep(ttl * 1.5)
     assert await _expect_unauthenticated(env, other_token) == "SESSION_REVOKED"
-    assert user.name  # the revoked user still exists
+
+
+async def test_revocation_reaches_other_processes_within_the_cache_ttl(users: UsersEnv) -> None:
+    ttl = 0.5
+    _, token = await users.user_with_token()
+    # What another service's interceptor uses: a cache in front of the Authenticate RPC.
+    elsewhere = CachingAuthenticator(RemoteAuthenticator(lambda: users.channel, 5.0), ttl)
+    principal = await elsewhere.authenticate(token)
+    assert principal.session is not None
+    await users.stub.RevokeSession(
+        pb.RevokeSessionRequest(name=principal.session), metadata=bearer(token)
+    )
+    await asyncio.sleep(ttl * 1.5)
+    with pytest.raises(errors.Unauthenticated) as caught:
+        await elsewhere.authenticate(token)
+    assert caught.value.reason == "SESSION_REVOKED"
 
 
 async def test_disabling_a_user_ends_their_sessions(users: UsersEnv) -> None:
     from google.protobuf import field_mask_pb2
 
-    users.ctx.authenticator.clear()  # type: ignore[union-attr]
     _, admin = await users.user_with_token("admin")
     target, token = await users.user_with_token()
+    await users.stub.GetUser(pb.GetUserRequest(name="users/me"), metadata=bearer(token))  # cached
     await users.stub.UpdateUser(
         pb.UpdateUserRequest(
             user=pb.User(name=target.name, status=pb.USER_STATUS_DISABLED),
@@ -168,6 +180,20 @@ async def test_cache_does_not_keep_failures_and_coalesces_lookups() -> None:
         *(cache.authenticate("y") for _ in range(5)), return_exceptions=True
     )
     assert all(isinstance(o, errors.Unauthenticated) for o in outcomes) and inner.calls == 4
+
+
+async def test_a_cancelled_lookup_does_not_fail_the_callers_waiting_for_it() -> None:
+    inner = _Counting()
+    cache = CachingAuthenticator(inner, 3.0)
+    leader = asyncio.create_task(cache.authenticate("z"))
+    await asyncio.sleep(0)  # the leader is now inside the inner lookup
+    follower = asyncio.create_task(cache.authenticate("z"))
+    await asyncio.sleep(0)
+    leader.cancel()
+    assert (await follower).user_id == "z"
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert inner.calls == 2
 
 
 async def test_zero_ttl_disables_the_cache() -> None:

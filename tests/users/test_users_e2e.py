@@ -60,6 +60,7 @@ async def test_weak_password_is_rejected_with_field_violation(users: UsersEnv) -
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     bad = bad_request(caught.value)
     assert bad is not None and [v.field for v in bad.field_violations] == ["password"]
+    assert error_info(caught.value).reason == "WEAK_PASSWORD"  # type: ignore[union-attr]
     assert await users.repository.find_credentials("weak@example.com") is None
 
 

@@ -80,9 +80,6 @@ WHERE s.token_hash = $1;
 -- name: touch_session
 UPDATE users.sessions SET last_use_time = now() WHERE id = $1 AND revoke_time IS NULL;
 
--- name: get_session
-SELECT * FROM users.sessions WHERE user_id = $1 AND id = $2;
-
 -- name: revoke_session
 UPDATE users.sessions SET revoke_time = COALESCE(revoke_time, now())
 WHERE user_id = $1 AND id = $2
@@ -116,9 +113,6 @@ DELETE FROM users.sessions WHERE id IN (
        OR last_use_time + make_interval(secs => $2) < $1
     LIMIT $3
 );
-
--- name: get_login_failure
-SELECT * FROM users.login_failures WHERE email_key = $1;
 
 -- name: register_login_failure
 -- Counts a failure within the current window ($2 seconds), starting a new window when it passed.
@@ -156,9 +150,6 @@ RETURNING *;
 
 -- name: get_grant_by_key
 SELECT * FROM users.grants WHERE user_id = $1 AND permission = $2 AND resource = $3;
-
--- name: get_grant
-SELECT * FROM users.grants WHERE user_id = $1 AND id = $2;
 
 -- name: delete_grant
 DELETE FROM users.grants WHERE user_id = $1 AND id = $2 RETURNING *;
