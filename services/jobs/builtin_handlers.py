@@ -2,6 +2,7 @@
 
 - ``noop``: returns at once (measures the queue itself).
 - ``sleep``: sleeps ``payload.seconds`` (default 0.1), reporting progress in ``payload.steps``.
+- ``stamp``: returns ``{"started_unix": <wall clock at start>}`` (latency benchmarks).
 - ``fail``: fails with ``payload.mode`` = ``permanent`` or ``retryable`` (default retryable),
   succeeding from attempt ``payload.succeed_on_attempt`` on when given.
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,3 +40,9 @@ async def fail(job: JobContext) -> Mapping[str, Any] | None:
     if job.payload.get("mode") == "permanent":
         raise PermanentJobError("asked to fail permanently")
     raise RetryableJobError(f"asked to fail (attempt {job.attempt})")
+
+
+@handler("stamp", timeout_seconds=60)
+async def stamp(job: JobContext) -> Mapping[str, Any] | None:
+    """Record when the handler started (wall clock), for enqueue-to-start latency."""
+    return {"started_unix": time.time()}

@@ -22,11 +22,15 @@ def register(app: typer.Typer) -> None:
         worker_id: str = typer.Option("", "--worker-id", help="Worker id (default host-pid-rand)."),
     ) -> None:
         """Run job handlers: claim jobs over gRPC until SIGTERM, then stop gracefully."""
-        from common.cli import settings_or_exit
+        from common.settings import ConfigurationError, load_settings
         from services.jobs.worker.main import run_worker
         from services.jobs.worker.runtime import UnknownJobType
 
-        settings = settings_or_exit()
+        try:
+            settings = load_settings()
+        except ConfigurationError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
         wanted = [t.strip() for t in types.split(",") if t.strip()]
         try:
             asyncio.run(

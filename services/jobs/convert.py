@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -59,11 +60,14 @@ def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    # Built from the epoch directly: Timestamp.FromDatetime costs several times more, and
+    # claims convert six timestamps per job.
     if value is None:
         return None
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
+    return timestamp_pb2.Timestamp(
+        seconds=math.floor(value.timestamp()),
+        nanos=value.microsecond * 1000,
+    )
 
 
 def from_timestamp(message: Any, present: bool) -> datetime | None:

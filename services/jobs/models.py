@@ -64,10 +64,17 @@ class Job(BaseModel):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
-        data = dict(row)
-        data.pop("seq", None)
-        data["files"] = tuple(data.get("files") or ())
-        return cls.model_validate(data)
+        """Build from a ``jobs.jobs`` row: the database already enforces every type and
+        constraint, so the model is constructed without re-validation (claims build
+        thousands per second)."""
+        data = {name: row[name] for name in _JOB_FIELDS if name in row}
+        data["state"] = JobState(data["state"])
+        data["files"] = tuple(data["files"] or ())
+        data.setdefault("queue_position", None)
+        return cls.model_construct(**data)
+
+
+_JOB_FIELDS = tuple(Job.model_fields)
 
 
 class Batch(BaseModel):

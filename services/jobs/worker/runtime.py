@@ -356,7 +356,9 @@ class WorkerRuntime:
         delay = 0.05
         while not self._stopping:
             free = self.capacity - len(self._entries)
-            if free <= 0:
+            # Claim in large batches: with work in flight, wait until a quarter of the
+            # capacity is free rather than claiming a handful of jobs per call.
+            if free <= 0 or (self._entries and free < max(1, self.capacity // 4)):
                 self._room.clear()
                 await self._room.wait()
                 continue

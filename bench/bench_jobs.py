@@ -1,0 +1,406 @@
+"""Benchmark of the jobs service against PGQueuer, Procrastinate and a raw asyncpg loop.
+
+In one run, on the same PostgreSQL, in a dedicated database created and dropped here:
+
+(a) enqueue throughput: single ``CreateJob`` calls (32 in flight) and ``CreateBatch``;
+(b) drain throughput of N no-op jobs through the worker runtime (``python -m
+    services.jobs.worker`` = ``mediagrid worker``) over gRPC, server in its own process;
+(c) enqueue-to-start latency p50/p99 with an idle worker (one job every 20 ms);
+(d) the same three for PGQueuer and Procrastinate, run as subprocesses in their own virtual
+    environment (bench/make_queues_venv.sh), and a raw asyncpg SKIP LOCKED loop (the limit);
+(e) claim cost (one ``claim_jobs`` statement of 100 jobs) with an empty table and with
+    1,000,000 finished jobs in it.
+
+Usage: python bench/bench_jobs.py [--dsn ADMIN_DSN] [--drain-jobs 20000] [--latency-jobs 200]
+       [--finished-rows 1000000] [--queues-venv DIR] [--skip-baselines]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc  # noqa: E402
+
+USER = (("authorization", "Bearer bench-user"),)
+SINGLE_CALLS = 2000
+SINGLE_CONCURRENCY = 32
+BATCH_JOBS = 20_000
+LATENCY_GAP_SECONDS = 0.02
+PROCRASTINATE_DRAIN_JOBS = 3000  # ~550 jobs/s: 20,000 would take most of a minute
+
+SERVER_SCRIPT = """
+import asyncio, logging, sys
+from common.context import Principal
+from common.errors import Unauthenticated
+from common.runtime import running_suite
+from common.server import serve_until_signalled
+from common.settings import Settings
+
+class Tokens:
+    async def authenticate(self, token):
+        if token == "bench-user":
+            return Principal(name="users/bench", user_id="bench", role="user")
+        if token == "bench-worker":
+            return Principal(name="users/worker", user_id="worker", role="service")
+        raise Unauthenticated("unknown token")
+
+async def main():
+    settings = Settings(
+        environment="test", database_url=sys.argv[1], grpc_port=int(sys.argv[2]),
+        log_level="WARNING", log_format="text", db_pool_max_size=16,
+        job_batch_max_jobs=20000, job_claim_max_jobs=2000,
+    )
+    async with running_suite(settings, ["jobs"], authenticator=Tokens()) as (server, _ctx):
+        print("READY", flush=True)
+        await serve_until_signalled(server)
+
+logging.basicConfig(level=logging.WARNING)
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_database(dsn: str, database: str) -> str:
+    head, sep, query = dsn.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{database}{sep}{query}"
+
+
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
+    return {**clean, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.db = f"mg_bench_jobs_{os.getpid()}"
+        self.dsn = with_database(args.dsn, self.db)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.results: dict[str, dict[str, float]] = {}
+
+    # --- processes ----------------------------------------------------------------------
+
+    async def start_server(self) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SERVER_SCRIPT,
+            self.dsn,
+            str(self.port),
+            stdout=asyncio.subprocess.PIPE,
+            env=env(),
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        if b"READY" not in line:
+            raise RuntimeError("the jobs server did not start")
+        return process
+
+    async def start_worker(self, types: str, concurrency: int) -> asyncio.subprocess.Process:
+        worker_env = {
+            **env(),
+            "MEDIAGRID_ENVIRONMENT": "test",
+            "MEDIAGRID_LOG_LEVEL": "WARNING",
+            "MEDIAGRID_WORKER_HANDLER_MODULES": '["services.jobs.builtin_handlers"]',
+            "MEDIAGRID_WORKER_ACK_BATCH_SIZE": "1000",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.jobs.worker",
+            "worker",
+            "--types",
+            types,
+            "--concurrency",
+            str(concurrency),
+            "--address",
+            self.address,
+            "--token",
+            "bench-worker",
+            env=worker_env,
+            cwd=ROOT,
+        )
+        await asyncio.sleep(3.0)  # imports and the first (idle, long-polling) claim
+        return process
+
+    @staticmethod
+    async def stop(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    # --- mediagrid ------------------------------------------------------------------------
+
+    async def mediagrid(self, conn: asyncpg.Connection) -> None:
+        channel = grpc.aio.insecure_channel(self.address)
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        result = self.results.setdefault("mediagrid over gRPC", {})
+
+        # (a) enqueue
+        calls = iter(range(SINGLE_CALLS))
+        request = job_service_pb2.CreateJobRequest(job=job_pb2.JobSpec(type="noop"))
+
+        async def lane() -> None:
+            for _ in calls:
+                await stub.CreateJob(request, metadata=USER)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(SINGLE_CONCURRENCY)))
+        result["enqueue_single"] = SINGLE_CALLS / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(BATCH_JOBS // 1000):
+            await stub.CreateBatch(self.batch_request(1000), metadata=USER)
+        result["enqueue_batch"] = BATCH_JOBS / (time.perf_counter() - started)
+        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
+
+        # (b) drain
+        n = self.args.drain_jobs
+        for start in range(0, n, 10_000):
+            await stub.CreateBatch(self.batch_request(min(10_000, n - start)), metadata=USER)
+        worker = await self.start_worker("noop", self.args.concurrency)
+        try:
+            t0 = await self.poll(conn, "SELECT count(*) FROM jobs.jobs WHERE state <> 'queued'", 1)
+            t1 = await self.poll(
+                conn, "SELECT count(*) FROM jobs.jobs WHERE state = 'succeeded'", n, 0.02
+            )
+        finally:
+            await self.stop(worker)
+        result["drain"] = n / (t1 - t0)
+        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
+
+        # (c) latency with an idle worker
+        worker = await self.start_worker("stamp", 8)
+        sent: dict[str, float] = {}
+        try:
+            stamp = job_service_pb2.CreateJobRequest(job=job_pb2.JobSpec(type="stamp"))
+            for _ in range(self.args.latency_jobs):
+                before = time.time()
+                response = await stub.CreateJob(stamp, metadata=USER)
+                sent[response.job.name.removeprefix("jobs/")] = before
+                await asyncio.sleep(LATENCY_GAP_SECONDS)
+            await self.poll(
+                conn, "SELECT count(*) FROM jobs.jobs WHERE state = 'succeeded'", len(sent)
+            )
+        finally:
+            await self.stop(worker)
+        rows = await conn.fetch(
+            "SELECT id::text, (result->>'started_unix')::float8 AS s FROM jobs.jobs"
+        )
+        latencies = [(r["s"] - sent[r["id"]]) * 1000 for r in rows]
+        result["p50_ms"] = statistics.median(latencies)
+        result["p99_ms"] = percentile(latencies, 0.99)
+        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
+        await channel.close()
+
+    @staticmethod
+    def batch_request(n: int) -> job_service_pb2.CreateBatchRequest:
+        return job_service_pb2.CreateBatchRequest(jobs=[job_pb2.JobSpec(type="noop")] * n)
+
+    @staticmethod
+    async def poll(
+        conn: asyncpg.Connection, query: str, target: int, every: float = 0.005
+    ) -> float:
+        deadline = time.perf_counter() + 600
+        while time.perf_counter() < deadline:
+            if await conn.fetchval(query) >= target:
+                return time.perf_counter()
+            await asyncio.sleep(every)
+        raise TimeoutError(query)
+
+    # --- claim cost vs finished rows -------------------------------------------------------
+
+    async def claim_cost(self, conn: asyncpg.Connection) -> None:
+        from common.db import create_pool
+        from common.settings import Settings
+        from services.jobs.models import JobSpec, LeaseRef
+        from services.jobs.repository import JobRepository
+
+        pool = await create_pool(Settings(environment="test", database_url=self.dsn), self.dsn)
+        repo = JobRepository(pool)
+        spec = JobSpec(type="cost.noop", max_attempts=3)
+
+        async def measure() -> float:
+            await repo.create_batch("users/bench", "", None, [spec] * 10_000, 1000)
+            timings = []
+            for _ in range(60):
+                started = time.perf_counter()
+                claimed = await repo.claim("bench", ["cost.noop"], 100, 30)
+                timings.append(time.perf_counter() - started)
+                await repo.complete(
+                    [(LeaseRef(job_id=c.job.id, lease_id=c.job.lease_id), None) for c in claimed]  # type: ignore[arg-type]
+                )
+            await conn.execute("DELETE FROM jobs.jobs WHERE type = 'cost.noop'")
+            await conn.execute("VACUUM ANALYZE jobs.jobs")
+            return statistics.median(timings[10:]) * 1000
+
+        empty = await measure()
+        rows = self.args.finished_rows
+        print(f"  inserting {rows:,} finished jobs ...", flush=True)
+        for start in range(0, rows, 200_000):
+            await conn.execute(
+                """INSERT INTO jobs.jobs (id, type, owner, state, max_attempts, attempts,
+                                          finished_at, started_at, result)
+                   SELECT gen_random_uuid(), 'old.noop', 'users/old', 'succeeded', 3, 1,
+                          now() - interval '1 hour', now() - interval '1 hour', '{}'
+                   FROM generate_series(1, $1)""",
+                min(200_000, rows - start),
+            )
+        await conn.execute("VACUUM ANALYZE jobs.jobs")
+        full = await measure()
+        await pool.close()
+        self.results["claim cost (ms per 100-job claim)"] = {"empty": empty, "full": full}
+
+    # --- baselines -----------------------------------------------------------------------------
+
+    def baseline(self, system: str, command: str, *numbers: int) -> dict[str, float]:
+        python = Path(self.args.queues_venv) / "bin" / "python"
+        output = subprocess.run(
+            [
+                str(python),
+                str(ROOT / "bench" / "queue_baselines.py"),
+                system,
+                command,
+                self.dsn,
+                *map(str, numbers),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        ).stdout
+        return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    def baselines(self) -> None:
+        for system, label, drain_jobs in (
+            ("pgqueuer", "PGQueuer", self.args.drain_jobs),
+            ("procrastinate", "Procrastinate", PROCRASTINATE_DRAIN_JOBS),
+            ("raw", "raw asyncpg SKIP LOCKED", self.args.drain_jobs),
+        ):
+            print(f"  {label} ...", flush=True)
+            self.baseline(system, "setup")
+            result = self.results.setdefault(label, {})
+            enqueue = self.baseline(system, "enqueue", SINGLE_CALLS, BATCH_JOBS)
+            result["enqueue_single"] = enqueue["single"]
+            result["enqueue_batch"] = enqueue["batch"]
+            result.update(self.baseline(system, "drain", drain_jobs))
+            result.update(self.baseline(system, "latency", self.args.latency_jobs))
+
+    # --- report ----------------------------------------------------------------------------------
+
+    def report(self) -> None:
+        systems = [s for s in self.results if not s.startswith("claim cost")]
+        rows = [
+            ("enqueue, single calls (jobs/s)", "enqueue_single", True),
+            ("enqueue, batches (jobs/s)", "enqueue_batch", True),
+            ("drain no-op jobs (jobs/s)", "drain", True),
+            ("enqueue-to-start p50 (ms)", "p50_ms", False),
+            ("enqueue-to-start p99 (ms)", "p99_ms", False),
+        ]
+        width = 34
+        print()
+        print(
+            "metric".ljust(width)
+            + "".join(s[:24].rjust(26) for s in systems)
+            + "   mediagrid/PGQueuer"
+        )
+        for label, key, higher_better in rows:
+            cells = []
+            for system in systems:
+                value = self.results[system].get(key)
+                cells.append(("-" if value is None else f"{value:,.1f}").rjust(26))
+            ours = self.results.get("mediagrid over gRPC", {}).get(key)
+            theirs = self.results.get("PGQueuer", {}).get(key)
+            ratio = f"{ours / theirs:.2f}x" if ours and theirs else "-"
+            note = "" if higher_better else " (lower is better)"
+            print(label.ljust(width) + "".join(cells) + f"   {ratio}{note}")
+        cost = self.results.get("claim cost (ms per 100-job claim)")
+        if cost:
+            print(
+                "\nclaim cost, 100 jobs per statement: "
+                f"{cost['empty']:.2f} ms with an empty table, "
+                f"{cost['full']:.2f} ms with {self.args.finished_rows:,} finished jobs "
+                f"(ratio {cost['full'] / cost['empty']:.2f}x)"
+            )
+        print(
+            f"\n(drain: {self.args.drain_jobs:,} jobs; Procrastinate drained "
+            f"{PROCRASTINATE_DRAIN_JOBS:,}; worker concurrency {self.args.concurrency}; "
+            f"latency: {self.args.latency_jobs} jobs, "
+            f"one every {LATENCY_GAP_SECONDS * 1000:.0f} ms)"
+        )
+
+    async def run(self) -> None:
+        from common.migrations import migrate
+
+        admin = await asyncpg.connect(self.args.dsn)
+        await admin.execute(f"CREATE DATABASE {self.db}")
+        try:
+            conn = await asyncpg.connect(self.dsn)
+            await migrate(conn, "jobs", ROOT / "services" / "jobs" / "sql" / "migrations")
+            server = await self.start_server()
+            try:
+                print("mediagrid ...", flush=True)
+                await self.mediagrid(conn)
+            finally:
+                await self.stop(server)
+            if not self.args.skip_baselines:
+                await asyncio.to_thread(self.baselines)
+            if self.args.finished_rows:
+                print("claim cost ...", flush=True)
+                await self.claim_cost(conn)
+            await conn.close()
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+            await admin.close()
+        self.report()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench_jobs", description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--drain-jobs", type=int, default=20_000)
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--finished-rows", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=500)
+    parser.add_argument(
+        "--queues-venv", default=os.environ.get("BENCH_QUEUES_VENV", "/tmp/mediagrid-bench-queues")
+    )
+    parser.add_argument("--skip-baselines", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.skip_baselines and not (Path(args.queues_venv) / "bin" / "python").exists():
+        parser.error(f"no baseline venv at {args.queues_venv}: run bench/make_queues_venv.sh")
+    asyncio.run(Bench(args).run())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
