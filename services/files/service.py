@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,8 @@ log = logging.getLogger("mediagrid.files")
 # A single presigned PUT is limited to 5 GiB by S3; larger files use the streaming Upload.
 MAX_URL_UPLOAD_BYTES = 5 * 1024**3
 UPDATABLE_FIELDS = {"display_name", "labels"}
+# Chunks read ahead from S3 while the previous ones are being sent (memory: depth x chunk).
+DOWNLOAD_PREFETCH = 4
 
 
 class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
@@ -151,6 +155,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         session = await authorize_upload(
             self.repo, current_principal(), validation.upload_id(request.name)
         )
+        if session.id in self.deps.draining:
+            await self.deps.settled(session.id)
+            session = await authorize_upload(self.repo, current_principal(), session.id)
         return files_pb2.GetUploadStatusResponse(upload=convert.upload_to_proto(session))
 
     async def CancelUpload(
@@ -227,9 +234,10 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             self.settings.download_chunk_bytes, self.settings.grpc_max_message_bytes - 65536
         )
         sent = 0
-        async for data in self.storage.stream(
+        chunks = self.storage.stream(
             record.object_key, version_id, offset=request.offset, length=length, chunk_size=chunk
-        ):
+        )
+        async for data in _prefetched(chunks, DOWNLOAD_PREFETCH):
             sent += len(data)
             yield files_pb2.DownloadResponse(data=data)
         if sent != length:
@@ -513,6 +521,31 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             await self._purge(record)
         await self._record("files.delete_user_files", request.user, count=str(len(records)))
         return files_pb2.DeleteUserFilesResponse(deleted_count=len(records))
+
+
+async def _prefetched(source: AsyncIterator[bytes], depth: int) -> AsyncIterator[bytes]:
+    """Read ahead of the consumer (at most ``depth`` chunks), so that reading from S3 and
+    sending to the client overlap instead of taking turns."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+            await queue.put(None)
+        except Exception as exc:
+            await queue.put(exc)
+
+    task = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 def register(servicer: FileService) -> Any:

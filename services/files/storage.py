@@ -204,15 +204,26 @@ class Storage:
             "get object", lambda: self.client.get_object(Bucket=self.bucket, Key=key, **extra)
         )
         body = response["Body"]
+        # The HTTP body arrives in pieces of any size; send whole chunks (few large messages
+        # are much cheaper for gRPC than many small ones).
+        pending = bytearray()
         try:
             while True:
                 try:
-                    chunk = await body.read(chunk_size)
+                    piece = await body.read(chunk_size - len(pending))
                 except (BotoCoreError, OSError, TimeoutError) as exc:
                     raise Unavailable(f"S3 read failed: {exc}", reason="S3_UNAVAILABLE") from exc
-                if not chunk:
-                    return
-                yield chunk
+                if not piece:
+                    break
+                if not pending and len(piece) == chunk_size:
+                    yield piece
+                    continue
+                pending += piece
+                if len(pending) >= chunk_size:
+                    yield bytes(pending)
+                    pending.clear()
+            if pending:
+                yield bytes(pending)
         finally:
             body.close()
 

@@ -89,23 +89,32 @@ async def test_stream_shorter_than_declared_stays_resumable(files: Files) -> Non
     await assert_nothing_visible(files)
 
 
-@pytest.mark.parametrize("size", [10, 2 * PART + 3])
-async def test_client_sha256_mismatch_commits_nothing(files: Files, size: int) -> None:
-    data = random_bytes(size)
-    outcome = await upload_outcome(files, [header_msg(sha256=sha(b"not it")), *data_msgs(data)])
-    assert outcome[:2] == (grpc.StatusCode.DATA_LOSS, "SHA256_MISMATCH")
+async def test_client_sha256_mismatch_commits_nothing(files: Files) -> None:
+    for size in (10, 2 * PART + 3):
+        data = random_bytes(size)
+        outcome = await upload_outcome(files, [header_msg(sha256=sha(b"not it")), *data_msgs(data)])
+        assert outcome[:2] == (grpc.StatusCode.DATA_LOSS, "SHA256_MISMATCH")
     await assert_nothing_visible(files)
     _, uploads = await bucket_state(files)
     assert uploads == []
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["../etc/passwd", "a/../../b", "/abs", "nul\x00byte", "bell\x07", "tab\there", "x" * 2000, ""],
-)
-async def test_bad_display_names(files: Files, name: str) -> None:
-    outcome = await upload_outcome(files, [header_msg(display_name=name), *data_msgs(b"abc")])
-    assert outcome[:2] == (INVALID, "INVALID_DISPLAY_NAME")
+BAD_NAMES = [
+    "../etc/passwd",
+    "a/../../b",
+    "/abs",
+    "nul\x00byte",
+    "bell\x07",
+    "tab\there",
+    "x" * 2000,
+    "",
+]
+
+
+async def test_bad_display_names(files: Files) -> None:
+    for name in BAD_NAMES:
+        outcome = await upload_outcome(files, [header_msg(display_name=name), *data_msgs(b"abc")])
+        assert outcome[:2] == (INVALID, "INVALID_DISPLAY_NAME"), name
     await assert_nothing_visible(files)
 
 
@@ -115,19 +124,19 @@ async def test_harmless_odd_names_stay_metadata(files: Files) -> None:
     assert file.storage.key == f"users/alice/{file.name.split('/')[1]}/content"
 
 
-@pytest.mark.parametrize(
-    ("content_type", "data", "reason"),
-    [
-        ("image/png", b"GIF89a not a png at all", "CONTENT_TYPE_MISMATCH"),
-        ("video/mp4", b"\x00" * 64, "CONTENT_TYPE_MISMATCH"),
-        ("not a type", b"abc", "INVALID_CONTENT_TYPE"),
-    ],
-)
-async def test_content_types_that_lie(
-    files: Files, content_type: str, data: bytes, reason: str
-) -> None:
-    outcome = await upload_outcome(files, [header_msg(content_type=content_type), *data_msgs(data)])
-    assert outcome[:2] == (INVALID, reason)
+LYING_TYPES = [
+    ("image/png", b"GIF89a not a png at all", "CONTENT_TYPE_MISMATCH"),
+    ("video/mp4", b"\x00" * 64, "CONTENT_TYPE_MISMATCH"),
+    ("not a type", b"abc", "INVALID_CONTENT_TYPE"),
+]
+
+
+async def test_content_types_that_lie(files: Files) -> None:
+    for content_type, data, reason in LYING_TYPES:
+        outcome = await upload_outcome(
+            files, [header_msg(content_type=content_type), *data_msgs(data)]
+        )
+        assert outcome[:2] == (INVALID, reason), content_type
     await assert_nothing_visible(files)
 
 
@@ -145,21 +154,21 @@ async def test_true_content_type_is_accepted(files: Files) -> None:
     assert file.content_type == "image/png"
 
 
-@pytest.mark.parametrize(
-    ("fields", "reason"),
-    [
-        ({"sha256": "xyz"}, "INVALID_SHA256"),
-        ({"size_bytes": -1}, "INVALID_SIZE"),
-        ({"job": "jobs/../x"}, "INVALID_NAME"),
-        ({"parent": "files/nope"}, "INVALID_NAME"),
-        ({"upload": "uploads/../../x"}, "INVALID_NAME"),
-        ({"offset": 5}, "INVALID_OFFSET"),
-        ({"labels": {"Bad Key": "v"}}, "INVALID_LABELS"),
-    ],
-)
-async def test_bad_header_fields(files: Files, fields: dict[str, Any], reason: str) -> None:
-    outcome = await upload_outcome(files, [header_msg(**fields), *data_msgs(b"abc")])
-    assert outcome[:2] == (INVALID, reason)
+BAD_HEADERS: list[tuple[dict[str, Any], str]] = [
+    ({"sha256": "xyz"}, "INVALID_SHA256"),
+    ({"size_bytes": -1}, "INVALID_SIZE"),
+    ({"job": "jobs/../x"}, "INVALID_NAME"),
+    ({"parent": "files/nope"}, "INVALID_NAME"),
+    ({"upload": "uploads/../../x"}, "INVALID_NAME"),
+    ({"offset": 5}, "INVALID_OFFSET"),
+    ({"labels": {"Bad Key": "v"}}, "INVALID_LABELS"),
+]
+
+
+async def test_bad_header_fields(files: Files) -> None:
+    for fields, reason in BAD_HEADERS:
+        outcome = await upload_outcome(files, [header_msg(**fields), *data_msgs(b"abc")])
+        assert outcome[:2] == (INVALID, reason), fields
 
 
 async def test_unknown_version_and_range_past_end(files: Files) -> None:

@@ -46,7 +46,7 @@ from services.files.models import (
     UploadPart,
     UploadSession,
 )
-from services.files.repository import FilesRepository
+from services.files.repository import FilesRepository, StreamSuperseded
 from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256, Storage
 
 log = logging.getLogger("mediagrid.files.upload")
@@ -112,6 +112,15 @@ class UploadDeps:
     storage: Storage
     activity: ActivityRecorder
     hash_cache: HashCache
+    # Parts still landing after a stream broke, per session (this process only).
+    draining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def settled(self, upload_id: str) -> None:
+        """Wait until parts of a broken stream of this session have landed (or failed)."""
+        task = self.draining.get(upload_id)
+        if task is not None:
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), self.settings.s3_read_timeout_seconds)
 
 
 class HashCache:
@@ -300,6 +309,9 @@ async def _resume_session(
 ) -> UploadSession:
     upload_id = validation.upload_id(header.upload, "header.upload")
     existing = await authorize_upload(deps.repo, principal, upload_id)
+    # Two uploads of one part number at once are undefined on some S3 implementations:
+    # let the parts of the broken stream land first.
+    await deps.settled(upload_id)
     if existing.kind != profile.kind or existing.via != "stream":
         raise FailedPrecondition(
             f"{existing.name} cannot be resumed by this RPC", reason="UPLOAD_KIND_MISMATCH"
@@ -380,7 +392,10 @@ class PartWriter:
         self.next_part = session.committed_bytes // session.part_size + 1
         self.buffer = bytearray()
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.snapshots: dict[int, Any] = {}
+        # Hashing runs in a worker thread, one part at a time and in order (a chain of
+        # tasks), so the event loop keeps receiving while SHA-256 runs on another core.
+        self.hashing: asyncio.Task[None] | None = None
+        self.snapshots: dict[int, asyncio.Task[Any]] = {}
         self.checked_type = session.committed_bytes > 0
         self.interval = deps.settings.upload_progress_interval_seconds
         self.last_progress = time.monotonic()
@@ -427,8 +442,6 @@ class PartWriter:
             piece = view[:room]
             view = view[room:]
             self.buffer += piece
-            if self.hasher is not None:
-                self.hasher.update(piece)
             self.received += len(piece)
             if not self.checked_type and len(self.buffer) >= validation.SNIFF_BYTES:
                 self._check_content_type()
@@ -445,7 +458,7 @@ class PartWriter:
                 reason="CONTENT_TYPE_MISMATCH",
             )
 
-    async def _send_part(self) -> None:
+    async def _send_part(self, *, hash_it: bool = True) -> None:
         number = self.next_part
         if number > MAX_PARTS:
             raise InvalidArgument.field(
@@ -459,8 +472,8 @@ class PartWriter:
             await self._wait_one()
         body, self.buffer = self.buffer, bytearray()
         self.next_part += 1
-        if self.hasher is not None:
-            self.snapshots[self.received] = self.hasher.copy()
+        if self.hasher is not None and hash_it:
+            self.snapshots[self.received] = self._hash(body)
         task = asyncio.create_task(self._upload_part(number, body), name=f"part-{number}")
         self.in_flight.add(task)
 
@@ -471,10 +484,27 @@ class PartWriter:
         )
         try:
             await self.deps.repo.set_s3_upload_id(s.id, self.token, upload_id)
-        except BaseException:
+        except StreamSuperseded:
+            # Certainly not recorded. (After other failures, such as a cancellation, the id
+            # may or may not be recorded: the sweep aborts it once no session owns it.)
             await self.deps.storage.abort_multipart(s.object_key, upload_id)
             raise
         self.s3_upload_id = upload_id
+
+    def _hash(self, body: bytearray) -> asyncio.Task[Any]:
+        """Hash ``body`` after the parts before it; the task's result is the state after it."""
+        previous, hasher = self.hashing, self.hasher
+        assert hasher is not None
+
+        async def run() -> Any:
+            if previous is not None:
+                await previous
+            await asyncio.to_thread(hasher.update, body)
+            return hasher.copy()
+
+        task = asyncio.ensure_future(run())
+        self.hashing = task
+        return task
 
     async def _wait_one(self) -> None:
         done, _ = await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -494,9 +524,9 @@ class PartWriter:
             self.committed += self.acked[self.committed // self.part_size + 1].size_bytes
         committed = self.committed
         await self.deps.repo.record_part(self.session.id, self.token, part, committed)
-        state = self.snapshots.get(committed)
-        if state is not None:
-            self.deps.hash_cache.put(self.session.id, committed, state)
+        hashed = self.snapshots.get(committed)
+        if hashed is not None:
+            self.deps.hash_cache.put(self.session.id, committed, await hashed)
             for offset in [o for o in self.snapshots if o <= committed]:
                 del self.snapshots[offset]
 
@@ -518,7 +548,12 @@ class PartWriter:
             )
         if not self.checked_type:
             self._check_content_type()
-        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        digest = None
+        if self.hasher is not None:
+            if self.hashing is not None:
+                await self.hashing
+            await asyncio.to_thread(self.hasher.update, self.buffer)
+            digest = self.hasher.hexdigest()
         if digest is not None and s.client_sha256 and digest != s.client_sha256:
             raise self._mismatch(digest)
         if self.s3_upload_id is None:
@@ -529,7 +564,7 @@ class PartWriter:
             sha_in_metadata = True
         else:
             if self.buffer or not self.acked:
-                await self._send_part()
+                await self._send_part(hash_it=False)  # hashed above
                 await self._drain()
             parts = sorted((p.part_number, p.etag) for p in self.acked.values())
             if [n for n, _ in parts] != list(range(1, len(parts) + 1)):
@@ -575,7 +610,9 @@ class PartWriter:
             # Let parts already on their way land: their acknowledgements raise the
             # committed offset the client resumes from.
             if self.in_flight:
-                _background(self._drain_quietly())
+                task = _background(self._drain_quietly())
+                self.deps.draining[s.id] = task
+                task.add_done_callback(lambda _: self.deps.draining.pop(s.id, None))
             return
         for task in self.in_flight:
             task.cancel()
@@ -598,7 +635,8 @@ class PartWriter:
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
-def _background(coro: Awaitable[None]) -> None:
+def _background(coro: Awaitable[None]) -> asyncio.Task[None]:
     task: asyncio.Task[None] = asyncio.ensure_future(coro)
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
+    return task

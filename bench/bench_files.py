@@ -1,0 +1,528 @@
+"""Files service throughput and memory against moto's S3 server, each next to its baseline.
+
+One run starts moto's server (its own process), a scratch database, and the files service in
+a subprocess (8 MiB parts, 4 concurrent, unsigned payloads over plain HTTP), then measures:
+
+(a) Upload of N MiB through ``FileService.Upload`` vs a direct aioboto3 multipart upload of
+    the same bytes (same part size and concurrency);           target >= 0.9 of direct
+(b) ``FileService.Download`` vs a direct aioboto3 GET read in 1 MiB chunks; target >= 0.9
+(c) the gRPC path alone (the same service with S3 replaced by a discarding sink) vs a bare
+    grpc.aio client-streaming server that only counts bytes;  target >= 0.6 of bare
+(d) peak RSS of the files service process during a 1 GiB upload, above its idle RSS;
+    target <= 64 MiB + part size x (concurrency + 1).
+
+``python -m bench files`` or ``python -m bench.bench_files [--size-mib 256] [--rss-mib 1024]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (str(ROOT), str(ROOT / "gen")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+TOKEN = "bench"
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * MiB),
+    ("grpc.max_receive_message_length", 64 * MiB),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                reply.read()
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def line(label: str, nbytes: int, seconds: float) -> str:
+    rate = nbytes / seconds / 1e6
+    return f"  {label:<44} {rate:8.1f} MB/s  ({nbytes / MiB:.0f} MiB in {seconds:.2f}s)"
+
+
+def verdict(label: str, value: float, baseline: float, target: float) -> str:
+    ratio = value / baseline
+    mark = "OK" if ratio >= target else "BELOW TARGET"
+    return f"  {label:<44} {ratio:8.2f}x of baseline (target >= {target}) {mark}"
+
+
+# --- subprocess roles ------------------------------------------------------------------
+
+
+class _BenchAuthenticator:
+    async def authenticate(self, token: str) -> Any:
+        from common.context import Principal
+        from common.errors import Unauthenticated
+
+        if token != TOKEN:
+            raise Unauthenticated("unknown token")
+        return Principal(name="users/bench", user_id="bench", role="user")
+
+
+class DiscardStorage:
+    """A Storage stand-in that drops every byte: measures the gRPC + engine path alone."""
+
+    bucket = "discard"
+
+    async def create_multipart(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
+        return uuid.uuid4().hex
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Any) -> str:
+        return f'"{number}"'
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Any) -> Any:
+        from services.files.storage import PutResult
+
+        return PutResult(uuid.uuid4().hex, '"done"')
+
+    async def put_object(self, key: str, body: Any, content_type: str, metadata: Any) -> Any:
+        from services.files.storage import PutResult
+
+        return PutResult(uuid.uuid4().hex, '"done"')
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        return None
+
+    async def tag_sha256(self, key: str, version_id: str, sha256: str) -> None:
+        return None
+
+    async def delete_version(self, key: str, version_id: str) -> None:
+        return None
+
+    async def list_multipart_uploads(self) -> AsyncIterator[Any]:
+        for item in ():
+            yield item
+
+    async def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def serve(sink: bool) -> None:
+    """Run the files service until stdin closes; print its port."""
+    from common.runtime import running_suite
+    from common.settings import Settings
+
+    if sink:
+        import services.files.app as files_app
+
+        async def open_discard(*_args: Any, **_kwargs: Any) -> Any:
+            return DiscardStorage()
+
+        files_app.Storage.open = open_discard  # type: ignore[method-assign]
+    settings = Settings()  # from the MEDIAGRID_* environment set by the parent
+    async with running_suite(settings, ["files"], port=0, authenticator=_BenchAuthenticator()) as (
+        server,
+        _ctx,
+    ):
+        print(f"READY {server.port}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def bare_sink() -> None:
+    """A bare grpc.aio client-streaming server on raw bytes that only counts them."""
+    import grpc
+
+    async def sink(requests: AsyncIterator[bytes], _context: Any) -> bytes:
+        total = 0
+        async for chunk in requests:
+            total += len(chunk)
+        return total.to_bytes(8, "big")
+
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "bench.Sink", {"Upload": grpc.stream_unary_rpc_method_handler(sink)}
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"READY {port}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(0)
+
+
+class Child:
+    """A subprocess of this module in a given role; ``port`` once it printed READY."""
+
+    def __init__(self, role: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_files", role],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline().split()
+        if not ready or ready[0] != "READY":
+            self.stop()
+            raise RuntimeError(f"{role} did not start")
+        self.port = int(ready[1])
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- measurements ----------------------------------------------------------------------
+
+
+def chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+async def grpc_upload(address: str, pieces: list[bytes]) -> tuple[float, Any]:
+    import grpc
+    from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+
+    async def requests() -> AsyncIterator[Any]:
+        yield files_pb2.UploadRequest(
+            header=file_pb2.UploadHeader(
+                display_name="bench.bin", size_bytes=sum(len(p) for p in pieces)
+            )
+        )
+        for piece in pieces:
+            yield files_pb2.UploadRequest(data=piece)
+
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = files_pb2_grpc.FileServiceStub(channel)
+        started = time.perf_counter()
+        last = None
+        async for response in stub.Upload(
+            requests(), metadata=(("authorization", f"Bearer {TOKEN}"),)
+        ):
+            last = response
+        elapsed = time.perf_counter() - started
+    assert last is not None and last.WhichOneof("payload") == "file"
+    return elapsed, last.file
+
+
+async def grpc_download(address: str, name: str) -> tuple[float, int]:
+    import grpc
+    from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = files_pb2_grpc.FileServiceStub(channel)
+        started = time.perf_counter()
+        total = 0
+        async for response in stub.Download(
+            files_pb2.DownloadRequest(name=name), metadata=(("authorization", f"Bearer {TOKEN}"),)
+        ):
+            total += len(response.data)
+        return time.perf_counter() - started, total
+
+
+async def bare_upload(address: str, pieces: list[bytes]) -> float:
+    import grpc
+
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        call = channel.stream_unary("/bench.Sink/Upload")
+
+        async def requests() -> AsyncIterator[bytes]:
+            for piece in pieces:
+                yield piece
+
+        started = time.perf_counter()
+        counted = int.from_bytes(await call(requests()), "big")
+        elapsed = time.perf_counter() - started
+    assert counted == sum(len(p) for p in pieces)
+    return elapsed
+
+
+async def direct_upload(s3: Any, bucket: str, data: bytes, part: int, concurrency: int) -> float:
+    started = time.perf_counter()
+    key = f"direct/{uuid.uuid4().hex}"
+    upload_id = (await s3.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(number: int, body: bytes) -> dict[str, Any]:
+        async with gate:
+            reply = await s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            return {"PartNumber": number, "ETag": reply["ETag"]}
+
+    parts = await asyncio.gather(
+        *(one(i + 1, data[off : off + part]) for i, off in enumerate(range(0, len(data), part)))
+    )
+    await s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": list(parts)}
+    )
+    return time.perf_counter() - started
+
+
+async def direct_get(s3: Any, bucket: str, key: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    reply = await s3.get_object(Bucket=bucket, Key=key)
+    total = 0
+    body = reply["Body"]
+    while chunk := await body.read(MiB):
+        total += len(chunk)
+    body.close()
+    return time.perf_counter() - started, total
+
+
+async def empty_bucket(s3: Any, bucket: str) -> None:
+    listed = await s3.list_object_versions(Bucket=bucket)
+    entries = [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]
+    for entry in entries:
+        await s3.delete_object(Bucket=bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+
+
+async def sample_rss(pid: int, stop: asyncio.Event) -> int:
+    peak = 0
+    while not stop.is_set():
+        peak = max(peak, rss_bytes(pid))
+        await asyncio.sleep(0.02)
+    return max(peak, rss_bytes(pid))
+
+
+def stream_pieces(total: int, size: int) -> Iterator[bytes]:
+    block = os.urandom(size)
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        yield block[:n]
+        sent += n
+
+
+async def rss_upload(address: str, total: int) -> Any:
+    """Upload ``total`` bytes without holding them in this process (one repeated block)."""
+    import grpc
+    from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+
+    async def requests() -> AsyncIterator[Any]:
+        yield files_pb2.UploadRequest(
+            header=file_pb2.UploadHeader(display_name="rss.bin", size_bytes=total)
+        )
+        for piece in stream_pieces(total, MiB):
+            yield files_pb2.UploadRequest(data=piece)
+
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = files_pb2_grpc.FileServiceStub(channel)
+        last = None
+        async for response in stub.Upload(
+            requests(), metadata=(("authorization", f"Bearer {TOKEN}"),)
+        ):
+            last = response
+    return last
+
+
+async def measure(args: argparse.Namespace, env: dict[str, str], database: str) -> None:
+    from common.aws import AwsClients
+    from common.settings import Settings
+
+    part, concurrency = args.part_mib * MiB, args.concurrency
+    size = args.size_mib * MiB
+    settings = Settings(
+        environment="test",
+        database_url=database,
+        s3_endpoint_url=env["MEDIAGRID_S3_ENDPOINT_URL"],
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        s3_payload_signing=False,
+    )
+    bucket = settings.bucket("files")
+    data = os.urandom(size)
+    pieces = chunks(data, args.chunk_kib * 1024)
+    print(
+        f"  {size / MiB:.0f} MiB, {part / MiB:.0f} MiB parts, {concurrency} concurrent, "
+        f"{args.chunk_kib} KiB messages, {args.rounds} rounds (best of)"
+    )
+
+    service = Child("serve", env)
+    try:
+        address = f"127.0.0.1:{service.port}"
+        async with AwsClients(settings).s3() as s3:
+            ours_up, direct_up, ours_down, direct_down = [], [], [], []
+            for _ in range(args.rounds):
+                direct_up.append(await direct_upload(s3, bucket, data, part, concurrency))
+                key = (await s3.list_objects_v2(Bucket=bucket, Prefix="direct/"))["Contents"][0][
+                    "Key"
+                ]
+                seconds, got = await direct_get(s3, bucket, key)
+                assert got == size
+                direct_down.append(seconds)
+                await empty_bucket(s3, bucket)
+                seconds, file = await grpc_upload(address, pieces)
+                ours_up.append(seconds)
+                seconds, got = await grpc_download(address, file.name)
+                assert got == size
+                ours_down.append(seconds)
+                await empty_bucket(s3, bucket)
+            print("(a) upload")
+            print(line("direct aioboto3 multipart upload (baseline)", size, min(direct_up)))
+            print(line("FileService.Upload", size, min(ours_up)))
+            print(verdict("Upload / direct", size / min(ours_up), size / min(direct_up), 0.9))
+            print("(b) download")
+            print(line("direct aioboto3 GET (baseline)", size, min(direct_down)))
+            print(line("FileService.Download", size, min(ours_down)))
+            print(verdict("Download / direct", size / min(ours_down), size / min(direct_down), 0.9))
+
+            if args.rss_mib:
+                total = args.rss_mib * MiB
+                await asyncio.sleep(1.0)
+                idle = rss_bytes(service.proc.pid)
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(sample_rss(service.proc.pid, stop))
+                started = time.perf_counter()
+                last = await rss_upload(address, total)
+                elapsed = time.perf_counter() - started
+                stop.set()
+                peak = await sampler
+                assert last is not None and last.file.size_bytes == total
+                await empty_bucket(s3, bucket)
+                budget = 64 * MiB + part * (concurrency + 1)
+                above = peak - idle
+                print(
+                    f"(d) peak RSS during a {total / MiB:.0f} MiB upload "
+                    f"({line('', total, elapsed).strip()})"
+                )
+                print(
+                    f"  idle {idle / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB, above idle "
+                    f"{above / MiB:.1f} MiB; target <= {budget / MiB:.0f} MiB "
+                    f"{'OK' if above <= budget else 'ABOVE TARGET'}"
+                )
+    finally:
+        service.stop()
+
+    sink_env = dict(env)
+    sink = Child("serve-sink", sink_env)
+    bare = Child("bare-sink", env)
+    try:
+        ours, base = [], []
+        for _ in range(args.rounds):
+            base.append(await bare_upload(f"127.0.0.1:{bare.port}", pieces))
+            ours.append((await grpc_upload(f"127.0.0.1:{sink.port}", pieces))[0])
+        print("(c) gRPC path alone (S3 replaced by a discarding sink)")
+        print(line("bare grpc.aio byte-counting server (baseline)", size, min(base)))
+        print(line("FileService.Upload into a sink", size, min(ours)))
+        print(verdict("Upload(sink) / bare", size / min(ours), size / min(base), 0.6))
+    finally:
+        sink.stop()
+        bare.stop()
+
+
+async def scratch_database(dsn: str, name: str, create: bool) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        if create:
+            await conn.execute(f"CREATE DATABASE {name}")
+        else:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench_files")
+    parser.add_argument(
+        "role", nargs="?", default="bench", choices=["bench", "serve", "serve-sink", "bare-sink"]
+    )
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--rss-mib", type=int, default=1024, help="0 skips (d)")
+    parser.add_argument("--part-mib", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--chunk-kib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--download-chunk-kib", type=int, default=1024)
+    parser.add_argument(
+        "--admin-dsn",
+        default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    args = parser.parse_args(argv)
+    if args.role == "serve":
+        asyncio.run(serve(sink=False))
+        return
+    if args.role == "serve-sink":
+        asyncio.run(serve(sink=True))
+        return
+    if args.role == "bare-sink":
+        asyncio.run(bare_sink())
+        return
+
+    moto_port = free_port()
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    name = f"mg_bench_files_{os.getpid()}"
+    database = args.admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(scratch_database(args.admin_dsn, name, create=True))
+    try:
+        endpoint = f"http://127.0.0.1:{moto_port}"
+        wait_http(f"{endpoint}/moto-api/")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
+        env.update(
+            {
+                "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
+                "MEDIAGRID_ENVIRONMENT": "test",
+                "MEDIAGRID_DATABASE_URL": database,
+                "MEDIAGRID_S3_ENDPOINT_URL": endpoint,
+                "MEDIAGRID_AWS_ACCESS_KEY_ID": "bench",
+                "MEDIAGRID_AWS_SECRET_ACCESS_KEY": "bench",
+                "MEDIAGRID_S3_PAYLOAD_SIGNING": "false",
+                "MEDIAGRID_UPLOAD_PART_SIZE_BYTES": str(args.part_mib * MiB),
+                "MEDIAGRID_UPLOAD_CONCURRENCY": str(args.concurrency),
+                "MEDIAGRID_LOG_LEVEL": "WARNING",
+                "MEDIAGRID_GRPC_MAX_MESSAGE_BYTES": str(64 * MiB),
+                "MEDIAGRID_DOWNLOAD_CHUNK_BYTES": str(args.download_chunk_kib * 1024),
+            }
+        )
+        asyncio.run(measure(args, env, database))
+    finally:
+        moto.terminate()
+        moto.wait()
+        asyncio.run(scratch_database(args.admin_dsn, name, create=False))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,416 @@
+"""A small async Python client for the FileService, for other services and the CLI.
+
+``upload`` resumes by itself after a broken stream (it asks the server for the committed
+offset and continues from there: seekable sources are re-read from that offset, other
+streams keep the not-yet-committed bytes in a replay buffer, bounded by what the server
+holds in flight). ``download`` resumes from the bytes already written and checks the
+SHA-256 of whole-file downloads. Unary calls carry a deadline; retryable failures are
+retried with exponential backoff and full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import mimetypes
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import grpc
+from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+
+from common.grpc_errors import error_info
+from common.resilience import backoff_delay
+
+T = TypeVar("T")
+CHUNK = 1024 * 1024  # the recommended data message size
+MAX_MESSAGE = 8 * 1024 * 1024
+
+# Failures after which the same request may succeed: the connection or the server went away.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    upload: str
+    received_bytes: int
+    committed_bytes: int
+    parts_completed: int
+    total_bytes: int | None
+
+
+ProgressCallback = Callable[[UploadProgress], None]
+
+
+class UploadFailed(Exception):
+    """The upload cannot continue (for example a non-seekable source lost bytes)."""
+
+
+def open_channel(address: str, *, max_message_bytes: int = MAX_MESSAGE) -> grpc.aio.Channel:
+    """A channel tuned for file transfer: message limits and keepalive for long streams."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ],
+    )
+
+
+def _retryable(exc: grpc.aio.AioRpcError) -> bool:
+    if exc.code() in RETRYABLE:
+        return True
+    info = error_info(exc)
+    return info is not None and info.reason in ("WRONG_OFFSET", "UPLOAD_SUPERSEDED")
+
+
+class _Source:
+    """Bytes to upload, re-readable from any offset the server has not committed yet."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.seekable = stream.seekable()
+        self.start = stream.tell() if self.seekable else 0
+        self.replay = bytearray()  # non-seekable: bytes [replay_from, position)
+        self.replay_from = 0
+        self.position = 0
+
+    def rewind(self, offset: int) -> None:
+        if self.seekable:
+            self.stream.seek(self.start + offset)
+            self.position = offset
+            return
+        if offset < self.replay_from or offset > self.position:
+            raise UploadFailed(
+                f"cannot resume at {offset}: the stream is not seekable and those bytes are gone"
+            )
+        del self.replay[: offset - self.replay_from]
+        self.replay_from = offset
+
+    def committed(self, offset: int) -> None:
+        if not self.seekable and offset > self.replay_from:
+            del self.replay[: offset - self.replay_from]
+            self.replay_from = offset
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        if not self.seekable and self.replay:
+            replay = bytes(self.replay)
+            for start in range(0, len(replay), size):
+                yield replay[start : start + size]
+        while True:
+            data = await asyncio.to_thread(self.stream.read, size)
+            if not data:
+                return
+            if not self.seekable:
+                self.replay += data
+            self.position += len(data)
+            yield data
+
+
+class FilesClient:
+    """``FilesClient(channel, token=...)``; every call sends ``authorization: Bearer``."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        backoff: float = 0.2,
+        chunk_size: int = CHUNK,
+    ) -> None:
+        self.stub = files_pb2_grpc.FileServiceStub(channel)
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.chunk_size = chunk_size
+
+    async def _unary(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await method(request, metadata=self.metadata, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    raise
+                if attempt == self.max_attempts:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, self.backoff))
+        raise AssertionError("unreachable")
+
+    # --- simple calls ------------------------------------------------------------------
+
+    async def get(self, name: str) -> file_pb2.File:
+        response: files_pb2.GetFileResponse = await self._unary(
+            self.stub.GetFile, files_pb2.GetFileRequest(name=name)
+        )
+        return response.file
+
+    async def list(
+        self,
+        *,
+        parent: str = "",
+        job: str = "",
+        content_type_prefix: str = "",
+        page_size: int = 100,
+    ) -> AsyncIterator[file_pb2.File]:
+        token = ""
+        while True:
+            page = await self._unary(
+                self.stub.ListFiles,
+                files_pb2.ListFilesRequest(
+                    parent=parent,
+                    job=job,
+                    content_type_prefix=content_type_prefix,
+                    page_size=page_size,
+                    page_token=token,
+                ),
+            )
+            for file in page.files:
+                yield file
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def upload_status(self, upload: str) -> files_pb2.Upload:
+        response: files_pb2.GetUploadStatusResponse = await self._unary(
+            self.stub.GetUploadStatus, files_pb2.GetUploadStatusRequest(name=upload)
+        )
+        return response.upload
+
+    async def cancel_upload(self, upload: str) -> files_pb2.Upload:
+        response: files_pb2.CancelUploadResponse = await self._unary(
+            self.stub.CancelUpload, files_pb2.CancelUploadRequest(name=upload)
+        )
+        return response.upload
+
+    # --- upload ------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        source: str | Path | IO[bytes],
+        *,
+        display_name: str | None = None,
+        content_type: str | None = None,
+        sha256: str | None = None,
+        job: str = "",
+        parent: str = "",
+        labels: Mapping[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> file_pb2.File:
+        """Upload a path or a binary stream; resumes by itself after a broken stream."""
+        if isinstance(source, str | Path):
+            path = Path(source)
+            stream = await asyncio.to_thread(path.open, "rb")
+            with stream:
+                digest = sha256 if sha256 is not None else await asyncio.to_thread(_hash_file, path)
+                return await self.upload(
+                    stream,
+                    display_name=display_name or path.name,
+                    content_type=content_type or mimetypes.guess_type(path.name)[0] or "",
+                    sha256=digest,
+                    job=job,
+                    parent=parent,
+                    labels=labels,
+                    on_progress=on_progress,
+                )
+        total = _remaining_size(source)
+        header = file_pb2.UploadHeader(
+            display_name=display_name or "upload.bin",
+            content_type=content_type or "",
+            size_bytes=total or 0,
+            sha256=sha256 or "",
+            job=job,
+            parent=parent,
+            labels=dict(labels or {}),
+        )
+        state = _UploadState(_Source(source), total, on_progress)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self._upload_once(header, state)
+            except grpc.aio.AioRpcError as exc:
+                if not _retryable(exc) or attempt == self.max_attempts:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, self.backoff))
+                header = await self._resume_header(header, state, exc)
+        raise AssertionError("unreachable")
+
+    async def _resume_header(
+        self, header: file_pb2.UploadHeader, state: _UploadState, exc: grpc.aio.AioRpcError
+    ) -> file_pb2.UploadHeader:
+        if not state.upload:
+            state.source.rewind(0)  # the session never started: start over
+            return header
+        info = error_info(exc)
+        if info is not None and info.reason == "WRONG_OFFSET":
+            offset = int(info.metadata["committed_offset"])
+        else:
+            offset = (await self.upload_status(state.upload)).committed_bytes
+        state.source.rewind(offset)
+        return file_pb2.UploadHeader(upload=state.upload, offset=offset)
+
+    async def _upload_once(
+        self, header: file_pb2.UploadHeader, state: _UploadState
+    ) -> file_pb2.File:
+        call = self.stub.Upload(metadata=self.metadata)
+        try:
+            await call.write(files_pb2.UploadRequest(header=header))
+            # Wait for the server to accept the header before sending any data: a refused
+            # header then surfaces as its own status, not as a failed write.
+            first = await call.read()
+            if first is grpc.aio.EOF:
+                await _raise_status(call)
+            state.seen(first.progress)
+            reader = asyncio.create_task(_read_responses(call, state))
+            try:
+                async for chunk in state.source.chunks(self.chunk_size):
+                    if reader.done():
+                        break
+                    await call.write(files_pb2.UploadRequest(data=chunk))
+                if not reader.done():
+                    await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the call ended; its status comes from the reader
+            return await reader
+        finally:
+            if not call.done():
+                call.cancel()
+
+    # --- download ----------------------------------------------------------------------
+
+    async def download(
+        self,
+        name: str,
+        dest: str | Path | IO[bytes],
+        *,
+        version: str = "",
+        offset: int = 0,
+        length: int = 0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> file_pb2.File:
+        """Write a file (or a byte range of it) to ``dest``; resumes after broken streams."""
+        if isinstance(dest, str | Path):
+            stream = await asyncio.to_thread(Path(dest).open, "wb")
+            with stream:
+                return await self.download(
+                    name,
+                    stream,
+                    version=version,
+                    offset=offset,
+                    length=length,
+                    on_progress=on_progress,
+                )
+        written = 0
+        digest = hashlib.sha256()
+        record: file_pb2.File | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            remaining = (length - written) if length else 0
+            request = files_pb2.DownloadRequest(
+                name=name,
+                version_id=version or (record.version_id if record else ""),
+                offset=offset + written,
+                length=remaining,
+            )
+            try:
+                async for response in self.stub.Download(request, metadata=self.metadata):
+                    if response.HasField("file") and record is None:
+                        record = response.file
+                    if response.data:
+                        await asyncio.to_thread(dest.write, response.data)
+                        digest.update(response.data)
+                        written += len(response.data)
+                        if on_progress is not None and record is not None:
+                            on_progress(written, length or record.size_bytes - offset)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE or attempt == self.max_attempts:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, self.backoff))
+        assert record is not None
+        if offset == 0 and length == 0 and digest.hexdigest() != record.sha256:
+            raise UploadFailed(f"downloaded bytes do not match {record.name}'s SHA-256")
+        return record
+
+
+class _UploadState:
+    def __init__(
+        self, source: _Source, total: int | None, callback: ProgressCallback | None
+    ) -> None:
+        self.source = source
+        self.total = total
+        self.callback = callback
+        self.upload = ""
+
+    def seen(self, progress: file_pb2.UploadProgress) -> None:
+        self.upload = self.upload or progress.upload
+        self.source.committed(progress.committed_bytes)
+        if self.callback is not None:
+            self.callback(
+                UploadProgress(
+                    progress.upload,
+                    progress.received_bytes,
+                    progress.committed_bytes,
+                    progress.parts_completed,
+                    self.total,
+                )
+            )
+
+
+async def _read_responses(call: Any, state: _UploadState) -> file_pb2.File:
+    while True:
+        response = await call.read()
+        if response is grpc.aio.EOF:
+            await _raise_status(call)
+        if response.WhichOneof("payload") == "progress":
+            state.seen(response.progress)
+        else:
+            return response.file  # type: ignore[no-any-return]
+
+
+async def _raise_status(call: Any) -> None:
+    code = await call.code()
+    raise grpc.aio.AioRpcError(
+        code, await call.initial_metadata(), await call.trailing_metadata(), await call.details()
+    )
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(4 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remaining_size(stream: IO[bytes]) -> int | None:
+    if isinstance(stream, io.BytesIO):
+        return len(stream.getbuffer()) - stream.tell()
+    try:
+        if stream.seekable():
+            here = stream.tell()
+            end = stream.seek(0, io.SEEK_END)
+            stream.seek(here)
+            return end - here
+    except OSError:
+        return None
+    return None
