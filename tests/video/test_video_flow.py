@@ -71,7 +71,10 @@ async def test_upload_enqueues_jobs_and_handlers_record_metadata_and_thumbnails(
     assert [p for p, _ in context.reports] == sorted(p for p, _ in context.reports)
     assert context.reports[-1][0] == 100
 
-    await video_env.run(thumb_job)
+    thumb_context = video_env.job_context(thumb_job)
+    await HANDLERS["video.thumbnail"].function(thumb_context)
+    percents = [p for p, _ in thumb_context.reports]
+    assert percents == sorted(percents) and percents[-1] == 100
     video = await get(video_env, name)
     meta = video.metadata
     assert video.probe.state == SUCCEEDED and video.thumbnail_step.state == SUCCEEDED
@@ -86,6 +89,7 @@ async def test_upload_enqueues_jobs_and_handlers_record_metadata_and_thumbnails(
     for index, thumb in enumerate(video.thumbnails):
         assert thumb.index == index
         assert thumb.key == f"users/alice/{file_id}/thumbnails/{index}.jpg"
+        assert thumb.version_id and f"versionId={thumb.version_id}" in thumb.uri
         assert thumb.time_offset.ToNanoseconds() / 1e9 == pytest.approx(
             min(times[index], 2.0), abs=0.05
         )
@@ -132,9 +136,10 @@ async def test_a_missing_object_fails_the_probe_permanently(video_env: VideoEnv)
     name = await video_env.upload(make_clip(seconds=0.5))
     (job,) = video_env.jobs.of_type("video.probe")
     job.payload["version_id"] = "no-such-version"
-    with pytest.raises(PermanentJobError):
+    with pytest.raises(PermanentJobError, match="the stored object is gone"):
         await video_env.run(job)
-    assert (await get(video_env, name)).probe.state == FAILED
+    probe = (await get(video_env, name)).probe
+    assert probe.state == FAILED and "the stored object is gone" in probe.error
 
 
 async def test_a_bad_payload_is_a_permanent_failure(video_env: VideoEnv) -> None:
@@ -179,27 +184,33 @@ async def test_regenerate_thumbnails_replaces_the_set(video_env: VideoEnv) -> No
         )
     assert [o["Key"] for o in listing["Contents"]] == [video.thumbnails[0].key]
 
+    # The superseded job runs late: its report is refused, and although it overwrites the
+    # keys, the recorded thumbnails pin their S3 versions, so they still show the new set.
+    result = await video_env.run(old)
+    assert result is not None and result["superseded"] is True
+    after = await get(video_env, name)
+    assert [(t.index, t.width) for t in after.thumbnails] == [(0, 64)]
+    status, body = await asyncio.to_thread(http_get, after.thumbnails[0].uri)
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (64, 48)
 
-@pytest.mark.parametrize(
-    ("times", "width", "field"),
-    [
+
+async def test_regenerate_thumbnails_validates_its_arguments(video_env: VideoEnv) -> None:
+    name = await video_env.upload(make_clip(seconds=0.5))
+    cases: list[tuple[list[float], int, str]] = [
         ([-1.0], 0, "times_seconds"),
         ([float("nan")], 0, "times_seconds"),
         ([1.0] * 33, 0, "times_seconds"),
         ([], 8, "width"),
-    ],
-)
-async def test_regenerate_thumbnails_validates_its_arguments(
-    video_env: VideoEnv, times: list[float], width: int, field: str
-) -> None:
-    name = await video_env.upload(make_clip(seconds=0.5))
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await video_env.stub.RegenerateThumbnails(
-            video_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=times, width=width),
-            metadata=bearer("alice"),
-        )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in caught.value.details()
+    ]
+    for times, width, field in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await video_env.stub.RegenerateThumbnails(
+                video_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=times, width=width),
+                metadata=bearer("alice"),
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in caught.value.details()
+    assert len(video_env.jobs.jobs) == 2  # only the upload's own jobs
 
 
 class BrokenJobs:

@@ -28,8 +28,8 @@ STATE_NAMES = {
     video_pb2.PROCESSING_STATE_FAILED: "failed",
 }
 
-# (bucket, key) -> (presigned url, expiry)
-Presign = Callable[[str, str], tuple[str, datetime]]
+# (bucket, key, version id or None) -> (presigned url, expiry)
+Presign = Callable[[str, str, str | None], tuple[str, datetime]]
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -94,9 +94,10 @@ def thumbnail_to_proto(thumb: Thumbnail, presign: Presign | None) -> video_pb2.T
         height=thumb.height,
         size_bytes=thumb.size_bytes,
         key=thumb.key,
+        version_id=thumb.version_id or "",
     )
     if presign is not None:
-        uri, expires = presign(thumb.bucket, thumb.key)
+        uri, expires = presign(thumb.bucket, thumb.key, thumb.version_id)
         message.uri = uri
         message.expire_time.CopyFrom(timestamp(expires))
     return message
@@ -109,6 +110,7 @@ def thumbnail_from_proto(message: video_pb2.Thumbnail, bucket: str) -> Thumbnail
         time_seconds=seconds(message.time_offset),
         bucket=bucket,
         key=message.key,
+        version_id=message.version_id or None,
         width=message.width,
         height=message.height,
         size_bytes=message.size_bytes,

@@ -89,6 +89,12 @@ async def _in_thread(function: Callable[..., T], *args: Any) -> T:
         raise RetryableJobError(f"reading the video from S3 failed: {exc}") from exc
 
 
+def _failure_message(payload: VideoJobPayload, exc: Exception) -> str:
+    if isinstance(exc, _ObjectMissing):
+        return f"{payload.file}: the stored object is gone: {exc}"
+    return f"{payload.file} is not a readable video: {exc}"
+
+
 def _stub(job: JobContext) -> Any:
     return video_pb2_grpc.VideoServiceStub(job.resources.channel("files"))
 
@@ -130,7 +136,7 @@ async def probe_video(job: JobContext) -> dict[str, Any]:
         await job.progress(20, "probing")
         metadata = await _in_thread(probe, reader)
     except (InvalidVideo, _ObjectMissing) as exc:
-        message = f"{payload.file} is not a readable video: {exc}"
+        message = _failure_message(payload, exc)
         request = video_pb2.RecordVideoMetadataRequest(
             name=payload.video, job=job.name, error=message
         )
@@ -170,10 +176,10 @@ async def render_video_thumbnails(job: JobContext) -> dict[str, Any]:
             rendered.append(thumb)
             await job.progress(5 + 70 * (index + 1) / len(times), f"rendered {index + 1}")
     except (InvalidVideo, _ObjectMissing) as exc:
-        message = f"{payload.file} is not a readable video: {exc}"
+        message = _failure_message(payload, exc)
         request = video_pb2.RecordThumbnailsRequest(name=payload.video, job=job.name, error=message)
         raise await _fail(job, "RecordThumbnails", request, message) from exc
-    keys = await _store(job, payload, rendered)
+    stored = await _store(job, payload, rendered)
     await job.progress(90, "recording the thumbnails")
     request = video_pb2.RecordThumbnailsRequest(
         name=payload.video,
@@ -186,11 +192,12 @@ async def render_video_thumbnails(job: JobContext) -> dict[str, Any]:
                 height=thumb.height,
                 size_bytes=len(thumb.jpeg),
                 key=key,
+                version_id=version,
             )
-            for index, (thumb, key) in enumerate(zip(rendered, keys, strict=True))
+            for index, (thumb, (key, version)) in enumerate(zip(rendered, stored, strict=True))
         ],
     )
-    result: dict[str, Any] = {"thumbnails": keys, "width": width}
+    result: dict[str, Any] = {"thumbnails": [key for key, _ in stored], "width": width}
     try:
         await _call(job, "RecordThumbnails", request)
     except grpc.aio.AioRpcError as exc:
@@ -209,19 +216,24 @@ def _render_one(
 
 async def _store(
     job: JobContext, payload: VideoJobPayload, rendered: list[RenderedThumbnail]
-) -> list[str]:
-    """Put the JPEGs under the file's prefix and delete thumbnails of an older, longer set."""
+) -> list[tuple[str, str]]:
+    """Put the JPEGs under the file's prefix and delete thumbnails of an older, longer set.
+
+    Returns (key, S3 version id) per thumbnail; the recorded URLs pin the version.
+    """
     owner = payload.key.split("/", 2)[1]
     keys = [thumbnail_key(payload.key, index) for index in range(len(rendered))]
+    versions = []
     async with job.resources.aws.s3() as s3:
         for key, thumb in zip(keys, rendered, strict=True):
-            await s3.put_object(
+            put = await s3.put_object(
                 Bucket=payload.bucket,
                 Key=key,
                 Body=thumb.jpeg,
                 ContentType="image/jpeg",
                 Metadata={"file-id": payload.file_id, "owner": owner, "job": job.name},
             )
+            versions.append(str(put.get("VersionId") or ""))
         listing = await s3.list_objects_v2(
             Bucket=payload.bucket, Prefix=thumbnail_prefix(payload.key)
         )
@@ -230,4 +242,4 @@ async def _store(
             await s3.delete_objects(
                 Bucket=payload.bucket, Delete={"Objects": [{"Key": k} for k in stale]}
             )
-    return keys
+    return list(zip(keys, versions, strict=True))

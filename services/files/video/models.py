@@ -55,6 +55,7 @@ class Thumbnail(BaseModel):
     time_seconds: float = Field(ge=0)
     bucket: str
     key: str
+    version_id: str | None = None  # S3 version of the JPEG (URLs pin it)
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     size_bytes: int = Field(ge=0)

@@ -1,14 +1,17 @@
 """gRPC handlers of ``mediagrid.files.v1.VideoService``.
 
-Access: the owner of the file and admins; the Record* RPCs belong to service principals
-(workers). PERMISSION_DENIED is decided before NOT_FOUND: a non-admin asking for something
-that does not exist, or that is not theirs, gets PERMISSION_DENIED either way.
+Access: the owner of the file, admins and service principals (other services of the suite,
+as in the FileService); the Record* RPCs belong to service principals (workers) only.
+PERMISSION_DENIED is decided before NOT_FOUND: an ordinary user asking for something that
+does not exist, or that is not theirs, gets PERMISSION_DENIED either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
@@ -40,6 +43,8 @@ from services.files.video.storage import thumbnail_prefix
 log = logging.getLogger("mediagrid.video")
 
 DEFAULT_PAGE_SIZE = 50
+# How long a rejected upload stream is drained before the error is returned.
+ERROR_DRAIN_SECONDS = 2.0
 MAX_PAGE_SIZE = 500
 
 
@@ -73,9 +78,10 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
     # --- access ----------------------------------------------------------------------
 
     async def _authorize(self, principal: Principal, file_id: str) -> None:
-        """Owner or admin; PERMISSION_DENIED before NOT_FOUND."""
+        """Owner, admin or service; PERMISSION_DENIED before NOT_FOUND."""
         file = await self.repository.get_file(file_id)
-        if not principal.is_admin and (file is None or file.owner_id != principal.user_id):
+        privileged = principal.is_admin or principal.is_service
+        if not privileged and (file is None or file.owner_id != principal.user_id):
             raise PermissionDenied(
                 f"{principal.name} may not access videos/{file_id}", reason="VIDEO_ACCESS_DENIED"
             )
@@ -104,8 +110,12 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         )
         return str(url), expires
 
-    def _presign_thumbnail(self, bucket: str, key: str) -> tuple[str, datetime]:
+    def _presign_thumbnail(
+        self, bucket: str, key: str, version_id: str | None
+    ) -> tuple[str, datetime]:
         params = {"Bucket": bucket, "Key": key, "ResponseContentType": "image/jpeg"}
+        if version_id:
+            params["VersionId"] = version_id
         seconds = min(self.settings.presign_default_seconds, self.settings.presign_max_seconds)
         return self._presign(params, seconds)
 
@@ -166,7 +176,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             if not request.owner.startswith("users/") or len(request.owner) <= len("users/"):
                 raise InvalidArgument.field("owner", "expected users/{user}")
             owner_id = request.owner.removeprefix("users/")
-        if owner_id != principal.user_id and not principal.is_admin:
+        if owner_id != principal.user_id and not (principal.is_admin or principal.is_service):
             raise PermissionDenied(
                 f"{principal.name} may not list the videos of users/{owner_id}",
                 reason="VIDEO_ACCESS_DENIED",
@@ -193,7 +203,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[video_pb2.UploadVideoResponse]:
         principal = current_principal()
-        header = await _read_header(request_iterator)
+        try:
+            header = await _read_header(request_iterator)
+        except InvalidArgument:
+            await _discard_rest(request_iterator)
+            raise
         committed: file_pb2.File | None = None
         async for output in self.uploads.upload(
             principal,
@@ -372,9 +386,22 @@ async def _items(
     async for request in requests:
         kind = request.WhichOneof("item")
         if kind == "header":
+            await _discard_rest(requests)
             raise InvalidArgument("the upload header was sent twice", reason="HEADER_REPEATED")
         if kind == "chunk":
             yield request.chunk
+
+
+async def _discard_rest(requests: AsyncIterator[video_pb2.UploadVideoRequest]) -> None:
+    """Read and drop what the client is still sending, briefly, before failing the call.
+
+    A grpc.aio client whose send races with the server's error status reports INTERNAL
+    instead of the real status; letting it finish sending (within a budget) avoids that.
+    """
+    with contextlib.suppress(Exception, TimeoutError):
+        async with asyncio.timeout(ERROR_DRAIN_SECONDS):
+            async for _ in requests:
+                pass
 
 
 def _job_name(job: str) -> str:

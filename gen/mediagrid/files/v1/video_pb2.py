@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from mediagrid.files.v1 import file_pb2 as mediagrid_dot_files_dot_v1_dot_file__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emediagrid/files/v1/video.proto\x12\x12mediagrid.files.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmediagrid/files/v1/file.proto\"\xab\x03\n\x05Video\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x33\n\x08metadata\x18\x07 \x01(\x0b\x32!.mediagrid.files.v1.VideoMetadata\x12\x31\n\x05probe\x18\x08 \x01(\x0b\x32\".mediagrid.files.v1.ProcessingStep\x12:\n\x0ethumbnail_step\x18\t \x01(\x0b\x32\".mediagrid.files.v1.ProcessingStep\x12\x31\n\nthumbnails\x18\n \x03(\x0b\x32\x1d.mediagrid.files.v1.Thumbnail\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd8\x01\n\rVideoMetadata\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tcontainer\x18\x02 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x03 \x01(\t\x12\x13\n\x0b\x61udio_codec\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x12\n\nframe_rate\x18\x07 \x01(\x01\x12\x10\n\x08\x62it_rate\x18\x08 \x01(\x03\x12\x18\n\x10rotation_degrees\x18\t \x01(\x05\"\x91\x01\n\x0eProcessingStep\x12\x32\n\x05state\x18\x01 \x01(\x0e\x32#.mediagrid.files.v1.ProcessingState\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\tThumbnail\x12\r\n\x05index\x18\x01 \x01(\x05\x12.\n\x0btime_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03key\x18\x08 \x01(\t\"\x1f\n\x0fGetVideoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x10GetVideoResponse\x12(\n\x05video\x18\x01 \x01(\x0b\x32\x19.mediagrid.files.v1.Video\"I\n\x11ListVideosRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x12ListVideosResponse\x12)\n\x06videos\x18\x01 \x03(\x0b\x32\x19.mediagrid.files.v1.Video\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x12UploadVideoRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .mediagrid.files.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"\x7f\n\x13UploadVideoResponse\x12\x36\n\x08progress\x18\x01 \x01(\x0b\x32\".mediagrid.files.v1.UploadProgressH\x00\x12(\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x18.mediagrid.files.v1.FileH\x00\x42\x06\n\x04item\"N\n\x16\x43reateStreamUrlRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x81\x01\n\x17\x43reateStreamUrlResponse\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"Q\n\x1bRegenerateThumbnailsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rtimes_seconds\x18\x02 \x03(\x01\x12\r\n\x05width\x18\x03 \x01(\x05\"+\n\x1cRegenerateThumbnailsResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\"\x8a\x01\n\x1aRecordVideoMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x35\n\x08metadata\x18\x03 \x01(\x0b\x32!.mediagrid.files.v1.VideoMetadataH\x00\x12\x0f\n\x05\x65rror\x18\x04 \x01(\tH\x00\x42\t\n\x07outcome\"G\n\x1bRecordVideoMetadataResponse\x12(\n\x05video\x18\x01 \x01(\x0b\x32\x19.mediagrid.files.v1.Video\"v\n\x17RecordThumbnailsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x31\n\nthumbnails\x18\x03 \x03(\x0b\x32\x1d.mediagrid.files.v1.Thumbnail\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"D\n\x18RecordThumbnailsResponse\x12(\n\x05video\x18\x01 \x01(\x0b\x32\x19.mediagrid.files.v1.Video*\x8e\x01\n\x0fProcessingState\x12 \n\x1cPROCESSING_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROCESSING_STATE_PENDING\x10\x01\x12\x1e\n\x1aPROCESSING_STATE_SUCCEEDED\x10\x02\x12\x1b\n\x17PROCESSING_STATE_FAILED\x10\x03\x32\xf4\x05\n\x0cVideoService\x12U\n\x08GetVideo\x12#.mediagrid.files.v1.GetVideoRequest\x1a$.mediagrid.files.v1.GetVideoResponse\x12[\n\nListVideos\x12%.mediagrid.files.v1.ListVideosRequest\x1a&.mediagrid.files.v1.ListVideosResponse\x12\x62\n\x0bUploadVideo\x12&.mediagrid.files.v1.UploadVideoRequest\x1a\'.mediagrid.files.v1.UploadVideoResponse(\x01\x30\x01\x12j\n\x0f\x43reateStreamUrl\x12*.mediagrid.files.v1.CreateStreamUrlRequest\x1a+.mediagrid.files.v1.CreateStreamUrlResponse\x12y\n\x14RegenerateThumbnails\x12/.mediagrid.files.v1.RegenerateThumbnailsRequest\x1a\x30.mediagrid.files.v1.RegenerateThumbnailsResponse\x12v\n\x13RecordVideoMetadata\x12..mediagrid.files.v1.RecordVideoMetadataRequest\x1a/.mediagrid.files.v1.RecordVideoMetadataResponse\x12m\n\x10RecordThumbnails\x12+.mediagrid.files.v1.RecordThumbnailsRequest\x1a,.mediagrid.files.v1.RecordThumbnailsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emediagrid/files/v1/video.proto\x12\x12mediagrid.files.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmediagrid/files/v1/file.proto\"\xab\x03\n\x05Video\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x33\n\x08metadata\x18\x07 \x01(\x0b\x32!.mediagrid.files.v1.VideoMetadata\x12\x31\n\x05probe\x18\x08 \x01(\x0b\x32\".mediagrid.files.v1.ProcessingStep\x12:\n\x0ethumbnail_step\x18\t \x01(\x0b\x32\".mediagrid.files.v1.ProcessingStep\x12\x31\n\nthumbnails\x18\n \x03(\x0b\x32\x1d.mediagrid.files.v1.Thumbnail\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd8\x01\n\rVideoMetadata\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tcontainer\x18\x02 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x03 \x01(\t\x12\x13\n\x0b\x61udio_codec\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x12\n\nframe_rate\x18\x07 \x01(\x01\x12\x10\n\x08\x62it_rate\x18\x08 \x01(\x03\x12\x18\n\x10rotation_degrees\x18\t \x01(\x05\"\x91\x01\n\x0eProcessingStep\x12\x32\n\x05state\x18\x01 \x01(\x0e\x32#.mediagrid.files.v1.ProcessingState\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdc\x01\n\tThumbnail\x12\r\n\x05index\x18\x01 \x01(\x05\x12.\n\x0btime_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03key\x18\x08 \x01(\t\x12\x12\n\nversion_id\x18\t \x01(\t\"\x1f\n\x0fGetVideoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x10GetVideoResponse\x12(\n\x05video\x18\x01 \x01(\x0b\x32\x19.mediagrid.files.v1.Video\"I\n\x11ListVideosRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x12ListVideosResponse\x12)\n\x06videos\x18\x01 \x03(\x0b\x32\x19.mediagrid.files.v1.Video\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x12UploadVideoRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .mediagrid.files.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"\x7f\n\x13UploadVideoResponse\x12\x36\n\x08progress\x18\x01 \x01(\x0b\x32\".mediagrid.files.v1.UploadProgressH\x00\x12(\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x18.mediagrid.files.v1.FileH\x00\x42\x06\n\x04item\"N\n\x16\x43reateStreamUrlRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x81\x01\n\x17\x43reateStreamUrlResponse\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"Q\n\x1bRegenerateThumbnailsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rtimes_seconds\x18\x02 \x03(\x01\x12\r\n\x05width\x18\x03 \x01(\x05\"+\n\x1cRegenerateThumbnailsResponse\x12\x0b\n\x03job\x18\x01 \x01(\t\"\x8a\x01\n\x1aRecordVideoMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x35\n\x08metadata\x18\x03 \x01(\x0b\x32!.mediagrid.files.v1.VideoMetadataH\x00\x12\x0f\n\x05\x65rror\x18\x04 \x01(\tH\x00\x42\t\n\x07outcome\"G\n\x1bRecordVideoMetadataResponse\x12(\n\x05video\x18\x01 \x01(\x0b\x32\x19.mediagrid.files.v1.Video\"v\n\x17RecordThumbnailsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x31\n\nthumbnails\x18\x03 \x03(\x0b\x32\x1d.mediagrid.files.v1.Thumbnail\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"D\n\x18RecordThumbnailsResponse\x12(\n\x05video\x18\x01 \x01(\x0b\x32\x19.mediagrid.files.v1.Video*\x8e\x01\n\x0fProcessingState\x12 \n\x1cPROCESSING_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROCESSING_STATE_PENDING\x10\x01\x12\x1e\n\x1aPROCESSING_STATE_SUCCEEDED\x10\x02\x12\x1b\n\x17PROCESSING_STATE_FAILED\x10\x03\x32\xf4\x05\n\x0cVideoService\x12U\n\x08GetVideo\x12#.mediagrid.files.v1.GetVideoRequest\x1a$.mediagrid.files.v1.GetVideoResponse\x12[\n\nListVideos\x12%.mediagrid.files.v1.ListVideosRequest\x1a&.mediagrid.files.v1.ListVideosResponse\x12\x62\n\x0bUploadVideo\x12&.mediagrid.files.v1.UploadVideoRequest\x1a\'.mediagrid.files.v1.UploadVideoResponse(\x01\x30\x01\x12j\n\x0f\x43reateStreamUrl\x12*.mediagrid.files.v1.CreateStreamUrlRequest\x1a+.mediagrid.files.v1.CreateStreamUrlResponse\x12y\n\x14RegenerateThumbnails\x12/.mediagrid.files.v1.RegenerateThumbnailsRequest\x1a\x30.mediagrid.files.v1.RegenerateThumbnailsResponse\x12v\n\x13RecordVideoMetadata\x12..mediagrid.files.v1.RecordVideoMetadataRequest\x1a/.mediagrid.files.v1.RecordVideoMetadataResponse\x12m\n\x10RecordThumbnails\x12+.mediagrid.files.v1.RecordThumbnailsRequest\x1a,.mediagrid.files.v1.RecordThumbnailsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mediagrid.files.v1.video_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROCESSINGSTATE']._serialized_start=2383
-  _globals['_PROCESSINGSTATE']._serialized_end=2525
+  _globals['_PROCESSINGSTATE']._serialized_start=2403
+  _globals['_PROCESSINGSTATE']._serialized_end=2545
   _globals['_VIDEO']._serialized_start=151
   _globals['_VIDEO']._serialized_end=578
   _globals['_VIDEOMETADATA']._serialized_start=581
@@ -43,35 +43,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSINGSTEP']._serialized_start=800
   _globals['_PROCESSINGSTEP']._serialized_end=945
   _globals['_THUMBNAIL']._serialized_start=948
-  _globals['_THUMBNAIL']._serialized_end=1148
-  _globals['_GETVIDEOREQUEST']._serialized_start=1150
-  _globals['_GETVIDEOREQUEST']._serialized_end=1181
-  _globals['_GETVIDEORESPONSE']._serialized_start=1183
-  _globals['_GETVIDEORESPONSE']._serialized_end=1243
-  _globals['_LISTVIDEOSREQUEST']._serialized_start=1245
-  _globals['_LISTVIDEOSREQUEST']._serialized_end=1318
-  _globals['_LISTVIDEOSRESPONSE']._serialized_start=1320
-  _globals['_LISTVIDEOSRESPONSE']._serialized_end=1408
-  _globals['_UPLOADVIDEOREQUEST']._serialized_start=1410
-  _globals['_UPLOADVIDEOREQUEST']._serialized_end=1507
-  _globals['_UPLOADVIDEORESPONSE']._serialized_start=1509
-  _globals['_UPLOADVIDEORESPONSE']._serialized_end=1636
-  _globals['_CREATESTREAMURLREQUEST']._serialized_start=1638
-  _globals['_CREATESTREAMURLREQUEST']._serialized_end=1716
-  _globals['_CREATESTREAMURLRESPONSE']._serialized_start=1719
-  _globals['_CREATESTREAMURLRESPONSE']._serialized_end=1848
-  _globals['_REGENERATETHUMBNAILSREQUEST']._serialized_start=1850
-  _globals['_REGENERATETHUMBNAILSREQUEST']._serialized_end=1931
-  _globals['_REGENERATETHUMBNAILSRESPONSE']._serialized_start=1933
-  _globals['_REGENERATETHUMBNAILSRESPONSE']._serialized_end=1976
-  _globals['_RECORDVIDEOMETADATAREQUEST']._serialized_start=1979
-  _globals['_RECORDVIDEOMETADATAREQUEST']._serialized_end=2117
-  _globals['_RECORDVIDEOMETADATARESPONSE']._serialized_start=2119
-  _globals['_RECORDVIDEOMETADATARESPONSE']._serialized_end=2190
-  _globals['_RECORDTHUMBNAILSREQUEST']._serialized_start=2192
-  _globals['_RECORDTHUMBNAILSREQUEST']._serialized_end=2310
-  _globals['_RECORDTHUMBNAILSRESPONSE']._serialized_start=2312
-  _globals['_RECORDTHUMBNAILSRESPONSE']._serialized_end=2380
-  _globals['_VIDEOSERVICE']._serialized_start=2528
-  _globals['_VIDEOSERVICE']._serialized_end=3284
+  _globals['_THUMBNAIL']._serialized_end=1168
+  _globals['_GETVIDEOREQUEST']._serialized_start=1170
+  _globals['_GETVIDEOREQUEST']._serialized_end=1201
+  _globals['_GETVIDEORESPONSE']._serialized_start=1203
+  _globals['_GETVIDEORESPONSE']._serialized_end=1263
+  _globals['_LISTVIDEOSREQUEST']._serialized_start=1265
+  _globals['_LISTVIDEOSREQUEST']._serialized_end=1338
+  _globals['_LISTVIDEOSRESPONSE']._serialized_start=1340
+  _globals['_LISTVIDEOSRESPONSE']._serialized_end=1428
+  _globals['_UPLOADVIDEOREQUEST']._serialized_start=1430
+  _globals['_UPLOADVIDEOREQUEST']._serialized_end=1527
+  _globals['_UPLOADVIDEORESPONSE']._serialized_start=1529
+  _globals['_UPLOADVIDEORESPONSE']._serialized_end=1656
+  _globals['_CREATESTREAMURLREQUEST']._serialized_start=1658
+  _globals['_CREATESTREAMURLREQUEST']._serialized_end=1736
+  _globals['_CREATESTREAMURLRESPONSE']._serialized_start=1739
+  _globals['_CREATESTREAMURLRESPONSE']._serialized_end=1868
+  _globals['_REGENERATETHUMBNAILSREQUEST']._serialized_start=1870
+  _globals['_REGENERATETHUMBNAILSREQUEST']._serialized_end=1951
+  _globals['_REGENERATETHUMBNAILSRESPONSE']._serialized_start=1953
+  _globals['_REGENERATETHUMBNAILSRESPONSE']._serialized_end=1996
+  _globals['_RECORDVIDEOMETADATAREQUEST']._serialized_start=1999
+  _globals['_RECORDVIDEOMETADATAREQUEST']._serialized_end=2137
+  _globals['_RECORDVIDEOMETADATARESPONSE']._serialized_start=2139
+  _globals['_RECORDVIDEOMETADATARESPONSE']._serialized_end=2210
+  _globals['_RECORDTHUMBNAILSREQUEST']._serialized_start=2212
+  _globals['_RECORDTHUMBNAILSREQUEST']._serialized_end=2330
+  _globals['_RECORDTHUMBNAILSRESPONSE']._serialized_start=2332
+  _globals['_RECORDTHUMBNAILSRESPONSE']._serialized_end=2400
+  _globals['_VIDEOSERVICE']._serialized_start=2548
+  _globals['_VIDEOSERVICE']._serialized_end=3304
 # @@protoc_insertion_point(module_scope)

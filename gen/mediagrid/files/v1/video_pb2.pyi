@@ -86,7 +86,7 @@ class ProcessingStep(_message.Message):
     def __init__(self, state: _Optional[_Union[ProcessingState, str]] = ..., job: _Optional[str] = ..., error: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Thumbnail(_message.Message):
-    __slots__ = ("index", "time_offset", "width", "height", "size_bytes", "uri", "expire_time", "key")
+    __slots__ = ("index", "time_offset", "width", "height", "size_bytes", "uri", "expire_time", "key", "version_id")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIME_OFFSET_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Thumbnail(_message.Message):
     URI_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     index: int
     time_offset: _duration_pb2.Duration
     width: int
@@ -103,7 +104,8 @@ class Thumbnail(_message.Message):
     uri: str
     expire_time: _timestamp_pb2.Timestamp
     key: str
-    def __init__(self, index: _Optional[int] = ..., time_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., uri: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, index: _Optional[int] = ..., time_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., uri: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class GetVideoRequest(_message.Message):
     __slots__ = ("name",)

@@ -35,6 +35,7 @@ CREATE TABLE files.video_thumbnails (
     time_seconds    double precision NOT NULL CHECK (time_seconds >= 0),
     bucket          text NOT NULL,
     object_key      text NOT NULL,
+    version_id      text,
     width           integer NOT NULL CHECK (width > 0),
     height          integer NOT NULL CHECK (height > 0),
     size_bytes      bigint NOT NULL CHECK (size_bytes >= 0),

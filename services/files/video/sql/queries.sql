@@ -36,7 +36,7 @@ ORDER BY v.create_time DESC, v.file_id DESC
 LIMIT $4;
 
 -- name: list_thumbnails
-SELECT file_id, index, time_seconds, bucket, object_key, width, height, size_bytes
+SELECT file_id, index, time_seconds, bucket, object_key, version_id, width, height, size_bytes
 FROM files.video_thumbnails
 WHERE file_id = ANY($1::text[])
 ORDER BY file_id, index;
@@ -93,11 +93,12 @@ DELETE FROM files.video_thumbnails WHERE file_id = $1;
 
 -- name: insert_thumbnails
 INSERT INTO files.video_thumbnails
-    (file_id, index, time_seconds, bucket, object_key, width, height, size_bytes)
-SELECT $1, t.index, t.time_seconds, t.bucket, t.object_key, t.width, t.height, t.size_bytes
-FROM unnest($2::integer[], $3::double precision[], $4::text[], $5::text[], $6::integer[],
-            $7::integer[], $8::bigint[])
-     AS t(index, time_seconds, bucket, object_key, width, height, size_bytes);
+    (file_id, index, time_seconds, bucket, object_key, version_id, width, height, size_bytes)
+SELECT $1, t.index, t.time_seconds, t.bucket, t.object_key, t.version_id, t.width, t.height,
+       t.size_bytes
+FROM unnest($2::integer[], $3::double precision[], $4::text[], $5::text[], $6::text[],
+            $7::integer[], $8::integer[], $9::bigint[])
+     AS t(index, time_seconds, bucket, object_key, version_id, width, height, size_bytes);
 
 -- name: fail_unscheduled_steps
 -- Steps still PENDING without a job: their job could not be enqueued.
