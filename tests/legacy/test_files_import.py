@@ -10,6 +10,7 @@ from typing import Any
 from common.errors import Unavailable
 from services.files.storage import Storage
 from services.legacy.files_import import FileImporter
+from services.legacy.repository import LegacyRepository
 from tests.legacy.conftest import FilesEnv, write_tree
 
 
@@ -178,3 +179,56 @@ async def test_failures_leave_a_resumable_run_and_rollback_removes_exactly_it(
 
 def test_importer_type_is_exported() -> None:
     assert FileImporter.rollback.__doc__
+
+
+class DiesAfterCommit(LegacyRepository):
+    """Progress table whose 'done' update fails once: a crash right after the S3 commit."""
+
+    def __init__(self, inner: LegacyRepository) -> None:
+        super().__init__(inner.pool)
+        self.armed = True
+
+    async def file_done(self, run_id: str, source_path: str, **kwargs: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise ConnectionError("lost the database connection")
+        await super().file_done(run_id, source_path, **kwargs)
+
+
+async def test_commit_without_progress_update_is_adopted_and_rolled_back(
+    files_env: FilesEnv, tmp_path: Path
+) -> None:
+    alice = await _user(files_env, "a@example.com")
+    (tmp_path / alice).mkdir()
+    (tmp_path / alice / "only.bin").write_bytes(b"payload" * 1000)
+    crashing = files_env.importer(concurrency=1)
+    crashing.legacy = DiesAfterCommit(files_env.legacy)
+    first = await crashing.run(tmp_path, "r1")
+    assert [r.outcome for r in first.results] == ["failed"]
+    committed = await files_env.files.user_files(alice)
+    assert len(committed) == 1  # in S3 and PostgreSQL, but not recorded as done
+
+    second = await files_env.importer().run(tmp_path, "r1")
+    assert [(r.outcome, r.reason) for r in second.results] == [("imported", "recovered")]
+    assert second.results[0].file_name == committed[0].name
+    assert len(await files_env.files.user_files(alice)) == 1
+
+    await files_env.importer().rollback("r1")
+    assert await files_env.files.user_files(alice) == []
+    assert await files_env.storage.version_ids(f"users/{alice}/") == []
+
+
+async def test_rollback_finds_a_commit_the_progress_table_missed(
+    files_env: FilesEnv, tmp_path: Path
+) -> None:
+    alice = await _user(files_env, "a@example.com")
+    (tmp_path / alice).mkdir()
+    (tmp_path / alice / "only.bin").write_bytes(b"x" * 10)
+    crashing = files_env.importer()
+    crashing.legacy = DiesAfterCommit(files_env.legacy)
+    await crashing.run(tmp_path, "r1")
+    rows = await files_env.legacy.run_files("r1")
+    assert [(r.state, r.file_id) for r in rows] == [("failed", None)]
+    undone = await files_env.importer().rollback("r1")
+    assert undone.files_removed == 1 and undone.objects_removed == 1
+    assert await files_env.files.user_files(alice) == []
