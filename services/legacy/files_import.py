@@ -250,16 +250,17 @@ class FileImporter:
             await self.legacy.start_run(run_id, str(source), owner)
         report = ImportReport(run_id, dry_run)
         entries = await asyncio.to_thread(walk, source, flat=owner_id is not None)
-        gate = asyncio.Semaphore(self.concurrency)
+        pending = iter(entries)
 
-        async def one(entry: SourceFile) -> None:
-            async with gate:
+        async def worker() -> None:
+            # A fixed set of workers (not one task per file): memory stays flat for any tree.
+            for entry in pending:
                 result = await self._import_one(run_id, entry, owner_id, dry_run)
-            report.results.append(result)
-            if self.on_result is not None:
-                self.on_result(result)
+                report.results.append(result)
+                if self.on_result is not None:
+                    self.on_result(result)
 
-        await asyncio.gather(*(one(e) for e in entries))
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(entries)))))
         report.results.sort(key=lambda r: r.source_path)
         if not dry_run:
             await self.legacy.set_run_state(run_id, "failed" if report.failures else "completed")
