@@ -65,6 +65,7 @@ class JobMapping(_Frozen):
     legacy_id: str
     job_id: uuid.UUID | None = None
     legacy_state: str
+    legacy_create_time: datetime | None = None
     import_time: datetime
 
 

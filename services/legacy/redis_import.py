@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -260,7 +261,7 @@ class RedisImporter:
                 handled += 1
         mapped = await self.legacy.job_mappings([j.id for _, j in parsed])
         owners = await self.legacy.user_ids_of_legacy(sorted({j.owner for _, j in parsed}))
-        new_maps: list[tuple[str, uuid.UUID | None, str]] = []
+        new_maps: list[tuple[str, uuid.UUID | None, str, datetime | None]] = []
         imported: list[str] = []
         try:
             for key, job in parsed:
@@ -272,10 +273,10 @@ class RedisImporter:
                     continue
                 outcome = await self._import_job(key, job, owners, report)
                 if outcome is not None:
-                    new_maps.append((job.id, outcome, job.state))
+                    new_maps.append((job.id, outcome, job.state, job.created_at))
                     imported.append(key)
                 elif job.state not in QUEUED_STATES:
-                    new_maps.append((job.id, None, job.state))
+                    new_maps.append((job.id, None, job.state, job.created_at))
         finally:
             await self.legacy.map_jobs(new_maps)
             await self.legacy.clear_rejects(self.source, imported)

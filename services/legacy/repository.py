@@ -147,13 +147,17 @@ class LegacyRepository:
 
     # --- jobs map ----------------------------------------------------------------------
 
-    async def map_jobs(self, rows: Sequence[tuple[str, uuid.UUID | None, str]]) -> None:
+    async def map_jobs(
+        self, rows: Sequence[tuple[str, uuid.UUID | None, str, datetime | None]]
+    ) -> None:
+        """(legacy id, job id or None when not moved, legacy state, legacy created_at)."""
         if rows:
             await self.pool.execute(
                 Q.insert_job_mappings,
                 [r[0] for r in rows],
                 [r[1] for r in rows],
                 [r[2] for r in rows],
+                [r[3] for r in rows],
             )
 
     async def job_mappings(self, legacy_ids: Sequence[str]) -> dict[str, JobMapping]:

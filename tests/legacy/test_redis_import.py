@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -164,6 +165,9 @@ async def test_import_users_and_jobs_with_rejects(
     assert probe.payload == {"file": "x"} and probe.request_id == "legacy:j1"
     (thumb,) = await jobs.list_jobs(ListFilter(owner=f"users/{ids['u2']}"), None, 100)
     assert thumb.state == JobState.QUEUED and thumb.max_attempts == 3  # 5 minus 2 used
+    mapped = await legacy.job_mappings(["j1", "j3"])
+    assert mapped["j1"].job_id == probe.id and mapped["j3"].job_id is None
+    assert mapped["j1"].legacy_create_time == datetime.fromtimestamp(1600000100, UTC)
 
     # A second run changes nothing and duplicates nothing.
     again = await importer(settings, pool, redis_prefix).run()

@@ -93,8 +93,8 @@ SELECT legacy_id, user_id FROM users.legacy_user_map
 WHERE legacy_id = ANY($1::text[]) AND state = 'done';
 
 -- name: insert_job_mappings
-INSERT INTO jobs.legacy_job_map (legacy_id, job_id, legacy_state)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])
+INSERT INTO jobs.legacy_job_map (legacy_id, job_id, legacy_state, legacy_create_time)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[])
 ON CONFLICT (legacy_id) DO NOTHING;
 
 -- name: get_job_mappings

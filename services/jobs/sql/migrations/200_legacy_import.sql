@@ -5,5 +5,6 @@ CREATE TABLE jobs.legacy_job_map (
     legacy_id       text PRIMARY KEY,
     job_id          uuid,                         -- NULL: not imported (finished legacy job)
     legacy_state    text NOT NULL,
+    legacy_create_time timestamptz,               -- the legacy created_at (the job's own is the import time)
     import_time     timestamptz NOT NULL DEFAULT now()
 );
