@@ -121,6 +121,7 @@ def test_job_parser_accepts_or_raises_record_error(
     st.integers(1, 30),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
 )
+@settings(deadline=None)
 def test_job_spec_keeps_the_remaining_attempts(
     attempts: int, maximum: int, payload: dict[str, int]
 ) -> None:
@@ -153,6 +154,7 @@ def test_run_at_in_the_future_schedules_and_in_the_past_means_now() -> None:
 
 
 @given(st.text(max_size=30))
+@settings(deadline=None)
 def test_keys_outside_the_layout_are_invalid(suffix: str) -> None:
     key = f"p:job:{suffix}"
     try:
@@ -162,6 +164,7 @@ def test_keys_outside_the_layout_are_invalid(suffix: str) -> None:
 
 
 @given(st.one_of(st.integers(0, 32_503_679_999), st.datetimes(timezones=st.just(UTC))))
+@settings(deadline=None)
 def test_parse_time_roundtrip(value: int | datetime) -> None:
     text = value.isoformat() if isinstance(value, datetime) else str(value)
     parsed = parse_time(text)
