@@ -14,7 +14,7 @@ from common.settings import Settings
 from services.jobs.models import ListFilter
 from services.jobs.repository import JobRepository
 from services.jobs.states import JobState
-from services.legacy.redis_import import RedisImporter
+from services.legacy.redis_import import RedisImporter, source_name
 from services.legacy.repository import LegacyRepository
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
@@ -263,3 +263,24 @@ async def test_unrelated_existing_user_is_a_conflict(
     report = await importer(settings, pool, redis_prefix).run()
     assert [(r.kind, r.reason) for r in report.rejects] == [("conflict", "EMAIL_TAKEN")]
     assert await LegacyRepository(pool).user_mappings(["t"]) == {}
+
+
+def test_source_name_drops_credentials() -> None:
+    assert (
+        source_name("redis://:secret@old-redis:6380/2", "app:") == "redis://old-redis:6380/2#app:"
+    )
+    assert source_name("redis://user:pw@h/0", "") == "redis://h/0"
+
+
+async def test_a_fixed_record_is_imported_and_its_reject_removed(
+    settings: Settings, pool: asyncpg.Pool, redis_prefix: Redis
+) -> None:
+    client, p = redis_prefix
+    await client.hset(f"{p}user:x", mapping={"email": "broken", "created_at": "1"})
+    first = await importer(settings, pool, redis_prefix).run()
+    assert [r.reason for r in first.rejects] == ["INVALID_USER"]
+    assert "email" in first.rejects[0].detail
+    await client.hset(f"{p}user:x", mapping={"email": "fixed@example.com"})
+    second = await importer(settings, pool, redis_prefix).run()
+    assert second.counts["users"].imported == 1 and second.rejects == []
+    assert await LegacyRepository(pool).rejects(second.source) == []
