@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from common.errors import Unavailable
 from services.files.storage import Storage
 from services.legacy.files_import import FileImporter
@@ -232,3 +234,42 @@ async def test_rollback_finds_a_commit_the_progress_table_missed(
     undone = await files_env.importer().rollback("r1")
     assert undone.files_removed == 1 and undone.objects_removed == 1
     assert await files_env.files.user_files(alice) == []
+
+
+async def test_files_are_streamed_never_read_whole(
+    files_env: FilesEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await _user(files_env, "a@example.com")
+    (tmp_path / alice).mkdir()
+    big = tmp_path / alice / "big.bin"
+    data = os.urandom(12 * 1024 * 1024)
+    big.write_bytes(data)
+    reads: list[int] = []
+    real_open = Path.open
+
+    class Spy:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def read(self, n: int = -1) -> bytes:
+            reads.append(n)
+            return bytes(self.f.read(n))
+
+        def close(self) -> None:
+            self.f.close()
+
+        def __enter__(self) -> Spy:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+    def spy_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        f = real_open(self, *args, **kwargs)
+        return Spy(f) if self == big else f
+
+    monkeypatch.setattr(Path, "open", spy_open)
+    report = await files_env.importer().run(tmp_path, "big")
+    assert report.count("imported") == 1
+    assert reads and all(0 < n <= 4 * 1024 * 1024 for n in reads)
+    assert await files_env.download(report.results[0].file_name) == data
