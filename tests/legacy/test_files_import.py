@@ -11,7 +11,6 @@ import pytest
 
 from common.errors import Unavailable
 from services.files.storage import Storage
-from services.legacy.files_import import FileImporter
 from services.legacy.repository import LegacyRepository
 from tests.legacy.conftest import FilesEnv, write_tree
 
@@ -177,10 +176,6 @@ async def test_failures_leave_a_resumable_run_and_rollback_removes_exactly_it(
     # After a rollback the run can be imported again from scratch.
     again = await files_env.importer().run(tmp_path, "r1")
     assert again.count("imported") == len(tree)
-
-
-def test_importer_type_is_exported() -> None:
-    assert FileImporter.rollback.__doc__
 
 
 class DiesAfterCommit(LegacyRepository):
