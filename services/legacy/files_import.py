@@ -295,8 +295,10 @@ class FileImporter:
                 return FileResult(entry.key, "planned", size)
             if previous is not None and previous.state != "done" and previous.upload_id:
                 recovered = await self._recover(run_id, entry, previous, size, mtime)
-                if recovered is not None:
+                if isinstance(recovered, FileResult):
                     return recovered
+                if recovered is not None:  # committed, but the file changed since
+                    previous = previous.model_copy(update={"file_id": recovered})
             return await self._upload(run_id, entry, owner, display_name, size, mtime, previous)
         except Exception as exc:
             reason = _describe(exc)
@@ -389,10 +391,12 @@ class FileImporter:
 
     async def _recover(
         self, run_id: str, entry: SourceFile, previous: FileProgress, size: int, mtime: int
-    ) -> FileResult | None:
+    ) -> FileResult | str | None:
         """An attempt that committed but stopped before recording it: adopt its file.
 
-        Otherwise its upload session (if still open) is failed and aborted.
+        Returns the result when the committed file is this file unchanged, the committed
+        file's id when the file changed since (the new upload becomes a version of it, so
+        the run still owns it), or None (an open session is failed and aborted first).
         """
         assert previous.upload_id is not None
         session = await self.files.get_upload(previous.upload_id)
@@ -402,14 +406,15 @@ class FileImporter:
             await self._abandon(previous.upload_id)
             return None
         record = await self.files.get_file(session.file_id)
+        if record is None or record.deleted:
+            return None
         if (
-            record is None
-            or previous.size_bytes != size
+            previous.size_bytes != size
             or previous.mtime_ns != mtime
             or record.sha256 != previous.sha256
             or record.size_bytes != size
         ):
-            return None
+            return record.id
         await self.legacy.file_done(
             run_id,
             entry.key,

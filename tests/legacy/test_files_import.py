@@ -268,3 +268,24 @@ async def test_files_are_streamed_never_read_whole(
     assert report.count("imported") == 1
     assert reads and all(0 < n <= 4 * 1024 * 1024 for n in reads)
     assert await files_env.download(report.results[0].file_name) == data
+
+
+async def test_file_changed_after_an_unrecorded_commit_becomes_its_new_version(
+    files_env: FilesEnv, tmp_path: Path
+) -> None:
+    alice = await _user(files_env, "a@example.com")
+    (tmp_path / alice).mkdir()
+    path = tmp_path / alice / "doc.bin"
+    path.write_bytes(b"first")
+    crashing = files_env.importer()
+    crashing.legacy = DiesAfterCommit(files_env.legacy)
+    await crashing.run(tmp_path, "r1")
+    path.write_bytes(b"second version")
+    report = await files_env.importer().run(tmp_path, "r1")
+    assert [r.outcome for r in report.results] == ["imported"]
+    (only,) = await files_env.files.user_files(alice)
+    assert report.results[0].file_name == only.name
+    assert len(await files_env.files.version_ids(only.id)) == 2
+    assert await files_env.download(only.name) == b"second version"
+    await files_env.importer().rollback("r1")
+    assert await files_env.files.user_files(alice) == []
