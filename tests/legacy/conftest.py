@@ -25,6 +25,8 @@ from services.users.repository import UserRepository
 
 MiB = 1024 * 1024
 REDIS_URL = "redis://127.0.0.1:6379/0"
+# A Redis client and the key prefix that belongs to one test.
+Redis = tuple[aioredis.Redis, str]
 
 
 @dataclass

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from argon2 import PasswordHasher, Type
 
 from common.settings import Settings
@@ -19,9 +18,8 @@ from services.legacy.repository import LegacyRepository
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
 from services.users.sessions import SessionManager
-from tests.legacy.conftest import REDIS_URL
+from tests.legacy.conftest import REDIS_URL, Redis
 
-Redis = tuple[aioredis.Redis, str]
 OLD_ARGON2 = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.I)
 
 

@@ -13,8 +13,7 @@ from common.settings import Settings
 from services.files.repository import FilesRepository
 from services.legacy.cli import default_run_name
 from services.users.repository import UserRepository
-from tests.legacy.conftest import REDIS_URL
-from tests.legacy.test_redis_import import Redis
+from tests.legacy.conftest import REDIS_URL, Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIAGRID = ROOT / ".venv" / "bin" / "mediagrid"
