@@ -261,8 +261,8 @@ def import_redis(
                 },
             )
         table = Table(title=f"legacy import-redis {report.source}")
-        for column in ("records", "imported", "already imported", "rejected"):
-            table.add_column(column, justify="right" if column != "records" else "left")
+        for column in ("phase", "imported", "already imported", "rejected"):
+            table.add_column(column, justify="right" if column != "phase" else "left")
         for phase, counts in report.counts.items():
             table.add_row(phase, str(counts.imported), str(counts.already), str(counts.rejected))
         _out().print(table)

@@ -211,7 +211,10 @@ def _decode(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
 
 def _summary(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}"
+        f"{'.'.join(str(p) for p in err['loc']) or 'record'}: "
+        + str(err["msg"])
+        .removeprefix("Value error, ")
+        .removeprefix(f"{err['loc'][-1] if err['loc'] else ''}: ")
         for err in exc.errors(include_url=False)
     )
 
