@@ -194,7 +194,7 @@ def health(
 
 
 def _register_service_commands() -> None:
-    for name in ("users", "jobs", "files"):
+    for name in ("users", "jobs", "files", "legacy"):
         try:
             module = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:

@@ -16,6 +16,10 @@ TABLES = {
     "login_failures",
     "pending_purges",
     "schema_migrations",
+    # Progress tables of `mediagrid legacy import-redis` (services/legacy, migration 200).
+    "legacy_user_map",
+    "legacy_rejects",
+    "legacy_checkpoints",
 }
 
 

@@ -1,0 +1,1 @@
+"""Importers of the pre-mediagrid data: local upload directory -> S3, Redis -> PostgreSQL."""
