@@ -58,13 +58,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         fail(str(exc))
     except MigrationError as exc:
         fail(f"migration failed: {exc}")
-    except OSError as exc:  # e.g. the gRPC port is taken
-        fail(str(exc))
-    except RuntimeError as exc:
-        # grpcio reports a port it cannot bind as RuntimeError("Failed to bind to address ...").
-        if "Failed to bind" not in str(exc):
-            raise
-        fail(f"{exc.args[0].split(';')[0]} (is another server using it? set MEDIAGRID_GRPC_PORT)")
+    except OSError as exc:  # e.g. the gRPC port is taken (SuiteServer.start raises OSError)
+        fail(f"{exc} (set MEDIAGRID_GRPC_PORT to use another port)")
 
 
 def _service_names(services: list[str] | None) -> list[str]:

@@ -39,6 +39,12 @@ SUCCEEDED = video_pb2.PROCESSING_STATE_SUCCEEDED
 CHUNK = 256 * 1024
 
 
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        body: bytes = reply.read()
+    return body
+
+
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
@@ -123,8 +129,7 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
         assert meta.video_codec == "h264"
         assert len(video.thumbnails) == 2
         for thumbnail in video.thumbnails:
-            with urllib.request.urlopen(thumbnail.uri, timeout=10) as reply:
-                picture = Image.open(io.BytesIO(reply.read()))
+            picture = Image.open(io.BytesIO(await asyncio.to_thread(fetch, thumbnail.uri)))
             assert picture.format == "JPEG"
             assert picture.width == thumbnail.width == ctx.settings.video_thumbnail_width
 
