@@ -16,6 +16,7 @@ streaming handler looks the same to the interceptors outside this one (OpenTelem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -104,6 +105,23 @@ def outgoing_metadata(*, forward_token: bool = True) -> tuple[tuple[str, str], .
     return tuple(metadata)
 
 
+# How long a failing client-streaming call keeps reading (and dropping) what the client is
+# still sending before it sends the status. Without it a client whose send races the
+# server's early status (say UNAUTHENTICATED on the first message of an upload) sees
+# INTERNAL "Internal error from Core" instead of the real status.
+ERROR_DRAIN_SECONDS = 2.0
+
+
+async def _drain_requests(requests: Any, budget: float) -> None:
+    """Read and drop the rest of a request stream, for at most ``budget`` seconds."""
+    if budget <= 0 or not hasattr(requests, "__aiter__"):
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(budget):
+            async for _ in requests:
+                pass
+
+
 class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Request id, optional authentication, status mapping and one access-log line per call."""
 
@@ -112,9 +130,11 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         *,
         authenticator: Authenticator | None = None,
         public_methods: Collection[str] = (),
+        error_drain_seconds: float = ERROR_DRAIN_SECONDS,
     ) -> None:
         self.authenticator = authenticator
         self.public_methods = frozenset(public_methods)
+        self.error_drain_seconds = error_drain_seconds
 
     def _needs_auth(self, method: str) -> bool:
         if self.authenticator is None or method in self.public_methods:
@@ -319,9 +339,11 @@ def _wrap(
             return _parsed(request, deserialize), _HandlerContext(context, deserialize=deserialize)
         return _parse(deserialize, request), context
 
-    async def handle_error(call: _Call, exc: BaseException, context: Any) -> None:
+    async def handle_error(call: _Call, exc: BaseException, context: Any, request: Any) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # context.abort(): the status is set already; pass it through
+        if streaming_request:
+            await _drain_requests(request, interceptor.error_drain_seconds)
         await call.fail(exc, context)
 
     def unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -337,7 +359,7 @@ def _wrap(
                 call.code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
-                await handle_error(call, exc, context)
+                await handle_error(call, exc, context, request)
             finally:
                 call.finish(context)
 
@@ -361,7 +383,7 @@ def _wrap(
                 call.code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
-                await handle_error(call, exc, context)
+                await handle_error(call, exc, context, request)
             finally:
                 call.finish(context)
 

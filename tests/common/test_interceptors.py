@@ -16,12 +16,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.context import current_principal, current_request_id, optional_principal
-from common.errors import NotFound
+from common.errors import InvalidArgument, NotFound
 from common.grpc_errors import error_info
 from common.interceptors import bearer_token, outgoing_metadata, request_id_from
 from tests.support.auth import StaticAuthenticator, bearer, principal
 from tests.support.hypo import relaxed
-from tests.support.rpc import demo_service, method, serving, stream_stream, unary, unary_stream
+from tests.support.rpc import (
+    demo_service,
+    method,
+    serving,
+    stream_stream,
+    stream_unary,
+    unary,
+    unary_stream,
+)
 
 AUTH = StaticAuthenticator(
     {"alice-token": principal("alice"), "root-token": principal("root", "admin")}
@@ -354,3 +362,65 @@ async def test_write_style_streams_work_inside_opentelemetry() -> None:
     provider.shutdown()
     names = {span.name for span in exporter.get_finished_spans()}
     assert {method("Writes"), method("WhoAmI")} <= names
+
+
+async def count_bytes(requests: AsyncIterator[bytes], context: Any) -> bytes:
+    total = 0
+    async for item in requests:
+        total += len(item)
+    return str(total).encode()
+
+
+async def reject_first_message(requests: AsyncIterator[bytes], context: Any) -> bytes:
+    async for _ in requests:
+        raise InvalidArgument.field("data", "refused at the first message", reason="REFUSED")
+    return b""
+
+
+async def many_chunks(count: int = 20, size: int = 16 * 1024) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * size
+        await asyncio.sleep(0.005)  # a client producing data as it goes (a file, a camera)
+
+
+async def count_bytes_bidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+    total = 0
+    async for item in requests:
+        total += len(item)
+    yield str(total).encode()
+
+
+@pytest.mark.parametrize("attempt", range(8))
+async def test_a_client_still_streaming_gets_the_real_status_not_internal(attempt: int) -> None:
+    """An early failure of a client-streaming call (no token, or the handler refusing the
+    first message) reaches a client that is still sending as the real status: the server
+    drains the rest of the stream (bounded) before answering."""
+    service = demo_service(
+        {
+            "Count": stream_unary(count_bytes),
+            "CountBidi": stream_stream(count_bytes_bidi),
+            "Reject": stream_unary(reject_first_message),
+        }
+    )
+    async with serving(service, authenticator=AUTH) as (_server, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await channel.stream_unary(method("Count"))(many_chunks())
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous_bidi:
+            async for _ in channel.stream_stream(method("CountBidi"))(many_chunks()):
+                pass
+        assert anonymous_bidi.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await channel.stream_unary(method("Reject"))(
+                many_chunks(), metadata=bearer("alice-token")
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        info = error_info(refused.value)
+        assert info is not None and info.reason == "REFUSED"
+
+        counted = await channel.stream_unary(method("Count"))(
+            many_chunks(4, 1024), metadata=bearer("alice-token")
+        )
+        assert counted == b"4096"
