@@ -37,6 +37,7 @@ from services.jobs.models import (
     QueueStats,
     ThroughputWindow,
     job_name,
+    trusted,
 )
 from services.jobs.states import FINAL, JobState
 
@@ -71,8 +72,14 @@ def _job_arrays(specs: Sequence[JobSpec]) -> tuple[list[Any], ...]:
 
 def _finished(row: asyncpg.Record) -> Finished:
     # Rows of the complete/fail statements; constructed without re-validation (hot path).
-    return Finished.model_construct(
-        id=row["id"], type=row["type"], state=JobState(row["state"]), run_seconds=row["run_seconds"]
+    return trusted(
+        Finished,
+        {
+            "id": row["id"],
+            "type": row["type"],
+            "state": JobState(row["state"]),
+            "run_seconds": row["run_seconds"],
+        },
     )
 
 
@@ -252,7 +259,7 @@ class JobRepository:
                 Q.claim_jobs, list(types), max_jobs, worker_id, uuid.uuid4(), lease_seconds
             )
         return [
-            Claimed.model_construct(job=Job.from_row(r), wait_seconds=r["wait_seconds"])
+            trusted(Claimed, {"job": Job.from_row(r), "wait_seconds": r["wait_seconds"]})
             for r in rows
         ]
 
