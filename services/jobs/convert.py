@@ -142,9 +142,12 @@ def lease_from_pb(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
     from services.jobs.validation import parse_name, parse_uuid
 
     # Both ids are parsed (and so validated) here; skip pydantic's second pass (hot path).
-    return models.LeaseRef.model_construct(
-        job_id=parse_name(message.job, "jobs", f"{field}.job"),
-        lease_id=parse_uuid(message.lease_id, f"{field}.lease_id"),
+    return models.trusted(
+        models.LeaseRef,
+        {
+            "job_id": parse_name(message.job, "jobs", f"{field}.job"),
+            "lease_id": parse_uuid(message.lease_id, f"{field}.lease_id"),
+        },
     )
 
 

@@ -5,11 +5,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.jobs.states import FINAL, JobState
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def trusted(cls: type[_M], data: dict[str, Any]) -> _M:
+    """Build a model from values that are already checked (database rows, parsed ids).
+
+    What ``model_construct`` does, without its per-field bookkeeping (about 3x cheaper):
+    hot paths (claims, outcome batches) build thousands per second. ``data`` must hold
+    every field, with values of the declared types.
+    """
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", data)
+    object.__setattr__(model, "__pydantic_fields_set__", set(data))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 class JobSpec(BaseModel):
@@ -71,16 +88,9 @@ class Job(BaseModel):
         data["state"] = JobState(data["state"])
         data["files"] = tuple(data["files"] or ())
         data["queue_position"] = None
-        # What model_construct does, without its per-field bookkeeping (about 3x cheaper).
-        job = cls.__new__(cls)
-        object.__setattr__(job, "__dict__", data)
-        object.__setattr__(job, "__pydantic_fields_set__", set(_JOB_FIELDS_SET))
-        object.__setattr__(job, "__pydantic_extra__", None)
-        object.__setattr__(job, "__pydantic_private__", None)
-        return job
+        return trusted(cls, data)
 
 
-_JOB_FIELDS_SET = frozenset(Job.model_fields)
 _ROW_FIELDS = tuple(name for name in Job.model_fields if name != "queue_position")
 
 

@@ -16,7 +16,13 @@ from typing import Any
 import asyncpg
 
 from common.db import Queries
-from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from common.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from services.jobs.models import (
     Batch,
     Claimed,
@@ -31,6 +37,7 @@ from services.jobs.models import (
     QueueStats,
     ThroughputWindow,
     job_name,
+    trusted,
 )
 from services.jobs.states import FINAL, JobState
 
@@ -41,6 +48,9 @@ CHANGE_CHANNEL = "mediagrid_jobs_change"
 BATCH_CHANNEL = "mediagrid_jobs_batch"
 
 WINDOWS_SECONDS = (60, 300, 900)
+
+# Raised by jobs.require_all_leases (migration 002) when an outcome batch quotes a lost lease.
+LEASE_GUARD_SQLSTATE = "MGJ01"
 
 
 def _dumps(value: Any) -> str:
@@ -62,8 +72,14 @@ def _job_arrays(specs: Sequence[JobSpec]) -> tuple[list[Any], ...]:
 
 def _finished(row: asyncpg.Record) -> Finished:
     # Rows of the complete/fail statements; constructed without re-validation (hot path).
-    return Finished.model_construct(
-        id=row["id"], type=row["type"], state=JobState(row["state"]), run_seconds=row["run_seconds"]
+    return trusted(
+        Finished,
+        {
+            "id": row["id"],
+            "type": row["type"],
+            "state": JobState(row["state"]),
+            "run_seconds": row["run_seconds"],
+        },
     )
 
 
@@ -243,7 +259,7 @@ class JobRepository:
                 Q.claim_jobs, list(types), max_jobs, worker_id, uuid.uuid4(), lease_seconds
             )
         return [
-            Claimed.model_construct(job=Job.from_row(r), wait_seconds=r["wait_seconds"])
+            trusted(Claimed, {"job": Job.from_row(r), "wait_seconds": r["wait_seconds"]})
             for r in rows
         ]
 
@@ -278,39 +294,48 @@ class JobRepository:
     async def complete(
         self, items: Sequence[tuple[LeaseRef, dict[str, Any] | None]]
     ) -> list[Finished]:
-        """Record successes atomically: all of them, or none when any lease was lost."""
-        ids = [lease.job_id for lease, _ in items]
-        leases = [lease.lease_id for lease, _ in items]
+        """Record successes atomically: all of them, or none when any lease was lost.
+
+        One statement, no explicit transaction: it fails as a whole (SQLSTATE MGJ01) when a
+        quoted lease is no longer held, which rolls back every row it changed.
+        """
+        leases = [lease for lease, _ in items]
         results = [None if result is None else _dumps(result) for _, result in items]
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q.complete_jobs, ids, leases, results)
-            if len(rows) != len(items):
-                done = {r["id"] for r in rows}
-                await self._raise_lease_problem(
-                    conn, [lease for lease, _ in items if lease.job_id not in done]
+        async with self.pool.acquire() as conn:
+            try:
+                rows = await conn.fetch(
+                    Q.complete_jobs,
+                    [lease.job_id for lease in leases],
+                    [lease.lease_id for lease in leases],
+                    results,
                 )
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
+                    raise
+                await self._raise_lease_problem(conn, leases)
         return [_finished(r) for r in rows]
 
     async def fail(
         self, items: Sequence[FailureReport], base_seconds: float, cap_seconds: float
     ) -> list[Finished]:
-        """Record failures atomically; returns the outcomes in request order."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                Q.fail_jobs,
-                [f.lease.job_id for f in items],
-                [f.lease.lease_id for f in items],
-                [f.error for f in items],
-                [f.retryable for f in items],
-                [f.retry_delay_seconds for f in items],
-                base_seconds,
-                cap_seconds,
-            )
-            if len(rows) != len(items):
-                done = {r["id"] for r in rows}
-                await self._raise_lease_problem(
-                    conn, [f.lease for f in items if f.lease.job_id not in done]
+        """Record failures atomically (one statement, like ``complete``); returns the
+        outcomes in request order."""
+        async with self.pool.acquire() as conn:
+            try:
+                rows = await conn.fetch(
+                    Q.fail_jobs,
+                    [f.lease.job_id for f in items],
+                    [f.lease.lease_id for f in items],
+                    [f.error for f in items],
+                    [f.retryable for f in items],
+                    [f.retry_delay_seconds for f in items],
+                    base_seconds,
+                    cap_seconds,
                 )
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
+                    raise
+                await self._raise_lease_problem(conn, [f.lease for f in items])
         by_id = {r["id"]: _finished(r) for r in rows}
         return [by_id[f.lease.job_id] for f in items]
 
@@ -328,7 +353,9 @@ class JobRepository:
     ) -> None:
         """Raise NOT_FOUND for unknown jobs, else FAILED_PRECONDITION naming the lost leases.
 
-        ``leases`` are the ones a statement did not accept (its transaction is rolled back).
+        ``leases`` are the ones a statement that recorded nothing was given; the lost ones are
+        those whose job is no longer RUNNING under that lease (a lease never comes back, so
+        every lease the statement found lost is still lost here).
         """
         rows = await conn.fetch(Q.lease_states, [lease.job_id for lease in leases])
         current = {r["id"]: (r["state"], r["lease_id"]) for r in rows}
@@ -339,7 +366,10 @@ class JobRepository:
                 reason="JOB_NOT_FOUND",
                 metadata={"jobs": ",".join(job_name(m.job_id) for m in missing[:50])},
             )
-        lost = list(leases)
+        running = JobState.RUNNING.value
+        lost = [lease for lease in leases if current[lease.job_id] != (running, lease.lease_id)]
+        if not lost:  # cannot happen (see above); retrying the whole call is then safe
+            raise Aborted("the outcome batch conflicted; retry it", reason="OUTCOME_CONFLICT")
         raise FailedPrecondition(
             f"{len(lost)} lease(s) are no longer held: the jobs finished, were cancelled or "
             "were taken over by another worker; nothing was recorded",

@@ -12,7 +12,7 @@ from typing import Any
 
 from common.errors import FieldViolation, InvalidArgument
 from common.settings import Settings
-from services.jobs.models import JobSpec
+from services.jobs.models import JobSpec, trusted
 
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
 TYPE_MAX_LENGTH = 100
@@ -155,14 +155,17 @@ def validate_spec(
         return None, violations
     # Every field was checked above: construct without a second validation pass (batches
     # validate thousands of specs per call).
-    spec = JobSpec.model_construct(
-        type=type,
-        payload=payload,
-        priority=priority,
-        schedule_time=schedule_time,
-        max_attempts=max_attempts or settings.job_max_attempts_default,
-        request_id=request_id or None,
-        files=tuple(files),
+    spec = trusted(
+        JobSpec,
+        {
+            "type": type,
+            "payload": payload,
+            "priority": priority,
+            "schedule_time": schedule_time,
+            "max_attempts": max_attempts or settings.job_max_attempts_default,
+            "request_id": request_id or None,
+            "files": tuple(files),
+        },
     )
     return spec, []
 

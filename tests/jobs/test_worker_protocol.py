@@ -142,6 +142,33 @@ async def test_batched_completion_is_all_or_nothing(svc: Jobs) -> None:
     assert response.completed_count == 2
 
 
+async def test_batched_failure_is_all_or_nothing(svc: Jobs) -> None:
+    # One statement records the batch (no explicit transaction): a lost lease anywhere in it
+    # must leave every other job untouched, its retry schedule included.
+    for _ in range(3):
+        await svc.create()
+    claimed = await svc.claim()
+    await svc.jobs.CancelJob(
+        job_service_pb2.CancelJobRequest(name=claimed[2].job.name), metadata=svc.owner
+    )
+    failures = [job_pb2.Failure(lease=lease_of(c), error="boom", retryable=True) for c in claimed]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await svc.workers.FailJobs(
+            worker_service_pb2.FailJobsRequest(failures=failures), metadata=svc.service
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info(err.value)
+    assert info.metadata["lost_jobs"] == claimed[2].job.name
+    assert info.metadata["lost_count"] == "1"
+    for kept in claimed[:2]:
+        job = await svc.get(kept.job.name)
+        assert job.state == job_pb2.JOB_STATE_RUNNING and job.error == ""
+    response = await svc.workers.FailJobs(
+        worker_service_pb2.FailJobsRequest(failures=failures[:2]), metadata=svc.service
+    )
+    assert list(response.states) == [job_pb2.JOB_STATE_SCHEDULED] * 2
+
+
 async def test_heartbeat_extends_and_reports_lost_leases(svc: Jobs) -> None:
     await svc.create()
     await svc.create()

@@ -198,7 +198,9 @@ WITH upd AS (
 SELECT upd.id FROM upd, changed;
 
 -- name: complete_jobs
--- Record successes; only rows still RUNNING under the quoted lease change.
+-- Record successes; only rows still RUNNING under the quoted lease change, and only when all
+-- of them are: a lost lease fails the whole statement (jobs.require_all_leases, SQLSTATE
+-- MGJ01), so nothing is recorded without an explicit transaction.
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS t(id, lease_id, result)
 ), upd AS (
@@ -217,13 +219,18 @@ WITH input AS (
     SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
         SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
     WHERE ids IS NOT NULL
+), guard AS (
+    SELECT jobs.require_all_leases(count(*), cardinality($1::uuid[])) AS ok FROM upd
 )
-SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, changed, batches;
+-- The guard is a one-time filter: evaluated (and so raising) before any row is returned,
+-- even when no row changed.
+SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, changed, batches
+WHERE (SELECT ok FROM guard);
 
 -- name: fail_jobs
 -- Record failures: permanent -> failed; retryable -> scheduled after a backoff while attempts
 -- remain, else dead. $5 are worker-given delays (NULL = exponential backoff with full jitter
--- from base $6 capped at $7).
+-- from base $6 capped at $7). All or nothing, like complete_jobs.
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::float8[])
         AS t(id, lease_id, error, retryable, delay)
@@ -258,8 +265,11 @@ WITH input AS (
     SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
         SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
     WHERE ids IS NOT NULL
+), guard AS (
+    SELECT jobs.require_all_leases(count(*), cardinality($1::uuid[])) AS ok FROM upd
 )
-SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, wake, changed, batches;
+SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, wake, changed, batches
+WHERE (SELECT ok FROM guard);
 
 -- name: release_jobs
 -- Give running jobs back to the queue without using up the attempt (graceful worker stop).
