@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -236,9 +234,14 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         )
         sent = 0
         chunks = self.storage.stream(
-            record.object_key, version_id, offset=request.offset, length=length, chunk_size=chunk
+            record.object_key,
+            version_id,
+            offset=request.offset,
+            length=length,
+            chunk_size=chunk,
+            read_ahead=DOWNLOAD_PREFETCH,
         )
-        async for data in _prefetched(chunks, DOWNLOAD_PREFETCH):
+        async for data in chunks:
             sent += len(data)
             yield files_pb2.DownloadResponse(data=data)
         if sent != length:
@@ -522,31 +525,6 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             await self._purge(record)
         await self._record("files.delete_user_files", request.user, count=str(len(records)))
         return files_pb2.DeleteUserFilesResponse(deleted_count=len(records))
-
-
-async def _prefetched(source: AsyncIterator[bytes], depth: int) -> AsyncIterator[bytes]:
-    """Read ahead of the consumer (at most ``depth`` chunks), so that reading from S3 and
-    sending to the client overlap instead of taking turns."""
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)
-
-    async def produce() -> None:
-        try:
-            async for item in source:
-                await queue.put(item)
-            await queue.put(None)
-        except Exception as exc:
-            await queue.put(exc)
-
-    task = asyncio.create_task(produce())
-    try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
 
 
 def register(servicer: FileService) -> Any:
