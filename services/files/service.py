@@ -21,7 +21,7 @@ from common.errors import (
     OutOfRange,
     PermissionDenied,
 )
-from services.files import convert, keys, paging, validation
+from services.files import convert, keys, paging, validation, wire
 from services.files.access import authorize_file, authorize_user, is_privileged
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
 from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256
@@ -194,7 +194,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
 
     async def Download(
         self, request: files_pb2.DownloadRequest, context: Any
-    ) -> AsyncIterator[files_pb2.DownloadResponse]:
+    ) -> AsyncIterator[files_pb2.DownloadResponse | wire.EncodedResponse]:
         record = await authorize_file(
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
@@ -233,17 +233,19 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             self.settings.download_chunk_bytes, self.settings.grpc_max_message_bytes - 65536
         )
         sent = 0
-        chunks = self.storage.stream(
+        # Data messages are serialized in the S3 reader thread, not on the event loop.
+        messages = self.storage.stream_encoded(
             record.object_key,
             version_id,
+            wire.encode_download_data,
             offset=request.offset,
             length=length,
             chunk_size=chunk,
             read_ahead=DOWNLOAD_PREFETCH,
         )
-        async for data in chunks:
-            sent += len(data)
-            yield files_pb2.DownloadResponse(data=data)
+        async for message in messages:
+            sent += message.size
+            yield message
         if sent != length:
             raise DataLoss(f"S3 returned {sent} of {length} bytes", reason="SHORT_READ")
 

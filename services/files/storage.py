@@ -24,6 +24,7 @@ from common.errors import DomainError, FailedPrecondition, NotFound, Unavailable
 
 log = logging.getLogger("mediagrid.files.storage")
 T = TypeVar("T")
+E = TypeVar("E")
 
 META_FILE_ID = "file-id"
 META_OWNER = "owner"
@@ -91,6 +92,10 @@ def _sync_client(aws: AwsClients) -> Any:
 
 
 _END = object()  # end of a threaded read
+
+
+def _same(data: bytes) -> bytes:
+    return data
 
 
 class Storage:
@@ -237,6 +242,31 @@ class Storage:
         client's parsing then runs beside the event loop (socket reads release the GIL)
         instead of taking turns with whatever the loop does with the chunks.
         """
+        chunks = self.stream_encoded(
+            key,
+            version_id,
+            _same,
+            offset=offset,
+            length=length,
+            chunk_size=chunk_size,
+            read_ahead=read_ahead,
+        )
+        async for chunk in chunks:
+            yield chunk
+
+    async def stream_encoded(
+        self,
+        key: str,
+        version_id: str | None,
+        encode: Callable[[bytes], E],
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        chunk_size: int = 1024 * 1024,
+        read_ahead: int = 4,
+    ) -> AsyncIterator[E]:
+        """:meth:`stream`, with ``encode`` applied to every chunk in the reader thread
+        (on the loop when there is no synchronous client)."""
         extra: dict[str, str] = {}
         if version_id:
             extra["VersionId"] = version_id
@@ -244,11 +274,15 @@ class Storage:
             end = "" if length is None else str(offset + length - 1)
             extra["Range"] = f"bytes={offset}-{end}"
         if self.sync_client is not None:
-            source = self._threaded_read(key, extra, chunk_size, max(1, read_ahead))
-        else:
-            source = _prefetched(self._async_read(key, extra, chunk_size), max(1, read_ahead))
-        async for chunk in source:
-            yield chunk
+            async for item in self._threaded_read(
+                key, extra, chunk_size, max(1, read_ahead), encode
+            ):
+                yield item
+            return
+        async for chunk in _prefetched(
+            self._async_read(key, extra, chunk_size), max(1, read_ahead)
+        ):
+            yield encode(chunk)
 
     async def _async_read(
         self, key: str, extra: dict[str, str], chunk_size: int
@@ -281,8 +315,13 @@ class Storage:
             body.close()
 
     async def _threaded_read(
-        self, key: str, extra: dict[str, str], chunk_size: int, read_ahead: int
-    ) -> AsyncIterator[bytes]:
+        self,
+        key: str,
+        extra: dict[str, str],
+        chunk_size: int,
+        read_ahead: int,
+        encode: Callable[[bytes], E],
+    ) -> AsyncIterator[E]:
         """GET in a dedicated thread; chunks reach the loop through a queue. The thread
         takes a slot before reading each chunk and the consumer frees one per chunk taken,
         so at most ``read_ahead`` chunks (plus the one being read) are held."""
@@ -323,7 +362,7 @@ class Storage:
                     if not piece:
                         post(_END)
                         return
-                    post(piece)
+                    post(encode(piece))
             except BaseException as exc:  # anything else still ends the consumer's wait
                 post(exc)
             finally:

@@ -10,10 +10,15 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from mediagrid.files.v1 import file_pb2, files_pb2
 
 from common.aws import AwsClients
 from common.errors import NotFound
 from services.files.storage import Storage
+from services.files.wire import encode_download_data, serialize_download_response
 
 KiB = 1024
 
@@ -105,3 +110,14 @@ async def test_threaded_stream_reads_ahead_boundedly_and_stops_when_abandoned(
     await asyncio.to_thread(reader.join, 30)
     assert not reader.is_alive()
     assert counting.read_bytes < len(data)
+
+
+@given(st.binary(min_size=0, max_size=300) | st.integers(1, 3 * 2**21).map(lambda n: b"x" * n))
+@hypothesis_settings(max_examples=40, deadline=None)
+def test_pre_encoded_download_data_is_the_protobuf_encoding(data: bytes) -> None:
+    encoded = encode_download_data(data)
+    assert encoded.size == len(data)
+    assert encoded.wire == files_pb2.DownloadResponse(data=data).SerializeToString()
+    assert serialize_download_response(encoded) == encoded.wire
+    header = files_pb2.DownloadResponse(file=file_pb2.File(name="files/x"))
+    assert serialize_download_response(header) == header.SerializeToString()
