@@ -335,10 +335,11 @@ class FilesClient:
                 async for response in self.stub.Download(request, metadata=self.metadata):
                     if response.HasField("file") and record is None:
                         record = response.file
-                    if response.data:
-                        await asyncio.to_thread(dest.write, response.data)
-                        digest.update(response.data)
-                        written += len(response.data)
+                    data = response.data  # each access copies the bytes out of the message
+                    if data:
+                        await asyncio.to_thread(dest.write, data)
+                        digest.update(data)
+                        written += len(data)
                         if on_progress is not None and record is not None:
                             on_progress(written, length or record.size_bytes - offset)
                 break

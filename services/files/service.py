@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +21,7 @@ from common.errors import (
     OutOfRange,
     PermissionDenied,
 )
-from services.files import convert, keys, paging, validation
+from services.files import convert, keys, paging, validation, wire
 from services.files.access import authorize_file, authorize_user, is_privileged
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
 from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256
@@ -196,7 +194,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
 
     async def Download(
         self, request: files_pb2.DownloadRequest, context: Any
-    ) -> AsyncIterator[files_pb2.DownloadResponse]:
+    ) -> AsyncIterator[files_pb2.DownloadResponse | wire.EncodedResponse]:
         record = await authorize_file(
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
@@ -235,12 +233,19 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             self.settings.download_chunk_bytes, self.settings.grpc_max_message_bytes - 65536
         )
         sent = 0
-        chunks = self.storage.stream(
-            record.object_key, version_id, offset=request.offset, length=length, chunk_size=chunk
+        # Data messages are serialized in the S3 reader thread, not on the event loop.
+        messages = self.storage.stream_encoded(
+            record.object_key,
+            version_id,
+            wire.encode_download_data,
+            offset=request.offset,
+            length=length,
+            chunk_size=chunk,
+            read_ahead=DOWNLOAD_PREFETCH,
         )
-        async for data in _prefetched(chunks, DOWNLOAD_PREFETCH):
-            sent += len(data)
-            yield files_pb2.DownloadResponse(data=data)
+        async for message in messages:
+            sent += message.size
+            yield message
         if sent != length:
             raise DataLoss(f"S3 returned {sent} of {length} bytes", reason="SHORT_READ")
 
@@ -522,31 +527,6 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             await self._purge(record)
         await self._record("files.delete_user_files", request.user, count=str(len(records)))
         return files_pb2.DeleteUserFilesResponse(deleted_count=len(records))
-
-
-async def _prefetched(source: AsyncIterator[bytes], depth: int) -> AsyncIterator[bytes]:
-    """Read ahead of the consumer (at most ``depth`` chunks), so that reading from S3 and
-    sending to the client overlap instead of taking turns."""
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)
-
-    async def produce() -> None:
-        try:
-            async for item in source:
-                await queue.put(item)
-            await queue.put(None)
-        except Exception as exc:
-            await queue.put(exc)
-
-    task = asyncio.create_task(produce())
-    try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
 
 
 def register(servicer: FileService) -> Any:

@@ -6,9 +6,11 @@ and server errors), so no handler ever lets a botocore exception reach a client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from common.errors import DomainError, FailedPrecondition, NotFound, Unavailable
 
 log = logging.getLogger("mediagrid.files.storage")
 T = TypeVar("T")
+E = TypeVar("E")
 
 META_FILE_ID = "file-id"
 META_OWNER = "owner"
@@ -45,36 +48,64 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _translate(what: str, exc: ClientError | BotoCoreError | OSError | TimeoutError) -> DomainError:
+    """The domain error for a botocore or transport failure of the S3 call ``what``."""
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        if code in ("NoSuchUpload",):
+            return FailedPrecondition(
+                f"{what}: the S3 multipart upload no longer exists", reason="UPLOAD_EXPIRED"
+            )
+        if code in ("NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"):
+            return NotFound(f"{what}: object not found", reason="OBJECT_NOT_FOUND")
+        if code in ("InvalidRange", "416"):
+            return FailedPrecondition(f"{what}: invalid range", reason="INVALID_RANGE")
+        log.warning("S3 %s failed: %s", what, exc)
+        return Unavailable(f"S3 {what} failed ({code})", reason="S3_UNAVAILABLE")
+    log.warning("S3 %s failed: %s", what, exc)
+    return Unavailable(f"S3 {what} failed: {type(exc).__name__}", reason="S3_UNAVAILABLE")
+
+
 async def _s3(what: str, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
     except DomainError:
         raise
-    except ClientError as exc:
-        code = _code(exc)
-        if code in ("NoSuchUpload",):
-            raise FailedPrecondition(
-                f"{what}: the S3 multipart upload no longer exists", reason="UPLOAD_EXPIRED"
-            ) from exc
-        if code in ("NoSuchKey", "NoSuchVersion", "404", "InvalidArgument"):
-            raise NotFound(f"{what}: object not found", reason="OBJECT_NOT_FOUND") from exc
-        if code in ("InvalidRange", "416"):
-            raise FailedPrecondition(f"{what}: invalid range", reason="INVALID_RANGE") from exc
-        log.warning("S3 %s failed: %s", what, exc)
-        raise Unavailable(f"S3 {what} failed ({code})", reason="S3_UNAVAILABLE") from exc
-    except (BotoCoreError, OSError, TimeoutError) as exc:
-        log.warning("S3 %s failed: %s", what, exc)
-        raise Unavailable(
-            f"S3 {what} failed: {type(exc).__name__}", reason="S3_UNAVAILABLE"
-        ) from exc
+    except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+        raise _translate(what, exc) from exc
+
+
+def _sync_client(aws: AwsClients) -> Any:
+    """A synchronous botocore S3 client with the same endpoint, credentials and config as
+    ``aws.s3()``: downloads read through it in a thread of their own (see ``Storage.stream``)."""
+    import boto3
+
+    settings = aws.settings
+    credentials: dict[str, str] = {}
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        credentials = {
+            "aws_access_key_id": settings.aws_access_key_id.get_secret_value(),
+            "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
+        }
+    session = boto3.session.Session(region_name=settings.aws_region, **credentials)
+    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=aws.config())
+
+
+_END = object()  # end of a threaded read
+
+
+def _same(data: bytes) -> bytes:
+    return data
 
 
 class Storage:
     """S3 operations on the files bucket."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, sync_client: Any | None = None) -> None:
         self.client = client
         self.bucket = bucket
+        # Optional synchronous client for streaming reads off the event loop.
+        self.sync_client = sync_client
         self._stack: AsyncExitStack | None = None
 
     @classmethod
@@ -82,7 +113,7 @@ class Storage:
         """Open the client; create the bucket (dev/test) or check that it exists (staging/prod)."""
         stack = AsyncExitStack()
         client = await stack.enter_async_context(aws.s3())
-        storage = cls(client, bucket)
+        storage = cls(client, bucket, _sync_client(aws))
         storage._stack = stack
         try:
             if create:
@@ -102,6 +133,9 @@ class Storage:
         return storage
 
     async def close(self) -> None:
+        if self.sync_client is not None:
+            self.sync_client.close()
+            self.sync_client = None
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
@@ -199,14 +233,60 @@ class Storage:
         offset: int = 0,
         length: int | None = None,
         chunk_size: int = 1024 * 1024,
+        read_ahead: int = 4,
     ) -> AsyncIterator[bytes]:
-        """Yield the object's bytes in chunks of ``chunk_size`` (the last may be shorter)."""
+        """Yield the object's bytes in chunks of ``chunk_size`` (the last may be shorter),
+        read ahead of the consumer by at most ``read_ahead`` chunks.
+
+        With a synchronous client the object is read in a thread of its own: the HTTP
+        client's parsing then runs beside the event loop (socket reads release the GIL)
+        instead of taking turns with whatever the loop does with the chunks.
+        """
+        chunks = self.stream_encoded(
+            key,
+            version_id,
+            _same,
+            offset=offset,
+            length=length,
+            chunk_size=chunk_size,
+            read_ahead=read_ahead,
+        )
+        async for chunk in chunks:
+            yield chunk
+
+    async def stream_encoded(
+        self,
+        key: str,
+        version_id: str | None,
+        encode: Callable[[bytes], E],
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        chunk_size: int = 1024 * 1024,
+        read_ahead: int = 4,
+    ) -> AsyncIterator[E]:
+        """:meth:`stream`, with ``encode`` applied to every chunk in the reader thread
+        (on the loop when there is no synchronous client)."""
         extra: dict[str, str] = {}
         if version_id:
             extra["VersionId"] = version_id
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             extra["Range"] = f"bytes={offset}-{end}"
+        if self.sync_client is not None:
+            async for item in self._threaded_read(
+                key, extra, chunk_size, max(1, read_ahead), encode
+            ):
+                yield item
+            return
+        async for chunk in _prefetched(
+            self._async_read(key, extra, chunk_size), max(1, read_ahead)
+        ):
+            yield encode(chunk)
+
+    async def _async_read(
+        self, key: str, extra: dict[str, str], chunk_size: int
+    ) -> AsyncIterator[bytes]:
         response = await _s3(
             "get object", lambda: self.client.get_object(Bucket=self.bucket, Key=key, **extra)
         )
@@ -233,6 +313,77 @@ class Storage:
                 yield bytes(pending)
         finally:
             body.close()
+
+    async def _threaded_read(
+        self,
+        key: str,
+        extra: dict[str, str],
+        chunk_size: int,
+        read_ahead: int,
+        encode: Callable[[bytes], E],
+    ) -> AsyncIterator[E]:
+        """GET in a dedicated thread; chunks reach the loop through a queue. The thread
+        takes a slot before reading each chunk and the consumer frees one per chunk taken,
+        so at most ``read_ahead`` chunks (plus the one being read) are held."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        slots = threading.Semaphore(read_ahead)
+        stop = threading.Event()
+        client: Any = self.sync_client
+        bucket = self.bucket
+
+        def post(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def read() -> None:
+            body = None
+            try:
+                try:
+                    body = client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
+                except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                    post(_translate("get object", exc))
+                    return
+                while not stop.is_set():
+                    if not slots.acquire(timeout=1.0):
+                        continue
+                    if stop.is_set():
+                        return
+                    try:
+                        piece = body.read(chunk_size)
+                        while piece and len(piece) < chunk_size:
+                            more = body.read(chunk_size - len(piece))
+                            if not more:
+                                break
+                            piece += more
+                    except (BotoCoreError, OSError, TimeoutError) as exc:
+                        post(Unavailable(f"S3 read failed: {exc}", reason="S3_UNAVAILABLE"))
+                        return
+                    if not piece:
+                        post(_END)
+                        return
+                    post(encode(piece))
+            except BaseException as exc:  # anything else still ends the consumer's wait
+                post(exc)
+            finally:
+                if body is not None:
+                    with contextlib.suppress(Exception):
+                        body.close()
+
+        thread = threading.Thread(target=read, name="s3-read", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                slots.release()
+                yield item
+        finally:
+            stop.set()
+            slots.release()  # wake a reader waiting for a slot; it sees ``stop`` and ends
 
     async def sha256_of(self, key: str, version_id: str) -> tuple[str, int]:
         """Read a version back (streaming) and return its SHA-256 and size."""
@@ -339,3 +490,28 @@ class Storage:
             ExpiresIn=expires_in,
         )
         return str(url)
+
+
+async def _prefetched(source: AsyncIterator[bytes], depth: int) -> AsyncIterator[bytes]:
+    """Read ahead of the consumer (at most ``depth`` chunks), so that reading from S3 and
+    sending to the client overlap instead of taking turns."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+            await queue.put(None)
+        except Exception as exc:
+            await queue.put(exc)
+
+    task = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task

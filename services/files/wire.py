@@ -1,10 +1,15 @@
-"""gRPC registration for the FileService with a zero-copy path for upload data messages.
+"""gRPC registration for the FileService with zero-copy paths for data messages.
 
 Generated code parses every ``UploadRequest`` into a message and ``request.data`` then copies
 its bytes again: two copies of every uploaded byte before the engine sees it. A data message
 on the wire is exactly one field-2 entry (tag ``0x12``, a varint length, the bytes), so the
 deserializer below hands the engine a ``memoryview`` of the received buffer instead; any
 other shape (the header, unknown fields, several fields) takes the normal protobuf path.
+
+Downloads go the other way: building ``DownloadResponse(data=...)`` and serializing it copies
+each chunk twice on the event loop. :func:`encode_download_data` builds the same bytes
+(``data`` is field 2 too) in the S3 reader thread, and the response serializer passes such
+:class:`EncodedResponse` objects through as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +34,41 @@ def _varint(raw: bytes, pos: int) -> tuple[int | None, int]:
     return None, pos
 
 
+class EncodedResponse:
+    """A response message already serialized (``wire``), carrying ``size`` payload bytes."""
+
+    __slots__ = ("size", "wire")
+
+    def __init__(self, wire: bytes, size: int) -> None:
+        self.wire = wire
+        self.size = size
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_download_data(data: bytes) -> EncodedResponse:
+    """``DownloadResponse(data=data)`` serialized, without a protobuf message in between."""
+    if not data:  # proto3 leaves an empty field out
+        return EncodedResponse(b"", 0)
+    return EncodedResponse(
+        b"".join((bytes([_DATA_TAG]), _varint_bytes(len(data)), data)), len(data)
+    )
+
+
+def serialize_download_response(response: files_pb2.DownloadResponse | EncodedResponse) -> bytes:
+    """``DownloadResponse`` serializer that passes pre-encoded messages through."""
+    if isinstance(response, EncodedResponse):
+        return response.wire
+    return response.SerializeToString()
+
+
 def parse_upload_request(raw: bytes) -> files_pb2.UploadRequest | memoryview:
     """``UploadRequest`` deserializer: data messages become a memoryview of their bytes."""
     if raw[:1] == bytes([_DATA_TAG]):
@@ -47,6 +87,9 @@ def generic_handler(servicer: Any, service: str = "FileService") -> grpc.Generic
         request = getattr(files_pb2, method.input_type.name)
         response = getattr(files_pb2, method.output_type.name)
         deserializer = parse_upload_request if method.name == "Upload" else request.FromString
+        serializer = response.SerializeToString
+        if method.name == "Download":
+            serializer = serialize_download_response
         behaviour = getattr(servicer, method.name)
         if method.client_streaming and method.server_streaming:
             make = grpc.stream_stream_rpc_method_handler
@@ -59,6 +102,6 @@ def generic_handler(servicer: Any, service: str = "FileService") -> grpc.Generic
         handlers[method.name] = make(
             behaviour,
             request_deserializer=deserializer,
-            response_serializer=response.SerializeToString,
+            response_serializer=serializer,
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)

@@ -93,3 +93,29 @@ async def test_staging_checks_the_bucket_instead_of_creating_it(settings: Any) -
     checked = await Storage.open(aws, "mediagrid-staging-files", create=False)
     assert await checked.healthy()
     await checked.close()
+
+
+async def test_part_buffers_are_reused_without_corrupting_parts_or_hash(files: Files) -> None:
+    deps = await build_deps(files.ctx)
+    real = deps.storage.upload_part
+    seen: list[tuple[int, int, str]] = []  # (part number, buffer id, sha256 when sent)
+
+    async def upload_part(key: str, upload_id: str, number: int, body: Any) -> str:
+        seen.append((number, id(body), sha(bytes(body))))
+        return await real(key, upload_id, number, body)
+
+    deps.storage.upload_part = upload_part  # type: ignore[method-assign]
+    profile = TransferProfile(PART, 2, lambda _: True)
+    data = random_bytes(6 * PART + 123)
+    try:
+        header = UploadStart(display_name="d.bin", content_type="application/octet-stream")
+        out = [i async for i in run_upload(deps, principal("alice"), items(header, data), profile)]
+    finally:
+        await deps.storage.close()
+    record = out[-1]
+    assert isinstance(record, FileRecord) and record.sha256 == sha(data)
+    assert sorted(n for n, _, _ in seen) == list(range(1, 8))
+    for number, _, digest in seen:
+        assert digest == sha(data[(number - 1) * PART : number * PART])
+    assert len({buffer for n, buffer, _ in seen if n <= 6}) < 6  # full parts reused buffers
+    assert (await files.download(record.name)) == data

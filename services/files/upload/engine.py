@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -393,6 +394,10 @@ class PartWriter:
         # The part being filled: allocated once at full size and filled in place (growing a
         # bytearray by appends would copy it again at every reallocation).
         self.filled = 0
+        # Full-size part buffers whose upload and hashing are done, reused for later parts:
+        # allocating (and zeroing) a fresh one per part cost the event loop more than
+        # copying the data into it. Only ever holds buffers that would otherwise be freed.
+        self.spare: list[bytearray] = []
         self.buffer = self._new_buffer()
         self.in_flight: set[asyncio.Task[None]] = set()
         # Hashing runs in a worker thread, one part at a time and in order (a chain of
@@ -476,9 +481,10 @@ class PartWriter:
             await self._wait_one()
         body = self._take_buffer()
         self.next_part += 1
+        hashed = None
         if self.hasher is not None and hash_it:
-            self.snapshots[self.received] = self._hash(body)
-        task = asyncio.create_task(self._upload_part(number, body), name=f"part-{number}")
+            hashed = self.snapshots[self.received] = self._hash(body)
+        task = asyncio.create_task(self._upload_part(number, body, hashed), name=f"part-{number}")
         self.in_flight.add(task)
 
     async def _create_multipart(self) -> None:
@@ -508,7 +514,16 @@ class PartWriter:
         size = self.part_size
         if self.session.declared_size:
             size = max(0, min(size, self.session.declared_size - self.received))
+        if size == self.part_size and self.spare:
+            return self.spare.pop()
         return bytearray(size)
+
+    def _recycle(self, body: bytearray) -> None:
+        if len(body) == self.part_size and len(self.spare) <= self.concurrency:
+            self.spare.append(body)
+
+    def _recycled_after(self, body: bytearray, _hashed: asyncio.Task[Any]) -> None:
+        self._recycle(body)
 
     def _hash(self, body: bytearray) -> asyncio.Task[Any]:
         """Hash ``body`` after the parts before it; the task's result is the state after it."""
@@ -531,12 +546,19 @@ class PartWriter:
             self.in_flight.discard(task)
             task.result()  # re-raises a failed part
 
-    async def _upload_part(self, number: int, body: bytearray) -> None:
+    async def _upload_part(
+        self, number: int, body: bytearray, hashed: asyncio.Task[Any] | None
+    ) -> None:
         assert self.s3_upload_id is not None
         etag = await self.deps.storage.upload_part(
             self.session.object_key, self.s3_upload_id, number, body
         )
         part = UploadPart(part_number=number, etag=etag, size_bytes=len(body))
+        # Reusable once S3 has it and the hash has read it (never while either still may).
+        if hashed is None or hashed.done():
+            self._recycle(body)
+        else:
+            hashed.add_done_callback(functools.partial(self._recycled_after, body))
         del body
         # Record the part first; the committed offset only ever covers recorded parts, so
         # a crash between two writes cannot leave an offset whose parts are unknown.
