@@ -3,7 +3,7 @@
 Prints: unary echo calls/s and p50/p99 at a concurrency, the same through the suite's
 ``SuiteInterceptor`` (request id, access log, error mapping; no authentication) with the
 ratio, and client-streaming upload MB/s at 1 MiB and 64 KiB chunks. Service benchmarks
-(users, files) compare against the same baselines through ``bench.common``.
+(users, files) compare against the same baselines through ``bench.baselines``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import logging
 
-from bench.common import (
+from bench.baselines import (
     bare_echo_baseline,
     bare_server,
     bare_upload_baseline,

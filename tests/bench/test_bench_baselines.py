@@ -6,7 +6,7 @@ import pytest
 
 from bench.__main__ import available
 from bench.__main__ import main as run_benchmarks
-from bench.common import bare_echo_baseline, bare_upload_baseline, percentile
+from bench.baselines import bare_echo_baseline, bare_upload_baseline, percentile
 
 
 async def test_echo_baseline_counts_every_call() -> None:
