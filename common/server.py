@@ -58,7 +58,11 @@ class SuiteServer:
         self.restart_delay_max = restart_delay_max
         self.services = list(services)
         public = [m for s in self.services for m in s.public_methods]
-        self.interceptor = SuiteInterceptor(authenticator=authenticator, public_methods=public)
+        self.interceptor = SuiteInterceptor(
+            authenticator=authenticator,
+            public_methods=public,
+            error_drain_seconds=settings.grpc_error_drain_seconds,
+        )
         size = settings.grpc_max_message_bytes
         self.server = grpc.aio.server(
             interceptors=[*extra_interceptors, self.interceptor],

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     # Largest request or response message, in bytes (streams carry chunks below this).
     grpc_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    # A client-streaming call that fails keeps reading (and dropping) what the client still
+    # sends this long before answering, so the client sees the real status, not INTERNAL.
+    grpc_error_drain_seconds: float = Field(default=2.0, ge=0, le=60)
     # On SIGTERM, how long in-flight calls may run before they are cancelled.
     grpc_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
     # How often dependency checks (database, S3) refresh grpc.health.v1 status.
@@ -251,9 +254,6 @@ class Settings(BaseSettings):
     upload_orphan_grace_seconds: float = Field(default=3600, ge=0, le=7 * 24 * 3600)
     # Hash states kept in memory for resuming without reading committed parts back from S3.
     upload_hash_cache_entries: int = Field(default=1024, ge=0, le=100_000)
-    # After refusing an upload mid-stream, keep reading (and dropping) the client's messages
-    # this long so that it receives the real status rather than a send failure.
-    upload_error_drain_seconds: float = Field(default=2.0, ge=0, le=60)
     # Size of the data messages Download sends (keep below grpc_max_message_bytes).
     download_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     # Video transfer profile: larger parts and more of them in flight than plain files.

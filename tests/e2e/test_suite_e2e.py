@@ -33,6 +33,7 @@ from services.jobs.worker.embedded import embedded_worker
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
 from services.users.sessions import SessionManager
+from tests.support.auth import bearer
 from tests.video.clips import make_clip
 
 SUCCEEDED = video_pb2.PROCESSING_STATE_SUCCEEDED
@@ -43,10 +44,6 @@ def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as reply:
         body: bytes = reply.read()
     return body
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], *, what: str, limit: float = 90) -> Any:

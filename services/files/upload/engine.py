@@ -182,18 +182,15 @@ async def run_upload(
     errors (see docs/files.md for each status); a broken stream leaves the session
     resumable from its committed offset.
     """
-    drain = deps.settings.upload_error_drain_seconds
     token = uuid.uuid4().hex
-    try:
-        first = await anext(items, None)
-        if not isinstance(first, UploadStart):
-            raise InvalidArgument.field(
-                "header", "the first message must be the upload header", reason="HEADER_REQUIRED"
-            )
-        session = await _open_session(deps, principal, first, profile, token)
-    except DomainError:
-        await _discard_rest(items, drain)
-        raise
+    # A client still sending when this fails is drained by the suite interceptor, so it
+    # receives the real status (common/interceptors.py, grpc_error_drain_seconds).
+    first = await anext(items, None)
+    if not isinstance(first, UploadStart):
+        raise InvalidArgument.field(
+            "header", "the first message must be the upload header", reason="HEADER_REQUIRED"
+        )
+    session = await _open_session(deps, principal, first, profile, token)
     writer = await PartWriter.start(deps, session, token, profile)
     yield writer.progress()
     try:
@@ -208,8 +205,6 @@ async def run_upload(
         record = await writer.finish()
     except BaseException as exc:
         await writer.interrupted(fatal=_fatal(exc), error=str(exc))
-        if isinstance(exc, DomainError):
-            await _discard_rest(items, drain)
         raise
     deps.hash_cache.drop(session.id)
     await deps.activity.record(
@@ -225,18 +220,6 @@ async def run_upload(
         await on_commit(record)
     yield writer.progress()
     yield record
-
-
-async def _discard_rest(items: AsyncIterator[UploadItem], budget: float) -> None:
-    """Read (and drop) what the client is still sending, briefly, before failing the call.
-
-    A gRPC client whose message send races with the server's error status sees INTERNAL
-    instead of the real status; letting it finish sending (or timing out) avoids that.
-    """
-    with contextlib.suppress(Exception, TimeoutError):
-        async with asyncio.timeout(budget):
-            async for _ in items:
-                pass
 
 
 async def _open_session(

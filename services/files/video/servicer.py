@@ -8,10 +8,8 @@ does not exist, or that is not theirs, gets PERMISSION_DENIED either way.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import math
@@ -43,8 +41,6 @@ from services.files.video.storage import thumbnail_prefix
 log = logging.getLogger("mediagrid.video")
 
 DEFAULT_PAGE_SIZE = 50
-# How long a rejected upload stream is drained before the error is returned.
-ERROR_DRAIN_SECONDS = 2.0
 MAX_PAGE_SIZE = 500
 
 
@@ -203,11 +199,8 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[video_pb2.UploadVideoResponse]:
         principal = current_principal()
-        try:
-            header = await _read_header(request_iterator)
-        except InvalidArgument:
-            await _discard_rest(request_iterator)
-            raise
+        # A failing upload's remaining messages are drained by the suite interceptor.
+        header = await _read_header(request_iterator)
         committed: file_pb2.File | None = None
         async for output in self.uploads.upload(
             principal,
@@ -386,22 +379,9 @@ async def _items(
     async for request in requests:
         kind = request.WhichOneof("item")
         if kind == "header":
-            await _discard_rest(requests)
             raise InvalidArgument("the upload header was sent twice", reason="HEADER_REPEATED")
         if kind == "chunk":
             yield request.chunk
-
-
-async def _discard_rest(requests: AsyncIterator[video_pb2.UploadVideoRequest]) -> None:
-    """Read and drop what the client is still sending, briefly, before failing the call.
-
-    A grpc.aio client whose send races with the server's error status reports INTERNAL
-    instead of the real status; letting it finish sending (within a budget) avoids that.
-    """
-    with contextlib.suppress(Exception, TimeoutError):
-        async with asyncio.timeout(ERROR_DRAIN_SECONDS):
-            async for _ in requests:
-                pass
 
 
 def _job_name(job: str) -> str:
