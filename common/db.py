@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -33,6 +34,48 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
 )
+
+
+class SuiteConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """A pool connection that knows whether its session carries state past a transaction.
+
+    asyncpg's default release runs ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: one extra round trip per checkout, which measured as the
+    largest single cost of a one-query RPC (bench_users). The suite's code keeps session
+    state (advisory locks, ``set_config(..., false)``) in exactly two places, migrations and
+    the users sweep, and they declare it with ``declare_session_state``; only those
+    connections pay for the full reset. Open transactions are still rolled back and
+    listeners dropped on every release (asyncpg does that before calling our reset).
+    """
+
+    __slots__ = ("_holds_session_state",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holds_session_state = False
+
+    def declare_session_state(self) -> None:
+        self._holds_session_state = True
+
+
+def declare_session_state(conn: asyncpg.Connection | Any) -> None:
+    """Mark ``conn`` as holding session state, so that its release resets the session.
+
+    Call it before taking an advisory lock, setting a session variable, LISTENing or opening
+    a cursor outside a transaction on a pooled connection. Harmless on a connection that is
+    not from a suite pool (tests and tools pass plain connections).
+    """
+    declare = getattr(conn, "declare_session_state", None)
+    if declare is not None:
+        declare()
+
+
+async def _reset_on_release(conn: asyncpg.Connection) -> None:
+    if isinstance(conn, SuiteConnection) and conn._holds_session_state:
+        query = conn.get_reset_query()
+        if query:
+            await conn.execute(query)
+        conn._holds_session_state = False
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -81,6 +124,8 @@ async def create_pool(settings: Settings, dsn: str | None = None) -> asyncpg.Poo
             timeout=settings.db_connect_timeout_seconds,
             server_settings=server_settings(settings),
             init=_init_connection,
+            connection_class=SuiteConnection,
+            reset=_reset_on_release,
         )
         assert pool is not None
         try:

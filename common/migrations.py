@@ -21,6 +21,8 @@ from pathlib import Path
 
 import asyncpg
 
+from common.db import declare_session_state
+
 log = logging.getLogger("mediagrid.migrations")
 
 _FILE_RE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
@@ -70,6 +72,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> lis
     """Apply pending migrations of ``schema``; return the versions applied now."""
     _check_schema(schema)
     migrations = discover(directory)
+    declare_session_state(conn)  # an advisory lock and a session setting, both undone below
     timeout = await conn.fetchval("SELECT current_setting('statement_timeout')")
     await conn.execute("SELECT set_config('statement_timeout', '0', false)")
     try:

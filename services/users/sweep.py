@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from common.db import declare_session_state
 from common.settings import Settings
 from services.users.models import SweepReport
 from services.users.purge import UserDataPurger, describe_failure
@@ -34,6 +35,7 @@ class Sweeper:
     async def run_once(self, *, now: datetime | None = None) -> SweepReport:
         """One full pass; ``skipped`` when another replica is sweeping."""
         async with self.repository.pool.acquire() as conn:
+            declare_session_state(conn)  # the sweep lock is a session advisory lock
             if not await self.repository.try_sweep_lock(conn):
                 return SweepReport(skipped=True)
             try:

@@ -151,6 +151,50 @@ async def test_session_settings_are_applied(pg_admin_dsn: str) -> None:
         await pool.close()
 
 
+async def test_release_resets_only_what_needs_resetting(pg_admin_dsn: str) -> None:
+    """One connection, reused: an open transaction is always rolled back; session state is
+    reset when the holder declared it (advisory lock, session setting) and the common path
+    skips the extra reset round trip."""
+    pool = await db.create_pool(test_settings(db_pool_min_size=1, db_pool_max_size=1), pg_admin_dsn)
+
+    async def advisory_locks(conn: asyncpg.Connection) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            )
+        )
+
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("CREATE TEMP TABLE left_open (x int) ON COMMIT DROP")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # the same session
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+
+            db.declare_session_state(conn)
+            await conn.execute("SELECT pg_advisory_lock(4242)")
+            await conn.execute("SELECT set_config('work_mem', '7MB', false)")
+            assert await advisory_locks(conn) == 1
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+            assert await advisory_locks(conn) == 0
+            assert await conn.fetchval("SHOW work_mem") != "7MB"
+
+            # Undeclared session state survives the release: the reason to declare it.
+            await conn.execute("SELECT set_config('work_mem', '9MB', false)")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") == "9MB"
+            db.declare_session_state(conn)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") != "9MB"
+    finally:
+        await pool.close()
+
+
 VALUES = [
     {},
     {"a": 1, "b": [1, 2, {"c": None}], "d": True, "e": 1.5},
