@@ -4,14 +4,17 @@ In one run, on the same PostgreSQL, in a dedicated database created and dropped 
 
 (a) enqueue throughput: single ``CreateJob`` calls (32 in flight) and ``CreateBatch``;
 (b) drain throughput of N no-op jobs through the worker runtime (``python -m
-    services.jobs.worker`` = ``mediagrid worker``) over gRPC, server in its own process;
+    services.jobs.worker`` = ``mediagrid worker``) over gRPC, server in its own process,
+    alternating with PGQueuer's drain for ``--drain-rounds`` rounds (medians reported, and
+    every round's ratio);
 (c) enqueue-to-start latency p50/p99 with an idle worker (one job every 20 ms);
 (d) the same three for PGQueuer and Procrastinate, run as subprocesses in their own virtual
     environment (bench/make_queues_venv.sh), and a raw asyncpg SKIP LOCKED loop (the limit);
 (e) claim cost (one ``claim_jobs`` statement of 100 jobs) with an empty table and with
     1,000,000 finished jobs in it.
 
-Usage: python bench/bench_jobs.py [--dsn ADMIN_DSN] [--drain-jobs 20000] [--latency-jobs 200]
+Usage: python bench/bench_jobs.py [--dsn ADMIN_DSN] [--drain-jobs 20000] [--drain-rounds 3]
+       [--latency-jobs 200]
        [--finished-rows 1000000] [--queues-venv DIR] [--skip-baselines]
 """
 
@@ -93,6 +96,11 @@ def env() -> dict[str, str]:
     return {**clean, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}"}
 
 
+def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's median over rounds."""
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]} if rounds else {}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -108,6 +116,7 @@ class Bench:
         self.results: dict[str, dict[str, float]] = {}
         self.server_pid = 0
         self.cpu_split = ""
+        self.drain_rounds_seen: list[tuple[float, float]] = []
 
     # --- processes ----------------------------------------------------------------------
 
@@ -190,33 +199,6 @@ class Bench:
         result["enqueue_batch"] = BATCH_JOBS / (time.perf_counter() - started)
         await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
 
-        # (b) drain
-        n = self.args.drain_jobs
-        for start in range(0, n, 10_000):
-            await stub.CreateBatch(self.batch_request(min(10_000, n - start)), metadata=USER)
-        worker = await self.start_worker("noop", self.args.concurrency)
-        try:
-            async with CpuSampler(
-                self.dsn, (self.server_pid, worker.pid), exclude=(conn.get_server_pid(),)
-            ) as cpu:
-                t0 = await self.poll(
-                    conn, "SELECT count(*) FROM jobs.jobs WHERE state <> 'queued'", 1
-                )
-                t1 = await self.poll(
-                    conn, "SELECT count(*) FROM jobs.jobs WHERE state = 'succeeded'", n, 0.02
-                )
-        finally:
-            await self.stop(worker)
-        result["drain"] = n / (t1 - t0)
-        result["cpu_us_per_job"] = cpu.seconds / n * 1e6
-        split = {
-            "server": cpu.of(self.server_pid),
-            "worker": cpu.of(worker.pid or 0),
-        }
-        split["postgres"] = cpu.seconds - split["server"] - split["worker"]
-        self.cpu_split = ", ".join(f"{k} {v / n * 1e6:.0f}" for k, v in split.items())
-        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
-
         # (c) latency with an idle worker
         worker = await self.start_worker("stamp", 8)
         sent: dict[str, float] = {}
@@ -240,6 +222,51 @@ class Bench:
         result["p99_ms"] = percentile(latencies, 0.99)
         await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
         await channel.close()
+
+    async def drain_mediagrid(self, conn: asyncpg.Connection) -> dict[str, float]:
+        """(b) One drain of N no-op jobs through the worker runtime over gRPC."""
+        n = self.args.drain_jobs
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            for start in range(0, n, 10_000):
+                await stub.CreateBatch(self.batch_request(min(10_000, n - start)), metadata=USER)
+        worker = await self.start_worker("noop", self.args.concurrency)
+        try:
+            async with CpuSampler(
+                self.dsn, (self.server_pid, worker.pid), exclude=(conn.get_server_pid(),)
+            ) as cpu:
+                t0 = await self.poll(
+                    conn, "SELECT count(*) FROM jobs.jobs WHERE state <> 'queued'", 1
+                )
+                t1 = await self.poll(
+                    conn, "SELECT count(*) FROM jobs.jobs WHERE state = 'succeeded'", n, 0.02
+                )
+        finally:
+            await self.stop(worker)
+        split = {"server": cpu.of(self.server_pid), "worker": cpu.of(worker.pid or 0)}
+        split["postgres"] = cpu.seconds - split["server"] - split["worker"]
+        self.cpu_split = ", ".join(f"{k} {v / n * 1e6:.0f}" for k, v in split.items())
+        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
+        return {"drain": n / (t1 - t0), "cpu_us_per_job": cpu.seconds / n * 1e6}
+
+    async def drain_rounds(self, conn: asyncpg.Connection) -> None:
+        """Alternate mediagrid's and PGQueuer's drains, round after round, so that the
+        machine's load phases (seconds long on a shared machine) fall on both alike; the
+        table shows the medians and every round's ratio is printed."""
+        ours: list[dict[str, float]] = []
+        theirs: list[dict[str, float]] = []
+        for round_ in range(self.args.drain_rounds):
+            print(f"  drain round {round_ + 1}/{self.args.drain_rounds} ...", flush=True)
+            ours.append(await self.drain_mediagrid(conn))
+            if not self.args.skip_baselines:
+                drain = self.args.drain_jobs
+                theirs.append(await asyncio.to_thread(self.baseline, "pgqueuer", "drain", drain))
+        self.results.setdefault("mediagrid over gRPC", {}).update(median_of(ours))
+        if theirs:
+            self.drain_rounds_seen = [
+                (o["drain"], t["drain"]) for o, t in zip(ours, theirs, strict=True)
+            ]
+            self.results.setdefault("PGQueuer", {}).update(median_of(theirs))
 
     @staticmethod
     def batch_request(n: int) -> job_service_pb2.CreateBatchRequest:
@@ -352,12 +379,14 @@ class Bench:
             ("raw", "raw asyncpg SKIP LOCKED", self.args.drain_jobs),
         ):
             print(f"  {label} ...", flush=True)
-            self.baseline(system, "setup")
+            if system != "pgqueuer":  # installed before the alternating drain rounds
+                self.baseline(system, "setup")
             result = self.results.setdefault(label, {})
             enqueue = self.baseline(system, "enqueue", SINGLE_CALLS, BATCH_JOBS)
             result["enqueue_single"] = enqueue["single"]
             result["enqueue_batch"] = enqueue["batch"]
-            result.update(self.baseline(system, "drain", drain_jobs))
+            if system != "pgqueuer":  # PGQueuer's drain ran in the alternating rounds
+                result.update(self.baseline(system, "drain", drain_jobs))
             result.update(self.baseline(system, "latency", self.args.latency_jobs))
 
     # --- report ----------------------------------------------------------------------------------
@@ -398,8 +427,19 @@ class Bench:
                 f"(ratio {cost['full'] / cost['empty']:.2f}x); shared buffers touched per claim: "
                 f"{cost['empty_buffers']:.0f} empty, {cost['full_buffers']:.0f} full"
             )
+        if self.drain_rounds_seen:
+            ratios = [ours / theirs for ours, theirs in self.drain_rounds_seen]
+            print("\ndrain rounds, alternating (jobs/s, mediagrid / PGQueuer = ratio):")
+            for index, ((ours, theirs), ratio) in enumerate(
+                zip(self.drain_rounds_seen, ratios, strict=True)
+            ):
+                print(f"  round {index + 1}: {ours:,.0f} / {theirs:,.0f} = {ratio:.2f}x")
+            print(
+                f"  median ratio {statistics.median(ratios):.2f}x, lowest {min(ratios):.2f}x "
+                f"(target >= 1x)"
+            )
         if self.cpu_split:
-            print(f"\nmediagrid CPU per drained job by process (us): {self.cpu_split}")
+            print(f"\nmediagrid CPU per drained job by process (us, last round): {self.cpu_split}")
         print(
             f"\n(drain: {self.args.drain_jobs:,} jobs; Procrastinate drained "
             f"{PROCRASTINATE_DRAIN_JOBS:,}; worker concurrency {self.args.concurrency}; "
@@ -415,10 +455,14 @@ class Bench:
         try:
             conn = await asyncpg.connect(self.dsn)
             await migrate(conn, "jobs", ROOT / "services" / "jobs" / "sql" / "migrations")
+            if not self.args.skip_baselines:
+                self.baseline("pgqueuer", "setup")
             server = await self.start_server()
             try:
                 print("mediagrid ...", flush=True)
                 await self.mediagrid(conn)
+                print("drain, mediagrid and PGQueuer alternating ...", flush=True)
+                await self.drain_rounds(conn)
             finally:
                 await self.stop(server)
             if not self.args.skip_baselines:
@@ -438,6 +482,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--drain-jobs", type=int, default=20_000)
     parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument(
+        "--drain-rounds", type=int, default=3, help="alternating mediagrid/PGQueuer drains"
+    )
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument(
