@@ -31,6 +31,7 @@ from tests.support.auth import StaticAuthenticator, bearer, principal
 TOKENS = {
     "alice": principal("alice"),
     "bob": principal("bob"),
+    "carol": principal("carol"),
     "admin": principal("root", role="admin"),
     "worker": principal("video-worker", role="service"),
 }

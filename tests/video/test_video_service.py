@@ -262,6 +262,33 @@ async def test_authorization_matrix(video_env: VideoEnv, clip: bytes) -> None:
         assert actual == expected, rpc
 
 
+async def test_shares_of_the_file_open_its_video(video_env: VideoEnv, clip: bytes) -> None:
+    """The FileService's grants apply: a reader may look and stream, a writer may also
+    regenerate thumbnails; the grant names one file, and it ends when unshared."""
+    name = await video_env.upload(clip)
+    other = await video_env.upload(clip)
+    file_id = name.removeprefix("videos/")
+    await video_env.ctx.pool.executemany(
+        "INSERT INTO files.file_shares (file_id, user_id, role) VALUES ($1, $2, $3)",
+        [(file_id, "bob", "reader"), (file_id, "carol", "writer")],
+    )
+    expected = {
+        ("bob", name, "GetVideo"): OK,
+        ("bob", name, "CreateStreamUrl"): OK,
+        ("bob", name, "RegenerateThumbnails"): DENIED,
+        ("carol", name, "GetVideo"): OK,
+        ("carol", name, "CreateStreamUrl"): OK,
+        ("carol", name, "RegenerateThumbnails"): OK,
+        ("bob", other, "GetVideo"): DENIED,
+        ("carol", other, "RegenerateThumbnails"): DENIED,
+        ("carol", name, "RecordThumbnails"): DENIED,
+    }
+    actual = {key: await outcome(CALLS[key[2]](video_env, key[1], key[0])) for key in expected}
+    assert actual == expected
+    await video_env.ctx.pool.execute("DELETE FROM files.file_shares WHERE file_id = $1", file_id)
+    assert await outcome(CALLS["GetVideo"](video_env, name, "bob")) == DENIED
+
+
 async def test_list_videos_of_another_owner_is_denied(video_env: VideoEnv) -> None:
     error = await failure(
         video_env.stub.ListVideos(

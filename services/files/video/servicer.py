@@ -1,7 +1,9 @@
 """gRPC handlers of ``mediagrid.files.v1.VideoService``.
 
 Access: the owner of the file, admins and service principals (other services of the suite,
-as in the FileService); the Record* RPCs belong to service principals (workers) only.
+as in the FileService), and the users the file is shared with (``FileService.ShareFile``):
+readers may get a video and its stream URL, writers may also regenerate its thumbnails. The
+Record* RPCs belong to service principals (workers) only.
 PERMISSION_DENIED is decided before NOT_FOUND: an ordinary user asking for something that
 does not exist, or that is not theirs, gets PERMISSION_DENIED either way.
 """
@@ -16,7 +18,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
@@ -35,7 +37,7 @@ from services.files.video.payloads import (
     video_id,
 )
 from services.files.video.ports import UploadItem, VideoJobs, VideoUploads
-from services.files.video.repository import VideoCursor, VideoRepository
+from services.files.video.repository import FileRef, VideoCursor, VideoRepository
 from services.files.video.storage import thumbnail_prefix
 
 log = logging.getLogger("mediagrid.video")
@@ -73,11 +75,14 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
 
     # --- access ----------------------------------------------------------------------
 
-    async def _authorize(self, principal: Principal, file_id: str) -> None:
-        """Owner, admin or service; PERMISSION_DENIED before NOT_FOUND."""
-        file = await self.repository.get_file(file_id)
+    async def _authorize(
+        self, principal: Principal, file_id: str, need: Literal["read", "write"]
+    ) -> None:
+        """Owner, admin, service or a grantee with the role ``need`` asks for;
+        PERMISSION_DENIED before NOT_FOUND."""
+        file = await self.repository.get_file(file_id, principal.user_id)
         privileged = principal.is_admin or principal.is_service
-        if not privileged and (file is None or file.owner_id != principal.user_id):
+        if not privileged and (file is None or not _may(file, principal, need)):
             raise PermissionDenied(
                 f"{principal.name} may not access videos/{file_id}", reason="VIDEO_ACCESS_DENIED"
             )
@@ -92,9 +97,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
                 reason="SERVICE_ONLY",
             )
 
-    async def _readable_video(self, name: str) -> Video:
+    async def _video(self, name: str, need: Literal["read", "write"] = "read") -> Video:
         file_id = video_id(name)
-        await self._authorize(current_principal(), file_id)
+        await self._authorize(current_principal(), file_id, need)
         return await self.repository.get_video(file_id)
 
     # --- presigning ------------------------------------------------------------------
@@ -160,7 +165,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
     async def GetVideo(
         self, request: video_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
     ) -> video_pb2.GetVideoResponse:
-        video = await self._readable_video(request.name)
+        video = await self._video(request.name)
         return video_pb2.GetVideoResponse(video=self._to_proto(video))
 
     async def ListVideos(
@@ -233,7 +238,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
     async def CreateStreamUrl(
         self, request: video_pb2.CreateStreamUrlRequest, context: grpc.aio.ServicerContext
     ) -> video_pb2.CreateStreamUrlResponse:
-        video = await self._readable_video(request.name)
+        video = await self._video(request.name)
         ttl = convert.seconds(request.ttl)
         maximum = self.settings.presign_max_seconds
         if ttl < 0 or ttl > maximum:
@@ -261,7 +266,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         self, request: video_pb2.RegenerateThumbnailsRequest, context: grpc.aio.ServicerContext
     ) -> video_pb2.RegenerateThumbnailsResponse:
         principal = current_principal()
-        video = await self._readable_video(request.name)
+        video = await self._video(request.name, "write")
         times = list(request.times_seconds)
         if len(times) > MAX_THUMBNAILS:
             raise InvalidArgument.field("times_seconds", f"at most {MAX_THUMBNAILS} times")
@@ -394,6 +399,12 @@ def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"])
     return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def _may(file: FileRef, principal: Principal, need: Literal["read", "write"]) -> bool:
+    if file.owner_id == principal.user_id:
+        return True
+    return file.share_role == "writer" or (need == "read" and file.share_role == "reader")
 
 
 def _encode_page_token(owner_id: str, cursor: VideoCursor) -> str:
