@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import duration_pb2
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
+from common import pagination
 from common.context import Principal, current_principal
 from common.errors import (
     DataLoss,
@@ -21,7 +22,7 @@ from common.errors import (
     OutOfRange,
     PermissionDenied,
 )
-from services.files import convert, keys, paging, validation, wire
+from services.files import convert, keys, validation, wire
 from services.files.access import authorize_file, authorize_user, is_privileged
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
 from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256
@@ -70,18 +71,28 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         authorize_user(principal, owner_id)
         size = validation.page_size(request.page_size)
         prefix = request.content_type_prefix.lower()
+        job_id = validation.job_id(request.job)
+        query = pagination.fingerprint(
+            "ListFiles",
+            {
+                "owner": owner_id,
+                "job": job_id or "",
+                "content_type_prefix": prefix,
+                "show_deleted": request.show_deleted,
+            },
+        )
         records = await self.repo.list_files(
             owner_id,
-            job_id=validation.job_id(request.job),
+            job_id=job_id,
             content_type_prefix=prefix,
             show_deleted=request.show_deleted,
-            after=paging.decode(request.page_token),
+            after=pagination.decode_time_key(request.page_token, query),
             limit=size + 1,
         )
         token = ""
         if len(records) > size:
             records = records[:size]
-            token = paging.encode(records[-1].create_time, records[-1].id)
+            token = pagination.encode_time_key(query, records[-1].create_time, records[-1].id)
         return files_pb2.ListFilesResponse(
             files=[convert.file_to_proto(r) for r in records], next_page_token=token
         )
@@ -411,13 +422,15 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
         size = validation.page_size(request.page_size)
+        query = pagination.fingerprint("ListFileVersions", {"file": record.id})
         versions = await self.repo.list_versions(
-            record.id, after=paging.decode(request.page_token), limit=size + 1
+            record.id, after=pagination.decode_time_key(request.page_token, query), limit=size + 1
         )
         token = ""
         if len(versions) > size:
             versions = versions[:size]
-            token = paging.encode(versions[-1].create_time, versions[-1].version_id)
+            last = versions[-1]
+            token = pagination.encode_time_key(query, last.create_time, last.version_id)
         return files_pb2.ListFileVersionsResponse(
             versions=[convert.version_to_proto(v, record.version_id) for v in versions],
             next_page_token=token,

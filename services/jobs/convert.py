@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import uuid
 from datetime import UTC, datetime
@@ -12,6 +10,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from mediagrid.jobs.v1 import job_pb2
 
+from common import pagination
 from common.errors import InvalidArgument
 from services.jobs import models
 from services.jobs.states import JobState
@@ -155,25 +154,21 @@ def lease_to_pb(lease: models.LeaseRef) -> job_pb2.LeaseRef:
     return job_pb2.LeaseRef(job=models.job_name(lease.job_id), lease_id=str(lease.lease_id))
 
 
-# Page tokens: opaque base64 of the last row's sort key plus a hash of the filter, so a token
-# cannot be replayed with other filters.
+# Page tokens: common.pagination's, keyed by (created_at, id) and bound to the filter's
+# fingerprint, so a token cannot be replayed with other filters.
 
 
 def encode_page_token(created_at: datetime, job_id: uuid.UUID, filter_key: str) -> str:
-    raw = json.dumps([created_at.isoformat(), str(job_id), filter_key]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return pagination.encode_time_key(filter_key, created_at, str(job_id))
 
 
 def decode_page_token(token: str, filter_key: str) -> tuple[datetime, uuid.UUID]:
+    cursor = pagination.decode_time_key(token, filter_key)
     try:
-        created, job_id, key = json.loads(base64.urlsafe_b64decode(token.encode()))
-        cursor = (datetime.fromisoformat(created), uuid.UUID(job_id))
-    except (ValueError, TypeError):
+        if cursor is None:
+            raise ValueError("empty token")
+        return cursor[0], uuid.UUID(cursor[1])
+    except ValueError:
         raise InvalidArgument.field(
-            "page_token", "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
+            "page_token", "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
         ) from None
-    if key != filter_key:
-        raise InvalidArgument.field(
-            "page_token", "was issued for different filters", reason="INVALID_PAGE_TOKEN"
-        )
-    return cursor

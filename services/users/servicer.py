@@ -10,6 +10,7 @@ import grpc
 from mediagrid.users.v1 import user_service_pb2 as pb
 from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
+from common import pagination
 from common.auth import CachingAuthenticator
 from common.context import Principal, current_principal
 from common.errors import (
@@ -21,7 +22,7 @@ from common.errors import (
     Unauthenticated,
 )
 from common.settings import Settings
-from services.users import access, convert, pagination, permissions, validation
+from services.users import access, convert, permissions, validation
 from services.users.activity import DatabaseActivityRecorder
 from services.users.models import User
 from services.users.passwords import Passwords

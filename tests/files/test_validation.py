@@ -1,16 +1,15 @@
-"""Property tests for the validators and the page-token codec."""
+"""Property tests for the validators (page tokens: tests/common/test_pagination.py)."""
 
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import InvalidArgument
-from services.files import keys, paging, validation
+from services.files import keys, validation
 
 
 @given(st.text(max_size=1200))
@@ -52,24 +51,6 @@ def test_names_never_escape_their_prefix(text: str) -> None:
         return
     file_id = keys.new_id()
     assert keys.content_key(owner, file_id).startswith(f"users/{owner}/{file_id}/")
-
-
-@given(
-    st.datetimes(
-        timezones=st.just(UTC), min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)
-    ),
-    st.text(max_size=64),
-)
-def test_page_tokens_round_trip(stamp: datetime, key: str) -> None:
-    assert paging.decode(paging.encode(stamp, key)) == (stamp, key)
-
-
-@given(st.text(min_size=1, max_size=40))
-def test_garbage_page_tokens_are_invalid_argument(token: str) -> None:
-    try:
-        paging.decode(token)
-    except InvalidArgument as exc:
-        assert exc.reason == "INVALID_PAGE_TOKEN"
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,15 @@ async def test_list_update_usage(files: Files) -> None:
         metadata=files.md("alice"),
     )
     assert len(first.files) == 3 and len(second.files) == 1 and not second.next_page_token
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a token stays with its filters
+        await files.stub.ListFiles(
+            files_pb2.ListFilesRequest(
+                page_size=3, page_token=first.next_page_token, content_type_prefix="video/"
+            ),
+            metadata=files.md("alice"),
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).reason == "INVALID_PAGE_TOKEN"
     videos = await files.stub.ListFiles(
         files_pb2.ListFilesRequest(content_type_prefix="video/"), metadata=files.md("alice")
     )

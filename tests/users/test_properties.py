@@ -1,18 +1,14 @@
-"""Property tests: validators, the page-token codec and resource patterns."""
+"""Property tests: validators and resource patterns (page tokens: tests/common)."""
 
 from __future__ import annotations
 
-import base64
-import json
-
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.auth import allows, pattern_matches
 from common.context import Principal
 from common.errors import InvalidArgument
-from services.users import pagination, permissions, validation
+from services.users import permissions, validation
 
 local_parts = st.from_regex(r"[a-z0-9](?:[a-z0-9._+-]{0,20}[a-z0-9])?", fullmatch=True).filter(
     lambda s: ".." not in s
@@ -57,69 +53,6 @@ def test_password_policy_is_total_and_consistent(text: str) -> None:
 def test_varied_printable_passwords_pass_the_policy(text: str) -> None:
     if len(set(text)) >= validation.MIN_DISTINCT_PASSWORD_CHARS:
         assert validation.password_problem(text, min_length=12) is None
-
-
-keys = st.lists(
-    st.one_of(st.text(max_size=40), st.integers(min_value=-(2**53), max_value=2**53)),
-    min_size=1,
-    max_size=3,
-)
-filters = st.dictionaries(
-    st.sampled_from(["role", "status", "user"]), st.text(max_size=10), max_size=3
-)
-
-
-@given(key=keys, query=st.text(max_size=20), flt=filters)
-def test_page_tokens_round_trip(key: list[str | int], query: str, flt: dict[str, str]) -> None:
-    fp = pagination.fingerprint(query, flt)
-    token = pagination.encode(fp, key)
-    assert pagination.decode(token, fp, key_length=len(key)) == key
-    assert all(c.isalnum() or c in "-_" for c in token)
-
-
-@given(key=keys, flt1=filters, flt2=filters)
-def test_page_tokens_do_not_cross_queries(
-    key: list[str | int], flt1: dict[str, str], flt2: dict[str, str]
-) -> None:
-    fp1, fp2 = pagination.fingerprint("q", flt1), pagination.fingerprint("q", flt2)
-    token = pagination.encode(fp1, key)
-    if fp1 != fp2:
-        with pytest.raises(InvalidArgument) as caught:
-            pagination.decode(token, fp2, key_length=len(key))
-        assert caught.value.violations[0].field == "page_token"
-
-
-@given(
-    garbage=st.one_of(
-        st.text(max_size=200),
-        st.binary(max_size=100).map(lambda b: base64.urlsafe_b64encode(b).decode()),
-    )
-)
-def test_garbage_page_tokens_are_invalid_argument(garbage: str) -> None:
-    fp = pagination.fingerprint("q", {})
-    try:
-        key = pagination.decode(garbage, fp, key_length=2)
-    except InvalidArgument as exc:
-        assert exc.violations[0].field == "page_token"
-    else:
-        assert (garbage == "" and key is None) or (key is not None and len(key) == 2)
-
-
-@given(
-    payload=st.recursive(
-        st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=5),
-        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
-        max_leaves=8,
-    )
-)
-def test_wrongly_shaped_tokens_are_invalid_argument(payload: object) -> None:
-    fp = pagination.fingerprint("q", {})
-    token = base64.urlsafe_b64encode(json.dumps({"q": fp, "k": payload}).encode()).decode()
-    try:
-        key = pagination.decode(token, fp, key_length=2)
-    except InvalidArgument:
-        return
-    assert isinstance(key, list) and len(key) == 2
 
 
 segment = st.from_regex(r"[A-Za-z0-9._~-]{1,8}", fullmatch=True)

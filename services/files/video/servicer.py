@@ -10,9 +10,6 @@ does not exist, or that is not theirs, gets PERMISSION_DENIED either way.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
 import re
@@ -24,6 +21,7 @@ import grpc
 from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
 from pydantic import ValidationError
 
+from common import pagination
 from common.app import AppContext
 from common.context import Principal, current_principal
 from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -185,15 +183,15 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         if request.page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_page_token(request.page_token, owner_id)
+        query = pagination.fingerprint("ListVideos", {"owner": owner_id})
+        key = pagination.decode_time_key(request.page_token, query)
+        after = VideoCursor(create_time=key[0], file_id=key[1]) if key else None
         videos = await self.repository.list_videos(owner_id, size + 1, after)
         token = ""
         if len(videos) > size:
             videos = videos[:size]
             last = videos[-1]
-            token = _encode_page_token(
-                owner_id, VideoCursor(create_time=last.create_time, file_id=last.file_id)
-            )
+            token = pagination.encode_time_key(query, last.create_time, last.file_id)
         return video_pb2.ListVideosResponse(
             videos=[self._to_proto(v) for v in videos], next_page_token=token
         )
@@ -405,22 +403,3 @@ def _may(file: FileRef, principal: Principal, need: Literal["read", "write"]) ->
     if file.owner_id == principal.user_id:
         return True
     return file.share_role == "writer" or (need == "read" and file.share_role == "reader")
-
-
-def _encode_page_token(owner_id: str, cursor: VideoCursor) -> str:
-    raw = json.dumps({"o": owner_id, "t": cursor.create_time.isoformat(), "f": cursor.file_id})
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_page_token(token: str, owner_id: str) -> VideoCursor | None:
-    if not token:
-        return None
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        cursor = VideoCursor(create_time=raw["t"], file_id=raw["f"])
-        owner = raw["o"]
-    except (ValueError, KeyError, TypeError, binascii.Error, ValidationError):
-        raise InvalidArgument.field("page_token", "is not a token this service issued") from None
-    if owner != owner_id:
-        raise InvalidArgument.field("page_token", "belongs to a listing of another owner")
-    return cursor

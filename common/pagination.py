@@ -1,4 +1,4 @@
-"""Opaque page tokens bound to the query that produced them.
+"""Opaque page tokens bound to the query that produced them (every List RPC of the suite).
 
 A token is URL-safe base64 of a small JSON object: ``q`` is a fingerprint of the query
 (the RPC and its filters; never the page size) and ``k`` the sort key of the last row
@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from common.errors import InvalidArgument
 
@@ -59,3 +60,26 @@ def decode(
     ):
         raise invalid
     return key
+
+
+def encode_time_key(query_fingerprint: str, stamp: datetime, key: str) -> str:
+    """A token for keyset pagination over ``(time, id)``, the order most listings use."""
+    return encode(query_fingerprint, [stamp.isoformat(), key])
+
+
+def decode_time_key(
+    token: str, query_fingerprint: str, *, field: str = "page_token"
+) -> tuple[datetime, str] | None:
+    """``(time, id)`` from a token of :func:`encode_time_key`; None for the first page."""
+    key = decode(token, query_fingerprint, key_length=2, field=field)
+    if key is None:
+        return None
+    stamp, last = key
+    try:
+        if not isinstance(stamp, str) or not isinstance(last, str):
+            raise ValueError("not a time key")
+        return datetime.fromisoformat(stamp), last
+    except ValueError:
+        raise InvalidArgument.field(
+            field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
+        ) from None
