@@ -81,6 +81,7 @@ class SuiteServer:
         self._stopping = False
         self._stopped: asyncio.Future[None] | None = None
         self.healthy: bool | None = None
+        self.failed_rounds = 0  # consecutive rounds with a failing check
         for service in self.services:
             service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -139,14 +140,24 @@ class SuiteServer:
         results = await asyncio.gather(*(self._run_check(check) for check in self.health_checks))
         if self._stopping:  # stop() began while the checks ran: NOT_SERVING stays
             return False
-        healthy = all(results)
+        passed = all(results)
+        failing = [_name_of(c) for c, ok in zip(self.health_checks, results, strict=True) if not ok]
+        self.failed_rounds = 0 if passed else self.failed_rounds + 1
+        threshold = self.settings.health_failures_before_not_serving
+        # A serving server tolerates a few failed rounds in a row; a server that has not
+        # been healthy yet (start-up, or already NOT_SERVING) does not.
+        healthy = passed or (self.healthy is True and self.failed_rounds < threshold)
+        if not passed and healthy:
+            log.warning(
+                "health: check failed (%s), round %d of %d before NOT_SERVING",
+                ", ".join(failing),
+                self.failed_rounds,
+                threshold,
+            )
         status = SERVING if healthy else NOT_SERVING
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
         if healthy != self.healthy:
-            failing = [
-                _name_of(c) for c, ok in zip(self.health_checks, results, strict=True) if not ok
-            ]
             if healthy:
                 log.info("health: SERVING")
             else:

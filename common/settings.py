@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     grpc_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
     # How often dependency checks (database, S3) refresh grpc.health.v1 status.
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Consecutive failed rounds of dependency checks before a SERVING server turns
+    # NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not take
+    # a replica out of rotation; before the first passing round, one failure is enough.
+    health_failures_before_not_serving: int = Field(default=2, ge=1, le=20)
     # Address (host:port) of the users service when it runs in another process.
     users_address: str | None = None
     # Address (host:port) of the jobs service when it runs in another process.

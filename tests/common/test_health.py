@@ -189,3 +189,44 @@ async def _statuses_when_up(channel: grpc.aio.Channel) -> dict[str, int]:
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.02)
     return await statuses(channel)
+
+
+@pytest.mark.parametrize("threshold", [1, 3])
+async def test_a_serving_server_tolerates_failed_rounds_up_to_the_threshold(
+    threshold: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rounds are driven by hand (the loop's interval is long): SERVING survives
+    threshold - 1 failed rounds in a row, a passing round resets the count, and the
+    threshold-th failure in a row turns every name NOT_SERVING."""
+    passing = True
+
+    async def check() -> bool:
+        return passing
+
+    settings = test_settings(
+        health_check_interval_seconds=300, health_failures_before_not_serving=threshold
+    )
+    caplog.set_level(logging.WARNING, logger="mediagrid.server")
+    async with serving(*two_services(), settings=settings, health_checks=[check]) as (
+        server,
+        channel,
+    ):
+        passing = False
+        for _ in range(threshold - 1):
+            assert await server.refresh_health() is True
+            assert await statuses(channel) == dict.fromkeys(("", USERS, JOBS), SERVING)
+        passing = True
+        assert await server.refresh_health() is True  # the count starts over
+        passing = False
+        for _ in range(threshold - 1):
+            assert await server.refresh_health() is True
+        assert await server.refresh_health() is False
+        assert await statuses(channel) == dict.fromkeys(("", USERS, JOBS), NOT_SERVING)
+        # One passing round brings it back, and then it tolerates failed rounds again.
+        passing = True
+        assert await server.refresh_health() is True
+        passing = False
+        if threshold > 1:
+            assert await server.refresh_health() is True
+    expected = 2 * (threshold - 1) + (1 if threshold > 1 else 0)
+    assert caplog.text.count("before NOT_SERVING") == expected
