@@ -73,6 +73,9 @@ async def main():
         job_batch_max_jobs=20000, job_claim_max_jobs=2000,  # BATCH_LIMIT
     )
     async with running_suite(settings, ["jobs"], authenticator=Tokens()) as (server, _ctx):
+        from common import gc_tuning
+
+        gc_tuning.tune(settings.gc_gen0_threshold)  # what `mediagrid serve` does once ready
         print("READY", flush=True)
         await serve_until_signalled(server)
 
@@ -498,7 +501,7 @@ def main(argv: list[str]) -> None:
         "--drain-rounds", type=int, default=3, help="alternating mediagrid/PGQueuer drains"
     )
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
-    parser.add_argument("--concurrency", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=2000)
     parser.add_argument(
         "--queues-venv", default=os.environ.get("BENCH_QUEUES_VENV", "/tmp/mediagrid-bench-queues")
     )

@@ -85,6 +85,9 @@ def serve(
     settings = settings_or_exit()
 
     def ready(server: SuiteServer, effective: Settings) -> None:
+        from common import gc_tuning
+
+        gc_tuning.tune(settings.gc_gen0_threshold)  # start-up is over: freeze what it built
         names = ", ".join(server.service_names) or "(no services: health and reflection only)"
         console.print(
             f"[bold green]mediagrid listening on {server.address}[/bold green] serving {names}",

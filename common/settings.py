@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     grpc_error_drain_seconds: float = Field(default=2.0, ge=0, le=60)
     # On SIGTERM, how long in-flight calls may run before they are cancelled.
     grpc_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
+    # Generation-0 threshold of CPython's garbage collector in `mediagrid serve` and workers,
+    # set after start-up objects are frozen (0 keeps CPython's default of 700).
+    gc_gen0_threshold: int = Field(default=20_000, ge=0, le=1_000_000)
     # How often dependency checks (database, S3) refresh grpc.health.v1 status.
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=300)
     # Consecutive failed rounds of dependency checks before a SERVING server turns

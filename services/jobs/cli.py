@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
         wanted = [t.strip() for t in types.split(",") if t.strip()]
+        from common import gc_tuning
+
+        gc_tuning.tune(settings.gc_gen0_threshold)
         try:
             asyncio.run(
                 run_worker(
