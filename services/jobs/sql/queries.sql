@@ -167,14 +167,16 @@ WITH picked AS (
     SET state = 'running', attempts = j.attempts + 1, lease_id = $4, worker_id = $3,
         lease_expires_at = now() + make_interval(secs => $5), started_at = now(),
         updated_at = now(), progress_percent = 0, progress_message = ''
-    FROM picked WHERE j.id = picked.id
+    -- By primary key whatever plan is chosen: joined FROM picked, a generic plan (LIMIT $2
+    -- estimated at 10% of the table) hashed a sequential scan of all of jobs.jobs per claim.
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.*, extract(epoch FROM now() - j.available_at)::float8 AS wait_seconds
 ), changed AS (
     SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
         SELECT string_agg(id::text, ',') AS ids FROM (
             SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
 )
-SELECT upd.* FROM upd, changed;
+SELECT upd.* FROM upd, changed ORDER BY upd.priority DESC, upd.available_at, upd.seq;
 
 -- name: heartbeat
 -- Lease checks on batches (heartbeat, complete, fail, release) match rows by id and lease
