@@ -149,6 +149,7 @@ class Bench:
             "MEDIAGRID_LOG_LEVEL": "WARNING",
             "MEDIAGRID_WORKER_HANDLER_MODULES": '["services.jobs.builtin_handlers"]',
             "MEDIAGRID_WORKER_ACK_BATCH_SIZE": "1000",
+            "MEDIAGRID_WORKER_PREFETCH": str(self.args.prefetch),
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -502,6 +503,7 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=2000)
+    parser.add_argument("--prefetch", type=int, default=0, help="worker_prefetch of the worker")
     parser.add_argument(
         "--queues-venv", default=os.environ.get("BENCH_QUEUES_VENV", "/tmp/mediagrid-bench-queues")
     )
