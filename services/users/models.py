@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -14,6 +14,11 @@ Status = Literal["active", "disabled", "deleted"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self:
+        """The model from a row whose columns carry the fields' names (other columns ignored)."""
+        return cls(**{name: row[name] for name in cls.model_fields})
 
 
 class User(_Frozen):
@@ -71,19 +76,6 @@ class Session(_Frozen):
     def name(self) -> str:
         return f"users/{self.user_id}/sessions/{self.id}"
 
-    @classmethod
-    def from_row(cls, row: Any) -> Session:
-        return cls(
-            id=row["id"],
-            user_id=row["user_id"],
-            create_time=row["create_time"],
-            last_use_time=row["last_use_time"],
-            expire_time=row["expire_time"],
-            revoke_time=row["revoke_time"],
-            user_agent=row["user_agent"],
-            peer=row["peer"],
-        )
-
 
 class SessionAuth(_Frozen):
     """What authenticating a token needs: the session, its user's role/status and grants."""
@@ -105,17 +97,6 @@ class Grant(_Frozen):
     @property
     def name(self) -> str:
         return f"users/{self.user_id}/grants/{self.id}"
-
-    @classmethod
-    def from_row(cls, row: Any) -> Grant:
-        return cls(
-            id=row["id"],
-            user_id=row["user_id"],
-            permission=row["permission"],
-            resource=row["resource"],
-            creator=row["creator"],
-            create_time=row["create_time"],
-        )
 
 
 class ActivityEntry(_Frozen):
@@ -151,17 +132,6 @@ class PendingPurge(_Frozen):
     next_attempt_time: datetime
     last_error: str
     done_time: datetime | None = None
-
-    @classmethod
-    def from_row(cls, row: Any) -> PendingPurge:
-        return cls(
-            user_id=row["user_id"],
-            request_time=row["request_time"],
-            attempts=row["attempts"],
-            next_attempt_time=row["next_attempt_time"],
-            last_error=row["last_error"],
-            done_time=row["done_time"],
-        )
 
 
 class SweepReport(_Frozen):
