@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from common.context import current_request_id, optional_principal
+
+if TYPE_CHECKING:
+    from common.app import AppContext
 
 log = logging.getLogger("mediagrid.activity")
 
@@ -52,3 +55,21 @@ class LoggingActivityRecorder:
                 "metadata": dict(metadata or {}),
             },
         )
+
+
+class LateActivityRecorder:
+    """Forwards to whatever recorder the context holds at call time: a service built before
+    the users service installs the real recorder still records through it afterwards."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def record(
+        self,
+        action: str,
+        resource: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        await self.ctx.activity.record(action, resource, metadata, actor=actor)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
 
 import grpc
 from mediagrid.files.v1 import files_pb2
 
+from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from services.files.repository import FilesRepository
 from services.files.service import FileService, register
@@ -52,7 +52,7 @@ def _video_factory() -> object | None:
 async def create(ctx: AppContext) -> ServiceInstance:
     deps = await build_deps(ctx)
     # The activity recorder may be replaced after start-up (users service): read it late.
-    deps.activity = _LateActivity(ctx)
+    deps.activity = LateActivityRecorder(ctx)
     servicer = FileService(deps)
     add_files = register(servicer)
     instances: list[ServiceInstance] = []
@@ -80,20 +80,3 @@ async def create(ctx: AppContext) -> ServiceInstance:
         health_checks=[deps.storage.healthy, *(h for i in instances for h in i.health_checks)],
         close=close,
     )
-
-
-class _LateActivity:
-    """Forwards to whatever recorder the context holds at call time."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
-
-    async def record(
-        self,
-        action: str,
-        resource: str,
-        metadata: Mapping[str, str] | None = None,
-        *,
-        actor: str | None = None,
-    ) -> None:
-        await self.ctx.activity.record(action, resource, metadata, actor=actor)

@@ -384,8 +384,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 "nothing was uploaded to the URL yet", reason="OBJECT_NOT_UPLOADED"
             ) from None
         version_id = str(head.get("VersionId", ""))
-        committed = await self.repo.version_ids(session.file_id)
-        if version_id in committed:
+        if await self.repo.get_version(session.file_id, version_id) is not None:
             raise FailedPrecondition(
                 "nothing was uploaded to the URL yet", reason="OBJECT_NOT_UPLOADED"
             )

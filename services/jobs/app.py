@@ -8,6 +8,7 @@ import asyncpg
 import grpc
 from mediagrid.jobs.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 
+from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.db import server_settings
 from services.jobs.job_servicer import JobServicer
@@ -38,7 +39,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
     notifier = Notifier(connect)
     await notifier.start()
     # The activity recorder may be replaced after start-up (users service): resolve it per call.
-    activity = _LateActivity(ctx)
+    activity = LateActivityRecorder(ctx)
     jobs = JobServicer(repo, notifier, settings, activity, metrics)
     workers = WorkerServicer(repo, notifier, settings, activity, metrics)
 
@@ -59,15 +60,3 @@ async def create(ctx: AppContext) -> ServiceInstance:
         background=[notifier.run, reaper, retention],
         close=notifier.close,
     )
-
-
-class _LateActivity:
-    """Forwards to whatever recorder the context holds at call time."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
-
-    async def record(
-        self, action: str, resource: str, metadata: Any = None, *, actor: str | None = None
-    ) -> None:
-        await self.ctx.activity.record(action, resource, metadata, actor=actor)
