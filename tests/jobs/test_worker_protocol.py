@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 
 from common.grpc_errors import bad_request, error_info
@@ -220,6 +221,25 @@ async def test_idle_claim_wakes_on_create(svc: Jobs) -> None:
     claimed = await asyncio.wait_for(claim, timeout=wait_seconds)
     assert [c.job.name for c in claimed] == [created.name]
     assert loop.time() - started < wait_seconds  # returned by the NOTIFY, not the timeout
+
+
+async def test_idle_claim_takes_a_job_scheduled_while_it_waits(svc: Jobs) -> None:
+    """The create's NOTIFY makes the waiting claim look up when the job becomes due; without
+    it the claim would sleep through its whole wait and return nothing."""
+    wait_seconds = 30.0
+    claim = asyncio.create_task(svc.claim(wait=wait_seconds))
+    notifier = svc.server.services[0].background[0].__self__
+    for _ in range(3000):
+        if notifier.waiter_count:
+            break
+        await asyncio.sleep(0.01)
+    when = timestamp_pb2.Timestamp()
+    when.GetCurrentTime()
+    when.seconds += 1
+    created = await svc.create(schedule_time=when)
+    assert created.state == job_pb2.JOB_STATE_SCHEDULED
+    claimed = await asyncio.wait_for(claim, timeout=wait_seconds + 10)
+    assert [c.job.name for c in claimed] == [created.name]
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,9 @@ WITH input AS (
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
 ), wake AS (
+    -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
-    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins WHERE state = 'queued') q
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins) q
     WHERE types IS NOT NULL
 )
 SELECT ins.* FROM ins, wake;
@@ -52,8 +53,9 @@ WITH input AS (
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING type, state
 ), wake AS (
+    -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
-    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins WHERE state = 'queued') q
+    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins) q
     WHERE types IS NOT NULL
 )
 SELECT count(*) FROM ins, wake;
