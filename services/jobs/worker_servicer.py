@@ -232,7 +232,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
                     lease=lease,
                     error=failure.error[:ERROR_MAX_LENGTH],
                     retryable=failure.retryable,
-                    retry_delay_seconds=delay or None,
+                    retry_delay_seconds=delay,
                 )
             )
         raise_if(violations)
