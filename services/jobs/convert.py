@@ -14,6 +14,7 @@ from common import pagination
 from common.errors import InvalidArgument
 from services.jobs import models
 from services.jobs.states import JobState
+from services.jobs.validation import parse_name, parse_uuid
 
 _TO_PB = {
     JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
@@ -138,8 +139,6 @@ def batch_to_pb(batch: models.Batch) -> job_pb2.Batch:
 
 
 def lease_from_pb(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
-    from services.jobs.validation import parse_name, parse_uuid
-
     # Both ids are parsed (and so validated) here; skip pydantic's second pass (hot path).
     return models.trusted(
         models.LeaseRef,

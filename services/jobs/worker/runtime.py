@@ -25,7 +25,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -87,9 +87,6 @@ class WorkerStats:
     failed: int = 0
     released: int = 0
     lost: int = 0
-    claim_calls: int = 0
-    ack_calls: int = 0
-    durations: list[float] = field(default_factory=list)
 
 
 class _Context:
@@ -379,7 +376,6 @@ class WorkerRuntime:
                 stop.set()
                 return
             delay = 0.05
-            self.stats.claim_calls += 1
             self.stats.claimed += len(response.jobs)
             for claimed in response.jobs:
                 self._start(claimed)
@@ -407,7 +403,6 @@ class WorkerRuntime:
 
     async def _execute(self, entry: _Entry) -> None:
         spec = self.handlers[entry.claimed.job.type]
-        started = time.perf_counter()
         try:
             async with asyncio.timeout(spec.timeout_seconds):
                 result = await spec.function(_Context(self, entry))
@@ -423,10 +418,6 @@ class WorkerRuntime:
         except Exception as exc:  # RetryableJobError and anything unexpected: retry
             self._acker.fail(self._failure(entry, exc, retryable=True, spec=spec))
             return
-        finally:
-            self.stats.durations.append(time.perf_counter() - started)
-            if len(self.stats.durations) > 100_000:
-                del self.stats.durations[:50_000]
         try:
             struct = None
             if result:
