@@ -99,5 +99,3 @@ async def test_soft_deleted_files_hide_their_video(pool: asyncpg.Pool) -> None:
     with pytest.raises(NotFound):
         await repo.get_video("f1")
     assert await repo.list_videos("alice", 10, None) == []
-    ref = await repo.get_file("f1")
-    assert ref is not None and ref.deleted

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict
@@ -25,18 +25,6 @@ from services.files.video.models import (
 )
 
 Q = Queries(Path(__file__).parent / "sql" / "queries.sql")
-
-
-class FileRef(BaseModel):
-    """The part of a file record access checks need."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    owner_id: str
-    content_type: str
-    deleted: bool
-    share_role: Literal["reader", "writer"] | None = None  # of the user it was read for
 
 
 class VideoCursor(BaseModel):
@@ -115,19 +103,6 @@ def _video(row: asyncpg.Record, thumbnails: Sequence[Thumbnail]) -> Video:
 class VideoRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-
-    async def get_file(self, file_id: str, for_user: str = "") -> FileRef | None:
-        """The file, with ``for_user``'s share role on it (the FileService's grants)."""
-        row = await self.pool.fetchrow(Q.get_file, file_id, for_user)
-        if row is None:
-            return None
-        return FileRef(
-            id=row["id"],
-            owner_id=row["owner_id"],
-            content_type=row["content_type"],
-            deleted=row["delete_time"] is not None,
-            share_role=row["share_role"],
-        )
 
     async def get_video(self, file_id: str, conn: Any = None) -> Video:
         db = conn or self.pool

@@ -14,6 +14,7 @@ import grpc
 from mediagrid.files.v1 import video_pb2, video_pb2_grpc
 
 from common.app import AppContext
+from services.files.repository import FilesRepository
 from services.files.video.ports import VideoJobs, VideoUploads
 from services.files.video.repository import VideoRepository
 from services.files.video.servicer import VideoServicer
@@ -29,6 +30,7 @@ async def create_video_service(
     servicer = VideoServicer(
         ctx,
         VideoRepository(ctx.pool),
+        files=FilesRepository(ctx.pool),
         presigner=sync_s3_client(ctx.aws),
         uploads=uploads,
         jobs=jobs,

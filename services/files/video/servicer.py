@@ -24,7 +24,9 @@ from pydantic import ValidationError
 from common import pagination
 from common.app import AppContext
 from common.context import Principal, current_principal
-from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.files.access import authorize_file, authorize_user
+from services.files.repository import FilesRepository
 from services.files.video import convert
 from services.files.video.models import Video
 from services.files.video.payloads import (
@@ -35,7 +37,7 @@ from services.files.video.payloads import (
     video_id,
 )
 from services.files.video.ports import UploadItem, VideoJobs, VideoUploads
-from services.files.video.repository import FileRef, VideoCursor, VideoRepository
+from services.files.video.repository import VideoCursor, VideoRepository
 from services.files.video.storage import thumbnail_prefix
 
 log = logging.getLogger("mediagrid.video")
@@ -60,6 +62,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         ctx: AppContext,
         repository: VideoRepository,
         *,
+        files: FilesRepository,
         presigner: Any,
         uploads: VideoUploads,
         jobs: VideoJobs,
@@ -67,25 +70,12 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         self.ctx = ctx
         self.settings = ctx.settings
         self.repository = repository
+        self.files = files  # file records and shares: access is the FileService's rule
         self.presigner = presigner  # synchronous boto3 client: presigning is local computation
         self.uploads = uploads
         self.jobs = jobs
 
     # --- access ----------------------------------------------------------------------
-
-    async def _authorize(
-        self, principal: Principal, file_id: str, need: Literal["read", "write"]
-    ) -> None:
-        """Owner, admin, service or a grantee with the role ``need`` asks for;
-        PERMISSION_DENIED before NOT_FOUND."""
-        file = await self.repository.get_file(file_id, principal.user_id)
-        privileged = principal.is_admin or principal.is_service
-        if not privileged and (file is None or not _may(file, principal, need)):
-            raise PermissionDenied(
-                f"{principal.name} may not access videos/{file_id}", reason="VIDEO_ACCESS_DENIED"
-            )
-        if file is None or file.deleted:
-            raise NotFound(f"video videos/{file_id} does not exist", metadata={"video": file_id})
 
     @staticmethod
     def _require_service(principal: Principal) -> None:
@@ -97,7 +87,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
 
     async def _video(self, name: str, need: Literal["read", "write"] = "read") -> Video:
         file_id = video_id(name)
-        await self._authorize(current_principal(), file_id, need)
+        await authorize_file(self.files, current_principal(), file_id, need)
         return await self.repository.get_video(file_id)
 
     # --- presigning ------------------------------------------------------------------
@@ -175,11 +165,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             if not request.owner.startswith("users/") or len(request.owner) <= len("users/"):
                 raise InvalidArgument.field("owner", "expected users/{user}")
             owner_id = request.owner.removeprefix("users/")
-        if owner_id != principal.user_id and not (principal.is_admin or principal.is_service):
-            raise PermissionDenied(
-                f"{principal.name} may not list the videos of users/{owner_id}",
-                reason="VIDEO_ACCESS_DENIED",
-            )
+        authorize_user(principal, owner_id)  # the FileService's rule for a user's collection
         if request.page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -397,9 +383,3 @@ def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"])
     return f"{where}: {error['msg']}" if where else str(error["msg"])
-
-
-def _may(file: FileRef, principal: Principal, need: Literal["read", "write"]) -> bool:
-    if file.owner_id == principal.user_id:
-        return True
-    return file.share_role == "writer" or (need == "read" and file.share_role == "reader")

@@ -1,13 +1,5 @@
 -- Queries of the video part of the files service (services/files/video/repository.py).
--- Access decisions read files.files.owner_id directly (see docs/video.md).
-
--- name: get_file
--- The file and the role ($2's share of it, NULL when none) an access check needs.
-SELECT f.id, f.owner_id, f.content_type, f.delete_time,
-       (SELECT s.role FROM files.file_shares s
-        WHERE s.file_id = f.id AND s.user_id = $2) AS share_role
-FROM files.files f
-WHERE f.id = $1;
+-- Access decisions are the FileService's (services/files/access.py).
 
 -- name: get_video
 SELECT f.id AS file_id, f.owner_id, f.job_id, f.display_name, f.content_type, f.size_bytes,
