@@ -16,9 +16,9 @@ import grpc
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
 from common.app import AppContext
-from common.context import optional_principal
 from common.errors import DomainError, Unauthenticated
 from common.grpc_errors import from_rpc_error
+from common.interceptors import outgoing_metadata
 from services.jobs.client import JobsClient
 from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage, dependency_unavailable
 
@@ -36,10 +36,11 @@ def _channel(ctx: AppContext, service: str, full_name: str) -> grpc.aio.Channel:
 
 
 def _caller_metadata() -> tuple[tuple[str, str], ...]:
-    principal = optional_principal()
-    if principal is None or not principal.token:
+    """The caller's token and the request id, for a call made on the caller's behalf."""
+    metadata = outgoing_metadata()
+    if not any(key == "authorization" for key, _ in metadata):
         raise Unauthenticated("no caller token to forward", reason="MISSING_TOKEN")
-    return (("authorization", f"Bearer {principal.token}"),)
+    return metadata
 
 
 class GrpcUsageSource:
@@ -85,7 +86,10 @@ class JobPurger:
         channel = _channel(self.ctx, "jobs", JOBS_SERVICE)
         for renew in (False, True):
             token = await self._service_token(renew=renew)
-            client = JobsClient(channel, (("authorization", f"Bearer {token}"),))
+            client = JobsClient(
+                channel,
+                (*outgoing_metadata(forward_token=False), ("authorization", f"Bearer {token}")),
+            )
             try:
                 await client.create_job(
                     PURGE_JOB, {"user": user}, request_id=f"{PURGE_JOB}:{user}", max_attempts=10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -670,8 +671,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         name = f"users/{user_id}"
         access.require(principal, "users.read", name)
         await self.repository.get_user(user_id)
-        jobs = await self.usage.job_counts(name)
-        files = await self.usage.file_usage(name)
+        jobs, files = await asyncio.gather(self.usage.job_counts(name), self.usage.file_usage(name))
         return pb.GetUserStatsResponse(
             user=name, job_counts=jobs, file_count=files.file_count, file_bytes=files.total_bytes
         )
