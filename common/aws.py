@@ -22,14 +22,15 @@ class AwsClients:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        credentials: dict[str, str] = {}
+        self._credentials: dict[str, str] = {}
         if settings.aws_access_key_id and settings.aws_secret_access_key:
-            credentials = {
+            self._credentials = {
                 "aws_access_key_id": settings.aws_access_key_id.get_secret_value(),
                 "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
             }
-        self.session = aioboto3.Session(region_name=settings.aws_region, **credentials)
+        self.session = aioboto3.Session(region_name=settings.aws_region, **self._credentials)
         instrument_aws_session(self.session)
+        self._sync_s3: Any = None
 
     def config(self) -> Config:
         s = self.settings
@@ -41,6 +42,20 @@ class AwsClients:
             read_timeout=s.s3_read_timeout_seconds,
             s3={"payload_signing_enabled": s.s3_payload_signing, "addressing_style": "path"},
         )
+
+    def sync_s3(self) -> Any:
+        """One synchronous boto3 S3 client, configured like ``s3()``, for code that reads in
+        threads (downloads, PyAV's file object) or only presigns. Thread-safe; built once."""
+        if self._sync_s3 is None:
+            import boto3
+
+            session = boto3.session.Session(
+                region_name=self.settings.aws_region, **self._credentials
+            )
+            self._sync_s3 = session.client(
+                "s3", endpoint_url=self.settings.s3_endpoint_url, config=self.config()
+            )
+        return self._sync_s3
 
     def s3(self) -> AbstractAsyncContextManager[Any]:
         """``async with clients.s3() as s3: await s3.put_object(...)``."""

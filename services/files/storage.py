@@ -75,22 +75,6 @@ async def _s3(what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise _translate(what, exc) from exc
 
 
-def _sync_client(aws: AwsClients) -> Any:
-    """A synchronous botocore S3 client with the same endpoint, credentials and config as
-    ``aws.s3()``: downloads read through it in a thread of their own (see ``Storage.stream``)."""
-    import boto3
-
-    settings = aws.settings
-    credentials: dict[str, str] = {}
-    if settings.aws_access_key_id and settings.aws_secret_access_key:
-        credentials = {
-            "aws_access_key_id": settings.aws_access_key_id.get_secret_value(),
-            "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
-        }
-    session = boto3.session.Session(region_name=settings.aws_region, **credentials)
-    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=aws.config())
-
-
 _END = object()  # end of a threaded read
 
 
@@ -113,7 +97,7 @@ class Storage:
         """Open the client; create the bucket (dev/test) or check that it exists (staging/prod)."""
         stack = AsyncExitStack()
         client = await stack.enter_async_context(aws.s3())
-        storage = cls(client, bucket, _sync_client(aws))
+        storage = cls(client, bucket, aws.sync_s3())
         storage._stack = stack
         try:
             if create:

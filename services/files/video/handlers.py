@@ -11,7 +11,6 @@ The payload format is documented in ``services/files/video/payloads.py`` and doc
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,7 +32,6 @@ from services.files.video.processing import (
 from services.files.video.range_reader import RangeReader
 from services.files.video.storage import (
     open_video_object,
-    sync_s3_client,
     thumbnail_key,
     thumbnail_prefix,
 )
@@ -51,12 +49,6 @@ class _ObjectMissing(Exception):
     """The object (version) named by the payload does not exist (any more)."""
 
 
-@functools.lru_cache(maxsize=8)
-def _client(aws: AwsClients) -> Any:
-    # boto3 clients are thread-safe and costly to build: one per process (per AwsClients).
-    return sync_s3_client(aws)
-
-
 def _payload(job: JobContext) -> VideoJobPayload:
     try:
         return VideoJobPayload.model_validate(dict(job.payload))
@@ -67,7 +59,7 @@ def _payload(job: JobContext) -> VideoJobPayload:
 def _open(aws: AwsClients, payload: VideoJobPayload) -> RangeReader:
     try:
         return open_video_object(
-            _client(aws),
+            aws.sync_s3(),
             aws,
             bucket=payload.bucket,
             key=payload.key,

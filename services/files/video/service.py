@@ -18,7 +18,6 @@ from services.files.repository import FilesRepository
 from services.files.video.ports import VideoJobs, VideoUploads
 from services.files.video.repository import VideoRepository
 from services.files.video.servicer import VideoServicer
-from services.files.video.storage import sync_s3_client
 
 SERVICE_NAME: str = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
@@ -31,7 +30,7 @@ async def create_video_service(
         ctx,
         VideoRepository(ctx.pool),
         files=FilesRepository(ctx.pool),
-        presigner=sync_s3_client(ctx.aws),
+        presigner=ctx.aws.sync_s3(),
         uploads=uploads,
         jobs=jobs,
     )
