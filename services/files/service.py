@@ -183,7 +183,6 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 reason="UPLOAD_NOT_ACTIVE",
                 metadata={"state": session.state},
             )
-        self.deps.hash_cache.drop(session.id)
         await release_session_objects(self.deps, session)
         await self._record("files.upload.cancel", session.name)
         return files_pb2.CancelUploadResponse(upload=convert.upload_to_proto(finished))

@@ -28,7 +28,9 @@ class SweepReport:
 
 
 async def release_session_objects(deps: UploadDeps, session: UploadSession) -> None:
-    """Remove what an unfinished session left in S3 (multipart parts, unverified PUTs)."""
+    """Release what an ended, unfinished session held: its hash state in this process and,
+    in S3, its multipart parts or unverified PUTs."""
+    deps.hash_cache.drop(session.id)
     storage = deps.storage
     if session.s3_upload_id:
         await storage.abort_multipart(session.object_key, session.s3_upload_id)
@@ -47,7 +49,6 @@ async def sweep_once(deps: UploadDeps, now: datetime | None = None) -> SweepRepo
     for session in await deps.repo.idle_uploads(idle_before):
         if await deps.repo.finish_upload(session.id, "expired", "idle timeout") is None:
             continue  # finished meanwhile
-        deps.hash_cache.drop(session.id)
         await release_session_objects(deps, session)
         expired += 1
     orphans = []
