@@ -40,7 +40,7 @@ class DomainError(Exception):
         set when an error received from another service is passed on unchanged."""
         self.message = message or (self.__class__.__doc__ or self.default_reason).strip()
         self.reason = reason or self.default_reason
-        if not REASON_RE.match(self.reason):
+        if not REASON_RE.fullmatch(self.reason):
             raise ValueError(f"error reason {self.reason!r} is not UPPER_SNAKE_CASE (max 63 chars)")
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
         self.domain = domain

@@ -71,7 +71,7 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     if len(values) > 1:
         return ""
     parts = values[0].split()
-    if len(parts) != 2 or parts[0].lower() != "bearer" or not _TOKEN_RE.match(parts[1]):
+    if len(parts) != 2 or parts[0].lower() != "bearer" or not _TOKEN_RE.fullmatch(parts[1]):
         return ""
     return parts[1]
 
@@ -81,7 +81,7 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     for key, value in metadata or ():
         if key.lower() == "x-request-id":
             text = _text(value).strip()
-            if _REQUEST_ID_RE.match(text):
+            if _REQUEST_ID_RE.fullmatch(text):
                 return text
             break
     return uuid.uuid4().hex

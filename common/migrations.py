@@ -52,7 +52,7 @@ class Migration:
 def discover(directory: Path) -> list[Migration]:
     migrations: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
-        match = _FILE_RE.match(path.name)
+        match = _FILE_RE.fullmatch(path.name)
         if not match:
             raise MigrationError(f"{path}: migration files are named NNN_lower_snake.sql")
         migrations.append(Migration(int(match.group(1)), match.group(2), path.read_text()))

@@ -37,11 +37,11 @@ def bucket_name_problem(name: str) -> str | None:
     """Return why ``name`` is not a valid S3 bucket name, or None when it is."""
     if not 3 <= len(name) <= 63:
         return f"must be 3 to 63 characters long (got {len(name)})"
-    if not _BUCKET_RE.match(name):
+    if not _BUCKET_RE.fullmatch(name):
         return "may contain only lowercase letters, digits, '.' and '-', starting and ending with a letter or digit"
     if ".." in name or ".-" in name or "-." in name:
         return "must not contain '..', '.-' or '-.'"
-    if _IP_RE.match(name):
+    if _IP_RE.fullmatch(name):
         return "must not look like an IP address"
     if name.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or name.endswith(
         ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")

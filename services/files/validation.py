@@ -31,7 +31,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
 def _match(pattern: re.Pattern[str], value: str, field: str, example: str) -> str:
-    match = pattern.match(value)
+    match = pattern.fullmatch(value)  # not match(): "$" also matches before a final newline
     if match is None:
         raise InvalidArgument.field(field, f"must look like {example!r}", reason="INVALID_NAME")
     return match.group(1)
@@ -76,7 +76,7 @@ def content_type(value: str, field: str = "content_type") -> str:
     if not value:
         return DEFAULT_CONTENT_TYPE
     lowered = value.strip().lower()
-    if len(lowered) > 255 or not _CONTENT_TYPE.match(lowered):
+    if len(lowered) > 255 or not _CONTENT_TYPE.fullmatch(lowered):
         raise InvalidArgument.field(
             field, "must be a MIME type such as 'video/mp4'", reason="INVALID_CONTENT_TYPE"
         )
@@ -87,7 +87,7 @@ def sha256(value: str, field: str = "sha256") -> str:
     if not value:
         return ""
     lowered = value.lower()
-    if not _SHA256.match(lowered):
+    if not _SHA256.fullmatch(lowered):
         raise InvalidArgument.field(field, "must be 64 hex digits", reason="INVALID_SHA256")
     return lowered
 
@@ -106,7 +106,7 @@ def labels(values: Mapping[str, str], field: str = "labels") -> dict[str, str]:
     if len(values) > MAX_LABELS:
         raise InvalidArgument.field(field, f"at most {MAX_LABELS} labels", reason="INVALID_LABELS")
     for key, value in values.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgument.field(
                 f"{field}[{key!r}]",
                 "keys are 1-63 lowercase letters, digits, '_', '.', '-', starting with a letter",

@@ -49,7 +49,7 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
 
 @functools.lru_cache(maxsize=1024)
 def _type_ok(value: str) -> bool:
-    return len(value) <= TYPE_MAX_LENGTH and TYPE_RE.match(value) is not None
+    return len(value) <= TYPE_MAX_LENGTH and TYPE_RE.fullmatch(value) is not None
 
 
 def check_type(value: str, field: str) -> list[FieldViolation]:
@@ -67,7 +67,7 @@ def check_type(value: str, field: str) -> list[FieldViolation]:
 
 
 def check_owner(value: str, field: str = "owner") -> str:
-    if not OWNER_RE.match(value):
+    if not OWNER_RE.fullmatch(value):
         raise InvalidArgument.field(
             field, "must be a user name like users/{user}", reason="INVALID_NAME"
         )
@@ -140,14 +140,14 @@ def validate_spec(
                 f"must be between 1 and {settings.job_max_attempts_limit} (0 = default)",
             )
         )
-    if request_id and not REQUEST_ID_RE.match(request_id):
+    if request_id and not REQUEST_ID_RE.fullmatch(request_id):
         violations.append(
             FieldViolation(f"{prefix}.request_id", "must be 1 to 128 printable ASCII characters")
         )
     if len(files) > MAX_FILES:
         violations.append(FieldViolation(f"{prefix}.files", f"at most {MAX_FILES} files"))
     for index, file in enumerate(files[:MAX_FILES]):
-        if not FILE_RE.match(file):
+        if not FILE_RE.fullmatch(file):
             violations.append(
                 FieldViolation(f"{prefix}.files[{index}]", "must be a file name like files/{file}")
             )

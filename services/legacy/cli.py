@@ -108,7 +108,7 @@ def import_files(
     if verify not in ("engine", "readback"):
         fail("--verify must be engine or readback", 2)
     name = rollback or run_name or default_run_name(source)
-    if not RUN_NAME_RE.match(name):
+    if not RUN_NAME_RE.fullmatch(name):
         fail(f"--run {name!r}: use 1-100 letters, digits, '.', '_' or '-'", 2)
 
     async def main() -> int:

@@ -223,7 +223,7 @@ def legacy_id_of(key: str, prefix: str, kind: str) -> str:
     """``{prefix}{kind}:{id}`` -> id (RecordError(INVALID_KEY) when the key is not that)."""
     head = f"{prefix}{kind}:"
     legacy_id = key[len(head) :] if key.startswith(head) else ""
-    if not _LEGACY_ID_RE.match(legacy_id):
+    if not _LEGACY_ID_RE.fullmatch(legacy_id):
         raise RecordError("INVALID_KEY", f"{key!r} is not {head}{{id}}")
     return legacy_id
 

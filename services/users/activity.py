@@ -14,7 +14,7 @@ SYSTEM_ACTOR = "system"
 
 def actor_id(actor: str) -> str | None:
     """The user id of an actor name (``users/{id}``), None for ``system``."""
-    match = validation.USER_NAME_RE.match(actor)
+    match = validation.USER_NAME_RE.fullmatch(actor)
     return match.group(1) if match else None
 
 

@@ -110,7 +110,7 @@ def is_valid_pattern(pattern: str) -> bool:
         return False
     if pattern != "*" and "*" in pattern[:-1]:
         return False
-    return bool(_PATTERN_RE.match(pattern))
+    return bool(_PATTERN_RE.fullmatch(pattern))
 
 
 def is_known_permission(permission: str) -> bool:

@@ -123,7 +123,7 @@ class SessionManager:
 
     async def resolve_token(self, token: str) -> Principal:
         """The principal behind a token, or UNAUTHENTICATED saying why it is not valid."""
-        if not _TOKEN_RE.match(token):
+        if not _TOKEN_RE.fullmatch(token):
             raise Unauthenticated(
                 "the token is not a mediagrid session token", reason="INVALID_TOKEN"
             )

@@ -99,7 +99,7 @@ def user_id(name: str, field: str = "name", *, allow_everyone: bool = False) -> 
         return ME
     if allow_everyone and name == f"users/{EVERYONE}":
         return EVERYONE
-    match = USER_NAME_RE.match(name)
+    match = USER_NAME_RE.fullmatch(name)
     if not match:
         raise InvalidArgument.field(
             field, "must be a user name like 'users/{id}'" if name else "is required"
@@ -108,14 +108,14 @@ def user_id(name: str, field: str = "name", *, allow_everyone: bool = False) -> 
 
 
 def session_name(name: str, field: str = "name") -> tuple[str, str]:
-    match = SESSION_NAME_RE.match(name)
+    match = SESSION_NAME_RE.fullmatch(name)
     if not match:
         raise InvalidArgument.field(field, "must be a session name like 'users/{id}/sessions/{id}'")
     return match.group(1), match.group(2)
 
 
 def grant_name(name: str, field: str = "name") -> tuple[str, str]:
-    match = GRANT_NAME_RE.match(name)
+    match = GRANT_NAME_RE.fullmatch(name)
     if not match:
         raise InvalidArgument.field(field, "must be a grant name like 'users/{id}/grants/{id}'")
     return match.group(1), match.group(2)
@@ -132,7 +132,7 @@ def page_size(value: int, field: str = "page_size") -> int:
 def action(value: str, field: str = "action") -> str:
     if not value:
         raise InvalidArgument.field(field, "is required")
-    if len(value) > MAX_ACTION_LENGTH or not _ACTION_RE.match(value):
+    if len(value) > MAX_ACTION_LENGTH or not _ACTION_RE.fullmatch(value):
         raise InvalidArgument.field(
             field,
             f"must look like 'service.verb' (lowercase, dots, at most {MAX_ACTION_LENGTH} chars)",
@@ -155,7 +155,7 @@ def action_filter(value: str, field: str = "action") -> str:
 def resource(value: str, field: str = "resource") -> str:
     if not value:
         raise InvalidArgument.field(field, "is required")
-    if len(value) > MAX_RESOURCE_LENGTH or not _RESOURCE_RE.match(value):
+    if len(value) > MAX_RESOURCE_LENGTH or not _RESOURCE_RE.fullmatch(value):
         raise InvalidArgument.field(
             field,
             f"must be a resource name like 'files/abc' (at most {MAX_RESOURCE_LENGTH} characters)",
@@ -170,7 +170,7 @@ def metadata(values: Mapping[str, str], field: str = "metadata") -> dict[str, st
             FieldViolation(field, f"must have at most {MAX_METADATA_ENTRIES} entries")
         )
     for key, value in values.items():
-        if not key or len(key) > MAX_METADATA_KEY_LENGTH or not _METADATA_KEY_RE.match(key):
+        if not key or len(key) > MAX_METADATA_KEY_LENGTH or not _METADATA_KEY_RE.fullmatch(key):
             violations.append(
                 FieldViolation(
                     f"{field}[{key[:MAX_METADATA_KEY_LENGTH]!r}]",
@@ -190,7 +190,7 @@ def metadata(values: Mapping[str, str], field: str = "metadata") -> dict[str, st
 
 
 def request_id(value: str, field: str = "request_id") -> str:
-    if value and (len(value) > MAX_REQUEST_ID_LENGTH or not _REQUEST_ID_RE.match(value)):
+    if value and (len(value) > MAX_REQUEST_ID_LENGTH or not _REQUEST_ID_RE.fullmatch(value)):
         raise InvalidArgument.field(
             field, f"must be at most {MAX_REQUEST_ID_LENGTH} of A-Z a-z 0-9 . _ : -"
         )

@@ -31,7 +31,7 @@ THUMBNAIL_JOB = "video.thumbnail"
 
 def video_id(name: str, field: str = "name") -> str:
     """The id in ``videos/{id}`` (or ``files/{id}``, the same id); INVALID_ARGUMENT otherwise."""
-    match = _NAME.match(name)
+    match = _NAME.fullmatch(name)
     if not match:
         raise InvalidArgument.field(
             field, f"expected videos/{{video}} or files/{{file}}, got {name[:80]!r}"
