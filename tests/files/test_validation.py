@@ -37,14 +37,38 @@ def test_content_type_is_normalised_or_refused(value: str) -> None:
     assert normalised.count("/") == 1 and normalised == normalised.lower()
 
 
-@given(st.text(max_size=80))
+# Names that can be valid, near misses around them, and arbitrary text: random text alone
+# almost never matches a name pattern, so the accepting branch would never run.
+_ids = st.one_of(
+    st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}", fullmatch=True),
+    st.text(max_size=40),
+)
+_names = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        lambda prefix, ident, suffix: prefix + ident + suffix,
+        st.sampled_from(["files/", "uploads/", "users/", "users/../", "files//", "/files/", ""]),
+        _ids,
+        st.sampled_from(["", "/", "/..", "/x", " ", "\n"]),
+    ),
+)
+
+
+@given(_names)
 def test_names_never_escape_their_prefix(text: str) -> None:
-    for parse in (validation.file_id, validation.upload_id, validation.user_id):
+    for parse, prefix in (
+        (validation.file_id, "files/"),
+        (validation.upload_id, "uploads/"),
+        (validation.user_id, "users/"),
+    ):
         try:
             ident = parse(text)
-        except InvalidArgument:
+        except InvalidArgument as exc:
+            assert exc.violations  # names the offending field
             continue
         assert "/" not in ident and ".." not in ident
+        assert text == prefix + ident  # the id is exactly what follows the prefix
     try:
         owner = validation.user_id(text)
     except InvalidArgument:

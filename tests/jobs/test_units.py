@@ -38,13 +38,21 @@ def test_page_token_round_trips_and_is_bound_to_filters(
 
 
 @given(st.text(max_size=60))
-def test_parse_name_accepts_only_collection_slash_uuid(text: str) -> None:
+def test_parse_name_refuses_what_is_not_collection_slash_uuid(text: str) -> None:
     try:
         parsed = parse_name(text, "jobs")
     except InvalidArgument as exc:
         assert exc.reason == "INVALID_NAME"
     else:
         assert text.startswith("jobs/") and uuid.UUID(text[5:]) == parsed
+
+
+@given(st.uuids(), st.sampled_from(["jobs", "batches"]))
+def test_parse_name_accepts_collection_slash_uuid(job_id: uuid.UUID, collection: str) -> None:
+    assert parse_name(f"{collection}/{job_id}", collection) == job_id
+    other = "batches" if collection == "jobs" else "jobs"
+    with pytest.raises(InvalidArgument):
+        parse_name(f"{other}/{job_id}", collection)
 
 
 @given(

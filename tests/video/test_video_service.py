@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -162,11 +163,23 @@ async def test_bad_upload_streams_are_invalid_and_commit_nothing(video_env: Vide
     assert video_env.jobs.jobs == []
 
 
-@given(st.text(max_size=40))
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.builds(
+            lambda prefix, tail: prefix + tail,
+            st.sampled_from(["video/", "VIDEO/", "Video/", " video/", "videos/", "audio/", ""]),
+            st.one_of(st.from_regex(r"[a-z0-9][a-z0-9.+-]{0,20}", fullmatch=True), st.text()),
+        ),
+    )
+)
 def test_only_video_content_types_are_accepted(content_type: str) -> None:
-    if is_video_content_type(content_type):
+    accepted = is_video_content_type(content_type)
+    if accepted:
         assert content_type.lower().startswith("video/") and len(content_type) > len("video/")
         assert content_type.isprintable() and content_type == content_type.strip()
+    if re.fullmatch(r"video/[a-z0-9][a-z0-9.+-]{0,20}", content_type, re.IGNORECASE):
+        assert accepted  # a plain video/<subtype> is never refused
 
 
 @pytest.mark.parametrize(
