@@ -26,7 +26,7 @@ import grpc
 
 from common import errors
 from common.context import Principal, current_request_id, optional_principal
-from common.interceptors import Authenticator
+from common.interceptors import Authenticator, outgoing_metadata
 
 if TYPE_CHECKING:
     from common.app import AppContext
@@ -212,7 +212,7 @@ class RemoteAuthenticator:
             response = await self._stub.Authenticate(
                 self._pb.AuthenticateRequest(token=token),
                 timeout=self.timeout,
-                metadata=_request_id(),
+                metadata=outgoing_metadata(forward_token=False),
             )
         except grpc.aio.AioRpcError as exc:
             raise _status_error(exc, "Authenticate") from None
@@ -233,11 +233,6 @@ def _principal_from_pb(message: Any) -> Principal:
         permissions=frozenset(message.permissions),
         session=message.session or None,
     )
-
-
-def _request_id() -> tuple[tuple[str, str], ...]:
-    request_id = current_request_id()
-    return (("x-request-id", request_id),) if request_id else ()
 
 
 def remote_authenticator(ctx: AppContext) -> Authenticator:
@@ -305,7 +300,7 @@ class RemoteActivityRecorder:
             await self._stub.RecordActivity(
                 request,
                 timeout=self.timeout,
-                metadata=(("authorization", f"Bearer {principal.token}"), *_request_id()),
+                metadata=outgoing_metadata(),  # the caller's token and the request id
             )
         except grpc.aio.AioRpcError as exc:
             error = _status_error(exc, "RecordActivity")

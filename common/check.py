@@ -37,20 +37,13 @@ class CheckResult:
     detail: str
 
 
-def _masked_target(settings: Settings) -> str:
-    """Host/port/database of the database URL, never the password."""
-    if settings.database_url is None:
-        return "(none)"
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(settings.database_url.get_secret_value())
-    host = parts.hostname or "unix socket"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{host}{port}{parts.path}"
-
-
 async def check_database(settings: Settings, embedded: bool) -> tuple[list[CheckResult], bool]:
-    where = "embedded PostgreSQL" if embedded else _masked_target(settings)
+    if embedded:
+        where = "embedded PostgreSQL"
+    elif settings.database_url is None:
+        where = "(none)"
+    else:
+        where = db.describe_dsn(settings.database_url.get_secret_value())
     try:
         pool = await db.create_pool(settings)
     except Unavailable as exc:
