@@ -170,10 +170,12 @@ def health(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from common.server import host_port
+
     if address is None:
         settings = settings_or_exit()
         host = "127.0.0.1" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
-        address = f"{host}:{settings.grpc_port}"
+        address = host_port(host, settings.grpc_port)
 
     async def ask() -> str:
         async with grpc.aio.insecure_channel(address) as channel:

@@ -75,9 +75,9 @@ async def running_suite(
             health_checks=[lambda: db.check_health(pool)],
             extra_interceptors=interceptors,
         )
-        bound = await server.start(port)
+        await server.start(port)
         for spec in specs:
-            ctx.addresses.setdefault(spec.name, f"{settings.grpc_host}:{bound}")
+            ctx.addresses.setdefault(spec.name, server.address)  # IPv6 hosts bracketed
         for name, address in (
             ("users", settings.users_address),
             ("jobs", settings.jobs_address),
