@@ -18,7 +18,3 @@ def object_prefix(owner_id: str, file_id: str, job_id: str | None = None) -> str
 
 def content_key(owner_id: str, file_id: str, job_id: str | None = None) -> str:
     return object_prefix(owner_id, file_id, job_id) + "content"
-
-
-def thumbnails_prefix(owner_id: str, file_id: str, job_id: str | None = None) -> str:
-    return object_prefix(owner_id, file_id, job_id) + "thumbnails/"

@@ -78,10 +78,10 @@ def parse_upload_request(raw: bytes) -> files_pb2.UploadRequest | memoryview:
     return files_pb2.UploadRequest.FromString(raw)
 
 
-def generic_handler(servicer: Any, service: str = "FileService") -> grpc.GenericRpcHandler:
+def generic_handler(servicer: Any) -> grpc.GenericRpcHandler:
     """The same handlers as the generated ``add_FileServiceServicer_to_server``, with
     :func:`parse_upload_request` for ``Upload``."""
-    descriptor = files_pb2.DESCRIPTOR.services_by_name[service]
+    descriptor = files_pb2.DESCRIPTOR.services_by_name["FileService"]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in descriptor.methods:
         request = getattr(files_pb2, method.input_type.name)

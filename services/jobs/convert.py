@@ -52,13 +52,6 @@ def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(value)
 
 
-def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    if value:
-        message.update(value)
-    return message
-
-
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     # Built from the epoch directly: Timestamp.FromDatetime costs several times more, and
     # claims convert six timestamps per job.

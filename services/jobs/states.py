@@ -25,7 +25,6 @@ class JobState(StrEnum):
 
 CLAIMABLE = frozenset({JobState.QUEUED, JobState.SCHEDULED})
 FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
-UNFINISHED = frozenset(JobState) - FINAL
 RETRYABLE_FROM = frozenset({JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
 
 

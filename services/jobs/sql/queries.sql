@@ -92,9 +92,6 @@ SELECT count(*) FROM jobs.jobs
 WHERE state IN ('queued', 'scheduled') AND type = $1 AND available_at <= now()
   AND (priority > $2 OR (priority = $2 AND (available_at, seq) < ($3, $4)));
 
--- name: job_seq
-SELECT seq FROM jobs.jobs WHERE id = $1;
-
 -- name: list_jobs_by_owner
 SELECT * FROM jobs.jobs
 WHERE owner = $1

@@ -65,9 +65,6 @@ SELECT EXISTS (
     SELECT 1 FROM files.legacy_import_files WHERE file_id = $2 AND run_id <> $1
 );
 
--- name: get_user_mapping
-SELECT * FROM users.legacy_user_map WHERE legacy_id = $1;
-
 -- name: get_user_mappings
 SELECT * FROM users.legacy_user_map WHERE legacy_id = ANY($1::text[]);
 
