@@ -205,16 +205,22 @@ async def test_reaper_sends_exhausted_jobs_to_dead(svc: Jobs) -> None:
     assert (await svc.get(created.name)).state == job_pb2.JOB_STATE_DEAD
 
 
+async def until_a_claim_waits(svc: Jobs) -> None:
+    """Return once a ClaimJobs call is registered with the notifier (fail if none ever is)."""
+    notifier = svc.server.services[0].background[0].__self__
+    for _ in range(3000):
+        if notifier.waiter_count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no claim started waiting")
+
+
 async def test_idle_claim_wakes_on_create(svc: Jobs) -> None:
     await svc.ctx.pool.fetchval("SELECT 1")
     wait_seconds = 30.0
     claim = asyncio.create_task(svc.claim(wait=wait_seconds))
     # Let the claim reach its wait: until it is registered with the notifier, poll briefly.
-    notifier = svc.server.services[0].background[0].__self__
-    for _ in range(3000):
-        if notifier.waiter_count:
-            break
-        await asyncio.sleep(0.01)
+    await until_a_claim_waits(svc)
     loop = asyncio.get_running_loop()
     started = loop.time()
     created = await svc.create()
@@ -228,11 +234,7 @@ async def test_idle_claim_takes_a_job_scheduled_while_it_waits(svc: Jobs) -> Non
     it the claim would sleep through its whole wait and return nothing."""
     wait_seconds = 30.0
     claim = asyncio.create_task(svc.claim(wait=wait_seconds))
-    notifier = svc.server.services[0].background[0].__self__
-    for _ in range(3000):
-        if notifier.waiter_count:
-            break
-        await asyncio.sleep(0.01)
+    await until_a_claim_waits(svc)
     when = timestamp_pb2.Timestamp()
     when.GetCurrentTime()
     when.seconds += 1

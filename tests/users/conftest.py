@@ -68,10 +68,6 @@ class UsersEnv:
         return user, await self.token(user)
 
 
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 async def start_users(suite: Callable[..., Any], password_hash: str, **overrides: Any) -> UsersEnv:
     server, ctx, channel = await suite("users", **overrides)
     repository = UserRepository(ctx.pool)

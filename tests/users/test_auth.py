@@ -21,7 +21,8 @@ from common.auth import (
 )
 from common.context import Principal, current_principal_var
 from common.grpc_errors import error_info
-from tests.users.conftest import UsersEnv, bearer, start_users
+from tests.support.auth import bearer
+from tests.users.conftest import UsersEnv, start_users
 
 
 async def _expect_unauthenticated(env: UsersEnv, token: str) -> str:

@@ -19,7 +19,8 @@ from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
 from services.users.models import User
 from services.users.servicer import UserServicer
-from tests.users.conftest import PASSWORD, UsersEnv, bearer
+from tests.support.auth import bearer
+from tests.users.conftest import PASSWORD, UsersEnv
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -11,7 +11,8 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from mediagrid.users.v1 import user_service_pb2 as pb
 
 from common.grpc_errors import bad_request
-from tests.users.conftest import UsersEnv, bearer
+from tests.support.auth import bearer
+from tests.users.conftest import UsersEnv
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -25,7 +25,8 @@ from services.users.bootstrap import (
 )
 from services.users.passwords import Passwords
 from services.users.sweep import Sweeper
-from tests.users.conftest import PASSWORD, FakeUsage, UsersEnv, bearer, start_users
+from tests.support.auth import bearer
+from tests.users.conftest import PASSWORD, FakeUsage, UsersEnv, start_users
 
 
 async def test_grants_drive_check_permission_and_the_principal(users: UsersEnv) -> None:

@@ -8,7 +8,8 @@ from google.protobuf import field_mask_pb2
 from mediagrid.users.v1 import user_service_pb2 as pb
 
 from common.grpc_errors import bad_request, error_info
-from tests.users.conftest import PASSWORD, UsersEnv, bearer
+from tests.support.auth import bearer
+from tests.users.conftest import PASSWORD, UsersEnv
 
 
 async def test_admin_creates_user_who_logs_in_and_reads_themselves(users: UsersEnv) -> None:
