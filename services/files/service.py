@@ -25,10 +25,9 @@ from common.errors import (
 from services.files import convert, keys, validation, wire
 from services.files.access import authorize_file, authorize_user, is_privileged
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
-from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256
 from services.files.sweep import release_session_objects
 from services.files.upload import TransferProfile, UploadDeps, run_upload
-from services.files.upload.engine import authorize_upload
+from services.files.upload.engine import authorize_upload, object_metadata, upload_target
 from services.files.wire import generic_handler
 
 log = logging.getLogger("mediagrid.files")
@@ -319,27 +318,15 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 "header.upload", "presigned uploads cannot be resumed", reason="INVALID_HEADER"
             )
         ttl = self._ttl(request.ttl, "ttl", cap=self.settings.upload_idle_timeout_seconds)
-        if header.parent:
-            parent = await authorize_file(
-                self.repo, principal, validation.file_id(header.parent, "header.parent"), "write"
-            )
-            file_id, owner_id, key, job_id = (
-                parent.id,
-                parent.owner_id,
-                parent.object_key,
-                parent.job_id,
-            )
-            parent_id: str | None = parent.id
-        else:
-            file_id, owner_id, parent_id = keys.new_id(), principal.user_id, None
-            key = keys.content_key(owner_id, file_id, job_id)
+        target = await upload_target(self.repo, principal, header.parent, job_id, "file")
+        file_id, owner_id, key = target.file_id, target.owner_id, target.object_key
         session = await self.repo.create_upload(
             NewUpload(
                 id=keys.new_id(),
                 owner_id=owner_id,
                 file_id=file_id,
-                parent_file_id=parent_id,
-                job_id=job_id,
+                parent_file_id=target.parent_file_id,
+                job_id=target.job_id,
                 display_name=display_name,
                 content_type=content_type,
                 declared_size=size,
@@ -353,7 +340,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 stream_token=None,
             )
         )
-        metadata = {META_FILE_ID: file_id, META_OWNER: f"users/{owner_id}", META_SHA256: digest}
+        metadata = object_metadata(session, digest)
         url = await self.storage.presign_put(key, content_type, metadata, ttl)
         headers = {"Content-Type": content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})

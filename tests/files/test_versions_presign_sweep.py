@@ -269,3 +269,27 @@ async def test_cancel_upload_aborts_parts(files: Files) -> None:
         assert "Uploads" not in await s3.list_multipart_uploads(
             Bucket=files.ctx.settings.bucket("files")
         )
+
+
+async def test_presigned_upload_keeps_the_parent_kind(files: Files) -> None:
+    """A presigned upload adds a plain-file version, so it refuses a video parent, as
+    Upload does (one rule: upload_target)."""
+    file, _ = await files.upload(b"\x1a\x45\xdf\xa3video", content_type="video/webm")
+    await files.ctx.pool.execute(
+        "UPDATE files.files SET kind = 'video' WHERE id = $1", file.name.removeprefix("files/")
+    )
+    header = file_pb2.UploadHeader(
+        display_name="next.webm",
+        content_type="video/webm",
+        size_bytes=5,
+        sha256=sha(b"12345"),
+        parent=file.name,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await files.stub.CreateUploadUrl(
+            files_pb2.CreateUploadUrlRequest(header=header), metadata=files.md("alice")
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(caught.value).reason == "KIND_MISMATCH"  # type: ignore[union-attr]
+    sessions = "SELECT count(*) FROM files.upload_sessions WHERE via = 'url'"
+    assert await files.ctx.pool.fetchval(sessions) == 0  # nothing was started

@@ -222,6 +222,36 @@ async def run_upload(
     yield record
 
 
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where a new upload's bytes go: a new version of an existing file, or a new file."""
+
+    file_id: str
+    owner_id: str
+    object_key: str
+    job_id: str | None
+    parent_file_id: str | None
+
+
+async def upload_target(
+    repo: FilesRepository, principal: Principal, parent: str, job_id: str | None, kind: str
+) -> UploadTarget:
+    """A new version of ``parent`` (``files/{file}``: the caller needs write access and the
+    kinds must match), or, when ``parent`` is empty, a new file of the caller's."""
+    if not parent:
+        file_id = keys.new_id()
+        key = keys.content_key(principal.user_id, file_id, job_id)
+        return UploadTarget(file_id, principal.user_id, key, job_id, None)
+    record = await authorize_file(
+        repo, principal, validation.file_id(parent, "header.parent"), "write"
+    )
+    if record.kind != kind:
+        raise FailedPrecondition(
+            f"{record.name} is a {record.kind}, not a {kind}", reason="KIND_MISMATCH"
+        )
+    return UploadTarget(record.id, record.owner_id, record.object_key, record.job_id, record.id)
+
+
 async def _open_session(
     deps: UploadDeps,
     principal: Principal,
@@ -248,25 +278,13 @@ async def _open_session(
         raise InvalidArgument.field(
             "header.offset", "must be 0 for a new upload", reason="INVALID_OFFSET"
         )
-    if header.parent:
-        parent = await authorize_file(
-            deps.repo, principal, validation.file_id(header.parent, "header.parent"), "write"
-        )
-        file_id, owner_id, key = parent.id, parent.owner_id, parent.object_key
-        job_id = parent.job_id
-        if parent.kind != profile.kind:
-            raise FailedPrecondition(
-                f"{parent.name} is a {parent.kind}, not a {profile.kind}", reason="KIND_MISMATCH"
-            )
-    else:
-        file_id, owner_id = keys.new_id(), principal.user_id
-        key = keys.content_key(owner_id, file_id, job_id)
+    target = await upload_target(deps.repo, principal, header.parent, job_id, profile.kind)
     new = NewUpload(
         id=keys.new_id(),
-        owner_id=owner_id,
-        file_id=file_id,
-        parent_file_id=(header.parent and file_id) or None,
-        job_id=job_id,
+        owner_id=target.owner_id,
+        file_id=target.file_id,
+        parent_file_id=target.parent_file_id,
+        job_id=target.job_id,
         display_name=display_name,
         content_type=content_type,
         declared_size=size,
@@ -275,12 +293,14 @@ async def _open_session(
         kind=profile.kind,
         via="stream",
         bucket=deps.storage.bucket,
-        object_key=key,
+        object_key=target.object_key,
         part_size=choose_part_size(profile.part_size, size),
         stream_token=token,
     )
     session = await deps.repo.create_upload(new)
-    await deps.activity.record("files.upload.start", session.name, {"file": f"files/{file_id}"})
+    await deps.activity.record(
+        "files.upload.start", session.name, {"file": f"files/{target.file_id}"}
+    )
     return session
 
 
