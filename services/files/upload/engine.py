@@ -567,22 +567,35 @@ class PartWriter:
         else:
             hashed.add_done_callback(functools.partial(self._recycled_after, body))
         del body
-        # Record the part first; the committed offset only ever covers recorded parts, so
-        # a crash between two writes cannot leave an offset whose parts are unknown.
-        await self.deps.repo.record_part(self.session.id, self.token, part, self.committed)
+        # The part and the committed offset it completes (with the parts recorded before it)
+        # are written in one statement: the offset only ever covers recorded parts, and the
+        # usual in-order part costs one round trip, not two.
+        reach = self._offset_with(number, part)
+        await self.deps.repo.record_part(self.session.id, self.token, part, reach)
         self.acked[number] = part
         before = self.committed
-        while (self.committed // self.part_size + 1) in self.acked:
-            self.committed += self.acked[self.committed // self.part_size + 1].size_bytes
+        self.committed = self._offset_with(None, None)
         committed = self.committed
         if committed == before:
             return
-        await self.deps.repo.advance_committed(self.session.id, self.token, committed)
+        if committed > reach:  # parts recorded while this one was written reach further
+            await self.deps.repo.advance_committed(self.session.id, self.token, committed)
         hashed = self.snapshots.get(committed)
         if hashed is not None:
             self.deps.hash_cache.put(self.session.id, committed, await hashed)
             for offset in [o for o in self.snapshots if o <= committed]:
                 del self.snapshots[offset]
+
+    def _offset_with(self, number: int | None, part: UploadPart | None) -> int:
+        """The committed offset: the end of the unbroken run of acknowledged parts from the
+        start, counting ``part`` (number ``number``) as acknowledged too when given."""
+        offset = self.committed
+        while True:
+            following = offset // self.part_size + 1
+            found = part if following == number else self.acked.get(following)
+            if found is None:
+                return offset
+            offset += found.size_bytes
 
     async def _drain(self) -> None:
         while self.in_flight:
