@@ -150,6 +150,7 @@ class Bench:
             "MEDIAGRID_WORKER_HANDLER_MODULES": '["services.jobs.builtin_handlers"]',
             "MEDIAGRID_WORKER_ACK_BATCH_SIZE": "1000",
             "MEDIAGRID_WORKER_PREFETCH": str(self.args.prefetch),
+            "MEDIAGRID_WORKER_CLAIMS_IN_FLIGHT": str(self.args.claims_in_flight),
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -503,6 +504,9 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=2000)
+    parser.add_argument(
+        "--claims-in-flight", type=int, default=2, help="worker_claims_in_flight of the worker"
+    )
     parser.add_argument("--prefetch", type=int, default=0, help="worker_prefetch of the worker")
     parser.add_argument(
         "--queues-venv", default=os.environ.get("BENCH_QUEUES_VENV", "/tmp/mediagrid-bench-queues")

@@ -236,6 +236,11 @@ class Settings(BaseSettings):
     worker_ack_batch_size: int = Field(default=200, ge=1, le=10_000)
     # Longest an outcome waits to be batched with others before it is sent.
     worker_ack_interval_seconds: float = Field(default=0.01, ge=0, le=10)
+    # ClaimJobs calls a worker keeps in flight at once: with one, a drain is bound by one
+    # claim's round trip (database, conversion, transfer) per MAX_PER_CALL jobs.
+    worker_claims_in_flight: int = Field(default=2, ge=1, le=16)
+    # CompleteJobs/FailJobs calls a worker keeps in flight at once (the same bound, for outcomes).
+    worker_acks_in_flight: int = Field(default=2, ge=1, le=16)
     # Longest a ClaimJobs call waits for work before the worker asks again.
     worker_claim_wait_seconds: float = Field(default=10.0, ge=0, le=600)
     # Minimum interval between progress reports of one job (faster ones are coalesced).

@@ -186,3 +186,35 @@ async def test_cancelled_job_stops_its_handler_via_heartbeat(svc: Jobs) -> None:
     await task
     assert (await svc.get(created.name)).state == job_pb2.JOB_STATE_CANCELLED
     assert runtime.stats.lost == 1
+
+
+async def test_parallel_claims_and_acks_never_hold_more_than_the_capacity(
+    jobs_service: Any,
+) -> None:
+    # Three ClaimJobs and three acknowledgement calls in flight: the claims share the
+    # capacity (concurrency + prefetch = 4), so the worker never holds more than 4 jobs.
+    # (The database may show more RUNNING: finished jobs wait there for their batched
+    # acknowledgement.)
+    svc = await jobs_service(worker_claims_in_flight=3, worker_acks_in_flight=3)
+    peak = 0
+
+    async def work(job: JobContext) -> None:
+        nonlocal peak
+        peak = max(peak, runtime.in_flight)
+        await asyncio.sleep(0.01)
+
+    for _ in range(30):
+        await svc.create("t.parallel")
+    runtime = make_runtime(svc, {"t.parallel": work}, concurrency=2, prefetch=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+
+    async def all_acknowledged() -> bool:
+        return runtime.stats.succeeded == 30
+
+    await wait_until(all_acknowledged)
+    stop.set()
+    await task
+    assert 2 <= peak <= 4
+    assert await counts(svc) == {"succeeded": 30}
+    assert (runtime.stats.claimed, runtime.stats.lost) == (30, 0)

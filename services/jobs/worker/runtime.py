@@ -1,11 +1,13 @@
 """The worker runtime: claims jobs over gRPC, runs registered handlers, reports outcomes.
 
 - Claims as many jobs as it has free capacity (``concurrency`` running + ``prefetch``
-  waiting) in one ``ClaimJobs`` call that long-polls when the queue is empty.
+  waiting) with up to ``worker_claims_in_flight`` ``ClaimJobs`` calls at once (each asks
+  for part of what is free), which long-poll when the queue is empty.
 - Runs each job in its own task, at most ``concurrency`` handlers at once, each under the
   handler's timeout.
-- Acknowledges outcomes in batches (``CompleteJobs``/``FailJobs``): while one call is in
-  flight the next batch accumulates, so batches grow with load by themselves.
+- Acknowledges outcomes in batches (``CompleteJobs``/``FailJobs``), up to
+  ``worker_acks_in_flight`` calls at once: while they are in flight the next batch
+  accumulates, so batches grow with load by themselves.
 - Heartbeats all held leases in one call every third of the lease; a lease the server
   reports lost cancels its handler (the job was cancelled or taken over).
 - Retryable failures are retried by the server after the delay this runtime picks:
@@ -129,16 +131,19 @@ class _Context:
 
 
 class _Acker:
-    """Collects outcomes and sends them in batches, one call in flight per kind."""
+    """Collects outcomes and sends them in batches, ``worker_acks_in_flight`` calls at most.
+
+    While those calls are in flight the next batch accumulates, so batches grow with load.
+    """
 
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
         self.completions: list[job_pb2.Completion] = []
         self.failures: list[job_pb2.Failure] = []
         self.pending = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
         self.closing = False
+        self._calls = asyncio.Semaphore(runtime.settings.worker_acks_in_flight)
+        self._sending: set[asyncio.Task[None]] = set()
 
     def complete(self, lease: job_pb2.LeaseRef, result: struct_pb2.Struct | None) -> None:
         completion = job_pb2.Completion(lease=lease)
@@ -146,45 +151,54 @@ class _Acker:
             completion.result.CopyFrom(result)
         self.completions.append(completion)
         self.pending.set()
-        self.idle.clear()
 
     def fail(self, failure: job_pb2.Failure) -> None:
         self.failures.append(failure)
         self.pending.set()
-        self.idle.clear()
 
     async def run(self) -> None:
-        """Send batches until ``close()``; then send what is left and return."""
+        """Send batches until ``close()``; then send what is left, wait for it, and return."""
         settings = self.runtime.settings
+        size = settings.worker_ack_batch_size
         while True:
             await self.pending.wait()
-            size = len(self.completions) + len(self.failures)
             if (
                 not self.closing
-                and size < settings.worker_ack_batch_size
+                and len(self.completions) + len(self.failures) < size
                 and settings.worker_ack_interval_seconds
             ):
                 await asyncio.sleep(settings.worker_ack_interval_seconds)
-            await self.flush()
-            if self.closing:
+            await self._calls.acquire()
+            completions, self.completions = self.completions[:size], self.completions[size:]
+            room = size - len(completions)
+            failures, self.failures = self.failures[:room], self.failures[room:]
+            if not self.completions and not self.failures:
+                self.pending.clear()
+            if completions or failures:
+                task = asyncio.create_task(self._send_batch(completions, failures))
+                self._sending.add(task)
+                task.add_done_callback(self._sent)
+            else:
+                self._calls.release()
+            if self.closing and not self.pending.is_set():
+                await asyncio.gather(*self._sending)
                 return
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._calls.release()
 
     def close(self) -> None:
         self.closing = True
         self.pending.set()
 
-    async def flush(self) -> None:
-        while self.completions or self.failures:
-            self.pending.clear()
-            completions, self.completions = self.completions, []
-            failures, self.failures = self.failures, []
-            batch = self.runtime.settings.worker_ack_batch_size
-            for start in range(0, len(completions), batch):
-                await self._send_completions(completions[start : start + batch])
-            for start in range(0, len(failures), batch):
-                await self._send_failures(failures[start : start + batch])
-        self.pending.clear()
-        self.idle.set()
+    async def _send_batch(
+        self, completions: list[job_pb2.Completion], failures: list[job_pb2.Failure]
+    ) -> None:
+        if completions:
+            await self._send_completions(completions)
+        if failures:
+            await self._send_failures(failures)
 
     async def _send_completions(self, items: list[job_pb2.Completion]) -> None:
         async def call(batch: list[job_pb2.Completion]) -> None:
@@ -278,6 +292,7 @@ class WorkerRuntime:
         self._slots = asyncio.Semaphore(self.concurrency)
         self._entries: dict[str, _Entry] = {}
         self._room = asyncio.Event()
+        self._asked = 0  # jobs requested by ClaimJobs calls in flight
         self._stopping = False
         self._acker = _Acker(self)
         self._fatal: BaseException | None = None
@@ -286,7 +301,10 @@ class WorkerRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then stop gracefully; re-raises a fatal claim error."""
-        claim = asyncio.create_task(self._claim_loop(stop), name="worker-claim")
+        claims = [
+            asyncio.create_task(self._claim_loop(stop), name=f"worker-claim-{i}")
+            for i in range(self.settings.worker_claims_in_flight)
+        ]
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
         acker = asyncio.create_task(self._acker.run(), name="worker-ack")
         log.info(
@@ -299,9 +317,9 @@ class WorkerRuntime:
             await stop.wait()
         finally:
             self._stopping = True
-            claim.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await claim
+            for claim in claims:
+                claim.cancel()
+            await asyncio.gather(*claims, return_exceptions=True)
             await self._drain()
             self._acker.close()
             await acker
@@ -350,19 +368,23 @@ class WorkerRuntime:
     # --- claiming -----------------------------------------------------------------------
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
+        """One of ``worker_claims_in_flight`` loops: each asks for part of the free capacity."""
         delay = 0.05
         while not self._stopping:
-            free = self.capacity - len(self._entries)
+            held = len(self._entries) + self._asked
+            free = self.capacity - held
             # Claim in large batches: with work in flight, wait until a quarter of the
             # capacity is free rather than claiming a handful of jobs per call.
-            if free <= 0 or (self._entries and free < max(1, self.capacity // 4)):
+            if free <= 0 or (held and free < max(1, self.capacity // 4)):
                 self._room.clear()
                 await self._room.wait()
                 continue
+            asked = min(free, MAX_PER_CALL)
             request = worker_service_pb2.ClaimJobsRequest(
-                worker_id=self.worker_id, types=self.types, max_jobs=min(free, MAX_PER_CALL)
+                worker_id=self.worker_id, types=self.types, max_jobs=asked
             )
             request.wait.FromNanoseconds(int(self.settings.worker_claim_wait_seconds * 1e9))
+            self._asked += asked
             try:
                 response = await self.stub.ClaimJobs(request, metadata=self.metadata)
             except grpc.aio.AioRpcError as exc:
@@ -375,6 +397,9 @@ class WorkerRuntime:
                 log.error("claim rejected, stopping: %s %s", exc.code(), exc.details())
                 stop.set()
                 return
+            finally:
+                self._asked -= asked
+                self._room.set()  # what this call did not get is free again
             delay = 0.05
             self.stats.claimed += len(response.jobs)
             for claimed in response.jobs:
