@@ -203,7 +203,7 @@ class Bench:
         for _ in range(BATCH_JOBS // 1000):
             await stub.CreateBatch(self.batch_request(1000), metadata=USER)
         result["enqueue_batch"] = BATCH_JOBS / (time.perf_counter() - started)
-        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
+        await conn.execute("TRUNCATE jobs.jobs, jobs.job_keys, jobs.batches")
 
         # (c) latency with an idle worker
         worker = await self.start_worker("stamp", 8)
@@ -226,7 +226,7 @@ class Bench:
         latencies = [(r["s"] - sent[r["id"]]) * 1000 for r in rows]
         result["p50_ms"] = statistics.median(latencies)
         result["p99_ms"] = percentile(latencies, 0.99)
-        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
+        await conn.execute("TRUNCATE jobs.jobs, jobs.job_keys, jobs.batches")
         await channel.close()
 
     async def drain_mediagrid(self, conn: asyncpg.Connection) -> dict[str, float]:
@@ -263,7 +263,7 @@ class Bench:
         split = {"server": cpu.of(self.server_pid), "worker": cpu.of(worker.pid or 0)}
         split["postgres"] = cpu.seconds - split["server"] - split["worker"]
         self.cpu_split = ", ".join(f"{k} {v / n * 1e6:.0f}" for k, v in split.items())
-        await conn.execute("TRUNCATE jobs.jobs, jobs.batches")
+        await conn.execute("TRUNCATE jobs.jobs, jobs.job_keys, jobs.batches")
         return {"drain": n / window, "cpu_us_per_job": cpu.seconds / n * 1e6}
 
     async def drain_rounds(self, conn: asyncpg.Connection) -> None:
@@ -342,7 +342,10 @@ class Bench:
                 await repo.complete(
                     [(LeaseRef(job_id=c.job.id, lease_id=c.job.lease_id), None) for c in claimed]  # type: ignore[arg-type]
                 )
-            await conn.execute("DELETE FROM jobs.jobs WHERE type = 'cost.noop'")
+            await conn.execute(
+                "WITH del AS (DELETE FROM jobs.jobs WHERE type = 'cost.noop' RETURNING id) "
+                "DELETE FROM jobs.job_keys WHERE id IN (SELECT id FROM del)"
+            )
             await conn.execute("VACUUM ANALYZE jobs.jobs")
             return statistics.median(timings[10:]) * 1000, touched
 
@@ -351,14 +354,19 @@ class Bench:
         print(f"  inserting {rows:,} finished jobs ...", flush=True)
         for start in range(0, rows, 200_000):
             await conn.execute(
-                """INSERT INTO jobs.jobs (id, type, owner, state, max_attempts, attempts,
-                                          finished_at, started_at, result)
-                   SELECT gen_random_uuid(), 'old.noop', 'users/old', 'succeeded', 3, 1,
-                          now() - interval '1 hour', now() - interval '1 hour', '{}'
-                   FROM generate_series(1, $1)""",
+                """WITH ins AS (
+                       INSERT INTO jobs.jobs (id, type, owner, state, max_attempts, attempts,
+                                              finished_at, started_at, result)
+                       SELECT gen_random_uuid(), 'old.noop', 'users/old', 'succeeded', 3, 1,
+                              now() - interval '1 hour', now() - interval '1 hour', '{}'
+                       FROM generate_series(1, $1)
+                       RETURNING id, owner, batch_id, created_at, seq)
+                   INSERT INTO jobs.job_keys (id, owner, batch_id, created_at, seq)
+                   SELECT id, owner, batch_id, created_at, seq FROM ins""",
                 min(200_000, rows - start),
             )
         await conn.execute("VACUUM ANALYZE jobs.jobs")
+        await conn.execute("VACUUM ANALYZE jobs.job_keys")
         await conn.execute("CHECKPOINT")  # keep the insert's write-back out of the timing
         full, full_buffers = await measure()
         await pool.close()

@@ -390,8 +390,7 @@ class JobRepository:
 
     async def purge_finished_chunk(self, state: JobState, before: datetime, limit: int) -> int:
         async with self.pool.acquire() as conn:
-            status = await conn.execute(Q.purge_finished, state.value, before, limit)
-        return int(status.split()[-1])
+            return int(await conn.fetchval(Q.purge_finished, state.value, before, limit))
 
     async def purge_empty_batches_chunk(self, before: datetime, limit: int) -> int:
         async with self.pool.acquire() as conn:

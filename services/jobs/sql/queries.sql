@@ -8,6 +8,8 @@
 
 -- name: insert_jobs
 -- Insert jobs given as parallel arrays; a (owner, request_id) seen before inserts nothing.
+-- Every job also gets its row in jobs.job_keys (migration 003), which owner, batch and
+-- time lookups below go through.
 WITH input AS (
     SELECT *
     FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
@@ -25,6 +27,9 @@ WITH input AS (
     FROM input
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
+), keys AS (
+    INSERT INTO jobs.job_keys (id, owner, batch_id, created_at, seq)
+    SELECT id, owner, batch_id, created_at, seq FROM ins
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
@@ -51,7 +56,10 @@ WITH input AS (
            $2, request_id, max_attempts, coalesce(schedule_time, now())
     FROM input
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
-    RETURNING type, state
+    RETURNING id, type, owner, batch_id, created_at, seq
+), keys AS (
+    INSERT INTO jobs.job_keys (id, owner, batch_id, created_at, seq)
+    SELECT id, owner, batch_id, created_at, seq FROM ins
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
@@ -79,12 +87,13 @@ SELECT * FROM jobs.batches WHERE id = $1;
 SELECT * FROM jobs.batches WHERE owner = $1 AND request_id = $2;
 
 -- name: batch_job_names
-SELECT id FROM jobs.jobs WHERE batch_id = $1 ORDER BY seq;
+SELECT id FROM jobs.job_keys WHERE batch_id = $1 ORDER BY seq;
 
 -- name: batch_counts
 -- Counts by state and the summed progress of running jobs (finished jobs count as 100).
-SELECT state, count(*) AS n, coalesce(sum(progress_percent), 0)::float8 AS progress
-FROM jobs.jobs WHERE batch_id = $1 GROUP BY state;
+SELECT j.state, count(*) AS n, coalesce(sum(j.progress_percent), 0)::float8 AS progress
+FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
+WHERE k.batch_id = $1 GROUP BY j.state;
 
 -- name: queue_position
 -- Claimable jobs of the same type that a worker would take before this one (index-only range).
@@ -93,26 +102,26 @@ WHERE state IN ('queued', 'scheduled') AND type = $1 AND available_at <= now()
   AND (priority > $2 OR (priority = $2 AND (available_at, seq) < ($3, $4)));
 
 -- name: list_jobs_by_owner
-SELECT * FROM jobs.jobs
-WHERE owner = $1
-  AND ($2::text[] IS NULL OR state = ANY($2))
-  AND ($3::text[] IS NULL OR type = ANY($3))
-  AND ($4::uuid IS NULL OR batch_id = $4)
-  AND ($5::timestamptz IS NULL OR created_at >= $5)
-  AND ($6::timestamptz IS NULL OR created_at < $6)
-  AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8::uuid))
-ORDER BY created_at DESC, id DESC
+SELECT j.* FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
+WHERE k.owner = $1
+  AND ($2::text[] IS NULL OR j.state = ANY($2))
+  AND ($3::text[] IS NULL OR j.type = ANY($3))
+  AND ($4::uuid IS NULL OR k.batch_id = $4)
+  AND ($5::timestamptz IS NULL OR k.created_at >= $5)
+  AND ($6::timestamptz IS NULL OR k.created_at < $6)
+  AND ($7::timestamptz IS NULL OR (k.created_at, k.id) < ($7, $8::uuid))
+ORDER BY k.created_at DESC, k.id DESC
 LIMIT $9;
 
 -- name: list_jobs_all
-SELECT * FROM jobs.jobs
-WHERE ($1::text[] IS NULL OR state = ANY($1))
-  AND ($2::text[] IS NULL OR type = ANY($2))
-  AND ($3::uuid IS NULL OR batch_id = $3)
-  AND ($4::timestamptz IS NULL OR created_at >= $4)
-  AND ($5::timestamptz IS NULL OR created_at < $5)
-  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
-ORDER BY created_at DESC, id DESC
+SELECT j.* FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
+WHERE ($1::text[] IS NULL OR j.state = ANY($1))
+  AND ($2::text[] IS NULL OR j.type = ANY($2))
+  AND ($3::uuid IS NULL OR k.batch_id = $3)
+  AND ($4::timestamptz IS NULL OR k.created_at >= $4)
+  AND ($5::timestamptz IS NULL OR k.created_at < $5)
+  AND ($6::timestamptz IS NULL OR (k.created_at, k.id) < ($6, $7::uuid))
+ORDER BY k.created_at DESC, k.id DESC
 LIMIT $8;
 
 -- name: cancel_jobs
@@ -338,22 +347,27 @@ SELECT extract(epoch FROM min(available_at) - now())::float8 FROM jobs.jobs
 WHERE state IN ('queued', 'scheduled') AND type = ANY($1::text[]);
 
 -- name: purge_finished
--- Delete one chunk of jobs in final state $1 that finished before $2.
-DELETE FROM jobs.jobs WHERE id IN (
-    SELECT id FROM jobs.jobs
-    WHERE state = $1 AND finished_at < $2
-      AND state IN ('succeeded', 'failed', 'dead', 'cancelled')
-    ORDER BY finished_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-);
+-- Delete one chunk of jobs in final state $1 that finished before $2; returns how many.
+WITH del AS (
+    DELETE FROM jobs.jobs WHERE id IN (
+        SELECT id FROM jobs.jobs
+        WHERE state = $1 AND finished_at < $2
+          AND state IN ('succeeded', 'failed', 'dead', 'cancelled')
+        ORDER BY finished_at
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+), keys AS (
+    DELETE FROM jobs.job_keys WHERE id IN (SELECT id FROM del)
+)
+SELECT count(*) FROM del;
 
 -- name: purge_empty_batches
 -- Delete one chunk of batches created before $1 that no longer hold any job.
 DELETE FROM jobs.batches WHERE id IN (
     SELECT b.id FROM jobs.batches b
     WHERE b.created_at < $1
-      AND NOT EXISTS (SELECT 1 FROM jobs.jobs j WHERE j.batch_id = b.id)
+      AND NOT EXISTS (SELECT 1 FROM jobs.job_keys k WHERE k.batch_id = b.id)
     LIMIT $2
 );
 
@@ -389,15 +403,17 @@ GROUP BY w.seconds
 ORDER BY w.seconds;
 
 -- name: counts_by_owner
-SELECT state, count(*) AS n FROM jobs.jobs WHERE owner = $1 GROUP BY state;
+SELECT j.state, count(*) AS n
+FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
+WHERE k.owner = $1 GROUP BY j.state;
 
 -- name: cancel_owner_chunk
 -- Cancel up to $2 unfinished jobs of owner $1.
 WITH picked AS (
-    SELECT id FROM jobs.jobs
-    WHERE owner = $1 AND state IN ('queued', 'scheduled', 'running')
+    SELECT j.id FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
+    WHERE k.owner = $1 AND j.state IN ('queued', 'scheduled', 'running')
     LIMIT $2
-    FOR UPDATE
+    FOR UPDATE OF j
 ), upd AS (
     UPDATE jobs.jobs j
     SET state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, worker_id = NULL,
@@ -415,8 +431,10 @@ SELECT count(*) FROM upd, changed;
 -- Delete up to $2 jobs of owner $1.
 WITH del AS (
     DELETE FROM jobs.jobs WHERE id IN (
-        SELECT id FROM jobs.jobs WHERE owner = $1 LIMIT $2 FOR UPDATE)
+        SELECT id FROM jobs.job_keys WHERE owner = $1 LIMIT $2)
     RETURNING id
+), keys AS (
+    DELETE FROM jobs.job_keys WHERE id IN (SELECT id FROM del)
 )
 SELECT count(*) FROM del;
 

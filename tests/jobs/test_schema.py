@@ -1,0 +1,56 @@
+"""The jobs schema's migrations on a database that already holds jobs."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from common.migrations import migrate
+from services.jobs.repository import Q
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "jobs" / "sql" / "migrations"
+
+
+async def test_job_keys_migration_backfills_existing_jobs(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # A schema as it was before 003: two jobs (one in a batch) created under it.
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in sorted(MIGRATIONS.glob("00[12]_*.sql")):
+        shutil.copy(path, before / path.name)
+    batch, in_batch, alone = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute("DROP SCHEMA jobs CASCADE")
+        assert await migrate(conn, "jobs", before) == [1, 2]
+        await conn.execute(
+            "INSERT INTO jobs.batches (id, owner, total_jobs) VALUES ($1, 'users/a', 1)", batch
+        )
+        await conn.execute(
+            "INSERT INTO jobs.jobs (id, type, owner, state, batch_id, max_attempts) VALUES "
+            "($1, 't', 'users/a', 'queued', $2, 1), ($3, 't', 'users/b', 'queued', NULL, 1)",
+            in_batch,
+            batch,
+            alone,
+        )
+
+        assert 3 in await migrate(conn, "jobs", MIGRATIONS)
+
+        keys = await conn.fetch("SELECT id, owner, batch_id FROM jobs.job_keys ORDER BY owner")
+        assert [tuple(k) for k in keys] == [(in_batch, "users/a", batch), (alone, "users/b", None)]
+        # Lookups go through the keys: the batch's job and each owner's job are found.
+        assert [r["id"] for r in await conn.fetch(Q.batch_job_names, batch)] == [in_batch]
+        listed = await conn.fetch(
+            Q.list_jobs_by_owner, "users/b", None, None, None, None, None, None, None, 10
+        )
+        assert [r["id"] for r in listed] == [alone]
+        # The batch is not empty while its job exists; once the job is gone it is purged.
+        tomorrow = datetime.now(UTC) + timedelta(days=1)
+        assert await conn.execute(Q.purge_empty_batches, tomorrow, 10) == "DELETE 0"
+        assert await conn.fetchval(Q.delete_owner_chunk, "users/a", 10) == 1
+        assert await conn.fetchval("SELECT count(*) FROM jobs.job_keys") == 1
+        assert await conn.execute(Q.purge_empty_batches, tomorrow, 10) == "DELETE 1"
