@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import grpc
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
+from common import pagination
 from common.activity import ActivityRecorder
 from common.context import Principal
 from common.errors import InvalidArgument, NotFound
@@ -140,7 +140,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
                 request.create_time_before, request.HasField("create_time_before")
             ),
         )
-        filter_key = hashlib.sha256(flt.model_dump_json().encode()).hexdigest()[:16]
+        filter_key = pagination.fingerprint("ListJobs", flt.model_dump())
         cursor = (
             convert.decode_page_token(request.page_token, filter_key)
             if request.page_token

@@ -245,9 +245,7 @@ class JobRepository:
 
     async def cancel_batch(self, batch_id: uuid.UUID) -> int:
         async with self.pool.acquire() as conn:
-            ids = [r["id"] for r in await conn.fetch(Q.batch_job_names, batch_id)]
-            rows = await conn.fetch(Q.cancel_jobs, ids, "batch cancelled")
-        return len(rows)
+            return int(await conn.fetchval(Q.cancel_batch_jobs, batch_id, "batch cancelled"))
 
     # --- worker transitions -------------------------------------------------------------
 

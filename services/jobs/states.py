@@ -147,10 +147,3 @@ def check_invariants(job: Snapshot) -> None:
     assert job.outcomes == (1 if job.state in FINAL else 0), job
     if job.state is JobState.RUNNING:
         assert job.attempts >= 1, job
-
-
-def backoff_seconds(attempt: int, base: float, cap: float, jitter: float) -> float:
-    """Full-jitter exponential backoff: jitter in [0, 1) times min(cap, base * 2^(attempt-1))."""
-    exponent = max(attempt - 1, 0)
-    ceiling = cap if exponent >= 63 else min(cap, base * (2.0**exponent))
-    return ceiling * jitter

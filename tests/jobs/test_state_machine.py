@@ -81,15 +81,6 @@ def test_outcome_needs_the_current_lease() -> None:
         states.apply(done, states.Fail("l1", retryable=True))
 
 
-@given(st.integers(1, 80), st.floats(0.001, 10), st.floats(1, 1000), st.floats(0, 0.999))
-def test_backoff_is_bounded_and_grows(attempt: int, base: float, cap: float, jitter: float) -> None:
-    delay = states.backoff_seconds(attempt, base, cap, jitter)
-    assert 0 <= delay <= cap
-    assert states.backoff_seconds(attempt, base, cap, 0.0) == 0.0
-    ceiling = states.backoff_seconds(attempt, base, cap, 1.0)
-    assert ceiling <= states.backoff_seconds(attempt + 1, base, cap, 1.0) or ceiling == cap
-
-
 # --- the repository against the model ------------------------------------------------------
 
 OPS = st.lists(

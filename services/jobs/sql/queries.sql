@@ -143,6 +143,25 @@ WITH upd AS (
 )
 SELECT upd.* FROM upd, changed, batches;
 
+-- name: cancel_batch_jobs
+-- Cancel the unfinished jobs of batch $1 (running ones lose their lease); returns how many.
+WITH upd AS (
+    UPDATE jobs.jobs
+    SET state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, worker_id = NULL,
+        finished_at = now(), updated_at = now(), error = $2
+    WHERE id IN (SELECT id FROM jobs.job_keys WHERE batch_id = $1)
+      AND state IN ('queued', 'scheduled', 'running')
+    RETURNING id
+), changed AS (
+    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
+        SELECT string_agg(id::text, ',') AS ids FROM (
+            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+), batch AS (
+    -- One row when any job changed (and so one notification), none otherwise.
+    SELECT pg_notify('mediagrid_jobs_batch', $1::text) FROM (SELECT 1 FROM upd LIMIT 1) hit
+)
+SELECT count(*) FROM upd, changed, batch;
+
 -- name: retry_job
 -- A finished-but-not-succeeded job back to the queue with a fresh set of attempts.
 WITH upd AS (

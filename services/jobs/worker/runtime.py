@@ -35,8 +35,8 @@ from google.protobuf import json_format, struct_pb2
 from mediagrid.jobs.v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
 
 from common.grpc_errors import error_info
+from common.resilience import backoff_delay
 from common.settings import Settings
-from services.jobs.states import backoff_seconds
 from services.jobs.worker.api import (
     HANDLERS,
     HandlerSpec,
@@ -464,9 +464,7 @@ class WorkerRuntime:
             error = f"attempts exhausted (handler allows {spec.max_attempts}); last error {error}"
         failure = job_pb2.Failure(lease=entry.lease, error=error[:8000], retryable=retryable)
         if retryable and spec is not None:
-            delay = backoff_seconds(
-                attempt, spec.retry_base_seconds, spec.retry_max_seconds, random.random()
-            )
+            delay = backoff_delay(max(attempt, 1), spec.retry_base_seconds, spec.retry_max_seconds)
             failure.retry_delay.FromNanoseconds(max(int(delay * 1e9), 1_000_000))
         log.info(
             "job %s attempt %d failed (%s): %s",
