@@ -113,7 +113,7 @@ OPS = st.lists(
 async def test_repository_follows_the_model(pool: asyncpg.Pool, ops: list[tuple[str, int]]) -> None:
     repo = JobRepository(pool)
     job_type = f"prop.t{uuid.uuid4().hex[:8]}"
-    owner = "users/prop"
+    owner = f"users/prop{uuid.uuid4().hex[:8]}"  # hypothesis examples share the database
     model: dict[uuid.UUID, Snapshot] = {}
     current: dict[uuid.UUID, uuid.UUID] = {}  # job -> lease it holds now
     stale: dict[uuid.UUID, uuid.UUID] = {}  # job -> a lease it held before
@@ -132,72 +132,78 @@ async def test_repository_follows_the_model(pool: asyncpg.Pool, ops: list[tuple[
         await action  # type: ignore[misc]
         model[job_id] = after
 
-    for op, index in ops:
-        job_id = pick(index)
-        if op == "create" or job_id is None:
-            spec = JobSpec(type=job_type, max_attempts=1 + index % 3)
-            job = await repo.create_job(owner, spec, None)
-            model[job.id] = Snapshot(JobState.QUEUED, 0, spec.max_attempts)
-            order.append(job.id)
-        elif op == "claim":
-            claimed = await repo.claim("w", [job_type], 1, lease_seconds=0.001)
-            claimable = [j for j, s in model.items() if s.state in states.CLAIMABLE]
-            assert bool(claimed) == bool(claimable)
-            if claimed:
-                got = claimed[0].job
-                assert got.id in claimable
-                assert got.lease_id is not None
-                if got.id in current:
-                    stale[got.id] = current[got.id]
-                current[got.id] = got.lease_id
-                model[got.id] = states.apply(model[got.id], states.Claim(str(got.lease_id)))
-        elif op in ("complete", "stale_complete"):
-            lease = (current if op == "complete" else stale).get(job_id, uuid.uuid4())
-            await expect(
-                job_id,
-                states.Complete(str(lease)),
-                repo.complete([(LeaseRef(job_id=job_id, lease_id=lease), {})]),
-            )
-        elif op in ("fail", "fail_final"):
-            lease = current.get(job_id, uuid.uuid4())
-            report = FailureReport(
-                lease=LeaseRef(job_id=job_id, lease_id=lease),
-                error="x",
-                retryable=op == "fail",
-                retry_delay_seconds=0.000001,
-            )
-            await expect(job_id, states.Fail(str(lease), op == "fail"), repo.fail([report], 1, 1))
-        elif op == "release":
-            lease = current.get(job_id, uuid.uuid4())
-            try:
-                after = states.apply(model[job_id], states.Release(str(lease)))
-            except FailedPrecondition:
-                assert await repo.release([LeaseRef(job_id=job_id, lease_id=lease)]) == 0
-            else:
-                assert await repo.release([LeaseRef(job_id=job_id, lease_id=lease)]) == 1
-                model[job_id] = after
-        elif op == "expire":
-            reaped = await reap(repo, JobMetrics())
-            running = [j for j, s in model.items() if s.state is JobState.RUNNING]
-            assert reaped >= len(running)  # earlier examples' jobs share the table
-            for j in running:
-                model[j] = states.apply(model[j], states.Expire())
-        elif op == "cancel":
-            await expect(job_id, states.Cancel(), repo.cancel_job(job_id))
-        elif op == "retry":
-            await expect(job_id, states.Retry(), repo.retry_job(job_id))
-        # The database agrees with the model, and no job was lost.
-        for j, snapshot in model.items():
-            states.check_invariants(snapshot)
-            row = await repo.get_job(j)
-            assert (row.state, row.attempts) == (snapshot.state, snapshot.attempts), (
-                op,
-                snapshot,
-                row,
-            )
-            assert (row.lease_id is not None) == (snapshot.state is JobState.RUNNING)
-            assert (row.finished_at is not None) == (snapshot.state in FINAL)
-            if snapshot.state is JobState.RUNNING:
-                assert str(row.lease_id) == snapshot.lease
-    counts = await repo.counts_by_owner(owner)
-    assert sum(counts.values()) >= len(model)
+    try:
+        for op, index in ops:
+            job_id = pick(index)
+            if op == "create" or job_id is None:
+                spec = JobSpec(type=job_type, max_attempts=1 + index % 3)
+                job = await repo.create_job(owner, spec, None)
+                model[job.id] = Snapshot(JobState.QUEUED, 0, spec.max_attempts)
+                order.append(job.id)
+            elif op == "claim":
+                claimed = await repo.claim("w", [job_type], 1, lease_seconds=0.001)
+                claimable = [j for j, s in model.items() if s.state in states.CLAIMABLE]
+                assert bool(claimed) == bool(claimable)
+                if claimed:
+                    got = claimed[0].job
+                    assert got.id in claimable
+                    assert got.lease_id is not None
+                    if got.id in current:
+                        stale[got.id] = current[got.id]
+                    current[got.id] = got.lease_id
+                    model[got.id] = states.apply(model[got.id], states.Claim(str(got.lease_id)))
+            elif op in ("complete", "stale_complete"):
+                lease = (current if op == "complete" else stale).get(job_id, uuid.uuid4())
+                await expect(
+                    job_id,
+                    states.Complete(str(lease)),
+                    repo.complete([(LeaseRef(job_id=job_id, lease_id=lease), {})]),
+                )
+            elif op in ("fail", "fail_final"):
+                lease = current.get(job_id, uuid.uuid4())
+                report = FailureReport(
+                    lease=LeaseRef(job_id=job_id, lease_id=lease),
+                    error="x",
+                    retryable=op == "fail",
+                    retry_delay_seconds=0.000001,
+                )
+                await expect(
+                    job_id, states.Fail(str(lease), op == "fail"), repo.fail([report], 1, 1)
+                )
+            elif op == "release":
+                lease = current.get(job_id, uuid.uuid4())
+                try:
+                    after = states.apply(model[job_id], states.Release(str(lease)))
+                except FailedPrecondition:
+                    assert await repo.release([LeaseRef(job_id=job_id, lease_id=lease)]) == 0
+                else:
+                    assert await repo.release([LeaseRef(job_id=job_id, lease_id=lease)]) == 1
+                    model[job_id] = after
+            elif op == "expire":
+                reaped = await reap(repo, JobMetrics())
+                running = [j for j, s in model.items() if s.state is JobState.RUNNING]
+                assert reaped == len(running)
+                for j in running:
+                    model[j] = states.apply(model[j], states.Expire())
+            elif op == "cancel":
+                await expect(job_id, states.Cancel(), repo.cancel_job(job_id))
+            elif op == "retry":
+                await expect(job_id, states.Retry(), repo.retry_job(job_id))
+            # The database agrees with the model, and no job was lost.
+            for j, snapshot in model.items():
+                states.check_invariants(snapshot)
+                row = await repo.get_job(j)
+                assert (row.state, row.attempts) == (snapshot.state, snapshot.attempts), (
+                    op,
+                    snapshot,
+                    row,
+                )
+                assert (row.lease_id is not None) == (snapshot.state is JobState.RUNNING)
+                assert (row.finished_at is not None) == (snapshot.state in FINAL)
+                if snapshot.state is JobState.RUNNING:
+                    assert str(row.lease_id) == snapshot.lease
+        counts = await repo.counts_by_owner(owner)
+        assert sum(counts.values()) == len(model)
+    finally:
+        # Nothing of this example stays RUNNING for a later example's reaper to find.
+        await repo.delete_owner_jobs(owner, 1000)
