@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,17 +80,21 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             raise access.denied(name)
         return job
 
-    async def _visible_batch(self, name: str, principal: Principal) -> Batch:
+    async def _authorized_batch(self, name: str, principal: Principal) -> uuid.UUID:
+        """The id of batch ``name`` once ``principal`` may act on it (owner or admin)."""
         batch_id = parse_name(name, "batches")
         try:
-            batch = await self.repo.get_batch(batch_id)
+            owner = await self.repo.batch_owner(batch_id)
         except NotFound:
             if principal.is_admin:
                 raise
             raise access.denied(name) from None
-        if not access.may_act_on(principal, batch.owner):
+        if not access.may_act_on(principal, owner):
             raise access.denied(name)
-        return batch
+        return batch_id
+
+    async def _visible_batch(self, name: str, principal: Principal) -> Batch:
+        return await self.repo.get_batch(await self._authorized_batch(name, principal))
 
     # --- jobs ---------------------------------------------------------------------------
 
@@ -102,7 +107,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         assert spec is not None
         batch_id = None
         if request.batch:
-            batch_id = (await self._visible_batch(request.batch, principal)).id
+            batch_id = await self._authorized_batch(request.batch, principal)
         job = await self.repo.create_job(principal.name, spec, batch_id)
         self.metrics.created_jobs(job.type, 1)
         await self.activity.record("jobs.create", job.name, {"type": job.type})
@@ -249,10 +254,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
     async def CancelBatch(
         self, request: job_service_pb2.CancelBatchRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.CancelBatchResponse:
-        batch = await self._visible_batch(request.name, access.caller())
-        cancelled = await self.repo.cancel_batch(batch.id)
+        batch_id = await self._authorized_batch(request.name, access.caller())
+        cancelled = await self.repo.cancel_batch(batch_id)
+        batch = await self.repo.get_batch(batch_id)
         await self.activity.record("jobs.cancel_batch", batch.name, {"cancelled": str(cancelled)})
-        batch = await self.repo.get_batch(batch.id)
         return job_service_pb2.CancelBatchResponse(
             batch=convert.batch_to_pb(batch), cancelled_count=cancelled
         )
