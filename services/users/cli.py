@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+from typing import NoReturn
 
 import grpc
 import typer
 from rich.console import Console
 
+from common.cli import fail, run, settings_or_exit
 from common.settings import Settings
 from services.users.models import SweepReport
 
@@ -26,8 +27,6 @@ ROLES = ("user", "admin", "service")
 
 
 def _settings() -> Settings:
-    from common.cli import settings_or_exit
-
     return settings_or_exit()
 
 
@@ -35,13 +34,8 @@ def _address(settings: Settings, address: str | None) -> str:
     return address or settings.users_address or f"{settings.grpc_host}:{settings.grpc_port}"
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]{message}[/red]")
-    return typer.Exit(1)
-
-
-def _rpc_error(exc: grpc.aio.AioRpcError) -> typer.Exit:
-    return _fail(f"{exc.code().name}: {exc.details()}")
+def _rpc_error(exc: grpc.aio.AioRpcError) -> NoReturn:
+    fail(f"{exc.code().name}: {exc.details()}")
 
 
 @users_app.command()
@@ -59,16 +53,16 @@ def create(
 ) -> None:
     """Create a user (directly in the database, or over gRPC with --token)."""
     if role not in ROLES:
-        raise _fail(f"--role must be one of {', '.join(ROLES)}")
+        fail(f"--role must be one of {', '.join(ROLES)}", 2)
     if not password and role != "service":
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     settings = _settings()
     if token:
-        name = asyncio.run(
+        name = run(
             _create_remote(_address(settings, address), token, email, role, display_name, password)
         )
     else:
-        name = asyncio.run(_create_direct(settings, email, role, display_name, password))
+        name = run(_create_direct(settings, email, role, display_name, password))
     console.print(f"created {name}")
     typer.echo(name)
 
@@ -112,7 +106,7 @@ async def _create_direct(
                 password=password,
             )
         except DomainError as exc:
-            raise _fail(f"{exc.reason}: {exc.message}") from None
+            fail(f"{exc.reason}: {exc.message}")
         await recorder.record(
             "users.create", user.name, {"role": user.role, "via": "cli"}, actor=SYSTEM_ACTOR
         )
@@ -142,7 +136,7 @@ async def _create_remote(
                 timeout=30,
             )
         except grpc.aio.AioRpcError as exc:
-            raise _rpc_error(exc) from None
+            _rpc_error(exc)
     return str(response.user.name)
 
 
@@ -156,7 +150,7 @@ def login(
     if not password:
         password = os.environ.get("MEDIAGRID_PASSWORD") or typer.prompt("Password", hide_input=True)
     settings = _settings()
-    token, session = asyncio.run(_login(_address(settings, address), email, password))
+    token, session = run(_login(_address(settings, address), email, password))
     console.print(f"logged in: {session}")
     typer.echo(token)
 
@@ -171,7 +165,7 @@ async def _login(address: str, email: str, password: str) -> tuple[str, str]:
                 pb.LoginRequest(email=email, password=password), timeout=30
             )
         except grpc.aio.AioRpcError as exc:
-            raise _rpc_error(exc) from None
+            _rpc_error(exc)
     return response.token, response.session.name
 
 
@@ -179,7 +173,7 @@ async def _login(address: str, email: str, password: str) -> tuple[str, str]:
 def sweep() -> None:
     """Run one retention sweep (sessions, activity, login throttles, pending purges)."""
     settings = _settings()
-    report = asyncio.run(_sweep(settings))
+    report = run(_sweep(settings))
     typer.echo(report.model_dump_json())
 
 

@@ -16,13 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 MEDIAGRID = Path(sys.executable).parent / "mediagrid"
 
 
-async def _run(env: UsersEnv, *args: str) -> tuple[int, str, str]:
+async def _run(
+    env: UsersEnv, *args: str, overrides: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
     environ.update(
         MEDIAGRID_ENVIRONMENT="test",
         MEDIAGRID_DATABASE_URL=env.settings.database_dsn(),
         PYTHONPATH=f"{ROOT}:{ROOT / 'gen'}",
     )
+    environ.update(overrides or {})
     process = await asyncio.create_subprocess_exec(
         str(MEDIAGRID),
         "users",
@@ -97,3 +100,17 @@ async def test_cli_create_login_create_remote_and_sweep(users: UsersEnv) -> None
     code, report, err = await _run(users, "sweep")
     assert code == 0, err
     assert json.loads(report)["skipped"] is False
+
+
+async def test_cli_reports_an_unreachable_database_without_a_traceback(users: UsersEnv) -> None:
+    nowhere = {
+        "MEDIAGRID_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
+        "MEDIAGRID_DB_CONNECT_ATTEMPTS": "1",
+    }
+    for args in (("sweep",), ("create", "--email", "x@example.com", "--role", "service")):
+        code, out, err = await _run(users, *args, overrides=nowhere)
+        assert code == 1, (args, err)
+        assert "error:" in err and "Traceback" not in err, (args, err)
+        assert out == ""
+    code, _, err = await _run(users, "create", "--email", "x@example.com", "--role", "boss")
+    assert code == 2 and "--role must be one of" in err
