@@ -110,12 +110,11 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             await self.activity.record(
                 "jobs.claim", f"workers/{request.worker_id}", {"jobs": str(len(claimed))}
             )
-        return worker_service_pb2.ClaimJobsResponse(
-            jobs=[
-                job_pb2.ClaimedJob(job=convert.job_to_pb(c.job), lease_id=str(c.job.lease_id))
-                for c in claimed
-            ]
-        )
+        response = worker_service_pb2.ClaimJobsResponse()
+        add = response.jobs.add
+        for item in claimed:
+            convert.fill_job_pb(add(lease_id=str(item.job.lease_id)).job, item.job)
+        return response
 
     async def _claim_waiting(
         self, worker_id: str, types: Sequence[str], max_jobs: int, lease: float, wait: float
