@@ -187,6 +187,10 @@ class _Acker:
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._calls.release()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # _send handles every RPC error; anything else is a bug, and these outcomes are
+            # left to their leases (the reaper returns the jobs to the queue).
+            log.error("acknowledging outcomes failed", exc_info=error)
 
     def close(self) -> None:
         self.closing = True
