@@ -9,6 +9,7 @@ import pytest
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 
 from common.grpc_errors import bad_request
+from services.jobs.states import JobState
 from tests.jobs.jobs_support import OWNER, Jobs, lease_of, wait_until
 
 
@@ -124,3 +125,39 @@ async def test_empty_and_oversized_batches_are_invalid(jobs_service) -> None:  #
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await svc.repo.counts_by_owner(OWNER) == {}
+
+
+async def test_outcomes_for_jobs_of_many_batches_are_recorded(svc: Jobs) -> None:
+    # One statement's batch notification named every batch it touched: above ~215 batches
+    # the payload passed PostgreSQL's 8000-byte NOTIFY limit and the whole statement failed.
+    spec = [job_pb2.JobSpec(type="test.many")]
+    watched = []
+    for _ in range(500):
+        created = await svc.jobs.CreateBatch(
+            job_service_pb2.CreateBatchRequest(jobs=spec), metadata=svc.owner
+        )
+        watched.append(created.batch.name)
+    claimed = await svc.claim(("test.many",), max_jobs=500)
+    assert len(claimed) == 500
+    succeeded, failed = claimed[:250], claimed[250:]
+    await svc.workers.CompleteJobs(
+        worker_service_pb2.CompleteJobsRequest(
+            completions=[job_pb2.Completion(lease=lease_of(c)) for c in succeeded]
+        ),
+        metadata=svc.service,
+    )
+    await svc.workers.FailJobs(
+        worker_service_pb2.FailJobsRequest(
+            failures=[job_pb2.Failure(lease=lease_of(c), error="no") for c in failed]
+        ),
+        metadata=svc.service,
+    )
+    first = await svc.jobs.GetBatch(
+        job_service_pb2.GetBatchRequest(name=watched[0]), metadata=svc.owner
+    )
+    last = await svc.jobs.GetBatch(
+        job_service_pb2.GetBatchRequest(name=watched[-1]), metadata=svc.owner
+    )
+    assert first.batch.done and last.batch.done
+    counts = await svc.repo.counts_by_owner(OWNER)
+    assert (counts[JobState.SUCCEEDED], counts[JobState.FAILED]) == (250, 250)

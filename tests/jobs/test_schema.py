@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from common.migrations import migrate
 from services.jobs.repository import Q
+from tests.support.hypo import relaxed
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "jobs" / "sql" / "migrations"
 
@@ -54,3 +58,35 @@ async def test_job_keys_migration_backfills_existing_jobs(
         assert await conn.fetchval(Q.delete_owner_chunk, "users/a", 10) == 1
         assert await conn.fetchval("SELECT count(*) FROM jobs.job_keys") == 1
         assert await conn.execute(Q.purge_empty_batches, tomorrow, 10) == "DELETE 1"
+
+
+@given(
+    items=st.lists(
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=100),
+        max_size=400,
+    )
+)
+@relaxed(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_notify_list_sends_every_item_within_the_payload_limit(
+    pool: asyncpg.Pool, items: list[str]
+) -> None:
+    received: list[str] = []
+
+    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        received.append(payload)
+
+    async with pool.acquire() as listener, pool.acquire() as sender:
+        await listener.add_listener("mg_test_list", on_notify)
+        try:
+            sent = await sender.fetchval(
+                "SELECT jobs.notify_list('mg_test_list', $1::text[])", items
+            )
+            for _ in range(200):  # notifications arrive asynchronously
+                if len(received) == sent:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await listener.remove_listener("mg_test_list", on_notify)
+    assert len(received) == sent
+    assert all(len(payload.encode()) < 8000 for payload in received)
+    assert [item for payload in received for item in payload.split(",")] == items

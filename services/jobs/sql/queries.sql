@@ -1,10 +1,10 @@
 -- Every SQL statement of the jobs service. Loaded once by services/jobs/repository.py.
 --
--- Notification channels (payloads are comma-separated lists, one NOTIFY per statement):
+-- Notification channels (payloads are comma-separated lists, sent by jobs.notify_list,
+-- migration 004, in as many notifications as the 8000-byte payload limit needs):
 --   mediagrid_jobs_queue   job types that got claimable jobs (wakes idle ClaimJobs)
 --   mediagrid_jobs_change  ids of jobs whose state or progress changed (WatchJob)
 --   mediagrid_jobs_batch   ids of batches whose jobs changed (WatchBatch)
--- A NOTIFY payload is limited to 8000 bytes, so id lists are sent in groups of 150.
 
 -- name: insert_jobs
 -- Insert jobs given as parallel arrays; a (owner, request_id) seen before inserts nothing.
@@ -32,9 +32,7 @@ WITH input AS (
     SELECT id, owner, batch_id, created_at, seq FROM ins
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
-    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
-    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins) q
-    WHERE types IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
 )
 SELECT ins.* FROM ins, wake;
 
@@ -62,9 +60,7 @@ WITH input AS (
     SELECT id, owner, batch_id, created_at, seq FROM ins
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
-    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
-    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM ins) q
-    WHERE types IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
 )
 SELECT count(*) FROM ins, wake;
 
@@ -133,13 +129,11 @@ WITH upd AS (
     WHERE id = ANY($1::uuid[]) AND state IN ('queued', 'scheduled', 'running')
     RETURNING *
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 ), batches AS (
-    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
-        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
-    WHERE ids IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_batch', array_agg(DISTINCT batch_id::text)
+                                                      FILTER (WHERE batch_id IS NOT NULL)) AS n
+    FROM upd
 )
 SELECT upd.* FROM upd, changed, batches;
 
@@ -153,12 +147,10 @@ WITH upd AS (
       AND state IN ('queued', 'scheduled', 'running')
     RETURNING id
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 ), batch AS (
-    -- One row when any job changed (and so one notification), none otherwise.
-    SELECT pg_notify('mediagrid_jobs_batch', $1::text) FROM (SELECT 1 FROM upd LIMIT 1) hit
+    SELECT jobs.notify_list('mediagrid_jobs_batch',
+                            CASE WHEN EXISTS (SELECT 1 FROM upd) THEN ARRAY[$1::text] END) AS n
 )
 SELECT count(*) FROM upd, changed, batch;
 
@@ -172,10 +164,11 @@ WITH upd AS (
     WHERE id = $1 AND state IN ('failed', 'dead', 'cancelled')
     RETURNING *
 ), wake AS (
-    SELECT count(pg_notify('mediagrid_jobs_queue', type)) AS n FROM upd
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(type)) AS n FROM upd
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', id::text))
-         + count(pg_notify('mediagrid_jobs_batch', batch_id::text)) AS n
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text))
+         + jobs.notify_list('mediagrid_jobs_batch', array_agg(batch_id::text)
+                                                    FILTER (WHERE batch_id IS NOT NULL)) AS n
     FROM upd
 )
 SELECT upd.* FROM upd, wake, changed;
@@ -199,9 +192,7 @@ WITH picked AS (
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.*, extract(epoch FROM now() - j.available_at)::float8 AS wait_seconds
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 )
 SELECT upd.* FROM upd, changed ORDER BY upd.priority DESC, upd.available_at, upd.seq;
 
@@ -225,8 +216,9 @@ WITH upd AS (
     WHERE id = $1 AND lease_id = $2 AND state = 'running'
     RETURNING id, batch_id
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', id::text))
-         + count(pg_notify('mediagrid_jobs_batch', batch_id::text)) AS n
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text))
+         + jobs.notify_list('mediagrid_jobs_batch', array_agg(batch_id::text)
+                                                    FILTER (WHERE batch_id IS NOT NULL)) AS n
     FROM upd
 )
 SELECT upd.id FROM upd, changed;
@@ -246,13 +238,11 @@ WITH input AS (
     RETURNING j.id, j.type, j.batch_id, j.state,
               extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 ), batches AS (
-    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
-        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
-    WHERE ids IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_batch', array_agg(DISTINCT batch_id::text)
+                                                      FILTER (WHERE batch_id IS NOT NULL)) AS n
+    FROM upd
 ), guard AS (
     SELECT jobs.require_all_leases(count(*), cardinality($1::uuid[])) AS ok FROM upd
 )
@@ -288,17 +278,15 @@ WITH input AS (
               extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
 ), wake AS (
     -- Retries are not claimable yet, but idle claims must learn when they become due.
-    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
-    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM upd WHERE state = 'scheduled') q
-    WHERE types IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)
+                                                    FILTER (WHERE state = 'scheduled')) AS n
+    FROM upd
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 ), batches AS (
-    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
-        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
-    WHERE ids IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_batch', array_agg(DISTINCT batch_id::text)
+                                                      FILTER (WHERE batch_id IS NOT NULL)) AS n
+    FROM upd
 ), guard AS (
     SELECT jobs.require_all_leases(count(*), cardinality($1::uuid[])) AS ok FROM upd
 )
@@ -315,12 +303,9 @@ WITH upd AS (
     WHERE j.id = t.id AND j.lease_id = t.lease_id
     RETURNING j.id, j.type
 ), wake AS (
-    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
-    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM upd) q WHERE types IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM upd
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 )
 SELECT upd.id FROM upd, wake, changed;
 
@@ -346,17 +331,15 @@ WITH expired AS (
     FROM expired WHERE j.id = expired.id
     RETURNING j.id, j.type, j.state, j.batch_id
 ), wake AS (
-    SELECT count(pg_notify('mediagrid_jobs_queue', types)) AS n
-    FROM (SELECT string_agg(DISTINCT type, ',') AS types FROM upd WHERE state = 'queued') q
-    WHERE types IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)
+                                                    FILTER (WHERE state = 'queued')) AS n
+    FROM upd
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 ), batches AS (
-    SELECT count(pg_notify('mediagrid_jobs_batch', ids)) AS n FROM (
-        SELECT string_agg(DISTINCT batch_id::text, ',') AS ids FROM upd) b
-    WHERE ids IS NOT NULL
+    SELECT jobs.notify_list('mediagrid_jobs_batch', array_agg(DISTINCT batch_id::text)
+                                                      FILTER (WHERE batch_id IS NOT NULL)) AS n
+    FROM upd
 )
 SELECT upd.id, upd.type, upd.state FROM upd, wake, changed, batches;
 
@@ -440,9 +423,7 @@ WITH picked AS (
     FROM picked WHERE j.id = picked.id
     RETURNING j.id
 ), changed AS (
-    SELECT count(pg_notify('mediagrid_jobs_change', ids)) AS n FROM (
-        SELECT string_agg(id::text, ',') AS ids FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS grp FROM upd) g GROUP BY grp) c
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 )
 SELECT count(*) FROM upd, changed;
 
