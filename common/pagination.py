@@ -21,6 +21,13 @@ MAX_TOKEN_LENGTH = 1024
 Key = list[str | int]
 
 
+def page_size(value: int, *, default: int, maximum: int, field: str = "page_size") -> int:
+    """A request's page size: ``default`` for 0, at most ``maximum``; negative is invalid."""
+    if value < 0:
+        raise InvalidArgument.field(field, "must not be negative", reason="INVALID_PAGE_SIZE")
+    return min(value or default, maximum)
+
+
 def fingerprint(query: str, filters: Mapping[str, object]) -> str:
     """A short, stable digest of a query and its filters."""
     text = json.dumps(

@@ -10,6 +10,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+from common import pagination
 from common.errors import InvalidArgument
 
 _ID = r"[0-9a-f]{32}"
@@ -123,10 +124,8 @@ def labels(values: Mapping[str, str], field: str = "labels") -> dict[str, str]:
     return dict(values)
 
 
-def page_size(value: int, default: int = 50, maximum: int = 1000) -> int:
-    if value < 0:
-        raise InvalidArgument.field("page_size", "must not be negative", reason="INVALID_PAGE_SIZE")
-    return min(value or default, maximum)
+def page_size(value: int) -> int:
+    return pagination.page_size(value, default=50, maximum=1000)
 
 
 # Leading bytes of formats whose declared content type we can check cheaply. A declared type

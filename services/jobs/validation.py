@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from common import pagination
 from common.errors import FieldViolation, InvalidArgument
 from common.settings import Settings
 from services.jobs.models import JobSpec, trusted
@@ -176,8 +177,8 @@ def raise_if(violations: list[FieldViolation], reason: str = "INVALID_ARGUMENT")
 
 
 def check_page_size(page_size: int, settings: Settings) -> int:
-    if page_size < 0:
-        raise InvalidArgument.field("page_size", "must not be negative", reason="INVALID_PAGE_SIZE")
-    if page_size == 0:
-        return settings.job_list_default_page_size
-    return min(page_size, settings.job_list_max_page_size)
+    return pagination.page_size(
+        page_size,
+        default=settings.job_list_default_page_size,
+        maximum=settings.job_list_max_page_size,
+    )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from email_validator import EmailNotValidError, validate_email
 
+from common import pagination
 from common.errors import FieldViolation, InvalidArgument
 
 MAX_EMAIL_LENGTH = 254
@@ -121,12 +122,8 @@ def grant_name(name: str, field: str = "name") -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def page_size(value: int, field: str = "page_size") -> int:
-    if value < 0:
-        raise InvalidArgument.field(field, "must not be negative")
-    if value == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(value, MAX_PAGE_SIZE)
+def page_size(value: int) -> int:
+    return pagination.page_size(value, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
 
 
 def action(value: str, field: str = "action") -> str:

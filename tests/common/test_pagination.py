@@ -108,3 +108,22 @@ def test_time_keys_reject_other_key_shapes(key: list[str | int]) -> None:
         assert exc.reason == "INVALID_PAGE_TOKEN"
     else:
         assert isinstance(stamp, datetime) and isinstance(last, str)
+
+
+@given(
+    value=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    default=st.integers(min_value=1, max_value=500),
+    maximum=st.integers(min_value=500, max_value=5000),
+)
+def test_page_size_defaults_caps_and_refuses_negatives(
+    value: int, default: int, maximum: int
+) -> None:
+    if value < 0:
+        with pytest.raises(InvalidArgument) as err:
+            pagination.page_size(value, default=default, maximum=maximum)
+        assert err.value.reason == "INVALID_PAGE_SIZE"
+        assert [v.field for v in err.value.violations] == ["page_size"]
+        return
+    size = pagination.page_size(value, default=default, maximum=maximum)
+    assert 1 <= size <= maximum
+    assert size == (default if value == 0 else min(value, maximum))
