@@ -170,22 +170,28 @@ class CachingAuthenticator:
         self._entries.clear()
 
 
+# What the users service answers about the caller's own request; anything else (an
+# outage, a bug over there) means the users service is unavailable to us.
+_CALLERS_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
 def _status_error(error: grpc.aio.AioRpcError, what: str) -> errors.DomainError:
     """A users-service error seen by a client, as the domain error to raise locally."""
-    from common.grpc_errors import error_info
+    from common.grpc_errors import from_rpc_error
 
-    info = error_info(error)
-    reason = info.reason if info is not None else None
     code = error.code()
-    message = error.details() or what
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return errors.Unauthenticated(message, reason=reason or "INVALID_TOKEN")
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return errors.PermissionDenied(message, reason=reason)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return errors.InvalidArgument(message, reason=reason)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return errors.ResourceExhausted(message, reason=reason)
+    if code in _CALLERS_ERRORS:
+        exc = from_rpc_error(error)
+        if code == grpc.StatusCode.UNAUTHENTICATED and exc.reason == code.name:
+            exc.reason = "INVALID_TOKEN"  # an answer without ErrorInfo
+        return exc
     return errors.Unavailable(
         f"the users service is unavailable ({what}: {code.name})",
         reason="USERS_UNAVAILABLE",

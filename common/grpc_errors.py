@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import asyncpg
 import grpc
@@ -244,8 +245,12 @@ def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
         return None
 
 
-def _detail(error: grpc.RpcError, kind: type[message.Message]) -> message.Message | None:
-    status = rich_status(error)
+def _detail(error: grpc.RpcError, kind: type[message.Message]) -> Any:
+    return _detail_of(rich_status(error), kind)
+
+
+def _detail_of(status: status_pb2.Status | None, kind: type[message.Message]) -> Any:
+    """The first detail of type ``kind`` in an already parsed status."""
     if status is None:
         return None
     for detail in status.details:
@@ -282,19 +287,20 @@ def from_rpc_error(error: grpc.RpcError) -> errors.DomainError:
     code: grpc.StatusCode = error.code()
     cls = EXCEPTIONS.get(code, errors.Internal)
     text: str = error.details() or ""
-    info = error_info(error)
+    status = rich_status(error)  # parsed once for all the details below
+    info: error_details_pb2.ErrorInfo | None = _detail_of(status, error_details_pb2.ErrorInfo)
     kwargs: dict[str, object] = {
         "metadata": dict(info.metadata) if info is not None else {},
         "domain": (info.domain or None) if info is not None else None,
     }
     if issubclass(cls, errors.InvalidArgument):
-        bad = bad_request(error)
+        bad: error_details_pb2.BadRequest | None = _detail_of(status, error_details_pb2.BadRequest)
         if bad is not None:
             kwargs["violations"] = [
                 errors.FieldViolation(v.field, v.description) for v in bad.field_violations
             ]
     if issubclass(cls, errors.ResourceExhausted):
-        retry = retry_info(error)
+        retry: error_details_pb2.RetryInfo | None = _detail_of(status, error_details_pb2.RetryInfo)
         if retry is not None and retry.HasField("retry_delay"):
             kwargs["retry_after_seconds"] = retry.retry_delay.ToNanoseconds() / 1e9
     exc = cls(text or None, **kwargs)  # type: ignore[arg-type]
