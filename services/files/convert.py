@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
-from google.protobuf import timestamp_pb2
 from mediagrid.files.v1 import file_pb2, files_pb2
 
 from common.errors import InvalidArgument
+from common.timestamps import timestamp
 from services.files.models import FileRecord, FileShare, FileVersion, ShareRole, UploadSession
 from services.files.upload import Progress, UploadItem, UploadStart
 
@@ -24,14 +23,6 @@ _ROLES: dict[ShareRole, int] = {
     "reader": files_pb2.SHARE_ROLE_READER,
     "writer": files_pb2.SHARE_ROLE_WRITER,
 }
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def file_to_proto(record: FileRecord) -> file_pb2.File:

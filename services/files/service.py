@@ -12,7 +12,7 @@ import grpc
 from google.protobuf import duration_pb2
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
-from common import pagination
+from common import pagination, timestamps
 from common.context import Principal, current_principal
 from common.errors import (
     DataLoss,
@@ -296,7 +296,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         )
         expire = datetime.now(UTC) + timedelta(seconds=ttl)
         await self._record("files.presign_download", record.name, ttl_seconds=str(ttl))
-        return files_pb2.CreateDownloadUrlResponse(url=url, expire_time=convert.timestamp(expire))
+        return files_pb2.CreateDownloadUrlResponse(
+            url=url, expire_time=timestamps.timestamp(expire)
+        )
 
     async def CreateUploadUrl(
         self, request: files_pb2.CreateUploadUrlRequest, context: Any
@@ -347,7 +349,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         expire = datetime.now(UTC) + timedelta(seconds=ttl)
         await self._record("files.upload.presign", session.name, file=f"files/{file_id}")
         return files_pb2.CreateUploadUrlResponse(
-            upload=session.name, url=url, headers=headers, expire_time=convert.timestamp(expire)
+            upload=session.name, url=url, headers=headers, expire_time=timestamps.timestamp(expire)
         )
 
     async def CompleteUrlUpload(

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 from mediagrid.jobs.v1 import job_pb2
 
 from common import pagination
 from common.errors import InvalidArgument
+from common.timestamps import set_timestamp, timestamp
 from services.jobs import models
 from services.jobs.states import JobState
 from services.jobs.validation import parse_name, parse_uuid
@@ -52,23 +52,6 @@ def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(value)
 
 
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    # Built from the epoch directly: Timestamp.FromDatetime costs several times more, and
-    # claims convert six timestamps per job.
-    if value is None:
-        return None
-    return timestamp_pb2.Timestamp(
-        seconds=math.floor(value.timestamp()),
-        nanos=value.microsecond * 1000,
-    )
-
-
-def from_timestamp(message: Any, present: bool) -> datetime | None:
-    if not present:
-        return None
-    return message.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
-
-
 def seconds(value: duration_pb2.Duration) -> float:
     return value.seconds + value.nanos / 1e9
 
@@ -77,12 +60,6 @@ def duration(value: float) -> duration_pb2.Duration:
     message = duration_pb2.Duration()
     message.FromNanoseconds(int(value * 1e9))
     return message
-
-
-def _set_time(message: timestamp_pb2.Timestamp, value: datetime | None) -> None:
-    if value is not None:
-        message.seconds = math.floor(value.timestamp())
-        message.nanos = value.microsecond * 1000
 
 
 def job_to_pb(job: models.Job) -> job_pb2.Job:
@@ -118,12 +95,12 @@ def fill_job_pb(message: job_pb2.Job, job: models.Job) -> None:
         message.queue_position = job.queue_position
     if job.worker_id:
         message.worker_id = job.worker_id
-    _set_time(message.create_time, job.created_at)
-    _set_time(message.schedule_time, job.available_at)
-    _set_time(message.start_time, job.started_at)
-    _set_time(message.finish_time, job.finished_at)
-    _set_time(message.update_time, job.updated_at)
-    _set_time(message.lease_expire_time, job.lease_expires_at)
+    set_timestamp(message.create_time, job.created_at)
+    set_timestamp(message.schedule_time, job.available_at)
+    set_timestamp(message.start_time, job.started_at)
+    set_timestamp(message.finish_time, job.finished_at)
+    set_timestamp(message.update_time, job.updated_at)
+    set_timestamp(message.lease_expire_time, job.lease_expires_at)
     if job.payload:
         message.payload.update(job.payload)
     if job.result:

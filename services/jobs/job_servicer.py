@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
-from common import pagination
+from common import pagination, timestamps
 from common.activity import ActivityRecorder
 from common.context import Principal
 from common.errors import InvalidArgument, NotFound
@@ -39,7 +39,7 @@ def _spec_from_pb(
         type=message.type,
         payload=convert.struct_to_dict(message.payload),
         priority=message.priority,
-        schedule_time=convert.from_timestamp(
+        schedule_time=timestamps.from_timestamp(
             message.schedule_time, message.HasField("schedule_time")
         ),
         max_attempts=message.max_attempts,
@@ -138,10 +138,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             states=tuple(convert.state_from_pb(s, "states") for s in request.states),
             types=tuple(request.types),
             batch_id=parse_name(request.batch, "batches", "batch") if request.batch else None,
-            created_after=convert.from_timestamp(
+            created_after=timestamps.from_timestamp(
                 request.create_time_after, request.HasField("create_time_after")
             ),
-            created_before=convert.from_timestamp(
+            created_before=timestamps.from_timestamp(
                 request.create_time_before, request.HasField("create_time_before")
             ),
         )
@@ -322,7 +322,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
                 "only final states (SUCCEEDED, FAILED, DEAD, CANCELLED) can be purged",
                 reason="STATE_NOT_FINAL",
             )
-        before = convert.from_timestamp(
+        before = timestamps.from_timestamp(
             request.finish_time_before, request.HasField("finish_time_before")
         )
         if before is not None and before > datetime.now(UTC) + timedelta(minutes=1):

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from mediagrid.jobs.v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
 
+from common import timestamps
 from common.activity import ActivityRecorder
 from common.errors import FieldViolation, InvalidArgument
 from common.settings import Settings
@@ -152,7 +153,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             "jobs.heartbeat", f"workers/{request.worker_id or '-'}", {"leases": str(len(leases))}
         )
         return worker_service_pb2.HeartbeatResponse(
-            lease_expire_time=convert.timestamp(expiry),
+            lease_expire_time=timestamps.timestamp(expiry),
             lost=[convert.lease_to_pb(lease) for lease in lost],
         )
 

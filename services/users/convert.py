@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from google.protobuf import timestamp_pb2
 from mediagrid.users.v1 import user_service_pb2 as pb
 
 from common.context import Principal, Role
 from common.errors import InvalidArgument
+from common.timestamps import timestamp
 from services.users.models import ActivityEntry, Grant, Session, Status, User
 
 ROLE_TO_PB: dict[str, pb.Role] = {
@@ -27,19 +27,6 @@ STATUS_TO_PB: dict[str, pb.UserStatus] = {
     "deleted": pb.USER_STATUS_DELETED,
 }
 PB_TO_STATUS: dict[int, Status] = {v: k for k, v in STATUS_TO_PB.items()}  # type: ignore[misc]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """An aware datetime as a Timestamp (integer arithmetic: FromDatetime is ~3x slower)."""
-    if value is None:
-        return None
-    micros = (value - _EPOCH) // _MICROSECOND
-    seconds, micro = divmod(micros, 1_000_000)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micro * 1000)
 
 
 def role(value: int, field: str, *, required: bool) -> Role | None:
@@ -128,9 +115,3 @@ def principal_to_pb(principal: Principal) -> pb.Principal:
         permissions=sorted(principal.permissions),
         session=principal.session or "",
     )
-
-
-def optional_time(message: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    if not present:
-        return None
-    return message.ToDatetime(tzinfo=UTC)

@@ -11,7 +11,7 @@ import grpc
 from mediagrid.users.v1 import user_service_pb2 as pb
 from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
-from common import pagination
+from common import pagination, timestamps
 from common.auth import CachingAuthenticator
 from common.context import Principal, current_principal
 from common.errors import (
@@ -621,8 +621,8 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             action_filter = validation.action_filter(request.action)
         except InvalidArgument as exc:
             violations.extend(exc.violations)
-        start = convert.optional_time(request.start_time, request.HasField("start_time"))
-        end = convert.optional_time(request.end_time, request.HasField("end_time"))
+        start = timestamps.from_timestamp(request.start_time, request.HasField("start_time"))
+        end = timestamps.from_timestamp(request.end_time, request.HasField("end_time"))
         if start and end and start >= end:
             violations.append(FieldViolation("end_time", "must be after start_time"))
         if violations:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from mediagrid.files.v1 import video_pb2
 
+from common.timestamps import set_timestamp, timestamp
 from services.files.video.models import (
     ProcessingState,
     ProcessingStep,
@@ -30,12 +31,6 @@ STATE_NAMES = {
 
 # (bucket, key, version id or None) -> (presigned url, expiry)
 Presign = Callable[[str, str, str | None], tuple[str, datetime]]
-
-
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -99,7 +94,7 @@ def thumbnail_to_proto(thumb: Thumbnail, presign: Presign | None) -> video_pb2.T
     if presign is not None:
         uri, expires = presign(thumb.bucket, thumb.key, thumb.version_id)
         message.uri = uri
-        message.expire_time.CopyFrom(timestamp(expires))
+        set_timestamp(message.expire_time, expires)
     return message
 
 

@@ -21,7 +21,7 @@ import grpc
 from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
 from pydantic import ValidationError
 
-from common import pagination
+from common import pagination, timestamps
 from common.app import AppContext
 from common.context import Principal, current_principal
 from common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -241,7 +241,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         )
         return video_pb2.CreateStreamUrlResponse(
             uri=uri,
-            expire_time=convert.timestamp(expires),
+            expire_time=timestamps.timestamp(expires),
             content_type=video.content_type,
             size_bytes=video.size_bytes,
         )
