@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from mediagrid.files.v1 import file_pb2, files_pb2
 
@@ -24,6 +24,7 @@ from tests.files.conftest import (
     start_files,
     upload_requests,
 )
+from tests.support.hypo import relaxed
 
 SIZE = 3 * PART + 777
 
@@ -76,11 +77,7 @@ async def test_resume_after_kill_at_random_points(files: Files) -> None:
     loop = asyncio.get_running_loop()
     data = random_bytes(SIZE)
 
-    @settings(
-        max_examples=5,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
+    @relaxed(max_examples=5, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(cut=st.integers(min_value=0, max_value=SIZE))
     def check(cut: int) -> None:
         async def scenario() -> None:

@@ -21,6 +21,7 @@ from services.jobs.models import FailureReport, JobSpec, LeaseRef
 from services.jobs.repository import JobRepository
 from services.jobs.retention import reap
 from services.jobs.states import FINAL, JobState, Snapshot
+from tests.support.hypo import relaxed
 
 # --- the pure transition function --------------------------------------------------------
 
@@ -106,9 +107,7 @@ OPS = st.lists(
 )
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@relaxed(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
 async def test_repository_follows_the_model(pool: asyncpg.Pool, ops: list[tuple[str, int]]) -> None:
     repo = JobRepository(pool)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from argon2 import PasswordHasher, Type
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from common.settings import Settings
@@ -19,6 +19,7 @@ from services.legacy.records import (
     parse_time,
     parse_user,
 )
+from tests.support.hypo import relaxed
 
 IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,20}", fullmatch=True)
 TEXT = st.text(max_size=40)
@@ -36,7 +37,7 @@ HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID).h
     ),
     IDS,
 )
-@settings(max_examples=300, deadline=None)
+@relaxed(max_examples=300)
 def test_user_parser_accepts_or_raises_record_error(
     fields: dict[str, object], legacy_id: str
 ) -> None:
@@ -58,7 +59,7 @@ def test_user_parser_accepts_or_raises_record_error(
     st.sampled_from(["admin", "member", "user", "service"]),
     st.integers(min_value=0, max_value=4_000_000_000),
 )
-@settings(max_examples=100, deadline=None)
+@relaxed(max_examples=100)
 def test_valid_users_parse(legacy_id: str, email: str, role: str, seconds: int) -> None:
     user = parse_user(
         f"user:{legacy_id}",
@@ -97,7 +98,7 @@ def test_unverifiable_hashes_need_a_reset(stored: str) -> None:
     ),
     IDS,
 )
-@settings(max_examples=300, deadline=None)
+@relaxed(max_examples=300)
 def test_job_parser_accepts_or_raises_record_error(
     fields: dict[str, object], legacy_id: str
 ) -> None:
@@ -121,7 +122,7 @@ def test_job_parser_accepts_or_raises_record_error(
     st.integers(1, 30),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
 )
-@settings(deadline=None)
+@relaxed()
 def test_job_spec_keeps_the_remaining_attempts(
     attempts: int, maximum: int, payload: dict[str, int]
 ) -> None:
@@ -154,7 +155,7 @@ def test_run_at_in_the_future_schedules_and_in_the_past_means_now() -> None:
 
 
 @given(st.text(max_size=30))
-@settings(deadline=None)
+@relaxed()
 def test_keys_outside_the_layout_are_invalid(suffix: str) -> None:
     key = f"p:job:{suffix}"
     try:
@@ -164,7 +165,7 @@ def test_keys_outside_the_layout_are_invalid(suffix: str) -> None:
 
 
 @given(st.one_of(st.integers(0, 32_503_679_999), st.datetimes(timezones=st.just(UTC))))
-@settings(deadline=None)
+@relaxed()
 def test_parse_time_roundtrip(value: int | datetime) -> None:
     text = value.isoformat() if isinstance(value, datetime) else str(value)
     parsed = parse_time(text)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from common.auth import allows, pattern_matches
 from common.context import Principal
 from common.errors import InvalidArgument
 from services.users import permissions, validation
+from tests.support.hypo import relaxed
 
 local_parts = st.from_regex(r"[a-z0-9](?:[a-z0-9._+-]{0,20}[a-z0-9])?", fullmatch=True).filter(
     lambda s: ".." not in s
@@ -62,7 +63,7 @@ resource_names = st.lists(segment, min_size=1, max_size=4).map(
 
 
 @given(name=resource_names)
-@settings(max_examples=200)
+@relaxed(max_examples=200)
 def test_patterns_match_as_documented(name: str) -> None:
     assert pattern_matches("*", name)
     assert pattern_matches(name, name)

@@ -8,12 +8,13 @@ import os
 import boto3
 import pytest
 from botocore.config import Config
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.files.video.processing import probe
 from services.files.video.range_reader import RangeReader, RangeReadError, open_s3_object
 from services.files.video.storage import thumbnail_key, thumbnail_prefix
+from tests.support.hypo import relaxed
 from tests.video.clips import make_clip
 
 
@@ -38,7 +39,7 @@ operation = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@relaxed(max_examples=300)
 @given(
     data=st.binary(min_size=0, max_size=300),
     block_size=st.integers(min_value=1, max_value=64),
