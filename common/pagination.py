@@ -85,7 +85,10 @@ def decode_time_key(
     try:
         if not isinstance(stamp, str) or not isinstance(last, str):
             raise ValueError("not a time key")
-        return datetime.fromisoformat(stamp), last
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:  # ours always carry an offset; a naive one is forged
+            raise ValueError("no time zone")
+        return moment, last
     except ValueError:
         raise InvalidArgument.field(
             field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"

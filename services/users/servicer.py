@@ -44,24 +44,6 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
     return ""
 
 
-def _time_key(value: datetime) -> str:
-    return value.isoformat()
-
-
-def _parse_time_key(key: list[str | int], field: str = "page_token") -> tuple[datetime, str]:
-    try:
-        moment = datetime.fromisoformat(str(key[0]))
-    except ValueError:
-        raise InvalidArgument.field(
-            field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
-        ) from None
-    if moment.tzinfo is None or not isinstance(key[1], str):
-        raise InvalidArgument.field(
-            field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
-        )
-    return moment, key[1]
-
-
 class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -274,14 +256,14 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         assert size is not None
         access.require(principal, "users.list", "users")
         query = pagination.fingerprint("ListUsers", {"role": role, "status": status})
-        key = pagination.decode(request.page_token, query, key_length=2)
+        cursor = pagination.decode_time_key(request.page_token, query)
         users = await self.repository.list_users(
-            role=role, status=status, after=_parse_time_key(key) if key else None, limit=size + 1
+            role=role, status=status, after=cursor, limit=size + 1
         )
         next_token = ""
         if len(users) > size:
             users = users[:size]
-            next_token = pagination.encode(query, [_time_key(users[-1].create_time), users[-1].id])
+            next_token = pagination.encode_time_key(query, users[-1].create_time, users[-1].id)
         return pb.ListUsersResponse(
             users=[convert.user_to_pb(u) for u in users], next_page_token=next_token
         )
@@ -367,19 +349,19 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         query = pagination.fingerprint(
             "ListSessions", {"user": user_id, "all": request.show_inactive}
         )
-        key = pagination.decode(request.page_token, query, key_length=2)
+        cursor = pagination.decode_time_key(request.page_token, query)
         sessions = await self.repository.list_sessions(
             user_id,
             active_only=not request.show_inactive,
             idle_seconds=self.settings.session_idle_timeout_seconds,
-            before=_parse_time_key(key) if key else None,
+            before=cursor,
             limit=size + 1,
         )
         next_token = ""
         if len(sessions) > size:
             sessions = sessions[:size]
-            next_token = pagination.encode(
-                query, [_time_key(sessions[-1].create_time), sessions[-1].id]
+            next_token = pagination.encode_time_key(
+                query, sessions[-1].create_time, sessions[-1].id
             )
         return pb.ListSessionsResponse(
             sessions=[self._session_pb(s, current=principal.session) for s in sessions],
@@ -494,7 +476,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             "ListPermissions",
             {"user": user_id, "permission": request.permission, "resource": request.resource},
         )
-        key = pagination.decode(request.page_token, query, key_length=2)
+        cursor = pagination.decode_time_key(request.page_token, query)
         role_permissions: list[str] = []
         if not everyone:
             target = await self.repository.get_user(user_id)
@@ -503,15 +485,13 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             user_id=None if everyone else user_id,
             permission=request.permission or None,
             resource=request.resource or None,
-            after=_parse_time_key(key) if key else None,
+            after=cursor,
             limit=size + 1,
         )
         next_token = ""
         if len(grants) > size:
             grants = grants[:size]
-            next_token = pagination.encode(
-                query, [_time_key(grants[-1].create_time), grants[-1].id]
-            )
+            next_token = pagination.encode_time_key(query, grants[-1].create_time, grants[-1].id)
         return pb.ListPermissionsResponse(
             grants=[convert.grant_to_pb(g) for g in grants],
             next_page_token=next_token,

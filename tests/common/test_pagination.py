@@ -108,6 +108,17 @@ def test_time_keys_reject_other_key_shapes(key: list[str | int]) -> None:
         assert exc.reason == "INVALID_PAGE_TOKEN"
     else:
         assert isinstance(stamp, datetime) and isinstance(last, str)
+        assert stamp.tzinfo is not None
+
+
+def test_time_key_without_a_time_zone_is_refused() -> None:
+    # Keys are compared with timestamptz columns; a naive time would be read in the
+    # server's zone, so only a forged token carries one.
+    fp = pagination.fingerprint("List", {})
+    token = pagination.encode(fp, ["2026-11-26T01:00:00", "u1"])
+    with pytest.raises(InvalidArgument) as err:
+        pagination.decode_time_key(token, fp)
+    assert err.value.reason == "INVALID_PAGE_TOKEN"
 
 
 @given(
