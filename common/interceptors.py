@@ -36,7 +36,8 @@ import grpc
 
 from common import grpc_errors
 from common.context import Principal, current_principal_var, request_id_var
-from common.errors import InvalidArgument, Unauthenticated
+from common.errors import FieldViolation, InvalidArgument, Unauthenticated
+from common.wire_format import invalid_utf8_field
 
 log = logging.getLogger("mediagrid.access")
 
@@ -229,9 +230,20 @@ def _parse(deserialize: Callable[[bytes], Any] | None, raw: Any) -> Any:
     try:
         return deserialize(raw)
     except Exception as exc:
-        raise InvalidArgument(
-            "the request message could not be parsed", reason="MALFORMED_REQUEST"
-        ) from exc
+        raise _unparsable(deserialize, raw) from exc
+
+
+def _unparsable(deserialize: Callable[[bytes], Any], raw: Any) -> InvalidArgument:
+    """Why a request did not parse: the field with invalid UTF-8 when that is it."""
+    # Generated handlers deserialize with the message class's FromString (a bound classmethod).
+    descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    if descriptor is not None and isinstance(raw, bytes):
+        field = invalid_utf8_field(raw, descriptor)
+        if field is not None:
+            return InvalidArgument(
+                reason="INVALID_UTF8", violations=[FieldViolation(field, "is not valid UTF-8")]
+            )
+    return InvalidArgument("the request message could not be parsed", reason="MALFORMED_REQUEST")
 
 
 async def _parsed(requests: AsyncIterator[Any], deserialize: Callable[[bytes], Any]) -> Any:

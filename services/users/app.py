@@ -7,7 +7,6 @@ from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
 from common.app import AppContext, ServiceInstance
 from common.auth import CachingAuthenticator, LocalAuthenticator
-from services.users import wire
 from services.users.activity import DatabaseActivityRecorder
 from services.users.bootstrap import ensure_bootstrap_admin
 from services.users.passwords import Passwords
@@ -68,7 +67,7 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
     await ensure_bootstrap_admin(repository, passwords, settings)
 
     def register(server: grpc.aio.Server) -> None:
-        wire.register_lenient(pb_grpc.add_UserServiceServicer_to_server, servicer, server)
+        pb_grpc.add_UserServiceServicer_to_server(servicer, server)
 
     return ServiceInstance(
         name="users",

@@ -320,6 +320,14 @@ async def test_bad_handler_results_and_bad_requests_are_mapped_never_unknown() -
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         info = error_info(caught.value)
         assert info is not None and info.reason == "MALFORMED_REQUEST"
+        # A string field with invalid UTF-8 is named (field 1 of StringValue is "value").
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary(method("Echo"))(b"\x0a\x02\xc3\x28")
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        info = error_info(caught.value)
+        assert info is not None and info.reason == "INVALID_UTF8"
+        bad = bad_request(caught.value)
+        assert bad is not None and [v.field for v in bad.field_violations] == ["value"]
 
 
 async def test_oversized_errors_are_cut_to_fit_the_trailers() -> None:

@@ -138,7 +138,7 @@ def test_wire_walker_finds_the_field_with_invalid_utf8(
 ) -> None:
     from mediagrid.users.v1 import user_service_pb2 as pb
 
-    from services.users.wire import invalid_utf8_field
+    from common.wire_format import invalid_utf8_field
 
     message = pb.RecordActivityRequest(action=action, resource=resource, metadata=metadata)
     raw = message.SerializeToString()

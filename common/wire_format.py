@@ -1,0 +1,63 @@
+"""Reading the protobuf wire format by hand, for what a failed parse does not tell.
+
+The parser only says that a request did not decode. A ``string`` field holding invalid
+UTF-8 is the common case from clients in other languages; ``invalid_utf8_field`` walks the
+raw bytes against the message's descriptor and names the field, so the caller gets an
+INVALID_ARGUMENT with that field instead of "the request could not be parsed".
+"""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise IndexError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def invalid_utf8_field(data: bytes, descriptor: Descriptor, prefix: str = "") -> str | None:
+    """The path (``metadata``, ``user.email``) of the first string field that is not UTF-8."""
+    pos = 0
+    try:
+        while pos < len(data):
+            tag, pos = _varint(data, pos)
+            number, wire_type = tag >> 3, tag & 7
+            if wire_type == 0:
+                _, pos = _varint(data, pos)
+                continue
+            if wire_type in (1, 5):
+                pos += 8 if wire_type == 1 else 4
+                continue
+            if wire_type != 2:
+                return None
+            length, pos = _varint(data, pos)
+            chunk, pos = data[pos : pos + length], pos + length
+            field = descriptor.fields_by_number.get(number)
+            if field is None:
+                continue
+            path = f"{prefix}{field.name}"
+            if field.type == FieldDescriptor.TYPE_STRING:
+                try:
+                    chunk.decode("utf-8")
+                except UnicodeDecodeError:
+                    return path
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+                if field.message_type.GetOptions().map_entry:
+                    if invalid_utf8_field(chunk, field.message_type) is not None:
+                        return path
+                else:
+                    inner = invalid_utf8_field(chunk, field.message_type, f"{path}.")
+                    if inner is not None:
+                        return inner
+    except IndexError:
+        return None
+    return None
