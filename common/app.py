@@ -11,6 +11,7 @@ import grpc
 
 from common.activity import ActivityRecorder, LoggingActivityRecorder
 from common.aws import AwsClients
+from common.channels import ChannelCache
 from common.interceptors import Authenticator
 from common.settings import Settings
 
@@ -28,28 +29,17 @@ class AppContext:
     authenticator: Authenticator | None = None
     # Replaced by the users service's recorder (local or remote) when it is available.
     activity: ActivityRecorder = field(default_factory=LoggingActivityRecorder)
-    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _channels: ChannelCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._channels = ChannelCache(self.addresses, self.settings.grpc_max_message_bytes)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to ``service`` (its configured or in-process address)."""
-        if service not in self._channels:
-            address = self.addresses.get(service)
-            if address is None:
-                raise RuntimeError(f"no address known for service {service!r}")
-            size = self.settings.grpc_max_message_bytes
-            self._channels[service] = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_send_message_length", size),
-                    ("grpc.max_receive_message_length", size),
-                ],
-            )
-        return self._channels[service]
+        return self._channels(service)
 
     async def close_channels(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
+        await self._channels.close()
 
 
 @dataclass

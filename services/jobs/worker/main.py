@@ -9,10 +9,10 @@ import logging
 import signal
 from collections.abc import Sequence
 
-import grpc
 from mediagrid.jobs.v1 import worker_service_pb2_grpc
 
 from common.aws import AwsClients
+from common.channels import ChannelCache
 from common.settings import Settings
 from services.jobs.worker.api import WorkerResources
 from services.jobs.worker.runtime import WorkerRuntime, WorkerStats
@@ -43,35 +43,6 @@ def default_address(settings: Settings) -> str:
     return settings.jobs_address or f"{settings.grpc_host}:{settings.grpc_port}"
 
 
-class _Channels:
-    """Client channels to the suite's services, opened on first use."""
-
-    def __init__(self, settings: Settings, jobs_address: str) -> None:
-        self.addresses = {
-            "jobs": jobs_address,
-            "users": settings.users_address or jobs_address,
-            "files": settings.files_address or jobs_address,
-        }
-        self.options = [
-            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
-            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
-        ]
-        self.open: dict[str, grpc.aio.Channel] = {}
-
-    def __call__(self, service: str) -> grpc.aio.Channel:
-        if service not in self.open:
-            address = self.addresses.get(service)
-            if address is None:
-                raise KeyError(f"unknown service {service!r}")
-            self.open[service] = grpc.aio.insecure_channel(address, options=self.options)
-        return self.open[service]
-
-    async def close(self) -> None:
-        for channel in self.open.values():
-            await channel.close()
-        self.open.clear()
-
-
 async def run_worker(
     settings: Settings,
     *,
@@ -88,7 +59,15 @@ async def run_worker(
     if token is None and settings.worker_token is not None:
         token = settings.worker_token.get_secret_value()
     metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-    channels = _Channels(settings, address or default_address(settings))
+    jobs_address = address or default_address(settings)
+    channels = ChannelCache(
+        {
+            "jobs": jobs_address,
+            "users": settings.users_address or jobs_address,
+            "files": settings.files_address or jobs_address,
+        },
+        settings.grpc_max_message_bytes,
+    )
     resources = WorkerResources(
         settings=settings, aws=AwsClients(settings), channel=channels, call_metadata=metadata
     )
