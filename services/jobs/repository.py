@@ -150,15 +150,14 @@ class JobRepository:
 
     async def get_job(self, job_id: uuid.UUID, *, with_position: bool = False) -> Job:
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_job, job_id)
-            if row is None:
-                raise NotFound(f"{job_name(job_id)} does not exist", reason="JOB_NOT_FOUND")
-            job = Job.from_row(row)
-            if with_position and job.state in (JobState.QUEUED, JobState.SCHEDULED):
-                position = await conn.fetchval(
-                    Q.queue_position, job.type, job.priority, job.available_at, row["seq"]
-                )
-                job = job.model_copy(update={"queue_position": position})
+            row = await conn.fetchrow(
+                Q.get_job_with_position if with_position else Q.get_job, job_id
+            )
+        if row is None:
+            raise NotFound(f"{job_name(job_id)} does not exist", reason="JOB_NOT_FOUND")
+        job = Job.from_row(row)
+        if with_position and row["queue_position"] is not None:
+            job = job.model_copy(update={"queue_position": row["queue_position"]})
         return job
 
     async def list_jobs(

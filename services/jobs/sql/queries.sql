@@ -91,11 +91,18 @@ SELECT j.state, count(*) AS n, coalesce(sum(j.progress_percent), 0)::float8 AS p
 FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
 WHERE k.batch_id = $1 GROUP BY j.state;
 
--- name: queue_position
--- Claimable jobs of the same type that a worker would take before this one (index-only range).
-SELECT count(*) FROM jobs.jobs
-WHERE state IN ('queued', 'scheduled') AND type = $1 AND available_at <= now()
-  AND (priority > $2 OR (priority = $2 AND (available_at, seq) < ($3, $4)));
+-- name: get_job_with_position
+-- The job and, while it waits, its queue position: how many claimable jobs of the same type
+-- a worker would take before it, in the same statement (one round trip for GetJob/WatchJob).
+SELECT j.*,
+       CASE WHEN j.state IN ('queued', 'scheduled') THEN (
+           SELECT count(*) FROM jobs.jobs q
+           WHERE q.state IN ('queued', 'scheduled') AND q.type = j.type
+             AND q.available_at <= now()
+             AND (q.priority > j.priority
+                  OR (q.priority = j.priority AND (q.available_at, q.seq) < (j.available_at, j.seq)))
+       ) END AS queue_position
+FROM jobs.jobs j WHERE j.id = $1;
 
 -- name: list_jobs_by_owner
 SELECT j.* FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
