@@ -130,13 +130,19 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
             assert picture.format == "JPEG"
             assert picture.width == thumbnail.width == ctx.settings.video_thumbnail_width
 
-        # GetUserStats asks the jobs and files services, forwarding the caller's token.
-        stats = await users.GetUserStats(
-            users_pb2.GetUserStatsRequest(name="users/me"), metadata=bearer(owner_token)
-        )
-        assert stats.file_count == 1
-        assert stats.file_bytes == len(clip)
-        assert stats.job_counts["SUCCEEDED"] == 2
+        # GetUserStats asks the jobs and files services, forwarding the caller's token. The
+        # handlers record their step before they return; the worker acknowledges the jobs
+        # after that, in batches, so both jobs count as succeeded a moment later.
+        async def both_jobs_succeeded() -> users_pb2.GetUserStatsResponse | None:
+            stats = await users.GetUserStats(
+                users_pb2.GetUserStatsRequest(name="users/me"), metadata=bearer(owner_token)
+            )
+            assert stats.file_count == 1
+            assert stats.file_bytes == len(clip)
+            return stats if stats.job_counts["SUCCEEDED"] == 2 else None
+
+        stats = await eventually(both_jobs_succeeded, what="both jobs acknowledged")
+        assert {state: n for state, n in stats.job_counts.items() if n} == {"SUCCEEDED": 2}
 
         # Deleting the user removes their files through a users.purge job run by the worker.
         await users.DeleteUser(
