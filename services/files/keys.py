@@ -10,10 +10,15 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def user_prefix(owner_id: str) -> str:
+    """``users/{owner}/`` — everything of one user's files lives under it."""
+    return f"users/{owner_id}/"
+
+
 def object_prefix(owner_id: str, file_id: str, job_id: str | None = None) -> str:
     """``users/{owner}/[jobs/{job}/]{file}/`` — everything of one file lives under it."""
     job = f"jobs/{job_id}/" if job_id else ""
-    return f"users/{owner_id}/{job}{file_id}/"
+    return f"{user_prefix(owner_id)}{job}{file_id}/"
 
 
 def content_key(owner_id: str, file_id: str, job_id: str | None = None) -> str:

@@ -273,3 +273,6 @@ class FilesRepository:
 
     async def user_files(self, user_id: str) -> list[FileRecord]:
         return [FileRecord.from_row(r) for r in await self.pool.fetch(Q.user_files, user_id)]
+
+    async def purge_user_files(self, user_id: str) -> int:
+        return int(await self.pool.fetchval(Q.purge_user_files, user_id))

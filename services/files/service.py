@@ -522,11 +522,17 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         for session in await self.repo.active_uploads_of_user(user_id):
             if await self.repo.finish_upload(session.id, "cancelled", "user deleted") is not None:
                 await release_session_objects(self.deps, session)
-        records = await self.repo.user_files(user_id)
-        for record in records:
-            await self._purge(record)
-        await self._record("files.delete_user_files", request.user, count=str(len(records)))
-        return files_pb2.DeleteUserFilesResponse(deleted_count=len(records))
+        # Objects first (a failure leaves the rows, so a retry finds the rest), all of the
+        # user's prefix at once: a LIST and a DELETE per 1000 versions, not per file.
+        removed = await self.storage.purge_prefix(keys.user_prefix(user_id))
+        deleted = await self.repo.purge_user_files(user_id)
+        await self._record(
+            "files.delete_user_files",
+            request.user,
+            count=str(deleted),
+            object_versions=str(removed),
+        )
+        return files_pb2.DeleteUserFilesResponse(deleted_count=deleted)
 
 
 def register(servicer: FileService) -> Any:

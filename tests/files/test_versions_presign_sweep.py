@@ -145,6 +145,13 @@ async def test_delete_user_files(files: Files) -> None:
     )
     assert done.deleted_count == 2
     assert await files.download(other.name, who="bob") == b"c"
+    # Every object version of alice's is gone; bob's file is all that is left.
+    bucket = files.ctx.settings.bucket("files")
+    async with files.ctx.aws.s3() as s3:
+        state = await s3.list_object_versions(Bucket=bucket)
+    left = {v["Key"].split("/")[1] for v in state.get("Versions", [])}
+    assert left == {other.owner.removeprefix("users/")}
+    assert "DeleteMarkers" not in state
 
 
 async def test_presigned_get_with_range_over_http(files: Files) -> None:

@@ -137,5 +137,10 @@ FROM files.files WHERE owner_id = $1 AND delete_time IS NULL;
 -- name: user_files
 SELECT * FROM files.files WHERE owner_id = $1 ORDER BY id;
 
+-- name: purge_user_files
+-- Every file row of a user (their objects are deleted first); returns how many.
+WITH del AS (DELETE FROM files.files WHERE owner_id = $1 RETURNING id)
+SELECT count(*) FROM del;
+
 -- name: active_uploads_of_user
 SELECT * FROM files.upload_sessions WHERE owner_id = $1 AND state = 'active';
