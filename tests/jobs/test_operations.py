@@ -214,3 +214,30 @@ async def test_watch_job_streams_changes_until_final(svc: Jobs) -> None:
     assert seen[-1].state == job_pb2.JOB_STATE_SUCCEEDED
     progress = [j.progress_percent for j in seen if j.state == job_pb2.JOB_STATE_RUNNING]
     assert progress == sorted(progress) and progress[-1] == 60
+
+
+async def test_delete_user_jobs_takes_the_users_batches_with_jobs_others_added(svc: Jobs) -> None:
+    # An admin may add a job of its own to anyone's batch; deleting the batch's owner deletes
+    # the batch with every job in it (the admin's too), as a batch never outlives its owner.
+    batch = await svc.jobs.CreateBatch(
+        job_service_pb2.CreateBatchRequest(jobs=[job_pb2.JobSpec(type="test.noop")]),
+        metadata=svc.owner,
+    )
+    added = await svc.jobs.CreateJob(
+        job_service_pb2.CreateJobRequest(
+            job=job_pb2.JobSpec(type="test.noop"), batch=batch.batch.name
+        ),
+        metadata=svc.admin,
+    )
+    response = await svc.jobs.DeleteUserJobs(
+        job_service_pb2.DeleteUserJobsRequest(owner=OWNER), metadata=svc.service
+    )
+    assert (response.deleted_count, response.deleted_batches) == (1, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await svc.get(added.job.name)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await svc.jobs.GetBatch(
+            job_service_pb2.GetBatchRequest(name=batch.batch.name), metadata=svc.admin
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND

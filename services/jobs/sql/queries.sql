@@ -446,5 +446,15 @@ WITH del AS (
 SELECT count(*) FROM del;
 
 -- name: delete_owner_batches
-WITH del AS (DELETE FROM jobs.batches WHERE owner = $1 RETURNING id)
+-- The owner's batches, with any job still in them: an admin may have added a job of its own
+-- (the batch foreign key, on jobs.job_keys, is checked at the end of the statement).
+WITH owned AS (
+    SELECT id FROM jobs.batches WHERE owner = $1
+), keys AS (
+    DELETE FROM jobs.job_keys WHERE batch_id IN (SELECT id FROM owned) RETURNING id
+), gone AS (
+    DELETE FROM jobs.jobs WHERE id IN (SELECT id FROM keys)
+), del AS (
+    DELETE FROM jobs.batches WHERE id IN (SELECT id FROM owned) RETURNING id
+)
 SELECT count(*) FROM del;
