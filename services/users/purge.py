@@ -10,10 +10,16 @@ attempt count visible.
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import TYPE_CHECKING, Protocol
 
 from common.errors import DomainError
 from services.users.usage import FILES_SERVICE, JOBS_SERVICE, dependency_unavailable
+
+if TYPE_CHECKING:
+    from services.users.repository import UserRepository
+
+log = logging.getLogger("mediagrid.users.purge")
 
 
 class UserDataPurger(Protocol):
@@ -26,6 +32,37 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, DomainError):
         return f"{exc.reason}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
+
+
+async def attempt_purge(
+    purger: UserDataPurger,
+    repository: UserRepository,
+    user_id: str,
+    *,
+    attempt: int,
+    retry_in_seconds: float,
+) -> bool:
+    """One attempt at a deleted user's data (DeleteUser's first, then the sweep's).
+
+    Success ends the pending purge and scrubs the user row; a failure is recorded on the
+    pending row with the time of the next attempt. Returns whether it succeeded.
+    """
+    name = f"users/{user_id}"
+    try:
+        await purger.purge(name)
+    except Exception as exc:
+        log.warning(
+            "purge of %s failed (attempt %d, next in %.0fs): %s",
+            name,
+            attempt,
+            retry_in_seconds,
+            exc,
+        )
+        await repository.purge_failed(user_id, describe_failure(exc), retry_in_seconds)
+        return False
+    await repository.purge_done(user_id)
+    await repository.scrub_user(user_id)
+    return True
 
 
 class MissingServicesPurger:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +26,10 @@ from services.users import access, convert, permissions, validation
 from services.users.activity import DatabaseActivityRecorder
 from services.users.models import User
 from services.users.passwords import Passwords
-from services.users.purge import UserDataPurger, describe_failure
+from services.users.purge import UserDataPurger, attempt_purge
 from services.users.repository import UserRepository
 from services.users.sessions import SessionManager
 from services.users.usage import UsageSource
-
-log = logging.getLogger("mediagrid.users")
 
 UPDATABLE_FIELDS = ("display_name", "email", "role", "status")
 
@@ -221,19 +218,13 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
 
     async def _purge_now(self, name: str) -> None:
         """First purge attempt right away; on failure the sweep retries (the row is pending)."""
-        try:
-            await self.purger.purge(name)
-        except Exception as exc:
-            log.warning("purge of %s deferred to the sweep: %s", name, exc)
-            await self.repository.purge_failed(
-                name.removeprefix("users/"),
-                describe_failure(exc),
-                self.settings.users_purge_retry_seconds,
-            )
-        else:
-            user_id = name.removeprefix("users/")
-            await self.repository.purge_done(user_id)
-            await self.repository.scrub_user(user_id)
+        await attempt_purge(
+            self.purger,
+            self.repository,
+            name.removeprefix("users/"),
+            attempt=1,
+            retry_in_seconds=self.settings.users_purge_retry_seconds,
+        )
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.ListUsersResponse:
         principal = current_principal()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from common.db import declare_session_state
 from common.settings import Settings
 from services.users.models import SweepReport
-from services.users.purge import UserDataPurger, describe_failure
+from services.users.purge import UserDataPurger, attempt_purge
 from services.users.repository import UserRepository
 
 log = logging.getLogger("mediagrid.users.sweep")
@@ -80,21 +80,20 @@ class Sweeper:
     async def retry_purges(self) -> tuple[int, int]:
         done = failed = 0
         for pending in await self.repository.due_purges(100):
-            name = f"users/{pending.user_id}"
-            try:
-                await self.purger.purge(name)
-            except Exception as exc:
-                failed += 1
-                delay = min(
-                    MAX_PURGE_DELAY_SECONDS,
-                    self.settings.users_purge_retry_seconds * 2 ** min(pending.attempts, 20),
-                )
-                log.warning("purge of %s failed (attempt %d): %s", name, pending.attempts + 1, exc)
-                await self.repository.purge_failed(pending.user_id, describe_failure(exc), delay)
-            else:
+            delay = min(
+                MAX_PURGE_DELAY_SECONDS,
+                self.settings.users_purge_retry_seconds * 2 ** min(pending.attempts, 20),
+            )
+            if await attempt_purge(
+                self.purger,
+                self.repository,
+                pending.user_id,
+                attempt=pending.attempts + 1,
+                retry_in_seconds=delay,
+            ):
                 done += 1
-                await self.repository.purge_done(pending.user_id)
-                await self.repository.scrub_user(pending.user_id)
+            else:
+                failed += 1
         return done, failed
 
     async def loop(self) -> None:
