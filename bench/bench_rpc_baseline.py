@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import statistics
 
 from bench.baselines import (
     bare_echo_baseline,
@@ -23,13 +24,23 @@ from common.interceptors import SuiteInterceptor
 
 
 async def run(args: argparse.Namespace) -> None:
-    print(f"unary echo, 64-byte payload, {args.calls} calls, concurrency {args.concurrency}")
-    bare = await bare_echo_baseline(calls=args.calls, concurrency=args.concurrency)
-    print(bare.line("bare grpc.aio (baseline)"))
-    async with bare_server([SuiteInterceptor()]) as address:
-        suite = await echo_load(address, calls=args.calls, concurrency=args.concurrency)
-    print(suite.line("with SuiteInterceptor"))
-    print(ratio_line("SuiteInterceptor throughput", suite.calls_per_second, bare.calls_per_second))
+    print(
+        f"unary echo, 64-byte payload, {args.calls} calls, concurrency {args.concurrency}, "
+        f"{args.rounds} alternating rounds (the machine's load phases fall on both alike)"
+    )
+    ratios = []
+    for round_ in range(1, args.rounds + 1):
+        bare = await bare_echo_baseline(calls=args.calls, concurrency=args.concurrency)
+        async with bare_server([SuiteInterceptor()]) as address:
+            suite = await echo_load(address, calls=args.calls, concurrency=args.concurrency)
+        ratios.append(suite.calls_per_second / bare.calls_per_second)
+        print(f"round {round_}")
+        print(bare.line("  bare grpc.aio (baseline)"))
+        print(suite.line("  with SuiteInterceptor"))
+    print(
+        f"SuiteInterceptor throughput: median {statistics.median(ratios):.2f}x of the bare "
+        f"grpc.aio baseline (rounds: {', '.join(f'{r:.2f}x' for r in ratios)})"
+    )
 
     total = args.mib * 2**20
     print(f"\nclient-streaming upload of {args.mib} MiB to a byte-counting server")
@@ -44,6 +55,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench rpc_baseline", description=__doc__)
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--mib", type=int, default=256)
     # The access log would otherwise write one line per call to the terminal.
     access = logging.getLogger("mediagrid.access")
