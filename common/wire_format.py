@@ -1,4 +1,4 @@
-"""Reading the protobuf wire format by hand, for what a failed parse does not tell.
+"""The protobuf wire format by hand: varints, and what a failed parse does not tell.
 
 The parser only says that a request did not decode. A ``string`` field holding invalid
 UTF-8 is the common case from clients in other languages; ``invalid_utf8_field`` walks the
@@ -11,7 +11,8 @@ from __future__ import annotations
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; IndexError when it is cut short."""
     result = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -29,17 +30,17 @@ def invalid_utf8_field(data: bytes, descriptor: Descriptor, prefix: str = "") ->
     pos = 0
     try:
         while pos < len(data):
-            tag, pos = _varint(data, pos)
+            tag, pos = read_varint(data, pos)
             number, wire_type = tag >> 3, tag & 7
             if wire_type == 0:
-                _, pos = _varint(data, pos)
+                _, pos = read_varint(data, pos)
                 continue
             if wire_type in (1, 5):
                 pos += 8 if wire_type == 1 else 4
                 continue
             if wire_type != 2:
                 return None
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             chunk, pos = data[pos : pos + length], pos + length
             field = descriptor.fields_by_number.get(number)
             if field is None:
@@ -61,3 +62,13 @@ def invalid_utf8_field(data: bytes, descriptor: Descriptor, prefix: str = "") ->
     except IndexError:
         return None
     return None
+
+
+def encode_varint(value: int) -> bytes:
+    """``value`` (non-negative) as a protobuf varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

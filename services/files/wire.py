@@ -19,19 +19,9 @@ from typing import Any
 import grpc
 from mediagrid.files.v1 import files_pb2
 
+from common.wire_format import encode_varint, read_varint
+
 _DATA_TAG = 0x12  # field 2 (data), wire type 2 (length-delimited)
-
-
-def _varint(raw: bytes, pos: int) -> tuple[int | None, int]:
-    value = shift = 0
-    while pos < len(raw) and shift < 64:
-        byte = raw[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None, pos
 
 
 class EncodedResponse:
@@ -44,21 +34,12 @@ class EncodedResponse:
         self.size = size
 
 
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_download_data(data: bytes) -> EncodedResponse:
     """``DownloadResponse(data=data)`` serialized, without a protobuf message in between."""
     if not data:  # proto3 leaves an empty field out
         return EncodedResponse(b"", 0)
     return EncodedResponse(
-        b"".join((bytes([_DATA_TAG]), _varint_bytes(len(data)), data)), len(data)
+        b"".join((bytes([_DATA_TAG]), encode_varint(len(data)), data)), len(data)
     )
 
 
@@ -72,9 +53,13 @@ def serialize_download_response(response: files_pb2.DownloadResponse | EncodedRe
 def parse_upload_request(raw: bytes) -> files_pb2.UploadRequest | memoryview:
     """``UploadRequest`` deserializer: data messages become a memoryview of their bytes."""
     if raw[:1] == bytes([_DATA_TAG]):
-        length, start = _varint(raw, 1)
-        if length is not None and start + length == len(raw):
-            return memoryview(raw)[start:]
+        try:
+            length, start = read_varint(raw, 1)
+        except IndexError:
+            pass  # cut short: the real parser below reports it
+        else:
+            if start + length == len(raw):
+                return memoryview(raw)[start:]
     return files_pb2.UploadRequest.FromString(raw)
 
 
