@@ -6,6 +6,7 @@ record two outcomes for one run; every operation the model rejects, PostgreSQL r
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -179,6 +180,8 @@ async def test_repository_follows_the_model(pool: asyncpg.Pool, ops: list[tuple[
                     assert await repo.release([LeaseRef(job_id=job_id, lease_id=lease)]) == 1
                     model[job_id] = after
             elif op == "expire":
+                # Claims take a 1 ms lease; a claim a moment ago may not have expired yet.
+                await asyncio.sleep(0.005)
                 reaped = await reap(repo, JobMetrics())
                 running = [j for j, s in model.items() if s.state is JobState.RUNNING]
                 assert reaped == len(running)
