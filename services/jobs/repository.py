@@ -395,7 +395,8 @@ class JobRepository:
 
     async def purge_finished_chunk(self, state: JobState, before: datetime, limit: int) -> int:
         async with self.pool.acquire() as conn:
-            return int(await conn.fetchval(Q.purge_finished, state.value, before, limit))
+            status = await conn.execute(Q.purge_finished, state.value, before, limit)
+        return int(status.split()[-1])
 
     async def purge_empty_batches_chunk(self, before: datetime, limit: int) -> int:
         async with self.pool.acquire() as conn:
@@ -410,5 +411,6 @@ class JobRepository:
                 cancelled += n
             while n := await conn.fetchval(Q.delete_owner_chunk, owner, chunk):
                 deleted += n
+            await conn.execute(Q.delete_owner_batch_jobs, owner)
             batches = await conn.fetchval(Q.delete_owner_batches, owner)
         return DeletedUserJobs(cancelled=cancelled, deleted=deleted, deleted_batches=batches)

@@ -60,6 +60,27 @@ async def test_job_keys_migration_backfills_existing_jobs(
         assert await conn.execute(Q.purge_empty_batches, tomorrow, 10) == "DELETE 1"
 
 
+async def test_job_keys_follow_every_insert_and_delete_of_jobs(pool: asyncpg.Pool) -> None:
+    # Not through the repository: any statement that adds or removes jobs keeps the keys.
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO jobs.jobs (id, type, owner, state, max_attempts) "
+            "SELECT gen_random_uuid(), 't', 'users/k' || (g % 3), 'queued', 1 "
+            "FROM generate_series(1, 30) g"
+        )
+        keys = await conn.fetch(
+            "SELECT k.owner, j.owner AS job_owner, k.created_at = j.created_at AS same_time "
+            "FROM jobs.job_keys k JOIN jobs.jobs j USING (id)"
+        )
+        assert len(keys) == 30
+        assert all(k["owner"] == k["job_owner"] and k["same_time"] for k in keys)
+        await conn.execute("UPDATE jobs.jobs SET priority = 5 WHERE owner = 'users/k1'")
+        await conn.execute("DELETE FROM jobs.jobs WHERE owner = 'users/k1'")
+        left = await conn.fetch("SELECT DISTINCT owner FROM jobs.job_keys ORDER BY owner")
+        assert [r["owner"] for r in left] == ["users/k0", "users/k2"]
+        assert await conn.fetchval("SELECT count(*) FROM jobs.job_keys") == 20
+
+
 @given(
     items=st.lists(
         st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=100),

@@ -8,8 +8,8 @@
 
 -- name: insert_jobs
 -- Insert jobs given as parallel arrays; a (owner, request_id) seen before inserts nothing.
--- Every job also gets its row in jobs.job_keys (migration 003), which owner, batch and
--- time lookups below go through.
+-- Every job also gets its row in jobs.job_keys (migrations 003 and 005: a trigger adds it),
+-- which owner, batch and time lookups below go through.
 WITH input AS (
     SELECT *
     FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
@@ -27,9 +27,6 @@ WITH input AS (
     FROM input
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
-), keys AS (
-    INSERT INTO jobs.job_keys (id, owner, batch_id, created_at, seq)
-    SELECT id, owner, batch_id, created_at, seq FROM ins
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
@@ -54,10 +51,7 @@ WITH input AS (
            $2, request_id, max_attempts, coalesce(schedule_time, now())
     FROM input
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
-    RETURNING id, type, owner, batch_id, created_at, seq
-), keys AS (
-    INSERT INTO jobs.job_keys (id, owner, batch_id, created_at, seq)
-    SELECT id, owner, batch_id, created_at, seq FROM ins
+    RETURNING type, state
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
@@ -356,20 +350,16 @@ SELECT extract(epoch FROM min(available_at) - now())::float8 FROM jobs.jobs
 WHERE state IN ('queued', 'scheduled') AND type = ANY($1::text[]);
 
 -- name: purge_finished
--- Delete one chunk of jobs in final state $1 that finished before $2; returns how many.
-WITH del AS (
-    DELETE FROM jobs.jobs WHERE id IN (
-        SELECT id FROM jobs.jobs
-        WHERE state = $1 AND finished_at < $2
-          AND state IN ('succeeded', 'failed', 'dead', 'cancelled')
-        ORDER BY finished_at
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED)
-    RETURNING id
-), keys AS (
-    DELETE FROM jobs.job_keys WHERE id IN (SELECT id FROM del)
-)
-SELECT count(*) FROM del;
+-- Delete one chunk of jobs in final state $1 that finished before $2 (their keys go with
+-- them: migration 005).
+DELETE FROM jobs.jobs WHERE id IN (
+    SELECT id FROM jobs.jobs
+    WHERE state = $1 AND finished_at < $2
+      AND state IN ('succeeded', 'failed', 'dead', 'cancelled')
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+);
 
 -- name: purge_empty_batches
 -- Delete one chunk of batches created before $1 that no longer hold any job.
@@ -440,21 +430,16 @@ WITH del AS (
     DELETE FROM jobs.jobs WHERE id IN (
         SELECT id FROM jobs.job_keys WHERE owner = $1 LIMIT $2)
     RETURNING id
-), keys AS (
-    DELETE FROM jobs.job_keys WHERE id IN (SELECT id FROM del)
 )
 SELECT count(*) FROM del;
 
+-- name: delete_owner_batch_jobs
+-- Jobs left in the owner's batches once the owner's own jobs are gone: an admin may have
+-- added one of its own. The batches (delete_owner_batches) can only go after them.
+DELETE FROM jobs.jobs WHERE id IN (
+    SELECT k.id FROM jobs.job_keys k JOIN jobs.batches b ON b.id = k.batch_id
+    WHERE b.owner = $1);
+
 -- name: delete_owner_batches
--- The owner's batches, with any job still in them: an admin may have added a job of its own
--- (the batch foreign key, on jobs.job_keys, is checked at the end of the statement).
-WITH owned AS (
-    SELECT id FROM jobs.batches WHERE owner = $1
-), keys AS (
-    DELETE FROM jobs.job_keys WHERE batch_id IN (SELECT id FROM owned) RETURNING id
-), gone AS (
-    DELETE FROM jobs.jobs WHERE id IN (SELECT id FROM keys)
-), del AS (
-    DELETE FROM jobs.batches WHERE id IN (SELECT id FROM owned) RETURNING id
-)
+WITH del AS (DELETE FROM jobs.batches WHERE owner = $1 RETURNING id)
 SELECT count(*) FROM del;
