@@ -174,19 +174,21 @@ class JobRepository:
                 rows = await conn.fetch(Q.list_jobs_all, states, types, *common)
         return [Job.from_row(r) for r in rows]
 
+    @staticmethod
+    async def _batch_row(conn: asyncpg.Connection, batch_id: uuid.UUID) -> asyncpg.Record:
+        row = await conn.fetchrow(Q.get_batch, batch_id)
+        if row is None:
+            raise NotFound(f"batches/{batch_id} does not exist", reason="BATCH_NOT_FOUND")
+        return row
+
     async def batch_owner(self, batch_id: uuid.UUID) -> str:
         """The batch's owner (for access checks: no job counts read)."""
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_batch, batch_id)
-        if row is None:
-            raise NotFound(f"batches/{batch_id} does not exist", reason="BATCH_NOT_FOUND")
-        return str(row["owner"])
+            return str((await self._batch_row(conn, batch_id))["owner"])
 
     async def get_batch(self, batch_id: uuid.UUID) -> Batch:
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_batch, batch_id)
-            if row is None:
-                raise NotFound(f"batches/{batch_id} does not exist", reason="BATCH_NOT_FOUND")
+            row = await self._batch_row(conn, batch_id)
             counts = await conn.fetch(Q.batch_counts, batch_id)
         return self._batch_with_counts(row, counts)
 
