@@ -99,6 +99,9 @@ SELECT j.*,
 FROM jobs.jobs j WHERE j.id = $1;
 
 -- name: list_jobs_by_owner
+-- Two listing statements rather than one with "$1 IS NULL OR owner = $1": each walks its own
+-- index (owner/created here, created for list_jobs_all), which a generic plan of the merged
+-- statement could not choose per call.
 SELECT j.* FROM jobs.job_keys k JOIN jobs.jobs j ON j.id = k.id
 WHERE k.owner = $1
   AND ($2::text[] IS NULL OR j.state = ANY($2))
@@ -146,14 +149,13 @@ WITH upd AS (
         finished_at = now(), updated_at = now(), error = $2
     WHERE id IN (SELECT id FROM jobs.job_keys WHERE batch_id = $1)
       AND state IN ('queued', 'scheduled', 'running')
-    RETURNING id
+    RETURNING id, batch_id
 ), changed AS (
-    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
-), batch AS (
-    SELECT jobs.notify_list('mediagrid_jobs_batch',
-                            CASE WHEN EXISTS (SELECT 1 FROM upd) THEN ARRAY[$1::text] END) AS n
+    SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text))
+         + jobs.notify_list('mediagrid_jobs_batch', array_agg(DISTINCT batch_id::text)) AS n
+    FROM upd
 )
-SELECT count(*) FROM upd, changed, batch;
+SELECT count(*) FROM upd, changed;
 
 -- name: retry_job
 -- A finished-but-not-succeeded job back to the queue with a fresh set of attempts.
