@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from common.cli import fail, run, settings_or_exit
+from common.server import host_port
 from common.settings import Settings
 from services.users.models import SweepReport
 
@@ -31,7 +32,7 @@ def _settings() -> Settings:
 
 
 def _address(settings: Settings, address: str | None) -> str:
-    return address or settings.users_address or f"{settings.grpc_host}:{settings.grpc_port}"
+    return address or settings.users_address or host_port(settings.grpc_host, settings.grpc_port)
 
 
 def _rpc_error(exc: grpc.aio.AioRpcError) -> NoReturn:

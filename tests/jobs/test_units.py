@@ -134,3 +134,13 @@ def test_metrics_record_run_time_and_outcomes() -> None:
     points = found["mediagrid.jobs.run_time"].data.data_points
     assert sum(p.count for p in points) == 2
     assert sum(p.sum for p in points) == pytest.approx(2.0)
+
+
+def test_worker_default_address_brackets_an_ipv6_host() -> None:
+    from services.jobs.worker.main import default_address
+
+    assert default_address(Settings(environment="test", grpc_host="::1", grpc_port=50051)) == (
+        "[::1]:50051"
+    )
+    configured = Settings(environment="test", jobs_address="jobs.internal:7000")
+    assert default_address(configured) == "jobs.internal:7000"

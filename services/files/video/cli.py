@@ -16,6 +16,7 @@ from mediagrid.files.v1 import video_pb2, video_pb2_grpc
 from rich.console import Console, Group
 from rich.table import Table
 
+from common.server import host_port
 from services.files.video.convert import STATE_NAMES
 
 videos_app = typer.Typer(help="Videos: metadata, thumbnails and processing state.")
@@ -39,7 +40,7 @@ def default_address() -> str:
     from common.cli import settings_or_exit
 
     settings = settings_or_exit()
-    return settings.files_address or f"{settings.grpc_host}:{settings.grpc_port}"
+    return settings.files_address or host_port(settings.grpc_host, settings.grpc_port)
 
 
 async def fetch_video(address: str, token: str, name: str, deadline: float) -> video_pb2.Video:

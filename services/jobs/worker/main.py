@@ -13,6 +13,7 @@ from mediagrid.jobs.v1 import worker_service_pb2_grpc
 
 from common.aws import AwsClients
 from common.channels import ChannelCache
+from common.server import host_port
 from common.settings import Settings
 from services.jobs.worker.api import WorkerResources
 from services.jobs.worker.runtime import WorkerRuntime, WorkerStats
@@ -40,7 +41,7 @@ def load_handler_modules(modules: Sequence[str]) -> list[str]:
 
 
 def default_address(settings: Settings) -> str:
-    return settings.jobs_address or f"{settings.grpc_host}:{settings.grpc_port}"
+    return settings.jobs_address or host_port(settings.grpc_host, settings.grpc_port)
 
 
 async def run_worker(
