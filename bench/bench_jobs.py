@@ -150,8 +150,9 @@ class Bench:
             "MEDIAGRID_WORKER_HANDLER_MODULES": '["services.jobs.builtin_handlers"]',
             "MEDIAGRID_WORKER_ACK_BATCH_SIZE": "1000",
             "MEDIAGRID_WORKER_PREFETCH": str(self.args.prefetch),
-            "MEDIAGRID_WORKER_CLAIMS_IN_FLIGHT": str(self.args.claims_in_flight),
         }
+        if self.args.claims_in_flight:  # else the setting's own default
+            worker_env["MEDIAGRID_WORKER_CLAIMS_IN_FLIGHT"] = str(self.args.claims_in_flight)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -513,7 +514,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=2000)
     parser.add_argument(
-        "--claims-in-flight", type=int, default=2, help="worker_claims_in_flight of the worker"
+        "--claims-in-flight",
+        type=int,
+        default=0,
+        help="worker_claims_in_flight of the worker (default: the setting's default)",
     )
     parser.add_argument("--prefetch", type=int, default=0, help="worker_prefetch of the worker")
     parser.add_argument(
