@@ -27,6 +27,33 @@ def denied(resource: str) -> PermissionDenied:
     )
 
 
+def internal_type_grant(job_type: str) -> str:
+    """The permission entry that makes a principal the owning service of ``job_type``."""
+    return f"jobs.create:job-types/{job_type}"
+
+
+def owns_job_type(principal: Principal, job_type: str) -> bool:
+    """Whether ``principal`` is the service owning ``job_type``.
+
+    Only the literal grant counts: a ``jobs.create:*`` entry (every service and admin holds
+    one) must not make its holder the owner of every internal type.
+    """
+    return principal.is_service and internal_type_grant(job_type) in principal.permissions
+
+
+def job_owner(principal: Principal, requested: str, job_type: str) -> str:
+    """Who a new job belongs to: the caller, or the user its owning service names."""
+    if not requested or requested == principal.name:
+        return principal.name
+    if not owns_job_type(principal, job_type):
+        raise PermissionDenied(
+            f"only the service owning job type {job_type!r} may create jobs for another user",
+            reason="OWNER_NOT_ALLOWED",
+            metadata={"type": job_type},
+        )
+    return requested
+
+
 def require_worker() -> Principal:
     """WorkerService callers: role service or admin."""
     principal = current_principal()

@@ -39,9 +39,14 @@ class JobsClient:
         max_attempts: int = 0,
         schedule_time: datetime | None = None,
         batch: str | None = None,
+        owner: str | None = None,
         metadata: Metadata | None = None,
     ) -> job_pb2.Job:
-        """Create a job (idempotent when ``request_id`` is given) and return it."""
+        """Create a job (idempotent when ``request_id`` is given) and return it.
+
+        ``owner`` creates the job for another user: only the service owning an internal job
+        type may do that.
+        """
         spec = job_pb2.JobSpec(
             type=type,
             priority=priority,
@@ -54,7 +59,7 @@ class JobsClient:
         if schedule_time is not None:
             spec.schedule_time.FromDatetime(schedule_time)
         response = await self.stub.CreateJob(
-            job_service_pb2.CreateJobRequest(job=spec, batch=batch or ""),
+            job_service_pb2.CreateJobRequest(job=spec, batch=batch or "", owner=owner or ""),
             metadata=self._md(metadata),
         )
         job: job_pb2.Job = response.job

@@ -105,10 +105,13 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         spec, violations = _spec_from_pb(request.job, self.settings, "job", datetime.now(UTC))
         raise_if(violations)
         assert spec is not None
+        owner = access.job_owner(
+            principal, check_owner(request.owner) if request.owner else "", spec.type
+        )
         batch_id = None
         if request.batch:
             batch_id = await self._authorized_batch(request.batch, principal)
-        job = await self.repo.create_job(principal.name, spec, batch_id)
+        job = await self.repo.create_job(owner, spec, batch_id)
         self.metrics.created_jobs(job.type, 1)
         await self.activity.record("jobs.create", job.name, {"type": job.type})
         return job_service_pb2.CreateJobResponse(job=convert.job_to_pb(job))

@@ -15,6 +15,7 @@ from mediagrid.jobs.v1 import (
     worker_service_pb2_grpc,
 )
 
+from common.context import Principal
 from services.jobs.repository import JobRepository
 from tests.support.auth import bearer, principal
 
@@ -23,6 +24,13 @@ PRINCIPALS = {
     "other-token": principal("other"),
     "admin-token": principal("admin", "admin"),
     "service-token": principal("svc", "service"),
+    # A service that owns the internal job type ``test.internal`` (creates it for users).
+    "owning-token": Principal(
+        name="users/owning-svc",
+        user_id="owning-svc",
+        role="service",
+        permissions=frozenset({"jobs.create:*", "jobs.create:job-types/test.internal"}),
+    ),
 }
 OWNER = "users/owner"
 OTHER = "users/other"

@@ -11,6 +11,7 @@ import pytest
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 
 from tests.jobs.jobs_support import OWNER, Jobs
+from tests.support.auth import bearer
 
 CALLERS = ("owner", "other", "admin", "service")
 OWNER_OR_ADMIN = {"owner", "admin"}
@@ -142,3 +143,21 @@ async def test_authorization(
             assert code == grpc.StatusCode.PERMISSION_DENIED, (caller, code)
     f = await fixtures(svc)
     assert await call(svc, stub, method, build(f), ()) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_only_the_owning_service_of_a_type_creates_jobs_for_another_user(svc: Jobs) -> None:
+    request = job_service_pb2.CreateJobRequest(
+        job=job_pb2.JobSpec(type="test.internal"), owner="users/owner"
+    )
+    created = await svc.jobs.CreateJob(request, metadata=bearer("owning-token"))
+    assert created.job.owner == "users/owner"
+    for md in (svc.service, svc.admin, svc.other):  # jobs.create:* is not ownership of a type
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await svc.jobs.CreateJob(request, metadata=md)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    other_type = job_service_pb2.CreateJobRequest(
+        job=job_pb2.JobSpec(type="test.noop"), owner="users/owner"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await svc.jobs.CreateJob(other_type, metadata=bearer("owning-token"))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
