@@ -238,8 +238,8 @@ async def test_sweep_applies_retention_and_takes_turns(users: UsersEnv) -> None:
             hashlib.sha256(old_token.encode()).digest(),
         )
         await conn.execute(
-            "INSERT INTO users.login_failures "
-            "VALUES ('x@example.com', 2, now() - interval '1 day', NULL)"
+            "INSERT INTO users.login_throttle "
+            "VALUES ('\\x01', 2, now() - interval '1 day', now() - interval '1 day')"
         )
     sweeper = Sweeper(users.repository, users.settings, _Purger(fail=False))
     async with users.ctx.pool.acquire() as holder:
