@@ -241,8 +241,8 @@ class UserRepository:
         found = {bytes(r["key"]): (int(r["count"]), float(r["age"])) for r in rows}
         return found.get(pair_key, (0, 0.0)), found.get(account_key, (0, 0.0))
 
-    async def clear_login_failures(self, key: bytes) -> None:
-        await self.pool.execute(Q.clear_login_throttle, key)
+    async def forget_login_failures(self, pair_key: bytes, account_key: bytes) -> None:
+        await self.pool.execute(Q.forget_login_failures, pair_key, account_key)
 
     # --- grants -----------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ useless without the key):
   logins need;
 - per (account, address): failures; after ``login_max_failures`` that address is refused for
   that account for ``login_lockout_seconds``;
-- per account: failures from every address; while it is at least ``login_max_failures``, an
-  address that has failed the account waits longer after each failure (progressive delay).
+- per account: failures from every address (less those of an address that then logged in);
+  while it is at least ``login_max_failures``, an address that has failed the account waits
+  longer after each failure (progressive delay).
 
 An address without recent failures on an account is never held back for it, so the owner logs
 in from their own address while someone else keeps failing from another. The checks look only
@@ -187,4 +188,7 @@ class LoginThrottle:
     async def succeeded(self, email: str, address: str) -> None:
         """This address has proven it knows the password: its failures on the account go."""
         keys = await self.keys()
-        await self.repository.clear_login_failures(keys.pair(account_key(email), address))
+        account = account_key(email)
+        await self.repository.forget_login_failures(
+            keys.pair(account, address), keys.account(account)
+        )

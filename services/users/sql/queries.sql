@@ -137,8 +137,15 @@ SELECT key, count, EXTRACT(EPOCH FROM (now() - last_time))::float8 AS age
 FROM users.login_throttle
 WHERE key = ANY($1::bytea[]) AND window_start > now() - make_interval(secs => $2);
 
--- name: clear_login_throttle
-DELETE FROM users.login_throttle WHERE key = $1;
+-- name: forget_login_failures
+-- After a successful login: the failures of that (account, address) key $1 are forgotten and
+-- taken off the account key $2, since the address has shown they were its owner's mistakes.
+WITH gone AS (
+    DELETE FROM users.login_throttle WHERE key = $1 RETURNING count
+)
+UPDATE users.login_throttle a SET count = greatest(0, a.count - gone.count)
+FROM gone
+WHERE a.key = $2;
 
 -- name: delete_stale_login_throttles
 -- Rows whose window started before the cutoff $1 count nothing any more.
