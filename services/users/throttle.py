@@ -6,7 +6,8 @@ useless without the key):
 
 - per client address: every Login attempt, whatever the account; over the limit the address
   is refused before any password is verified, so a flood cannot take the CPU that other
-  logins need;
+  logins need (and each process remembers the refused address until its window ends, so
+  the rest of a flood costs no database statement either);
 - per (account, address): failures; after ``login_max_failures`` that address is refused for
   that account for ``login_lockout_seconds``;
 - per account: failures from every address (less those of an address that then logged in);
@@ -25,6 +26,9 @@ import hmac
 import ipaddress
 import logging
 import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from common.errors import ResourceExhausted
@@ -34,6 +38,9 @@ from services.users.repository import UserRepository
 log = logging.getLogger("mediagrid.users.throttle")
 
 RATE_LIMITED = "LOGIN_RATE_LIMITED"
+ADDRESS_LIMITED = "too many login attempts from this address; retry later"
+# Bound on the addresses one process remembers as over their limit (oldest forgotten first).
+MAX_BLOCKED_ADDRESSES = 10_000
 # IPv6 clients get a /64 each: one subscriber holds a whole /64, and one address of it is free.
 IPV6_PREFIX = 64
 
@@ -132,10 +139,20 @@ def _limited(message: str, wait: float) -> ResourceExhausted:
 class LoginThrottle:
     """The checks before a password is verified and the bookkeeping after."""
 
-    def __init__(self, repository: UserRepository, settings: Settings) -> None:
+    def __init__(
+        self,
+        repository: UserRepository,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.repository = repository
         self.settings = settings
+        self.clock = clock
         self._keys: ThrottleKeys | None = None
+        # Addresses this process saw over their limit, until their window ends: a flood from
+        # one address is then refused without even a database statement.
+        self._blocked: OrderedDict[str, float] = OrderedDict()
 
     async def keys(self) -> ThrottleKeys:
         if self._keys is None:
@@ -149,13 +166,20 @@ class LoginThrottle:
 
     async def check(self, email: str, address: str) -> None:
         """Count the attempt; LOGIN_RATE_LIMITED (with RetryInfo) when it must not go on."""
+        now = self.clock()
+        blocked_until = self._blocked.get(address)
+        if blocked_until is not None:
+            if blocked_until > now:
+                raise _limited(ADDRESS_LIMITED, blocked_until - now)
+            del self._blocked[address]
         keys = await self.keys()
         settings = self.settings
         count, window_left = await self.repository.count_login_attempt(
             keys.address(address), window_seconds=settings.login_address_window_seconds
         )
         if count > settings.login_address_max_attempts:
-            raise _limited("too many login attempts from this address; retry later", window_left)
+            self._remember_blocked(address, now + window_left)
+            raise _limited(ADDRESS_LIMITED, window_left)
         account = account_key(email)
         pair, whole = await self.repository.login_failures(
             keys.pair(account, address),
@@ -172,6 +196,12 @@ class LoginThrottle:
         )
         if wait > 0:
             raise _limited("too many failed logins from this address; retry later", wait)
+
+    def _remember_blocked(self, address: str, until: float) -> None:
+        self._blocked[address] = until
+        self._blocked.move_to_end(address)
+        while len(self._blocked) > MAX_BLOCKED_ADDRESSES:
+            self._blocked.popitem(last=False)
 
     async def failed(self, email: str, address: str) -> None:
         keys = await self.keys()

@@ -222,6 +222,12 @@ async def test_the_per_address_limit_stops_argon2_work(
     error = await login_error(env, "someone@example.com", PASSWORD, flooder)
     assert rate_limited_for(error) > 0
     assert len(verifications) == ADDRESS_LIMIT
+    # Past the first refusal, the process refuses the address without a database statement.
+    keys = throttle.ThrottleKeys(await env.repository.throttle_key())
+    counted = await env.ctx.pool.fetchval(
+        "SELECT count FROM users.login_throttle WHERE key = $1", keys.address(flooder)
+    )
+    assert counted == ADDRESS_LIMIT + 1
     # Another address is not affected.
     assert (await login(env, "someone@example.com", PASSWORD, "198.51.100.20")).token
     assert len(verifications) == ADDRESS_LIMIT + 1
