@@ -9,7 +9,6 @@ authenticated call is not a database write each time.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 
@@ -22,8 +21,6 @@ from services.users.passwords import Passwords
 from services.users.permissions import effective_permissions
 from services.users.repository import UserRepository
 from services.users.throttle import LoginThrottle
-
-log = logging.getLogger("mediagrid.users.sessions")
 
 TOKEN_PREFIX = "mgs_"
 _TOKEN_RE = re.compile(r"^mgs_[A-Za-z0-9_-]{43}$")
