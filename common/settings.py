@@ -166,10 +166,22 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=2, ge=2, le=50)
     password_hash_parallelism: int = Field(default=1, ge=1, le=16)
     password_min_length: int = Field(default=12, ge=8, le=128)
-    # Failed logins per account within the window before the account is locked out for a while.
+    # Failed logins from one address on one account before that address is refused for it.
     login_max_failures: int = Field(default=5, ge=1, le=1000)
+    # How long failed logins are remembered, per account and per (account, address).
     login_failure_window_seconds: int = Field(default=900, ge=1, le=86_400)
+    # How long an address that reached `login_max_failures` on an account is refused for it.
     login_lockout_seconds: int = Field(default=300, ge=1, le=86_400)
+    # First wait asked of an address that failed an account under attack; doubles per failure.
+    login_delay_base_seconds: float = Field(default=1.0, ge=0, le=3600)
+    # Login attempts one client address (an IPv6 /64) may make per address window, any accounts.
+    login_address_max_attempts: int = Field(default=30, ge=1, le=1_000_000)
+    # The window of `login_address_max_attempts`.
+    login_address_window_seconds: int = Field(default=60, ge=1, le=86_400)
+    # Header whose last entry is the client address (behind a proxy that appends it); "": peer.
+    login_client_address_header: str = Field(default="", max_length=64)
+    # HMAC key of the login-throttle table's keys; unset: a random key kept in the database.
+    login_throttle_key: SecretStr | None = None
     # Retention: ended sessions and activity entries older than this are deleted by the sweep.
     session_retention_days: int = Field(default=30, ge=0, le=3650)
     activity_retention_days: int = Field(default=365, ge=1, le=36_500)
@@ -298,6 +310,11 @@ class Settings(BaseSettings):
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError(
                 "MEDIAGRID_DB_POOL_MIN_SIZE must not exceed MEDIAGRID_DB_POOL_MAX_SIZE"
+            )
+        if self.login_lockout_seconds > self.login_failure_window_seconds:
+            raise ValueError(
+                "MEDIAGRID_LOGIN_LOCKOUT_SECONDS must not exceed "
+                "MEDIAGRID_LOGIN_FAILURE_WINDOW_SECONDS (failures are forgotten after the window)"
             )
         env = self.environment.value
         if self.database_url is None and not self.is_local:

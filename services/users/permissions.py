@@ -18,6 +18,7 @@ from typing import Literal
 
 from common.auth import granted, owns
 from common.context import Role
+from services.users import grants as grant_rules
 
 # Every permission the suite knows; grants of anything else are refused.
 VOCABULARY: frozenset[str] = frozenset(
@@ -101,8 +102,18 @@ def role_permissions(role: Role) -> frozenset[str]:
 
 
 def effective_permissions(role: Role, grants: Iterable[str]) -> frozenset[str]:
-    """Role permissions plus grants (``permission:pattern``)."""
-    return role_permissions(role) | frozenset(grants)
+    """Role permissions plus the grants (``permission:pattern``) the grant table honours.
+
+    A stored grant the table does not allow (``grants.honoured``) gives nothing, so no row can
+    lift a principal to what the admin role is for.
+    """
+    held = frozenset(entry for entry in grants if grant_rules.honoured(role, *_split_entry(entry)))
+    return role_permissions(role) | held
+
+
+def _split_entry(entry: str) -> tuple[str, str]:
+    permission, _, pattern = entry.partition(":")
+    return permission, pattern
 
 
 def is_valid_pattern(pattern: str) -> bool:

@@ -43,6 +43,12 @@ def _user_not_found(user_id: str) -> NotFound:
     return NotFound(f"user 'users/{user_id}' does not exist", reason="USER_NOT_FOUND")
 
 
+def _grant_not_found(user_id: str, grant_id: str) -> NotFound:
+    return NotFound(
+        f"grant 'users/{user_id}/grants/{grant_id}' does not exist", reason="GRANT_NOT_FOUND"
+    )
+
+
 class UserRepository:
     """Users, sessions, grants, activity, login throttling and pending purges in schema users."""
 
@@ -210,23 +216,33 @@ class UserRepository:
 
     # --- login throttling -------------------------------------------------------------
 
-    async def login_lock_remaining(self, email_key: str) -> float | None:
-        value = await self.pool.fetchval(Q.login_lock_remaining, email_key)
-        return None if value is None else float(value)
+    async def throttle_key(self) -> bytes:
+        """The HMAC key of the throttle table made by its migration (when no setting gives one)."""
+        return bytes(await self.pool.fetchval(Q.get_throttle_key))
 
-    async def register_login_failure(
-        self, email_key: str, *, window_seconds: float, max_failures: int, lockout_seconds: float
-    ) -> bool:
-        """Count a failure; True when it locked the account key."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            failures = await conn.fetchval(Q.register_login_failure, email_key, window_seconds)
-            if failures >= max_failures:
-                await conn.fetchval(Q.lock_login, email_key, lockout_seconds)
-                return True
-        return False
+    async def count_login_attempt(self, key: bytes, *, window_seconds: float) -> tuple[int, float]:
+        """Count one attempt under ``key``: (attempts in the window, seconds the window has left)."""
+        row = await self.pool.fetchrow(Q.count_login_events, [key], window_seconds)
+        return int(row["count"]), float(row["window_left"])
 
-    async def clear_login_failures(self, email_key: str) -> None:
-        await self.pool.execute(Q.clear_login_failures, email_key)
+    async def count_login_failure(
+        self, pair_key: bytes, account_key: bytes, *, window_seconds: float
+    ) -> None:
+        keys = sorted({pair_key, account_key})
+        await self.pool.fetch(Q.count_login_events, keys, window_seconds)
+
+    async def login_failures(
+        self, pair_key: bytes, account_key: bytes, *, window_seconds: float
+    ) -> tuple[tuple[int, float], tuple[int, float]]:
+        """(failures, seconds since the last) of the (account, address) key and the account key."""
+        rows = await self.pool.fetch(
+            Q.login_throttle_counts, [pair_key, account_key], window_seconds
+        )
+        found = {bytes(r["key"]): (int(r["count"]), float(r["age"])) for r in rows}
+        return found.get(pair_key, (0, 0.0)), found.get(account_key, (0, 0.0))
+
+    async def forget_login_failures(self, pair_key: bytes, account_key: bytes) -> None:
+        await self.pool.execute(Q.forget_login_failures, pair_key, account_key)
 
     # --- grants -----------------------------------------------------------------------
 
@@ -247,13 +263,16 @@ class UserRepository:
             raise Aborted("the grant changed concurrently; retry", reason="CONCURRENT_CHANGE")
         return Grant.from_row(row), False
 
+    async def get_grant(self, user_id: str, grant_id: str) -> Grant:
+        row = await self.pool.fetchrow(Q.get_grant, user_id, grant_id)
+        if row is None:
+            raise _grant_not_found(user_id, grant_id)
+        return Grant.from_row(row)
+
     async def revoke_grant(self, user_id: str, grant_id: str) -> Grant:
         row = await self.pool.fetchrow(Q.delete_grant, user_id, grant_id)
         if row is None:
-            raise NotFound(
-                f"grant 'users/{user_id}/grants/{grant_id}' does not exist",
-                reason="GRANT_NOT_FOUND",
-            )
+            raise _grant_not_found(user_id, grant_id)
         return Grant.from_row(row)
 
     async def list_grants(
@@ -328,8 +347,8 @@ class UserRepository:
     async def delete_old_activity(self, cutoff: datetime, *, batch: int) -> int:
         return _count(await self.pool.execute(Q.delete_old_activity, cutoff, batch))
 
-    async def delete_stale_login_failures(self, cutoff: datetime) -> int:
-        return _count(await self.pool.execute(Q.delete_stale_login_failures, cutoff))
+    async def delete_stale_login_throttles(self, cutoff: datetime, *, batch: int) -> int:
+        return _count(await self.pool.execute(Q.delete_stale_login_throttles, cutoff, batch))
 
     async def try_sweep_lock(self, conn: asyncpg.Connection) -> bool:
         return bool(await conn.fetchval(Q.try_sweep_lock, SWEEP_LOCK_KEY))

@@ -22,7 +22,7 @@ from common.errors import (
     Unauthenticated,
 )
 from common.settings import Settings
-from services.users import access, convert, permissions, validation
+from services.users import access, convert, grants, permissions, throttle, validation
 from services.users.activity import DatabaseActivityRecorder
 from services.users.models import User
 from services.users.passwords import Passwords
@@ -72,6 +72,8 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
     ) -> pb.CreateUserResponse:
         principal = current_principal()
         access.require(principal, "users.create", "users")
+        # The admin role itself, never a grant: a new user may be an admin or a service.
+        access.require_admin(principal, "create users")
         user = await self.create_user(
             email=request.user.email,
             display_name=request.user.display_name,
@@ -297,11 +299,15 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
     # --- sessions ---------------------------------------------------------------------
 
     async def Login(self, request: pb.LoginRequest, context: Any) -> pb.LoginResponse:
+        peer = context.peer() or ""
+        header = self.settings.login_client_address_header.lower()
+        forwarded = _metadata_value(context, header) if header else None
         token, session, user = await self.sessions.login(
             request.email,
             request.password,
             user_agent=_metadata_value(context, "user-agent"),
-            peer=context.peer() or "",
+            peer=peer,
+            address=throttle.client_address(peer, forwarded),
         )
         await self.activity.record("users.login", session.name, actor=user.name)
         return pb.LoginResponse(
@@ -406,6 +412,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id = access.resolve_user(principal, user_id)
         name = f"users/{user_id}"
         access.require(principal, "permissions.grant", name)
+        grants.require_may_grant(principal.role, request.permission, request.resource)
         target = await self.repository.get_user(user_id)
         if target.status == "deleted":
             raise FailedPrecondition("a deleted user cannot receive grants", reason="USER_DELETED")
@@ -430,6 +437,10 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         principal = current_principal()
         user_id, grant_id = validation.grant_name(request.name)
         access.require(principal, "permissions.grant", f"users/{user_id}")
+        existing = await self.repository.get_grant(user_id, grant_id)
+        grants.require_may_grant(
+            principal.role, existing.permission, existing.resource, verb="revoke"
+        )
         grant = await self.repository.revoke_grant(user_id, grant_id)
         self._forget_user(f"users/{user_id}")
         await self.activity.record(

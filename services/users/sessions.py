@@ -9,20 +9,18 @@ authenticated call is not a database write each time.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 
 from common.context import Principal
-from common.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unauthenticated
+from common.errors import FieldViolation, InvalidArgument, Unauthenticated
 from common.settings import Settings
 from services.users import validation
 from services.users.models import Session, User
 from services.users.passwords import Passwords
 from services.users.permissions import effective_permissions
 from services.users.repository import UserRepository
-
-log = logging.getLogger("mediagrid.users.sessions")
+from services.users.throttle import LoginThrottle
 
 TOKEN_PREFIX = "mgs_"
 _TOKEN_RE = re.compile(r"^mgs_[A-Za-z0-9_-]{43}$")
@@ -37,11 +35,6 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def account_key(email: str) -> str:
-    """The rate-limit key of a login attempt: the email without regard to case."""
-    return email.strip().lower()
-
-
 class SessionManager:
     """Logs users in, turns tokens into principals and ends sessions."""
 
@@ -51,13 +44,24 @@ class SessionManager:
         self.repository = repository
         self.settings = settings
         self.passwords = passwords
+        self.throttle = LoginThrottle(repository, settings)
         idle = settings.session_idle_timeout_seconds
         self.touch_interval = min(60.0, idle / 10)
 
     async def login(
-        self, email: str, password: str, *, user_agent: str = "", peer: str = ""
+        self,
+        email: str,
+        password: str,
+        *,
+        user_agent: str = "",
+        peer: str = "",
+        address: str = "",
     ) -> tuple[str, Session, User]:
-        """Check the credentials and open a session; failures look the same whatever the cause."""
+        """Check the credentials and open a session; failures look the same whatever the cause.
+
+        ``address`` is the client address the throttle counts (``throttle.client_address``);
+        ``peer`` is kept with the session as it came.
+        """
         violations: list[FieldViolation] = []
         if not email:
             violations.append(FieldViolation("email", "is required"))
@@ -69,19 +73,13 @@ class SessionManager:
             violations.append(FieldViolation("password", "is too long"))
         if violations:
             raise InvalidArgument(violations=violations)
-        key = account_key(email)
-        remaining = await self.repository.login_lock_remaining(key)
-        if remaining is not None:
-            raise ResourceExhausted(
-                "too many failed logins for this account; retry later",
-                reason="LOGIN_RATE_LIMITED",
-                retry_after_seconds=max(1.0, remaining),
-            )
+        address = address or "unknown"
+        await self.throttle.check(email, address)
         credentials = await self.repository.find_credentials(email)
         stored = credentials.password_hash if credentials else None
         ok = await self.passwords.verify(stored, password)
         if not ok or credentials is None or credentials.user.status != "active":
-            await self._failed(key)
+            await self.throttle.failed(email, address)
             raise Unauthenticated(INVALID_CREDENTIALS, reason="INVALID_CREDENTIALS")
         user = credentials.user
         assert stored is not None
@@ -89,24 +87,10 @@ class SessionManager:
             await self.repository.rehash_password(
                 user.id, stored, await self.passwords.hash(password)
             )
-        await self.repository.clear_login_failures(key)
+        await self.throttle.succeeded(email, address)
         token, session = await self.open_session(user.id, user_agent=user_agent, peer=peer)
         await self.repository.record_login(user.id)
         return token, session, user
-
-    async def _failed(self, key: str) -> None:
-        locked = await self.repository.register_login_failure(
-            key,
-            window_seconds=self.settings.login_failure_window_seconds,
-            max_failures=self.settings.login_max_failures,
-            lockout_seconds=self.settings.login_lockout_seconds,
-        )
-        # The same line whether or not the account exists; the key is hashed (no emails in logs).
-        log.warning(
-            "failed login for account %s%s",
-            hashlib.sha256(key.encode()).hexdigest()[:12],
-            " (locked)" if locked else "",
-        )
 
     async def open_session(
         self, user_id: str, *, user_agent: str = "", peer: str = ""

@@ -47,7 +47,11 @@ class Sweeper:
         settings = self.settings
         session_cutoff = now - timedelta(days=settings.session_retention_days)
         activity_cutoff = now - timedelta(days=settings.activity_retention_days)
-        throttle_cutoff = now - timedelta(seconds=settings.login_failure_window_seconds)
+        throttle_cutoff = now - timedelta(
+            seconds=max(
+                settings.login_failure_window_seconds, settings.login_address_window_seconds
+            )
+        )
         sessions = await self._batched(
             lambda: self.repository.delete_ended_sessions(
                 session_cutoff, idle_seconds=settings.session_idle_timeout_seconds, batch=BATCH
@@ -56,7 +60,9 @@ class Sweeper:
         activity = await self._batched(
             lambda: self.repository.delete_old_activity(activity_cutoff, batch=BATCH)
         )
-        throttles = await self.repository.delete_stale_login_failures(throttle_cutoff)
+        throttles = await self._batched(
+            lambda: self.repository.delete_stale_login_throttles(throttle_cutoff, batch=BATCH)
+        )
         done, failed = await self.retry_purges()
         report = SweepReport(
             sessions_deleted=sessions,

@@ -238,8 +238,9 @@ async def test_sweep_applies_retention_and_takes_turns(users: UsersEnv) -> None:
             hashlib.sha256(old_token.encode()).digest(),
         )
         await conn.execute(
-            "INSERT INTO users.login_failures "
-            "VALUES ('x@example.com', 2, now() - interval '1 day', NULL)"
+            "INSERT INTO users.login_throttle "
+            "VALUES ('\\x01', 2, now() - interval '1 day', now() - interval '1 day'), "
+            "('\\x02', 2, now(), now())"
         )
     sweeper = Sweeper(users.repository, users.settings, _Purger(fail=False))
     async with users.ctx.pool.acquire() as holder:
@@ -262,6 +263,8 @@ async def test_sweep_applies_retention_and_takes_turns(users: UsersEnv) -> None:
         limit=10,
     )
     assert [e.resource for e in entries] == ["files/new"]
+    live = await users.ctx.pool.fetch("SELECT key FROM users.login_throttle")
+    assert [bytes(r["key"]) for r in live] == [b"\x02"]  # a throttle row in its window stays
     ok = await users.stub.GetUser(pb.GetUserRequest(name="users/me"), metadata=bearer(token))
     assert ok.user.name == user.name
 

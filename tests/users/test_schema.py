@@ -13,7 +13,8 @@ TABLES = {
     "sessions",
     "grants",
     "activity",
-    "login_failures",
+    "login_throttle",
+    "throttle_key",
     "pending_purges",
     "schema_migrations",
     # Progress tables of `mediagrid legacy import-redis` (services/legacy, migration 200).

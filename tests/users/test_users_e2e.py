@@ -81,7 +81,7 @@ async def test_wrong_password_and_unknown_email_look_the_same(users: UsersEnv) -
     assert failures[0][0] == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_login_is_rate_limited_per_account(users: UsersEnv) -> None:
+async def test_login_is_rate_limited_per_account_and_address(users: UsersEnv) -> None:
     await users.add_user(email="dave@example.com", with_password=True)
     for _ in range(users.settings.login_max_failures):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -90,7 +90,8 @@ async def test_login_is_rate_limited_per_account(users: UsersEnv) -> None:
             )
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        # Even the right password is refused while the account is locked.
+        # Even the right password is refused from the address that failed (all calls here
+        # come from 127.0.0.1; tests/users/test_login_throttle.py has the other addresses).
         await users.stub.Login(pb.LoginRequest(email="DAVE@example.com", password=PASSWORD))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     from google.rpc import error_details_pb2

@@ -114,33 +114,44 @@ DELETE FROM users.sessions WHERE id IN (
     LIMIT $3
 );
 
--- name: register_login_failure
--- Counts a failure within the current window ($2 seconds), starting a new window when it passed.
-INSERT INTO users.login_failures AS f (email_key, failures, window_start)
-VALUES ($1, 1, now())
-ON CONFLICT (email_key) DO UPDATE SET
-    failures = CASE WHEN f.window_start < now() - make_interval(secs => $2) THEN 1 ELSE f.failures + 1 END,
-    window_start = CASE WHEN f.window_start < now() - make_interval(secs => $2) THEN now() ELSE f.window_start END
-RETURNING failures;
+-- name: get_throttle_key
+SELECT key FROM users.throttle_key;
 
--- name: lock_login
-UPDATE users.login_failures
-SET locked_until = now() + make_interval(secs => $2), failures = 0, window_start = now()
-WHERE email_key = $1
-RETURNING locked_until;
+-- name: count_login_events
+-- One event under each key of $1 (sorted, so that concurrent logins lock rows in one order)
+-- within a window of $2 seconds; a window that has passed starts again at 1. Returns each key's
+-- count and the seconds its window has left.
+INSERT INTO users.login_throttle AS t (key, count, window_start, last_time)
+SELECT k, 1, now(), now() FROM unnest($1::bytea[]) AS k
+ON CONFLICT (key) DO UPDATE SET
+    count = CASE WHEN t.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE t.count + 1 END,
+    window_start = CASE WHEN t.window_start <= now() - make_interval(secs => $2) THEN now() ELSE t.window_start END,
+    last_time = now()
+RETURNING t.key, t.count,
+          EXTRACT(EPOCH FROM (t.window_start + make_interval(secs => $2) - now()))::float8 AS window_left;
 
--- name: login_lock_remaining
--- Seconds left of a lockout, or NULL when the account key is not locked.
-SELECT EXTRACT(EPOCH FROM (locked_until - now()))::float8 AS remaining
-FROM users.login_failures
-WHERE email_key = $1 AND locked_until > now();
+-- name: login_throttle_counts
+-- The counts of keys $1 whose window ($2 seconds) is still open, with the seconds since each
+-- key's last event.
+SELECT key, count, EXTRACT(EPOCH FROM (now() - last_time))::float8 AS age
+FROM users.login_throttle
+WHERE key = ANY($1::bytea[]) AND window_start > now() - make_interval(secs => $2);
 
--- name: clear_login_failures
-DELETE FROM users.login_failures WHERE email_key = $1;
+-- name: forget_login_failures
+-- After a successful login: the failures of that (account, address) key $1 are forgotten and
+-- taken off the account key $2, since the address has shown they were its owner's mistakes.
+WITH gone AS (
+    DELETE FROM users.login_throttle WHERE key = $1 RETURNING count
+)
+UPDATE users.login_throttle a SET count = greatest(0, a.count - gone.count)
+FROM gone
+WHERE a.key = $2;
 
--- name: delete_stale_login_failures
-DELETE FROM users.login_failures
-WHERE window_start < $1 AND (locked_until IS NULL OR locked_until < now());
+-- name: delete_stale_login_throttles
+-- Rows whose window started before the cutoff $1 count nothing any more.
+DELETE FROM users.login_throttle WHERE key IN (
+    SELECT key FROM users.login_throttle WHERE window_start < $1 LIMIT $2
+);
 
 -- name: insert_grant
 INSERT INTO users.grants (id, user_id, permission, resource, creator)
@@ -150,6 +161,9 @@ RETURNING *;
 
 -- name: get_grant_by_key
 SELECT * FROM users.grants WHERE user_id = $1 AND permission = $2 AND resource = $3;
+
+-- name: get_grant
+SELECT * FROM users.grants WHERE user_id = $1 AND id = $2;
 
 -- name: delete_grant
 DELETE FROM users.grants WHERE user_id = $1 AND id = $2 RETURNING *;
