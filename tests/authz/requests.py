@@ -9,6 +9,7 @@ first use by ``Cell``), so the caller kind alone decides the outcome.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ from mediagrid.files.v1 import file_pb2, files_pb2, video_pb2
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 from mediagrid.users.v1 import user_service_pb2 as users_pb2
 
+from services.files.keys import new_id
 from services.jobs.models import JobSpec
 from tests.authz.world import FAKE_MP4, OWNING_SERVICE, PASSWORD, Cell, Metadata
 
@@ -66,7 +68,9 @@ async def stream(call: Any, messages: Iterable[Any]) -> None:
         pass
     code = await call.code()
     if code != grpc.StatusCode.OK:  # a status without details when nothing was read
-        raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata())
+        raise grpc.aio.AioRpcError(
+            code, await call.initial_metadata(), await call.trailing_metadata()
+        )
 
 
 def sha256(data: bytes) -> str:
@@ -281,9 +285,7 @@ async def create_job_of_type(
     """A job of ``job_type`` (a row of ``[job_type]``); the owning service acts for the owner."""
     values = await _payload_values(c, payload)
     body = struct_pb2.Struct()
-    body.update(
-        {k: v.format(**values) if isinstance(v, str) else v for k, v in payload.items()}
-    )
+    body.update({k: v.format(**values) if isinstance(v, str) else v for k, v in payload.items()})
     owner = c.owner.name if caller == OWNING_SERVICE else ""
     return await create_job(c, md, job_pb2.JobSpec(type=job_type, payload=body), owner=owner)
 
@@ -660,3 +662,36 @@ async def record_thumbnails(c: Cell, md: Metadata) -> Any:
     _, thumbnail_job = await c.video_jobs()
     request = V.RecordThumbnailsRequest(name=video.name, job=thumbnail_job, error="no frames")
     return await c.world.videos.RecordThumbnails(request, metadata=md)
+
+
+# --- names that exist nowhere: PERMISSION_DENIED comes before NOT_FOUND -------------------
+
+
+@rpc("UserService/GetUser#missing")
+async def get_missing_user(c: Cell, md: Metadata) -> Any:
+    request = users_pb2.GetUserRequest(name=f"users/nobody{c.tag}")
+    return await c.world.users.GetUser(request, metadata=md)
+
+
+@rpc("JobService/GetJob#missing")
+async def get_missing_job(c: Cell, md: Metadata) -> Any:
+    request = job_service_pb2.GetJobRequest(name=f"jobs/{uuid.uuid4()}")
+    return await c.world.jobs.GetJob(request, metadata=md)
+
+
+@rpc("JobService/GetBatch#missing")
+async def get_missing_batch(c: Cell, md: Metadata) -> Any:
+    request = job_service_pb2.GetBatchRequest(name=f"batches/{uuid.uuid4()}")
+    return await c.world.jobs.GetBatch(request, metadata=md)
+
+
+@rpc("FileService/GetFile#missing")
+async def get_missing_file(c: Cell, md: Metadata) -> Any:
+    request = F.GetFileRequest(name=f"files/{new_id()}")
+    return await c.world.files.GetFile(request, metadata=md)
+
+
+@rpc("VideoService/GetVideo#missing")
+async def get_missing_video(c: Cell, md: Metadata) -> Any:
+    request = V.GetVideoRequest(name=f"videos/{new_id()}")
+    return await c.world.videos.GetVideo(request, metadata=md)

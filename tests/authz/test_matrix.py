@@ -10,9 +10,9 @@ of work of the same issue brings; they are run like every other row.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import tomllib
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from pathlib import Path
@@ -42,7 +42,7 @@ from tests.authz.world import (
     World,
     start_world,
 )
-from tests.conftest import with_database
+from tests.conftest import reset_s3, with_database
 
 ON_THE_SUITE = pytest.mark.asyncio(loop_scope="module")
 
@@ -63,7 +63,9 @@ CODES = {code.name for code in grpc.StatusCode}
 
 
 def declared_rpcs() -> set[str]:
-    return {f"{service.name}/{method.name}" for service in DESCRIPTORS for method in service.methods}
+    return {
+        f"{service.name}/{method.name}" for service in DESCRIPTORS for method in service.methods
+    }
 
 
 def declared_job_types() -> set[str]:
@@ -136,18 +138,17 @@ def test_every_row_names_every_caller_kind(key: str, row: dict[str, Any]) -> Non
         code, _ = parse(row[caller])
         assert code in CODES, f"{key}.{caller}: {row[caller]!r} is not a gRPC status code"
     # Everything but Login and Authenticate needs a caller (docs/users.md).
-    assert key.startswith(("UserService/Login", "UserService/Authenticate")) or parse(
-        row["anonymous"]
-    )[0] == "UNAUTHENTICATED", key
+    assert (
+        key.startswith(("UserService/Login", "UserService/Authenticate"))
+        or parse(row["anonymous"])[0] == "UNAUTHENTICATED"
+    ), key
 
 
 # --- the suite ---------------------------------------------------------------------------
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(
-    pg_admin_dsn: str, template_db: str, s3_endpoint: str
-) -> AsyncIterator[World]:
+async def world(pg_admin_dsn: str, template_db: str, s3_endpoint: str) -> AsyncIterator[World]:
     """The whole suite on a database of its own, shared by the module's rows."""
     name = f"mg_authz_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg_admin_dsn)
@@ -155,8 +156,7 @@ async def world(
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
     finally:
         await admin.close()
-    request = urllib.request.Request(f"{s3_endpoint}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).read()
+    await asyncio.to_thread(reset_s3, s3_endpoint)
     settings = Settings(
         environment="test",
         database_url=with_database(pg_admin_dsn, name),

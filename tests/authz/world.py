@@ -250,9 +250,7 @@ class Cell:
         """The owner's video (uploaded through UploadVideo), shared like ``file``."""
 
         async def make() -> file_pb2.File:
-            video = await upload(
-                self.world.videos.UploadVideo, self.owner_md, FAKE_MP4, video=True
-            )
+            video = await upload(self.world.videos.UploadVideo, self.owner_md, FAKE_MP4, video=True)
             for user, role in (
                 (self.share_reader, files_pb2.SHARE_ROLE_READER),
                 (self.share_writer, files_pb2.SHARE_ROLE_WRITER),
