@@ -243,4 +243,4 @@ async def test_fixtures_fail_loudly(world: World) -> None:
         await world.users.GetUser(user_service_pb2.GetUserRequest(name="users/me"))
 
     with pytest.raises(FixtureError):
-        await cell._once("broken", refused)
+        await cell.once("broken", refused)

@@ -197,7 +197,7 @@ class Cell:
         user: User = getattr(self, caller)
         return bearer(await w.token(user))
 
-    async def _once(self, key: str, make: Any) -> Any:
+    async def once(self, key: str, make: Any) -> Any:
         if key not in self.cache:
             try:
                 self.cache[key] = await make()
@@ -222,7 +222,7 @@ class Cell:
                 )
             return file
 
-        return await self._once("file", make)  # type: ignore[no-any-return]
+        return await self.once("file", make)  # type: ignore[no-any-return]
 
     async def upload_session(self, *, with_bytes: bool = False) -> str:
         """An upload session of the owner (``uploads/...``), its bytes in S3 when asked."""
@@ -244,7 +244,7 @@ class Cell:
                 await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=30).read())
             return str(created.upload)
 
-        return await self._once(f"upload:{with_bytes}", make)  # type: ignore[no-any-return]
+        return await self.once(f"upload:{with_bytes}", make)  # type: ignore[no-any-return]
 
     async def video(self) -> file_pb2.File:
         """The owner's video (uploaded through UploadVideo), shared like ``file``."""
@@ -261,7 +261,7 @@ class Cell:
                 )
             return video
 
-        return await self._once("video", make)  # type: ignore[no-any-return]
+        return await self.once("video", make)  # type: ignore[no-any-return]
 
     async def video_jobs(self) -> tuple[str, str]:
         """The jobs the video's steps accept reports from (a made-up one while none is set)."""
@@ -282,7 +282,7 @@ class Cell:
             )
             return str(created.job.name)
 
-        return await self._once("job", make)  # type: ignore[no-any-return]
+        return await self.once("job", make)  # type: ignore[no-any-return]
 
     async def cancelled_job(self) -> str:
         """A job of the owner that RetryJob may requeue."""
@@ -294,7 +294,7 @@ class Cell:
             )
             return name
 
-        return await self._once("cancelled_job", make)  # type: ignore[no-any-return]
+        return await self.once("cancelled_job", make)  # type: ignore[no-any-return]
 
     async def batch(self) -> str:
         async def make() -> str:
@@ -304,7 +304,7 @@ class Cell:
             )
             return str(created.batch.name)
 
-        return await self._once("batch", make)  # type: ignore[no-any-return]
+        return await self.once("batch", make)  # type: ignore[no-any-return]
 
     def lease_type(self) -> str:
         return f"{LEASE_TYPE_PREFIX}.t{self.tag}"
@@ -319,7 +319,7 @@ class Cell:
             [claimed] = await repo.claim("authz-worker", [spec.type], 1, 300)
             return job_pb2.LeaseRef(job=claimed.job.name, lease_id=str(claimed.job.lease_id))
 
-        return await self._once("lease", make)  # type: ignore[no-any-return]
+        return await self.once("lease", make)  # type: ignore[no-any-return]
 
     # --- users -----------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ class Cell:
             )
             return grant.name
 
-        return await self._once("grant", make)  # type: ignore[no-any-return]
+        return await self.once("grant", make)  # type: ignore[no-any-return]
 
     async def activity(self) -> str:
         async def make() -> str:
@@ -347,7 +347,7 @@ class Cell:
             )
             return str(entry.name)
 
-        return await self._once("activity", make)  # type: ignore[no-any-return]
+        return await self.once("activity", make)  # type: ignore[no-any-return]
 
 
 async def upload(
