@@ -345,6 +345,15 @@ async def create_batch(c: Cell, md: Metadata) -> Any:
     return await c.world.jobs.CreateBatch(request, metadata=md)
 
 
+@rpc("JobService/CreateBatch#internal_type")
+async def create_batch_of_internal_type(c: Cell, md: Metadata) -> Any:
+    payload = struct_pb2.Struct()
+    payload.update({"user": c.owner.name})
+    spec = job_pb2.JobSpec(type="users.purge", payload=payload)
+    request = job_service_pb2.CreateBatchRequest(jobs=[NOOP, spec])
+    return await c.world.jobs.CreateBatch(request, metadata=md)
+
+
 @rpc("JobService/GetBatch")
 async def get_batch(c: Cell, md: Metadata) -> Any:
     request = job_service_pb2.GetBatchRequest(name=await c.batch())
@@ -498,6 +507,17 @@ async def upload_version(c: Cell, md: Metadata) -> Any:
 async def upload_for_job(c: Cell, md: Metadata) -> Any:
     job = await c.job()
     return await stream(c.world.files.Upload(metadata=md), upload_messages(job=job))
+
+
+@rpc("FileService/Upload#resume")
+async def upload_resume(c: Cell, md: Metadata) -> Any:
+    data = b"resumed bytes"
+    upload = await c.broken_upload(data)
+    messages = [
+        files_pb2.UploadRequest(header=file_pb2.UploadHeader(upload=upload, offset=0)),
+        files_pb2.UploadRequest(data=data),
+    ]
+    return await stream(c.world.files.Upload(metadata=md), messages)
 
 
 @rpc("FileService/GetUploadStatus")

@@ -246,6 +246,30 @@ class Cell:
 
         return await self.once(f"upload:{with_bytes}", make)  # type: ignore[no-any-return]
 
+    async def broken_upload(self, data: bytes) -> str:
+        """A streamed upload of ``data`` by the owner, broken before any byte was sent."""
+
+        async def make() -> str:
+            hold = asyncio.Event()
+
+            async def requests() -> AsyncIterator[files_pb2.UploadRequest]:
+                header = file_pb2.UploadHeader(
+                    display_name="r.bin", size_bytes=len(data), sha256=sha256(data)
+                )
+                yield files_pb2.UploadRequest(header=header)
+                await hold.wait()  # never set: the stream stays open until cancelled
+
+            call = self.world.files.Upload(requests(), metadata=self.owner_md)
+            upload = ""
+            async for response in call:
+                upload = response.progress.upload
+                break
+            call.cancel()
+            assert upload, "the upload stream named no session"
+            return upload
+
+        return await self.once("broken_upload", make)  # type: ignore[no-any-return]
+
     async def video(self) -> file_pb2.File:
         """The owner's video (uploaded through UploadVideo), shared like ``file``."""
 
