@@ -274,6 +274,11 @@ async def create_job_in_batch(c: Cell, md: Metadata) -> Any:
     return await create_job(c, md, NOOP, batch=await c.batch())
 
 
+@rpc("JobService/CreateJob#service_priority")
+async def create_job_at_service_priority(c: Cell, md: Metadata) -> Any:
+    return await create_job(c, md, job_pb2.JobSpec(type="noop", priority=500))
+
+
 @rpc("JobService/CreateJob#unknown_type")
 async def create_unknown_type(c: Cell, md: Metadata) -> Any:
     return await create_job(c, md, job_pb2.JobSpec(type="authz.no-such-type"))
