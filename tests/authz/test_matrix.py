@@ -14,7 +14,7 @@ import asyncio
 import importlib
 import tomllib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -69,38 +69,15 @@ def declared_rpcs() -> set[str]:
 
 
 def declared_job_types() -> set[str]:
-    """The job types of ``services.jobs.job_types`` when it exists, else the issue's list."""
+    """The job types the registry declares in the test environment (demo types on); the
+    issue's list while the jobs service has no registry."""
     try:
-        module = importlib.import_module("services.jobs.job_types")
+        job_types = importlib.import_module("services.jobs.job_types")
     except ModuleNotFoundError as exc:
         if exc.name != "services.jobs.job_types":
             raise
         return set(KNOWN_JOB_TYPES)
-    settings = Settings(environment="test")
-    for attribute in ("declared_types", "names", "registry", "REGISTRY", "JOB_TYPES", "TYPES"):
-        found = getattr(module, attribute, None)
-        if found is None:
-            continue
-        if callable(found):
-            try:
-                found = found()
-            except TypeError:
-                found = found(settings)
-        names = _names(found)
-        if names:
-            return names
-    raise AssertionError(
-        "services.jobs.job_types exists but the test does not know how to list its types: "
-        f"teach declared_job_types() (module attributes: {sorted(vars(module))})"
-    )
-
-
-def _names(found: Any) -> set[str]:
-    if isinstance(found, Mapping):
-        return {str(key) for key in found}
-    if isinstance(found, Iterable) and not isinstance(found, str):
-        return {item if isinstance(item, str) else str(item.name) for item in found}
-    return set()
+    return {job_type.name for job_type in job_types.registry(Settings(environment="test"))}
 
 
 def parse(expected: str) -> tuple[str, str | None]:
