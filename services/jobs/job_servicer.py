@@ -235,9 +235,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             if spec is not None:
                 specs.append(spec)
         raise_if(violations[:100])
-        job_types.check_specs(
-            self.job_types, principal, specs, self.settings, job_types.batch_path
-        )
+        job_types.check_specs(self.job_types, principal, specs, self.settings, job_types.batch_path)
         batch, ids, created = await self.repo.create_batch(
             principal.name,
             request.display_name,

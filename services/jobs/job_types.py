@@ -47,6 +47,8 @@ INTERNAL: frozenset[CallerKind] = frozenset()
 EVERYONE: frozenset[CallerKind] = frozenset(CALLER_KINDS)
 # Violations reported per refused call (a batch may hold thousands of bad specs).
 MAX_VIOLATIONS = 100
+# Characters of a payload key shown in a field path.
+KEY_SHOWN = 64
 
 
 def caller_kind(principal: Principal) -> CallerKind:
@@ -97,9 +99,7 @@ class JobType:
             return []
         return self.payload_violations_of(payload, field)
 
-    def payload_violations_of(
-        self, payload: Mapping[str, Any], field: str
-    ) -> list[FieldViolation]:
+    def payload_violations_of(self, payload: Mapping[str, Any], field: str) -> list[FieldViolation]:
         if self.payload is None:
             return []
         try:
@@ -108,7 +108,9 @@ class JobType:
             # Neither the input nor pydantic's context is echoed: a payload may hold secrets.
             return [
                 FieldViolation(_path(field, error["loc"]), error["msg"])
-                for error in exc.errors(include_url=False, include_input=False, include_context=False)
+                for error in exc.errors(
+                    include_url=False, include_input=False, include_context=False
+                )
             ]
         return []
 
@@ -123,21 +125,26 @@ class JobType:
 
     @property
     def creators_text(self) -> str:
-        return "internal" if self.internal else ", ".join(k for k in CALLER_KINDS if k in self.creators)
+        return (
+            "internal"
+            if self.internal
+            else ", ".join(k for k in CALLER_KINDS if k in self.creators)
+        )
 
 
 def _path(field: str, loc: Iterable[int | str]) -> str:
     path = field
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:  # an unexpected key is named, but a long one only by its start
+            path += f".{part[:KEY_SHOWN]}" + ("..." if len(part) > KEY_SHOWN else "")
     return path
 
 
 def from_setting(declared: JobTypeSetting) -> JobType:
     """A type of ``MEDIAGRID_JOB_TYPES``: any JSON object as payload."""
-    creators: frozenset[CallerKind] = frozenset(
-        k for k in CALLER_KINDS if k in declared.creators
-    )
+    creators: frozenset[CallerKind] = frozenset(k for k in CALLER_KINDS if k in declared.creators)
     return JobType(
         declared.type,
         creators,
@@ -158,6 +165,10 @@ class JobTypeRegistry:
                 raise ConfigurationError(f"job type {job_type.name!r} is declared twice")
             self._types[job_type.name] = job_type
 
+    @property
+    def types(self) -> Mapping[str, JobType]:
+        return self._types
+
     def get(self, name: str) -> JobType | None:
         return self._types.get(name)
 
@@ -169,6 +180,9 @@ class JobTypeRegistry:
 
     def __len__(self) -> int:
         return len(self._types)
+
+    def __repr__(self) -> str:
+        return f"JobTypeRegistry({list(self)!r})"
 
 
 def declared_modules(settings: Settings) -> list[str]:
@@ -221,57 +235,54 @@ def check_specs(
     """Refuse the call unless every spec is of a declared type ``principal`` may create,
     with a payload its model accepts and a priority within the caller's and type's range.
 
-    Each distinct type is looked up and admitted once per call; payloads are validated only
-    for types with a model.
+    Each distinct type is looked up, admitted and given its priority range once per call
+    (a batch holds thousands of specs of a few types); payloads are validated only for types
+    with a model.
     """
-    types: list[JobType] = []
-    first_index: dict[str, int] = {}
-    unknown: list[FieldViolation] = []
-    first_unknown = ""
-    for index, spec in enumerate(specs):
-        job_type = declared.get(spec.type)
-        if job_type is None:
-            first_unknown = first_unknown or spec.type
-            unknown.append(FieldViolation(f"{path(index)}.type", "is not a declared job type"))
-            continue
-        types.append(job_type)
-        first_index.setdefault(spec.type, index)
+    names = {spec.type for spec in specs}
+    unknown = sorted(name for name in names if name not in declared)
     if unknown:
         raise InvalidArgument(
             reason="UNKNOWN_JOB_TYPE",
-            violations=unknown[:MAX_VIOLATIONS],
-            metadata={"type": first_unknown},
+            violations=[
+                FieldViolation(f"{path(index)}.type", "is not a declared job type")
+                for index, spec in enumerate(specs)
+                if spec.type not in declared
+            ][:MAX_VIOLATIONS],
+            metadata={"type": unknown[0]},
         )
     kind = caller_kind(principal)
-    for name, index in first_index.items():
-        job_type = types[index]
+    rules: dict[str, tuple[JobType, int, int]] = {}
+    for spec in specs:
+        if spec.type in rules:
+            continue
+        job_type = declared.types[spec.type]
         if not job_type.admits(principal):
+            index = next(i for i, s in enumerate(specs) if s.type == spec.type)
             raise PermissionDenied(
-                f"only the service owning job type {name!r} may create it"
+                f"only the service owning job type {spec.type!r} may create it"
                 if job_type.internal
-                else f"a caller with role {kind} may not create jobs of type {name!r}",
+                else f"a caller with role {kind} may not create jobs of type {spec.type!r}",
                 reason="JOB_TYPE_NOT_ALLOWED",
-                metadata={"type": name, "field": f"{path(index)}.type"},
+                metadata={"type": spec.type, "field": f"{path(index)}.type"},
             )
-    problems: list[FieldViolation] = []
-    for index, (spec, job_type) in enumerate(zip(specs, types, strict=True)):
-        if job_type.payload is not None:
-            problems += job_type.payload_violations(spec.payload, f"{path(index)}.payload")
-            if len(problems) >= MAX_VIOLATIONS:
-                break
-    if problems:
-        raise InvalidArgument(reason="INVALID_PAYLOAD", violations=problems[:MAX_VIOLATIONS])
-    ranges = {name: types[index].priority_range(kind, settings) for name, index in first_index.items()}
+        rules[spec.type] = (job_type, *job_type.priority_range(kind, settings))
+        if len(rules) == len(names):
+            break
+    payloads: list[FieldViolation] = []
+    priorities: list[FieldViolation] = []
     for index, spec in enumerate(specs):
-        low, high = ranges[spec.type]
-        if not low <= spec.priority <= high:
-            problems.append(
+        job_type, low, high = rules[spec.type]
+        if job_type.payload is not None and len(payloads) < MAX_VIOLATIONS:
+            payloads += job_type.payload_violations(spec.payload, f"{path(index)}.payload")
+        if not low <= spec.priority <= high and len(priorities) < MAX_VIOLATIONS:
+            priorities.append(
                 FieldViolation(
                     f"{path(index)}.priority",
                     f"must be between {low} and {high} for a {kind} creating {spec.type}",
                 )
             )
-            if len(problems) >= MAX_VIOLATIONS:
-                break
-    if problems:
-        raise InvalidArgument(reason="PRIORITY_OUT_OF_RANGE", violations=problems)
+    if payloads:
+        raise InvalidArgument(reason="INVALID_PAYLOAD", violations=payloads[:MAX_VIOLATIONS])
+    if priorities:
+        raise InvalidArgument(reason="PRIORITY_OUT_OF_RANGE", violations=priorities)

@@ -42,7 +42,7 @@ def declare(
 ) -> list[JobTypeSetting]:
     """Declarations of test job types (any JSON payload), as ``MEDIAGRID_JOB_TYPES`` holds."""
     limits.setdefault("max_run_seconds", 3600)
-    return [JobTypeSetting(type=n, creators=list(creators), **limits) for n in names]  # type: ignore[arg-type]
+    return [JobTypeSetting(type=n, creators=list(creators), **limits) for n in names]
 
 
 # The job types the jobs tests create (a test declares more with ``jobs_service(declare=...)``).
