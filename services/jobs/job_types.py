@@ -91,19 +91,20 @@ class JobType:
 
     @functools.cached_property
     def _accepts_empty(self) -> bool:
-        return not self.payload_violations_of({}, "payload")
+        return self.payload is None or not self._violations(self.payload, {}, "payload")
 
     def payload_violations(self, payload: Mapping[str, Any], field: str) -> list[FieldViolation]:
         """What is wrong with ``payload`` under this type's model (field paths under ``field``)."""
         if self.payload is None or (not payload and self._accepts_empty):
             return []
-        return self.payload_violations_of(payload, field)
+        return self._violations(self.payload, payload, field)
 
-    def payload_violations_of(self, payload: Mapping[str, Any], field: str) -> list[FieldViolation]:
-        if self.payload is None:
-            return []
+    @staticmethod
+    def _violations(
+        model: type[BaseModel], payload: Mapping[str, Any], field: str
+    ) -> list[FieldViolation]:
         try:
-            self.payload.model_validate(payload)
+            model.model_validate(payload)
         except ValidationError as exc:
             # Neither the input nor pydantic's context is echoed: a payload may hold secrets.
             return [
@@ -122,14 +123,6 @@ class JobType:
             low = max(low, self.priority_min)
         high = cap if self.priority_max is None else min(cap, self.priority_max)
         return low, high
-
-    @property
-    def creators_text(self) -> str:
-        return (
-            "internal"
-            if self.internal
-            else ", ".join(k for k in CALLER_KINDS if k in self.creators)
-        )
 
 
 def _path(field: str, loc: Iterable[int | str]) -> str:
