@@ -13,13 +13,27 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 BUCKET_PURPOSES = ("files",)
+
+# The module declaring the demo job types (noop, sleep, fail, stamp) and the one holding
+# their handlers: both are used only while ``demo_job_types`` is on.
+DEMO_JOB_TYPES_MODULE = "services.jobs.demo_job_types"
+DEMO_HANDLERS_MODULE = "services.jobs.builtin_handlers"
 
 
 class Environment(StrEnum):
@@ -48,6 +62,36 @@ def bucket_name_problem(name: str) -> str | None:
     ):
         return "uses a prefix or suffix that S3 reserves"
     return None
+
+
+class JobTypeSetting(BaseModel):
+    """A job type a deployment declares in ``MEDIAGRID_JOB_TYPES`` (for its own workers).
+
+    Its payload may be any JSON object within ``job_payload_max_bytes``. ``creators`` lists
+    the caller kinds that may create it (``user``, ``service``, ``admin``), or is
+    ``["internal"]``: only the service holding the literal grant ``jobs.create:job-types/{type}``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$", max_length=100)
+    creators: list[Literal["user", "service", "admin", "internal"]] = Field(min_length=1)
+    max_run_seconds: float = Field(gt=0, le=7 * 24 * 3600)
+    # Bounds of the type's priority, within the caller's own range (unset: the caller's).
+    priority_min: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    priority_max: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobTypeSetting:
+        if "internal" in self.creators and len(self.creators) > 1:
+            raise ValueError(f"{self.type}: 'internal' excludes every other creator")
+        if (
+            self.priority_min is not None
+            and self.priority_max is not None
+            and self.priority_min > self.priority_max
+        ):
+            raise ValueError(f"{self.type}: priority_min exceeds priority_max")
+        return self
 
 
 class Settings(BaseSettings):
@@ -199,9 +243,25 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Longest lease a worker may ask for.
     job_lease_max_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
-    # Allowed priority range (higher runs first).
+    # Allowed priority range of users' and admins' jobs (higher runs first).
     job_priority_min: int = Field(default=-100, ge=-1_000_000, le=0)
     job_priority_max: int = Field(default=100, ge=0, le=1_000_000)
+    # Highest priority a service may give its jobs (at least job_priority_max).
+    job_service_priority_max: int = Field(default=1000, ge=0, le=1_000_000)
+    # Modules declaring job types (each a JOB_TYPES tuple, protobuf-free; JSON list).
+    job_type_modules: list[str] = Field(
+        default=[
+            DEMO_JOB_TYPES_MODULE,
+            "services.files.video.job_types",
+            "services.users.job_types",
+        ]
+    )
+    # Job types of this deployment's own workers, as a JSON list of {"type", "creators",
+    # "max_run_seconds", "priority_min", "priority_max"}; their payload is any JSON object.
+    job_types: list[JobTypeSetting] = Field(default=[])
+    # Declare the demo job types noop, sleep, fail and stamp and load their handlers in
+    # workers (unset: on in dev/test, off in staging/prod).
+    demo_job_types: bool | None = None
     # Attempts a job gets when its creator does not say, and the most it may ask for.
     job_max_attempts_default: int = Field(default=3, ge=1, le=1000)
     job_max_attempts_limit: int = Field(default=25, ge=1, le=1000)
@@ -233,11 +293,11 @@ class Settings(BaseSettings):
     job_retention_chunk_size: int = Field(default=1000, ge=1, le=100_000)
     # Rows per statement when DeleteUserJobs cancels and deletes a user's jobs.
     job_delete_chunk_size: int = Field(default=1000, ge=1, le=100_000)
-    # Worker process: bearer token (role service), handler modules (JSON list), defaults.
+    # Worker process: bearer token (role service), handler modules (JSON list; the demo
+    # handlers, services.jobs.builtin_handlers, are added while demo_job_types is on), defaults.
     worker_token: SecretStr | None = None
     worker_handler_modules: list[str] = Field(
         default=[
-            "services.jobs.builtin_handlers",
             "services.files.video.handlers",
             "services.users.handlers",
         ]
@@ -305,8 +365,19 @@ class Settings(BaseSettings):
             raise ValueError(f"bucket names built from this prefix {problem}")
         return value
 
+    @field_validator("demo_job_types", mode="after")
+    @classmethod
+    def _demo_job_types_default(cls, value: bool | None, info: ValidationInfo) -> bool:
+        if value is not None:
+            return value
+        return info.data.get("environment") in (Environment.DEV, Environment.TEST)
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if self.job_service_priority_max < self.job_priority_max:
+            raise ValueError(
+                "MEDIAGRID_JOB_SERVICE_PRIORITY_MAX must not be below MEDIAGRID_JOB_PRIORITY_MAX"
+            )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError(
                 "MEDIAGRID_DB_POOL_MIN_SIZE must not exceed MEDIAGRID_DB_POOL_MAX_SIZE"

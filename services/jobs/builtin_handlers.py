@@ -1,4 +1,5 @@
-"""Handlers that ship with the jobs service: for tests, benchmarks and smoke checks.
+"""Handlers of the demo job types (declared in ``demo_job_types``): for tests, benchmarks and
+smoke checks. Workers load them only while the setting ``demo_job_types`` is on.
 
 - ``noop``: returns at once (measures the queue itself).
 - ``sleep``: sleeps ``payload.seconds`` (default 0.1), reporting progress in ``payload.steps``.
@@ -14,35 +15,54 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from services.jobs.demo_job_types import (
+    FAIL_MAX_RUN_SECONDS,
+    NOOP_MAX_RUN_SECONDS,
+    SLEEP_MAX_RUN_SECONDS,
+    STAMP_MAX_RUN_SECONDS,
+    FailPayload,
+    SleepPayload,
+)
 from services.jobs.worker.api import JobContext, PermanentJobError, RetryableJobError, handler
 
 
-@handler("noop", timeout_seconds=60)
+@handler("noop", timeout_seconds=NOOP_MAX_RUN_SECONDS)
 async def noop(job: JobContext) -> Mapping[str, Any] | None:
     return None
 
 
-@handler("sleep", timeout_seconds=3600)
+@handler("sleep", timeout_seconds=SLEEP_MAX_RUN_SECONDS)
 async def sleep(job: JobContext) -> Mapping[str, Any] | None:
-    seconds = float(job.payload.get("seconds", 0.1))
-    steps = max(int(job.payload.get("steps", 1)), 1)
-    for step in range(steps):
-        await asyncio.sleep(seconds / steps)
-        await job.progress(100.0 * (step + 1) / steps, f"step {step + 1} of {steps}")
-    return {"slept_seconds": seconds, "attempt": job.attempt}
+    try:
+        payload = SleepPayload.model_validate(job.payload)
+    except ValidationError as exc:
+        raise PermanentJobError(f"invalid payload: {exc.error_count()} error(s)") from None
+    for step in range(payload.steps):
+        await asyncio.sleep(payload.seconds / payload.steps)
+        await job.progress(
+            100.0 * (step + 1) / payload.steps, f"step {step + 1} of {payload.steps}"
+        )
+    return {"slept_seconds": payload.seconds, "attempt": job.attempt}
 
 
-@handler("fail", timeout_seconds=60, retry_base_seconds=0.01, retry_max_seconds=0.05)
+@handler(
+    "fail", timeout_seconds=FAIL_MAX_RUN_SECONDS, retry_base_seconds=0.01, retry_max_seconds=0.05
+)
 async def fail(job: JobContext) -> Mapping[str, Any] | None:
-    succeed_on = job.payload.get("succeed_on_attempt")
-    if succeed_on is not None and job.attempt >= int(succeed_on):
+    try:
+        payload = FailPayload.model_validate(job.payload)
+    except ValidationError as exc:
+        raise PermanentJobError(f"invalid payload: {exc.error_count()} error(s)") from None
+    if payload.succeed_on_attempt is not None and job.attempt >= payload.succeed_on_attempt:
         return {"attempt": job.attempt}
-    if job.payload.get("mode") == "permanent":
+    if payload.mode == "permanent":
         raise PermanentJobError("asked to fail permanently")
     raise RetryableJobError(f"asked to fail (attempt {job.attempt})")
 
 
-@handler("stamp", timeout_seconds=60)
+@handler("stamp", timeout_seconds=STAMP_MAX_RUN_SECONDS)
 async def stamp(job: JobContext) -> Mapping[str, Any] | None:
     """Record when the handler started (wall clock), for enqueue-to-start latency."""
     return {"started_unix": time.time()}

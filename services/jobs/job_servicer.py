@@ -15,7 +15,7 @@ from common.activity import ActivityRecorder
 from common.context import Principal
 from common.errors import InvalidArgument, NotFound
 from common.settings import Settings
-from services.jobs import access, convert
+from services.jobs import access, convert, job_types
 from services.jobs.metrics import JobMetrics
 from services.jobs.models import Batch, Job, ListFilter
 from services.jobs.notifier import Notifier
@@ -48,6 +48,7 @@ def _spec_from_pb(
         settings=settings,
         prefix=prefix,
         now=now,
+        priority_max=settings.job_service_priority_max,
     )
 
 
@@ -65,6 +66,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         self.settings = settings
         self.activity = activity
         self.metrics = metrics
+        self.job_types = job_types.registry(settings)
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         spec, violations = _spec_from_pb(request.job, self.settings, "job", datetime.now(UTC))
         raise_if(violations)
         assert spec is not None
+        job_types.check_specs(self.job_types, principal, [spec], self.settings)
         owner = access.job_owner(
             principal, check_owner(request.owner) if request.owner else "", spec.type
         )
@@ -232,6 +235,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             if spec is not None:
                 specs.append(spec)
         raise_if(violations[:100])
+        job_types.check_specs(self.job_types, principal, specs, self.settings, job_types.batch_path)
         batch, ids, created = await self.repo.create_batch(
             principal.name,
             request.display_name,

@@ -107,15 +107,21 @@ def validate_spec(
     settings: Settings,
     prefix: str = "job",
     now: datetime | None = None,
+    priority_max: int | None = None,
 ) -> tuple[JobSpec | None, list[FieldViolation]]:
-    """A JobSpec, or the violations that prevent one (field paths under ``prefix``)."""
+    """A JobSpec, or the violations that prevent one (field paths under ``prefix``).
+
+    ``priority_max`` is the highest priority any caller may ask for (default
+    ``job_priority_max``); the bound of each caller kind and job type is checked with the
+    job type (``job_types.check_specs``).
+    """
     violations = check_type(type, f"{prefix}.type")
     violations += check_payload_size(payload, f"{prefix}.payload", settings)
-    if not settings.job_priority_min <= priority <= settings.job_priority_max:
+    highest = settings.job_priority_max if priority_max is None else priority_max
+    if not settings.job_priority_min <= priority <= highest:
         violations.append(
             FieldViolation(
-                f"{prefix}.priority",
-                f"must be between {settings.job_priority_min} and {settings.job_priority_max}",
+                f"{prefix}.priority", f"must be between {settings.job_priority_min} and {highest}"
             )
         )
     if schedule_time is not None:

@@ -16,6 +16,7 @@ from mediagrid.jobs.v1 import (
 )
 
 from common.context import Principal
+from common.settings import JobTypeSetting
 from services.jobs.repository import JobRepository
 from tests.support.auth import bearer, principal
 
@@ -34,6 +35,38 @@ PRINCIPALS = {
 }
 OWNER = "users/owner"
 OTHER = "users/other"
+
+
+def declare(
+    *names: str, creators: tuple[str, ...] = ("user", "service", "admin"), **limits: Any
+) -> list[JobTypeSetting]:
+    """Declarations of test job types (any JSON payload), as ``MEDIAGRID_JOB_TYPES`` holds."""
+    limits.setdefault("max_run_seconds", 3600)
+    return [JobTypeSetting(type=n, creators=list(creators), **limits) for n in names]
+
+
+# The job types the jobs tests create (a test declares more with ``jobs_service(declare=...)``).
+TEST_JOB_TYPES = [
+    *declare(
+        "test.noop",
+        "test.many",
+        "type.a",
+        "type.b",
+        "other.type",
+        "running.type",
+        "t.always",
+        "t.broken",
+        "t.count",
+        "t.flaky",
+        "t.hangs",
+        "t.long",
+        "t.parallel",
+        "t.slow",
+        "t.stuck",
+        "t.work",
+    ),
+    *declare("test.internal", creators=("internal",)),
+]
 
 
 @dataclass

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 
-from tests.jobs.jobs_support import OWNER, Jobs
+from tests.jobs.jobs_support import OWNER, Jobs, JobsFactory, declare
 from tests.support.auth import bearer
 
 CALLERS = ("owner", "other", "admin", "service")
 OWNER_OR_ADMIN = {"owner", "admin"}
 WORKERS = {"admin", "service"}
 EVERYONE = set(CALLERS)
+# One held job type per round of fixtures: released jobs of earlier rounds stay apart.
+HELD_TYPES = [f"held.t{round}" for round in range(len(CALLERS) + 1)]
 
 
-async def fixtures(svc: Jobs) -> dict[str, Any]:
+@pytest_asyncio.fixture
+async def svc(jobs_service: JobsFactory) -> Jobs:
+    return await jobs_service(declare=declare(*HELD_TYPES))
+
+
+async def fixtures(svc: Jobs, round: int) -> dict[str, Any]:
     job = await svc.create()
     batch = await svc.jobs.CreateBatch(
         job_service_pb2.CreateBatchRequest(jobs=[job_pb2.JobSpec(type="test.noop")]),
         metadata=svc.owner,
     )
-    held_type = f"held.t{uuid.uuid4().hex[:8]}"  # released jobs of earlier rounds stay apart
+    held_type = HELD_TYPES[round]
     await svc.create(held_type)
     [claimed] = await svc.claim((held_type,))
     lease = job_pb2.LeaseRef(job=claimed.job.name, lease_id=claimed.lease_id)
@@ -129,8 +136,8 @@ def test_matrix_covers_every_rpc() -> None:
 async def test_authorization(
     svc: Jobs, stub: str, method: str, build: Any, allowed: set[str]
 ) -> None:
-    for caller in CALLERS:
-        f = await fixtures(svc)  # fresh resources: earlier callers may have changed them
+    for round, caller in enumerate(CALLERS):
+        f = await fixtures(svc, round)  # fresh resources: earlier callers may have changed them
         code = await call(svc, stub, method, build(f), getattr(svc, caller))
         if caller in allowed:
             # Allowed callers get the RPC's real answer: OK, except retrying a job that has
@@ -141,7 +148,7 @@ async def test_authorization(
             assert code == expected, (caller, code)
         else:
             assert code == grpc.StatusCode.PERMISSION_DENIED, (caller, code)
-    f = await fixtures(svc)
+    f = await fixtures(svc, len(CALLERS))
     assert await call(svc, stub, method, build(f), ()) == grpc.StatusCode.UNAUTHENTICATED
 
 

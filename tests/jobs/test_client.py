@@ -13,7 +13,7 @@ from tests.jobs.jobs_support import OWNER, Jobs, lease_of
 async def test_client_creates_gets_and_watches_on_behalf_of_the_user(svc: Jobs) -> None:
     client = JobsClient(svc.channel, svc.owner)
     job = await client.create_job(
-        "video.probe",
+        "test.noop",
         {"file": "files/abc"},
         files=["files/abc"],
         request_id="probe-abc",
@@ -21,7 +21,7 @@ async def test_client_creates_gets_and_watches_on_behalf_of_the_user(svc: Jobs) 
     )
     assert job.owner == OWNER and list(job.files) == ["files/abc"]
     again = await client.create_job(
-        "video.probe",
+        "test.noop",
         {"file": "files/abc"},
         files=["files/abc"],
         request_id="probe-abc",
@@ -36,7 +36,7 @@ async def test_client_creates_gets_and_watches_on_behalf_of_the_user(svc: Jobs) 
             states.append(update.state)
 
     watcher = asyncio.create_task(watch())
-    [claimed] = await svc.claim(("video.probe",))
+    [claimed] = await svc.claim(("test.noop",))
     await svc.workers.CompleteJob(
         worker_service_pb2.CompleteJobRequest(lease=lease_of(claimed)), metadata=svc.service
     )

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from common.app import AppContext
 from common.server import SuiteServer
 from common.settings import Settings
+from services.jobs import job_types
 from services.jobs.worker.api import HANDLERS
-from services.jobs.worker.main import load_handler_modules, run_worker
+from services.jobs.worker.main import handler_modules, load_handler_modules, run_worker
 
 log = logging.getLogger("mediagrid.worker")
 
@@ -27,16 +28,19 @@ WORKER_ACCOUNT_EMAIL = "worker@example.com"
 async def embedded_worker(
     settings: Settings, server: SuiteServer, ctx: AppContext
 ) -> AsyncIterator[asyncio.Task[object] | None]:
-    """Run a worker for every registered job type until the block exits (then stop it)."""
+    """Run a worker for every declared job type with a handler until the block exits."""
     from services.users.bootstrap import issue_service_token
 
-    load_handler_modules(settings.worker_handler_modules)
+    load_handler_modules(handler_modules(settings))
+    # A handler of an undeclared type (imported by something else) has no jobs to run.
+    declared = job_types.registry(settings)
+    types = sorted(t for t in HANDLERS if t in declared)
     token = await issue_service_token(ctx, WORKER_ACCOUNT_EMAIL)
     stop = asyncio.Event()
     task: asyncio.Task[object] = asyncio.create_task(
         run_worker(
             settings,
-            types=sorted(HANDLERS),
+            types=types,
             address=server.address,
             token=token,
             stop=stop,
@@ -44,7 +48,7 @@ async def embedded_worker(
         ),
         name="embedded-worker",
     )
-    log.info("embedded worker running job types: %s", ", ".join(sorted(HANDLERS)))
+    log.info("embedded worker running job types: %s", ", ".join(types))
     try:
         yield task
     finally:

@@ -14,7 +14,7 @@ from mediagrid.jobs.v1 import worker_service_pb2_grpc
 from common.aws import AwsClients
 from common.channels import ChannelCache
 from common.server import host_port
-from common.settings import Settings
+from common.settings import DEMO_HANDLERS_MODULE, Settings
 from services.jobs.worker.api import WorkerResources
 from services.jobs.worker.runtime import WorkerRuntime, WorkerStats
 
@@ -40,6 +40,14 @@ def load_handler_modules(modules: Sequence[str]) -> list[str]:
     return loaded
 
 
+def handler_modules(settings: Settings) -> list[str]:
+    """The handler modules a worker loads: the demo handlers only while demo types are on."""
+    modules = [m for m in settings.worker_handler_modules if m != DEMO_HANDLERS_MODULE]
+    if settings.demo_job_types:
+        modules.insert(0, DEMO_HANDLERS_MODULE)
+    return modules
+
+
 def default_address(settings: Settings) -> str:
     return settings.jobs_address or host_port(settings.grpc_host, settings.grpc_port)
 
@@ -56,7 +64,7 @@ async def run_worker(
     handle_signals: bool = True,
 ) -> WorkerStats:
     """Run a worker until ``stop`` is set (or SIGTERM/SIGINT); returns its counters."""
-    load_handler_modules(settings.worker_handler_modules)
+    load_handler_modules(handler_modules(settings))
     if token is None and settings.worker_token is not None:
         token = settings.worker_token.get_secret_value()
     metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()

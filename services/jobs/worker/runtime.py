@@ -4,7 +4,7 @@
   waiting) with up to ``worker_claims_in_flight`` ``ClaimJobs`` calls at once (each asks
   for part of what is free), which long-poll when the queue is empty.
 - Runs each job in its own task, at most ``concurrency`` handlers at once, each under the
-  handler's timeout.
+  handler's timeout, capped at the longest run its job type declares (``job_types``).
 - Acknowledges outcomes in batches (``CompleteJobs``/``FailJobs``), up to
   ``worker_acks_in_flight`` calls at once: while they are in flight the next batch
   accumulates, so batches grow with load by themselves.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -37,6 +38,7 @@ from mediagrid.jobs.v1 import job_pb2, worker_service_pb2, worker_service_pb2_gr
 from common.grpc_errors import error_info
 from common.resilience import backoff_delay
 from common.settings import Settings
+from services.jobs import job_types
 from services.jobs.worker.api import (
     HANDLERS,
     HandlerSpec,
@@ -261,6 +263,13 @@ class _Acker:
                 log.warning("outcome not recorded: %s %s", exc.code(), exc.details())
 
 
+def capped_by_declaration(spec: HandlerSpec, declared: job_types.JobType | None) -> HandlerSpec:
+    """``spec`` with its timeout capped at the longest run its job type declares."""
+    if declared is None or spec.timeout_seconds <= declared.max_run_seconds:
+        return spec
+    return dataclasses.replace(spec, timeout_seconds=declared.max_run_seconds)
+
+
 class WorkerRuntime:
     def __init__(
         self,
@@ -275,7 +284,11 @@ class WorkerRuntime:
         handlers: Mapping[str, HandlerSpec] | None = None,
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> None:
-        self.handlers = dict(HANDLERS if handlers is None else handlers)
+        declared = job_types.registry(settings)
+        self.handlers = {
+            name: capped_by_declaration(spec, declared.get(name))
+            for name, spec in (HANDLERS if handlers is None else handlers).items()
+        }
         unknown = sorted(set(types) - set(self.handlers))
         if not types or unknown:
             raise UnknownJobType(
