@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
                     worker_id=worker_id or None,
                 )
             )
-        except UnknownJobType as exc:
+        except (UnknownJobType, ConfigurationError) as exc:
+            # A bad job type declaration surfaces while the runtime loads the registry.
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
