@@ -7,6 +7,9 @@ Real users, jobs and files services in one process. The handler runs with a real
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +31,7 @@ from tests.support.auth import bearer
 from tests.support.people import People, start_all
 from tests.video.conftest import TestJob
 
+ROOT = Path(__file__).resolve().parents[2]
 FINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_DEAD}
 
 
@@ -186,3 +190,33 @@ async def test_service_token_is_obtained_once_and_renewed_once_when_refused() ->
     with pytest.raises(Exception, match="refused"):
         await identity.call(unavailable)
     assert issued == ["t0", "t1", "t2"]  # other failures never renew
+
+
+async def test_cli_service_token_issues_a_token_of_the_owning_service(suite: Any) -> None:
+    people = await start_all(suite, "users")
+    root = ROOT
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
+    environ.update(
+        MEDIAGRID_ENVIRONMENT="test",
+        MEDIAGRID_DATABASE_URL=people.ctx.settings.database_dsn(),
+        PYTHONPATH=f"{root}:{root / 'gen'}",
+    )
+    args = ["--email", "files-service@example.com"]
+    args += ["--job-type", "video.probe", "--job-type", "video.thumbnail"]
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "mediagrid"),
+        *("users", "service-token", *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+        cwd=root,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    users = pb_grpc.UserServiceStub(people.channel)
+    reply = await users.Authenticate(pb.AuthenticateRequest(token=out.decode().strip()))
+    assert reply.principal.role == pb.ROLE_SERVICE
+    assert {
+        "jobs.create:job-types/video.probe",
+        "jobs.create:job-types/video.thumbnail",
+    } <= set(reply.principal.permissions)
