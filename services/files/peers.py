@@ -31,6 +31,8 @@ from services.files.ports import (
 from services.users.bootstrap import ServiceToken, issue_service_token, job_type_grant
 
 FILES_SERVICE_ACCOUNT_EMAIL = "files-service@example.com"
+# GetUser's alias of the caller: never a grantee.
+ME = "me"
 # The internal job types the files service creates for its users (services/files/video).
 FILES_JOB_TYPES = ("video.probe", "video.thumbnail")
 
@@ -119,9 +121,11 @@ class GrpcUserDirectory:
         self.identity = identity
 
     async def require_user(self, user_id: str) -> None:
+        name = f"users/{user_id}"
+        if user_id == ME:  # the users service would answer with the files service's account
+            raise grantee_not_found(name)
         if "users" not in self.ctx.addresses:
             return
-        name = f"users/{user_id}"
         stub = user_service_pb2_grpc.UserServiceStub(self.ctx.channel("users"))
         request = user_service_pb2.GetUserRequest(name=name)
         timeout = self.ctx.settings.auth_timeout_seconds

@@ -473,8 +473,8 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             raise InvalidArgument.field(
                 "user", "the owner already has full access", reason="SHARE_WITH_OWNER"
             )
-        # After the caller's own right to share (PERMISSION_DENIED first): a grant to a user
-        # that does not exist would wait for whoever later gets that id.
+        # Only after the caller's own right to share (PERMISSION_DENIED first), so the answer
+        # does not tell a stranger which users exist.
         await self.deps.users.require_user(user_id)
         share = await self.repo.share(record.id, user_id, role)
         await self._record("files.share", record.name, user=request.user, role=role)

@@ -126,7 +126,7 @@ async def test_share_needs_an_existing_grantee_after_the_callers_own_right(suite
         grpc.StatusCode.PERMISSION_DENIED,
         "FILE_ACCESS_DENIED",
     )
-    for unknown in ("users/nobody", f"users/{gone.id}", "users/Not-A-Users-Id"):
+    for unknown in ("users/nobody", f"users/{gone.id}", "users/Not-A-Users-Id", "users/me"):
         assert await rpc_error(share(unknown, alice)) == (
             grpc.StatusCode.NOT_FOUND,
             "GRANTEE_NOT_FOUND",
