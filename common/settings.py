@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     jobs_address: str | None = None
     # Address (host:port) of the files service when it runs in another process.
     files_address: str | None = None
+    # Bearer token of the service account this process acts as for the internal jobs it
+    # creates and the users it looks up (not needed when the users service runs in the same
+    # process: the token is then issued there).
+    service_token: SecretStr | None = None
 
     # --- PostgreSQL --------------------------------------------------------------------
     # postgresql://user:password@host:port/database; unset in dev/test = embedded PostgreSQL.

@@ -1,9 +1,10 @@
 """Wires the files service: storage, repository, upload engine, FileService and the sweep.
 
 The VideoService (``services/files/video``) plugs in here: when the package provides
-``services.files.video.app.create(ctx, deps) -> ServiceInstance`` it is started with the
-same :class:`UploadDeps` (same bucket, repository and upload engine) and merged into the
-files service's instance.
+``services.files.video.app.create(ctx, deps, identity) -> ServiceInstance`` it is started
+with the same :class:`UploadDeps` (same bucket, repository and upload engine) and the files
+service's own identity (``peers.files_identity``), and merged into the files service's
+instance.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from mediagrid.files.v1 import files_pb2
 
 from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
+from services.files.peers import GrpcJobAccess, GrpcUserDirectory, files_identity
 from services.files.repository import FilesRepository
 from services.files.service import FileService, register
 from services.files.storage import Storage
 from services.files.sweep import sweep_forever
 from services.files.upload import HashCache, UploadDeps
+from services.users.bootstrap import ServiceToken
 
 log = logging.getLogger("mediagrid.files")
 
 SERVICE_NAME = files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
 
 
-async def build_deps(ctx: AppContext) -> UploadDeps:
+async def build_deps(ctx: AppContext, identity: ServiceToken | None = None) -> UploadDeps:
     settings = ctx.settings
     storage = await Storage.open(ctx.aws, settings.bucket("files"), create=settings.is_local)
     return UploadDeps(
@@ -36,6 +39,8 @@ async def build_deps(ctx: AppContext) -> UploadDeps:
         storage=storage,
         activity=ctx.activity,
         hash_cache=HashCache(settings.upload_hash_cache_entries),
+        jobs=GrpcJobAccess(ctx),
+        users=GrpcUserDirectory(ctx, identity or files_identity(ctx)),
     )
 
 
@@ -50,7 +55,8 @@ def _video_factory() -> object | None:
 
 
 async def create(ctx: AppContext) -> ServiceInstance:
-    deps = await build_deps(ctx)
+    identity = files_identity(ctx)
+    deps = await build_deps(ctx, identity)
     # The activity recorder may be replaced after start-up (users service): read it late.
     deps.activity = LateActivityRecorder(ctx)
     servicer = FileService(deps)
@@ -58,7 +64,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
     instances: list[ServiceInstance] = []
     factory = _video_factory()
     if factory is not None:
-        instances.append(await factory(ctx, deps))  # type: ignore[operator]
+        instances.append(await factory(ctx, deps, identity))  # type: ignore[operator]
 
     def add_all(server: grpc.aio.Server) -> None:
         add_files(server)

@@ -320,7 +320,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 "header.upload", "presigned uploads cannot be resumed", reason="INVALID_HEADER"
             )
         ttl = self._ttl(request.ttl, "ttl", cap=self.settings.upload_idle_timeout_seconds)
-        target = await upload_target(self.repo, principal, header.parent, job_id, "file")
+        target = await upload_target(
+            self.repo, principal, header.parent, job_id, "file", jobs=self.deps.jobs
+        )
         file_id, owner_id, key = target.file_id, target.owner_id, target.object_key
         session = await self.repo.create_upload(
             NewUpload(
@@ -471,6 +473,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             raise InvalidArgument.field(
                 "user", "the owner already has full access", reason="SHARE_WITH_OWNER"
             )
+        # Only after the caller's own right to share (PERMISSION_DENIED first), so the answer
+        # does not tell a stranger which users exist.
+        await self.deps.users.require_user(user_id)
         share = await self.repo.share(record.id, user_id, role)
         await self._record("files.share", record.name, user=request.user, role=role)
         return files_pb2.ShareFileResponse(share=convert.share_to_proto(share))

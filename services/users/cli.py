@@ -5,6 +5,9 @@
   server as that caller.
 - ``login`` calls ``Login`` on a running server and prints only the token on stdout.
 - ``sweep`` runs one sweep pass against the database directly.
+- ``service-token`` ensures a service account (with the internal job types it owns) in the
+  database directly and prints a session token of it, for a process that does not serve the
+  users service (``MEDIAGRID_SERVICE_TOKEN``, ``MEDIAGRID_WORKER_TOKEN``).
 """
 
 from __future__ import annotations
@@ -191,6 +194,39 @@ async def _sweep(settings: Settings) -> SweepReport:
 
         ctx = AppContext(settings=settings, pool=pool, aws=AwsClients(settings))
         return await Sweeper(UserRepository(pool), settings, app.data_purger(ctx)).run_once()
+    finally:
+        await pool.close()
+
+
+@users_app.command("service-token")
+def service_token(
+    email: str = typer.Option(..., help="Email of the service account (created when absent)."),
+    job_type: list[str] = typer.Option(
+        [], help="Internal job type the account owns (repeatable), e.g. video.probe."
+    ),
+) -> None:
+    """Ensure a service account and its job-type grants; print a new session token of it."""
+    typer.echo(run(_service_token(_settings(), email, job_type)))
+
+
+async def _service_token(settings: Settings, email: str, job_types: list[str]) -> str:
+    from common import db
+    from common.app import AppContext
+    from common.aws import AwsClients
+    from common.errors import DomainError
+    from common.registry import resolve
+    from common.runtime import migrate_all
+    from services.users.bootstrap import issue_service_token, job_type_grant
+
+    pool = await db.create_pool(settings)
+    try:
+        await migrate_all(pool, resolve(["users"]))
+        ctx = AppContext(settings=settings, pool=pool, aws=AwsClients(settings))
+        grants = [job_type_grant(job_type) for job_type in job_types]
+        try:
+            return await issue_service_token(ctx, email, grants)
+        except DomainError as exc:
+            fail(f"{exc.reason}: {exc.message}")
     finally:
         await pool.close()
 

@@ -3,23 +3,24 @@
 - ``GrpcUsageSource`` answers ``GetUserStats``: the caller's token is forwarded, so the jobs
   and files services apply their own access rules to what they report.
 - ``JobPurger`` schedules removal of a deleted user's data as a ``users.purge`` job, created
-  with the users service's own service-account token (the sweep retries it without a caller).
-  The job's handler (``services/users/handlers.py``) runs in a worker and calls
-  ``JobService/DeleteUserJobs`` and ``FileService/DeleteUserFiles``.
+  with the users service's own service account (``SYSTEM_ACCOUNT_EMAIL``, which holds the
+  literal grant ``jobs.create:job-types/users.purge`` that makes it the owner of that type;
+  the sweep retries it without a caller). The job's handler (``services/users/handlers.py``)
+  runs in a worker, checks that the user is deleted, and calls ``JobService/DeleteUserJobs``
+  and ``FileService/DeleteUserFiles``.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 import grpc
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
 from common.app import AppContext
-from common.errors import DomainError, Unauthenticated
+from common.errors import Unauthenticated
 from common.grpc_errors import from_rpc_error
 from common.interceptors import outgoing_metadata
 from services.jobs.client import JobsClient
+from services.users.bootstrap import ServiceToken, issue_service_token, job_type_grant
 from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage, dependency_unavailable
 
 # The service account the users service acts as when nobody is calling (sweeps, purges).
@@ -66,38 +67,30 @@ class GrpcUsageSource:
         return FileUsage(file_count=response.file_count, total_bytes=response.total_bytes)
 
 
+def system_token(ctx: AppContext) -> ServiceToken:
+    """The users service's own identity: the account that owns the ``users.purge`` job type."""
+
+    async def obtain() -> str:
+        return await issue_service_token(ctx, SYSTEM_ACCOUNT_EMAIL, [job_type_grant(PURGE_JOB)])
+
+    return ServiceToken(obtain)
+
+
 class JobPurger:
     """Enqueues ``users.purge`` for a deleted user (idempotent per user)."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self._token: str | None = None
-        self._lock = asyncio.Lock()
-
-    async def _service_token(self, *, renew: bool = False) -> str:
-        async with self._lock:
-            if self._token is None or renew:
-                from services.users.bootstrap import issue_service_token
-
-                self._token = await issue_service_token(self.ctx, SYSTEM_ACCOUNT_EMAIL)
-            return self._token
+        self.identity = system_token(ctx)
 
     async def purge(self, user: str) -> None:
-        channel = _channel(self.ctx, "jobs", JOBS_SERVICE)
-        for renew in (False, True):
-            token = await self._service_token(renew=renew)
-            client = JobsClient(
-                channel,
-                (*outgoing_metadata(forward_token=False), ("authorization", f"Bearer {token}")),
+        client = JobsClient(_channel(self.ctx, "jobs", JOBS_SERVICE))
+        await self.identity.call(
+            lambda metadata: client.create_job(
+                PURGE_JOB,
+                {"user": user},
+                request_id=f"{PURGE_JOB}:{user}",
+                max_attempts=10,
+                metadata=metadata,
             )
-            try:
-                await client.create_job(
-                    PURGE_JOB, {"user": user}, request_id=f"{PURGE_JOB}:{user}", max_attempts=10
-                )
-                return
-            except grpc.aio.AioRpcError as exc:
-                error: DomainError = from_rpc_error(exc)
-                # Our own session may have expired (idle timeout): renew it once.
-                if isinstance(error, Unauthenticated) and not renew:
-                    continue
-                raise error from exc
+        )

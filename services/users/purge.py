@@ -2,8 +2,10 @@
 
 ``DeleteUser`` records a row in ``users.pending_purges`` in the same transaction that marks the
 user deleted (so the request cannot be lost), then the purger is called right away and, until
-it succeeds, again by every sweep with exponential backoff. The integrator's purger enqueues a
-``users.purge`` job; until the jobs and files services exist the default purger reports
+it succeeds, again by every sweep with exponential backoff. The suite's purger
+(``integrations.JobPurger``) enqueues a ``users.purge`` job as the users service's own
+account; its handler (``handlers.py``) deletes nothing unless the user is DELETED. Where the
+jobs and files services are not part of the suite, ``MissingServicesPurger`` reports
 UNAVAILABLE (``DEPENDENCY_UNAVAILABLE``), so the row stays pending with the error and the
 attempt count visible.
 """

@@ -47,6 +47,12 @@ from services.files.models import (
     UploadPart,
     UploadSession,
 )
+from services.files.ports import (
+    JobAccess,
+    UnavailableJobAccess,
+    UnavailableUserDirectory,
+    UserDirectory,
+)
 from services.files.repository import FilesRepository, StreamSuperseded
 from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256, Storage
 
@@ -113,6 +119,10 @@ class UploadDeps:
     storage: Storage
     activity: ActivityRecorder
     hash_cache: HashCache
+    # Whether a caller may attach an upload to a job (the jobs service decides).
+    jobs: JobAccess = field(default_factory=UnavailableJobAccess)
+    # Whether a user exists (a share's grantee; the users service decides).
+    users: UserDirectory = field(default_factory=UnavailableUserDirectory)
     # Parts still landing after a stream broke, per session (this process only).
     draining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
@@ -234,11 +244,20 @@ class UploadTarget:
 
 
 async def upload_target(
-    repo: FilesRepository, principal: Principal, parent: str, job_id: str | None, kind: str
+    repo: FilesRepository,
+    principal: Principal,
+    parent: str,
+    job_id: str | None,
+    kind: str,
+    *,
+    jobs: JobAccess,
 ) -> UploadTarget:
     """A new version of ``parent`` (``files/{file}``: the caller needs write access and the
-    kinds must match), or, when ``parent`` is empty, a new file of the caller's."""
+    kinds must match), or, when ``parent`` is empty, a new file of the caller's, attached to
+    ``jobs/{job_id}`` when given (the caller must have access to that job)."""
     if not parent:
+        if job_id is not None:
+            await jobs.require_job(principal, job_id)
         file_id = keys.new_id()
         key = keys.content_key(principal.user_id, file_id, job_id)
         return UploadTarget(file_id, principal.user_id, key, job_id, None)
@@ -278,7 +297,9 @@ async def _open_session(
         raise InvalidArgument.field(
             "header.offset", "must be 0 for a new upload", reason="INVALID_OFFSET"
         )
-    target = await upload_target(deps.repo, principal, header.parent, job_id, profile.kind)
+    target = await upload_target(
+        deps.repo, principal, header.parent, job_id, profile.kind, jobs=deps.jobs
+    )
     new = NewUpload(
         id=keys.new_id(),
         owner_id=target.owner_id,

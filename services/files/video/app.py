@@ -2,8 +2,11 @@
 
 - uploads go through the files service's own upload engine (same bucket, repository,
   sessions and resume rules as ``FileService.Upload``), with the video transfer profile;
-- jobs are created in the jobs service over gRPC, on behalf of the uploading user (their
-  bearer token is forwarded, so the jobs are theirs and their access rules apply).
+- jobs are created in the jobs service over gRPC by the files service's own service account
+  (``services/files/peers.py``), which owns the ``video.*`` job types, with ``owner`` the
+  video's owner (the uploading user for a new video): the jobs are theirs (they see and
+  watch them, the jobs count as theirs), and the worker's handler only acts on that owner's
+  objects. A user cannot create those job types for themselves.
 """
 
 from __future__ import annotations
@@ -15,15 +18,19 @@ from mediagrid.files.v1 import file_pb2
 
 from common.app import AppContext, ServiceInstance
 from common.context import Principal
-from common.errors import Unauthenticated
-from common.grpc_errors import from_rpc_error
+from common.errors import NotFound
 from services.files import convert
+from services.files.ports import JOBS_SERVICE, not_deployed
+from services.files.repository import FilesRepository
 from services.files.upload import UploadDeps
 from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
+from services.files.video.payloads import video_id
 from services.files.video.ports import UploadItem as VideoUploadItem
 from services.files.video.ports import UploadOutput
 from services.files.video.service import create_video_service
 from services.files.video.servicer import is_video_content_type
+from services.jobs.client import JobsClient
+from services.users.bootstrap import ServiceToken
 
 
 class EngineUploads:
@@ -63,10 +70,19 @@ async def _engine_items(items: AsyncIterator[VideoUploadItem]) -> AsyncIterator[
 
 
 class GrpcVideoJobs:
-    """``VideoJobs`` backed by the jobs service's CreateJob, as the uploading user."""
+    """``VideoJobs`` backed by the jobs service's CreateJob, as the files service."""
 
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, identity: ServiceToken) -> None:
         self.ctx = ctx
+        self.identity = identity
+        self.files = FilesRepository(ctx.pool)
+
+    async def _owner(self, file: str) -> str:
+        """``users/{id}`` owning ``file``: the job acts on that user's objects only."""
+        record = await self.files.get_file(video_id(file, "file"))
+        if record is None:
+            raise NotFound(f"{file} does not exist", reason="FILE_NOT_FOUND")
+        return f"users/{record.owner_id}"
 
     async def enqueue(
         self,
@@ -76,26 +92,22 @@ class GrpcVideoJobs:
         file: str,
         on_behalf_of: Principal,
     ) -> str:
-        import grpc
-
-        from services.jobs.client import JobsClient
-
-        if not on_behalf_of.token:
-            raise Unauthenticated("no caller token to create jobs with", reason="MISSING_TOKEN")
-        client = JobsClient(
-            self.ctx.channel("jobs"), (("authorization", f"Bearer {on_behalf_of.token}"),)
+        if "jobs" not in self.ctx.addresses:
+            raise not_deployed(JOBS_SERVICE)
+        owner = await self._owner(file)
+        client = JobsClient(self.ctx.channel("jobs"))
+        # No request_id: RegenerateThumbnails must create a new job each time it is asked.
+        job = await self.identity.call(
+            lambda metadata: client.create_job(
+                job_type, dict(payload), files=[file], owner=owner, metadata=metadata
+            )
         )
-        try:
-            # No request_id: RegenerateThumbnails must create a new job each time it is asked.
-            job = await client.create_job(job_type, dict(payload), files=[file])
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         return str(job.name)
 
 
-async def create(ctx: AppContext, deps: UploadDeps) -> ServiceInstance:
+async def create(ctx: AppContext, deps: UploadDeps, identity: ServiceToken) -> ServiceInstance:
     """The VideoService as an instance the files service serves beside the FileService."""
     _servicer, register, name = await create_video_service(
-        ctx, uploads=EngineUploads(deps), jobs=GrpcVideoJobs(ctx)
+        ctx, uploads=EngineUploads(deps), jobs=GrpcVideoJobs(ctx, identity)
     )
     return ServiceInstance(name="videos", service_names=[name], register=register)

@@ -5,6 +5,11 @@ thumbnails next to the content object (``.../{file}/thumbnails/{n}.jpg``) and re
 outcome through the VideoService (``RecordVideoMetadata`` / ``RecordThumbnails``) with the
 worker's own credentials. A file that is not a readable video is recorded as FAILED on the
 video first, then ends the job with ``PermanentJobError``; the worker never crashes on it.
+
+A handler acts for the job's owner and does not trust the payload: its bucket must be the
+files bucket of the settings and its key the content key of the payload's file under the
+owner's prefix (``users/{owner}/``); anything else ends the job with ``PermanentJobError``
+before S3 is touched, so a job cannot read, or write thumbnails next to, another user's video.
 The payload format is documented in ``services/files/video/payloads.py`` and docs/video.md.
 """
 
@@ -21,6 +26,7 @@ from mediagrid.files.v1 import video_pb2, video_pb2_grpc
 from pydantic import ValidationError
 
 from common.aws import AwsClients
+from services.files import keys
 from services.files.video import convert
 from services.files.video.payloads import PROBE_JOB, THUMBNAIL_JOB, VideoJobPayload
 from services.files.video.processing import (
@@ -50,10 +56,24 @@ class _ObjectMissing(Exception):
 
 
 def _payload(job: JobContext) -> VideoJobPayload:
+    """The payload, if it names the owner's own file in the files bucket."""
     try:
-        return VideoJobPayload.model_validate(dict(job.payload))
+        payload = VideoJobPayload.model_validate(dict(job.payload))
     except ValidationError as exc:
         raise PermanentJobError(f"invalid {job.type} payload: {exc}") from None
+    expected_bucket = job.resources.settings.bucket("files")
+    if payload.bucket != expected_bucket:
+        raise PermanentJobError(
+            f"payload.bucket {payload.bucket!r} is not the files bucket {expected_bucket!r}"
+        )
+    owner_id = job.owner.removeprefix("users/") if job.owner.startswith("users/") else ""
+    parsed = keys.parse_content_key(payload.key)
+    if parsed is None or parsed.owner_id != owner_id or parsed.file_id != payload.file_id:
+        raise PermanentJobError(
+            f"payload.key {payload.key!r} is not the content of {payload.file} "
+            f"under {keys.user_prefix(owner_id or '?')} of the job's owner {job.owner}"
+        )
+    return payload
 
 
 def _open(aws: AwsClients, payload: VideoJobPayload) -> RangeReader:
@@ -211,13 +231,15 @@ async def _store(
 ) -> list[tuple[str, str]]:
     """Put the JPEGs under the file's prefix and delete thumbnails of an older, longer set.
 
-    Returns (key, S3 version id) per thumbnail; the recorded URLs pin the version.
+    ``payload.key`` was checked to lie under the job owner's prefix (``_payload``), so every
+    key written or deleted here does too. Returns (key, S3 version id) per thumbnail; the
+    recorded URLs pin the version.
     """
-    owner = payload.key.split("/", 2)[1]
-    keys = [thumbnail_key(payload.key, index) for index in range(len(rendered))]
+    owner = job.owner
+    names = [thumbnail_key(payload.key, index) for index in range(len(rendered))]
     versions = []
     async with job.resources.aws.s3() as s3:
-        for key, thumb in zip(keys, rendered, strict=True):
+        for key, thumb in zip(names, rendered, strict=True):
             put = await s3.put_object(
                 Bucket=payload.bucket,
                 Key=key,
@@ -229,9 +251,9 @@ async def _store(
         listing = await s3.list_objects_v2(
             Bucket=payload.bucket, Prefix=thumbnail_prefix(payload.key)
         )
-        stale = [o["Key"] for o in listing.get("Contents", []) if o["Key"] not in set(keys)]
+        stale = [o["Key"] for o in listing.get("Contents", []) if o["Key"] not in set(names)]
         if stale:
             await s3.delete_objects(
                 Bucket=payload.bucket, Delete={"Objects": [{"Key": k} for k in stale]}
             )
-    return list(zip(keys, versions, strict=True))
+    return list(zip(names, versions, strict=True))
