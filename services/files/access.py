@@ -1,4 +1,4 @@
-"""Who may do what to a file: owner and admins (and services) fully; grantees by role.
+"""Who may do what to a file: owner and admins fully, services read/write, grantees by role.
 
 The principal is checked before existence: a caller without access to a file id gets
 PERMISSION_DENIED whether or not the file exists, so ids cannot be probed.
@@ -19,8 +19,17 @@ Need = Literal["read", "write", "manage"]
 
 
 def is_privileged(principal: Principal) -> bool:
-    """Admins and other services (workers, the users service) act on any file."""
+    """Admins and other services (workers, the users service) act on any user's collection."""
     return principal.is_admin or principal.is_service
+
+
+def bypasses_shares(principal: Principal, need: Need) -> bool:
+    """Admins may do anything to any file; services only what their role table gives them.
+
+    A service holds files.read and files.write on every resource but neither files.delete nor
+    files.share: a leaked worker token must not delete a user's files or share them away.
+    """
+    return principal.is_admin or (principal.is_service and need != "manage")
 
 
 def denied(name: str) -> PermissionDenied:
@@ -40,7 +49,7 @@ async def authorize_file(
     """The file, if ``principal`` may ``need`` it; PERMISSION_DENIED before NOT_FOUND."""
     name = f"files/{file_id}"
     record = await repo.get_file(file_id)
-    if not is_privileged(principal):
+    if not bypasses_shares(principal, need):
         if record is None:
             raise denied(name)
         if record.owner_id != principal.user_id:

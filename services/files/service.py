@@ -127,7 +127,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         principal = current_principal()
         file_id = validation.file_id(request.name)
         if request.purge:
-            if not is_privileged(principal):
+            if not principal.is_admin:
                 raise PermissionDenied("only admins may purge files", reason="PURGE_REQUIRES_ADMIN")
             record = await authorize_file(
                 self.repo, principal, file_id, "manage", allow_deleted=True
