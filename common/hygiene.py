@@ -44,8 +44,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from common.errors import FieldViolation, InvalidArgument
@@ -115,12 +116,13 @@ def key_segment(key: object) -> str:
 
 # (field name, kind, repeated, detail): detail is the field's message descriptor for
 # _MESSAGE, (key is a string, value kind, value descriptor) for _MAP, else None.
-_Entry = tuple[str, int, bool, object]
-_PLANS: dict[Descriptor, tuple[_Entry, ...]] = {}
-_BUILDING: set[Descriptor] = set()
+_Entry = tuple[str, int, bool, Any]
+# Keyed by message Descriptor (upb's and the pure-Python one are different classes, hence Any).
+_PLANS: dict[Any, tuple[_Entry, ...]] = {}
+_BUILDING: set[Any] = set()
 
 
-def _kind(descriptor: FieldDescriptor) -> int | None:
+def _kind(descriptor: Any) -> int | None:
     """What to check in one field (None: nothing)."""
     if descriptor.type == FieldDescriptor.TYPE_STRING:
         return _STRING
@@ -137,7 +139,7 @@ def _kind(descriptor: FieldDescriptor) -> int | None:
     return _MESSAGE if _plan(message) else None
 
 
-def _entry(descriptor: FieldDescriptor) -> _Entry | None:
+def _entry(descriptor: Any) -> _Entry | None:
     repeated = descriptor.is_repeated
     message = descriptor.message_type
     if message is not None and message.GetOptions().map_entry:
@@ -153,7 +155,7 @@ def _entry(descriptor: FieldDescriptor) -> _Entry | None:
     return (descriptor.name, kind, repeated, message)
 
 
-def _plan(descriptor: Descriptor) -> tuple[_Entry, ...]:
+def _plan(descriptor: Any) -> tuple[_Entry, ...]:
     """The fields of ``descriptor`` to look at, in field-number order (computed once)."""
     plan = _PLANS.get(descriptor)
     if plan is not None:
@@ -263,9 +265,9 @@ def _value(value: object, kind: int, detail: object) -> Violation | None:
     return _list(value, 1)  # type: ignore[arg-type]
 
 
-def _map(container: object, detail: object) -> Violation | None:
-    key_is_string, value_kind, value_message = detail  # type: ignore[misc]
-    for key, item in container.items():  # type: ignore[attr-defined]
+def _map(container: Any, detail: tuple[bool, int | None, Any]) -> Violation | None:
+    key_is_string, value_kind, value_message = detail
+    for key, item in container.items():
         if key_is_string and "\x00" in key:
             return Violation("NUL_IN_STRING", "key must not contain a NUL character").at(
                 key_segment(key)
@@ -399,7 +401,7 @@ def _wire_list(data: bytes | memoryview, depth: int) -> Violation | None:
     return None
 
 
-def _wire_value(data: bytes | memoryview, message: Descriptor, depth: int) -> Violation | None:
+def _wire_value(data: bytes | memoryview, message: Any, depth: int) -> Violation | None:
     """The bytes of a field of message type ``message`` (a struct level ``depth`` above)."""
     kind = _WELL_KNOWN.get(message.full_name)
     if kind == _STRUCT:
@@ -413,7 +415,7 @@ def _wire_value(data: bytes | memoryview, message: Descriptor, depth: int) -> Vi
     return _wire_message(data, message, depth + 1)
 
 
-def _wire_message(data: bytes | memoryview, message: Descriptor, depth: int) -> Violation | None:
+def _wire_message(data: bytes | memoryview, message: Any, depth: int) -> Violation | None:
     if depth > MAX_MESSAGE_DEPTH:
         return None
     seen: dict[int, int] = {}
@@ -442,7 +444,7 @@ def _wire_message(data: bytes | memoryview, message: Descriptor, depth: int) -> 
     return None
 
 
-def too_deep_in_wire(data: bytes, message: Descriptor) -> Violation | None:
+def too_deep_in_wire(data: bytes, message: Any) -> Violation | None:
     """The STRUCT_TOO_DEEP violation of serialized bytes that protobuf refused to parse.
 
     None when no Struct/ListValue in ``data`` is nested deeper than :data:`MAX_STRUCT_DEPTH`
