@@ -177,15 +177,15 @@ def _nul() -> Violation:
     return Violation("NUL_IN_STRING", "must not contain a NUL character")
 
 
-def _timestamp(value: Message) -> Violation | None:
-    seconds, nanos = value.seconds, value.nanos  # type: ignore[attr-defined]
+def _timestamp(value: Any) -> Violation | None:
+    seconds, nanos = value.seconds, value.nanos
     if TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS and 0 <= nanos <= NANOS_MAX:
         return None
     return Violation("TIMESTAMP_OUT_OF_RANGE", f"must be within {_TIMESTAMP_RANGE}")
 
 
-def _duration(value: Message) -> Violation | None:
-    seconds, nanos = value.seconds, value.nanos  # type: ignore[attr-defined]
+def _duration(value: Any) -> Violation | None:
+    seconds, nanos = value.seconds, value.nanos
     if (
         -DURATION_MAX_SECONDS <= seconds <= DURATION_MAX_SECONDS
         and -NANOS_MAX <= nanos <= NANOS_MAX
@@ -207,62 +207,79 @@ def _non_finite() -> Violation:
     return Violation("NON_FINITE_NUMBER", "must be a finite number (not NaN or Infinity)")
 
 
-def _dynamic(value: Message, depth: int) -> Violation | None:
+def _dynamic(value: Any, depth: int) -> Violation | None:
     """A google.protobuf.Value whose enclosing Struct/ListValue is level ``depth``."""
     kind = value.WhichOneof("kind")
+    # The leaf cases are repeated inline in _struct and _list: Struct payloads are walked
+    # value by value, and a function call per value is a good part of the cost.
     if kind == "string_value":
-        return _nul() if "\x00" in value.string_value else None  # type: ignore[attr-defined]
+        return _nul() if "\x00" in value.string_value else None
     if kind == "number_value":
-        number: float = value.number_value  # type: ignore[attr-defined]
-        return None if math.isfinite(number) else _non_finite()
+        return None if math.isfinite(value.number_value) else _non_finite()
     if kind == "struct_value":
-        return _struct(value.struct_value, depth + 1)  # type: ignore[attr-defined]
+        return _struct(value.struct_value, depth + 1)
     if kind == "list_value":
-        return _list(value.list_value, depth + 1)  # type: ignore[attr-defined]
+        return _list(value.list_value, depth + 1)
     return None
 
 
-def _struct(value: Message, depth: int) -> Violation | None:
+def _struct(value: Any, depth: int) -> Violation | None:
     if depth > MAX_STRUCT_DEPTH:
         return _too_deep()
-    for key, item in value.fields.items():  # type: ignore[attr-defined]
+    for key, item in value.fields.items():
         if "\x00" in key:
             return Violation("NUL_IN_STRING", "key must not contain a NUL character").at(
                 key_segment(key)
             )
-        violation = _dynamic(item, depth)
+        kind = item.WhichOneof("kind")
+        if kind == "string_value":
+            violation = _nul() if "\x00" in item.string_value else None
+        elif kind == "number_value":
+            violation = None if math.isfinite(item.number_value) else _non_finite()
+        elif kind == "struct_value" or kind == "list_value":
+            violation = _dynamic(item, depth)
+        else:
+            continue
         if violation is not None:
             return violation.at(key_segment(key))
     return None
 
 
-def _list(value: Message, depth: int) -> Violation | None:
+def _list(value: Any, depth: int) -> Violation | None:
     if depth > MAX_STRUCT_DEPTH:
         return _too_deep()
-    for index, item in enumerate(value.values):  # type: ignore[attr-defined]
-        violation = _dynamic(item, depth)
+    for index, item in enumerate(value.values):
+        kind = item.WhichOneof("kind")
+        if kind == "string_value":
+            violation = _nul() if "\x00" in item.string_value else None
+        elif kind == "number_value":
+            violation = None if math.isfinite(item.number_value) else _non_finite()
+        elif kind == "struct_value" or kind == "list_value":
+            violation = _dynamic(item, depth)
+        else:
+            continue
         if violation is not None:
             return violation.at(f"[{index}]")
     return None
 
 
-def _value(value: object, kind: int, detail: object) -> Violation | None:
+def _value(value: Any, kind: int, detail: Any) -> Violation | None:
     """One value of a field (an element, for repeated fields)."""
     if kind == _STRING:
-        return _nul() if "\x00" in value else None  # type: ignore[operator]
+        return _nul() if "\x00" in value else None
     if kind == _FLOAT:
-        return None if math.isfinite(value) else _non_finite()  # type: ignore[arg-type]
+        return None if math.isfinite(value) else _non_finite()
     if kind == _MESSAGE:
-        return _message(value, _plan(detail))  # type: ignore[arg-type]
+        return _message(value, _plan(detail))
     if kind == _TIMESTAMP:
-        return _timestamp(value)  # type: ignore[arg-type]
+        return _timestamp(value)
     if kind == _DURATION:
-        return _duration(value)  # type: ignore[arg-type]
+        return _duration(value)
     if kind == _STRUCT:
-        return _struct(value, 1)  # type: ignore[arg-type]
+        return _struct(value, 1)
     if kind == _VALUE:
-        return _dynamic(value, 0)  # type: ignore[arg-type]
-    return _list(value, 1)  # type: ignore[arg-type]
+        return _dynamic(value, 0)
+    return _list(value, 1)
 
 
 def _map(container: Any, detail: tuple[bool, int | None, Any]) -> Violation | None:
@@ -333,14 +350,14 @@ def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, bytes | memory
     """
     pos, size = 0, len(data)
     while pos < size:
-        tag, pos = read_varint(data, pos)  # type: ignore[arg-type]
+        tag, pos = read_varint(data, pos)
         number, wire_type = tag >> 3, tag & 7
         if wire_type == 0:
-            _, pos = read_varint(data, pos)  # type: ignore[arg-type]
+            _, pos = read_varint(data, pos)
         elif wire_type in (1, 5):
             pos += 8 if wire_type == 1 else 4
         elif wire_type == 2:
-            length, pos = read_varint(data, pos)  # type: ignore[arg-type]
+            length, pos = read_varint(data, pos)
             if pos + length > size:
                 raise IndexError("truncated field")
             yield number, wire_type, data[pos : pos + length]
@@ -451,6 +468,6 @@ def too_deep_in_wire(data: bytes, message: Any) -> Violation | None:
     or the bytes are not a walkable message.
     """
     try:
-        return _wire_message(data, message, 0)
+        return _wire_message(memoryview(data), message, 0)
     except IndexError:
         return None
