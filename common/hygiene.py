@@ -321,9 +321,13 @@ def _message(message: Message, plan: tuple[_Entry, ...]) -> Violation | None:
 
 def find_violation(message: Message) -> Violation | None:
     """The first hygiene violation of ``message`` (in field-number order), or None."""
-    plan = _plan(message.DESCRIPTOR)
+    descriptor = message.DESCRIPTOR
+    plan = _plan(descriptor)
     if not plan:
         return None
+    well_known = _WELL_KNOWN.get(descriptor.full_name)
+    if well_known is not None:  # a request that is a Struct, a Timestamp...: the whole is it
+        return _value(message, well_known, None)
     return _message(message, plan)
 
 
@@ -468,6 +472,6 @@ def too_deep_in_wire(data: bytes, message: Any) -> Violation | None:
     or the bytes are not a walkable message.
     """
     try:
-        return _wire_message(memoryview(data), message, 0)
+        return _wire_value(memoryview(data), message, 0)
     except IndexError:
         return None
