@@ -4,6 +4,7 @@ Structs in payloads and results) is INVALID_ARGUMENT naming the field, with noth
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -287,3 +288,39 @@ async def test_anonymous_bad_input_is_still_unauthenticated(svc: Jobs) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await svc.jobs.CreateJob(job_service_pb2.CreateJobRequest(job=_spec(type="\x00")))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+EDGES = [
+    timestamp_pb2.Timestamp(seconds=-62_135_596_800),  # 0001-01-01T00:00:00Z
+    timestamp_pb2.Timestamp(
+        seconds=253_402_300_799, nanos=999_999_999
+    ),  # 9999-12-31T23:59:59.999999999Z
+]
+
+
+@pytest.mark.parametrize("edge", EDGES, ids=["year 1", "year 9999"])
+async def test_timestamps_at_the_limits_pass_and_are_never_internal(
+    svc: Jobs, edge: timestamp_pb2.Timestamp, caplog: pytest.LogCaptureFixture
+) -> None:
+    import grpc
+
+    calls = [
+        svc.jobs.CreateJob(
+            job_service_pb2.CreateJobRequest(job=_spec(schedule_time=edge)), metadata=svc.owner
+        ),
+        svc.jobs.ListJobs(
+            job_service_pb2.ListJobsRequest(create_time_after=edge), metadata=svc.owner
+        ),
+        svc.jobs.ListJobs(
+            job_service_pb2.ListJobsRequest(create_time_before=edge), metadata=svc.owner
+        ),
+        svc.jobs.PurgeJobs(
+            job_service_pb2.PurgeJobsRequest(finish_time_before=edge), metadata=svc.admin
+        ),
+    ]
+    for call in calls:
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            assert error.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

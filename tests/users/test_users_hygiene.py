@@ -200,3 +200,22 @@ async def test_authentication_comes_first(users: UsersEnv) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await users.stub.ListActivity(pb.ListActivityRequest(parent="users/me", start_time=FAR))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    "edge",
+    [
+        timestamp_pb2.Timestamp(seconds=-62_135_596_800),
+        timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999),
+    ],
+    ids=["year 1", "year 9999"],
+)
+async def test_time_filters_at_the_limits_pass_and_are_never_internal(
+    users: UsersEnv, edge: timestamp_pb2.Timestamp
+) -> None:
+    _, user = await users.user_with_token("user")
+    for request in (
+        pb.ListActivityRequest(parent="users/me", start_time=edge),
+        pb.ListActivityRequest(parent="users/me", end_time=edge),
+    ):
+        await users.stub.ListActivity(request, metadata=bearer(user))  # OK, maybe empty
