@@ -27,7 +27,8 @@ field path, the first of:
 
 Field paths: field names joined by ``.``, repeated elements as ``[i]``, map and Struct keys as
 ``.key`` (AIP-161), or ``.`key``` in backticks when the key is not an identifier (a backtick
-in it doubled, control characters as ``\\uXXXX``, keys over 64 characters cut with ``…``):
+in it doubled, control characters as ``\\uXXXX``, keys over 64 characters cut with ``…``;
+a whole path over 1 KiB is cut too):
 ``job.payload.a.b``, ``jobs[3].schedule_time``, ``metadata.`a b```.
 
 Cost: which fields of a message type can hold anything checked here is worked out once per
@@ -50,6 +51,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from common.errors import FieldViolation, InvalidArgument
+from common.grpc_errors import truncate
 from common.wire_format import read_varint
 
 MAX_STRUCT_DEPTH = 32
@@ -62,6 +64,8 @@ NANOS_MAX = 999_999_999
 MAX_KEY_CHARS = 64
 # Messages nested deeper than protobuf's parser accepts are not walked further on the wire.
 MAX_MESSAGE_DEPTH = 100
+# A field path longer than this (UTF-8) is cut, marked by "…".
+MAX_PATH_BYTES = 1024
 
 _TIMESTAMP_RANGE = "0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z"
 
@@ -89,7 +93,10 @@ class Violation:
 
     @property
     def field(self) -> str:
-        return "".join(reversed(self.segments)).removeprefix(".")
+        path = "".join(reversed(self.segments)).removeprefix(".")
+        # A status whose details pass the trailer budget loses the violation altogether
+        # (common/grpc_errors.py); 32 long non-ASCII keys could get there.
+        return truncate(path, MAX_PATH_BYTES)
 
     def error(self) -> InvalidArgument:
         return InvalidArgument(

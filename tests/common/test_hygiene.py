@@ -612,3 +612,18 @@ def _payload(value: Any) -> Message:
 def test_examples(message: Message, reason: str, path: str) -> None:
     violation = hygiene.find_violation(message)
     assert violation is not None and (violation.reason, violation.field) == (reason, path)
+
+
+def test_a_path_of_long_unicode_keys_is_cut_to_fit_the_status() -> None:
+    from common.grpc_errors import MAX_DETAILS_BYTES
+
+    key = "é" * 100
+    message = job_service_pb2.CreateJobRequest()
+    struct = message.job.payload
+    for _ in range(hygiene.MAX_STRUCT_DEPTH):
+        struct = struct.fields[key].struct_value
+    struct.SetInParent()  # level 33
+    violation = hygiene.find_violation(message)
+    assert violation is not None and violation.reason == "STRUCT_TOO_DEEP"
+    assert violation.field.startswith("job.payload.`éé") and violation.field.endswith("…")
+    assert len(violation.field.encode()) <= hygiene.MAX_PATH_BYTES < MAX_DETAILS_BYTES
