@@ -8,9 +8,13 @@ Responses are serialized and requests parsed inside the wrapper (streamed reques
 a wrapped request iterator and ``context.read()``), so a handler that returns the wrong
 type, or a client that sends bytes that do not parse, ends in a mapped status (INTERNAL
 with a correlation id; INVALID_ARGUMENT/MALFORMED_REQUEST) instead of gRPC's UNKNOWN with a
-Python error text or an INTERNAL with a traceback in the log. Streaming handlers written in
-the ``context.write`` style (grpc.health.v1 Watch) are turned into async generators, so every
-streaming handler looks the same to the interceptors outside this one (OpenTelemetry's).
+Python error text or an INTERNAL with a traceback in the log. Every parsed request then goes
+through the input hygiene layer (``common.hygiene``: NUL characters, out-of-range Timestamps
+and Durations, NaN/Infinity, deep Structs) before the handler sees it.
+
+Streaming handlers written in the ``context.write`` style (grpc.health.v1 Watch) are turned
+into async generators, so every streaming handler looks the same to the interceptors outside
+this one (OpenTelemetry's).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from common import grpc_errors
+from common import grpc_errors, hygiene
 from common.context import Principal, current_principal_var, request_id_var
 from common.errors import FieldViolation, InvalidArgument, Unauthenticated
 from common.wire_format import invalid_utf8_field
@@ -225,19 +229,26 @@ class _Call:
 
 
 def _parse(deserialize: Callable[[bytes], Any] | None, raw: Any) -> Any:
+    """The request parsed and through the input hygiene layer (``common.hygiene``)."""
     if deserialize is None:
         return raw
     try:
-        return deserialize(raw)
+        request = deserialize(raw)
     except Exception as exc:
         raise _unparsable(deserialize, raw) from exc
+    hygiene.check_request(request)
+    return request
 
 
 def _unparsable(deserialize: Callable[[bytes], Any], raw: Any) -> InvalidArgument:
-    """Why a request did not parse: the field with invalid UTF-8 when that is it."""
+    """Why a request did not parse: a Struct nested too deep for the parser, or the field
+    with invalid UTF-8, when that is it."""
     # Generated handlers deserialize with the message class's FromString (a bound classmethod).
     descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
     if descriptor is not None and isinstance(raw, bytes):
+        too_deep = hygiene.too_deep_in_wire(raw, descriptor)
+        if too_deep is not None:
+            return too_deep.error()
         field = invalid_utf8_field(raw, descriptor)
         if field is not None:
             return InvalidArgument(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 
-def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     """The varint at ``pos`` and the position after it; IndexError when it is cut short."""
     result = shift = 0
     while True:
@@ -25,8 +25,17 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def invalid_utf8_field(data: bytes, descriptor: Descriptor, prefix: str = "") -> str | None:
+# Deeper messages are not walked: protobuf's parser refuses them anyway, and a recursive
+# walk of a hostile message nested 10,000 levels would exhaust Python's stack.
+MAX_WALK_DEPTH = 100
+
+
+def invalid_utf8_field(
+    data: bytes, descriptor: Descriptor, prefix: str = "", depth: int = 0
+) -> str | None:
     """The path (``metadata``, ``user.email``) of the first string field that is not UTF-8."""
+    if depth > MAX_WALK_DEPTH:
+        return None
     pos = 0
     try:
         while pos < len(data):
@@ -53,10 +62,10 @@ def invalid_utf8_field(data: bytes, descriptor: Descriptor, prefix: str = "") ->
                     return path
             elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
                 if field.message_type.GetOptions().map_entry:
-                    if invalid_utf8_field(chunk, field.message_type) is not None:
+                    if invalid_utf8_field(chunk, field.message_type, "", depth + 1) is not None:
                         return path
                 else:
-                    inner = invalid_utf8_field(chunk, field.message_type, f"{path}.")
+                    inner = invalid_utf8_field(chunk, field.message_type, f"{path}.", depth + 1)
                     if inner is not None:
                         return inner
     except IndexError:

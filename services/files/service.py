@@ -307,7 +307,11 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         header = request.header
         display_name = validation.display_name(header.display_name, "header.display_name")
         content_type = validation.content_type(header.content_type, "header.content_type")
-        size = validation.size(header.size_bytes, MAX_URL_UPLOAD_BYTES, "header.size_bytes")
+        size = validation.required_size(
+            header.size_bytes,
+            min(MAX_URL_UPLOAD_BYTES, self.settings.upload_max_bytes),
+            "header.size_bytes",
+        )
         digest = validation.sha256(header.sha256, "header.sha256")
         if not digest:
             raise InvalidArgument.field(

@@ -103,6 +103,16 @@ def size(value: int, maximum: int, field: str = "size_bytes") -> int:
     return value
 
 
+def required_size(value: int, maximum: int, field: str = "size_bytes") -> int:
+    """A size the client must declare (presigned uploads): at least 1 byte, at most ``maximum``.
+
+    0 is proto3's "not set", so it is refused as missing rather than taken as an empty file.
+    """
+    if value == 0:
+        raise InvalidArgument.field(field, "is required (at least 1 byte)", reason="SIZE_REQUIRED")
+    return size(value, maximum, field)
+
+
 def labels(values: Mapping[str, str], field: str = "labels") -> dict[str, str]:
     if len(values) > MAX_LABELS:
         raise InvalidArgument.field(field, f"at most {MAX_LABELS} labels", reason="INVALID_LABELS")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import duration_pb2
 from mediagrid.files.v1 import video_pb2
@@ -57,19 +58,25 @@ def metadata_to_proto(meta: VideoMetadata) -> video_pb2.VideoMetadata:
     )
 
 
+def metadata_values(message: video_pb2.VideoMetadata) -> dict[str, Any]:
+    """The fields of a ``VideoMetadata`` message under the domain model's names (unchecked:
+    ``validation.video_metadata`` checks them and builds the model)."""
+    return {
+        "duration_seconds": seconds(message.duration),
+        "container": message.container,
+        "video_codec": message.video_codec,
+        "audio_codec": message.audio_codec,
+        "width": message.width,
+        "height": message.height,
+        "frame_rate": message.frame_rate,
+        "bit_rate": message.bit_rate,
+        "rotation_degrees": message.rotation_degrees,
+    }
+
+
 def metadata_from_proto(message: video_pb2.VideoMetadata) -> VideoMetadata:
     """Raises pydantic.ValidationError on out-of-range values (the caller maps it)."""
-    return VideoMetadata(
-        duration_seconds=seconds(message.duration),
-        container=message.container,
-        video_codec=message.video_codec,
-        audio_codec=message.audio_codec,
-        width=message.width,
-        height=message.height,
-        frame_rate=message.frame_rate,
-        bit_rate=message.bit_rate,
-        rotation_degrees=message.rotation_degrees,
-    )
+    return VideoMetadata(**metadata_values(message))
 
 
 def step_to_proto(step: ProcessingStep) -> video_pb2.ProcessingStep:

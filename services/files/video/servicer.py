@@ -27,7 +27,7 @@ from common.context import Principal, current_principal
 from common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.files.access import authorize_file, authorize_user
 from services.files.repository import FilesRepository
-from services.files.video import convert
+from services.files.video import convert, validation
 from services.files.video.models import Video
 from services.files.video.payloads import (
     MAX_THUMBNAILS,
@@ -223,11 +223,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         self, request: video_pb2.CreateStreamUrlRequest, context: grpc.aio.ServicerContext
     ) -> video_pb2.CreateStreamUrlResponse:
         video = await self._video(request.name)
-        ttl = convert.seconds(request.ttl)
-        maximum = self.settings.presign_max_seconds
-        if ttl < 0 or ttl > maximum:
-            raise InvalidArgument.field("ttl", f"must be between 0 and {maximum} seconds")
-        seconds = math.ceil(ttl) or min(self.settings.presign_default_seconds, maximum)
+        seconds = validation.stream_ttl_seconds(
+            convert.seconds(request.ttl),
+            default=self.settings.presign_default_seconds,
+            maximum=self.settings.presign_max_seconds,
+        )
         params = {
             "Bucket": video.bucket,
             "Key": video.object_key,
@@ -290,10 +290,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             raise InvalidArgument("set either metadata or error", reason="OUTCOME_REQUIRED")
         metadata = None
         if outcome == "metadata":
-            try:
-                metadata = convert.metadata_from_proto(request.metadata)
-            except ValidationError as exc:
-                raise InvalidArgument.field("metadata", _first_error(exc)) from None
+            metadata = validation.video_metadata(convert.metadata_values(request.metadata))
         elif not request.error.strip():
             raise InvalidArgument.field("error", "must describe the failure")
         video = await self.repository.record_probe(file_id, job, metadata, request.error or None)
