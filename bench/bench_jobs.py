@@ -71,6 +71,7 @@ async def main():
         environment="test", database_url=sys.argv[1], grpc_port=int(sys.argv[2]),
         log_level="WARNING", log_format="text", db_pool_max_size=16,
         job_batch_max_jobs=20000, job_claim_max_jobs=2000,  # BATCH_LIMIT
+        job_owner_max_queued=10_000_000,  # bench-user is a user: its backlogs are the point
     )
     async with running_suite(settings, ["jobs"], authenticator=Tokens()) as (server, _ctx):
         from common import gc_tuning
@@ -328,6 +329,7 @@ class Bench:
                     "bench",
                     uuid.uuid4(),
                     30.0,
+                    100,
                 )
                 await tx.rollback()
             top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]

@@ -19,6 +19,7 @@ from services.jobs import access, convert
 from services.jobs.metrics import JobMetrics
 from services.jobs.models import Batch, Job, ListFilter
 from services.jobs.notifier import Notifier
+from services.jobs.quotas import quota_for
 from services.jobs.repository import JobRepository
 from services.jobs.retention import purge
 from services.jobs.states import FINAL, JobState
@@ -111,7 +112,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         batch_id = None
         if request.batch:
             batch_id = await self._authorized_batch(request.batch, principal)
-        job = await self.repo.create_job(owner, spec, batch_id)
+        job = await self.repo.create_job(
+            owner, spec, batch_id, quota_for(principal, owner, self.settings)
+        )
         self.metrics.created_jobs(job.type, 1)
         await self.activity.record("jobs.create", job.name, {"type": job.type})
         return job_service_pb2.CreateJobResponse(job=convert.job_to_pb(job))
@@ -238,6 +241,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             request.request_id or None,
             specs,
             self.settings.job_batch_insert_chunk,
+            quota_for(principal, principal.name, self.settings),
         )
         if created:
             for job_type in {s.type for s in specs}:
