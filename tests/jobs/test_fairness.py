@@ -1,0 +1,183 @@
+"""Fair claims: one owner's backlog cannot hold another owner's jobs (docs/jobs.md, "Fair claims").
+
+The bound under test, counted in claimed jobs: while owner A has a waiting job, jobs of the
+users' priority band claimed for other owners before one of A's number at most 2 per other
+owner that had waiting jobs meanwhile (at most 1 per other owner when A starts behind them:
+new, or back from idle), whatever those owners' backlogs and priorities.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
+from mediagrid.jobs.v1 import job_pb2, job_service_pb2
+
+from services.jobs.models import JobSpec, LeaseRef
+from services.jobs.repository import JobRepository
+from tests.jobs.jobs_support import OTHER, OWNER, Jobs, lease_of
+from tests.support.hypo import relaxed
+
+
+async def flood(svc: Jobs, md: object, n: int, priority: int) -> None:
+    jobs = [job_pb2.JobSpec(type="test.noop", priority=priority) for _ in range(n)]
+    await svc.jobs.CreateBatch(job_service_pb2.CreateBatchRequest(jobs=jobs), metadata=md)
+
+
+async def claims_until(svc: Jobs, name: str, max_jobs: int = 1) -> int:
+    """Claim ``max_jobs`` at a time (leaving them running) until job ``name`` is claimed;
+    returns how many other jobs were claimed before it."""
+    before = 0
+    for _ in range(1000):
+        claimed = await svc.claim(max_jobs=max_jobs)
+        names = [c.job.name for c in claimed]
+        if name in names:
+            return before + names.index(name)
+        before += len(names)
+    raise AssertionError("never claimed")
+
+
+async def test_a_flood_at_the_top_user_priority_does_not_hold_a_later_job(svc: Jobs) -> None:
+    # The issue's case: B's backlog at priority 100 fills a worker of three slots...
+    await flood(svc, svc.other, 200, priority=100)
+    for _ in range(3):
+        [busy] = await svc.claim(max_jobs=1)
+        assert busy.job.owner == OTHER
+    # ...then A enqueues one job at the lowest priority. The next free slot takes it.
+    job = await svc.create(priority=-100)
+    assert await claims_until(svc, job.name) == 0
+
+
+async def test_a_flood_never_claimed_yet_lets_a_later_job_through_after_one(svc: Jobs) -> None:
+    await flood(svc, svc.other, 200, priority=100)
+    job = await svc.create(priority=-100)
+    # Neither owner was served yet: B's first job (higher priority at an equal turn), then A's.
+    assert await claims_until(svc, job.name) <= 1
+
+
+async def test_several_floods_hold_a_newcomer_for_at_most_one_job_each(svc: Jobs) -> None:
+    owners = [svc.other, svc.service, svc.admin]
+    for i, md in enumerate(owners):
+        await flood(svc, md, 100, priority=100 - i)
+    await svc.claim(max_jobs=7)  # everybody has been served some
+    job = await svc.create(priority=-100)
+    assert await claims_until(svc, job.name, max_jobs=2) <= len(owners)
+
+
+async def test_claims_of_many_jobs_interleave_owners_and_keep_each_owners_priorities(
+    svc: Jobs,
+) -> None:
+    await flood(svc, svc.other, 10, priority=100)
+    for priority in (0, 50, -10, 100, 50):
+        await svc.create(priority=priority)
+    claimed = await svc.claim(max_jobs=8)
+    owners = [c.job.owner for c in claimed]
+    assert owners.count(OWNER) == 4 and owners.count(OTHER) == 4
+    # Each owner's jobs in its own priority order (equal priorities by age).
+    mine = [c.job.priority for c in claimed if c.job.owner == OWNER]
+    assert mine == [100, 50, 50, 0]
+    rest = await svc.claim(max_jobs=10)
+    assert [c.job.priority for c in rest if c.job.owner == OWNER] == [-10]
+
+
+async def test_jobs_above_the_users_priorities_go_first(svc: Jobs) -> None:
+    await flood(svc, svc.other, 20, priority=100)
+    await svc.claim(max_jobs=1)
+    # Only a service may set a priority above the users' maximum (100).
+    service_job = await svc.repo.create_job(
+        "users/svc", JobSpec(type="test.noop", priority=500, max_attempts=1), None
+    )
+    await svc.repo.create_job(
+        "users/svc", JobSpec(type="test.noop", priority=101, max_attempts=1), None
+    )
+    claimed = await svc.claim(max_jobs=3)
+    assert [c.job.priority for c in claimed[:2]] == [500, 101]
+    assert claimed[0].job.name == f"jobs/{service_job.id}"
+
+
+async def test_finished_and_running_jobs_do_not_change_the_order(svc: Jobs) -> None:
+    from mediagrid.jobs.v1 import worker_service_pb2
+
+    await flood(svc, svc.other, 30, priority=100)
+    for _ in range(5):
+        [done] = await svc.claim(max_jobs=1)
+        await svc.workers.CompleteJob(
+            worker_service_pb2.CompleteJobRequest(lease=lease_of(done)), metadata=svc.service
+        )
+    job = await svc.create()
+    # Instant jobs leave nothing running: the turns still remember who was served.
+    assert await claims_until(svc, job.name) == 0
+
+
+# --- random sequences ----------------------------------------------------------------------
+
+OWNERS = 4
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("enqueue"),
+            st.integers(0, OWNERS - 1),
+            st.integers(1, 12),
+            st.sampled_from([-100, 0, 100]),
+        ),
+        st.tuples(st.just("claim"), st.integers(1, 5), st.just(0), st.just(0)),
+        st.tuples(st.just("complete"), st.integers(1, 6), st.just(0), st.just(0)),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@relaxed(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+async def test_random_sequences_keep_the_bound_and_claim_each_job_once(
+    pool: asyncpg.Pool, ops: list[tuple[str, int, int, int]]
+) -> None:
+    repo = JobRepository(pool)
+    job_type = f"fair.t{uuid.uuid4().hex[:8]}"  # hypothesis examples share the database
+    owners = [f"users/fair{i}-{uuid.uuid4().hex[:8]}" for i in range(OWNERS)]
+    waiting: dict[str, set[uuid.UUID]] = {o: set() for o in owners}
+    running: list[LeaseRef] = []
+    claimed_ever: set[uuid.UUID] = set()
+    # Per owner with a waiting job: other owners' jobs claimed since it was last served, and
+    # the owners that had waiting jobs meanwhile.
+    behind: dict[str, int] = {o: 0 for o in owners}
+    seen: dict[str, set[str]] = {o: set() for o in owners}
+    try:
+        for op, a, b, c in ops:
+            if op == "enqueue":
+                specs = [JobSpec(type=job_type, priority=c, max_attempts=1)] * b
+                _, ids, _ = await repo.create_batch(owners[a], "", None, specs, 1000)
+                waiting[owners[a]].update(ids)
+            elif op == "claim":
+                before = {o for o in owners if waiting[o]}
+                for o in before:
+                    seen[o] |= before
+                claimed = await repo.claim("w", [job_type], a, 30.0)
+                assert len(claimed) == min(a, sum(len(w) for w in waiting.values()))
+                for item in claimed:
+                    job = item.job
+                    assert job.id not in claimed_ever  # never claimed twice
+                    claimed_ever.add(job.id)
+                    waiting[job.owner].remove(job.id)
+                    assert job.lease_id is not None
+                    running.append(LeaseRef(job_id=job.id, lease_id=job.lease_id))
+                    for o in before - {job.owner}:
+                        if not waiting[o]:
+                            continue  # its last job went earlier in this claim
+                        behind[o] += 1
+                        assert behind[o] <= 2 * (len(seen[o]) - 1), (o, behind, seen)
+                    behind[job.owner] = 0
+                    seen[job.owner] = set(before)
+                for o in owners:
+                    if not waiting[o]:
+                        behind[o], seen[o] = 0, set()
+            else:
+                done, running = running[:a], running[a:]
+                if done:
+                    await repo.complete([(lease, None) for lease in done])
+    finally:
+        for owner in owners:
+            await repo.delete_owner_jobs(owner, 1000)
