@@ -181,3 +181,19 @@ async def test_random_sequences_keep_the_bound_and_claim_each_job_once(
     finally:
         for owner in owners:
             await repo.delete_owner_jobs(owner, 1000)
+
+
+async def test_concurrent_claims_over_many_owners_take_each_job_once(svc: Jobs) -> None:
+    import asyncio
+
+    owners = [svc.owner, svc.other, svc.service, svc.admin]
+    for i, md in enumerate(owners):
+        await flood(svc, md, 40, priority=i * 10)
+    rounds = [
+        await asyncio.gather(*(svc.claim(max_jobs=3, worker_id=f"w{i}") for i in range(8)))
+        for _ in range(8)
+    ]
+    names = [c.job.name for batch in rounds for claimed in batch for c in claimed]
+    rest = await svc.claim(max_jobs=200)
+    names += [c.job.name for c in rest]
+    assert len(names) == len(set(names)) == 4 * 40  # every job, none twice

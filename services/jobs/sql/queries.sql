@@ -233,7 +233,9 @@ WITH RECURSIVE waiting(owner) AS (
     LIMIT $2
 ), served AS (
     INSERT INTO jobs.owner_turns AS t (owner, turn)
-    SELECT owner, max(turn) FROM picked GROUP BY owner
+    -- In owner order: concurrent claims lock the turns they advance in the same order, so
+    -- they wait for each other instead of deadlocking.
+    SELECT owner, max(turn) FROM picked GROUP BY owner ORDER BY owner
     -- Concurrent claims serve the same owner: each adds what it took to the stored turn.
     ON CONFLICT (owner) DO UPDATE SET turn = greatest(
         t.turn + (SELECT count(*) FROM picked p WHERE p.owner = t.owner), excluded.turn)
