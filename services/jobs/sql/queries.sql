@@ -199,8 +199,11 @@ SELECT upd.* FROM upd, wake, changed;
 --   jobs_claim_owner_v1);
 -- * lifted: each owner's turn (jobs.owner_turns), raised to one below the highest turn among
 --   them, so an owner that was idle or is new starts just ahead of the busiest one;
--- * candidates: each owner's first $2 claimable jobs in its own priority order, skipping rows
---   other claims hold locked; the k-th of them gets the turn (owner's turn + k);
+-- * ready: those with a claimable job of the types $1 now (one probe per owner and type);
+-- * candidates: each ready owner's first jobs of each type in the owner's priority order,
+--   skipping rows other claims hold locked, as many as an even share of $2 (plus two, which
+--   covers every job the bound lets go first); the owner's k-th job gets the turn
+--   (owner's turn + k);
 -- * picked: the first $2 candidates by band (priorities above the users' maximum $6, which
 --   only services may set, first), then turn, then priority and age;
 -- * served owners' turns advance by the number of jobs they got.
@@ -211,24 +214,38 @@ WITH RECURSIVE waiting(owner) AS (
             WHERE j.state IN ('queued', 'scheduled') AND j.owner > w.owner
             ORDER BY j.owner LIMIT 1)
     FROM waiting w WHERE w.owner IS NOT NULL
+), wanted AS (
+    SELECT DISTINCT type FROM unnest($1::text[]) AS t(type)
 ), lifted AS (
     SELECT w.owner, coalesce(greatest(t.turn, max(t.turn) OVER () - 1), 0) AS turn
     FROM waiting w LEFT JOIN jobs.owner_turns t ON t.owner = w.owner
     WHERE w.owner IS NOT NULL
+), ready AS (
+    SELECT l.owner, l.turn FROM lifted l
+    WHERE EXISTS (
+        SELECT 1 FROM wanted
+        WHERE EXISTS (
+            SELECT 1 FROM jobs.jobs q
+            WHERE q.owner = l.owner AND q.type = wanted.type
+              AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()))
+), share AS (
+    SELECT (($2 + count(*) - 1) / greatest(count(*), 1))::int + 2 AS jobs FROM ready
 ), candidates AS (
-    SELECT c.id, c.owner, c.priority, c.available_at, c.seq,
-           l.turn + row_number() OVER (
+    SELECT c.id, c.owner, c.priority, c.available_at, c.seq, r.turn AS base,
+           r.turn + row_number() OVER (
                PARTITION BY c.owner ORDER BY c.priority DESC, c.available_at, c.seq) AS turn
-    FROM lifted l CROSS JOIN LATERAL (
+    FROM ready r CROSS JOIN wanted CROSS JOIN LATERAL (
         SELECT q.id, q.owner, q.priority, q.available_at, q.seq FROM jobs.jobs q
-        WHERE q.owner = l.owner AND q.state IN ('queued', 'scheduled')
-          AND q.available_at <= now() AND q.type = ANY($1::text[])
+        WHERE q.owner = r.owner AND q.type = wanted.type
+          AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()
         ORDER BY q.priority DESC, q.available_at, q.seq
-        LIMIT $2
+        LIMIT (SELECT jobs FROM share)
         FOR UPDATE SKIP LOCKED
     ) c
 ), picked AS (
+    -- Past its share, an owner's rank is no longer its own priority order across types.
     SELECT id, owner, turn, priority > $6 AS service_band FROM candidates
+    WHERE turn - base <= (SELECT jobs FROM share)
     ORDER BY priority > $6 DESC, turn, priority DESC, available_at, seq
     LIMIT $2
 ), served AS (

@@ -6,11 +6,13 @@
 -- the owners by a per-owner turn counter (jobs.owner_turns). docs/jobs.md, "Fair claims",
 -- states the bound this gives and why.
 
--- Waiting jobs by owner, in each owner's own claim order. It replaces the global claim index
--- (the claim reads every owner's jobs through this one), so creating a job still writes one
--- claim index entry. The per-owner quota counts an owner's waiting jobs with it too: finished
--- jobs are not in it, however many an owner has.
-CREATE INDEX jobs_claim_owner_v1 ON jobs.jobs (owner, priority DESC, available_at, seq)
+-- Waiting jobs by owner and type, in claim order. It replaces the global claim index (the
+-- claim reads every owner's jobs through this one), so creating a job still writes one claim
+-- index entry. The type comes before the order so that a worker's claim reaches an owner's
+-- jobs of its types directly, without walking past the owner's jobs of other types. The
+-- per-owner quota counts an owner's waiting jobs with it too: finished jobs are not in it,
+-- however many an owner has.
+CREATE INDEX jobs_claim_owner_v1 ON jobs.jobs (owner, type, priority DESC, available_at, seq)
     WHERE state IN ('queued', 'scheduled');
 DROP INDEX jobs.jobs_claim_v1;
 
