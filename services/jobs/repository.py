@@ -118,9 +118,9 @@ class JobRepository:
             if spec.request_id is not None:
                 row = await conn.fetchrow(Q.get_job_by_request_id, owner, spec.request_id)
             if row is None and quota is not None:
+                # Refused at the quota (the count it was refused at is gone with its lock).
                 waiting = await conn.fetchval(Q.owner_waiting, owner, quota.limit)
-                if waiting + 1 > quota.limit:
-                    raise quota.exceeded(waiting, 1)
+                raise quota.exceeded(waiting, 1)
         if row is None:  # deleted between the conflict and the read
             raise AlreadyExists(
                 "a job with this request_id was just deleted", reason="REQUEST_ID_REUSED"
