@@ -114,6 +114,7 @@ async def test_finished_and_running_jobs_do_not_change_the_order(svc: Jobs) -> N
 # --- random sequences ----------------------------------------------------------------------
 
 OWNERS = 4
+TYPE_SETS = ((0,), (1,), (0, 1))  # the types a claim asks for (indexes into two types)
 OPS = st.lists(
     st.one_of(
         st.tuples(
@@ -121,53 +122,61 @@ OPS = st.lists(
             st.integers(0, OWNERS - 1),
             st.integers(1, 12),
             st.sampled_from([-100, 0, 100]),
+            st.integers(0, 1),
         ),
-        st.tuples(st.just("claim"), st.integers(1, 5), st.just(0), st.just(0)),
-        st.tuples(st.just("complete"), st.integers(1, 6), st.just(0), st.just(0)),
+        st.tuples(st.just("claim"), st.integers(1, 5), st.integers(0, 2), st.just(0), st.just(0)),
+        st.tuples(st.just("complete"), st.integers(1, 6), st.just(0), st.just(0), st.just(0)),
     ),
     min_size=1,
     max_size=40,
 )
 
 
-@relaxed(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@relaxed(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
 async def test_random_sequences_keep_the_bound_and_claim_each_job_once(
-    pool: asyncpg.Pool, ops: list[tuple[str, int, int, int]]
+    pool: asyncpg.Pool, ops: list[tuple[str, int, int, int, int]]
 ) -> None:
     repo = JobRepository(pool)
-    job_type = f"fair.t{uuid.uuid4().hex[:8]}"  # hypothesis examples share the database
-    owners = [f"users/fair{i}-{uuid.uuid4().hex[:8]}" for i in range(OWNERS)]
-    waiting: dict[str, set[uuid.UUID]] = {o: set() for o in owners}
+    tag = uuid.uuid4().hex[:8]  # hypothesis examples share the database
+    types = [f"fair.a{tag}", f"fair.b{tag}"]
+    owners = [f"users/fair{i}-{tag}" for i in range(OWNERS)]
+    waiting: dict[str, dict[uuid.UUID, str]] = {o: {} for o in owners}  # job -> type
     running: list[LeaseRef] = []
     claimed_ever: set[uuid.UUID] = set()
-    # Per owner with a waiting job: other owners' jobs claimed since it was last served, and
-    # the owners that had waiting jobs meanwhile.
+    # Per owner with a waiting job: other owners' jobs claimed (by claims that could have
+    # taken one of its jobs) since it was last served, and the owners waiting meanwhile.
     behind: dict[str, int] = {o: 0 for o in owners}
     seen: dict[str, set[str]] = {o: set() for o in owners}
     try:
-        for op, a, b, c in ops:
+        for op, a, b, c, d in ops:
             if op == "enqueue":
-                specs = [JobSpec(type=job_type, priority=c, max_attempts=1)] * b
+                specs = [JobSpec(type=types[d], priority=c, max_attempts=1)] * b
                 _, ids, _ = await repo.create_batch(owners[a], "", None, specs, 1000)
-                waiting[owners[a]].update(ids)
+                waiting[owners[a]].update(dict.fromkeys(ids, types[d]))
             elif op == "claim":
-                before = {o for o in owners if waiting[o]}
+                wanted = {types[i] for i in TYPE_SETS[b]}
+
+                def ready(owner: str, wanted: set[str] = wanted) -> bool:
+                    return any(t in wanted for t in waiting[owner].values())
+
+                before = {o for o in owners if ready(o)}
                 for o in before:
                     seen[o] |= before
-                claimed = await repo.claim("w", [job_type], a, 30.0)
-                # Each waiting owner gets at least one job or its share of the claim.
+                claimed = await repo.claim("w", sorted(wanted), a, 30.0)
+                # Each ready owner gets at least one job or its share of the claim.
                 assert min(a, len(before)) <= len(claimed) <= a
                 for item in claimed:
                     job = item.job
                     assert job.id not in claimed_ever  # never claimed twice
+                    assert job.type in wanted
                     claimed_ever.add(job.id)
-                    waiting[job.owner].remove(job.id)
+                    del waiting[job.owner][job.id]
                     assert job.lease_id is not None
                     running.append(LeaseRef(job_id=job.id, lease_id=job.lease_id))
                     for o in before - {job.owner}:
-                        if not waiting[o]:
-                            continue  # its last job went earlier in this claim
+                        if not ready(o):
+                            continue  # its last such job went earlier in this claim
                         behind[o] += 1
                         assert behind[o] <= 2 * (len(seen[o]) - 1), (o, behind, seen)
                     behind[job.owner] = 0
