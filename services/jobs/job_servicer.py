@@ -177,8 +177,11 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
     async def RetryJob(
         self, request: job_service_pb2.RetryJobRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.RetryJobResponse:
-        job = await self._visible_job(request.name, access.caller())
-        job = await self.repo.retry_job(job.id)
+        principal = access.caller()
+        job = await self._visible_job(request.name, principal)
+        job = await self.repo.retry_job(
+            job.id, job.owner, quota_for(principal, job.owner, self.settings)
+        )
         await self.activity.record("jobs.retry", job.name)
         return job_service_pb2.RetryJobResponse(job=convert.job_to_pb(job))
 

@@ -41,7 +41,7 @@ from services.jobs.models import (
     trusted,
 )
 from services.jobs.quotas import Quota
-from services.jobs.states import FINAL, JobState
+from services.jobs.states import FINAL, RETRYABLE_FROM, JobState
 
 Q = Queries(Path(__file__).parent / "sql" / "queries.sql")
 
@@ -270,12 +270,23 @@ class JobRepository:
             metadata={"state": job.state.value},
         )
 
-    async def retry_job(self, job_id: uuid.UUID) -> Job:
+    async def retry_job(
+        self, job_id: uuid.UUID, owner: str = "", quota: Quota | None = None
+    ) -> Job:
+        """Requeue a failed, dead or cancelled job; with a ``quota``, only while its ``owner``
+        has room (RESOURCE_EXHAUSTED otherwise)."""
+        limit = None if quota is None else quota.limit
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.retry_job, job_id)
+            row = await conn.fetchrow(Q.retry_job, job_id, owner, limit)
+            if row is None and quota is not None:
+                waiting = await conn.fetchval(Q.owner_waiting, owner, quota.limit)
+            else:
+                waiting = 0
         if row is not None:
             return Job.from_row(row)
         job = await self.get_job(job_id)
+        if quota is not None and job.state in RETRYABLE_FROM and waiting >= quota.limit:
+            raise quota.exceeded(waiting, 1)
         raise FailedPrecondition(
             f"only failed, dead or cancelled jobs can be retried (the job is {job.state.value})",
             reason="JOB_NOT_RETRYABLE",

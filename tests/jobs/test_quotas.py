@@ -194,3 +194,23 @@ def test_the_rule_exempts_only_services_and_admins_own_jobs() -> None:
     # A service creating for a user: the user's quota.
     for_user = quota_for(who("service"), "users/someone", settings)
     assert for_user is not None and for_user.limit == 5
+
+
+async def test_retrying_a_job_needs_room_in_the_quota(svc: Jobs) -> None:
+    failed = await svc.create()
+    await svc.jobs.CancelJob(job_service_pb2.CancelJobRequest(name=failed.name), metadata=svc.owner)
+    for _ in range(LIMIT):
+        await svc.create()
+    retry = job_service_pb2.RetryJobRequest(name=failed.name)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await svc.jobs.RetryJob(retry, metadata=svc.owner)
+    assert_quota_error(err.value, LIMIT)
+    assert (await svc.get(failed.name)).state == job_pb2.JOB_STATE_CANCELLED
+    # Once one has started there is room again.
+    await svc.claim(max_jobs=1)
+    retried = await svc.jobs.RetryJob(retry, metadata=svc.owner)
+    assert retried.job.state == job_pb2.JOB_STATE_QUEUED
+    # A job that cannot be retried is still FAILED_PRECONDITION, quota or not.
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await svc.jobs.RetryJob(retry, metadata=svc.owner)
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -174,13 +174,18 @@ WITH upd AS (
 SELECT count(*) FROM upd, changed;
 
 -- name: retry_job
--- A finished-but-not-succeeded job back to the queue with a fresh set of attempts.
-WITH upd AS (
+-- A finished-but-not-succeeded job back to the queue with a fresh set of attempts; with a
+-- quota $3 (NULL: none), only while its owner $2 has fewer than $3 waiting jobs (counted under
+-- the owner's lock, like insert_jobs).
+WITH quota AS (
+    SELECT CASE WHEN $3::int IS NOT NULL THEN jobs.lock_owner_waiting($2, $3) END AS waiting
+), upd AS (
     UPDATE jobs.jobs
     SET state = 'queued', attempts = 0, available_at = now(), finished_at = NULL,
         started_at = NULL, result = NULL, error = '', progress_percent = 0,
         progress_message = '', updated_at = now()
     WHERE id = $1 AND state IN ('failed', 'dead', 'cancelled')
+      AND ($3::int IS NULL OR (SELECT waiting FROM quota) < $3)
     RETURNING *
 ), wake AS (
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(type)) AS n FROM upd
