@@ -206,9 +206,9 @@ SELECT upd.* FROM upd, wake, changed;
 --   them, so an owner that was idle or is new starts just ahead of the busiest one;
 -- * ready: those with a claimable job of the types $1 now (one probe per owner and type);
 -- * candidates: each ready owner's first jobs of each type in the owner's priority order,
---   skipping rows other claims hold locked, as many as an even share of $2 (plus two, which
---   covers every job the bound lets go first); the owner's k-th job gets the turn
---   (owner's turn + k);
+--   skipping rows other claims hold locked, as many as an even share of $2 plus two (which
+--   covers every job the bound lets go first), at most $2; the owner's k-th job gets the
+--   turn (owner's turn + k);
 -- * picked: the first $2 candidates by band (priorities above the users' maximum $6, which
 --   only services may set, first), then turn, then priority and age;
 -- * served owners' turns advance by the number of jobs they got.
@@ -234,7 +234,7 @@ WITH RECURSIVE waiting(owner) AS (
             WHERE q.owner = l.owner AND q.type = wanted.type
               AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()))
 ), share AS (
-    SELECT (($2 + count(*) - 1) / greatest(count(*), 1))::int + 2 AS jobs FROM ready
+    SELECT least($2, ($2 + count(*) - 1) / greatest(count(*), 1) + 2)::int AS jobs FROM ready
 ), candidates AS (
     SELECT c.id, c.owner, c.priority, c.available_at, c.seq, r.turn AS base,
            r.turn + row_number() OVER (
