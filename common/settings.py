@@ -283,6 +283,12 @@ class Settings(BaseSettings):
     # Most jobs one CreateBatch call creates, and rows per INSERT statement inside it.
     job_batch_max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
     job_batch_insert_chunk: int = Field(default=1000, ge=1, le=50_000)
+    # Most queued+scheduled jobs a user may own (services' and admins' own jobs are exempt).
+    # As large as the biggest batch, so an idle user can always send one; creating a job
+    # counts the owner's waiting jobs up to this, so it also bounds that count's cost.
+    job_owner_max_queued: int = Field(default=10_000, ge=1, le=10_000_000)
+    # Retry delay suggested (RetryInfo) to a creation refused by job_owner_max_queued.
+    job_owner_quota_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
     # ListJobs page sizes.
     job_list_default_page_size: int = Field(default=50, ge=1, le=1000)
     job_list_max_page_size: int = Field(default=1000, ge=1, le=10_000)

@@ -19,6 +19,7 @@ from services.jobs import access, convert, job_types
 from services.jobs.metrics import JobMetrics
 from services.jobs.models import Batch, Job, ListFilter
 from services.jobs.notifier import Notifier
+from services.jobs.quotas import quota_for
 from services.jobs.repository import JobRepository
 from services.jobs.retention import purge
 from services.jobs.states import FINAL, JobState
@@ -114,7 +115,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         batch_id = None
         if request.batch:
             batch_id = await self._authorized_batch(request.batch, principal)
-        job = await self.repo.create_job(owner, spec, batch_id)
+        job = await self.repo.create_job(
+            owner, spec, batch_id, quota_for(principal, owner, self.settings)
+        )
         self.metrics.created_jobs(job.type, 1)
         await self.activity.record("jobs.create", job.name, {"type": job.type})
         return job_service_pb2.CreateJobResponse(job=convert.job_to_pb(job))
@@ -177,8 +180,11 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
     async def RetryJob(
         self, request: job_service_pb2.RetryJobRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.RetryJobResponse:
-        job = await self._visible_job(request.name, access.caller())
-        job = await self.repo.retry_job(job.id)
+        principal = access.caller()
+        job = await self._visible_job(request.name, principal)
+        job = await self.repo.retry_job(
+            job.id, job.owner, quota_for(principal, job.owner, self.settings)
+        )
         await self.activity.record("jobs.retry", job.name)
         return job_service_pb2.RetryJobResponse(job=convert.job_to_pb(job))
 
@@ -242,6 +248,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             request.request_id or None,
             specs,
             self.settings.job_batch_insert_chunk,
+            quota_for(principal, principal.name, self.settings),
         )
         if created:
             for job_type in {s.type for s in specs}:

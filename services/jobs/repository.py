@@ -23,6 +23,7 @@ from common.errors import (
     InvalidArgument,
     NotFound,
 )
+from common.settings import Settings
 from services.jobs.models import (
     Batch,
     Claimed,
@@ -39,7 +40,8 @@ from services.jobs.models import (
     job_name,
     trusted,
 )
-from services.jobs.states import FINAL, JobState
+from services.jobs.quotas import Quota
+from services.jobs.states import FINAL, RETRYABLE_FROM, JobState
 
 Q = Queries(Path(__file__).parent / "sql" / "queries.sql")
 
@@ -48,6 +50,9 @@ CHANGE_CHANNEL = "mediagrid_jobs_change"
 BATCH_CHANNEL = "mediagrid_jobs_batch"
 
 WINDOWS_SECONDS = (60, 300, 900)
+
+# The claim's default service band: priorities above what users may set (job_priority_max).
+USER_PRIORITY_MAX: int = Settings.model_fields["job_priority_max"].default
 
 # Raised by jobs.require_all_leases (migration 002) when an outcome batch quotes a lost lease.
 LEASE_GUARD_SQLSTATE = "MGJ01"
@@ -89,16 +94,33 @@ class JobRepository:
 
     # --- creating -----------------------------------------------------------------------
 
-    async def create_job(self, owner: str, spec: JobSpec, batch_id: uuid.UUID | None) -> Job:
-        """Insert one job; with a request_id used before by ``owner``, return that job."""
+    async def create_job(
+        self,
+        owner: str,
+        spec: JobSpec,
+        batch_id: uuid.UUID | None,
+        quota: Quota | None = None,
+    ) -> Job:
+        """Insert one job; with a request_id used before by ``owner``, return that job.
+
+        With a ``quota``, RESOURCE_EXHAUSTED when the owner already has ``quota.limit``
+        waiting jobs (a request_id used before still returns its job).
+        """
+        limit = None if quota is None else quota.limit
         async with self.pool.acquire() as conn:
             try:
-                rows = await conn.fetch(Q.insert_jobs, owner, batch_id, *_job_arrays([spec]))
+                rows = await conn.fetch(Q.insert_jobs, owner, batch_id, *_job_arrays([spec]), limit)
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None
             if rows:
                 return Job.from_row(rows[0])
-            row = await conn.fetchrow(Q.get_job_by_request_id, owner, spec.request_id)
+            row = None
+            if spec.request_id is not None:
+                row = await conn.fetchrow(Q.get_job_by_request_id, owner, spec.request_id)
+            if row is None and quota is not None:
+                # Refused at the quota (the count it was refused at is gone with its lock).
+                waiting = await conn.fetchval(Q.owner_waiting, owner, quota.limit)
+                raise quota.exceeded(waiting, 1)
         if row is None:  # deleted between the conflict and the read
             raise AlreadyExists(
                 "a job with this request_id was just deleted", reason="REQUEST_ID_REUSED"
@@ -119,10 +141,13 @@ class JobRepository:
         request_id: str | None,
         specs: Sequence[JobSpec],
         chunk: int,
+        quota: Quota | None = None,
     ) -> tuple[Batch, list[uuid.UUID], bool]:
         """Create a batch and its jobs in one transaction (one INSERT per chunk of rows).
 
-        Returns (batch, job ids, created_now); a batch request_id seen before returns the old batch.
+        Returns (batch, job ids, created_now); a batch request_id seen before returns the old
+        batch. With a ``quota``, a batch that would take the owner past ``quota.limit``
+        waiting jobs is refused whole (RESOURCE_EXHAUSTED).
         """
         batch_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
@@ -134,6 +159,11 @@ class JobRepository:
                 assert existing is not None
                 old = [r["id"] for r in await conn.fetch(Q.batch_job_names, existing["id"])]
                 return Batch.model_validate(dict(existing)), old, False
+            if quota is not None:
+                # The owner stays locked until this transaction ends (migration 006).
+                waiting = await conn.fetchval(Q.lock_owner_waiting, owner, quota.limit)
+                if waiting + len(specs) > quota.limit:
+                    raise quota.exceeded(waiting, len(specs))
             ids: list[uuid.UUID] = []
             for start in range(0, len(specs), chunk):
                 part = specs[start : start + chunk]
@@ -240,12 +270,23 @@ class JobRepository:
             metadata={"state": job.state.value},
         )
 
-    async def retry_job(self, job_id: uuid.UUID) -> Job:
+    async def retry_job(
+        self, job_id: uuid.UUID, owner: str = "", quota: Quota | None = None
+    ) -> Job:
+        """Requeue a failed, dead or cancelled job; with a ``quota``, only while its ``owner``
+        has room (RESOURCE_EXHAUSTED otherwise)."""
+        limit = None if quota is None else quota.limit
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.retry_job, job_id)
+            row = await conn.fetchrow(Q.retry_job, job_id, owner, limit)
+            if row is None and quota is not None:
+                waiting = await conn.fetchval(Q.owner_waiting, owner, quota.limit)
+            else:
+                waiting = 0
         if row is not None:
             return Job.from_row(row)
         job = await self.get_job(job_id)
+        if quota is not None and job.state in RETRYABLE_FROM and waiting >= quota.limit:
+            raise quota.exceeded(waiting, 1)
         raise FailedPrecondition(
             f"only failed, dead or cancelled jobs can be retried (the job is {job.state.value})",
             reason="JOB_NOT_RETRYABLE",
@@ -259,11 +300,26 @@ class JobRepository:
     # --- worker transitions -------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, types: Sequence[str], max_jobs: int, lease_seconds: float
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        max_jobs: int,
+        lease_seconds: float,
+        user_priority_max: int = USER_PRIORITY_MAX,
     ) -> list[Claimed]:
+        """Claim up to ``max_jobs`` jobs shared fairly between their owners (docs/jobs.md).
+
+        Jobs above ``user_priority_max`` (the most a user may set) go before all others.
+        """
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                Q.claim_jobs, list(types), max_jobs, worker_id, uuid.uuid4(), lease_seconds
+                Q.claim_jobs,
+                list(types),
+                max_jobs,
+                worker_id,
+                uuid.uuid4(),
+                lease_seconds,
+                user_priority_max,
             )
         return [
             trusted(Claimed, {"job": Job.from_row(r), "wait_seconds": r["wait_seconds"]})
@@ -415,4 +471,5 @@ class JobRepository:
                 deleted += n
             await conn.execute(Q.delete_owner_batch_jobs, owner)
             batches = await conn.fetchval(Q.delete_owner_batches, owner)
+            await conn.execute(Q.delete_owner_turn, owner)
         return DeletedUserJobs(cancelled=cancelled, deleted=deleted, deleted_batches=batches)

@@ -124,7 +124,9 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         with self.notifier.queue(types) as woken:
             while True:
                 woken.clear()  # before the claim: a NOTIFY arriving after it is not lost
-                claimed = await self.repo.claim(worker_id, types, max_jobs, lease)
+                claimed = await self.repo.claim(
+                    worker_id, types, max_jobs, lease, self.settings.job_priority_max
+                )
                 remaining = deadline - time.monotonic()
                 if claimed or remaining <= 0:
                     return claimed

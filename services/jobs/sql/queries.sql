@@ -9,8 +9,12 @@
 -- name: insert_jobs
 -- Insert jobs given as parallel arrays; a (owner, request_id) seen before inserts nothing.
 -- Every job also gets its row in jobs.job_keys (migrations 003 and 005: a trigger adds it),
--- which owner, batch and time lookups below go through.
-WITH input AS (
+-- which owner, batch and time lookups below go through. With a quota $11 (NULL: none), the
+-- owner's waiting jobs are counted under the owner's lock first (jobs.lock_owner_waiting,
+-- migration 006) and nothing is inserted when the new jobs would take them past $11.
+WITH quota AS (
+    SELECT CASE WHEN $11::int IS NOT NULL THEN jobs.lock_owner_waiting($1, $11) END AS waiting
+), input AS (
     SELECT *
     FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
                 $9::int[], $10::timestamptz[])
@@ -25,6 +29,7 @@ WITH input AS (
                 ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
            $2, request_id, max_attempts, coalesce(schedule_time, now())
     FROM input
+    WHERE $11::int IS NULL OR (SELECT waiting FROM quota) + cardinality($3::uuid[]) <= $11
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
 ), wake AS (
@@ -57,6 +62,17 @@ WITH input AS (
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
 )
 SELECT count(*) FROM ins, wake;
+
+-- name: lock_owner_waiting
+-- Inside a transaction: lock owner $1's quota until it ends and count its waiting jobs, up
+-- to $2 (migration 006).
+SELECT jobs.lock_owner_waiting($1, $2);
+
+-- name: owner_waiting
+-- Owner $1's waiting (queued or scheduled) jobs, counted up to $2.
+SELECT count(*) FROM (
+    SELECT 1 FROM jobs.jobs WHERE owner = $1 AND state IN ('queued', 'scheduled') LIMIT $2
+) AS waiting;
 
 -- name: insert_batch
 INSERT INTO jobs.batches (id, owner, display_name, request_id, total_jobs)
@@ -158,13 +174,18 @@ WITH upd AS (
 SELECT count(*) FROM upd, changed;
 
 -- name: retry_job
--- A finished-but-not-succeeded job back to the queue with a fresh set of attempts.
-WITH upd AS (
+-- A finished-but-not-succeeded job back to the queue with a fresh set of attempts; with a
+-- quota $3 (NULL: none), only while its owner $2 has fewer than $3 waiting jobs (counted under
+-- the owner's lock, like insert_jobs).
+WITH quota AS (
+    SELECT CASE WHEN $3::int IS NOT NULL THEN jobs.lock_owner_waiting($2, $3) END AS waiting
+), upd AS (
     UPDATE jobs.jobs
     SET state = 'queued', attempts = 0, available_at = now(), finished_at = NULL,
         started_at = NULL, result = NULL, error = '', progress_percent = 0,
         progress_message = '', updated_at = now()
     WHERE id = $1 AND state IN ('failed', 'dead', 'cancelled')
+      AND ($3::int IS NULL OR (SELECT waiting FROM quota) < $3)
     RETURNING *
 ), wake AS (
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(type)) AS n FROM upd
@@ -177,14 +198,69 @@ WITH upd AS (
 SELECT upd.* FROM upd, wake, changed;
 
 -- name: claim_jobs
--- Take up to $2 claimable jobs of the types $1, in priority-then-age order, skipping rows other
--- workers hold locked; one lease id ($4) covers the whole claim.
-WITH picked AS (
-    SELECT id FROM jobs.jobs
-    WHERE state IN ('queued', 'scheduled') AND available_at <= now() AND type = ANY($1::text[])
-    ORDER BY priority DESC, available_at, seq
+-- Take up to $2 claimable jobs of the types $1 for worker $3 under one lease ($4), shared
+-- fairly between owners (docs/jobs.md, "Fair claims"):
+-- * waiting: the owners with waiting jobs, one index probe each (a loose scan of
+--   jobs_claim_owner_v1);
+-- * lifted: each owner's turn (jobs.owner_turns), raised to one below the highest turn among
+--   them, so an owner that was idle or is new starts just ahead of the busiest one;
+-- * ready: those with a claimable job of the types $1 now (one probe per owner and type);
+-- * candidates: each ready owner's first jobs of each type in the owner's priority order,
+--   skipping rows other claims hold locked, as many as an even share of $2 plus two (which
+--   covers every job the bound lets go first), at most $2; the owner's k-th job gets the
+--   turn (owner's turn + k);
+-- * picked: the first $2 candidates by band (priorities above the users' maximum $6, which
+--   only services may set, first), then turn, then priority and age;
+-- * served owners' turns advance by the number of jobs they got.
+WITH RECURSIVE waiting(owner) AS (
+    (SELECT owner FROM jobs.jobs WHERE state IN ('queued', 'scheduled') ORDER BY owner LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.owner FROM jobs.jobs j
+            WHERE j.state IN ('queued', 'scheduled') AND j.owner > w.owner
+            ORDER BY j.owner LIMIT 1)
+    FROM waiting w WHERE w.owner IS NOT NULL
+), wanted AS (
+    SELECT DISTINCT type FROM unnest($1::text[]) AS t(type)
+), lifted AS (
+    SELECT w.owner, coalesce(greatest(t.turn, max(t.turn) OVER () - 1), 0) AS turn
+    FROM waiting w LEFT JOIN jobs.owner_turns t ON t.owner = w.owner
+    WHERE w.owner IS NOT NULL
+), ready AS (
+    SELECT l.owner, l.turn FROM lifted l
+    WHERE EXISTS (
+        SELECT 1 FROM wanted
+        WHERE EXISTS (
+            SELECT 1 FROM jobs.jobs q
+            WHERE q.owner = l.owner AND q.type = wanted.type
+              AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()))
+), share AS (
+    SELECT least($2, ($2 + count(*) - 1) / greatest(count(*), 1) + 2)::int AS jobs FROM ready
+), candidates AS (
+    SELECT c.id, c.owner, c.priority, c.available_at, c.seq, r.turn AS base,
+           r.turn + row_number() OVER (
+               PARTITION BY c.owner ORDER BY c.priority DESC, c.available_at, c.seq) AS turn
+    FROM ready r CROSS JOIN wanted CROSS JOIN LATERAL (
+        SELECT q.id, q.owner, q.priority, q.available_at, q.seq FROM jobs.jobs q
+        WHERE q.owner = r.owner AND q.type = wanted.type
+          AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()
+        ORDER BY q.priority DESC, q.available_at, q.seq
+        LIMIT (SELECT jobs FROM share)
+        FOR UPDATE SKIP LOCKED
+    ) c
+), picked AS (
+    -- Past its share, an owner's rank is no longer its own priority order across types.
+    SELECT id, owner, turn, priority > $6 AS service_band FROM candidates
+    WHERE turn - base <= (SELECT jobs FROM share)
+    ORDER BY priority > $6 DESC, turn, priority DESC, available_at, seq
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
+), served AS (
+    INSERT INTO jobs.owner_turns AS t (owner, turn)
+    -- In owner order: concurrent claims lock the turns they advance in the same order, so
+    -- they wait for each other instead of deadlocking.
+    SELECT owner, max(turn) FROM picked GROUP BY owner ORDER BY owner
+    -- Concurrent claims serve the same owner: each adds what it took to the stored turn.
+    ON CONFLICT (owner) DO UPDATE SET turn = greatest(
+        t.turn + (SELECT count(*) FROM picked p WHERE p.owner = t.owner), excluded.turn)
 ), upd AS (
     UPDATE jobs.jobs j
     SET state = 'running', attempts = j.attempts + 1, lease_id = $4, worker_id = $3,
@@ -197,7 +273,8 @@ WITH picked AS (
 ), changed AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 )
-SELECT upd.* FROM upd, changed ORDER BY upd.priority DESC, upd.available_at, upd.seq;
+SELECT upd.* FROM upd JOIN picked p ON p.id = upd.id, changed
+ORDER BY p.service_band DESC, p.turn, upd.priority DESC, upd.available_at, upd.seq;
 
 -- name: heartbeat
 -- Lease checks on batches (heartbeat, complete, fail, release) match rows by id and lease
@@ -445,3 +522,6 @@ DELETE FROM jobs.jobs WHERE id IN (
 -- name: delete_owner_batches
 WITH del AS (DELETE FROM jobs.batches WHERE owner = $1 RETURNING id)
 SELECT count(*) FROM del;
+
+-- name: delete_owner_turn
+DELETE FROM jobs.owner_turns WHERE owner = $1;
