@@ -50,6 +50,9 @@ TEST_JOB_TYPES = [
     *declare(
         "test.noop",
         "test.many",
+        "test.a",
+        "test.b",
+        "test.elsewhere",
         "type.a",
         "type.b",
         "other.type",
