@@ -1,11 +1,12 @@
 """A small async client of ``JobService`` for the other services of the suite.
 
-The files service uses it to enqueue ``video.probe``/``video.thumbnail`` on behalf of the
-uploading user: pass the user's ``authorization`` metadata so the jobs are theirs::
+A service creates the internal jobs it owns (its account holds the literal grant
+``jobs.create:job-types/{type}``) with its own token, for the user the job acts for::
 
-    client = JobsClient(ctx.channel("jobs"), (("authorization", f"Bearer {principal.token}"),))
-    job = await client.create_job("video.probe", {"file": "files/abc"}, files=["files/abc"],
-                                  request_id=f"probe-{file_id}")
+    client = JobsClient(ctx.channel("jobs"), (("authorization", f"Bearer {service_token}"),))
+    job = await client.create_job("video.probe", payload, files=[file], owner=user_name)
+
+Calls made on a caller's behalf pass the caller's own ``authorization`` metadata instead.
 """
 
 from __future__ import annotations
