@@ -114,7 +114,21 @@ class LoopThread:
         self.thread.start()
 
     def run(self, coro: Awaitable[T], timeout: float = 60) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the suite's loop did not answer:\n{self.tasks()}") from None
+
+    def tasks(self) -> str:
+        """Where every task of the loop waits (for a hang's report)."""
+        lines = []
+        for task in asyncio.all_tasks(self.loop):
+            frames = task.get_stack(limit=6)
+            where = " <- ".join(f"{f.f_code.co_filename.split('/')[-1]}:{f.f_lineno}" for f in frames)
+            lines.append(f"{task.get_name()}: {where}")
+        return "\n".join(sorted(lines))
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -128,15 +142,15 @@ class ErrorLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.records: list[logging.LogRecord] = []
-        self.lock = threading.Lock()
+        self.guard = threading.Lock()  # not `lock`: Handler.handle() holds that one
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info or record.stack_info:
-            with self.lock:
+            with self.guard:
                 self.records.append(record)
 
     def take(self) -> list[logging.LogRecord]:
-        with self.lock:
+        with self.guard:
             taken, self.records = self.records, []
         return taken
 
