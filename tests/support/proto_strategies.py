@@ -25,14 +25,19 @@ import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import message_factory, text_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
 from common.wire_format import encode_varint
+
+# The runtime's descriptors (upb) and the pure-Python ones the stubs describe are both in use;
+# their types do not line up, so the descriptors are typed loosely here.
+Field = Any
+MessageType = Any
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
@@ -219,7 +224,7 @@ def integers(bounds: tuple[int, int]) -> st.SearchStrategy[int]:
     )
 
 
-def doubles(width: int = 64) -> st.SearchStrategy[float]:
+def doubles(width: Literal[32, 64] = 64) -> st.SearchStrategy[float]:
     big = 3.4028234663852886e38 if width == 32 else 1.7976931348623157e308
     tiny = 1.401298464324817e-45 if width == 32 else 5e-324
     special = [
@@ -244,7 +249,7 @@ def doubles(width: int = 64) -> st.SearchStrategy[float]:
 
 def plain_text(max_size: int = 24) -> st.SearchStrategy[str]:
     """Any Unicode text protobuf can encode (no lone surrogates)."""
-    return st.text(st.characters(exclude_categories=("Cs",)), max_size=max_size)
+    return st.text(st.characters(exclude_categories=["Cs"]), max_size=max_size)
 
 
 def long_text() -> st.SearchStrategy[str]:
@@ -257,7 +262,7 @@ def long_text() -> st.SearchStrategy[str]:
 
 def hostile_text() -> st.SearchStrategy[str]:
     """Text a server must survive: NUL, control characters, odd Unicode, very long."""
-    controls = st.text(st.characters(categories=("Cc",)), min_size=1, max_size=8)
+    controls = st.text(st.characters(categories=["Cc"]), min_size=1, max_size=8)
     with_nul = st.builds(lambda a, b: f"{a}\x00{b}", plain_text(8), plain_text(8))
     return st.one_of(
         plain_text(),
@@ -336,7 +341,7 @@ _MESSAGE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _kinds_for(message: Descriptor, name: str) -> tuple[str, ...] | None:
+def _kinds_for(message: MessageType, name: str) -> tuple[str, ...] | None:
     if name in _FIELD_KINDS:
         return _FIELD_KINDS[name]
     if name in ("name", "parent", "resource"):
@@ -347,7 +352,7 @@ def _kinds_for(message: Descriptor, name: str) -> tuple[str, ...] | None:
     return None
 
 
-def strings_for(message: Descriptor, name: str, names: Names) -> st.SearchStrategy[str]:
+def strings_for(message: MessageType, name: str, names: Names) -> st.SearchStrategy[str]:
     """Plausible values for a string field (by its name), mixed with hostile text."""
     kinds = _kinds_for(message, name)
     if kinds is not None:
@@ -550,7 +555,7 @@ def struct_contents() -> st.SearchStrategy[dict[str, Any]]:
     return st.dictionaries(keys, st.one_of(json_values(), deep_values()), max_size=4)
 
 
-def field_mask_paths(message: Descriptor) -> st.SearchStrategy[list[str]]:
+def field_mask_paths(message: MessageType) -> st.SearchStrategy[list[str]]:
     """Paths naming fields of the request's messages, wildcards, nesting and garbage."""
     known = sorted(
         {f"{f.name}" for m in message.fields if m.message_type for f in m.message_type.fields}
@@ -566,11 +571,12 @@ def field_mask_paths(message: Descriptor) -> st.SearchStrategy[list[str]]:
 _WKT = "google.protobuf."
 
 
-def _fill_wkt(draw: Callable[..., Any], msg: Message, parent: Descriptor) -> bool:
+def _fill_wkt(draw: Callable[..., Any], msg: Message, parent: MessageType) -> bool:
     """Fill a well-known type specially; False when ``msg`` is an ordinary message."""
     full = msg.DESCRIPTOR.full_name
     if full in (f"{_WKT}Timestamp", f"{_WKT}Duration"):
-        msg.seconds, msg.nanos = draw(timestamps() if full.endswith("Timestamp") else durations())
+        seconds, nanos = draw(timestamps() if full.endswith("Timestamp") else durations())
+        msg.seconds, msg.nanos = seconds, nanos  # type: ignore[attr-defined]
     elif full == f"{_WKT}Struct":
         for key, value in draw(struct_contents()).items():
             set_value(msg.fields[key], value)  # type: ignore[attr-defined]
@@ -586,7 +592,7 @@ def _fill_wkt(draw: Callable[..., Any], msg: Message, parent: Descriptor) -> boo
     return True
 
 
-def _scalar(fd: FieldDescriptor, owner: Descriptor, names: Names) -> st.SearchStrategy[Any]:
+def _scalar(fd: Field, owner: MessageType, names: Names) -> st.SearchStrategy[Any]:
     t = fd.type
     if t == FieldDescriptor.TYPE_STRING:
         return strings_for(owner, fd.name, names)
@@ -614,11 +620,11 @@ def _scalar(fd: FieldDescriptor, owner: Descriptor, names: Names) -> st.SearchSt
     return integers(INT32)
 
 
-def _is_map(fd: FieldDescriptor) -> bool:
+def _is_map(fd: Field) -> bool:
     return bool(fd.message_type is not None and fd.message_type.GetOptions().map_entry)
 
 
-def _is_repeated(fd: FieldDescriptor) -> bool:
+def _is_repeated(fd: Field) -> bool:
     # protobuf 5+ has ``is_repeated``; older releases only ``label``.
     repeated = getattr(fd, "is_repeated", None)
     if repeated is not None:
@@ -644,9 +650,7 @@ def _fill(draw: Callable[..., Any], msg: Message, names: Names, depth: int) -> M
     return msg
 
 
-def _set_field(
-    draw: Callable[..., Any], msg: Message, fd: FieldDescriptor, names: Names, depth: int
-) -> None:
+def _set_field(draw: Callable[..., Any], msg: Message, fd: Field, names: Names, depth: int) -> None:
     owner = msg.DESCRIPTOR
     if _is_map(fd):
         key_fd = fd.message_type.fields_by_name["key"]
@@ -683,7 +687,7 @@ def _set_field(
 
 
 def _fill_message(
-    draw: Callable[..., Any], msg: Message, names: Names, depth: int, parent: Descriptor
+    draw: Callable[..., Any], msg: Message, names: Names, depth: int, parent: MessageType
 ) -> None:
     msg.SetInParent()
     if _fill_wkt(draw, msg, parent):
@@ -697,10 +701,10 @@ MAX_DEPTH = 3
 
 
 def string_paths(
-    descriptor: Descriptor, depth: int = 0, prefix: tuple[FieldDescriptor, ...] = ()
-) -> list[tuple[FieldDescriptor, ...]]:
+    descriptor: MessageType, depth: int = 0, prefix: tuple[Field, ...] = ()
+) -> list[tuple[Field, ...]]:
     """Every path (of field descriptors) from ``descriptor`` to a string field, depth-bounded."""
-    paths: list[tuple[FieldDescriptor, ...]] = []
+    paths: list[tuple[Field, ...]] = []
     for fd in descriptor.fields:
         path = (*prefix, fd)
         if fd.type == FieldDescriptor.TYPE_STRING:
@@ -710,11 +714,11 @@ def string_paths(
     return paths
 
 
-def _tag(fd: FieldDescriptor, wire_type: int) -> bytes:
+def _tag(fd: Field, wire_type: int) -> bytes:
     return encode_varint((fd.number << 3) | wire_type)
 
 
-def encode_at(path: Sequence[FieldDescriptor], payload: bytes) -> bytes:
+def encode_at(path: Sequence[Field], payload: bytes) -> bytes:
     """The wire bytes that put ``payload`` in the length-delimited field at ``path``."""
     data = payload
     for fd in reversed(path):
@@ -722,17 +726,17 @@ def encode_at(path: Sequence[FieldDescriptor], payload: bytes) -> bytes:
     return data
 
 
-def path_name(path: Sequence[FieldDescriptor]) -> str:
+def path_name(path: Sequence[Field]) -> str:
     return ".".join(fd.name for fd in path)
 
 
-def _message_class(descriptor: Descriptor) -> type[Message]:
-    return message_factory.GetMessageClass(descriptor)  # type: ignore[no-any-return]
+def _message_class(descriptor: MessageType) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
 
 
 @st.composite
 def requests(
-    draw: Callable[..., Any], descriptor: Descriptor, names: Names = Names()
+    draw: Callable[..., Any], descriptor: MessageType, names: Names = Names()
 ) -> WireRequest:
     """A hostile request of type ``descriptor`` (see the module docstring)."""
     msg = _message_class(descriptor)()
