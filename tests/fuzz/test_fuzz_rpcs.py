@@ -637,3 +637,28 @@ def test_every_service_of_the_suite_is_fuzzed() -> None:
         "mediagrid.files.v1.VideoService",
     }
     assert len(METHODS) >= 65
+
+
+def test_the_oracles_see_a_change_and_a_traceback(
+    fuzz_suite: FuzzSuite, error_log: ErrorLog
+) -> None:
+    """The snapshot notices an accepted call's rows and objects; the log handler a traceback."""
+    assert fuzz_suite.channel is not None
+    before = fuzz_suite.snapshot()
+    header = file_pb2.UploadHeader(display_name="probe", content_type="text/plain", size_bytes=2)
+    requests_ = [files_pb2.UploadRequest(header=header), files_pb2.UploadRequest(data=b"ok")]
+    stub = files_pb2_grpc.FileServiceStub(fuzz_suite.channel)
+    list(stub.Upload(iter(requests_), metadata=fuzz_suite.metadata("user"), timeout=30))
+    changed = _diff(before, fuzz_suite.snapshot())
+    assert any(line.startswith("files.files") for line in changed), changed
+    assert any(line.startswith("s3 bucket") for line in changed), changed
+
+    error_log.take()
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("mediagrid.probe").exception("handler failed")
+    logging.getLogger("mediagrid.probe").error("no traceback here")
+    assert [_describe(r) for r in error_log.take()] == [
+        "mediagrid.probe: handler failed -> RuntimeError: boom"
+    ]
