@@ -569,12 +569,20 @@ def field_mask_paths(message: MessageType) -> st.SearchStrategy[list[str]]:
 # --- messages ------------------------------------------------------------------------------
 
 _WKT = "google.protobuf."
+WELL_KNOWN = frozenset(
+    f"{_WKT}{name}"
+    for name in ("Timestamp", "Duration", "Struct", "Value", "ListValue", "FieldMask")
+)
 
 
-def _fill_wkt(draw: Callable[..., Any], msg: Message, parent: MessageType) -> bool:
+def _fill_wkt(draw: Callable[..., Any], msg: Message, parent: MessageType, hostile: bool) -> bool:
     """Fill a well-known type specially; False when ``msg`` is an ordinary message."""
     full = msg.DESCRIPTOR.full_name
-    if full in (f"{_WKT}Timestamp", f"{_WKT}Duration"):
+    if full not in WELL_KNOWN:
+        return False
+    if not hostile:
+        _fill_benign_wkt(draw, msg, parent)
+    elif full in (f"{_WKT}Timestamp", f"{_WKT}Duration"):
         seconds, nanos = draw(timestamps() if full.endswith("Timestamp") else durations())
         msg.seconds, msg.nanos = seconds, nanos  # type: ignore[attr-defined]
     elif full == f"{_WKT}Struct":
@@ -585,14 +593,75 @@ def _fill_wkt(draw: Callable[..., Any], msg: Message, parent: MessageType) -> bo
     elif full == f"{_WKT}ListValue":
         for value in draw(st.lists(st.one_of(json_values(), deep_values()), max_size=3)):
             set_value(msg.values.add(), value)  # type: ignore[attr-defined]
-    elif full == f"{_WKT}FieldMask":
-        msg.paths.extend(draw(field_mask_paths(parent)))  # type: ignore[attr-defined]
     else:
-        return False
+        msg.paths.extend(draw(field_mask_paths(parent)))  # type: ignore[attr-defined]
     return True
 
 
-def _scalar(fd: Field, owner: MessageType, names: Names) -> st.SearchStrategy[Any]:
+SIMPLE_TEXT = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+
+
+def _fill_benign_wkt(draw: Callable[..., Any], msg: Message, parent: MessageType) -> None:
+    """Valid, ordinary values, so that the one hostile field of a request is what is tested."""
+    full = msg.DESCRIPTOR.full_name
+    if full == f"{_WKT}Timestamp":
+        msg.seconds = draw(st.integers(1_700_000_000, 1_900_000_000))  # type: ignore[attr-defined]
+    elif full == f"{_WKT}Duration":
+        msg.seconds = draw(st.integers(1, 600))  # type: ignore[attr-defined]
+    elif full in (f"{_WKT}Struct", f"{_WKT}Value", f"{_WKT}ListValue"):
+        plain = st.dictionaries(
+            SIMPLE_TEXT, st.one_of(SIMPLE_TEXT, st.integers(0, 1000).map(float)), max_size=3
+        )
+        if full == f"{_WKT}Struct":
+            for key, value in draw(plain).items():
+                set_value(msg.fields[key], value)  # type: ignore[attr-defined]
+        elif full == f"{_WKT}Value":
+            set_value(msg, draw(plain))
+        else:
+            set_value(msg.values.add(), draw(plain))  # type: ignore[attr-defined]
+    else:
+        known = [f.name for m in parent.fields if m.message_type for f in m.message_type.fields]
+        if known:
+            msg.paths.extend(draw(st.lists(st.sampled_from(known), max_size=2, unique=True)))  # type: ignore[attr-defined]
+
+
+def _benign_scalar(fd: Field, owner: MessageType, names: Names) -> st.SearchStrategy[Any]:
+    t = fd.type
+    if t == FieldDescriptor.TYPE_STRING:
+        kinds = _kinds_for(owner, fd.name)
+        existing = [n for kind in kinds or () for n in names.of(kind)]
+        if existing:
+            return st.sampled_from(existing)
+        plausible = {
+            "email": names.of("emails"),
+            "type": ("noop",),
+            "types": ("noop",),
+            "permission": ("files.read",),
+            "action": ("files.read",),
+            "content_type": ("text/plain",),
+            "content_type_prefix": ("text/",),
+            "version_id": names.of("versions"),
+            "lease_id": names.of("leases"),
+            "password": ("a perfectly fine passphrase",),
+        }.get(fd.name)
+        return st.sampled_from(list(plausible)) if plausible else SIMPLE_TEXT
+    if t == FieldDescriptor.TYPE_BYTES:
+        return st.binary(min_size=1, max_size=32)
+    if t == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return st.integers(0, 100).map(float)
+    if t == FieldDescriptor.TYPE_ENUM:
+        known = [v.number for v in fd.enum_type.values if v.number != 0]
+        return st.sampled_from(known or [0])
+    return st.integers(0, 10)
+
+
+def _scalar(
+    fd: Field, owner: MessageType, names: Names, hostile: bool = True
+) -> st.SearchStrategy[Any]:
+    if not hostile:
+        return _benign_scalar(fd, owner, names)
     t = fd.type
     if t == FieldDescriptor.TYPE_STRING:
         return strings_for(owner, fd.name, names)
@@ -633,10 +702,13 @@ def _is_repeated(fd: Field) -> bool:
 
 
 @st.composite
-def _fill(draw: Callable[..., Any], msg: Message, names: Names, depth: int) -> Message:
+def _fill(
+    draw: Callable[..., Any], msg: Message, names: Names, depth: int, hostile: bool = True
+) -> Message:
     descriptor = msg.DESCRIPTOR
+    unset: list[str | None] = [None] if hostile else []
     chosen_oneofs = {
-        oneof.name: draw(st.sampled_from([None, *[f.name for f in oneof.fields]]))
+        oneof.name: draw(st.sampled_from([*unset, *[f.name for f in oneof.fields]]))
         for oneof in descriptor.oneofs
     }
     for fd in descriptor.fields:
@@ -644,33 +716,45 @@ def _fill(draw: Callable[..., Any], msg: Message, names: Names, depth: int) -> M
         if oneof is not None:
             if chosen_oneofs[oneof.name] != fd.name:
                 continue
-        elif not draw(st.booleans()):
+        elif not draw(st.booleans() if hostile else st.integers(0, 4).map(bool)):
             continue
-        _set_field(draw, msg, fd, names, depth)
+        _set_field(draw, msg, fd, names, depth, hostile)
     return msg
 
 
-def _set_field(draw: Callable[..., Any], msg: Message, fd: Field, names: Names, depth: int) -> None:
+def _set_field(
+    draw: Callable[..., Any],
+    msg: Message,
+    fd: Field,
+    names: Names,
+    depth: int,
+    hostile: bool = True,
+) -> None:
     owner = msg.DESCRIPTOR
     if _is_map(fd):
         key_fd = fd.message_type.fields_by_name["key"]
         value_fd = fd.message_type.fields_by_name["value"]
         container = getattr(msg, fd.name)
-        for key in draw(st.lists(_scalar(key_fd, owner, names), max_size=3)):
+        for key in draw(st.lists(_scalar(key_fd, owner, names, hostile), max_size=3)):
             if value_fd.message_type is not None:
-                _fill_message(draw, container[key], names, depth + 1, owner)
+                _fill_message(draw, container[key], names, depth + 1, owner, hostile)
             else:
-                container[key] = draw(_scalar(value_fd, owner, names))
+                container[key] = draw(_scalar(value_fd, owner, names, hostile))
         return
     if _is_repeated(fd):
         container = getattr(msg, fd.name)
-        count = draw(st.one_of(st.integers(0, 3), st.sampled_from([0, 1, 2, 3, 50])))
+        counts = (
+            st.one_of(st.integers(0, 3), st.sampled_from([0, 1, 2, 3, 50]))
+            if hostile
+            else st.integers(1, 2)
+        )
+        count = draw(counts)
         if fd.message_type is not None:
             count = min(count, 3)
             for _ in range(count):
-                _fill_message(draw, container.add(), names, depth + 1, owner)
+                _fill_message(draw, container.add(), names, depth + 1, owner, hostile)
         else:
-            item = _scalar(fd, owner, names)
+            item = _scalar(fd, owner, names, hostile)
             if count > 3:  # many copies of one short value: count limits, duplicates
                 if fd.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
                     item = strings_for(owner, fd.name, names).filter(lambda v: len(v) < 64)
@@ -681,20 +765,25 @@ def _set_field(draw: Callable[..., Any], msg: Message, fd: Field, names: Names, 
                 container.extend(draw(st.lists(item, min_size=count, max_size=count)))
         return
     if fd.message_type is not None:
-        _fill_message(draw, getattr(msg, fd.name), names, depth + 1, owner)
+        _fill_message(draw, getattr(msg, fd.name), names, depth + 1, owner, hostile)
         return
-    setattr(msg, fd.name, draw(_scalar(fd, owner, names)))
+    setattr(msg, fd.name, draw(_scalar(fd, owner, names, hostile)))
 
 
 def _fill_message(
-    draw: Callable[..., Any], msg: Message, names: Names, depth: int, parent: MessageType
+    draw: Callable[..., Any],
+    msg: Message,
+    names: Names,
+    depth: int,
+    parent: MessageType,
+    hostile: bool = True,
 ) -> None:
     msg.SetInParent()
-    if _fill_wkt(draw, msg, parent):
+    if _fill_wkt(draw, msg, parent, hostile):
         return
     if depth > MAX_DEPTH:
         return
-    draw(_fill(msg, names, depth))
+    draw(_fill(msg, names, depth, hostile))
 
 
 MAX_DEPTH = 3
@@ -712,6 +801,42 @@ def string_paths(
         elif fd.message_type is not None and depth < MAX_DEPTH:
             paths.extend(string_paths(fd.message_type, depth + 1, path))
     return paths
+
+
+def target_paths(
+    descriptor: MessageType, depth: int = 0, prefix: tuple[Field, ...] = ()
+) -> list[tuple[Field, ...]]:
+    """Paths to every field one hostile value can go in: scalars, maps, well-known types."""
+    paths: list[tuple[Field, ...]] = []
+    for fd in descriptor.fields:
+        path = (*prefix, fd)
+        nested = fd.message_type
+        if nested is None or _is_map(fd) or nested.full_name in WELL_KNOWN:
+            paths.append(path)
+        elif depth < MAX_DEPTH:
+            paths.extend(target_paths(nested, depth + 1, path))
+    return paths
+
+
+def _set_at(
+    draw: Callable[..., Any], msg: Message, path: Sequence[Field], names: Names, depth: int
+) -> None:
+    """Put a hostile value in the field at ``path``, creating the messages on the way."""
+    fd = path[0]
+    if len(path) == 1:
+        if fd.message_type is not None or not _is_repeated(fd):
+            msg.ClearField(fd.name)
+            _set_field(draw, msg, fd, names, depth, hostile=True)
+        else:
+            getattr(msg, fd.name).append(draw(_scalar(fd, msg.DESCRIPTOR, names)))
+        return
+    if _is_repeated(fd):
+        container = getattr(msg, fd.name)
+        child = container[0] if len(container) else container.add()
+    else:
+        child = getattr(msg, fd.name)
+        child.SetInParent()
+    _set_at(draw, child, path[1:], names, depth + 1)
 
 
 def _tag(fd: Field, wire_type: int) -> bytes:
@@ -738,9 +863,19 @@ def _message_class(descriptor: MessageType) -> type[Message]:
 def requests(
     draw: Callable[..., Any], descriptor: MessageType, names: Names = Names()
 ) -> WireRequest:
-    """A hostile request of type ``descriptor`` (see the module docstring)."""
+    """A hostile request of type ``descriptor`` (see the module docstring).
+
+    Half of them are wild (every field may be hostile); the other half are ordinary, valid
+    looking requests with ONE hostile field, which gets past the checks of the other fields
+    and reaches the code (and the database) behind them.
+    """
     msg = _message_class(descriptor)()
-    draw(_fill(msg, names, 0))
+    targets = target_paths(descriptor)
+    if targets and draw(st.booleans()):
+        draw(_fill(msg, names, 0, hostile=False))
+        _set_at(draw, msg, draw(st.sampled_from(targets)), names, 0)
+    else:
+        draw(_fill(msg, names, 0))
     injected = None
     paths = string_paths(descriptor)
     if paths and draw(st.integers(0, 5)) == 0:
