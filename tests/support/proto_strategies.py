@@ -22,6 +22,7 @@ Everything is drawn from the descriptor, so a new field or RPC is fuzzed without
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -309,6 +310,7 @@ def resource_names(kinds: Sequence[str], names: Names) -> st.SearchStrategy[str]
 # Which kinds of name a string field holds, by field name (the same across the suite's protos).
 _FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "owner": ("users",),
+    "parent": ("users",),
     "user": ("users",),
     "principal": ("users",),
     "actor": ("users",),
@@ -344,7 +346,7 @@ _MESSAGE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def _kinds_for(message: MessageType, name: str) -> tuple[str, ...] | None:
     if name in _FIELD_KINDS:
         return _FIELD_KINDS[name]
-    if name in ("name", "parent", "resource"):
+    if name in ("name", "resource"):
         for word, kinds in _MESSAGE_KINDS:
             if word in message.name:
                 return kinds
@@ -598,6 +600,7 @@ def _fill_wkt(draw: Callable[..., Any], msg: Message, parent: MessageType, hosti
     return True
 
 
+NOW = int(time.time())
 SIMPLE_TEXT = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
 
 
@@ -605,7 +608,8 @@ def _fill_benign_wkt(draw: Callable[..., Any], msg: Message, parent: MessageType
     """Valid, ordinary values, so that the one hostile field of a request is what is tested."""
     full = msg.DESCRIPTOR.full_name
     if full == f"{_WKT}Timestamp":
-        msg.seconds = draw(st.integers(1_700_000_000, 1_900_000_000))  # type: ignore[attr-defined]
+        # Near the present: schedule times and filters are checked against the clock.
+        msg.seconds = NOW + draw(st.integers(-600, 3600))  # type: ignore[attr-defined]
     elif full == f"{_WKT}Duration":
         msg.seconds = draw(st.integers(1, 600))  # type: ignore[attr-defined]
     elif full in (f"{_WKT}Struct", f"{_WKT}Value", f"{_WKT}ListValue"):
@@ -643,6 +647,7 @@ def _benign_scalar(fd: Field, owner: MessageType, names: Names) -> st.SearchStra
             "version_id": names.of("versions"),
             "lease_id": names.of("leases"),
             "password": ("a perfectly fine passphrase",),
+            "page_token": ("",),  # anything else is an invalid token
         }.get(fd.name)
         return st.sampled_from(list(plausible)) if plausible else SIMPLE_TEXT
     if t == FieldDescriptor.TYPE_BYTES:
@@ -823,6 +828,20 @@ def _set_at(
 ) -> None:
     """Put a hostile value in the field at ``path``, creating the messages on the way."""
     fd = path[0]
+    if len(path) == 1 and fd.type == FieldDescriptor.TYPE_STRING:
+        # A NUL inside an otherwise ordinary value is the case databases choke on.
+        plausible = _benign_scalar(fd, msg.DESCRIPTOR, names)
+        value = draw(
+            st.one_of(
+                st.builds(lambda a, b: f"{a}\x00{b}", plausible, SIMPLE_TEXT),
+                strings_for(msg.DESCRIPTOR, fd.name, names),
+            )
+        )
+        if _is_repeated(fd):
+            getattr(msg, fd.name).append(value)
+        else:
+            setattr(msg, fd.name, value)
+        return
     if len(path) == 1:
         if fd.message_type is not None or not _is_repeated(fd):
             msg.ClearField(fd.name)
@@ -859,6 +878,11 @@ def _message_class(descriptor: MessageType) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
+def _inject(draw: Callable[..., Any], paths: Sequence[tuple[Field, ...]]) -> tuple[str, bytes]:
+    path = draw(st.sampled_from(paths))
+    return path_name(path), encode_at(path, draw(st.sampled_from(INVALID_UTF8)))
+
+
 @st.composite
 def requests(
     draw: Callable[..., Any], descriptor: MessageType, names: Names = Names()
@@ -871,17 +895,19 @@ def requests(
     """
     msg = _message_class(descriptor)()
     targets = target_paths(descriptor)
+    paths = string_paths(descriptor)
+    injected = None
+    trailing = b""
     if targets and draw(st.booleans()):
         draw(_fill(msg, names, 0, hostile=False))
-        _set_at(draw, msg, draw(st.sampled_from(targets)), names, 0)
-    else:
-        draw(_fill(msg, names, 0))
-    injected = None
-    paths = string_paths(descriptor)
+        if paths and draw(st.integers(0, 6)) == 0:  # the hostile part: invalid UTF-8 …
+            injected = _inject(draw, paths)
+        else:  # … or one hostile value
+            _set_at(draw, msg, draw(st.sampled_from(targets)), names, 0)
+        return WireRequest(msg, injected)
+    draw(_fill(msg, names, 0))
     if paths and draw(st.integers(0, 5)) == 0:
-        path = draw(st.sampled_from(paths))
-        injected = (path_name(path), encode_at(path, draw(st.sampled_from(INVALID_UTF8))))
-    trailing = b""
+        injected = _inject(draw, paths)
     if draw(st.integers(0, 19)) == 0:
         trailing = draw(
             st.one_of(
