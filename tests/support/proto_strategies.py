@@ -634,6 +634,8 @@ def _benign_scalar(fd: Field, owner: MessageType, names: Names) -> st.SearchStra
     if t == FieldDescriptor.TYPE_STRING:
         kinds = _kinds_for(owner, fd.name)
         existing = [n for kind in kinds or () for n in names.of(kind)]
+        if kinds == ("users",):  # the caller itself, most of the time
+            return st.one_of(st.just("users/me"), st.sampled_from([*existing, "users/me"]))
         if existing:
             return st.sampled_from(existing)
         plausible = {
