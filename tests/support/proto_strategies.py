@@ -16,6 +16,8 @@ What Python's protobuf runtime refuses to hold is written on the wire by hand:
   the caller passes them in ``Names``) mixed with garbage, so a share of the requests gets
   past the cheap checks and into the handlers.
 
+Half of the requests are wild (any field hostile), half valid-looking with exactly one hostile
+part, which gets past the checks of the other fields into the handler and the database.
 Everything is drawn from the descriptor, so a new field or RPC is fuzzed without a change here.
 """
 
