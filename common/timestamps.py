@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+from common.errors import InvalidArgument
+
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """An aware datetime as a new Timestamp (None stays None)."""
@@ -32,4 +34,12 @@ def from_timestamp(message: timestamp_pb2.Timestamp, present: bool) -> datetime 
     """An aware UTC datetime, or None when the field is not set (``present`` = HasField)."""
     if not present:
         return None
-    return message.ToDatetime(tzinfo=UTC)
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        # The edge (common/hygiene.py) refuses these first, naming the field; this keeps a
+        # caller that bypasses it (a test, a future streaming path) from answering INTERNAL.
+        raise InvalidArgument(
+            "a timestamp lies outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z",
+            reason="TIMESTAMP_OUT_OF_RANGE",
+        ) from None

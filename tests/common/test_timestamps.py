@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from google.protobuf import timestamp_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.errors import InvalidArgument
 from common.timestamps import from_timestamp, set_timestamp, timestamp
 
 moments = st.datetimes(
@@ -36,3 +38,13 @@ def test_none_means_unset() -> None:
     set_timestamp(message, None)
     assert message.seconds == 5
     assert from_timestamp(message, False) is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(-62_135_596_801, 0), (253_402_300_800, 0), (0, 1_000_000_000), (0, -1)]
+)
+def test_a_timestamp_outside_the_valid_range_is_invalid_argument(seconds: int, nanos: int) -> None:
+    message = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    with pytest.raises(InvalidArgument) as info:
+        from_timestamp(message, True)
+    assert info.value.reason == "TIMESTAMP_OUT_OF_RANGE"
