@@ -125,7 +125,12 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             while True:
                 woken.clear()  # before the claim: a NOTIFY arriving after it is not lost
                 claimed = await self.repo.claim(
-                    worker_id, types, max_jobs, lease, self.settings.job_priority_max
+                    worker_id,
+                    types,
+                    max_jobs,
+                    lease,
+                    self.settings.job_priority_max,
+                    self.settings.job_owner_max_running,
                 )
                 remaining = deadline - time.monotonic()
                 if claimed or remaining <= 0:
