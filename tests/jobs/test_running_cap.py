@@ -20,6 +20,7 @@ from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 from services.jobs.models import JobSpec, LeaseRef
 from services.jobs.quotas import Quota
 from services.jobs.repository import JobRepository
+from services.jobs.states import JobState
 from tests.jobs.jobs_support import OTHER, OWNER, Jobs, JobsFactory, lease_of
 from tests.support.auth import bearer
 from tests.support.hypo import relaxed
@@ -110,9 +111,9 @@ async def test_concurrent_claims_never_take_a_user_past_the_cap(svc: Jobs) -> No
     for _ in range(3):
         await asyncio.gather(*(svc.claim(max_jobs=3, worker_id=f"w{i}") for i in range(8)))
     counts = await svc.repo.counts_by_owner(OWNER)
-    assert counts.get("running", 0) == 4
+    assert counts.get(JobState.RUNNING, 0) == 4
     counts = await svc.repo.counts_by_owner(OTHER)
-    assert counts.get("running", 0) == 4
+    assert counts.get(JobState.RUNNING, 0) == 4
 
 
 # --- random sequences ----------------------------------------------------------------------
