@@ -13,10 +13,12 @@ import uuid
 from collections import Counter
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 
+from services.jobs import worker_servicer
 from services.jobs.models import JobSpec, LeaseRef
 from services.jobs.quotas import Quota
 from services.jobs.repository import JobRepository
@@ -51,6 +53,26 @@ async def test_one_users_long_jobs_leave_slots_to_another_user(svc: Jobs) -> Non
     )
     again = await svc.claim(max_jobs=8)
     assert [c.job.owner for c in again] == [OTHER]
+
+
+async def test_a_waiting_claim_wakes_when_a_capped_job_ends(
+    svc: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the completion's NOTIFY can wake it in time, not the idle claim's re-check.
+    monkeypatch.setattr(worker_servicer, "DUE_UNCLAIMED_POLL_SECONDS", 60.0)
+    await flood(svc, svc.other, 6)
+    first = await svc.claim(max_jobs=8)
+    assert len(first) == 4
+    # An idle worker long-polls: nothing is claimable while B is at the cap...
+    waiting = asyncio.create_task(svc.claim(max_jobs=8, wait=30.0, worker_id="idle"))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    # ...until one of B's jobs ends: the completion wakes it (no new job was created).
+    await svc.workers.CompleteJob(
+        worker_service_pb2.CompleteJobRequest(lease=lease_of(first[0])), metadata=svc.service
+    )
+    woken = await asyncio.wait_for(waiting, 10.0)
+    assert [c.job.owner for c in woken] == [OTHER]
 
 
 async def test_failed_released_and_cancelled_jobs_free_their_place(svc: Jobs) -> None:

@@ -337,8 +337,14 @@ WITH input AS (
         updated_at = now(), progress_percent = 100, lease_id = NULL, lease_expires_at = NULL
     FROM input
     WHERE j.id = input.id AND j.lease_id = input.lease_id
-    RETURNING j.id, j.type, j.batch_id, j.state,
+    RETURNING j.id, j.type, j.batch_id, j.state, j.capped,
               extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
+), wake AS (
+    -- A capped job that ends makes room for its owner's next one: wake idle claims of its
+    -- type (the owner's waiting jobs are most likely of the same type).
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)
+                                                    FILTER (WHERE capped)) AS n
+    FROM upd
 ), changed AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 ), batches AS (
@@ -350,7 +356,7 @@ WITH input AS (
 )
 -- The guard is a one-time filter: evaluated (and so raising) before any row is returned,
 -- even when no row changed.
-SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, changed, batches
+SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, wake, changed, batches
 WHERE (SELECT ok FROM guard);
 
 -- name: fail_jobs
@@ -376,12 +382,14 @@ WITH input AS (
         error = input.error, updated_at = now(), lease_id = NULL, lease_expires_at = NULL
     FROM input
     WHERE j.id = input.id AND j.lease_id = input.lease_id
-    RETURNING j.id, j.type, j.batch_id, j.state,
+    RETURNING j.id, j.type, j.batch_id, j.state, j.capped,
               extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
 ), wake AS (
-    -- Retries are not claimable yet, but idle claims must learn when they become due.
+    -- Retries are not claimable yet, but idle claims must learn when they become due; a
+    -- capped job that ends makes room for its owner's next one (as in complete_jobs).
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)
-                                                    FILTER (WHERE state = 'scheduled')) AS n
+                                                    FILTER (WHERE state = 'scheduled'
+                                                            OR capped)) AS n
     FROM upd
 ), changed AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
