@@ -205,8 +205,8 @@ SELECT upd.* FROM upd, wake, changed;
 --   jobs_claim_owner_v1);
 -- * lifted: each owner's turn (jobs.owner_turns), raised to one below the highest turn among
 --   them, so an owner that was idle or is new starts just ahead of the busiest one;
--- * ready: those with a claimable job of the types $1 now (one probe per owner and type,
---   which also reads whether the owner's jobs count against the cap of running jobs);
+-- * ready: those with a claimable job of the types $1 now (one probe per owner and type),
+--   and whether the owner's jobs count against the cap of running jobs (one more probe);
 -- * room: with a cap $7 (0: none), how many more jobs each capped owner may start: owners
 --   already at the cap by this statement's snapshot are left out, the others are counted
 --   again under their locks (jobs.lock_owners_running, migration 007), so concurrent claims
@@ -233,13 +233,17 @@ WITH RECURSIVE waiting(owner) AS (
     FROM waiting w LEFT JOIN jobs.owner_turns t ON t.owner = w.owner
     WHERE w.owner IS NOT NULL
 ), ready AS (
-    SELECT l.owner, l.turn, bool_or(f.capped) AND $7::int > 0 AS capped
-    FROM lifted l CROSS JOIN wanted CROSS JOIN LATERAL (
-        SELECT q.capped FROM jobs.jobs q
-        WHERE q.owner = l.owner AND q.type = wanted.type
-          AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()
-        LIMIT 1) f
-    GROUP BY l.owner, l.turn
+    SELECT l.owner, l.turn,
+           $7::int > 0 AND (SELECT q.capped FROM jobs.jobs q
+                            WHERE q.owner = l.owner AND q.state IN ('queued', 'scheduled')
+                            LIMIT 1) AS capped
+    FROM lifted l
+    WHERE EXISTS (
+        SELECT 1 FROM wanted
+        WHERE EXISTS (
+            SELECT 1 FROM jobs.jobs q
+            WHERE q.owner = l.owner AND q.type = wanted.type
+              AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()))
 ), counted AS (
     SELECT * FROM jobs.lock_owners_running(ARRAY(
         SELECT r.owner FROM ready r
