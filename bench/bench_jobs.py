@@ -331,6 +331,7 @@ class Bench:
                     uuid.uuid4(),
                     30.0,
                     100,
+                    0,  # job_owner_max_running: the bench's jobs are a service's, not capped
                 )
                 await tx.rollback()
             top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]

@@ -289,6 +289,8 @@ class Settings(BaseSettings):
     job_owner_max_queued: int = Field(default=10_000, ge=1, le=10_000_000)
     # Retry delay suggested (RetryInfo) to a creation refused by job_owner_max_queued.
     job_owner_quota_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # One user's long jobs must leave workers to other users (0: no cap); raise it with the fleet.
+    job_owner_max_running: int = Field(default=4, ge=0, le=1_000_000)
     # ListJobs page sizes.
     job_list_default_page_size: int = Field(default=50, ge=1, le=1000)
     job_list_max_page_size: int = Field(default=1000, ge=1, le=10_000)

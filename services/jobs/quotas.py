@@ -6,6 +6,10 @@ that user. A service's or an administrator's own jobs are exempt: services enque
 work in bulk (and the benchmarks enqueue hundreds of thousands as a service), and neither
 role is a tenant that could starve the others by accident. The count and the insert happen
 under the owner's lock in the repository (migration 006), so the cap is never overshot.
+
+The same jobs count against their owner's cap of running jobs (``job_owner_max_running``):
+the repository marks every job it creates under a quota as capped (migration 007), and the
+claim starts no more of an owner's capped jobs than leave it at the cap.
 """
 
 from __future__ import annotations

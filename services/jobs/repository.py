@@ -104,12 +104,16 @@ class JobRepository:
         """Insert one job; with a request_id used before by ``owner``, return that job.
 
         With a ``quota``, RESOURCE_EXHAUSTED when the owner already has ``quota.limit``
-        waiting jobs (a request_id used before still returns its job).
+        waiting jobs (a request_id used before still returns its job). The jobs the quota
+        applies to also count against their owner's cap of running jobs (quotas.py).
         """
         limit = None if quota is None else quota.limit
+        capped = quota is not None
         async with self.pool.acquire() as conn:
             try:
-                rows = await conn.fetch(Q.insert_jobs, owner, batch_id, *_job_arrays([spec]), limit)
+                rows = await conn.fetch(
+                    Q.insert_jobs, owner, batch_id, *_job_arrays([spec]), limit, capped
+                )
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None
             if rows:
@@ -168,7 +172,9 @@ class JobRepository:
             for start in range(0, len(specs), chunk):
                 part = specs[start : start + chunk]
                 arrays = _job_arrays(part)
-                stored = await conn.fetchval(Q.insert_jobs_count, owner, batch_id, *arrays)
+                stored = await conn.fetchval(
+                    Q.insert_jobs_count, owner, batch_id, *arrays, quota is not None
+                )
                 if stored != len(part):
                     raise InvalidArgument.field(
                         "jobs", "request ids must be unique", reason="DUPLICATE_REQUEST_ID"
@@ -306,10 +312,13 @@ class JobRepository:
         max_jobs: int,
         lease_seconds: float,
         user_priority_max: int = USER_PRIORITY_MAX,
+        owner_max_running: int = 0,
     ) -> list[Claimed]:
         """Claim up to ``max_jobs`` jobs shared fairly between their owners (docs/jobs.md).
 
-        Jobs above ``user_priority_max`` (the most a user may set) go before all others.
+        Jobs above ``user_priority_max`` (the most a user may set) go before all others. An
+        owner whose jobs are capped (quotas.py) never has more than ``owner_max_running`` of
+        them running (0: no cap).
         """
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
@@ -320,6 +329,7 @@ class JobRepository:
                 uuid.uuid4(),
                 lease_seconds,
                 user_priority_max,
+                owner_max_running,
             )
         return [
             trusted(Claimed, {"job": Job.from_row(r), "wait_seconds": r["wait_seconds"]})

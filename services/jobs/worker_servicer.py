@@ -35,6 +35,10 @@ from services.jobs.validation import (
 
 # While the LISTEN connection is down, idle claims re-check this often instead.
 DISCONNECTED_POLL_SECONDS = 1.0
+# How often an idle claim re-checks while jobs are due but none could be claimed: their
+# owners are at the cap of running jobs (a capped job's end also wakes it, by NOTIFY), or
+# another claim holds them. Without a floor it would re-claim every millisecond.
+DUE_UNCLAIMED_POLL_SECONDS = 0.25
 
 
 class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc]
@@ -125,7 +129,12 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             while True:
                 woken.clear()  # before the claim: a NOTIFY arriving after it is not lost
                 claimed = await self.repo.claim(
-                    worker_id, types, max_jobs, lease, self.settings.job_priority_max
+                    worker_id,
+                    types,
+                    max_jobs,
+                    lease,
+                    self.settings.job_priority_max,
+                    self.settings.job_owner_max_running,
                 )
                 remaining = deadline - time.monotonic()
                 if claimed or remaining <= 0:
@@ -133,7 +142,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
                 timeout = remaining
                 due = await self.repo.seconds_until_due(types)
                 if due is not None:  # a scheduled job becomes due without any NOTIFY
-                    timeout = min(timeout, max(due, 0.001))
+                    timeout = min(timeout, due if due > 0 else DUE_UNCLAIMED_POLL_SECONDS)
                 if not self.notifier.connected.is_set():
                     timeout = min(timeout, DISCONNECTED_POLL_SECONDS)
                 await wait_event(woken, timeout)

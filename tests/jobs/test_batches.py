@@ -10,7 +10,7 @@ from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 
 from common.grpc_errors import bad_request
 from services.jobs.states import JobState
-from tests.jobs.jobs_support import OWNER, Jobs, lease_of, wait_until
+from tests.jobs.jobs_support import OWNER, Jobs, JobsFactory, lease_of, wait_until
 
 
 def specs(n: int, **fields: object) -> list[job_pb2.JobSpec]:
@@ -18,7 +18,8 @@ def specs(n: int, **fields: object) -> list[job_pb2.JobSpec]:
 
 
 async def test_batch_creates_every_job_in_order(jobs_service) -> None:  # type: ignore[no-untyped-def]
-    svc = await jobs_service(job_batch_insert_chunk=7)  # several INSERT chunks in one transaction
+    # Several INSERT chunks in one transaction; every job claimed at once (no running cap).
+    svc = await jobs_service(job_batch_insert_chunk=7, job_owner_max_running=0)
     response = await svc.jobs.CreateBatch(
         job_service_pb2.CreateBatchRequest(display_name="b", jobs=specs(20)), metadata=svc.owner
     )
@@ -127,7 +128,8 @@ async def test_empty_and_oversized_batches_are_invalid(jobs_service) -> None:  #
     assert await svc.repo.counts_by_owner(OWNER) == {}
 
 
-async def test_outcomes_for_jobs_of_many_batches_are_recorded(svc: Jobs) -> None:
+async def test_outcomes_for_jobs_of_many_batches_are_recorded(jobs_service: JobsFactory) -> None:
+    svc = await jobs_service(job_owner_max_running=0)  # all 500 of the user's jobs run at once
     # One statement's batch notification named every batch it touched: above ~215 batches
     # the payload passed PostgreSQL's 8000-byte NOTIFY limit and the whole statement failed.
     spec = [job_pb2.JobSpec(type="test.many")]

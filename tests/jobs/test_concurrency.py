@@ -76,7 +76,11 @@ asyncio.run(stats)
 
 
 async def test_killed_workers_jobs_run_again_at_least_once(jobs_service: JobsFactory) -> None:
-    svc = await jobs_service(job_lease_seconds=1.0, job_reaper_interval_seconds=0.2)
+    svc = await jobs_service(
+        job_lease_seconds=1.0,
+        job_reaper_interval_seconds=0.2,
+        job_owner_max_running=0,  # all twenty of the user's jobs run at once
+    )
     names = await create_many(svc, "sleep", 20, {"seconds": 3600})
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}"}
     process = await asyncio.create_subprocess_exec(

@@ -11,14 +11,22 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest_asyncio
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2
 
 from services.jobs.models import JobSpec, LeaseRef
 from services.jobs.repository import JobRepository
-from tests.jobs.jobs_support import OTHER, OWNER, Jobs, lease_of
+from tests.jobs.jobs_support import OTHER, OWNER, Jobs, JobsFactory, lease_of
 from tests.support.hypo import relaxed
+
+
+@pytest_asyncio.fixture
+async def uncapped(jobs_service: JobsFactory) -> Jobs:
+    """The service without the cap of running jobs (test_running_cap.py tests the cap): for
+    the tests that leave more of one user's jobs running than it allows."""
+    return await jobs_service(job_owner_max_running=0)
 
 
 async def flood(svc: Jobs, md: object, n: int, priority: int) -> None:
@@ -67,8 +75,9 @@ async def test_several_floods_hold_a_newcomer_for_at_most_one_job_each(svc: Jobs
 
 
 async def test_claims_of_many_jobs_interleave_owners_and_keep_each_owners_priorities(
-    svc: Jobs,
+    uncapped: Jobs,
 ) -> None:
+    svc = uncapped
     await flood(svc, svc.other, 10, priority=100)
     for priority in (0, 50, -10, 100, 50):
         await svc.create(priority=priority)
@@ -193,7 +202,8 @@ async def test_random_sequences_keep_the_bound_and_claim_each_job_once(
             await repo.delete_owner_jobs(owner, 1000)
 
 
-async def test_concurrent_claims_over_many_owners_take_each_job_once(svc: Jobs) -> None:
+async def test_concurrent_claims_over_many_owners_take_each_job_once(uncapped: Jobs) -> None:
+    svc = uncapped
     import asyncio
 
     owners = [svc.owner, svc.other, svc.service, svc.admin]
@@ -209,7 +219,10 @@ async def test_concurrent_claims_over_many_owners_take_each_job_once(svc: Jobs) 
     assert len(names) == len(set(names)) == 4 * 40  # every job, none twice
 
 
-async def test_owners_without_jobs_of_the_claimed_types_do_not_shrink_a_claim(svc: Jobs) -> None:
+async def test_owners_without_jobs_of_the_claimed_types_do_not_shrink_a_claim(
+    uncapped: Jobs,
+) -> None:
+    svc = uncapped
     for md in (svc.other, svc.service, svc.admin):
         jobs = [job_pb2.JobSpec(type="test.elsewhere") for _ in range(30)]
         await svc.jobs.CreateBatch(job_service_pb2.CreateBatchRequest(jobs=jobs), metadata=md)

@@ -100,7 +100,11 @@ async def test_queue_stats(svc: Jobs) -> None:
 
 
 async def test_retention_deletes_only_old_finished_jobs_in_chunks(jobs_service) -> None:  # type: ignore[no-untyped-def]
-    svc = await jobs_service(job_retention_chunk_size=2, job_retention_succeeded_seconds=0)
+    svc = await jobs_service(
+        job_retention_chunk_size=2,
+        job_retention_succeeded_seconds=0,
+        job_owner_max_running=0,  # the user's jobs are claimed all at once
+    )
     finished = []
     for _ in range(5):
         await svc.create()

@@ -11,7 +11,8 @@
 -- Every job also gets its row in jobs.job_keys (migrations 003 and 005: a trigger adds it),
 -- which owner, batch and time lookups below go through. With a quota $11 (NULL: none), the
 -- owner's waiting jobs are counted under the owner's lock first (jobs.lock_owner_waiting,
--- migration 006) and nothing is inserted when the new jobs would take them past $11.
+-- migration 006) and nothing is inserted when the new jobs would take them past $11. $12: the
+-- jobs count against their owner's cap of running jobs (migration 007).
 WITH quota AS (
     SELECT CASE WHEN $11::int IS NOT NULL THEN jobs.lock_owner_waiting($1, $11) END AS waiting
 ), input AS (
@@ -21,13 +22,13 @@ WITH quota AS (
         AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
 ), ins AS (
     INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
-                           request_id, max_attempts, available_at)
+                           request_id, max_attempts, available_at, capped)
     SELECT id, type, $1,
            CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
            priority, payload::jsonb,
            CASE WHEN files = '[]' THEN '{}'::text[]
                 ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
-           $2, request_id, max_attempts, coalesce(schedule_time, now())
+           $2, request_id, max_attempts, coalesce(schedule_time, now()), $12
     FROM input
     WHERE $11::int IS NULL OR (SELECT waiting FROM quota) + cardinality($3::uuid[]) <= $11
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
@@ -39,7 +40,7 @@ WITH quota AS (
 SELECT ins.* FROM ins, wake;
 
 -- name: insert_jobs_count
--- insert_jobs for batches: the same rows, returning only how many were stored.
+-- insert_jobs for batches: the same rows ($11: capped), returning only how many were stored.
 WITH input AS (
     SELECT *
     FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
@@ -47,13 +48,13 @@ WITH input AS (
         AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
 ), ins AS (
     INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
-                           request_id, max_attempts, available_at)
+                           request_id, max_attempts, available_at, capped)
     SELECT id, type, $1,
            CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
            priority, payload::jsonb,
            CASE WHEN files = '[]' THEN '{}'::text[]
                 ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
-           $2, request_id, max_attempts, coalesce(schedule_time, now())
+           $2, request_id, max_attempts, coalesce(schedule_time, now()), $11
     FROM input
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING type, state
@@ -204,13 +205,19 @@ SELECT upd.* FROM upd, wake, changed;
 --   jobs_claim_owner_v1);
 -- * lifted: each owner's turn (jobs.owner_turns), raised to one below the highest turn among
 --   them, so an owner that was idle or is new starts just ahead of the busiest one;
--- * ready: those with a claimable job of the types $1 now (one probe per owner and type);
--- * candidates: each ready owner's first jobs of each type in the owner's priority order,
+-- * ready: those with a claimable job of the types $1 now (one probe per owner and type),
+--   and whether the owner's jobs count against the cap of running jobs (one more probe);
+-- * room: with a cap $7 (0: none), how many more jobs each capped owner may start: owners
+--   already at the cap by this statement's snapshot are left out, the others are counted
+--   again under their locks (jobs.lock_owners_running, migration 007), so concurrent claims
+--   never take an owner past the cap; owners without room are left out;
+-- * candidates: each open owner's first jobs of each type in the owner's priority order,
 --   skipping rows other claims hold locked, as many as an even share of $2 plus two (which
---   covers every job the bound lets go first), at most $2; the owner's k-th job gets the
---   turn (owner's turn + k);
--- * picked: the first $2 candidates by band (priorities above the users' maximum $6, which
---   only services may set, first), then turn, then priority and age;
+--   covers every job the bound lets go first) and the owner's room, at most $2; the owner's
+--   k-th job gets the turn (owner's turn + k);
+-- * picked: the first $2 candidates, at most its room per owner, by band (priorities above
+--   the users' maximum $6, which only services may set, first), then turn, then priority and
+--   age;
 -- * served owners' turns advance by the number of jobs they got.
 WITH RECURSIVE waiting(owner) AS (
     (SELECT owner FROM jobs.jobs WHERE state IN ('queued', 'scheduled') ORDER BY owner LIMIT 1)
@@ -226,31 +233,50 @@ WITH RECURSIVE waiting(owner) AS (
     FROM waiting w LEFT JOIN jobs.owner_turns t ON t.owner = w.owner
     WHERE w.owner IS NOT NULL
 ), ready AS (
-    SELECT l.owner, l.turn FROM lifted l
+    SELECT l.owner, l.turn,
+           $7::int > 0 AND (SELECT q.capped FROM jobs.jobs q
+                            WHERE q.owner = l.owner AND q.state IN ('queued', 'scheduled')
+                            LIMIT 1) AS capped
+    FROM lifted l
     WHERE EXISTS (
         SELECT 1 FROM wanted
         WHERE EXISTS (
             SELECT 1 FROM jobs.jobs q
             WHERE q.owner = l.owner AND q.type = wanted.type
               AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()))
+), counted AS (
+    SELECT * FROM jobs.lock_owners_running(ARRAY(
+        SELECT r.owner FROM ready r
+        WHERE r.capped AND (SELECT count(*) FROM (
+            SELECT 1 FROM jobs.jobs j
+            WHERE j.owner = r.owner AND j.state = 'running' AND j.capped
+            LIMIT $7::int) AS n) < $7::int
+    ), $7::int)
+), room AS (
+    SELECT r.owner, r.turn,
+           CASE WHEN r.capped THEN $7::int - coalesce(c.running, $7::int) END AS jobs
+    FROM ready r LEFT JOIN counted c ON c.owner = r.owner
+), open_owners AS (
+    SELECT owner, turn, jobs AS room FROM room WHERE jobs IS NULL OR jobs > 0
 ), share AS (
-    SELECT least($2, ($2 + count(*) - 1) / greatest(count(*), 1) + 2)::int AS jobs FROM ready
+    SELECT least($2, ($2 + count(*) - 1) / greatest(count(*), 1) + 2)::int AS jobs
+    FROM open_owners
 ), candidates AS (
-    SELECT c.id, c.owner, c.priority, c.available_at, c.seq, r.turn AS base,
+    SELECT c.id, c.owner, c.priority, c.available_at, c.seq, r.turn AS base, r.room,
            r.turn + row_number() OVER (
                PARTITION BY c.owner ORDER BY c.priority DESC, c.available_at, c.seq) AS turn
-    FROM ready r CROSS JOIN wanted CROSS JOIN LATERAL (
+    FROM open_owners r CROSS JOIN wanted CROSS JOIN LATERAL (
         SELECT q.id, q.owner, q.priority, q.available_at, q.seq FROM jobs.jobs q
         WHERE q.owner = r.owner AND q.type = wanted.type
           AND q.state IN ('queued', 'scheduled') AND q.available_at <= now()
         ORDER BY q.priority DESC, q.available_at, q.seq
-        LIMIT (SELECT jobs FROM share)
+        LIMIT least((SELECT jobs FROM share), r.room)
         FOR UPDATE SKIP LOCKED
     ) c
 ), picked AS (
     -- Past its share, an owner's rank is no longer its own priority order across types.
     SELECT id, owner, turn, priority > $6 AS service_band FROM candidates
-    WHERE turn - base <= (SELECT jobs FROM share)
+    WHERE turn - base <= least((SELECT jobs FROM share), room)
     ORDER BY priority > $6 DESC, turn, priority DESC, available_at, seq
     LIMIT $2
 ), served AS (
@@ -315,8 +341,14 @@ WITH input AS (
         updated_at = now(), progress_percent = 100, lease_id = NULL, lease_expires_at = NULL
     FROM input
     WHERE j.id = input.id AND j.lease_id = input.lease_id
-    RETURNING j.id, j.type, j.batch_id, j.state,
+    RETURNING j.id, j.type, j.batch_id, j.state, j.capped,
               extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
+), wake AS (
+    -- A capped job that ends makes room for its owner's next one: wake idle claims of its
+    -- type (the owner's waiting jobs are most likely of the same type).
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)
+                                                    FILTER (WHERE capped)) AS n
+    FROM upd
 ), changed AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 ), batches AS (
@@ -328,7 +360,7 @@ WITH input AS (
 )
 -- The guard is a one-time filter: evaluated (and so raising) before any row is returned,
 -- even when no row changed.
-SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, changed, batches
+SELECT upd.id, upd.type, upd.state, upd.run_seconds FROM upd, wake, changed, batches
 WHERE (SELECT ok FROM guard);
 
 -- name: fail_jobs
@@ -354,12 +386,14 @@ WITH input AS (
         error = input.error, updated_at = now(), lease_id = NULL, lease_expires_at = NULL
     FROM input
     WHERE j.id = input.id AND j.lease_id = input.lease_id
-    RETURNING j.id, j.type, j.batch_id, j.state,
+    RETURNING j.id, j.type, j.batch_id, j.state, j.capped,
               extract(epoch FROM now() - j.started_at)::float8 AS run_seconds
 ), wake AS (
-    -- Retries are not claimable yet, but idle claims must learn when they become due.
+    -- Retries are not claimable yet, but idle claims must learn when they become due; a
+    -- capped job that ends makes room for its owner's next one (as in complete_jobs).
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)
-                                                    FILTER (WHERE state = 'scheduled')) AS n
+                                                    FILTER (WHERE state = 'scheduled'
+                                                            OR capped)) AS n
     FROM upd
 ), changed AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
