@@ -12,7 +12,7 @@ import uuid
 
 import asyncpg
 import pytest_asyncio
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2
 
@@ -143,6 +143,23 @@ OPS = st.lists(
 
 @relaxed(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
+# Owner 0's claim of another type raised the highest turn; owner 3, lifted to a tie with
+# owner 1, lost the tie on priority and waited past the bound.
+@example(
+    ops=[
+        ("enqueue", 0, 1, -100, 1),
+        ("enqueue", 2, 3, -100, 0),
+        ("enqueue", 3, 2, -100, 0),
+        ("claim", 2, 0, 0, 0),
+        ("enqueue", 0, 1, -100, 0),
+        ("enqueue", 0, 2, 0, 0),
+        ("enqueue", 1, 3, 0, 0),
+        ("claim", 5, 0, 0, 0),
+        ("claim", 1, 1, 0, 0),
+        ("claim", 1, 0, 0, 0),
+        ("claim", 1, 0, 0, 0),
+    ]
+)
 async def test_random_sequences_keep_the_bound_and_claim_each_job_once(
     pool: asyncpg.Pool, ops: list[tuple[str, int, int, int, int]]
 ) -> None:

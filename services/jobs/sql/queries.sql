@@ -216,8 +216,10 @@ SELECT upd.* FROM upd, wake, changed;
 --   covers every job the bound lets go first) and the owner's room, at most $2; the owner's
 --   k-th job gets the turn (owner's turn + k);
 -- * picked: the first $2 candidates, at most its room per owner, by band (priorities above
---   the users' maximum $6, which only services may set, first), then turn, then priority and
---   age;
+--   the users' maximum $6, which only services may set, first), then turn, then age: equal
+--   turns are always different owners (an owner's own jobs have consecutive turns in its
+--   priority order), and between owners the older job goes first; breaking the tie on
+--   priority let an owner lifted to a tie lose it again and again, past the bound;
 -- * served owners' turns advance by the number of jobs they got.
 WITH RECURSIVE waiting(owner) AS (
     (SELECT owner FROM jobs.jobs WHERE state IN ('queued', 'scheduled') ORDER BY owner LIMIT 1)
@@ -277,7 +279,7 @@ WITH RECURSIVE waiting(owner) AS (
     -- Past its share, an owner's rank is no longer its own priority order across types.
     SELECT id, owner, turn, priority > $6 AS service_band FROM candidates
     WHERE turn - base <= least((SELECT jobs FROM share), room)
-    ORDER BY priority > $6 DESC, turn, priority DESC, available_at, seq
+    ORDER BY priority > $6 DESC, turn, available_at, seq
     LIMIT $2
 ), served AS (
     INSERT INTO jobs.owner_turns AS t (owner, turn)
@@ -300,7 +302,7 @@ WITH RECURSIVE waiting(owner) AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 )
 SELECT upd.* FROM upd JOIN picked p ON p.id = upd.id, changed
-ORDER BY p.service_band DESC, p.turn, upd.priority DESC, upd.available_at, upd.seq;
+ORDER BY p.service_band DESC, p.turn, upd.available_at, upd.seq;
 
 -- name: heartbeat
 -- Lease checks on batches (heartbeat, complete, fail, release) match rows by id and lease
