@@ -90,6 +90,10 @@ def server_settings(settings: Settings) -> dict[str, str]:
         "application_name": settings.service_name,
         "statement_timeout": str(settings.db_statement_timeout_ms),
         "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
+        # Our statements are short and planned per call: once a deep queue pushes the fair
+        # claim's estimated cost past jit_above_cost, compiling it costs far more than running
+        # it, on every claim.
+        "jit": "off",
     }
 
 

@@ -316,3 +316,8 @@ async def test_check_health_is_false_when_no_connection_can_be_made(pg_admin_dsn
         finally:
             proxy.resume()
             pool.terminate()
+
+
+async def test_pooled_connections_run_without_jit(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SHOW jit") == "off"
