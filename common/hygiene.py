@@ -238,15 +238,7 @@ def _struct(value: Any, depth: int) -> Violation | None:
             return Violation("NUL_IN_STRING", "key must not contain a NUL character").at(
                 key_segment(key)
             )
-        kind = item.WhichOneof("kind")
-        if kind == "string_value":
-            violation = _nul() if "\x00" in item.string_value else None
-        elif kind == "number_value":
-            violation = None if math.isfinite(item.number_value) else _non_finite()
-        elif kind == "struct_value" or kind == "list_value":
-            violation = _dynamic(item, depth)
-        else:
-            continue
+        violation = _item(item, depth)
         if violation is not None:
             return violation.at(key_segment(key))
     return None
@@ -256,17 +248,21 @@ def _list(value: Any, depth: int) -> Violation | None:
     if depth > MAX_STRUCT_DEPTH:
         return _too_deep()
     for index, item in enumerate(value.values):
-        kind = item.WhichOneof("kind")
-        if kind == "string_value":
-            violation = _nul() if "\x00" in item.string_value else None
-        elif kind == "number_value":
-            violation = None if math.isfinite(item.number_value) else _non_finite()
-        elif kind == "struct_value" or kind == "list_value":
-            violation = _dynamic(item, depth)
-        else:
-            continue
+        violation = _item(item, depth)
         if violation is not None:
             return violation.at(f"[{index}]")
+    return None
+
+
+def _item(item: Any, depth: int) -> Violation | None:
+    """One Value inside a Struct or ListValue."""
+    kind = item.WhichOneof("kind")
+    if kind == "string_value":
+        return _nul() if "\x00" in item.string_value else None
+    if kind == "number_value":
+        return None if math.isfinite(item.number_value) else _non_finite()
+    if kind == "struct_value" or kind == "list_value":
+        return _dynamic(item, depth)
     return None
 
 

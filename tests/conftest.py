@@ -17,7 +17,6 @@ import asyncio
 import os
 import socket
 import tempfile
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -38,6 +37,12 @@ import pytest_asyncio  # noqa: E402
 
 from common.registry import SERVICES  # noqa: E402
 from common.settings import Settings  # noqa: E402
+from tests.support.stores import (  # noqa: E402
+    reset_s3,
+    run_admin,
+    suite_settings,
+    with_database,
+)
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -46,13 +51,6 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
-
-
-def with_database(dsn: str, database: str) -> str:
-    """Replace the database name of a DSN (keeps ?host=... for unix sockets)."""
-    head, sep, query = dsn.partition("?")
-    base = head.rsplit("/", 1)[0]
-    return f"{base}/{database}{sep}{query}"
 
 
 @pytest.fixture(scope="session")
@@ -70,15 +68,6 @@ def pg_admin_dsn() -> Iterator[str]:
             server.cleanup()
 
 
-async def _admin(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def template_db(pg_admin_dsn: str) -> Iterator[str]:
     """A database with all migrations applied; copied for every test."""
@@ -87,7 +76,7 @@ def template_db(pg_admin_dsn: str) -> Iterator[str]:
     name = f"mg_template_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
     async def build() -> None:
-        await _admin(pg_admin_dsn, f"CREATE DATABASE {name}")
+        await run_admin(pg_admin_dsn, f"CREATE DATABASE {name}")
         conn = await asyncpg.connect(with_database(pg_admin_dsn, name))
         try:
             for spec in SERVICES.values():
@@ -98,17 +87,17 @@ def template_db(pg_admin_dsn: str) -> Iterator[str]:
 
     asyncio.run(build())
     yield name
-    asyncio.run(_admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(run_admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @pytest_asyncio.fixture
 async def database_dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
     name = f"mg_test_{uuid.uuid4().hex[:12]}"
-    await _admin(pg_admin_dsn, f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    await run_admin(pg_admin_dsn, f"CREATE DATABASE {name} TEMPLATE {template_db}")
     try:
         yield with_database(pg_admin_dsn, name)
     finally:
-        await _admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await run_admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest_asyncio.fixture
@@ -135,29 +124,10 @@ def s3_endpoint() -> Iterator[str]:
         server.stop()
 
 
-def reset_s3(endpoint: str) -> None:
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-
-
 @pytest.fixture
 def settings(database_dsn: str, s3_endpoint: str) -> Settings:
     reset_s3(s3_endpoint)
-    return Settings(
-        environment="test",
-        database_url=database_dsn,
-        s3_endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        s3_payload_signing=False,
-        grpc_port=0,
-        grpc_shutdown_grace_seconds=2,
-        health_check_interval_seconds=0.5,
-        db_connect_attempts=3,
-        db_connect_backoff_seconds=0.05,
-        log_format="text",
-    )
+    return suite_settings(database_dsn, s3_endpoint)
 
 
 SuiteFactory = Callable[..., Awaitable[tuple[Any, Any, grpc.aio.Channel]]]

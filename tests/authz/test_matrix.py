@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import mediagrid
 import pytest
@@ -41,7 +40,7 @@ from tests.authz.world import (
     World,
     start_world,
 )
-from tests.conftest import reset_s3, with_database
+from tests.support.stores import reset_s3, run_admin, suite_settings, with_database
 
 ON_THE_SUITE = pytest.mark.asyncio(loop_scope="module")
 
@@ -126,26 +125,13 @@ def test_every_row_names_every_caller_kind(key: str, row: dict[str, Any]) -> Non
 async def world(pg_admin_dsn: str, template_db: str, s3_endpoint: str) -> AsyncIterator[World]:
     """The whole suite on a database of its own, shared by the module's rows."""
     name = f"mg_authz_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    finally:
-        await admin.close()
+    await run_admin(pg_admin_dsn, f"CREATE DATABASE {name} TEMPLATE {template_db}")
     await asyncio.to_thread(reset_s3, s3_endpoint)
-    settings = Settings(
-        environment="test",
-        database_url=with_database(pg_admin_dsn, name),
-        s3_endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        s3_payload_signing=False,
-        grpc_port=0,
+    settings = suite_settings(
+        with_database(pg_admin_dsn, name),
+        s3_endpoint,
         grpc_shutdown_grace_seconds=1,
-        health_check_interval_seconds=0.5,
-        db_connect_attempts=3,
-        db_connect_backoff_seconds=0.05,
         db_pool_max_size=20,
-        log_format="text",
         bootstrap_admin_email=ADMIN_EMAIL,
         bootstrap_admin_password=ADMIN_PASSWORD,
     )
@@ -158,11 +144,7 @@ async def world(pg_admin_dsn: str, template_db: str, s3_endpoint: str) -> AsyncI
             finally:
                 await channel.close()
     finally:
-        admin = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+        await run_admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def outcome(call: Awaitable[Any]) -> tuple[str, str]:

@@ -70,6 +70,7 @@ from services.users.repository import UserRepository
 from services.users.sessions import SessionManager
 from tests.support.auth import bearer
 from tests.support.proto_strategies import Names, WireRequest, requests
+from tests.support.stores import run_admin, suite_settings, with_database
 
 T = TypeVar("T")
 
@@ -465,21 +466,11 @@ def _seed(suite: FuzzSuite) -> None:
 
 
 def _settings(database_dsn: str, s3_endpoint: str) -> Settings:
-    return Settings(
-        environment="test",
-        database_url=database_dsn,
-        s3_endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        s3_payload_signing=False,
+    return suite_settings(
+        database_dsn,
+        s3_endpoint,
         s3_create_buckets=True,
         bucket_prefix=BUCKET_PREFIX,
-        grpc_port=0,
-        grpc_shutdown_grace_seconds=2,
-        health_check_interval_seconds=0.5,
-        db_connect_attempts=3,
-        db_connect_backoff_seconds=0.05,
-        log_format="text",
         # A ClaimJobs wait is capped by this: a drawn wait of hours must not hold an example.
         job_claim_max_wait_seconds=1.0,
         # Sweeps and the lease reaper would change rows between the snapshots of an example.
@@ -490,26 +481,13 @@ def _settings(database_dsn: str, s3_endpoint: str) -> Settings:
     )
 
 
-def _with_database(dsn: str, database: str) -> str:
-    head, sep, query = dsn.partition("?")
-    return f"{head.rsplit('/', 1)[0]}/{database}{sep}{query}"
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def fuzz_suite(pg_admin_dsn: str, template_db: str, s3_endpoint: str) -> Iterator[FuzzSuite]:
     loop = LoopThread()
     stack = contextlib.AsyncExitStack()
     database = f"mg_fuzz_{uuid.uuid4().hex[:12]}"
-    loop.run(_admin(pg_admin_dsn, f"CREATE DATABASE {database} TEMPLATE {template_db}"))
-    settings = _settings(_with_database(pg_admin_dsn, database), s3_endpoint)
+    loop.run(run_admin(pg_admin_dsn, f"CREATE DATABASE {database} TEMPLATE {template_db}"))
+    settings = _settings(with_database(pg_admin_dsn, database), s3_endpoint)
     server, ctx = loop.run(stack.enter_async_context(running_suite(settings, ("all",), port=0)))
     suite = FuzzSuite(loop, settings, server.address, ctx, pg_admin_dsn, database)
     try:
@@ -534,7 +512,7 @@ def fuzz_suite(pg_admin_dsn: str, template_db: str, s3_endpoint: str) -> Iterato
             if suite.conn is not None:
                 loop.run(suite.conn.close())
         loop.run(stack.aclose())
-        loop.run(_admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        loop.run(run_admin(pg_admin_dsn, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         loop.close()
 
 

@@ -116,7 +116,7 @@ async def module_users(
 
     from common.runtime import running_suite
     from services.users import app
-    from tests.conftest import with_database
+    from tests.support.stores import with_database
 
     name = f"mg_users_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg_admin_dsn)
