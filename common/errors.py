@@ -111,10 +111,8 @@ class FailedPrecondition(DomainError):
     default_reason = "FAILED_PRECONDITION"
 
 
-class ResourceExhausted(DomainError):
-    """A limit or quota was reached; retry later."""
-
-    default_reason = "RESOURCE_EXHAUSTED"
+class RetryLater(DomainError):
+    """An error the client should retry after a delay (sent as a google.rpc.RetryInfo)."""
 
     def __init__(
         self,
@@ -131,7 +129,13 @@ class ResourceExhausted(DomainError):
         super().__init__(message, reason=reason, metadata=metadata, domain=domain)
 
 
-class Unavailable(DomainError):
+class ResourceExhausted(RetryLater):
+    """A limit or quota was reached; retry later."""
+
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(RetryLater):
     """A dependency is unavailable; retry later."""
 
     default_reason = "UNAVAILABLE"

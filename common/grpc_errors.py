@@ -152,7 +152,7 @@ def to_status(exc: errors.DomainError, domain: str) -> status_pb2.Status:
     details = [_pack(info)]
     if violations:
         details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
-    if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_seconds is not None:
+    if isinstance(exc, errors.RetryLater) and exc.retry_after_seconds is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(round(exc.retry_after_seconds * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
@@ -191,14 +191,22 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # A pooled connection whose backend was terminated: the next statement finds it closed,
+    # or finds the protocol mid-way ("cannot switch to state ...").
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.InternalClientError,
 )
+# How long a client should wait before retrying a call that met a dependency outage.
+RETRY_AFTER_OUTAGE_SECONDS = 1.0
 
 
 def dependency_status(exc: BaseException, method: str) -> status_pb2.Status | None:
     """UNAVAILABLE for a database or connection failure (logged with a correlation id)."""
     if isinstance(exc, DATABASE_DOWN):
         reason, what = "DATABASE_UNAVAILABLE", "the database"
-    elif isinstance(exc, ConnectionError):
+    elif isinstance(exc, (ConnectionError, TimeoutError)):
+        # A timeout nobody translated is a dependency that did not answer in time (a pool
+        # that could not connect, a peer that hung), not a server bug.
         reason, what = "DEPENDENCY_UNAVAILABLE", "a dependency"
     else:
         return None
@@ -217,6 +225,7 @@ def dependency_status(exc: BaseException, method: str) -> status_pb2.Status | No
         f"{what} is unavailable; retry later (correlation id {correlation_id})",
         reason=reason,
         metadata={"correlation_id": correlation_id},
+        retry_after_seconds=RETRY_AFTER_OUTAGE_SECONDS,
     )
     return to_status(unavailable, domain_for_method(method))
 
@@ -299,7 +308,7 @@ def from_rpc_error(error: grpc.RpcError) -> errors.DomainError:
             kwargs["violations"] = [
                 errors.FieldViolation(v.field, v.description) for v in bad.field_violations
             ]
-    if issubclass(cls, errors.ResourceExhausted):
+    if issubclass(cls, errors.RetryLater):
         retry: error_details_pb2.RetryInfo | None = _detail_of(status, error_details_pb2.RetryInfo)
         if retry is not None and retry.HasField("retry_delay"):
             kwargs["retry_after_seconds"] = retry.retry_delay.ToNanoseconds() / 1e9

@@ -7,14 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import wrappers_pb2
+from google.rpc import error_details_pb2
 
 from common import db, errors
 from common.grpc_errors import (
     MAX_MESSAGE_BYTES,
     bad_request,
+    dependency_status,
     error_info,
     from_rpc_error,
     retry_info,
@@ -89,7 +92,7 @@ def test_every_domain_exception_has_a_case() -> None:
         obj
         for obj in vars(errors).values()
         if isinstance(obj, type) and issubclass(obj, errors.DomainError)
-    }
+    } - {errors.RetryLater}  # a base class, never raised itself
     assert classes <= {type(case[0]) for case in CASES}
 
 
@@ -490,3 +493,66 @@ async def test_database_outage_in_a_handler_is_unavailable(
         finally:
             pool.terminate()
     assert "unavailable in /mediagrid.demo.v1.DemoService/Query" in caplog.text
+
+
+async def test_pooled_connections_whose_backend_was_killed_never_answer_internal(
+    pg_admin_dsn: str,
+) -> None:
+    """pg_terminate_backend under the pool, 10 rounds: each call is OK (the pool noticed and
+    reconnected) or UNAVAILABLE with a RetryInfo, never INTERNAL; the pool recovers."""
+    pool = await db.create_pool(test_settings(db_pool_min_size=1, db_pool_max_size=2), pg_admin_dsn)
+
+    async def query(request: bytes, context: Any) -> bytes:
+        return str(await pool.fetchval("SELECT 7")).encode()
+
+    seen: list[str] = []
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        async with serving(demo_service({"Query": unary(query)})) as (_, channel):
+            for _ in range(10):
+                assert await channel.unary_unary(method("Query"))(b"") == b"7"
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                    test_settings().service_name,
+                )
+                try:
+                    await channel.unary_unary(method("Query"))(b"")
+                    seen.append("OK")
+                except grpc.aio.AioRpcError as exc:
+                    seen.append(exc.code().name)
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                    retry = retry_info(exc)
+                    assert retry is not None and retry.retry_delay.ToNanoseconds() > 0
+            assert await channel.unary_unary(method("Query"))(b"") == b"7"
+    finally:
+        await admin.close()
+        pool.terminate()
+    assert set(seen) <= {"OK", "UNAVAILABLE"}, seen
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (
+            asyncpg.InternalClientError("cannot switch to state 12; another operation"),
+            "DATABASE_UNAVAILABLE",
+        ),
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+            "DATABASE_UNAVAILABLE",
+        ),
+        (TimeoutError(), "DEPENDENCY_UNAVAILABLE"),
+    ],
+)
+def test_driver_and_timeout_failures_are_unavailable_with_retry_info(
+    exc: BaseException, reason: str
+) -> None:
+    status = dependency_status(exc, "/mediagrid.jobs.v1.JobService/GetJob")
+    assert status is not None
+    assert status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    kinds = {detail.type_url.rsplit("/", 1)[-1] for detail in status.details}
+    assert {"google.rpc.ErrorInfo", "google.rpc.RetryInfo"} <= kinds
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    assert info.reason == reason
