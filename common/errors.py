@@ -140,6 +140,15 @@ class Unavailable(RetryLater):
 
     default_reason = "UNAVAILABLE"
 
+    @classmethod
+    def not_deployed(cls, service: str) -> Unavailable:
+        """A peer service (full gRPC name) that this deployment does not run."""
+        return cls(
+            f"{service} is not available in this deployment",
+            reason="DEPENDENCY_UNAVAILABLE",
+            metadata={"service": service},
+        )
+
 
 class Aborted(DomainError):
     """The operation conflicted with a concurrent one; retry it."""

@@ -26,7 +26,6 @@ from services.files.ports import (
     JOBS_SERVICE,
     grantee_not_found,
     job_not_accessible,
-    not_deployed,
 )
 from services.users.bootstrap import ServiceToken, issue_service_token, job_type_grant
 
@@ -70,7 +69,7 @@ class GrpcJobAccess:
     async def require_job(self, principal: Principal, job_id: str) -> None:
         name = f"jobs/{job_id}"
         if "jobs" not in self.ctx.addresses:
-            raise not_deployed(JOBS_SERVICE)
+            raise Unavailable.not_deployed(JOBS_SERVICE)
         if not principal.token:
             raise job_not_accessible(name)
         stub = job_service_pb2_grpc.JobServiceStub(self.ctx.channel("jobs"))

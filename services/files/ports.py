@@ -28,14 +28,6 @@ class UserDirectory(Protocol):
         """Return when ``users/{user_id}`` exists and is not deleted; NOT_FOUND otherwise."""
 
 
-def not_deployed(service: str) -> Unavailable:
-    return Unavailable(
-        f"{service} is not available in this deployment",
-        reason="DEPENDENCY_UNAVAILABLE",
-        metadata={"service": service},
-    )
-
-
 def job_not_accessible(name: str) -> PermissionDenied:
     return PermissionDenied(
         f"you may not attach files to {name}",
@@ -52,9 +44,9 @@ def grantee_not_found(name: str) -> NotFound:
 
 class UnavailableJobAccess:
     async def require_job(self, principal: Principal, job_id: str) -> None:
-        raise not_deployed(JOBS_SERVICE)
+        raise Unavailable.not_deployed(JOBS_SERVICE)
 
 
 class UnavailableUserDirectory:
     async def require_user(self, user_id: str) -> None:
-        raise not_deployed(USERS_SERVICE)
+        raise Unavailable.not_deployed(USERS_SERVICE)

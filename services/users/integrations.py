@@ -16,12 +16,12 @@ import grpc
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
 from common.app import AppContext
-from common.errors import Unauthenticated
+from common.errors import Unauthenticated, Unavailable
 from common.grpc_errors import from_rpc_error
 from common.interceptors import outgoing_metadata
 from services.jobs.client import JobsClient
 from services.users.bootstrap import ServiceToken, issue_service_token, job_type_grant
-from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage, dependency_unavailable
+from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage
 
 # The service account the users service acts as when nobody is calling (sweeps, purges).
 SYSTEM_ACCOUNT_EMAIL = "users-service@example.com"
@@ -32,7 +32,7 @@ STATE_PREFIX = "JOB_STATE_"
 def _channel(ctx: AppContext, service: str, full_name: str) -> grpc.aio.Channel:
     """The channel to ``service``, or UNAVAILABLE when this deployment does not run it."""
     if service not in ctx.addresses:
-        raise dependency_unavailable(full_name)
+        raise Unavailable.not_deployed(full_name)
     return ctx.channel(service)
 
 

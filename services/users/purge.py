@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from common.errors import DomainError
-from services.users.usage import FILES_SERVICE, JOBS_SERVICE, dependency_unavailable
+from common.errors import DomainError, Unavailable
+from services.users.usage import FILES_SERVICE, JOBS_SERVICE
 
 if TYPE_CHECKING:
     from services.users.repository import UserRepository
@@ -71,4 +71,4 @@ class MissingServicesPurger:
     """The purger used while the services holding user data are not part of the suite."""
 
     async def purge(self, user: str) -> None:
-        raise dependency_unavailable(f"{JOBS_SERVICE}, {FILES_SERVICE}")
+        raise Unavailable.not_deployed(f"{JOBS_SERVICE}, {FILES_SERVICE}")

@@ -34,19 +34,11 @@ class UsageSource(Protocol):
         """Number and total bytes of the user's (not deleted) files."""
 
 
-def dependency_unavailable(service: str) -> Unavailable:
-    return Unavailable(
-        f"{service} is not available in this deployment",
-        reason="DEPENDENCY_UNAVAILABLE",
-        metadata={"service": service},
-    )
-
-
 class MissingServicesUsageSource:
     """The source used while the jobs and files services are not part of the suite."""
 
     async def job_counts(self, user: str) -> dict[str, int]:
-        raise dependency_unavailable(JOBS_SERVICE)
+        raise Unavailable.not_deployed(JOBS_SERVICE)
 
     async def file_usage(self, user: str) -> FileUsage:
-        raise dependency_unavailable(FILES_SERVICE)
+        raise Unavailable.not_deployed(FILES_SERVICE)

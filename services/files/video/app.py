@@ -18,9 +18,9 @@ from mediagrid.files.v1 import file_pb2
 
 from common.app import AppContext, ServiceInstance
 from common.context import Principal
-from common.errors import NotFound
+from common.errors import NotFound, Unavailable
 from services.files import convert
-from services.files.ports import JOBS_SERVICE, not_deployed
+from services.files.ports import JOBS_SERVICE
 from services.files.repository import FilesRepository
 from services.files.upload import UploadDeps
 from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
@@ -93,7 +93,7 @@ class GrpcVideoJobs:
         on_behalf_of: Principal,
     ) -> str:
         if "jobs" not in self.ctx.addresses:
-            raise not_deployed(JOBS_SERVICE)
+            raise Unavailable.not_deployed(JOBS_SERVICE)
         owner = await self._owner(file)
         client = JobsClient(self.ctx.channel("jobs"))
         # No request_id: RegenerateThumbnails must create a new job each time it is asked.
