@@ -27,13 +27,13 @@ from mediagrid.users.v1 import user_service_pb2
 from common.grpc_errors import error_info
 from common.runtime import running_suite
 from common.settings import Settings
+from services.jobs.job_types import registry
 from services.users.passwords import Passwords
 from tests.authz.requests import REQUESTS, create_job_of_type
 from tests.authz.world import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     CALLERS,
-    INTERNAL_JOB_TYPES,
     OWNING_SERVICE,
     PASSWORD,
     FixtureError,
@@ -48,8 +48,6 @@ MATRIX = tomllib.loads((Path(__file__).parent / "matrix.toml").read_text())
 RPC_ROWS: dict[str, dict[str, Any]] = MATRIX["rpc"]
 JOB_TYPE_ROWS: dict[str, dict[str, Any]] = MATRIX["job_type"]
 ROW_FIELDS = {"note"}
-# The job types named by the issue, used until the jobs service declares its own registry.
-KNOWN_JOB_TYPES = frozenset({"noop", "sleep", "fail", "stamp", *INTERNAL_JOB_TYPES})
 CODES = {code.name for code in grpc.StatusCode}
 
 
@@ -65,15 +63,8 @@ def declared_rpcs() -> set[str]:
 
 
 def declared_job_types() -> set[str]:
-    """The job types the registry declares in the test environment (demo types on); the
-    issue's list while the jobs service has no registry."""
-    try:
-        job_types = importlib.import_module("services.jobs.job_types")
-    except ModuleNotFoundError as exc:
-        if exc.name != "services.jobs.job_types":
-            raise
-        return set(KNOWN_JOB_TYPES)
-    return {job_type.name for job_type in job_types.registry(Settings(environment="test"))}
+    """The job types the registry declares in the test environment (demo types on)."""
+    return {job_type.name for job_type in registry(Settings(environment="test"))}
 
 
 def parse(expected: str) -> tuple[str, str | None]:

@@ -34,7 +34,9 @@ from mediagrid.users.v1 import user_service_pb2 as users_pb2
 from mediagrid.users.v1 import user_service_pb2_grpc
 
 from common.app import AppContext
+from common.settings import Settings
 from services.files.video.repository import VideoRepository
+from services.jobs.job_types import registry
 from services.jobs.models import JobSpec
 from services.jobs.repository import JobRepository
 from services.users.bootstrap import issue_service_token
@@ -48,7 +50,10 @@ from tests.support.auth import bearer
 CALLERS = ("anonymous", "owner", "other", "share_reader", "share_writer", "service", "admin")
 # An extra caller kind for job types: the service owning an internal type.
 OWNING_SERVICE = "owning_service"
-INTERNAL_JOB_TYPES = ("users.purge", "video.probe", "video.thumbnail")
+# Every internal type the registry declares: the owning service holds the grant of each.
+INTERNAL_JOB_TYPES = tuple(
+    sorted(t.name for t in registry(Settings(environment="test")) if t.internal)
+)
 
 PASSWORD = "correct horse battery staple"
 ADMIN_EMAIL = "authz-admin@example.com"

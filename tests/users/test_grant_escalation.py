@@ -82,7 +82,8 @@ class World:
         self.ids: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
         self.roles: dict[str, str] = {}
-        self.grants: list[str] = []
+        self.grants: list[tuple[str, str, str]] = []  # (name, permission, resource)
+        self.revoked: set[str] = set()
         self.victim_session = ""
         self.created = 0
 
@@ -115,21 +116,30 @@ class World:
             )
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.PERMISSION_DENIED, exc.details()
+            # Refused exactly when the table refuses it (not, say, everything).
+            assert not grants.may_grant(self.roles[caller], permission, resource)  # type: ignore[arg-type]
             return
         # Only what the table lets the caller's role grant is ever accepted.
         assert grants.may_grant(self.roles[caller], permission, resource)  # type: ignore[arg-type]
-        self.grants.append(response.grant.name)
+        self.grants.append((response.grant.name, permission, resource))
 
     async def revoke(self, caller: str, index: int) -> None:
         if not self.grants:
             return
-        name = self.grants[index % len(self.grants)]
+        name, permission, resource = self.grants[index % len(self.grants)]
+        allowed = grants.may_grant(self.roles[caller], permission, resource)  # type: ignore[arg-type]
         try:
             await self.env.stub.RevokePermission(
                 pb.RevokePermissionRequest(name=name), metadata=self.md(caller)
             )
         except grpc.aio.AioRpcError as exc:
-            assert exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND)
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # revoked by an earlier step
+                assert name in self.revoked, exc.details()
+            else:  # revoking needs the right granting would need
+                assert exc.code() == grpc.StatusCode.PERMISSION_DENIED and not allowed
+            return
+        assert allowed
+        self.revoked.add(name)
 
     async def attempt(self, caller: str, what: str) -> None:
         call = self._call(caller, what)
@@ -203,7 +213,8 @@ class World:
             list(self.ids.values()),
         )
         for row in stored:
-            assert grants.may_grant("admin", row["permission"], row["resource"]), dict(row)
+            # Every grant here was made by a non-admin: the widest of them is the service.
+            assert grants.may_grant("service", row["permission"], row["resource"]), dict(row)
 
 
 @relaxed(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,10 +8,11 @@ a job by hand would.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from mediagrid.files.v1 import video_pb2
 
@@ -122,11 +123,27 @@ def test_a_content_key_parses_back_to_its_ids(owner: str, file: str, job: str | 
     assert parsed == keys.ContentKey(owner_id=owner, file_id=file, job_id=job)
 
 
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_SEGMENTS = st.sampled_from(["users", "jobs", "alice", "f1", "..", ".", "", "content", "a/b"])
+
+
+def _reference(segments: list[str]) -> keys.ContentKey | None:
+    """What a content key made of these segments holds, by its definition."""
+    ok = all(_ID.fullmatch(part) for part in segments[1:-1])
+    if ok and segments[0] == "users" and segments[-1] == "content":
+        if len(segments) == 4:
+            return keys.ContentKey(owner_id=segments[1], file_id=segments[2], job_id=None)
+        if len(segments) == 6 and segments[2] == "jobs":
+            return keys.ContentKey(owner_id=segments[1], file_id=segments[4], job_id=segments[3])
+    return None
+
+
 @relaxed(max_examples=300)
-@given(st.lists(st.sampled_from(["users", "jobs", "alice", "f1", "..", ".", "", "content", "a/b"])))
+@given(st.lists(_SEGMENTS, min_size=3, max_size=7))
+@example(["users", "alice", "f1", "content"])
+@example(["users", "alice", "jobs", "f1", "f1", "content"])
+@example(["users", "alice", "..", "content"])
+@example(["users", "..", "jobs", "f1", "f1", "content"])
 def test_only_keys_built_from_ids_parse(segments: list[str]) -> None:
     key = "/".join(segments)
-    parsed = keys.parse_content_key(key)
-    if parsed is not None:
-        assert keys.content_key(parsed.owner_id, parsed.file_id, parsed.job_id) == key
-        assert ".." not in key.split("/") and "." not in key.split("/")
+    assert keys.parse_content_key(key) == _reference(key.split("/"))
