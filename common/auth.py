@@ -36,6 +36,18 @@ log = logging.getLogger("mediagrid.auth")
 USERS_SERVICE = "mediagrid.users.v1.UserService"
 
 
+# The grant that makes a service the owner of an internal job type: the jobs service checks
+# for exactly this entry, the users service writes it at bootstrap and refuses it through
+# GrantPermission.
+JOB_TYPE_PERMISSION = "jobs.create"
+JOB_TYPES_COLLECTION = "job-types"
+
+
+def job_type_grant(job_type: str) -> tuple[str, str]:
+    """(permission, resource) of the grant owning ``job_type``."""
+    return JOB_TYPE_PERMISSION, f"{JOB_TYPES_COLLECTION}/{job_type}"
+
+
 def pattern_matches(pattern: str, resource: str) -> bool:
     """``*`` matches everything, ``prefix/*`` what lies under ``prefix/``, else exact names."""
     if pattern == "*":

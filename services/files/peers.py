@@ -18,6 +18,7 @@ from mediagrid.jobs.v1 import job_service_pb2, job_service_pb2_grpc
 from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from common.app import AppContext
+from common.auth import job_type_grant
 from common.context import Principal
 from common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from common.grpc_errors import from_rpc_error
@@ -27,7 +28,7 @@ from services.files.ports import (
     grantee_not_found,
     job_not_accessible,
 )
-from services.users.bootstrap import ServiceToken, issue_service_token, job_type_grant
+from services.users.bootstrap import ServiceToken, issue_service_token
 
 FILES_SERVICE_ACCOUNT_EMAIL = "files-service@example.com"
 # GetUser's alias of the caller: never a grantee.

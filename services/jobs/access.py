@@ -7,6 +7,7 @@ administrators (and services, for the cross-service calls) can learn that a name
 
 from __future__ import annotations
 
+from common.auth import job_type_grant
 from common.context import Principal, current_principal
 from common.errors import PermissionDenied
 
@@ -29,7 +30,7 @@ def denied(resource: str) -> PermissionDenied:
 
 def internal_type_grant(job_type: str) -> str:
     """The permission entry that makes a principal the owning service of ``job_type``."""
-    return f"jobs.create:job-types/{job_type}"
+    return ":".join(job_type_grant(job_type))
 
 
 def owns_job_type(principal: Principal, job_type: str) -> bool:

@@ -171,12 +171,6 @@ class JobTypeRegistry:
     def __iter__(self) -> Iterator[JobType]:
         return iter(sorted(self._types.values(), key=lambda t: t.name))
 
-    def __len__(self) -> int:
-        return len(self._types)
-
-    def __repr__(self) -> str:
-        return f"JobTypeRegistry({list(self)!r})"
-
 
 def declared_modules(settings: Settings) -> list[str]:
     """The declaration modules in force: the demo module only while demo types are on."""

@@ -97,12 +97,6 @@ async def ensure_bootstrap_admin(
     return email
 
 
-def job_type_grant(job_type: str) -> GrantSpec:
-    """The grant that makes a service the owner of an internal job type (see
-    ``services/jobs/access.py``: only this literal grant counts, never a ``*`` pattern)."""
-    return ("jobs.create", f"job-types/{job_type}")
-
-
 async def issue_service_token(ctx: AppContext, email: str, grants: Iterable[GrantSpec] = ()) -> str:
     """Ensure an active ``service`` user with this email holding ``grants``; return a fresh
     session token for it.

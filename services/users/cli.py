@@ -212,11 +212,12 @@ def service_token(
 async def _service_token(settings: Settings, email: str, job_types: list[str]) -> str:
     from common import db
     from common.app import AppContext
+    from common.auth import job_type_grant
     from common.aws import AwsClients
     from common.errors import DomainError
     from common.registry import resolve
     from common.runtime import migrate_all
-    from services.users.bootstrap import issue_service_token, job_type_grant
+    from services.users.bootstrap import issue_service_token
 
     pool = await db.create_pool(settings)
     try:

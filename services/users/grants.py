@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from common.auth import JOB_TYPE_PERMISSION, JOB_TYPES_COLLECTION
 from common.context import Role
 from common.errors import PermissionDenied
 
@@ -57,7 +58,6 @@ GRANT_TABLE: dict[str, GrantRule] = {
 
 # Granted by the services' bootstrap only (never through GrantPermission): the entry that makes
 # a service the owner of an internal job type (docs/jobs.md).
-JOB_TYPES_COLLECTION = "job-types"
 
 _WIDTH: dict[Scope, int] = {"resource": 0, "subtree": 1, "collection": 2}
 
@@ -94,7 +94,7 @@ def is_job_type_grant(permission: str, pattern: str) -> bool:
     """``jobs.create:job-types/T``, the literal entry of an internal job type's owner."""
     collection, sep, name = pattern.partition("/")
     return (
-        permission == "jobs.create"
+        permission == JOB_TYPE_PERMISSION
         and collection == JOB_TYPES_COLLECTION
         and bool(sep and name)
         and "*" not in name

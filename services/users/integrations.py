@@ -16,16 +16,17 @@ import grpc
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
 from common.app import AppContext
+from common.auth import job_type_grant
 from common.errors import Unauthenticated, Unavailable
 from common.grpc_errors import from_rpc_error
 from common.interceptors import outgoing_metadata
 from services.jobs.client import JobsClient
-from services.users.bootstrap import ServiceToken, issue_service_token, job_type_grant
+from services.users.bootstrap import ServiceToken, issue_service_token
+from services.users.job_types import PURGE_JOB
 from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage
 
 # The service account the users service acts as when nobody is calling (sweeps, purges).
 SYSTEM_ACCOUNT_EMAIL = "users-service@example.com"
-PURGE_JOB = "users.purge"
 STATE_PREFIX = "JOB_STATE_"
 
 

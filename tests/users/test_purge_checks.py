@@ -19,11 +19,12 @@ from mediagrid.jobs.v1 import job_pb2
 from mediagrid.users.v1 import user_service_pb2 as pb
 from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
+from common.auth import job_type_grant
 from common.errors import Unauthenticated
 from services.jobs.client import JobsClient
 from services.jobs.worker.api import PermanentJobError, WorkerResources
 from services.jobs.worker.embedded import embedded_worker
-from services.users.bootstrap import ServiceToken, issue_service_token, job_type_grant
+from services.users.bootstrap import ServiceToken, issue_service_token
 from services.users.handlers import purge_user_data
 from services.users.integrations import SYSTEM_ACCOUNT_EMAIL
 from tests.files.conftest import Files

@@ -74,11 +74,6 @@ def metadata_values(message: video_pb2.VideoMetadata) -> dict[str, Any]:
     }
 
 
-def metadata_from_proto(message: video_pb2.VideoMetadata) -> VideoMetadata:
-    """Raises pydantic.ValidationError on out-of-range values (the caller maps it)."""
-    return VideoMetadata(**metadata_values(message))
-
-
 def step_to_proto(step: ProcessingStep) -> video_pb2.ProcessingStep:
     return video_pb2.ProcessingStep(
         state=STATES[step.state],
