@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -52,7 +51,7 @@ from google.protobuf.message import Message
 
 from common.errors import FieldViolation, InvalidArgument
 from common.grpc_errors import truncate
-from common.wire_format import read_varint
+from common.wire_format import MAX_WALK_DEPTH, length_delimited_fields
 
 MAX_STRUCT_DEPTH = 32
 TIMESTAMP_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
@@ -62,8 +61,6 @@ NANOS_MAX = 999_999_999
 # A key is cut in a field path beyond this many characters (the path is for people; a key
 # may be as long as the message).
 MAX_KEY_CHARS = 64
-# Messages nested deeper than protobuf's parser accepts are not walked further on the wire.
-MAX_MESSAGE_DEPTH = 100
 # A field path longer than this (UTF-8) is cut, marked by "…".
 MAX_PATH_BYTES = 1024
 
@@ -217,8 +214,6 @@ def _non_finite() -> Violation:
 def _dynamic(value: Any, depth: int) -> Violation | None:
     """A google.protobuf.Value whose enclosing Struct/ListValue is level ``depth``."""
     kind = value.WhichOneof("kind")
-    # The leaf cases are repeated inline in _struct and _list: Struct payloads are walked
-    # value by value, and a function call per value is a good part of the cost.
     if kind == "string_value":
         return _nul() if "\x00" in value.string_value else None
     if kind == "number_value":
@@ -238,7 +233,7 @@ def _struct(value: Any, depth: int) -> Violation | None:
             return Violation("NUL_IN_STRING", "key must not contain a NUL character").at(
                 key_segment(key)
             )
-        violation = _item(item, depth)
+        violation = _dynamic(item, depth)
         if violation is not None:
             return violation.at(key_segment(key))
     return None
@@ -248,21 +243,9 @@ def _list(value: Any, depth: int) -> Violation | None:
     if depth > MAX_STRUCT_DEPTH:
         return _too_deep()
     for index, item in enumerate(value.values):
-        violation = _item(item, depth)
+        violation = _dynamic(item, depth)
         if violation is not None:
             return violation.at(f"[{index}]")
-    return None
-
-
-def _item(item: Any, depth: int) -> Violation | None:
-    """One Value inside a Struct or ListValue."""
-    kind = item.WhichOneof("kind")
-    if kind == "string_value":
-        return _nul() if "\x00" in item.string_value else None
-    if kind == "number_value":
-        return None if math.isfinite(item.number_value) else _non_finite()
-    if kind == "struct_value" or kind == "list_value":
-        return _dynamic(item, depth)
     return None
 
 
@@ -350,31 +333,8 @@ def check_request(message: object) -> None:
 # --- the same depth rule on bytes that did not parse --------------------------------------
 
 
-def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, bytes | memoryview]]:
-    """(field number, wire type, the bytes of a length-delimited field) for each field.
-
-    Scalars are skipped; IndexError when the data is cut short or uses groups.
-    """
-    pos, size = 0, len(data)
-    while pos < size:
-        tag, pos = read_varint(data, pos)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            _, pos = read_varint(data, pos)
-        elif wire_type in (1, 5):
-            pos += 8 if wire_type == 1 else 4
-        elif wire_type == 2:
-            length, pos = read_varint(data, pos)
-            if pos + length > size:
-                raise IndexError("truncated field")
-            yield number, wire_type, data[pos : pos + length]
-            pos += length
-        else:
-            raise IndexError("groups are not walked")
-
-
 def _wire_dynamic(data: bytes | memoryview, depth: int) -> Violation | None:
-    for number, _, chunk in _fields(data):
+    for number, chunk in length_delimited_fields(data):
         if number == 5:  # struct_value
             violation = _wire_struct(chunk, depth + 1)
         elif number == 6:  # list_value
@@ -390,7 +350,7 @@ def _wire_entry(data: bytes | memoryview) -> tuple[str, bytes | memoryview]:
     """A map entry's key (as text) and value bytes."""
     key: str = ""
     value: bytes | memoryview = b""
-    for number, _, chunk in _fields(data):
+    for number, chunk in length_delimited_fields(data):
         if number == 1:
             key = bytes(chunk).decode("utf-8", errors="replace")
         elif number == 2:
@@ -401,7 +361,7 @@ def _wire_entry(data: bytes | memoryview) -> tuple[str, bytes | memoryview]:
 def _wire_struct(data: bytes | memoryview, depth: int) -> Violation | None:
     if depth > MAX_STRUCT_DEPTH:
         return _too_deep()
-    for number, _, chunk in _fields(data):
+    for number, chunk in length_delimited_fields(data):
         if number != 1:
             continue
         key, value = _wire_entry(chunk)
@@ -415,7 +375,7 @@ def _wire_list(data: bytes | memoryview, depth: int) -> Violation | None:
     if depth > MAX_STRUCT_DEPTH:
         return _too_deep()
     index = 0
-    for number, _, chunk in _fields(data):
+    for number, chunk in length_delimited_fields(data):
         if number != 1:
             continue
         violation = _wire_dynamic(chunk, depth)
@@ -440,10 +400,10 @@ def _wire_value(data: bytes | memoryview, message: Any, depth: int) -> Violation
 
 
 def _wire_message(data: bytes | memoryview, message: Any, depth: int) -> Violation | None:
-    if depth > MAX_MESSAGE_DEPTH:
+    if depth > MAX_WALK_DEPTH:
         return None
     seen: dict[int, int] = {}
-    for number, _, chunk in _fields(data):
+    for number, chunk in length_delimited_fields(data):
         descriptor = message.fields_by_number.get(number)
         if descriptor is None or descriptor.message_type is None:
             continue

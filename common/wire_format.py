@@ -8,6 +8,8 @@ INVALID_ARGUMENT with that field instead of "the request could not be parsed".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 
@@ -30,34 +32,46 @@ def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
 MAX_WALK_DEPTH = 100
 
 
+def length_delimited_fields(
+    data: bytes | memoryview,
+) -> Iterator[tuple[int, bytes | memoryview]]:
+    """(field number, bytes) of each length-delimited field; scalars are skipped.
+
+    IndexError when the data is cut short or uses groups (which the suite never sends).
+    """
+    pos, size = 0, len(data)
+    while pos < size:
+        tag, pos = read_varint(data, pos)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            _, pos = read_varint(data, pos)
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            length, pos = read_varint(data, pos)
+            if pos + length > size:
+                raise IndexError("truncated field")
+            yield number, data[pos : pos + length]
+            pos += length
+        else:
+            raise IndexError("groups are not walked")
+
+
 def invalid_utf8_field(
-    data: bytes, descriptor: Descriptor, prefix: str = "", depth: int = 0
+    data: bytes | memoryview, descriptor: Descriptor, prefix: str = "", depth: int = 0
 ) -> str | None:
     """The path (``metadata``, ``user.email``) of the first string field that is not UTF-8."""
     if depth > MAX_WALK_DEPTH:
         return None
-    pos = 0
     try:
-        while pos < len(data):
-            tag, pos = read_varint(data, pos)
-            number, wire_type = tag >> 3, tag & 7
-            if wire_type == 0:
-                _, pos = read_varint(data, pos)
-                continue
-            if wire_type in (1, 5):
-                pos += 8 if wire_type == 1 else 4
-                continue
-            if wire_type != 2:
-                return None
-            length, pos = read_varint(data, pos)
-            chunk, pos = data[pos : pos + length], pos + length
+        for number, chunk in length_delimited_fields(data):
             field = descriptor.fields_by_number.get(number)
             if field is None:
                 continue
             path = f"{prefix}{field.name}"
             if field.type == FieldDescriptor.TYPE_STRING:
                 try:
-                    chunk.decode("utf-8")
+                    bytes(chunk).decode("utf-8")
                 except UnicodeDecodeError:
                     return path
             elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
