@@ -53,10 +53,10 @@ class RecordingJobs:
         self.jobs: list[EnqueuedJob] = []
 
     async def enqueue(
-        self, job_type: str, payload: Mapping[str, Any], *, file: str, on_behalf_of: Principal
+        self, job_type: str, payload: Mapping[str, Any], *, file: str, owner: str
     ) -> str:
         name = f"jobs/{uuid.uuid4().hex}"
-        self.jobs.append(EnqueuedJob(name, job_type, dict(payload), file, on_behalf_of.name))
+        self.jobs.append(EnqueuedJob(name, job_type, dict(payload), file, owner))
         return name
 
     def of_type(self, job_type: str) -> list[EnqueuedJob]:

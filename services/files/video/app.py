@@ -18,13 +18,11 @@ from mediagrid.files.v1 import file_pb2
 
 from common.app import AppContext, ServiceInstance
 from common.context import Principal
-from common.errors import NotFound, Unavailable
+from common.errors import Unavailable
 from services.files import convert
 from services.files.ports import JOBS_SERVICE
-from services.files.repository import FilesRepository
 from services.files.upload import UploadDeps
 from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
-from services.files.video.payloads import video_id
 from services.files.video.ports import UploadItem as VideoUploadItem
 from services.files.video.ports import UploadOutput
 from services.files.video.service import create_video_service
@@ -75,14 +73,6 @@ class GrpcVideoJobs:
     def __init__(self, ctx: AppContext, identity: ServiceToken) -> None:
         self.ctx = ctx
         self.identity = identity
-        self.files = FilesRepository(ctx.pool)
-
-    async def _owner(self, file: str) -> str:
-        """``users/{id}`` owning ``file``: the job acts on that user's objects only."""
-        record = await self.files.get_file(video_id(file, "file"))
-        if record is None:
-            raise NotFound(f"{file} does not exist", reason="FILE_NOT_FOUND")
-        return f"users/{record.owner_id}"
 
     async def enqueue(
         self,
@@ -90,11 +80,10 @@ class GrpcVideoJobs:
         payload: Mapping[str, Any],
         *,
         file: str,
-        on_behalf_of: Principal,
+        owner: str,
     ) -> str:
         if "jobs" not in self.ctx.addresses:
             raise Unavailable.not_deployed(JOBS_SERVICE)
-        owner = await self._owner(file)
         client = JobsClient(self.ctx.channel("jobs"))
         # No request_id: RegenerateThumbnails must create a new job each time it is asked.
         job = await self.identity.call(

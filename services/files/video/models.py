@@ -89,3 +89,8 @@ class Video(BaseModel):
     @property
     def file(self) -> str:
         return f"files/{self.file_id}"
+
+    @property
+    def owner(self) -> str:
+        """``users/{id}`` owning the video's file (its processing jobs act for this user)."""
+        return f"users/{self.owner_id}"

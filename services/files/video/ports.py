@@ -6,8 +6,8 @@
   (the committed file, recorded in ``files.files`` with the given ``kind``). Errors are
   raised as ``common.errors`` domain exceptions, exactly as ``FileService.Upload`` raises them.
 - ``VideoJobs``: the jobs service. ``enqueue`` creates a job of ``job_type`` with the JSON
-  ``payload``, tied to ``file`` (``files/{id}``) and owned by that file's owner (the uploader
-  of a new video; ``on_behalf_of`` is who asked), and returns its name ``jobs/{id}``.
+  ``payload``, tied to ``file`` (``files/{id}``) and owned by ``owner`` (``users/{id}``, the
+  file's owner: the job acts on that user's objects only), and returns its name ``jobs/{id}``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,6 @@ class VideoJobs(Protocol):
         payload: Mapping[str, Any],
         *,
         file: str,
-        on_behalf_of: Principal,
+        owner: str,
     ) -> str:
         """Enqueue a job and return its name, ``jobs/{job}``."""

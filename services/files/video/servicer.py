@@ -124,27 +124,27 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         )
         return payload.model_dump(exclude_none=True)
 
-    async def _enqueue_processing(self, video: Video, principal: Principal) -> None:
+    async def _enqueue_processing(self, video: Video) -> None:
         """Enqueue probe + thumbnails; a failure is recorded on the steps, never raised.
 
         The file is already committed: failing the upload now would make the client upload
         it again (a duplicate), so the video shows FAILED steps instead.
         """
         try:
-            await self._enqueue_steps(video, principal)
+            await self._enqueue_steps(video)
         except Exception as exc:
             log.exception("enqueueing the processing of %s failed", video.name)
             await self.repository.fail_unscheduled_steps(
                 video.file_id, f"the processing job could not be enqueued: {exc}"
             )
 
-    async def _enqueue_steps(self, video: Video, principal: Principal) -> None:
+    async def _enqueue_steps(self, video: Video) -> None:
         probe = await self.jobs.enqueue(
-            PROBE_JOB, self._payload(video), file=video.file, on_behalf_of=principal
+            PROBE_JOB, self._payload(video), file=video.file, owner=video.owner
         )
         await self.repository.set_probe_job(video.file_id, probe)
         thumbs = await self.jobs.enqueue(
-            THUMBNAIL_JOB, self._payload(video), file=video.file, on_behalf_of=principal
+            THUMBNAIL_JOB, self._payload(video), file=video.file, owner=video.owner
         )
         await self.repository.set_thumbnail_job(video.file_id, thumbs)
 
@@ -216,7 +216,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
                 "content_type": video.content_type,
             },
         )
-        await self._enqueue_processing(video, principal)
+        await self._enqueue_processing(video)
         yield video_pb2.UploadVideoResponse(file=committed)
 
     async def CreateStreamUrl(
@@ -249,7 +249,6 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
     async def RegenerateThumbnails(
         self, request: video_pb2.RegenerateThumbnailsRequest, context: grpc.aio.ServicerContext
     ) -> video_pb2.RegenerateThumbnailsResponse:
-        principal = current_principal()
         video = await self._video(request.name, "write")
         times = list(request.times_seconds)
         if len(times) > MAX_THUMBNAILS:
@@ -268,7 +267,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
                 THUMBNAIL_JOB,
                 self._payload(video, **extra),
                 file=video.file,
-                on_behalf_of=principal,
+                owner=video.owner,
             )
         except Exception as exc:
             await self.repository.fail_unscheduled_steps(
