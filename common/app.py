@@ -12,6 +12,7 @@ import grpc
 from common.activity import ActivityRecorder, LoggingActivityRecorder
 from common.aws import AwsClients
 from common.channels import ChannelCache
+from common.errors import Unavailable
 from common.interceptors import Authenticator
 from common.settings import Settings
 
@@ -36,6 +37,13 @@ class AppContext:
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to ``service`` (its configured or in-process address)."""
+        return self._channels(service)
+
+    def peer_channel(self, service: str, full_name: str) -> grpc.aio.Channel:
+        """The channel to peer ``service`` (``full_name`` its gRPC service, for the error);
+        UNAVAILABLE ``DEPENDENCY_UNAVAILABLE`` when this deployment does not run it."""
+        if service not in self.addresses:
+            raise Unavailable.not_deployed(full_name)
         return self._channels(service)
 
     async def close_channels(self) -> None:

@@ -69,11 +69,10 @@ class GrpcJobAccess:
 
     async def require_job(self, principal: Principal, job_id: str) -> None:
         name = f"jobs/{job_id}"
-        if "jobs" not in self.ctx.addresses:
-            raise Unavailable.not_deployed(JOBS_SERVICE)
+        channel = self.ctx.peer_channel("jobs", JOBS_SERVICE)
         if not principal.token:
             raise job_not_accessible(name)
-        stub = job_service_pb2_grpc.JobServiceStub(self.ctx.channel("jobs"))
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
         metadata = (
             *outgoing_metadata(forward_token=False),
             ("authorization", f"Bearer {principal.token}"),

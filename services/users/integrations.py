@@ -17,7 +17,7 @@ from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
 from common.app import AppContext
 from common.auth import job_type_grant
-from common.errors import Unauthenticated, Unavailable
+from common.errors import Unauthenticated
 from common.grpc_errors import from_rpc_error
 from common.interceptors import outgoing_metadata
 from services.jobs.client import JobsClient
@@ -28,13 +28,6 @@ from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage
 # The service account the users service acts as when nobody is calling (sweeps, purges).
 SYSTEM_ACCOUNT_EMAIL = "users-service@example.com"
 STATE_PREFIX = "JOB_STATE_"
-
-
-def _channel(ctx: AppContext, service: str, full_name: str) -> grpc.aio.Channel:
-    """The channel to ``service``, or UNAVAILABLE when this deployment does not run it."""
-    if service not in ctx.addresses:
-        raise Unavailable.not_deployed(full_name)
-    return ctx.channel(service)
 
 
 def _caller_metadata() -> tuple[tuple[str, str], ...]:
@@ -50,7 +43,7 @@ class GrpcUsageSource:
         self.ctx = ctx
 
     async def job_counts(self, user: str) -> dict[str, int]:
-        client = JobsClient(_channel(self.ctx, "jobs", JOBS_SERVICE), _caller_metadata())
+        client = JobsClient(self.ctx.peer_channel("jobs", JOBS_SERVICE), _caller_metadata())
         try:
             counts = await client.get_job_counts(user)
         except grpc.aio.AioRpcError as exc:
@@ -58,7 +51,7 @@ class GrpcUsageSource:
         return {state.removeprefix(STATE_PREFIX): count for state, count in counts.items()}
 
     async def file_usage(self, user: str) -> FileUsage:
-        stub = files_pb2_grpc.FileServiceStub(_channel(self.ctx, "files", FILES_SERVICE))
+        stub = files_pb2_grpc.FileServiceStub(self.ctx.peer_channel("files", FILES_SERVICE))
         try:
             response = await stub.GetUserUsage(
                 files_pb2.GetUserUsageRequest(user=user), metadata=_caller_metadata()
@@ -85,7 +78,7 @@ class JobPurger:
         self.identity = system_token(ctx)
 
     async def purge(self, user: str) -> None:
-        client = JobsClient(_channel(self.ctx, "jobs", JOBS_SERVICE))
+        client = JobsClient(self.ctx.peer_channel("jobs", JOBS_SERVICE))
         await self.identity.call(
             lambda metadata: client.create_job(
                 PURGE_JOB,

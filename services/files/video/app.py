@@ -18,7 +18,6 @@ from mediagrid.files.v1 import file_pb2
 
 from common.app import AppContext, ServiceInstance
 from common.context import Principal
-from common.errors import Unavailable
 from services.files import convert
 from services.files.ports import JOBS_SERVICE
 from services.files.upload import UploadDeps
@@ -82,9 +81,7 @@ class GrpcVideoJobs:
         file: str,
         owner: str,
     ) -> str:
-        if "jobs" not in self.ctx.addresses:
-            raise Unavailable.not_deployed(JOBS_SERVICE)
-        client = JobsClient(self.ctx.channel("jobs"))
+        client = JobsClient(self.ctx.peer_channel("jobs", JOBS_SERVICE))
         # No request_id: RegenerateThumbnails must create a new job each time it is asked.
         job = await self.identity.call(
             lambda metadata: client.create_job(
