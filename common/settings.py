@@ -8,6 +8,7 @@ so a typo fails before the first request rather than at the first upload.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -45,6 +46,13 @@ class Environment(StrEnum):
 
 class ConfigurationError(Exception):
     """The configuration is invalid; the message names the offending variable."""
+
+
+def demo_modules_in_force(modules: Sequence[str], demo_module: str, demo_on: bool) -> list[str]:
+    """``modules`` with ``demo_module`` first exactly while demo job types are on (listed or
+    not): the jobs service's declarations and the workers' handlers follow the same rule."""
+    rest = [module for module in modules if module != demo_module]
+    return [demo_module, *rest] if demo_on else rest
 
 
 def bucket_name_problem(name: str) -> str | None:

@@ -35,7 +35,13 @@ from pydantic import BaseModel, ValidationError
 
 from common.context import Principal
 from common.errors import FieldViolation, InvalidArgument, PermissionDenied
-from common.settings import DEMO_JOB_TYPES_MODULE, ConfigurationError, JobTypeSetting, Settings
+from common.settings import (
+    DEMO_JOB_TYPES_MODULE,
+    ConfigurationError,
+    JobTypeSetting,
+    Settings,
+    demo_modules_in_force,
+)
 from services.jobs.access import owns_job_type
 from services.jobs.models import JobSpec
 from services.jobs.validation import TYPE_MAX_LENGTH, TYPE_RE
@@ -174,11 +180,9 @@ class JobTypeRegistry:
 
 def declared_modules(settings: Settings) -> list[str]:
     """The declaration modules in force: the demo module only while demo types are on."""
-    return [
-        module
-        for module in settings.job_type_modules
-        if module != DEMO_JOB_TYPES_MODULE or settings.demo_job_types
-    ]
+    return demo_modules_in_force(
+        settings.job_type_modules, DEMO_JOB_TYPES_MODULE, bool(settings.demo_job_types)
+    )
 
 
 def registry(settings: Settings) -> JobTypeRegistry:

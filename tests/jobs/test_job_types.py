@@ -514,3 +514,20 @@ def test_admission_follows_the_rules(
             assert exc.violations[0].field.startswith(f"jobs[{index}].")
     else:
         assert reason is None
+
+
+@pytest.mark.parametrize("demo", [True, False])
+def test_declarations_and_handlers_follow_one_demo_rule(demo: bool) -> None:
+    from common.settings import DEMO_HANDLERS_MODULE, DEMO_JOB_TYPES_MODULE
+    from services.jobs.job_types import declared_modules
+    from services.jobs.worker.main import handler_modules
+
+    # Neither list names its demo module: the setting alone decides, for both alike.
+    settings = Settings(
+        environment="test",
+        demo_job_types=demo,
+        job_type_modules=["services.users.job_types"],
+        worker_handler_modules=["services.users.handlers"],
+    )
+    assert (DEMO_JOB_TYPES_MODULE in declared_modules(settings)) is demo
+    assert (DEMO_HANDLERS_MODULE in handler_modules(settings)) is demo

@@ -14,7 +14,7 @@ from mediagrid.jobs.v1 import worker_service_pb2_grpc
 from common.aws import AwsClients
 from common.channels import ChannelCache
 from common.server import host_port
-from common.settings import DEMO_HANDLERS_MODULE, Settings
+from common.settings import DEMO_HANDLERS_MODULE, Settings, demo_modules_in_force
 from services.jobs.worker.api import WorkerResources
 from services.jobs.worker.runtime import WorkerRuntime, WorkerStats
 
@@ -42,10 +42,9 @@ def load_handler_modules(modules: Sequence[str]) -> list[str]:
 
 def handler_modules(settings: Settings) -> list[str]:
     """The handler modules a worker loads: the demo handlers only while demo types are on."""
-    modules = [m for m in settings.worker_handler_modules if m != DEMO_HANDLERS_MODULE]
-    if settings.demo_job_types:
-        modules.insert(0, DEMO_HANDLERS_MODULE)
-    return modules
+    return demo_modules_in_force(
+        settings.worker_handler_modules, DEMO_HANDLERS_MODULE, bool(settings.demo_job_types)
+    )
 
 
 def default_address(settings: Settings) -> str:
