@@ -230,7 +230,7 @@ def check_specs(
     (a batch holds thousands of specs of a few types); payloads are validated only for types
     with a model.
     """
-    names = {spec.type for spec in specs}
+    names = list(dict.fromkeys(spec.type for spec in specs))  # distinct, in spec order
     unknown = sorted(name for name in names if name not in declared)
     if unknown:
         raise InvalidArgument(
@@ -244,22 +244,18 @@ def check_specs(
         )
     kind = caller_kind(principal)
     rules: dict[str, tuple[JobType, int, int]] = {}
-    for spec in specs:
-        if spec.type in rules:
-            continue
-        job_type = declared.types[spec.type]
+    for name in names:
+        job_type = declared.types[name]
         if not job_type.admits(principal):
-            index = next(i for i, s in enumerate(specs) if s.type == spec.type)
+            index = next(i for i, s in enumerate(specs) if s.type == name)
             raise PermissionDenied(
-                f"only the service owning job type {spec.type!r} may create it"
+                f"only the service owning job type {name!r} may create it"
                 if job_type.internal
-                else f"a caller with role {kind} may not create jobs of type {spec.type!r}",
+                else f"a caller with role {kind} may not create jobs of type {name!r}",
                 reason="JOB_TYPE_NOT_ALLOWED",
-                metadata={"type": spec.type, "field": f"{path(index)}.type"},
+                metadata={"type": name, "field": f"{path(index)}.type"},
             )
-        rules[spec.type] = (job_type, *job_type.priority_range(kind, settings))
-        if len(rules) == len(names):
-            break
+        rules[name] = (job_type, *job_type.priority_range(kind, settings))
     payloads: list[FieldViolation] = []
     priorities: list[FieldViolation] = []
     for index, spec in enumerate(specs):
