@@ -51,6 +51,7 @@ from google.protobuf.message import Message
 
 from common.errors import FieldViolation, InvalidArgument
 from common.grpc_errors import truncate
+from common.timestamps import TIMESTAMP_RANGE
 from common.wire_format import MAX_WALK_DEPTH, length_delimited_fields
 
 MAX_STRUCT_DEPTH = 32
@@ -64,7 +65,6 @@ MAX_KEY_CHARS = 64
 # A field path longer than this (UTF-8) is cut, marked by "…".
 MAX_PATH_BYTES = 1024
 
-_TIMESTAMP_RANGE = "0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z"
 
 _STRING, _FLOAT, _MESSAGE, _TIMESTAMP, _DURATION, _STRUCT, _VALUE, _LIST, _MAP = range(9)
 _WELL_KNOWN = {
@@ -185,7 +185,7 @@ def _timestamp(value: Any) -> Violation | None:
     seconds, nanos = value.seconds, value.nanos
     if TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS and 0 <= nanos <= NANOS_MAX:
         return None
-    return Violation("TIMESTAMP_OUT_OF_RANGE", f"must be within {_TIMESTAMP_RANGE}")
+    return Violation("TIMESTAMP_OUT_OF_RANGE", f"must be within {TIMESTAMP_RANGE}")
 
 
 def _duration(value: Any) -> Violation | None:

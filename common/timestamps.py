@@ -13,6 +13,9 @@ from google.protobuf import timestamp_pb2
 
 from common.errors import InvalidArgument
 
+# The range google.protobuf.Timestamp defines (and the edge check enforces).
+TIMESTAMP_RANGE = "0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z"
+
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """An aware datetime as a new Timestamp (None stays None)."""
@@ -40,6 +43,6 @@ def from_timestamp(message: timestamp_pb2.Timestamp, present: bool) -> datetime 
         # The edge (common/hygiene.py) refuses these first, naming the field; this keeps a
         # caller that bypasses it (a test, a future streaming path) from answering INTERNAL.
         raise InvalidArgument(
-            "a timestamp lies outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z",
+            f"a timestamp lies outside {TIMESTAMP_RANGE}",
             reason="TIMESTAMP_OUT_OF_RANGE",
         ) from None
