@@ -182,3 +182,12 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], seconds: float = 
         if loop.time() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.02)
+
+
+async def flood(svc: Jobs, md: Any, n: int, priority: int = 100) -> list[str]:
+    """``n`` test.noop jobs of ``priority`` in one batch as ``md``'s caller; their names."""
+    jobs = [job_pb2.JobSpec(type="test.noop", priority=priority) for _ in range(n)]
+    response = await svc.jobs.CreateBatch(
+        job_service_pb2.CreateBatchRequest(jobs=jobs), metadata=md
+    )
+    return list(response.job_names)

@@ -18,7 +18,7 @@ from mediagrid.jobs.v1 import job_pb2, job_service_pb2
 
 from services.jobs.models import JobSpec, LeaseRef
 from services.jobs.repository import JobRepository
-from tests.jobs.jobs_support import OTHER, OWNER, Jobs, JobsFactory, lease_of
+from tests.jobs.jobs_support import OTHER, OWNER, Jobs, JobsFactory, flood, lease_of
 from tests.support.hypo import relaxed
 
 
@@ -27,11 +27,6 @@ async def uncapped(jobs_service: JobsFactory) -> Jobs:
     """The service without the cap of running jobs (test_running_cap.py tests the cap): for
     the tests that leave more of one user's jobs running than it allows."""
     return await jobs_service(job_owner_max_running=0)
-
-
-async def flood(svc: Jobs, md: object, n: int, priority: int) -> None:
-    jobs = [job_pb2.JobSpec(type="test.noop", priority=priority) for _ in range(n)]
-    await svc.jobs.CreateBatch(job_service_pb2.CreateBatchRequest(jobs=jobs), metadata=md)
 
 
 async def claims_until(svc: Jobs, name: str, max_jobs: int = 1) -> int:

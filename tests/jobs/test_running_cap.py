@@ -23,17 +23,9 @@ from services.jobs.models import JobSpec, LeaseRef
 from services.jobs.quotas import Quota
 from services.jobs.repository import JobRepository
 from services.jobs.states import JobState
-from tests.jobs.jobs_support import OTHER, OWNER, Jobs, JobsFactory, lease_of
+from tests.jobs.jobs_support import OTHER, OWNER, Jobs, JobsFactory, flood, lease_of
 from tests.support.auth import bearer
 from tests.support.hypo import relaxed
-
-
-async def flood(svc: Jobs, md: object, n: int, priority: int = 100) -> list[str]:
-    jobs = [job_pb2.JobSpec(type="test.noop", priority=priority) for _ in range(n)]
-    response = await svc.jobs.CreateBatch(
-        job_service_pb2.CreateBatchRequest(jobs=jobs), metadata=md
-    )
-    return list(response.job_names)
 
 
 async def test_one_users_long_jobs_leave_slots_to_another_user(svc: Jobs) -> None:
