@@ -4,6 +4,7 @@ refused then blackholed during an upload, and failing 10 % of its requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -15,6 +16,7 @@ from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 from tests.faults.conftest import FaultSuiteFactory
 from tests.faults.scenario import Tally, bearer, call
 from tests.faults.uploads import MiB, UploadOutcome, download, upload, upload_status
+from tests.support.suite_process import FaultSuite
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -33,6 +35,8 @@ S3_SETTINGS = {
 S3_BOUND = 15.0
 SLACK = 2.0
 METADATA_DEADLINE = 10.0
+# Twice the bound: a stream still open then is the server waiting, not the client giving up.
+FAULT_DEADLINE = 2 * S3_BOUND
 
 
 async def metadata_rpcs(
@@ -58,36 +62,69 @@ async def test_s3_refused_then_blackholed_during_an_upload(fault_suite: FaultSui
     server = await suite.serve("all")
     _, token = await suite.user_token("carol@example.com")
     tally = Tally()
+    figures: dict[str, object] = {}
     data = random.Random(1).randbytes(4 * PART + 3 * MiB)
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        files = files_pb2_grpc.FileServiceStub(channel)
-        earlier = await upload(files, token, b"kept" * 1000, tally=tally, rpc="Upload (before)")
-        assert earlier.file is not None, earlier.error
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            await refused_then_blackholed(suite, channel, token, tally, figures, data)
+    finally:
+        tally.report("S3 refused, then blackholed, during an upload", **figures)
+    assert tally.never_seen() == {}
 
-        # 1. S3 refuses connections once a part is stored and the stream is in its third.
-        clock = [0.0]
 
-        async def refuse_after_two_parts(offset: int, outcome: UploadOutcome) -> None:
-            if offset == 2 * PART:
-                await wait_for_committed(outcome, PART)
-                await suite.s3_proxy.refuse()
-                await suite.s3_proxy.close_connections()
-                clock[0] = time.monotonic()
-                tally.counts["faults: S3 refused"] += 1
+def check_unavailable_in_bound(outcome: UploadOutcome, what: str) -> None:
+    assert outcome.code == "UNAVAILABLE", (what, outcome.code, outcome.error)
+    assert outcome.failed_after <= S3_BOUND + SLACK, (what, outcome.failed_after)
 
-        first = await upload(
-            files, token, data, tally=tally, before_chunk=refuse_after_two_parts, clock=clock
-        )
-        assert first.upload, "no progress was reported"
-        await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
 
-        # 2. S3 accepts connections again but never answers; a resume is tried.
-        await suite.s3_proxy.accept()
-        suite.s3_proxy.pause()
-        tally.counts["faults: S3 blackholed"] += 1
-        status = await upload_status(files, token, first.upload, deadline=METADATA_DEADLINE)
+async def refused_then_blackholed(
+    suite: FaultSuite,
+    channel: grpc.aio.Channel,
+    token: str,
+    tally: Tally,
+    figures: dict[str, object],
+    data: bytes,
+) -> None:
+    files = files_pb2_grpc.FileServiceStub(channel)
+    earlier = await upload(files, token, b"kept" * 1000, tally=tally, rpc="Upload (before)")
+    assert earlier.file is not None, earlier.error
+    figures["upload bytes"] = len(data)
+
+    # 1. S3 refuses connections once a part is stored and the stream is in its third.
+    clock = [0.0]
+
+    async def refuse_in_third_part(offset: int, outcome: UploadOutcome) -> None:
+        if offset == 2 * PART:
+            await wait_for_committed(files, token, outcome, PART)
+            await suite.s3_proxy.refuse()
+            await suite.s3_proxy.close_connections()
+            clock[0] = time.monotonic()
+            tally.counts["faults: S3 refused"] += 1
+
+    first = await upload(
+        files,
+        token,
+        data,
+        tally=tally,
+        before_chunk=refuse_in_third_part,
+        clock=clock,
+        deadline=FAULT_DEADLINE,
+    )
+    figures["refused stream"] = f"{first.code} {first.failed_after:.1f}s after the fault"
+    figures["committed before the fault"] = first.committed
+    assert first.upload and first.committed >= PART, first
+    check_unavailable_in_bound(first, "stream while S3 refuses")
+    await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
+
+    # 2. S3 accepts connections again but never answers; the client resumes, twice more.
+    await suite.s3_proxy.accept()
+    suite.s3_proxy.pause()
+    tally.counts["faults: S3 blackholed"] += 1
+    status = await upload_status(files, token, first.upload, deadline=METADATA_DEADLINE)
+    attempts = []
+    for n in range(3):
         clock[0] = time.monotonic()
-        second = await upload(
+        attempt = await upload(
             files,
             token,
             data,
@@ -96,75 +133,56 @@ async def test_s3_refused_then_blackholed_during_an_upload(fault_suite: FaultSui
             upload_name=first.upload,
             offset=status.committed_bytes,
             clock=clock,
+            deadline=FAULT_DEADLINE,
         )
-        await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
-        # Retries against a dead endpoint: the breaker should fail them at once.
-        quick = []
-        for _ in range(3):
-            clock[0] = time.monotonic()
-            quick.append(
-                await upload(
-                    files,
-                    token,
-                    data,
-                    tally=tally,
-                    rpc="Upload (retry while blackholed)",
-                    upload_name=first.upload,
-                    offset=status.committed_bytes,
-                    clock=clock,
-                )
-            )
-
-        # 3. S3 is back: the upload resumes from the committed offset and completes.
-        suite.s3_proxy.heal()
-        await asyncio.sleep(0.5)
-        status = await resume_status(files, token, tally, first.upload)
-        third = await upload(
-            files,
-            token,
-            data,
-            tally=tally,
-            rpc="Upload (resume after)",
-            upload_name=first.upload,
-            offset=status.committed_bytes,
-        )
-        stored = await download(files, token, third.file.name) if third.file else b""
-    tally.report(
-        "S3 refused, then blackholed, during an upload",
-        operations=sum(tally.statuses.values()),
-        upload_bytes=len(data),
-        refused_stream=f"{first.code} after {first.failed_after:.1f}s, committed {first.committed}",
-        blackholed_resume=f"{second.code} after {second.failed_after:.1f}s",
-        retries_while_blackholed=[f"{o.code} {o.failed_after:.1f}s" for o in quick],
-        error_metadata=sorted(set().union(*(o.metadata_values for o in (first, second, *quick)))),
-        resumed_from=status.committed_bytes,
-        final=third.code,
-        byte_identical=stored == data,
-    )
-    for outcome in (first, second, *quick):
-        assert outcome.code == "UNAVAILABLE", (outcome.code, outcome.error)
-        assert outcome.failed_after <= S3_BOUND + SLACK, outcome.failed_after
-    assert first.committed >= PART
-    # The breaker opened: some refusal says so.
-    assert any("open" in value for o in (second, *quick) for value in o.metadata_values), (
-        "no UNAVAILABLE named an open breaker"
-    )
+        attempts.append(attempt)
+        figures[f"resume {n + 1} while blackholed"] = f"{attempt.code} {attempt.failed_after:.1f}s"
+        check_unavailable_in_bound(attempt, f"resume {n + 1} while blackholed")
+    figures["error metadata"] = sorted(set().union(*(o.metadata_values for o in attempts)))
+    await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
     for rpc in ("GetFile", "ListFiles", "GetUploadStatus"):
         assert tally.statuses[(rpc, "OK")] == 2, (rpc, tally.statuses)
+    # The breaker opened: a refusal says so.
+    assert any("open" in value for o in attempts for value in o.metadata_values), (
+        "no UNAVAILABLE named an open breaker"
+    )
+
+    # 3. S3 is back: the upload resumes from the committed offset and completes.
+    suite.s3_proxy.heal()
+    status = await resume_status(files, token, tally, first.upload)
+    figures["resumed from"] = status.committed_bytes
+    third = await upload(
+        files,
+        token,
+        data,
+        tally=tally,
+        rpc="Upload (resume after)",
+        upload_name=first.upload,
+        offset=status.committed_bytes,
+    )
+    figures["resume after"] = third.code
     assert third.file is not None, third.error
+    stored = await download(files, token, third.file.name)
+    figures["byte identical"] = stored == data
     assert stored == data
     assert third.file.sha256 == hashlib.sha256(data).hexdigest()
-    assert tally.never_seen() == {}
 
 
-async def wait_for_committed(outcome: UploadOutcome, at_least: int) -> None:
-    """Runs inside the request stream: it must not raise (that cancels the call); the
-    scenario checks the committed offset afterwards."""
-    deadline = time.monotonic() + 60
+async def wait_for_committed(
+    stub: files_pb2_grpc.FileServiceStub, token: str, outcome: UploadOutcome, at_least: int
+) -> None:
+    """Until the upload's committed offset reaches ``at_least`` (asked with GetUploadStatus:
+    the stream reports progress only as data arrives, and this runs inside the request
+    stream, which must not raise: that would cancel the call)."""
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
+        if outcome.upload:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                status = await upload_status(stub, token, outcome.upload)
+                outcome.committed = max(outcome.committed, status.committed_bytes)
         if outcome.committed >= at_least:
-            break
-        await asyncio.sleep(0.05)
+            return
+        await asyncio.sleep(0.1)
 
 
 async def resume_status(
