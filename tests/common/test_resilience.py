@@ -446,7 +446,9 @@ async def test_dependency_call_is_bounded_by_the_callers_deadline() -> None:
     remaining=st.one_of(st.none(), st.floats(min_value=-5, max_value=1000, allow_nan=False)),
     cap=st.floats(min_value=0.001, max_value=600, allow_nan=False),
 )
-def test_bound_never_exceeds_the_cap_or_the_callers_time(remaining: float | None, cap: float) -> None:
+def test_bound_never_exceeds_the_cap_or_the_callers_time(
+    remaining: float | None, cap: float
+) -> None:
     with deadlines.incoming(remaining):
         try:
             limit = deadlines.bound(cap)
