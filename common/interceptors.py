@@ -41,6 +41,7 @@ import grpc
 from common import deadlines, grpc_errors, hygiene
 from common.context import Principal, current_principal_var, request_id_var
 from common.errors import FieldViolation, InvalidArgument, Unauthenticated
+from common.rpc_metrics import RpcMetrics, rpc_metrics
 from common.wire_format import invalid_utf8_field
 
 log = logging.getLogger("mediagrid.access")
@@ -178,6 +179,9 @@ class _Call:
         self.metadata = tuple(details.invocation_metadata or ())
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
+        self.metrics = rpc_metrics()
+        self.attributes = RpcMetrics.attributes(self.method)
+        self.metrics.active.add(1, self.attributes)
 
     async def enter(self, context: grpc.aio.ServicerContext) -> None:
         self.started = time.perf_counter()
@@ -215,6 +219,10 @@ class _Call:
             self.code = grpc.StatusCode.CANCELLED  # the client went away mid-call
         principal = current_principal_var.get()
         duration_ms = (time.perf_counter() - self.started) * 1000
+        self.metrics.active.add(-1, self.attributes)
+        self.metrics.duration.record(
+            duration_ms, {**self.attributes, "rpc.grpc.status_code": self.code.value[0]}
+        )
         log.info(
             "%s %s %.1fms",
             self.method,
