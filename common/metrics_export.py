@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -40,8 +40,10 @@ from common.settings import Settings
 log = logging.getLogger("mediagrid.telemetry")
 
 EMF_NAMESPACE = "mediagrid"
-# CloudWatch limits: 30 dimensions per set, 100 metrics per directive, 1 KiB dimension values.
+# CloudWatch limits: 30 dimensions per set, 100 metrics per directive, 100 values per
+# metric, 1 KiB dimension values.
 EMF_MAX_DIMENSIONS = 30
+EMF_MAX_VALUES = 100
 EMF_MAX_VALUE_CHARS = 1024
 
 # OpenTelemetry units (UCUM) that CloudWatch knows under another name.
@@ -132,9 +134,10 @@ class EmfMetricExporter(MetricExporter):
     """Writes each data point as one CloudWatch Embedded Metric Format line.
 
     Counters are exported as the delta since the previous export (what a CloudWatch Sum
-    statistic adds up); histograms as ``<name>.count``, ``.sum``, ``.min`` and ``.max``;
-    gauges and up-down counters as their current value. Attributes become dimensions,
-    together with ``service.name``.
+    statistic adds up); gauges and up-down counters as their current value; histograms as
+    ``<name>.count`` and ``<name>.sum`` (exact) and ``<name>`` itself as an array of at most
+    100 values that reproduces the bucket distribution, from which CloudWatch computes
+    percentiles (p99 alarms). Attributes become dimensions, together with ``service.name``.
     """
 
     def __init__(self, *, stream: IO[str] | None = None, service: str = "mediagrid") -> None:
@@ -187,16 +190,46 @@ def emf_lines(metrics_data: MetricsData, service: str) -> Iterator[str]:
                     )
 
 
-def _points(name: str, data: Any) -> Iterable[tuple[dict[str, Any], dict[str, float], int]]:
+def histogram_values(
+    bounds: Sequence[float], counts: Sequence[int], low: float, high: float
+) -> list[float]:
+    """At most ``EMF_MAX_VALUES`` values distributed like the histogram's buckets.
+
+    Each bucket is represented by the middle of its range (clamped to the observed min and
+    max); buckets keep their share of the values, and every non-empty bucket keeps at
+    least one, so the tail a p99 alarm watches is never rounded away.
+    """
+    total = sum(counts)
+    if total == 0:
+        return []
+    filled = sum(1 for c in counts if c)
+    spare = EMF_MAX_VALUES - filled
+    values: list[float] = []
+    for index, count in enumerate(counts):
+        if not count:
+            continue
+        lower = bounds[index - 1] if index > 0 else low
+        upper = bounds[index] if index < len(bounds) else high
+        lower, upper = max(lower, low), min(upper, high)
+        middle = (lower + upper) / 2 if lower <= upper else high
+        copies = count if total <= EMF_MAX_VALUES else 1 + (count * spare) // total
+        values.extend([float(middle)] * copies)
+    return values
+
+
+def _points(
+    name: str, data: Any
+) -> Iterable[tuple[dict[str, Any], dict[str, float | list[float]], int]]:
     for point in data.data_points:
         at = int(point.time_unix_nano // 1_000_000) or int(time.time() * 1000)
         attributes = dict(point.attributes or {})
         if isinstance(data, Histogram):
-            values: dict[str, float] = {f"{name}.count": float(point.count)}
+            values: dict[str, float | list[float]] = {f"{name}.count": float(point.count)}
             if point.count:
                 values[f"{name}.sum"] = float(point.sum)
-                values[f"{name}.min"] = float(point.min)
-                values[f"{name}.max"] = float(point.max)
+                values[name] = histogram_values(
+                    point.explicit_bounds, point.bucket_counts, point.min, point.max
+                )
             yield attributes, values, at
         elif isinstance(data, Sum | Gauge):
             yield attributes, {name: float(point.value)}, at
@@ -205,7 +238,7 @@ def _points(name: str, data: Any) -> Iterable[tuple[dict[str, Any], dict[str, fl
 def _document(
     service: str,
     attributes: dict[str, Any],
-    values: dict[str, float],
+    values: dict[str, float | list[float]],
     unit: str,
     at: int,
 ) -> dict[str, Any]:

@@ -13,13 +13,22 @@ import grpc
 import jsonschema
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-from common.metrics_export import EMF_NAMESPACE, EmfMetricExporter, metrics_target
+from common.metrics_export import (
+    EMF_MAX_VALUES,
+    EMF_NAMESPACE,
+    EmfMetricExporter,
+    histogram_values,
+    metrics_target,
+)
 from common.runtime import running_suite
 from common.settings import Settings
 from common.telemetry import configure_telemetry
+from tests.support.hypo import relaxed
 from tests.support.proxy import free_port
 
 # The structure CloudWatch requires of an EMF document (its published specification):
@@ -120,7 +129,8 @@ def test_emf_lines_follow_the_specification() -> None:
     durations = [d for d in documents if "rpc.server.duration.count" in d]
     assert durations[0]["rpc.server.duration.count"] == 3
     assert durations[0]["rpc.server.duration.sum"] == pytest.approx(44.0)
-    assert durations[0]["rpc.server.duration.max"] == 40.0
+    # Middles of the buckets (0, 5] and (25, 50], clamped to the observed 1.5 .. 40.
+    assert sorted(durations[0]["rpc.server.duration"]) == [3.25, 3.25, 32.5]
     assert durations[0]["rpc.method"] == "GetFile"
     assert durations[0]["service.name"] == "mediagrid-files"
     units = {m["Name"]: m["Unit"] for m in durations[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
@@ -135,6 +145,27 @@ def test_emf_lines_follow_the_specification() -> None:
         )
         == 2
     )
+
+
+@relaxed()
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=20),
+    low=st.floats(min_value=0, max_value=10),
+)
+def test_histogram_values_keep_the_distribution_within_the_limit(
+    counts: list[int], low: float
+) -> None:
+    bounds = [float(b) for b in range(10, 10 * len(counts), 10)]
+    high = low + 10.0 * len(counts)
+    values = histogram_values(bounds, counts, low, high)
+    total = sum(counts)
+    assert len(values) <= EMF_MAX_VALUES
+    assert all(low <= v <= high for v in values)
+    if total <= EMF_MAX_VALUES:
+        assert len(values) == total
+    # Every non-empty bucket (the tail included) is represented.
+    buckets = {min(len(bounds), sum(1 for b in bounds if v > b)) for v in values}
+    assert len(buckets) == sum(1 for c in counts if c) or total == 0
 
 
 def test_metrics_follow_the_trace_exporter_unless_set(settings: Settings) -> None:
