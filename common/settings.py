@@ -331,6 +331,9 @@ class Settings(BaseSettings):
     # ListJobs page sizes.
     job_list_default_page_size: int = Field(default=50, ge=1, le=1000)
     job_list_max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # How often the jobs service refreshes its queue depth and oldest-job metrics (one
+    # query; only while a metrics exporter is configured).
+    job_metrics_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
     # How often the reaper returns jobs whose lease expired.
     job_reaper_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     # How long finished jobs are kept, per final state, and how often/how much the sweep deletes.

@@ -192,6 +192,11 @@ def active() -> Telemetry | None:
     return _active
 
 
+def metrics_enabled() -> bool:
+    """True when metrics go somewhere: work that only feeds metrics can be skipped otherwise."""
+    return _active is not None and _active.meter_provider is not None
+
+
 # --- S3 --------------------------------------------------------------------------------------
 
 _SPAN_KEY = "mediagrid_span"
