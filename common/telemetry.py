@@ -210,6 +210,16 @@ def instrument_aws_session(session: Any) -> None:
     events.register("after-call-error.s3", _s3_call_error)
 
 
+def instrument_sync_session(session: Any) -> None:
+    """The same for a synchronous boto3 session (clients used from threads: the calls'
+    spans join the trace of the RPC that started the thread through ``asyncio.to_thread``,
+    which carries the context over)."""
+    events = session._session  # the botocore session
+    events.register("before-call.s3", _s3_before_call)
+    events.register("after-call.s3", _s3_after_call)
+    events.register("after-call-error.s3", _s3_call_error)
+
+
 def _s3_before_call(model: Any, params: Any, context: dict[str, Any], **_: Any) -> None:
     attributes = {"rpc.system": "aws-api", "rpc.service": "S3", "rpc.method": model.name}
     # Path-style addressing (common.aws forces it): the bucket is the URL's first segment.
