@@ -102,8 +102,9 @@ async def test_terminating_the_suites_backends_every_2s_loses_no_job(
     assert tally.never_seen() == {}, tally.samples
 
 
-# The server answers for the database within this; the client allows far more.
-DB_BOUND = 5.0
+# The server answers for the database within this (db_call_timeout_seconds, and the same
+# for the in-process authentication call); the client allows far more.
+DB_BOUND = 3.0
 BLACKHOLE = 20.0
 
 
@@ -112,6 +113,8 @@ async def test_blackholed_database_answers_unavailable_within_the_bound_then_rec
 ) -> None:
     suite = await fault_suite(
         **QUEUE_SETTINGS,
+        db_call_timeout_seconds=DB_BOUND,
+        peer_call_timeout_seconds=DB_BOUND,
         db_connect_timeout_seconds=2,
         db_connect_attempts=2,
         db_connect_backoff_seconds=0.1,

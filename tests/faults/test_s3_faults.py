@@ -28,6 +28,7 @@ S3_SETTINGS = {
     "s3_connect_timeout_seconds": 2,
     "s3_read_timeout_seconds": 5,
     "s3_max_attempts": 2,
+    "s3_call_timeout_seconds": 5,
     "health_failures_before_not_serving": 1,
 }
 # What those settings allow one S3 operation (attempts x (connect or read timeout) plus
