@@ -30,9 +30,14 @@ async def create_jobs(
     payload: dict[str, Any],
     prefix: str,
     concurrency: int = 8,
+    names: list[str] | None = None,
 ) -> list[str]:
-    """Create ``count`` jobs, retrying each with its request id until it is accepted."""
-    names: list[str] = [""] * count
+    """Create ``count`` jobs, retrying each with its request id until it is accepted.
+
+    ``names`` (``count`` empty strings) is filled as jobs are created, so that observers
+    can pick from the jobs created so far.
+    """
+    names = [""] * count if names is None else names
     todo: asyncio.Queue[int] = asyncio.Queue()
     for n in range(count):
         todo.put_nowait(n)

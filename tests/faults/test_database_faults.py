@@ -70,10 +70,9 @@ async def test_terminating_the_suites_backends_every_2s_loses_no_job(
         watching = asyncio.create_task(observers(stub, token, tally, names, stop))
         try:
             started = time.monotonic()
-            created = await create_jobs(
-                stub, token, tally, JOBS, payload={"seconds": 0.02}, prefix="t"
+            await create_jobs(
+                stub, token, tally, JOBS, payload={"seconds": 0.02}, prefix="t", names=names
             )
-            names[:] = created
             tally.counts["seconds creating"] = round(time.monotonic() - started)
             seen = await wait_all_final(suite.direct_dsn, JOBS, limit=150)
             tally.counts["seconds until all final"] = round(time.monotonic() - started)
@@ -132,7 +131,7 @@ async def test_blackholed_database_answers_unavailable_within_the_bound_then_rec
         assert await wait_all_final(suite.direct_dsn, 5, limit=60) == {"succeeded": 5}
         # A stream open when the outage starts.
         watched = await create_jobs(
-            jobs, token, tally, 1, payload={"seconds": 30, "steps": 30}, prefix="watched"
+            jobs, token, tally, 1, payload={"seconds": 24, "steps": 24}, prefix="watched"
         )
 
         watch = asyncio.create_task(_watch_through(jobs, token, tally, watched[0]))
@@ -162,12 +161,14 @@ async def test_blackholed_database_answers_unavailable_within_the_bound_then_rec
         started = time.monotonic()
         health_seen: set[str] = set()
         n = 0
-        while time.monotonic() - started < BLACKHOLE - CLIENT_DEADLINE / 2:
+        # Rounds of calls start while a whole client deadline still fits in the outage.
+        while time.monotonic() - started < BLACKHOLE - CLIENT_DEADLINE:
             n += 1
             await asyncio.gather(
                 *(call(tally, rpc, fn) for rpc, fn in rpcs(n).items()),  # type: ignore[arg-type]
                 _note_health(server.address, health_seen),
             )
+        await asyncio.sleep(max(0.0, BLACKHOLE - (time.monotonic() - started)))
         suite.pg_proxy.resume()
         outage = time.monotonic() - started
         tally.counts["blackhole seconds"] = int(outage)
