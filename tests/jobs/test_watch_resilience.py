@@ -164,6 +164,44 @@ async def test_watch_rereads_after_the_listen_connection_comes_back(
             await notifier.close()
 
 
+async def test_a_silent_listen_connection_is_noticed_and_replaced(
+    pool: asyncpg.Pool, database_dsn: str
+) -> None:
+    """A LISTEN connection whose path went silent (no reset, no error) fails its liveness
+    probe; the notifier reconnects once the path is back and wakes the watchers."""
+    async with TcpProxy.for_dsn(database_dsn) as proxy:
+        database = database_dsn.rsplit("/", 1)[1].split("?")[0]
+
+        async def connect() -> Any:
+            return await asyncpg.connect(proxy.dsn(database), timeout=2)
+
+        notifier = Notifier(connect, check_interval=0.2, reconnect_base=0.05, reconnect_cap=0.5)
+        await notifier.start()
+        runner = asyncio.create_task(notifier.run())
+        try:
+            with notifier.job("some-job") as changed:
+                subscriptions = notifier.subscriptions
+                proxy.pause()
+                await wait_until(_is_cleared(notifier.connected), STEP_SECONDS)
+                changed.clear()
+                proxy.resume()
+                await wait_until(_is_set(changed), STEP_SECONDS)
+                await wait_until(_is_set(notifier.connected), STEP_SECONDS)
+                assert notifier.subscriptions > subscriptions
+                received = notifier.received
+                await pool.execute("SELECT pg_notify($1, 'some-job')", CHANGE_CHANNEL)
+                await wait_until(lambda: _more(notifier, received), STEP_SECONDS)
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            await notifier.close()
+
+
+async def _more(notifier: Notifier, received: int) -> bool:
+    return notifier.received > received
+
+
 def _is_set(event: asyncio.Event) -> Any:
     async def check() -> bool:
         return event.is_set()
