@@ -208,8 +208,9 @@ class JobsClient:
             if hint is not None and hint.HasField("retry_delay"):
                 delay = max(delay, hint.retry_delay.ToTimedelta().total_seconds())
             log.info(
-                "watch stream lost (%s), re-opening in %.2fs (failure %d)",
+                "watch stream lost (%s: %s), re-opening in %.2fs (failure %d)",
                 error.code().name,
+                error.details(),
                 delay,
                 failures,
             )
