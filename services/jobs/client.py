@@ -8,10 +8,11 @@ A service creates the internal jobs it owns (its account holds the literal grant
 
 Calls made on a caller's behalf pass the caller's own ``authorization`` metadata instead.
 
-Every unary call carries a deadline (``timeout``, per client), so a
-server or network that hangs ends the call with DEADLINE_EXCEEDED instead of never. Watches
-have no overall deadline unless one is given; they notice a dead server by a per-message
-idle bound instead, and re-open the stream after a transient failure (see ``watch_job``).
+Every unary call carries a deadline (``timeout``, per client; inside an RPC no later than
+that RPC's own, via ``common.deadlines``), so a server or network that hangs ends the call
+with DEADLINE_EXCEEDED instead of never. Watches have no overall deadline (wrap them in
+``asyncio.timeout`` for one); they notice a dead server by a per-message idle bound instead,
+and re-open the stream after a transient failure (see ``watch_job``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from typing import Any
 import grpc
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
+from common import deadlines
 from common.grpc_errors import retry_info
 from common.resilience import backoff_delay
 
 Metadata = Sequence[tuple[str, str]]
+JOBS_SERVICE = "mediagrid.jobs.v1.JobService"
 log = logging.getLogger("mediagrid.jobs.client")
 
 # Deadline of one unary call: every one of them is a few short statements on the server.
@@ -56,7 +59,10 @@ class JobsClient:
     ``bulk_timeout`` (``DEFAULT_BULK_TIMEOUT_SECONDS``, 300). Watches have no deadline:
     ``watch_idle`` (``DEFAULT_WATCH_IDLE_SECONDS``, 60) is the longest wait for a message
     before the stream is re-opened, ``watch_retry`` (``DEFAULT_WATCH_RETRY_SECONDS``, 120;
-    None: forever) how long a watch tries to get its stream back before it raises.
+    None: forever) how long a watch tries to get its stream back before it raises. Called
+    while serving an RPC, a unary call gets at most what that RPC's caller has left
+    (``common.deadlines.bound``), or fails at once with ``Unavailable`` (reason
+    DEADLINE_TOO_SHORT) when nothing is left.
     """
 
     def __init__(
@@ -80,6 +86,12 @@ class JobsClient:
 
     def _md(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
         return self.metadata if metadata is None else tuple(metadata)
+
+    @staticmethod
+    def _bound(cap: float) -> float:
+        """``cap``, or less inside an RPC whose caller's deadline is nearer (then UNAVAILABLE
+        with reason DEADLINE_TOO_SHORT when nothing is left)."""
+        return deadlines.bound(cap, dependency=JOBS_SERVICE)
 
     async def create_job(
         self,
@@ -114,7 +126,7 @@ class JobsClient:
         response = await self.stub.CreateJob(
             job_service_pb2.CreateJobRequest(job=spec, batch=batch or "", owner=owner or ""),
             metadata=self._md(metadata),
-            timeout=self.timeout,
+            timeout=self._bound(self.timeout),
         )
         job: job_pb2.Job = response.job
         return job
@@ -123,7 +135,7 @@ class JobsClient:
         response = await self.stub.GetJob(
             job_service_pb2.GetJobRequest(name=name),
             metadata=self._md(metadata),
-            timeout=self.timeout,
+            timeout=self._bound(self.timeout),
         )
         job: job_pb2.Job = response.job
         return job
@@ -220,7 +232,7 @@ class JobsClient:
         response = await self.stub.CancelJob(
             job_service_pb2.CancelJobRequest(name=name),
             metadata=self._md(metadata),
-            timeout=self.timeout,
+            timeout=self._bound(self.timeout),
         )
         job: job_pb2.Job = response.job
         return job
@@ -232,7 +244,7 @@ class JobsClient:
         response = await self.stub.GetJobCounts(
             job_service_pb2.GetJobCountsRequest(owner=owner),
             metadata=self._md(metadata),
-            timeout=self.timeout,
+            timeout=self._bound(self.timeout),
         )
         return dict(response.state_counts)
 
@@ -243,7 +255,7 @@ class JobsClient:
         response: job_service_pb2.DeleteUserJobsResponse = await self.stub.DeleteUserJobs(
             job_service_pb2.DeleteUserJobsRequest(owner=owner),
             metadata=self._md(metadata),
-            timeout=self.bulk_timeout,
+            timeout=self._bound(self.bulk_timeout),
         )
         return response
 

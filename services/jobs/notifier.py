@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from common.grpc_errors import DATABASE_DOWN
+from common.db import CONNECTION_LOST
 from common.resilience import backoff_delay
 from services.jobs.repository import BATCH_CHANNEL, CHANGE_CHANNEL, QUEUE_CHANNEL
 
@@ -30,11 +30,9 @@ Connect = Callable[[], Any]  # returns an awaitable asyncpg.Connection
 # Failures of opening or probing the listener connection that waiting may heal (anything
 # else is a bug and crashes the loop, which the server's supervisor restarts and logs).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    *DATABASE_DOWN,
+    *CONNECTION_LOST,
     asyncpg.PostgresError,  # e.g. the database is being dropped or is not accepting yet
     asyncpg.InterfaceError,
-    OSError,
-    TimeoutError,
 )
 
 

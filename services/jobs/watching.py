@@ -18,8 +18,8 @@ from typing import TypeVar
 
 import asyncpg
 
+from common.db import CONNECTION_LOST
 from common.errors import Unavailable
-from common.grpc_errors import DATABASE_DOWN
 from common.resilience import backoff_delay
 from services.jobs.notifier import wait_event
 
@@ -30,10 +30,8 @@ log = logging.getLogger("mediagrid.jobs.watch")
 # statement. ``Unavailable`` is what a dependency wrapper (deadline bound, circuit breaker)
 # raises for the same condition.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    *DATABASE_DOWN,
-    asyncpg.InterfaceError,
-    OSError,
-    TimeoutError,
+    *CONNECTION_LOST,
+    asyncpg.InterfaceError,  # "connection is closed", a pool being re-created
     Unavailable,
 )
 RETRY_BASE_SECONDS = 0.1

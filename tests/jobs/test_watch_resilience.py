@@ -17,8 +17,11 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
+from pydantic import SecretStr
 
+from common import deadlines
 from common.db import create_pool
+from common.errors import Unavailable
 from common.runtime import running_suite
 from common.settings import Settings
 from services.jobs.client import JobsClient
@@ -109,6 +112,77 @@ async def test_watches_keep_going_across_terminated_connections(svc: Jobs) -> No
     finally:
         job_call.cancel()
         batch_call.cancel()
+
+
+async def test_a_watch_outlasts_a_database_outage_and_sees_what_it_missed(
+    jobs_service: JobsFactory, database_dsn: str, pool: asyncpg.Pool
+) -> None:
+    """The whole service reaches PostgreSQL through a proxy that goes away for a while: the
+    watch's re-reads fail (connections reset, then refused) and are retried, the state change
+    made meanwhile (its NOTIFY sent to nobody) arrives once the listener is back."""
+    async with TcpProxy.for_dsn(database_dsn) as proxy:
+        database = database_dsn.rsplit("/", 1)[1].split("?")[0]
+        svc = await jobs_service(database_url=SecretStr(proxy.dsn(database)))
+        notifier = notifier_of(svc.server)
+        job = await svc.create()
+        call = svc.jobs.WatchJob(job_service_pb2.WatchJobRequest(name=job.name), metadata=svc.owner)
+        try:
+            assert (await next_message(call)).job.state == job_pb2.JOB_STATE_QUEUED
+            await proxy.refuse()
+            await proxy.close_connections()
+            await wait_until(_is_cleared(notifier.connected), STEP_SECONDS)
+            # Changed behind the service's back (another replica, say): nobody listens.
+            repo = JobRepository(pool)
+            [claimed] = await repo.claim("elsewhere", ["test.noop"], 1, 60.0)
+            await asyncio.sleep(1.0)  # re-reads fail meanwhile; the stream must stay open
+            await proxy.accept()
+            running = await next_message(call)
+            assert running.job.state == job_pb2.JOB_STATE_RUNNING
+            assert claimed.job.lease_id is not None
+            await repo.complete(
+                [(LeaseRef(job_id=claimed.job.id, lease_id=claimed.job.lease_id), {})]
+            )
+            assert (await next_message(call)).job.state == job_pb2.JOB_STATE_SUCCEEDED
+        finally:
+            call.cancel()
+
+
+async def test_the_client_watch_resumes_after_the_proxy_drops_its_connection(
+    svc: Jobs,
+) -> None:
+    host, port = svc.server.address.rsplit(":", 1)
+    async with TcpProxy(host, int(port)) as proxy:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}")
+        client = JobsClient(channel, svc.owner)
+        try:
+            job = await client.create_job("test.noop")
+            seen: list[int] = []
+
+            async def watch() -> None:
+                async for update in client.watch_job(job.name):
+                    seen.append(update.state)
+
+            watcher = asyncio.create_task(watch())
+            await wait_until(lambda: _at_least(seen, 1), STEP_SECONDS)
+            accepted = proxy.accepted
+            await proxy.close_connections()
+            [claimed] = await svc.claim(("test.noop",))
+            await wait_until(lambda: _at_least(seen, 2), STEP_SECONDS)
+            assert proxy.accepted > accepted  # a new connection, a new stream
+            await proxy.close_connections()
+            await svc.workers.CompleteJob(
+                worker_service_pb2.CompleteJobRequest(lease=lease_of(claimed)),
+                metadata=svc.service,
+            )
+            async with asyncio.timeout(STEP_SECONDS):
+                await watcher
+        finally:
+            await channel.close()
+    assert seen == [
+        job_pb2.JOB_STATE_QUEUED,
+        job_pb2.JOB_STATE_RUNNING,
+        job_pb2.JOB_STATE_SUCCEEDED,
+    ]
 
 
 async def claim_with_retry(svc: Jobs) -> list[job_pb2.ClaimedJob]:
@@ -316,6 +390,10 @@ async def test_every_client_call_has_a_deadline(svc: Jobs) -> None:
                     grpc.StatusCode.UNAVAILABLE,
                 ), name
                 assert loop.time() - started < bound + 30, name
+            # Serving an RPC whose caller has no time left, the client does not even try.
+            with deadlines.incoming(0.0), pytest.raises(Unavailable) as refused:
+                await client.get_job(job.name)
+            assert refused.value.reason == "DEADLINE_TOO_SHORT"
         finally:
             proxy.resume()
             await channel.close()
