@@ -110,14 +110,14 @@ async def observers(
                         request, metadata=bearer(token), timeout=CLIENT_DEADLINE
                     ),
                 )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)
 
     async def watcher() -> None:
         while not stop.is_set():
             known = [n for n in names if n]
             if known:
                 await watch_until_final(stub, token, tally, random.choice(known))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)
 
     await asyncio.gather(poller(), poller(), watcher(), watcher())
 
