@@ -18,6 +18,8 @@ from tests.faults.scenario import Tally, bearer, call, retrying
 from tests.support.suite_process import direct_connect, run_counts
 
 CLIENT_DEADLINE = 10.0
+# A watch lasts until its job ends: longer than any job of a scenario waits in the queue.
+WATCH_DEADLINE = 30.0
 FINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
 
@@ -61,6 +63,34 @@ async def create_jobs(
     return names
 
 
+async def create_batches(
+    stub: job_service_pb2_grpc.JobServiceStub,
+    token: str,
+    tally: Tally,
+    names: list[str],
+    *,
+    per_batch: int,
+    payload: dict[str, Any],
+    prefix: str,
+) -> None:
+    """Fill ``names`` with jobs made by CreateBatch calls, each retried with its request id."""
+    for first in range(0, len(names), per_batch):
+        specs = []
+        for _ in range(first, min(first + per_batch, len(names))):
+            spec = job_pb2.JobSpec(type="faults.record")  # the batch's request id covers it
+            spec.payload.update(payload)
+            specs.append(spec)
+        request = job_service_pb2.CreateBatchRequest(jobs=specs, request_id=f"{prefix}-b{first}")
+        reply = await retrying(
+            tally,
+            "CreateBatch",
+            lambda request=request: stub.CreateBatch(
+                request, metadata=bearer(token), timeout=CLIENT_DEADLINE
+            ),
+        )
+        names[first : first + len(reply.job_names)] = list(reply.job_names)
+
+
 async def watch_until_final(
     stub: job_service_pb2_grpc.JobServiceStub, token: str, tally: Tally, name: str
 ) -> bool:
@@ -72,7 +102,7 @@ async def watch_until_final(
         stream = stub.WatchJob(
             job_service_pb2.WatchJobRequest(name=name),
             metadata=bearer(token),
-            timeout=CLIENT_DEADLINE,
+            timeout=WATCH_DEADLINE,
         )
         async for reply in stream:
             tally.counts["WatchJob messages"] += 1

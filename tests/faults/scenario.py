@@ -20,6 +20,10 @@ from common.grpc_errors import error_info
 
 T = TypeVar("T")
 NEVER = ("INTERNAL", "UNKNOWN")
+# What the scenarios' clients retry: what may succeed later, and what must never be seen
+# (counted, then retried, so that a scenario reports every occurrence at its end); any other
+# status is a mistake in the scenario itself.
+RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED", *NEVER)
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -90,11 +94,19 @@ async def call(tally: Tally, rpc: str, fn: Callable[[], Awaitable[T]]) -> T | No
 async def retrying(
     tally: Tally, rpc: str, fn: Callable[[], Awaitable[T]], *, limit: float = 120.0
 ) -> T:
-    """Call until it succeeds (a client's retry loop with jitter), recording every status."""
+    """Call until it succeeds (a client's retry loop with jitter), recording every status;
+    a status that retrying cannot fix is raised at once."""
     deadline = time.monotonic() + limit
     while True:
-        result = await call(tally, rpc, fn)
-        if result is not None:
+        started = time.monotonic()
+        try:
+            result = await fn()
+        except grpc.aio.AioRpcError as exc:
+            tally.failed(rpc, exc, time.monotonic() - started)
+            if exc.code().name not in RETRYABLE:
+                raise
+        else:
+            tally.ok(rpc)
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"{rpc} kept failing for {limit}s")

@@ -18,6 +18,7 @@ from mediagrid.users.v1 import user_service_pb2_grpc as users_pb2_grpc
 from tests.faults.conftest import FaultSuiteFactory
 from tests.faults.jobs_load import (
     CLIENT_DEADLINE,
+    create_batches,
     create_jobs,
     job_rows,
     observers,
@@ -31,6 +32,8 @@ from tests.support.suite_process import health_status
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 JOBS = 2000
+SINGLE = 200  # of which created by CreateJob, one call each
+PAYLOAD = {"seconds": 0.02}
 # Short leases and a fast reaper: a job whose worker lost its lease comes back in seconds.
 QUEUE_SETTINGS = {
     "job_lease_seconds": 5,
@@ -63,23 +66,23 @@ async def test_terminating_the_suites_backends_every_2s_loses_no_job(
             tally.counts["pg_terminate_backend rounds"] += 1
             tally.counts["connections terminated"] += await suite.terminate_backends()
 
-    names: list[str] = [""] * JOBS
+    names: list[str] = [""] * (JOBS - SINGLE)
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = job_service_pb2_grpc.JobServiceStub(channel)
         faults = asyncio.create_task(killer())
         watching = asyncio.create_task(observers(stub, token, tally, names, stop))
         try:
             started = time.monotonic()
-            await create_jobs(
-                stub,
-                token,
-                tally,
-                JOBS,
-                payload={"seconds": 0.02},
-                prefix="t",
-                names=names,
-                concurrency=16,
+            # Most jobs in batches (the server's time goes to running them, under faults),
+            # the rest one CreateJob call each, both at once; observers see both.
+            single = [""] * SINGLE
+            await asyncio.gather(
+                create_batches(
+                    stub, token, tally, names, per_batch=100, payload=PAYLOAD, prefix="b"
+                ),
+                create_jobs(stub, token, tally, SINGLE, payload=PAYLOAD, prefix="t", names=single),
             )
+            names.extend(single)
             tally.counts["seconds creating"] = round(time.monotonic() - started)
             seen = await wait_all_final(suite.direct_dsn, JOBS, limit=150)
             tally.counts["seconds until all final"] = round(time.monotonic() - started)
