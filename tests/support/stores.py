@@ -18,6 +18,25 @@ def with_database(dsn: str, database: str) -> str:
     return f"{base}/{database}{sep}{query}"
 
 
+async def can_administer(dsn: str, timeout: float = 3.0) -> bool:
+    """True when ``dsn`` really logs in (a port that answers is not enough: the server may
+    want a password we do not have) as a role that may create the tests' databases."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+    except Exception:  # refused, a password asked for, not PostgreSQL at all: not usable
+        return False
+    try:
+        allowed = await conn.fetchval(
+            "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user",
+            timeout=timeout,
+        )
+        return allowed is True
+    except Exception:
+        return False
+    finally:
+        await conn.close()
+
+
 async def run_admin(dsn: str, *statements: str) -> None:
     """Run statements on a connection of their own (CREATE/DROP DATABASE need one)."""
     conn = await asyncpg.connect(dsn)
