@@ -10,6 +10,9 @@ import asyncpg
 
 from common.settings import Settings
 
+# Long enough for a busy machine's PostgreSQL to answer; a black hole costs only this once.
+PROBE_SECONDS = 3.0
+
 
 def with_database(dsn: str, database: str) -> str:
     """Replace the database name of a DSN (keeps ?host=... for unix sockets)."""
@@ -18,17 +21,17 @@ def with_database(dsn: str, database: str) -> str:
     return f"{base}/{database}{sep}{query}"
 
 
-async def can_administer(dsn: str, timeout: float = 3.0) -> bool:
+async def can_administer(dsn: str) -> bool:
     """True when ``dsn`` really logs in (a port that answers is not enough: the server may
     want a password we do not have) as a role that may create the tests' databases."""
     try:
-        conn = await asyncpg.connect(dsn, timeout=timeout)
+        conn = await asyncpg.connect(dsn, timeout=PROBE_SECONDS)
     except Exception:  # refused, a password asked for, not PostgreSQL at all: not usable
         return False
     try:
         allowed = await conn.fetchval(
             "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user",
-            timeout=timeout,
+            timeout=PROBE_SECONDS,
         )
         return allowed is True
     except Exception:
