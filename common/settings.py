@@ -7,13 +7,17 @@ so a typo fails before the first request rather than at the first upload.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,10 +30,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+log = logging.getLogger("mediagrid.settings")
+
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 BUCKET_PURPOSES = ("files",)
+
+ENV_PREFIX = "MEDIAGRID_"
+# MEDIAGRID_* variables that are not settings, so a misspelt setting can be told apart from
+# them: the command line's own options (typer envvars) and the test suite's switches.
+NON_SETTING_VARIABLES = frozenset({"MEDIAGRID_TOKEN", "MEDIAGRID_PASSWORD"})
+NON_SETTING_PREFIXES = ("MEDIAGRID_TEST_",)
 
 # The module declaring the demo job types (noop, sleep, fail, stamp) and the one holding
 # their handlers: both are used only while ``demo_job_types`` is on.
@@ -106,7 +118,7 @@ class Settings(BaseSettings):
     """Every knob of the suite. Field ``foo`` is read from ``MEDIAGRID_FOO``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="MEDIAGRID_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True
     )
 
     # --- process -----------------------------------------------------------------------
@@ -464,11 +476,56 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment, turning validation errors into one clear message."""
+    """Read settings from the environment, turning validation errors into one clear message.
+
+    A ``MEDIAGRID_*`` variable that names no setting is logged as a warning (it would
+    otherwise be ignored silently, and a typo would look like a setting that does not work).
+    """
+    for warning in unknown_variable_warnings(os.environ):
+        log.warning("%s", warning)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def setting_variables() -> list[str]:
+    """The environment variable of every setting (``MEDIAGRID_GRPC_PORT``, ...)."""
+    return [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+
+
+def unknown_variable_warnings(
+    environ: Mapping[str, str], env_file: Path | None = Path(".env")
+) -> list[str]:
+    """One message per ``MEDIAGRID_*`` variable of ``environ`` or ``env_file`` that is no
+    setting, naming the closest setting's variable when one is close.
+
+    Names are compared upper-cased, as the settings read them case-insensitively.
+    """
+    known = setting_variables()
+    found = [(name, "the environment") for name in sorted(environ)]
+    if env_file is not None and env_file.is_file():
+        found += [(name, str(env_file)) for name in dotenv_values(env_file)]
+    messages = []
+    for raw, where in found:
+        name = raw.upper()
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name in known
+            or name in NON_SETTING_VARIABLES
+            or name.startswith(NON_SETTING_PREFIXES)
+        ):
+            continue
+        message = f"{raw} (in {where}) is not a mediagrid setting and is ignored"
+        # Compared without the prefix every name shares, which would make anything look close.
+        close = difflib.get_close_matches(
+            name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known], n=1
+        )
+        message += (
+            f"; did you mean {ENV_PREFIX}{close[0]}?" if close else " (see docs/configuration.md)"
+        )
+        messages.append(message)
+    return messages
 
 
 def describe_validation_error(exc: ValidationError) -> str:
