@@ -11,6 +11,7 @@ import difflib
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -131,7 +132,8 @@ class Settings(BaseSettings):
     # Minimum level of log records written to stderr.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one JSON object per line (for CloudWatch and log shippers); text: for people.
-    log_format: Literal["json", "text"] = "json"
+    # Unset: text when stderr is a terminal, json otherwise (a container, a pipe, a file).
+    log_format: Literal["json", "text"] | None = None
 
     # --- gRPC --------------------------------------------------------------------------
     # Interface the gRPC server binds to (0.0.0.0 in a container).
@@ -432,6 +434,13 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(f"bucket names built from this prefix {problem}")
         return value
+
+    @field_validator("log_format", mode="after")
+    @classmethod
+    def _log_format_default(cls, value: str | None) -> str:
+        if value is not None:
+            return value
+        return "text" if sys.stderr is not None and sys.stderr.isatty() else "json"
 
     @field_validator("demo_job_types", mode="after")
     @classmethod
