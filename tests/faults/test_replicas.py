@@ -14,6 +14,7 @@ from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from mediagrid.users.v1 import user_service_pb2 as users_pb2
 from mediagrid.users.v1 import user_service_pb2_grpc as users_pb2_grpc
 
+from common.grpc_errors import error_info
 from tests.faults.conftest import FaultSuiteFactory
 from tests.faults.jobs_load import create_jobs
 from tests.faults.scenario import Tally, bearer, call
@@ -118,15 +119,24 @@ async def upload_moves_between_replicas(
         await asyncio.sleep(1)
     assert status is not None
     figures["upload committed on replica 1"] = status.committed_bytes
-    resumed = await upload(
-        on_two,
-        token,
-        data,
-        tally=tally,
-        rpc="Upload (resumed on replica 2)",
-        upload_name=name,
-        offset=status.committed_bytes,
-    )
+    offset = status.committed_bytes
+    # Replica 1 may still be storing the parts it had received when the client vanished:
+    # the resume protocol then answers WRONG_OFFSET naming the committed offset to use.
+    for _ in range(5):
+        resumed = await upload(
+            on_two,
+            token,
+            data,
+            tally=tally,
+            rpc="Upload (resumed on replica 2)",
+            upload_name=name,
+            offset=offset,
+        )
+        info = error_info(resumed.error) if resumed.error is not None else None
+        if info is None or info.reason != "WRONG_OFFSET":
+            break
+        offset = int(info.metadata["committed_offset"])
+        figures["resume offset named by WRONG_OFFSET"] = offset
     figures["upload resumed on replica 2"] = resumed.code
     assert status.committed_bytes >= PART
     assert resumed.file is not None, resumed.error
