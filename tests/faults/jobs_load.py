@@ -11,7 +11,6 @@ import random
 from collections import Counter
 from typing import Any
 
-import grpc
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from tests.faults.scenario import Tally, bearer, call, retrying
@@ -207,7 +206,3 @@ async def wait_all_final(dsn: str, expected: int, limit: float) -> Counter[str]:
         if sum(n for s, n in seen.items() if s in FINAL) >= expected or loop.time() > deadline:
             return seen
         await asyncio.sleep(0.5)
-
-
-def open_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address)

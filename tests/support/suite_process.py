@@ -47,7 +47,6 @@ from tests.support.stores import run_admin, with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"mediagrid listening on (\S+)")
-SERVING = health_pb2.HealthCheckResponse.SERVING
 DIRECT_APPLICATION = "faults-direct"
 
 
