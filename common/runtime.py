@@ -13,6 +13,7 @@ import grpc
 from common import db
 from common.app import AppContext
 from common.aws import AwsClients
+from common.dependencies import DATABASE
 from common.embedded import create_buckets
 from common.interceptors import Authenticator
 from common.migrations import migrate
@@ -72,7 +73,8 @@ async def running_suite(
             settings,
             instances,
             authenticator=ctx.authenticator,
-            health_checks=[lambda: db.check_health(pool)],
+            dependency_checks={DATABASE: lambda: db.check_health(pool)},
+            dependencies=ctx.dependencies,
             extra_interceptors=interceptors,
         )
         await server.start(port)

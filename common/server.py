@@ -1,9 +1,24 @@
 """Builds and runs the asyncio gRPC server for a set of services.
 
 Health (grpc.health.v1, per service and overall ""), reflection, message size limits,
-the suite interceptor, a dependency-check loop that flips health to NOT_SERVING, and a
-graceful stop: health NOT_SERVING first, then stop accepting and let in-flight calls
-finish within the grace period.
+the suite interceptor, a dependency-check loop that sets each service's health from the
+dependencies it needs, and a graceful stop: health NOT_SERVING first, then stop accepting
+and let in-flight calls finish within the grace period.
+
+Health rules (docs/operations.md, "Health"):
+
+- A service's names are SERVING while the server-wide checks, the checks of every
+  dependency it ``requires`` and its own checks pass. A serving service tolerates
+  ``health_failures_before_not_serving - 1`` failed rounds in a row (one slow answer does
+  not take it out of rotation); one whose required dependency's circuit breaker is open is
+  NOT_SERVING at the next round, without waiting for more rounds.
+- The overall status ("") is SERVING while at least one service of the process is: it
+  turns NOT_SERVING only when nothing here can answer (in the suite every service needs
+  PostgreSQL, so S3 being down leaves it SERVING: restarting the process would not bring S3
+  back, and would take down the services that still work).
+- Rounds start every ``health_check_interval_seconds``; every check of a round runs at once
+  and counts as failed when it has not answered within ``check_timeout``, so a service turns
+  NOT_SERVING within ``not_serving_within`` seconds of its dependency failing.
 
 Background loops (sweeps) run supervised: a crash is logged with its traceback and the loop
 is restarted after a backoff, so one bad iteration neither kills the process nor silently
@@ -16,13 +31,14 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.app import ServiceInstance
+from common.dependencies import Dependencies
 from common.interceptors import Authenticator, SuiteInterceptor
 from common.resilience import backoff_delay
 from common.settings import Settings
@@ -31,8 +47,40 @@ log = logging.getLogger("mediagrid.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+OVERALL = ""
 
 HealthCheck = Callable[[], Awaitable[bool]]
+# (kind, owner, index) of a check in a round: ("server", "", i), ("dependency", name, 0),
+# ("service", service name, i).
+CheckKey = tuple[str, str, int]
+
+
+class HealthState:
+    """The health of one entry (a service, or the overall status) across rounds."""
+
+    def __init__(self) -> None:
+        self.healthy: bool | None = None  # None until the first round
+        self.failed_rounds = 0  # consecutive rounds with a failing check
+        self.failing: list[str] = []  # what failed in the last round
+
+    def update(self, failing: list[str], *, threshold: int, forced: bool = False) -> bool:
+        """Record a round; return whether the entry is now healthy.
+
+        A healthy entry tolerates ``threshold - 1`` failed rounds in a row; one that has not
+        been healthy yet (start-up, or already NOT_SERVING) does not, and ``forced`` (a
+        required dependency's breaker is open) turns it NOT_SERVING at once.
+        """
+        self.failing = failing
+        self.failed_rounds = 0 if not failing else self.failed_rounds + 1
+        self.healthy = not forced and (
+            not failing or (self.healthy is True and self.failed_rounds < threshold)
+        )
+        return self.healthy
+
+    @property
+    def tolerating(self) -> bool:
+        """Healthy although the last round failed."""
+        return bool(self.healthy and self.failing)
 
 
 class SuiteServer:
@@ -45,12 +93,18 @@ class SuiteServer:
         *,
         authenticator: Authenticator | None = None,
         health_checks: Sequence[HealthCheck] = (),
+        dependency_checks: Mapping[str, HealthCheck] | None = None,
+        dependencies: Dependencies | None = None,
         extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         check_timeout: float = 5.0,
         restart_delay: float = 1.0,
         restart_delay_max: float = 60.0,
     ) -> None:
-        """``check_timeout``: a dependency check slower than this counts as failed.
+        """``health_checks``: checks every service needs (a failure flips every name).
+        ``dependency_checks``: a check per dependency name (``"postgresql"``); it counts for
+        the services that list the name in ``requires``, as does the dependency's breaker
+        in ``dependencies``.
+        ``check_timeout``: a dependency check slower than this counts as failed.
         ``restart_delay``/``restart_delay_max``: backoff before restarting a crashed loop."""
         self.settings = settings
         self.check_timeout = check_timeout
@@ -73,15 +127,16 @@ class SuiteServer:
             ],
         )
         self.health = health.aio.HealthServicer()
-        self.health_checks = list(health_checks) + [
-            c for s in self.services for c in s.health_checks
-        ]
+        self.health_checks = list(health_checks)
+        self.dependency_checks = dict(dependency_checks or {})
+        self.dependencies = dependencies
+        self.service_health = {s.name: HealthState() for s in self.services}
+        self.overall = HealthState()
+        self._running_checks: dict[CheckKey, asyncio.Future[bool]] = {}
         self.port: int = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stopped: asyncio.Future[None] | None = None
-        self.healthy: bool | None = None
-        self.failed_rounds = 0  # consecutive rounds with a failing check
         for service in self.services:
             service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -93,6 +148,22 @@ class SuiteServer:
     @property
     def service_names(self) -> list[str]:
         return [n for s in self.services for n in s.service_names]
+
+    @property
+    def healthy(self) -> bool | None:
+        """The overall status after the last round (None before the first)."""
+        return self.overall.healthy
+
+    @property
+    def not_serving_within(self) -> float:
+        """Seconds within which a service turns NOT_SERVING once a dependency it needs fails.
+
+        The first round that sees the failure starts within one round period (the interval,
+        or the check timeout when rounds take longer); the threshold-th failed round in a row
+        then ends at most one check timeout after it starts.
+        """
+        period = max(self.settings.health_check_interval_seconds, self.check_timeout)
+        return self.settings.health_failures_before_not_serving * period + self.check_timeout
 
     @property
     def address(self) -> str:
@@ -110,7 +181,7 @@ class SuiteServer:
             raise OSError(f"cannot listen on {where}: is another process using it?")
         # Nothing is SERVING before the first checks have passed (the health servicer
         # starts with "" SERVING, and a probe may arrive as soon as the port is open).
-        for name in ["", *self.service_names]:
+        for name in [OVERALL, *self.service_names]:
             await self.health.set(name, NOT_SERVING)
         await self.server.start()
         await self.refresh_health()
@@ -126,49 +197,138 @@ class SuiteServer:
         log.info("serving %s on %s", ", ".join(self.service_names), self.address)
         return self.port
 
-    async def _run_check(self, check: HealthCheck) -> bool:
-        try:
-            return await asyncio.wait_for(check(), self.check_timeout) is True
-        except Exception as exc:  # a failing check means "not healthy"; say why in the log
-            log.warning("health check %s failed: %r", _name_of(check), exc)
+    # --- health ---------------------------------------------------------------------------
+
+    async def _run_check(self, key: CheckKey, check: HealthCheck) -> bool:
+        """True when ``check`` answers True within ``check_timeout``.
+
+        The check runs as its own task and is not waited for past the timeout (a check stuck
+        in code that ignores cancellation must not hold the round up); while it is still
+        running, later rounds count it as failed instead of starting another copy.
+        """
+        name = _name_of(check)
+        running = self._running_checks.get(key)
+        if running is not None and not running.done():
+            log.warning("health check %s still has not answered: failed", name)
             return False
+        task = asyncio.ensure_future(check())
+        task.add_done_callback(_consume)
+        self._running_checks[key] = task
+        done, _ = await asyncio.wait({task}, timeout=self.check_timeout)
+        if not done:
+            task.cancel()
+            log.warning("health check %s did not answer within %.1fs", name, self.check_timeout)
+            return False
+        if task.cancelled():
+            return False
+        exc = task.exception()
+        if exc is not None:  # a failing check means "not healthy"; say why in the log
+            log.warning("health check %s failed: %r", name, exc)
+            return False
+        return task.result() is True
+
+    def _open_breakers(self, required: Sequence[str]) -> list[str]:
+        """The required dependencies whose circuit breaker is open right now."""
+        if self.dependencies is None:
+            return []
+        known = {dep.name: dep for dep in self.dependencies}
+        return [name for name in required if name in known and not known[name].available]
 
     async def refresh_health(self) -> bool:
-        """Run every dependency check; set each service and the overall status accordingly."""
+        """One round: run every check at once, then set each service's and the overall status.
+
+        Returns the overall status (True: SERVING).
+        """
         if self._stopping:
             return False
-        results = await asyncio.gather(*(self._run_check(check) for check in self.health_checks))
+        checks: dict[CheckKey, HealthCheck] = {}
+        labels: dict[CheckKey, str] = {}
+        for index, check in enumerate(self.health_checks):
+            checks["server", "", index] = check
+            labels["server", "", index] = _name_of(check)
+        for dependency, check in self.dependency_checks.items():
+            checks["dependency", dependency, 0] = check
+            labels["dependency", dependency, 0] = f"{dependency} check"
+        for service in self.services:
+            for index, check in enumerate(service.health_checks):
+                checks["service", service.name, index] = check
+                labels["service", service.name, index] = _name_of(check)
+        keys = list(checks)
+        results = await asyncio.gather(*(self._run_check(key, checks[key]) for key in keys))
         if self._stopping:  # stop() began while the checks ran: NOT_SERVING stays
             return False
-        passed = all(results)
-        failing = [_name_of(c) for c, ok in zip(self.health_checks, results, strict=True) if not ok]
-        self.failed_rounds = 0 if passed else self.failed_rounds + 1
+        failed = {key for key, ok in zip(keys, results, strict=True) if not ok}
+        server_failing = [labels[key] for key in keys if key[0] == "server" and key in failed]
         threshold = self.settings.health_failures_before_not_serving
-        # A serving server tolerates a few failed rounds in a row; a server that has not
-        # been healthy yet (start-up, or already NOT_SERVING) does not.
-        healthy = passed or (self.healthy is True and self.failed_rounds < threshold)
-        if not passed and healthy:
-            log.warning(
-                "health: check failed (%s), round %d of %d before NOT_SERVING",
-                ", ".join(failing),
-                self.failed_rounds,
-                threshold,
+        for service in self.services:
+            failing = [
+                *server_failing,
+                *(
+                    labels[key]
+                    for key in keys
+                    if key in failed
+                    and (
+                        (key[0] == "dependency" and key[1] in service.requires)
+                        or (key[0] == "service" and key[1] == service.name)
+                    )
+                ),
+            ]
+            open_breakers = self._open_breakers(service.requires)
+            failing += [f"{name} circuit open" for name in open_breakers]
+            state = self.service_health[service.name]
+            was = state.healthy
+            healthy = state.update(failing, threshold=threshold, forced=bool(open_breakers))
+            for name in service.service_names:
+                await self.health.set(name, SERVING if healthy else NOT_SERVING)
+            self._log_change(service.name, was, state)
+        if self.services:
+            overall = any(s.healthy for s in self.service_health.values())
+            was = self.overall.healthy
+            self.overall.failing = (
+                []
+                if overall
+                else sorted({f for s in self.service_health.values() for f in s.failing})
             )
-        status = SERVING if healthy else NOT_SERVING
-        for name in ["", *self.service_names]:
-            await self.health.set(name, status)
-        if healthy != self.healthy:
-            if healthy:
-                log.info("health: SERVING")
-            else:
-                log.error("health: NOT_SERVING (failing: %s)", ", ".join(failing))
-            self.healthy = healthy
-        return healthy
+            self.overall.healthy = overall
+        else:  # health and reflection only: every check of the process counts
+            was = self.overall.healthy
+            self.overall.update([labels[key] for key in keys if key in failed], threshold=threshold)
+        await self.health.set(OVERALL, SERVING if self.overall.healthy else NOT_SERVING)
+        self._log_tolerated(threshold)
+        self._log_change("overall", was, self.overall)
+        return bool(self.overall.healthy)
+
+    def _log_tolerated(self, threshold: int) -> None:
+        tolerating = [s for s in [self.overall, *self.service_health.values()] if s.tolerating]
+        if not tolerating:
+            return
+        failing = sorted({f for s in tolerating for f in s.failing})
+        log.warning(
+            "health: check failed (%s), round %d of %d before NOT_SERVING",
+            ", ".join(failing),
+            max(s.failed_rounds for s in tolerating),
+            threshold,
+        )
+
+    def _log_change(self, entry: str, was: bool | None, state: HealthState) -> None:
+        if state.healthy == was:
+            return
+        if state.healthy:
+            log.info("health: %s SERVING", entry)
+        else:
+            log.error("health: %s NOT_SERVING (failing: %s)", entry, ", ".join(state.failing))
 
     async def _health_loop(self) -> None:
+        # Rounds start at a fixed cadence, however long the previous one took (at most the
+        # check timeout): sleeping a full interval after a slow round would stretch the
+        # time to NOT_SERVING by a check timeout per round.
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self.settings.health_check_interval_seconds
         while True:
-            await asyncio.sleep(self.settings.health_check_interval_seconds)
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
+            started = loop.time()
             await self.refresh_health()
+            next_round = started + self.settings.health_check_interval_seconds
 
     async def _supervise(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
         """Run ``loop``; when it crashes, log the traceback and restart it after a backoff.
@@ -219,6 +379,8 @@ class SuiteServer:
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
+        for check in self._running_checks.values():
+            check.cancel()
         if self._tasks:
             _, stuck = await asyncio.wait(self._tasks, timeout=max(grace, 1.0))
             for task in stuck:
@@ -246,6 +408,12 @@ def host_port(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def _consume(task: asyncio.Future[bool]) -> None:
+    """Retrieve the outcome of a check nobody waits for any more (no "never retrieved")."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _name_of(fn: object) -> str:

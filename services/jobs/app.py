@@ -11,6 +11,7 @@ from mediagrid.jobs.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.db import server_settings
+from common.dependencies import DATABASE
 from services.jobs.job_servicer import JobServicer
 from services.jobs.metrics import JobMetrics
 from services.jobs.notifier import Notifier
@@ -57,6 +58,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
         name="jobs",
         service_names=SERVICE_NAMES,
         register=register,
+        requires=[DATABASE],
         background=[notifier.run, reaper, retention],
         close=notifier.close,
     )
