@@ -130,7 +130,7 @@ class SuiteServer:
         self.health_checks = list(health_checks)
         self.dependency_checks = dict(dependency_checks or {})
         self.dependencies = dependencies
-        self.service_health = {s.name: HealthState() for s in self.services}
+        self._service_states = [HealthState() for _ in self.services]
         self.overall = HealthState()
         self._running_checks: dict[CheckKey, asyncio.Future[bool]] = {}
         self.port: int = 0
@@ -148,6 +148,11 @@ class SuiteServer:
     @property
     def service_names(self) -> list[str]:
         return [n for s in self.services for n in s.service_names]
+
+    @property
+    def service_health(self) -> dict[str, HealthState]:
+        """Each service's health state, by service name."""
+        return {s.name: st for s, st in zip(self.services, self._service_states, strict=True)}
 
     @property
     def healthy(self) -> bool | None:
@@ -260,7 +265,7 @@ class SuiteServer:
         failed = {key for key, ok in zip(keys, results, strict=True) if not ok}
         server_failing = [labels[key] for key in keys if key[0] == "server" and key in failed]
         threshold = self.settings.health_failures_before_not_serving
-        for service in self.services:
+        for service, state in zip(self.services, self._service_states, strict=True):
             failing = [
                 *server_failing,
                 *(
@@ -275,19 +280,18 @@ class SuiteServer:
             ]
             open_breakers = self._open_breakers(service.requires)
             failing += [f"{name} circuit open" for name in open_breakers]
-            state = self.service_health[service.name]
             was = state.healthy
             healthy = state.update(failing, threshold=threshold, forced=bool(open_breakers))
             for name in service.service_names:
                 await self.health.set(name, SERVING if healthy else NOT_SERVING)
             self._log_change(service.name, was, state)
         if self.services:
-            overall = any(s.healthy for s in self.service_health.values())
+            overall = any(s.healthy for s in self._service_states)
             was = self.overall.healthy
             self.overall.failing = (
                 []
                 if overall
-                else sorted({f for s in self.service_health.values() for f in s.failing})
+                else sorted({f for s in self._service_states for f in s.failing})
             )
             self.overall.healthy = overall
         else:  # health and reflection only: every check of the process counts
@@ -299,7 +303,7 @@ class SuiteServer:
         return bool(self.overall.healthy)
 
     def _log_tolerated(self, threshold: int) -> None:
-        tolerating = [s for s in [self.overall, *self.service_health.values()] if s.tolerating]
+        tolerating = [s for s in [self.overall, *self._service_states] if s.tolerating]
         if not tolerating:
             return
         failing = sorted({f for s in tolerating for f in s.failing})
