@@ -96,7 +96,7 @@ class SuiteServer:
         dependency_checks: Mapping[str, HealthCheck] | None = None,
         dependencies: Dependencies | None = None,
         extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-        check_timeout: float = 5.0,
+        check_timeout: float | None = None,
         restart_delay: float = 1.0,
         restart_delay_max: float = 60.0,
     ) -> None:
@@ -104,10 +104,13 @@ class SuiteServer:
         ``dependency_checks``: a check per dependency name (``"postgresql"``); it counts for
         the services that list the name in ``requires``, as does the dependency's breaker
         in ``dependencies``.
-        ``check_timeout``: a dependency check slower than this counts as failed.
+        ``check_timeout``: a dependency check slower than this counts as failed (default:
+        the ``health_check_timeout_seconds`` setting).
         ``restart_delay``/``restart_delay_max``: backoff before restarting a crashed loop."""
         self.settings = settings
-        self.check_timeout = check_timeout
+        self.check_timeout = (
+            settings.health_check_timeout_seconds if check_timeout is None else check_timeout
+        )
         self.restart_delay = restart_delay
         self.restart_delay_max = restart_delay_max
         self.services = list(services)

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(default=20_000, ge=0, le=1_000_000)
     # How often dependency checks (database, S3) refresh grpc.health.v1 status.
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    # A dependency check that has not answered within this long counts as failed. A service
+    # turns NOT_SERVING within interval x failures-before-not-serving + this timeout of a
+    # dependency it needs failing (when the timeout is at most the interval).
+    health_check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     # Consecutive failed rounds of dependency checks before a SERVING server turns
     # NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not take
     # a replica out of rotation; before the first passing round, one failure is enough.
