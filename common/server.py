@@ -12,10 +12,11 @@ Health rules (docs/operations.md, "Health"):
   ``health_failures_before_not_serving - 1`` failed rounds in a row (one slow answer does
   not take it out of rotation); one whose required dependency's circuit breaker is open is
   NOT_SERVING at the next round, without waiting for more rounds.
-- The overall status ("") is SERVING while at least one service of the process is: it
-  turns NOT_SERVING only when nothing here can answer (in the suite every service needs
-  PostgreSQL, so S3 being down leaves it SERVING: restarting the process would not bring S3
-  back, and would take down the services that still work).
+- The overall status ("") follows the core: the server-wide checks and the dependencies
+  that every service of the process requires (PostgreSQL in the suite), with the same
+  tolerance and breaker rule. A dependency only some services need (S3) does not move it:
+  load balancers and container health checks ask for "", and draining or restarting a task
+  would not bring S3 back, while its metadata RPCs and the other services still answer.
 - Rounds start every ``health_check_interval_seconds``; every check of a round runs at once
   and counts as failed when it has not answered within ``check_timeout``, so a service turns
   NOT_SERVING within ``not_serving_within`` seconds of its dependency failing.
@@ -158,6 +159,15 @@ class SuiteServer:
         return {s.name: st for s, st in zip(self.services, self._service_states, strict=True)}
 
     @property
+    def core_dependencies(self) -> list[str]:
+        """The dependencies every service of the process requires (all of them when it
+        serves none): the overall status follows these, not what only some services need."""
+        if not self.services:
+            return sorted(self.dependency_checks)
+        shared = set(self.services[0].requires).intersection(*(s.requires for s in self.services))
+        return sorted(shared)
+
+    @property
     def healthy(self) -> bool | None:
         """The overall status after the last round (None before the first)."""
         return self.overall.healthy
@@ -288,18 +298,19 @@ class SuiteServer:
             for name in service.service_names:
                 await self.health.set(name, SERVING if healthy else NOT_SERVING)
             self._log_change(service.name, was, state)
-        if self.services:
-            overall = any(s.healthy for s in self._service_states)
-            was = self.overall.healthy
-            self.overall.failing = (
-                []
-                if overall
-                else sorted({f for s in self._service_states for f in s.failing})
-            )
-            self.overall.healthy = overall
-        else:  # health and reflection only: every check of the process counts
-            was = self.overall.healthy
-            self.overall.update([labels[key] for key in keys if key in failed], threshold=threshold)
+        core = self.core_dependencies
+        failing = [
+            *server_failing,
+            *(
+                labels[key]
+                for key in keys
+                if key in failed and key[0] == "dependency" and key[1] in core
+            ),
+        ]
+        open_breakers = self._open_breakers(core)
+        failing += [f"{name} circuit open" for name in open_breakers]
+        was = self.overall.healthy
+        self.overall.update(failing, threshold=threshold, forced=bool(open_breakers))
         await self.health.set(OVERALL, SERVING if self.overall.healthy else NOT_SERVING)
         self._log_tolerated(threshold)
         self._log_change("overall", was, self.overall)

@@ -5,7 +5,7 @@
 - a hanging dependency check flips its services within ``not_serving_within``;
 - an open breaker of a required dependency turns its services NOT_SERVING at the next
   round (whatever the tolerated rounds), and SERVING again once it lets calls through;
-- the overall status is SERVING while at least one service is.
+- the overall status follows the dependencies every service needs (the core).
 """
 
 from __future__ import annotations
@@ -243,8 +243,9 @@ async def test_an_open_breaker_turns_its_services_not_serving_at_once_and_back(
 # --- the overall rule ------------------------------------------------------------------------
 
 
-async def test_the_overall_status_is_serving_while_any_service_is() -> None:
-    up = {"users": True, "demo": True}
+async def test_the_overall_status_follows_the_dependencies_every_service_needs() -> None:
+    """ "" follows PostgreSQL (needed by both services), not what only one service needs."""
+    up = {"users": True, "demo": True, DATABASE: True}
 
     def check(name: str) -> Any:
         async def healthy() -> bool:
@@ -256,12 +257,17 @@ async def test_the_overall_status_is_serving_while_any_service_is() -> None:
         health_check_interval_seconds=300, health_failures_before_not_serving=1
     )
     services = [
-        demo_service({}, name="users", service=USERS, health_checks=[check("users")]),
-        demo_service({}, name="demo", service=DEMO, health_checks=[check("demo")]),
+        demo_service(
+            {}, name="users", service=USERS, requires=[DATABASE], health_checks=[check("users")]
+        ),
+        demo_service(
+            {}, name="demo", service=DEMO, requires=[DATABASE], health_checks=[check("demo")]
+        ),
     ]
-    server = SuiteServer(settings, services)
+    server = SuiteServer(settings, services, dependency_checks={DATABASE: check(DATABASE)})
     await server.start(0)
     try:
+        assert server.core_dependencies == [DATABASE]
         async with grpc.aio.insecure_channel(server.address) as channel:
             names = ("", USERS, DEMO)
             up["users"] = False
@@ -271,15 +277,20 @@ async def test_the_overall_status_is_serving_while_any_service_is() -> None:
                 USERS: NOT_SERVING,
                 DEMO: SERVING,
             }
-            up["demo"] = False
-            assert await server.refresh_health() is False
-            assert await statuses(channel, names) == dict.fromkeys(names, NOT_SERVING)
-            up["users"] = True
+            up["demo"] = False  # every service is out, each for a reason of its own
             assert await server.refresh_health() is True
             assert await statuses(channel, names) == {
                 "": SERVING,
-                USERS: SERVING,
+                USERS: NOT_SERVING,
                 DEMO: NOT_SERVING,
             }
+            up.update(users=True, demo=True)
+            up[DATABASE] = False  # what they all need
+            assert await server.refresh_health() is False
+            assert await statuses(channel, names) == dict.fromkeys(names, NOT_SERVING)
+            assert server.overall.failing == [f"{DATABASE} check"]
+            up[DATABASE] = True
+            assert await server.refresh_health() is True
+            assert await statuses(channel, names) == dict.fromkeys(names, SERVING)
     finally:
         await server.stop(0)
