@@ -229,7 +229,11 @@ class SuiteServer:
         if running is not None and not running.done():
             log.warning("health check %s still has not answered: failed", name)
             return False
-        task = asyncio.ensure_future(check())
+        try:
+            task = asyncio.ensure_future(check())
+        except Exception as exc:  # a check that fails before it even starts
+            log.warning("health check %s failed: %r", name, exc)
+            return False
         task.add_done_callback(_consume)
         self._running_checks[key] = task
         done, _ = await asyncio.wait({task}, timeout=self.check_timeout)
