@@ -243,9 +243,9 @@ class SuiteServer:
             return False
         if task.cancelled():
             return False
-        exc = task.exception()
-        if exc is not None:  # a failing check means "not healthy"; say why in the log
-            log.warning("health check %s failed: %r", name, exc)
+        error = task.exception()
+        if error is not None:  # a failing check means "not healthy"; say why in the log
+            log.warning("health check %s failed: %r", name, error)
             return False
         return task.result() is True
 
