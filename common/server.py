@@ -279,46 +279,37 @@ class SuiteServer:
         results = await asyncio.gather(*(self._run_check(key, checks[key]) for key in keys))
         if self._stopping:  # stop() began while the checks ran: NOT_SERVING stays
             return False
-        failed = {key for key, ok in zip(keys, results, strict=True) if not ok}
-        server_failing = [labels[key] for key in keys if key[0] == "server" and key in failed]
+        failed = {key: labels[key] for key, ok in zip(keys, results, strict=True) if not ok}
         threshold = self.settings.health_failures_before_not_serving
         for service, state in zip(self.services, self._service_states, strict=True):
-            failing = [
-                *server_failing,
-                *(
-                    labels[key]
-                    for key in keys
-                    if key in failed
-                    and (
-                        (key[0] == "dependency" and key[1] in service.requires)
-                        or (key[0] == "service" and key[1] == service.name)
-                    )
-                ),
-            ]
-            open_breakers = self._open_breakers(service.requires)
-            failing += [f"{name} circuit open" for name in open_breakers]
             was = state.healthy
-            healthy = state.update(failing, threshold=threshold, forced=bool(open_breakers))
+            failing, forced = self._verdict(failed, service.requires, service.name)
+            healthy = state.update(failing, threshold=threshold, forced=forced)
             for name in service.service_names:
                 await self.health.set(name, SERVING if healthy else NOT_SERVING)
             self._log_change(service.name, was, state)
-        core = self.core_dependencies
-        failing = [
-            *server_failing,
-            *(
-                labels[key]
-                for key in keys
-                if key in failed and key[0] == "dependency" and key[1] in core
-            ),
-        ]
-        open_breakers = self._open_breakers(core)
-        failing += [f"{name} circuit open" for name in open_breakers]
         was = self.overall.healthy
-        self.overall.update(failing, threshold=threshold, forced=bool(open_breakers))
+        failing, forced = self._verdict(failed, self.core_dependencies, None)
+        self.overall.update(failing, threshold=threshold, forced=forced)
         await self.health.set(OVERALL, SERVING if self.overall.healthy else NOT_SERVING)
         self._log_tolerated(threshold)
         self._log_change("overall", was, self.overall)
         return bool(self.overall.healthy)
+
+    def _verdict(
+        self, failed: Mapping[CheckKey, str], requires: Sequence[str], service: str | None
+    ) -> tuple[list[str], bool]:
+        """(what failed this round, whether a breaker forces NOT_SERVING) for an entry that
+        needs ``requires`` and has the checks of ``service``."""
+        failing = [
+            label
+            for (kind, owner, _), label in failed.items()
+            if kind == "server"
+            or (kind == "dependency" and owner in requires)
+            or (kind == "service" and owner == service)
+        ]
+        open_breakers = self._open_breakers(requires)
+        return failing + [f"{name} circuit open" for name in open_breakers], bool(open_breakers)
 
     def _log_tolerated(self, threshold: int) -> None:
         tolerating = [s for s in [self.overall, *self._service_states] if s.tolerating]
