@@ -17,16 +17,18 @@ import grpc
 import pytest
 import pytest_asyncio
 from mediagrid.jobs.v1 import job_service_pb2, job_service_pb2_grpc
+from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from common import deadlines
 from common.dependencies import Dependencies
-from common.errors import Unavailable
-from common.grpc_errors import error_info, retry_info
+from common.errors import NotFound, Unavailable
+from common.grpc_errors import abort, error_info, retry_info, to_status
 from common.peer_calls import call_peer
 from common.resilience import CircuitOpen
 from tests.support.auth import bearer
 from tests.support.people import People, start_all
 from tests.support.proxy import TcpProxy
+from tests.support.rpc import demo_service, method, serving, test_settings, unary
 
 TTL = 5.0
 AUTH_TIMEOUT = 1.0
@@ -113,8 +115,6 @@ async def test_a_peer_that_hangs_is_unavailable_within_the_bound_then_refused_at
 ) -> None:
     """call_peer against the real users server behind the proxy, with its own breaker."""
     people, proxy, _, _ = split
-    from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
-
     dependencies = Dependencies(people.ctx.settings.model_copy(update={"breaker_min_calls": 2}))
     users = dependencies.peer("users")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as channel:
@@ -165,3 +165,39 @@ async def test_a_peer_that_hangs_is_unavailable_within_the_bound_then_refused_at
                 what="Authenticate",
             )
         assert fresh.breaker.counts() == (0, 0)
+
+
+async def test_call_peer_maps_answers_saying_the_peer_is_down_and_passes_the_others() -> None:
+    """A peer (a bare server) that answers NOT_FOUND works; UNAVAILABLE or INTERNAL from it
+    means it is down: DEPENDENCY_UNAVAILABLE naming it, with its own reason kept."""
+
+    answers: list[Exception] = []
+
+    async def lookup(request: bytes, context: Any) -> bytes:
+        await abort(context, to_status(answers.pop(0), "mediagrid.demo.v1"))
+        return b""
+
+    settings = test_settings(breaker_min_calls=10)
+    peer = Dependencies(settings).peer("jobs")
+    async with serving(demo_service({"Lookup": unary(lookup)})) as (_, channel):
+        rpc = channel.unary_unary(method("Lookup"))
+
+        async def ask() -> Any:
+            return await call_peer(peer, lambda timeout: rpc(b"", timeout=timeout), what="Lookup")
+
+        answers.append(NotFound("no such job", reason="JOB_NOT_FOUND"))
+        with pytest.raises(grpc.aio.AioRpcError) as not_found:
+            await ask()
+        assert not_found.value.code() == grpc.StatusCode.NOT_FOUND
+        answers.append(Unavailable("database down", reason="DATABASE_UNAVAILABLE"))
+        with pytest.raises(Unavailable) as down:
+            await ask()
+        assert down.value.reason == "DEPENDENCY_UNAVAILABLE"
+        assert down.value.metadata == {
+            "dependency": "jobs",
+            "operation": "Lookup",
+            "code": "UNAVAILABLE",
+            "peer_reason": "DATABASE_UNAVAILABLE",
+        }
+        assert down.value.retry_after_seconds is not None
+    assert peer.breaker.counts() == (2, 1)  # NOT_FOUND proved the peer works
