@@ -49,6 +49,10 @@ async def call_peer(
             raise TimeoutError(str(exc)) from exc  # no time left: the caller's deadline, no verdict
         try:
             return await rpc(timeout)
+        except Unavailable as exc:
+            if exc.reason == "DEADLINE_TOO_SHORT":  # a client that bounds itself found no time
+                raise TimeoutError(str(exc)) from exc
+            raise
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 # The deadline we gave the call ran out: the same verdict as the bound

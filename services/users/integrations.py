@@ -51,12 +51,12 @@ class GrpcUsageSource:
         self.ctx = ctx
 
     async def job_counts(self, user: str) -> dict[str, int]:
-        client = JobsClient(self.ctx.peer_channel(JOBS, JOBS_SERVICE), _caller_metadata())
+        channel = self.ctx.peer_channel(JOBS, JOBS_SERVICE)
+        metadata = _caller_metadata()
         try:
-            # JobsClient sets no deadline of its own: the bound cancels the call.
             counts = await call_peer(
                 self.ctx.dependencies.peer(JOBS),
-                lambda _timeout: client.get_job_counts(user),
+                lambda timeout: JobsClient(channel, metadata, timeout=timeout).get_job_counts(user),
                 what="GetJobCounts",
             )
         except grpc.aio.AioRpcError as exc:
@@ -95,13 +95,13 @@ class JobPurger:
         self.identity = system_token(ctx)
 
     async def purge(self, user: str) -> None:
-        client = JobsClient(self.ctx.peer_channel(JOBS, JOBS_SERVICE))
+        channel = self.ctx.peer_channel(JOBS, JOBS_SERVICE)
         jobs = self.ctx.dependencies.peer(JOBS)
         await self.identity.call(
             lambda metadata: call_peer(
                 jobs,
                 # Idempotent (request_id): a call cut short by the bound may be made again.
-                lambda _timeout: client.create_job(
+                lambda timeout: JobsClient(channel, timeout=timeout).create_job(
                     PURGE_JOB,
                     {"user": user},
                     request_id=f"{PURGE_JOB}:{user}",

@@ -85,14 +85,13 @@ class GrpcVideoJobs:
         file: str,
         owner: str,
     ) -> str:
-        client = JobsClient(self.ctx.peer_channel(JOBS, JOBS_SERVICE))
+        channel = self.ctx.peer_channel(JOBS, JOBS_SERVICE)
         jobs = self.ctx.dependencies.peer(JOBS)
         # No request_id: RegenerateThumbnails must create a new job each time it is asked.
-        # JobsClient sets no deadline of its own: the peer's bound cancels the call.
         job = await self.identity.call(
             lambda metadata: call_peer(
                 jobs,
-                lambda _timeout: client.create_job(
+                lambda timeout: JobsClient(channel, timeout=timeout).create_job(
                     job_type, dict(payload), files=[file], owner=owner, metadata=metadata
                 ),
                 what="CreateJob",
