@@ -27,6 +27,7 @@ from common.app import ServiceInstance
 from common.dependencies import Dependencies
 from common.settings import Settings
 
+# Health lines are part of the server's log, where operators look for them.
 log = logging.getLogger("mediagrid.server")
 
 OVERALL = ""
