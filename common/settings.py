@@ -152,9 +152,14 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(default=20_000, ge=0, le=1_000_000)
     # How often dependency checks (database, S3) refresh grpc.health.v1 status.
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=300)
-    # Consecutive failed rounds of dependency checks before a SERVING server turns
-    # NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not take
-    # a replica out of rotation; before the first passing round, one failure is enough.
+    # A dependency check that has not answered within this long counts as failed. A service
+    # turns NOT_SERVING within interval x failures-before-not-serving + this timeout of a
+    # dependency it needs failing (when the timeout is at most the interval).
+    health_check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Consecutive failed rounds of a dependency's check before a SERVING service that needs it
+    # turns NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not
+    # take a replica out of rotation; before the first passing round, one failure is enough,
+    # and an open circuit breaker of the dependency needs no further round.
     health_failures_before_not_serving: int = Field(default=2, ge=1, le=20)
     # Address (host:port) of the users service when it runs in another process.
     users_address: str | None = None
