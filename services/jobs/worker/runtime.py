@@ -29,7 +29,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -392,6 +391,8 @@ class WorkerRuntime:
         ]
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
         acker = asyncio.create_task(self._acker.run(), name="worker-ack")
+        for loop in (*claims, heartbeat, acker):
+            loop.add_done_callback(lambda task: self._loop_ended(task, stop))
         log.info(
             "worker %s serving %s (concurrency %d)",
             self.worker_id,
@@ -407,12 +408,21 @@ class WorkerRuntime:
             await asyncio.gather(*claims, return_exceptions=True)
             await self._drain()
             self._acker.close()
-            await acker
+            await asyncio.gather(acker, return_exceptions=True)
             heartbeat.cancel()  # only now: the leases of unacknowledged outcomes needed it
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await asyncio.gather(heartbeat, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
+
+    def _loop_ended(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        """A crashed loop stops the worker (run() re-raises the error): a worker that no
+        longer claims, heartbeats or acknowledges must not look alive."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.error("worker loop %s crashed; stopping", task.get_name(), exc_info=error)
+        if self._fatal is None:
+            self._fatal = error
+        stop.set()
 
     async def _drain(self) -> None:
         """Release jobs not started, let started ones finish within the grace, release the rest."""
