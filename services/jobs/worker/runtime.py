@@ -101,6 +101,7 @@ class _Attempt:
     ended: bool = False  # its task is over
     lost: bool = False  # the server no longer holds the lease for us: never report it
     reporting: bool = False  # its outcome waits for (or is in) an acknowledgement call
+    sending: bool = False  # an acknowledgement call carrying its outcome is in flight
     last_progress: float = 0.0
 
     @property
@@ -282,7 +283,7 @@ class _Acker:
             if not items:
                 return
             try:
-                await call([message for _, message in items])
+                await self._call(items, call)
                 return
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
@@ -312,12 +313,23 @@ class _Acker:
                     )
                     return
 
+    @staticmethod
+    async def _call(items: list[Outcome], call: Any) -> None:
+        for attempt, _ in items:
+            attempt.sending = True
+        try:
+            await call([message for _, message in items])
+        finally:
+            for attempt, _ in items:
+                attempt.sending = False
+
     async def _one_by_one(self, items: list[Outcome], call: Any) -> None:
-        for attempt, message in items:
+        for item in items:
+            attempt = item[0]
             if attempt.lost:
                 continue
             try:
-                await call([message])
+                await self._call([item], call)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                     self.runtime._mark_lost(attempt, "its outcome was refused")
@@ -689,7 +701,8 @@ class WorkerRuntime:
         for lease in lost:
             # By lease, not by job: the job may hold a newer lease here by now.
             attempt = self._attempts.get(lease_key(lease))
-            if attempt is not None:
+            # An outcome in flight may have ended the lease itself: its own answer decides.
+            if attempt is not None and not attempt.sending:
                 self._mark_lost(attempt, "the server reports it lost")
 
     @property
