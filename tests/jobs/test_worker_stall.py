@@ -13,11 +13,14 @@ import signal
 import sys
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from mediagrid.jobs.v1 import job_pb2
+from pydantic import SecretStr
 
 from tests.jobs.jobs_support import Jobs, JobsFactory, declare, wait_until
+from tests.support.proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPE = "t.stall"
@@ -155,4 +158,69 @@ async def test_a_worker_stalled_longer_than_its_lease_finishes_its_job_once(
     starts = {attempt: at for at, attempt, what in rows if what == "start"}
     for attempt in range(2, job.attempts + 1):
         assert starts[attempt] >= ends[attempt - 1]
+    assert code == 0
+
+
+OUTAGE_SECONDS = 2 * LEASE_SECONDS
+
+
+@pytest.mark.faults
+async def test_a_database_outage_longer_than_the_lease_runs_the_job_once_per_lease(
+    jobs_service: JobsFactory, database_dsn: str, tmp_path: Path
+) -> None:
+    # The jobs service's PostgreSQL goes silent (every byte held by a proxy) for two leases
+    # while the worker runs the job: heartbeats end on their deadlines and cancel nothing;
+    # once the database answers again, either a heartbeat still extends the lease or the
+    # reaper requeues the job and the worker, given it again, drops its stale attempt.
+    # Either way the job ends SUCCEEDED, each lease completing at most once.
+    database = urlsplit(database_dsn).path.lstrip("/")
+    proxy = TcpProxy.for_dsn(database_dsn)
+    await proxy.start()
+    events = tmp_path / "events"
+    try:
+        svc = await jobs_service(
+            declare=declare(TYPE),
+            database_url=SecretStr(proxy.dsn(database)),
+            job_lease_seconds=LEASE_SECONDS,
+            job_reaper_interval_seconds=0.2,
+        )
+        created = await svc.create(TYPE, payload={"seconds": RUN_SECONDS})
+        worker = await start_worker(svc, events)
+        try:
+
+            async def first_started() -> bool:
+                return any(what == "start" for _, _, what in read_events(events))
+
+            await wait_until(first_started, 60)
+            proxy.pause()
+            await asyncio.sleep(OUTAGE_SECONDS)
+            proxy.resume()
+
+            async def finished() -> bool:
+                job = await svc.get(created.name)
+                return job.state not in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
+
+            await wait_until(finished, 90)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(worker.wait(), 60)
+        job = await svc.get(created.name)
+    finally:
+        proxy.resume()
+        await proxy.stop()
+    rows = read_events(events)
+    runs = Counter(attempt for _, attempt, what in rows if what == "start")
+    completions = Counter(attempt for _, attempt, what in rows if what == "completed")
+    cancelled = sorted(attempt for _, attempt, what in rows if what == "cancelled")
+    print(
+        f"\noperations: 1 job; faults: PostgreSQL silent {OUTAGE_SECONDS:.0f}s "
+        f"(lease {LEASE_SECONDS:.0f}s); final state {job_pb2.JobState.Name(job.state)} after "
+        f"{job.attempts} attempt(s); handler runs {dict(runs)}, completions "
+        f"{dict(completions)}, cancelled {cancelled}; worker exit {code}"
+    )
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job
+    assert dict(job.result) == {"attempt": job.attempts}
+    assert all(n == 1 for n in runs.values())
+    assert completions == Counter({job.attempts: 1})
+    assert cancelled == list(range(1, job.attempts))
     assert code == 0
