@@ -12,10 +12,12 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
 from mediagrid.jobs.v1 import job_pb2
 from pydantic import SecretStr
 
@@ -164,9 +166,16 @@ async def test_a_worker_stalled_longer_than_its_lease_finishes_its_job_once(
 OUTAGE_SECONDS = 2 * LEASE_SECONDS
 
 
+@pytest_asyncio.fixture
+async def pg_proxy(database_dsn: str) -> AsyncIterator[TcpProxy]:
+    """A proxy in front of the test's PostgreSQL; set up before the suite, stopped after it."""
+    async with TcpProxy.for_dsn(database_dsn) as proxy:
+        yield proxy
+
+
 @pytest.mark.faults
 async def test_a_database_outage_longer_than_the_lease_runs_the_job_once_per_lease(
-    jobs_service: JobsFactory, database_dsn: str, tmp_path: Path
+    pg_proxy: TcpProxy, database_dsn: str, jobs_service: JobsFactory, tmp_path: Path
 ) -> None:
     # The jobs service's PostgreSQL goes silent (every byte held by a proxy) for two leases
     # while the worker runs the job: heartbeats end on their deadlines and cancel nothing;
@@ -174,53 +183,49 @@ async def test_a_database_outage_longer_than_the_lease_runs_the_job_once_per_lea
     # reaper requeues the job and the worker, given it again, drops its stale attempt.
     # Either way the job ends SUCCEEDED, each lease completing at most once.
     database = urlsplit(database_dsn).path.lstrip("/")
-    proxy = TcpProxy.for_dsn(database_dsn)
-    await proxy.start()
+    svc = await jobs_service(
+        declare=declare(TYPE),
+        database_url=SecretStr(pg_proxy.dsn(database)),
+        job_lease_seconds=LEASE_SECONDS,
+        job_reaper_interval_seconds=0.2,
+    )
     events = tmp_path / "events"
+    created = await svc.create(TYPE, payload={"seconds": RUN_SECONDS})
+    worker = await start_worker(svc, events)
     try:
-        svc = await jobs_service(
-            declare=declare(TYPE),
-            database_url=SecretStr(proxy.dsn(database)),
-            job_lease_seconds=LEASE_SECONDS,
-            job_reaper_interval_seconds=0.2,
-        )
-        created = await svc.create(TYPE, payload={"seconds": RUN_SECONDS})
-        worker = await start_worker(svc, events)
-        try:
 
-            async def first_started() -> bool:
-                return any(what == "start" for _, _, what in read_events(events))
+        async def first_started() -> bool:
+            return any(what == "start" for _, _, what in read_events(events))
 
-            await wait_until(first_started, 60)
-            proxy.pause()
-            await asyncio.sleep(OUTAGE_SECONDS)
-            proxy.resume()
+        await wait_until(first_started, 60)
+        pg_proxy.pause()
+        await asyncio.sleep(OUTAGE_SECONDS)
+        pg_proxy.resume()
 
-            async def finished() -> bool:
-                job = await svc.get(created.name)
-                return job.state not in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
+        async def finished() -> bool:
+            job = await svc.get(created.name)
+            return job.state not in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
 
-            await wait_until(finished, 90)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(worker.wait(), 60)
-        job = await svc.get(created.name)
+        await wait_until(finished, 90)
     finally:
-        proxy.resume()
-        await proxy.stop()
+        pg_proxy.resume()
+        worker.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(worker.wait(), 60)
+    job = await svc.get(created.name)
     rows = read_events(events)
     runs = Counter(attempt for _, attempt, what in rows if what == "start")
     completions = Counter(attempt for _, attempt, what in rows if what == "completed")
-    cancelled = sorted(attempt for _, attempt, what in rows if what == "cancelled")
+    # A stale attempt is cancelled, or its progress report refused (LeaseLost, a cancellation).
+    stopped = sorted(attempt for _, attempt, what in rows if what == "cancelled")
     print(
         f"\noperations: 1 job; faults: PostgreSQL silent {OUTAGE_SECONDS:.0f}s "
         f"(lease {LEASE_SECONDS:.0f}s); final state {job_pb2.JobState.Name(job.state)} after "
         f"{job.attempts} attempt(s); handler runs {dict(runs)}, completions "
-        f"{dict(completions)}, cancelled {cancelled}; worker exit {code}"
+        f"{dict(completions)}, stopped {stopped}; worker exit {code}"
     )
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job
     assert dict(job.result) == {"attempt": job.attempts}
     assert all(n == 1 for n in runs.values())
     assert completions == Counter({job.attempts: 1})
-    assert cancelled == list(range(1, job.attempts))
+    assert stopped == list(range(1, job.attempts))
     assert code == 0

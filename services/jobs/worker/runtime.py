@@ -75,8 +75,13 @@ class UnknownJobType(ValueError):
     """The worker was asked to run a job type that has no registered handler."""
 
 
-class LeaseLost(Exception):
-    """The server no longer holds this job for us (cancelled, finished or taken over)."""
+class LeaseLost(asyncio.CancelledError):
+    """The server no longer holds this job for us (cancelled, finished or taken over).
+
+    Raised into the handler by ``job.progress()``. It is a cancellation, so a handler's
+    ``except Exception`` does not swallow it: the handler stops as it would when the
+    runtime cancels it on a lost lease.
+    """
 
 
 def default_worker_id() -> str:
