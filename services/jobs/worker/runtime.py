@@ -686,21 +686,24 @@ class WorkerRuntime:
         A failed call cancels nothing: only the server knows whether a lease is gone.
         """
         attempts = [a for a in self._attempts.values() if not a.lost]
-        # A hung call must not delay the next heartbeat.
-        timeout = min(self.call_timeout, self.heartbeat_interval)
-        for start in range(0, len(attempts), MAX_PER_CALL):
-            part = attempts[start : start + MAX_PER_CALL]
-            request = worker_service_pb2.HeartbeatRequest(
-                worker_id=self.worker_id, leases=[a.lease for a in part]
+        parts = [attempts[i : i + MAX_PER_CALL] for i in range(0, len(attempts), MAX_PER_CALL)]
+        # At once: one hung call must not delay the others (nor, bounded, the next round).
+        await asyncio.gather(*(self._heartbeat(part) for part in parts))
+
+    async def _heartbeat(self, attempts: list[_Attempt]) -> None:
+        request = worker_service_pb2.HeartbeatRequest(
+            worker_id=self.worker_id, leases=[a.lease for a in attempts]
+        )
+        try:
+            response = await self.stub.Heartbeat(
+                request,
+                metadata=self.metadata,
+                timeout=min(self.call_timeout, self.heartbeat_interval),
             )
-            try:
-                response = await self.stub.Heartbeat(
-                    request, metadata=self.metadata, timeout=timeout
-                )
-            except grpc.aio.AioRpcError as exc:
-                log.warning("heartbeat of %d lease(s) failed: %s", len(part), exc.code())
-                continue
-            self._lost(response.lost)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("heartbeat of %d lease(s) failed: %s", len(attempts), exc.code())
+            return
+        self._lost(response.lost)
 
     def _lost(self, lost: Iterable[job_pb2.LeaseRef]) -> None:
         for lease in lost:
