@@ -62,7 +62,13 @@ async def stall(job):
     note(job.attempt, "completed")
     return {"attempt": job.attempt}
 
-settings = Settings(environment="test", job_lease_seconds=lease, worker_handler_modules=[])
+# A long-poll longer than the test: a claim is waiting on the server all through the pause.
+settings = Settings(
+    environment="test",
+    job_lease_seconds=lease,
+    worker_claim_wait_seconds=30,
+    worker_handler_modules=[],
+)
 asyncio.run(run_worker(settings, types=["t.stall"], concurrency=4, address=address,
                        token="service-token"))
 """
