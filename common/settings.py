@@ -435,6 +435,11 @@ class Settings(BaseSettings):
     worker_progress_interval_seconds: float = Field(default=0.5, ge=0, le=600)
     # On SIGTERM: how long in-flight jobs may run before they are released to the queue.
     worker_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    # Deadline of each Heartbeat, CompleteJobs, FailJobs, ReleaseJobs and ReportProgress call
+    # of a worker, and the margin a ClaimJobs call gets beyond its long-poll wait: a server
+    # that stops answering fails the call (retried as transient) instead of hanging the worker.
+    # A heartbeat's deadline is also capped at the heartbeat interval (a third of the lease).
+    worker_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
     # --- files -------------------------------------------------------------------------
     # Size of each S3 multipart part of a file upload (S3's minimum is 5 MiB).
