@@ -50,11 +50,12 @@ test: install
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
-# Subprocess suites with PostgreSQL and S3 behind fault proxies (tests/faults); -s prints
-# each scenario's counts. `make test` leaves them out (pyproject addopts: -m 'not faults').
+# Every test marked `faults` (tests/faults: subprocess suites with PostgreSQL and S3 behind
+# fault proxies; stalls elsewhere); -s prints each scenario's counts. `make test` leaves
+# them out (pyproject addopts: -m 'not faults').
 test-faults: install
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
-	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/faults $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/pytest -q -s -p no:cacheprovider -m faults $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no fault scenarios collected"; exit 0; fi; exit $$rc
 
 protos: install

@@ -13,6 +13,7 @@ import grpc
 from common import db
 from common.app import AppContext
 from common.aws import AwsClients
+from common.dependencies import DATABASE
 from common.embedded import create_buckets
 from common.interceptors import Authenticator
 from common.migrations import migrate
@@ -71,7 +72,8 @@ async def running_suite(
                 server.add_services(
                     instances,
                     authenticator=ctx.authenticator,
-                    health_checks=[lambda: db.check_health(ctx.pool)],
+                    dependency_checks={DATABASE: lambda: db.check_health(ctx.pool)},
+                    dependencies=ctx.dependencies,
                 )
                 await server.start()
                 for spec in specs:

@@ -152,9 +152,14 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(default=20_000, ge=0, le=1_000_000)
     # How often dependency checks (database, S3) refresh grpc.health.v1 status.
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=300)
-    # Consecutive failed rounds of dependency checks before a SERVING server turns
-    # NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not take
-    # a replica out of rotation; before the first passing round, one failure is enough.
+    # A dependency check that has not answered within this long counts as failed. A service
+    # turns NOT_SERVING within interval x failures-before-not-serving + this timeout of a
+    # dependency it needs failing (when the timeout is at most the interval).
+    health_check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Consecutive failed rounds of a dependency's check before a SERVING service that needs it
+    # turns NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not
+    # take a replica out of rotation; before the first passing round, one failure is enough,
+    # and an open circuit breaker of the dependency needs no further round.
     health_failures_before_not_serving: int = Field(default=2, ge=1, le=20)
     # Address (host:port) of the users service when it runs in another process.
     users_address: str | None = None
@@ -430,6 +435,11 @@ class Settings(BaseSettings):
     worker_progress_interval_seconds: float = Field(default=0.5, ge=0, le=600)
     # On SIGTERM: how long in-flight jobs may run before they are released to the queue.
     worker_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    # Deadline of each Heartbeat, CompleteJobs, FailJobs, ReleaseJobs and ReportProgress call
+    # of a worker, and the margin a ClaimJobs call gets beyond its long-poll wait: a server
+    # that stops answering fails the call (retried as transient) instead of hanging the worker.
+    # A heartbeat's deadline is also capped at the heartbeat interval (a third of the lease).
+    worker_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
     # --- files -------------------------------------------------------------------------
     # Size of each S3 multipart part of a file upload (S3's minimum is 5 MiB).
