@@ -14,9 +14,9 @@ import pytest
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
 from tests.faults.conftest import FaultSuiteFactory
-from tests.faults.scenario import Tally, bearer, call
+from tests.faults.scenario import Tally, bearer, call, eventually
 from tests.faults.uploads import MiB, UploadOutcome, download, upload, upload_status
-from tests.support.suite_process import FaultSuite
+from tests.support.suite_process import FaultSuite, health_status
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -67,7 +67,9 @@ async def test_s3_refused_then_blackholed_during_an_upload(fault_suite: FaultSui
     data = random.Random(1).randbytes(4 * PART + 3 * MiB)
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
-            await refused_then_blackholed(suite, channel, token, tally, figures, data)
+            await refused_then_blackholed(
+                suite, server.address, channel, token, tally, figures, data
+            )
     finally:
         tally.report("S3 refused, then blackholed, during an upload", **figures)
     assert tally.never_seen() == {}
@@ -80,6 +82,7 @@ def check_unavailable_in_bound(outcome: UploadOutcome, what: str) -> None:
 
 async def refused_then_blackholed(
     suite: FaultSuite,
+    address: str,
     channel: grpc.aio.Channel,
     token: str,
     tally: Tally,
@@ -143,6 +146,15 @@ async def refused_then_blackholed(
     await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
     for rpc in ("GetFile", "ListFiles", "GetUploadStatus"):
         assert tally.statuses[(rpc, "OK")] == 2, (rpc, tally.statuses)
+    # Health: only the services that need S3 are out; users, jobs and the overall status
+    # stay SERVING.
+    health = await eventually(
+        lambda: _health_once_files_out(address),
+        what="FileService NOT_SERVING while S3 is away",
+        limit=30,
+    )
+    figures["health while S3 is away"] = health
+    assert health == {**{name: "SERVING" for name in STAYS}, FILES: "NOT_SERVING"}, health
     # The breaker opened: a refusal says so.
     assert any("open" in value for o in attempts for value in o.metadata_values), (
         "no UNAVAILABLE named an open breaker"
@@ -167,6 +179,17 @@ async def refused_then_blackholed(
     figures["byte identical"] = stored == data
     assert stored == data
     assert third.file.sha256 == hashlib.sha256(data).hexdigest()
+
+
+FILES = "mediagrid.files.v1.FileService"
+STAYS = ("", "mediagrid.users.v1.UserService", "mediagrid.jobs.v1.JobService")
+
+
+async def _health_once_files_out(address: str) -> dict[str, str] | None:
+    """Every name's health, once the files service reports NOT_SERVING."""
+    if await health_status(address, FILES) != "NOT_SERVING":
+        return None
+    return {name: await health_status(address, name) for name in (*STAYS, FILES)}
 
 
 async def wait_for_committed(
