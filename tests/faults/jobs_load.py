@@ -191,7 +191,10 @@ def run_verdict(run_log_path: Any, rows: dict[str, tuple[str, int]]) -> dict[str
         if len(set(starts)) != len(starts) or len(starts) > attempts:
             beyond_rules.append(f"{name}: starts {starts}, attempts {attempts}")
     return {
-        "handler runs": sum(len(v) for v in runs.values()) // 2,
+        "handler runs": sum(1 for v in runs.values() for event, _ in v if event == "start"),
+        "handler runs cancelled": sum(
+            1 for v in runs.values() for event, _ in v if event == "cancelled"
+        ),
         "ran twice (new attempt after a lost lease)": ran_twice,
         "beyond at-least-once": beyond_rules,
         "never completed a run": never_ran,
