@@ -119,6 +119,15 @@ async def refused_then_blackholed(
     assert first.upload and first.committed >= PART, first
     check_unavailable_in_bound(first, "stream while S3 refuses")
     await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
+    # Health: only the services that need S3 are out; users, jobs and the overall status
+    # stay SERVING.
+    health = await eventually(
+        lambda: _health_once_files_out(address),
+        what="FileService NOT_SERVING while S3 is away",
+        limit=30,
+    )
+    figures["health while S3 is away"] = health
+    assert health == {**{name: "SERVING" for name in STAYS}, FILES: "NOT_SERVING"}, health
 
     # 2. S3 accepts connections again but never answers; the client resumes, twice more.
     await suite.s3_proxy.accept()
@@ -146,15 +155,6 @@ async def refused_then_blackholed(
     await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
     for rpc in ("GetFile", "ListFiles", "GetUploadStatus"):
         assert tally.statuses[(rpc, "OK")] == 2, (rpc, tally.statuses)
-    # Health: only the services that need S3 are out; users, jobs and the overall status
-    # stay SERVING.
-    health = await eventually(
-        lambda: _health_once_files_out(address),
-        what="FileService NOT_SERVING while S3 is away",
-        limit=30,
-    )
-    figures["health while S3 is away"] = health
-    assert health == {**{name: "SERVING" for name in STAYS}, FILES: "NOT_SERVING"}, health
     # The breaker opened: a refusal says so.
     assert any("open" in value for o in attempts for value in o.metadata_values), (
         "no UNAVAILABLE named an open breaker"
