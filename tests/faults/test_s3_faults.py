@@ -29,10 +29,11 @@ S3_SETTINGS = {
     "s3_read_timeout_seconds": 5,
     "s3_max_attempts": 2,
     "s3_call_timeout_seconds": 5,
+    "s3_transfer_timeout_seconds": 5,
     "health_failures_before_not_serving": 1,
 }
-# What those settings allow one S3 operation (attempts x (connect or read timeout) plus
-# backoff), with room for the part already in flight: the stream must end within this.
+# What those settings allow one S3 operation (a part transfer or a small call, retries
+# included), with room for the part already in flight: the stream must end within this.
 S3_BOUND = 15.0
 SLACK = 2.0
 METADATA_DEADLINE = 10.0

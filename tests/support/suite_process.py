@@ -237,7 +237,7 @@ class FaultSuite:
         self.moto: MotoProcess | None = None
         self.children: list[ChildProcess] = []
         self._created = False
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
     async def __aenter__(self) -> FaultSuite:
@@ -384,11 +384,17 @@ class FaultSuite:
             environment="test", database_url=self.direct_dsn, service_name=DIRECT_APPLICATION
         )
 
-    async def pool(self) -> asyncpg.Pool:
+    async def pool(self) -> Any:
+        """The test's own pool on the scenario's database, as the services' code takes it."""
         if self._pool is None:
             from common import db
 
-            self._pool = await db.create_pool(self._direct_settings(), self.direct_dsn)
+            settings = self._direct_settings()
+            raw = await db.create_pool(settings, self.direct_dsn)
+            # Where every statement goes through the database dependency, the repositories
+            # and AppContext take the suite's pool wrapper, not asyncpg's pool.
+            wrap = getattr(db, "SuitePool", None)
+            self._pool = raw if wrap is None else wrap(raw, settings)
         return self._pool
 
     async def user_token(self, email: str, role: str = "user") -> tuple[str, str]:
