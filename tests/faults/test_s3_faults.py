@@ -31,6 +31,8 @@ S3_SETTINGS = {
     "s3_call_timeout_seconds": 5,
     "s3_transfer_timeout_seconds": 5,
     "health_failures_before_not_serving": 1,
+    # Long enough to hold every failure of the blackholed stage: the breaker must open there.
+    "breaker_window_seconds": 60,
 }
 # What those settings allow one S3 operation (a part transfer or a small call, retries
 # included), with room for the part already in flight: the stream must end within this.
@@ -39,6 +41,8 @@ SLACK = 2.0
 METADATA_DEADLINE = 10.0
 # Twice the bound: a stream still open then is the server waiting, not the client giving up.
 FAULT_DEADLINE = 2 * S3_BOUND
+# A client resuming against a dead S3 sees its breaker open within this many tries.
+RESUMES_UNTIL_OPEN = 6
 
 
 async def metadata_rpcs(
@@ -130,13 +134,14 @@ async def refused_then_blackholed(
     figures["health while S3 is away"] = health
     assert health == {**{name: "SERVING" for name in STAYS}, FILES: "NOT_SERVING"}, health
 
-    # 2. S3 accepts connections again but never answers; the client resumes, twice more.
+    # 2. S3 accepts connections again but never answers; the client keeps resuming, as a
+    #    client does, until S3's breaker opens and refuses at once.
     await suite.s3_proxy.accept()
     suite.s3_proxy.pause()
     tally.counts["faults: S3 blackholed"] += 1
     status = await upload_status(files, token, first.upload, deadline=METADATA_DEADLINE)
     attempts = []
-    for n in range(3):
+    while len(attempts) < RESUMES_UNTIL_OPEN:
         clock[0] = time.monotonic()
         attempt = await upload(
             files,
@@ -150,16 +155,18 @@ async def refused_then_blackholed(
             deadline=FAULT_DEADLINE,
         )
         attempts.append(attempt)
-        figures[f"resume {n + 1} while blackholed"] = f"{attempt.code} {attempt.failed_after:.1f}s"
-        check_unavailable_in_bound(attempt, f"resume {n + 1} while blackholed")
+        n = len(attempts)
+        figures[f"resume {n} while blackholed"] = f"{attempt.code} {attempt.failed_after:.1f}s"
+        check_unavailable_in_bound(attempt, f"resume {n} while blackholed")
+        if "circuit=open" in attempt.metadata_values:
+            break
     figures["error metadata"] = sorted(set().union(*(o.metadata_values for o in attempts)))
     await metadata_rpcs(files, token, tally, earlier.file.name, first.upload)
     for rpc in ("GetFile", "ListFiles", "GetUploadStatus"):
         assert tally.statuses[(rpc, "OK")] == 2, (rpc, tally.statuses)
-    # The breaker opened: a refusal says so.
-    assert any("open" in value for o in attempts for value in o.metadata_values), (
-        "no UNAVAILABLE named an open breaker"
-    )
+    # The breaker opened, and then refused at once.
+    assert "circuit=open" in attempts[-1].metadata_values, "S3's breaker never opened"
+    assert attempts[-1].failed_after <= SLACK, attempts[-1].failed_after
 
     # 3. S3 is back: the upload resumes from the committed offset and completes.
     suite.s3_proxy.heal()
