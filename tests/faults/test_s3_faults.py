@@ -13,6 +13,7 @@ import grpc
 import pytest
 from mediagrid.files.v1 import files_pb2, files_pb2_grpc
 
+from common.grpc_errors import retry_info
 from tests.faults.conftest import FaultSuiteFactory
 from tests.faults.scenario import Tally, bearer, call, eventually
 from tests.faults.uploads import MiB, UploadOutcome, download, upload, upload_status
@@ -43,6 +44,8 @@ METADATA_DEADLINE = 10.0
 FAULT_DEADLINE = 2 * S3_BOUND
 # A client resuming against a dead S3 sees its breaker open within this many tries.
 RESUMES_UNTIL_OPEN = 6
+# After S3 is back: the breaker's open period, a half-open trial and the transfer itself.
+RECOVERY = 30.0
 
 
 async def metadata_rpcs(
@@ -168,19 +171,27 @@ async def refused_then_blackholed(
     assert "circuit=open" in attempts[-1].metadata_values, "S3's breaker never opened"
     assert attempts[-1].failed_after <= SLACK, attempts[-1].failed_after
 
-    # 3. S3 is back: the upload resumes from the committed offset and completes.
+    # 3. S3 is back: the client resumes from the committed offset, waiting what RetryInfo
+    #    says while the breaker is still open, and the upload completes.
     suite.s3_proxy.heal()
-    status = await resume_status(files, token, tally, first.upload)
-    figures["resumed from"] = status.committed_bytes
-    third = await upload(
-        files,
-        token,
-        data,
-        tally=tally,
-        rpc="Upload (resume after)",
-        upload_name=first.upload,
-        offset=status.committed_bytes,
-    )
+    healed = time.monotonic()
+    while True:
+        status = await resume_status(files, token, tally, first.upload)
+        figures["resumed from"] = status.committed_bytes
+        third = await upload(
+            files,
+            token,
+            data,
+            tally=tally,
+            rpc="Upload (resume after)",
+            upload_name=first.upload,
+            offset=status.committed_bytes,
+        )
+        if third.error is None or time.monotonic() - healed > RECOVERY:
+            break
+        hint = retry_info(third.error)
+        await asyncio.sleep(hint.retry_delay.ToTimedelta().total_seconds() if hint else 1.0)
+    figures["completed after S3 came back"] = f"{time.monotonic() - healed:.1f}s"
     figures["resume after"] = third.code
     assert third.file is not None, third.error
     stored = await download(files, token, third.file.name)
