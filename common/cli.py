@@ -1,6 +1,10 @@
 """The ``mediagrid`` command line: serve, migrate, check, plus each service's own commands.
 
 A service adds commands by providing ``services/<name>/cli.py`` with ``register(app)``.
+Client commands (files, videos, users, health, login) find the server and a token through
+``connect`` (see ``common/cli_session.py``) and print results on stdout, everything else on
+stderr; the CLI logs to stderr as text, warnings only unless ``-v`` (``serve``, ``worker``
+and the other server-side commands log as the settings say).
 
 Exit codes: 0 success; 1 a dependency failed (database unreachable, check failed, a
 migration error); 2 invalid configuration or arguments (the message names the variable).
@@ -18,8 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from common import cli_session
 from common.errors import DomainError
-from common.logging import configure_logging
+from common.logging import TextFormatter, configure_logging
 from common.migrations import MigrationError
 from common.settings import ConfigurationError, Settings, load_settings
 
@@ -33,9 +38,67 @@ console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
+@app.callback()
+def _root(
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="Log more on stderr: -v info, -vv debug."
+    ),
+) -> None:
+    """mediagrid: files, jobs and users over gRPC."""
+    handler = logging.StreamHandler()  # stderr: stdout carries only results
+    handler.setFormatter(TextFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel((logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def connect(service: str | None, address: str | None, token: str | None) -> tuple[str, str | None]:
+    """(address, token) of a client command; exit 2 naming a bad setting."""
+    try:
+        settings = cli_session.client_settings()
+    except ConfigurationError as exc:
+        fail(str(exc), 2)
+    target = cli_session.server_address(settings, service, address)
+    return target, cli_session.resolve_token(target, token)
+
+
+def rpc_fail(exc: Exception, address: str = "") -> NoReturn:
+    """Exit 1 with the status of a failed call (and what to do for the usual ones)."""
+    import grpc
+
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        fail(str(exc))
+    code = exc.code()
+    message = f"{code.name}: {exc.details()}"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        message += " (log in with `mediagrid login`, or pass --token / MEDIAGRID_TOKEN)"
+    elif code == grpc.StatusCode.UNAVAILABLE and address:
+        message += (
+            f" (is a server running at {address}? `mediagrid serve` starts one; "
+            "MEDIAGRID_GRPC_PORT or --address pick another)"
+        )
+    fail(message)
+
+
+ADDRESS_HELP = "host:port (default: the MEDIAGRID_*_ADDRESS setting, else GRPC_HOST:GRPC_PORT)"
+TOKEN_HELP = "bearer token (default: the session `mediagrid login` stored for the address)"
+
+
+def address_option() -> Any:
+    return typer.Option(None, "--address", help=ADDRESS_HELP, show_default=False)
+
+
+def token_option() -> Any:
+    return typer.Option(
+        None, "--token", envvar="MEDIAGRID_TOKEN", help=TOKEN_HELP, show_default=False
+    )
 
 
 def settings_or_exit() -> Settings:
@@ -159,7 +222,7 @@ def config() -> None:
 
 @app.command()
 def health(
-    address: str = typer.Option(None, help="host:port (default: MEDIAGRID_GRPC_HOST:PORT)"),
+    address: str | None = address_option(),
     service: str = typer.Option("", help="a fully qualified service name; empty = overall"),
     timeout: float = typer.Option(5.0, help="seconds to wait for the answer"),
 ) -> None:
@@ -170,15 +233,10 @@ def health(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from common.server import host_port
-
-    if address is None:
-        settings = settings_or_exit()
-        host = "127.0.0.1" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
-        address = host_port(host, settings.grpc_port)
+    target, _ = connect(None, address, None)
 
     async def ask() -> str:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=service)
             response = await stub.Check(request, timeout=timeout)
@@ -187,14 +245,14 @@ def health(
     try:
         status = asyncio.run(ask())
     except grpc.RpcError as exc:
-        fail(f"{address}: {exc.code().name}: {exc.details()}")
-    typer.echo(f"{address} {service or '(overall)'}: {status}")
+        fail(f"{target}: {exc.code().name}: {exc.details()}")
+    typer.echo(f"{target} {service or '(overall)'}: {status}")
     if status != "SERVING":
         raise typer.Exit(1)
 
 
 def _register_service_commands() -> None:
-    for name in ("users", "jobs", "files", "legacy"):
+    for name in ("users", "jobs", "files", "files.video", "legacy"):
         try:
             module = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:
@@ -211,5 +269,4 @@ _register_service_commands()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
     app()
