@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import typer
-import yaml  # type: ignore[import-untyped]
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console, RenderableType
@@ -93,6 +92,8 @@ def emit(
         if output is Output.json:
             typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
         else:
+            import yaml  # type: ignore[import-untyped]
+
             typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
         return
     stdout().print(table(items))

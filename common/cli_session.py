@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.server import host_port
+from common.addresses import host_port
 from common.settings import ConfigurationError, Settings, load_settings
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")

@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common.addresses import host_port
 from common.app import ServiceInstance
 from common.interceptors import Authenticator, SuiteInterceptor
 from common.resilience import backoff_delay
@@ -239,13 +240,6 @@ class SuiteServer:
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, bracketing an IPv6 literal (``[::1]:50051``)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
 
 
 def _name_of(fn: object) -> str:
