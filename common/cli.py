@@ -2,7 +2,7 @@
 
 A service adds commands by providing ``services/<name>/cli.py`` with ``register(app)``.
 Client commands (files, videos, users, health, login) find the server and a token through
-``connect`` (see ``common/cli_session.py``) and print results on stdout, everything else on
+``common.cli_support.connect`` (see ``common/cli_session.py``) and print results on stdout, everything else on
 stderr; the CLI logs to stderr as text, warnings only unless ``-v`` (``serve``, ``worker``
 and the other server-side commands log as the settings say).
 
@@ -15,27 +15,27 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from common import cli_session
-from common.errors import DomainError
-from common.logging import TextFormatter, configure_logging
-from common.migrations import MigrationError
-from common.settings import ConfigurationError, Settings, load_settings
+from common.cli_support import (
+    address_option,
+    connect,
+    console,
+    fail,
+    run,
+    settings_or_exit,
+)
+from common.logging import TextFormatter
+from common.settings import Settings
 
 app = typer.Typer(
     help="mediagrid: files, jobs and users over gRPC.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-# soft_wrap: messages stay on one line (greppable, and tests match them whole).
-console = Console(stderr=True, soft_wrap=True)
-T = TypeVar("T")
 
 
 @app.callback()
@@ -52,77 +52,6 @@ def _root(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel((logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def connect(service: str | None, address: str | None, token: str | None) -> tuple[str, str | None]:
-    """(address, token) of a client command; exit 2 naming a bad setting."""
-    try:
-        settings = cli_session.client_settings()
-    except ConfigurationError as exc:
-        fail(str(exc), 2)
-    target = cli_session.server_address(settings, service, address)
-    return target, cli_session.resolve_token(target, token)
-
-
-def rpc_fail(exc: Exception, address: str = "") -> NoReturn:
-    """Exit 1 with the status of a failed call (and what to do for the usual ones)."""
-    import grpc
-
-    if not isinstance(exc, grpc.aio.AioRpcError):
-        fail(str(exc))
-    code = exc.code()
-    message = f"{code.name}: {exc.details()}"
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        message += " (log in with `mediagrid login`, or pass --token / MEDIAGRID_TOKEN)"
-    elif code == grpc.StatusCode.UNAVAILABLE and address:
-        message += (
-            f" (is a server running at {address}? `mediagrid serve` starts one; "
-            "MEDIAGRID_GRPC_PORT or --address pick another)"
-        )
-    fail(message)
-
-
-ADDRESS_HELP = "host:port (default: the MEDIAGRID_*_ADDRESS setting, else GRPC_HOST:GRPC_PORT)"
-TOKEN_HELP = "bearer token (default: the session `mediagrid login` stored for the address)"
-
-
-def address_option() -> Any:
-    return typer.Option(None, "--address", help=ADDRESS_HELP, show_default=False)
-
-
-def token_option() -> Any:
-    return typer.Option(
-        None, "--token", envvar="MEDIAGRID_TOKEN", help=TOKEN_HELP, show_default=False
-    )
-
-
-def settings_or_exit() -> Settings:
-    """Load and validate settings, configure logging; exit 2 naming the bad variable."""
-    try:
-        settings = load_settings()
-    except ConfigurationError as exc:
-        fail(str(exc), 2)
-    configure_logging(settings)
-    return settings
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine, turning expected failures into a message and exit code."""
-    try:
-        return asyncio.run(coroutine)
-    except ConfigurationError as exc:
-        fail(str(exc), 2)
-    except DomainError as exc:  # e.g. Unavailable: the database did not answer
-        fail(str(exc))
-    except MigrationError as exc:
-        fail(f"migration failed: {exc}")
-    except OSError as exc:  # e.g. the gRPC port is taken (SuiteServer.start raises OSError)
-        fail(f"{exc} (set MEDIAGRID_GRPC_PORT to use another port)")
 
 
 def _service_names(services: list[str] | None) -> list[str]:

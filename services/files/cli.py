@@ -21,7 +21,6 @@ from google.protobuf.message import Message
 from mediagrid.files.v1 import file_pb2, files_pb2
 from rich.table import Table
 
-from common.cli import address_option, connect, fail, rpc_fail, token_option
 from common.cli_output import (
     OUTPUT,
     Output,
@@ -32,6 +31,7 @@ from common.cli_output import (
     transfer_progress,
 )
 from common.cli_session import state_dir
+from common.cli_support import address_option, connect, fail, rpc_fail, token_option
 from services.files.resume import JsonResumeStore
 
 files_app = typer.Typer(help="Upload, download and list files.", no_args_is_help=True)

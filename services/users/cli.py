@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from common import cli_session
-from common.cli import address_option, connect, fail, rpc_fail, run, settings_or_exit
+from common.cli_support import address_option, connect, fail, rpc_fail, run, settings_or_exit
 from common.settings import Settings
 from services.users.models import SweepReport
 

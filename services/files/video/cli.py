@@ -20,8 +20,8 @@ from mediagrid.files.v1 import video_pb2, video_pb2_grpc
 from rich.console import Group
 from rich.table import Table
 
-from common.cli import address_option, connect, fail, rpc_fail, token_option
 from common.cli_output import OUTPUT, Output, binary_size, emit, name_table
+from common.cli_support import address_option, connect, fail, rpc_fail, token_option
 from services.files.video.convert import STATE_NAMES
 
 videos_app = typer.Typer(
