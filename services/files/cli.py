@@ -31,7 +31,7 @@ from common.cli_output import (
     transfer_progress,
 )
 from common.cli_session import state_dir
-from common.cli_support import address_option, connect, fail, rpc_fail, token_option
+from common.cli_support import address_option, connect, rpc_fail, token_option
 from services.files.resume import JsonResumeStore
 
 files_app = typer.Typer(help="Upload, download and list files.", no_args_is_help=True)
@@ -135,10 +135,8 @@ def run_upload(
         file = asyncio.run(transfer())
     except KeyboardInterrupt:
         _interrupted(seen)
-    except grpc.aio.AioRpcError as exc:
+    except Exception as exc:  # a refused call, an unreadable file, a lost source
         rpc_fail(exc, address)
-    except OSError as exc:
-        fail(str(exc))
     stderr.print(
         f"[green]uploaded[/green] {file.name} ({binary_size(file.size_bytes)}, "
         f"sha256 {file.sha256})"

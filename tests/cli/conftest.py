@@ -28,6 +28,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.proxy import TcpProxy
 from tests.support.stores import run_admin, with_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +44,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class ThrottledProxy(TcpProxy):
+    """Forwards at most ``rate`` bytes per second (None: unlimited), to stop mid-upload."""
+
+    rate: float | None = 4 * 1024 * 1024
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+                if self.rate:
+                    await asyncio.sleep(len(data) / self.rate)
+        except (OSError, asyncio.IncompleteReadError):
+            return
 
 
 @dataclass

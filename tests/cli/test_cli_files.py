@@ -12,8 +12,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from services.files.client import FilesClient, open_channel
-from tests.cli.conftest import MEDIAGRID, PART, Cli
-from tests.support.proxy import TcpProxy
+from tests.cli.conftest import MEDIAGRID, PART, Cli, ThrottledProxy
 
 
 def stored_token(cli: Cli) -> str:
@@ -53,26 +52,6 @@ def test_upload_list_download_for_people_and_scripts(cli: Cli) -> None:
     cli.run("files", "download", name, "copy.bin")
     assert (cli.cwd / "copy.bin").read_bytes() == data
     assert resume_records(cli) == []  # a finished upload leaves no resume record
-
-
-class ThrottledProxy(TcpProxy):
-    """Forwards at most ``rate`` bytes per second (None: unlimited), to stop mid-upload."""
-
-    rate: float | None = 4 * 1024 * 1024
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
-                if self.rate:
-                    await asyncio.sleep(len(data) / self.rate)
-        except (OSError, asyncio.IncompleteReadError):
-            return
 
 
 async def committed_bytes(cli: Cli, token: str) -> tuple[str, int]:
