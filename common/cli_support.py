@@ -72,13 +72,18 @@ def token_option() -> Any:
     )
 
 
-def settings_or_exit() -> Settings:
-    """Load and validate settings, configure logging; exit 2 naming the bad variable."""
+def settings_or_exit(*, server_logs: bool = True) -> Settings:
+    """Load and validate settings; exit 2 naming the bad variable.
+
+    ``server_logs``: log as the settings say (format, level), as a serving process does;
+    False keeps the CLI's own logging (text, warnings unless ``-v``) for one-shot commands.
+    """
     try:
         settings = load_settings()
     except ConfigurationError as exc:
         fail(str(exc), 2)
-    configure_logging(settings)
+    if server_logs:
+        configure_logging(settings)
     return settings
 
 

@@ -38,7 +38,7 @@ ROLES = ("user", "admin", "service")
 
 
 def _settings() -> Settings:
-    return settings_or_exit()
+    return settings_or_exit(server_logs=False)
 
 
 def _rpc_error(exc: grpc.aio.AioRpcError) -> NoReturn:
