@@ -29,10 +29,11 @@ def test_users_create_uses_the_embedded_database_serve_would_use(
     env = client_env(tmp_path / "home", free_port())
     env["MEDIAGRID_DATA_DIR"] = str(data_dir)
 
+    command = ["users", "create", "--email", "first@example.com", "--password", PASSWORD]
+
     def create() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(MEDIAGRID), "users", "create", "--email", "first@example.com"]
-            + ["--password", PASSWORD, "--role", "admin"],
+            [str(MEDIAGRID), *command],
             env=env,
             cwd=tmp_path,
             capture_output=True,
@@ -47,4 +48,6 @@ def test_users_create_uses_the_embedded_database_serve_would_use(
     # The same database the next time: the account exists already.
     again = create()
     assert again.returncode == 1
-    assert again.stderr == "error: EMAIL_TAKEN: a user with email 'first@example.com' already exists\n"
+    assert (
+        again.stderr == "error: EMAIL_TAKEN: a user with email 'first@example.com' already exists\n"
+    )
