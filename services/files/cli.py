@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import typer
@@ -116,7 +117,6 @@ def run_upload(
                 bar.update(task, completed=p.received_bytes, description=description)
 
             try:
-                bar.update(task, description=path.name)
                 uploaded: file_pb2.File = await client.upload(
                     path,
                     display_name=fields.get("name"),
@@ -144,7 +144,7 @@ def run_upload(
     return file
 
 
-def _interrupted(seen: _Seen) -> typer.Exit:
+def _interrupted(seen: _Seen) -> NoReturn:
     again = shlex.join(["mediagrid", *sys.argv[1:]])
     if seen.upload:
         stderr.print(
@@ -154,7 +154,7 @@ def _interrupted(seen: _Seen) -> typer.Exit:
             highlight=False,
         )
     else:
-        stderr.print("\ninterrupted before the upload started; nothing is stored.")
+        stderr.print(f"\ninterrupted before any byte was sent this time; to upload: {again}")
     raise typer.Exit(SIGINT_EXIT)
 
 

@@ -6,6 +6,8 @@ import json
 import stat
 from pathlib import Path
 
+import yaml  # type: ignore[import-untyped]
+
 from tests.cli.conftest import Cli
 
 
@@ -23,7 +25,10 @@ def test_login_keeps_a_private_session_and_logout_revokes_it(cli: Cli) -> None:
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     session = json.loads(stored.read_text())["sessions"][cli.suite.address]
     assert session["email"] == cli.email
+    # Nothing uploaded yet: every output mode still parses.
     assert json.loads(cli.run("files", "ls", "-o", "json").stdout) == []
+    assert yaml.safe_load(cli.run("files", "ls", "-o", "yaml").stdout) == []
+    assert cli.run("files", "ls", "-o", "names").stdout == ""
 
     logged_out = cli.run("logout")
     assert cli.suite.address in logged_out.stderr

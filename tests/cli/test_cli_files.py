@@ -8,7 +8,6 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
 import yaml  # type: ignore[import-untyped]
 
 from services.files.client import FilesClient, open_channel
@@ -156,11 +155,3 @@ def test_uploads_cancel_drops_an_unfinished_session(cli: Cli) -> None:
     again = cli.run("files", "upload", "draft.bin")
     assert "resuming" not in again.stderr
     assert again.stdout.strip().startswith("files/")
-
-
-@pytest.mark.parametrize("output", ["json", "yaml", "names"])
-def test_every_output_mode_parses_when_empty(cli: Cli, output: str) -> None:
-    cli.login()
-    result = cli.run("files", "ls", "-o", output)
-    parsed = {"json": json.loads, "yaml": yaml.safe_load, "names": str.split}[output](result.stdout)
-    assert parsed == []

@@ -172,7 +172,7 @@ def upload(
         name=name,
         content_type=content_type,
     )
-    if output is Output.table:
+    if output in (Output.table, Output.names):
         typer.echo(video_name(file.name))  # the name alone, for `NAME=$(...)`
     else:
         from services.files.cli import file_table
