@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     # idle_in_transaction_session_timeout of every connection (0 = none).
     db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
+    # Longest a database call made for an RPC may take (further bounded by the caller's
+    # deadline); past it the RPC answers UNAVAILABLE with reason DATABASE_UNAVAILABLE.
+    db_call_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # --- AWS / S3 ----------------------------------------------------------------------
     # AWS region of the S3 buckets (and signing region for S3-compatible endpoints).
@@ -193,6 +196,9 @@ class Settings(BaseSettings):
     s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # Timeout of one S3 read.
     s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Longest one S3 request other than a part transfer may take (further bounded by the
+    # caller's deadline); past it the RPC answers UNAVAILABLE with reason S3_UNAVAILABLE.
+    s3_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     # Attempts per S3 call (botocore standard retry mode).
     s3_max_attempts: int = Field(default=5, ge=1, le=20)
     # Payload signing over plain HTTP costs a SHA-256 per byte; off is only for local endpoints.
@@ -205,6 +211,46 @@ class Settings(BaseSettings):
     otlp_endpoint: str = Field(default="http://127.0.0.1:4317", pattern=r"^https?://[^\s/]+$")
     # How often metrics are exported.
     telemetry_metrics_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Where metrics go: off, console, prometheus (/metrics on metrics_host:metrics_port),
+    # otlp (to otlp_endpoint) or emf (CloudWatch Embedded Metric Format lines on stdout);
+    # unset = the same as telemetry_exporter.
+    metrics_exporter: Literal["off", "console", "prometheus", "otlp", "emf"] | None = None
+    # Address the prometheus exporter's /metrics endpoint listens on.
+    metrics_host: str = "127.0.0.1"
+    # Port of the prometheus exporter's /metrics endpoint (0 = any free port).
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # CloudWatch Logs group to ship log lines to from this process (for hosts outside
+    # containers, whose stdout the ECS awslogs driver ships); unset = off.
+    cloudwatch_log_group: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_./#-]+$"
+    )
+    # Log stream in that group; unset = {service_name}/{host name}/{pid}.
+    cloudwatch_log_stream: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[^:*]+$"
+    )
+    # Log lines waiting to be sent; when full, new lines are dropped and counted.
+    cloudwatch_log_queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Longest a log line waits before its batch is sent.
+    cloudwatch_log_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    # CloudWatch Logs endpoint (a local stand-in); unset = the region's.
+    cloudwatch_logs_endpoint_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+(/.*)?$"
+    )
+
+    # --- resilience --------------------------------------------------------------------
+    # Longest a call to a peer service of the suite may take (further bounded by the
+    # caller's deadline); past it the RPC answers UNAVAILABLE with reason DEPENDENCY_UNAVAILABLE.
+    peer_call_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Sliding window over which each dependency's circuit breaker measures its failure rate.
+    breaker_window_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # Calls a breaker must see in its window before a failure rate can open it.
+    breaker_min_calls: int = Field(default=5, ge=1, le=10_000)
+    # Share of failed calls in the window (0-1] that opens a dependency's breaker.
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    # How long an open breaker refuses calls before it lets trial calls through.
+    breaker_open_seconds: float = Field(default=5.0, ge=0, le=3600)
+    # Trial calls a half-open breaker lets through at once; as many successes close it.
+    breaker_half_open_probes: int = Field(default=1, ge=1, le=100)
 
     # --- users -------------------------------------------------------------------------
     # How long a verified token stays cached in each process; revocation takes effect within it.
@@ -302,6 +348,9 @@ class Settings(BaseSettings):
     # ListJobs page sizes.
     job_list_default_page_size: int = Field(default=50, ge=1, le=1000)
     job_list_max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # How often the jobs service refreshes its queue depth and oldest-job metrics (one
+    # query; only while a metrics exporter is configured).
+    job_metrics_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
     # How often the reaper returns jobs whose lease expired.
     job_reaper_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     # How long finished jobs are kept, per final state, and how often/how much the sweep deletes.
