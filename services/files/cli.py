@@ -107,14 +107,13 @@ def run_upload(
                         )
                     seen.upload = p.upload
                 seen.committed = p.committed_bytes
-                if p.received_bytes < size:
-                    description = path.name
-                else:  # every byte sent: the last parts are still being stored
-                    description = (
-                        f"{path.name}: storing the last parts "
-                        f"({binary_size(p.committed_bytes)} stored)"
-                    )
-                bar.update(task, completed=p.received_bytes, description=description)
+                if p.sending_done or p.received_bytes >= size:
+                    # The server reports nothing more until it has stored the last parts:
+                    # say so (the spinner keeps turning) instead of a bar stuck short of 100%.
+                    description = f"{path.name}: storing the last parts in S3"
+                    bar.update(task, completed=size, description=description)
+                else:
+                    bar.update(task, completed=p.received_bytes, description=path.name)
 
             try:
                 uploaded: file_pb2.File = await client.upload(

@@ -14,6 +14,7 @@ retried with exponential backoff and full jitter.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import mimetypes
@@ -53,6 +54,9 @@ class UploadProgress:
     committed_bytes: int
     parts_completed: int
     total_bytes: int | None
+    # Every byte is sent; the server is storing the last parts and committing. It reports
+    # nothing more until the file is committed, so a progress bar says so here.
+    sending_done: bool = False
 
 
 ProgressCallback = Callable[[UploadProgress], None]
@@ -380,6 +384,7 @@ class FilesClient:
                     await call.write(transfer.request(**{transfer.data_field: chunk}))
                 if not reader.done():
                     await call.done_writing()
+                    state.sending_done()
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 pass  # the call ended; its status comes from the reader
             return await reader
@@ -467,6 +472,7 @@ class _UploadState:
         self.callback = callback
         self.upload = ""
         self.on_session: Callable[[str], None] | None = None
+        self.last: UploadProgress | None = None
 
     def seen(self, progress: file_pb2.UploadProgress) -> None:
         if not self.upload and progress.upload:
@@ -474,16 +480,19 @@ class _UploadState:
             if self.on_session is not None:
                 self.on_session(progress.upload)
         self.source.committed(progress.committed_bytes)
+        self.last = UploadProgress(
+            progress.upload,
+            progress.received_bytes,
+            progress.committed_bytes,
+            progress.parts_completed,
+            self.total,
+        )
         if self.callback is not None:
-            self.callback(
-                UploadProgress(
-                    progress.upload,
-                    progress.received_bytes,
-                    progress.committed_bytes,
-                    progress.parts_completed,
-                    self.total,
-                )
-            )
+            self.callback(self.last)
+
+    def sending_done(self) -> None:
+        if self.callback is not None and self.last is not None:
+            self.callback(dataclasses.replace(self.last, sending_done=True))
 
 
 async def _read_responses(call: Any, state: _UploadState, oneof: str) -> file_pb2.File:

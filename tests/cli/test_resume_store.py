@@ -76,14 +76,12 @@ async def test_the_client_continues_the_recorded_session_in_a_new_process_run(
         assert status.state == files_pb2.UPLOAD_STATE_ACTIVE
 
         # A new client (a new run) finds the session and sends only what is missing.
-        resumed_from: list[int] = []
+        reports: list[UploadProgress] = []
         again = FilesClient(channel, token=token, server=cli.suite.address)
-        file = await again.upload(
-            path,
-            on_progress=lambda p: resumed_from.append(p.received_bytes),
-            resume=store,
-        )
-        assert resumed_from[0] >= PART
+        file = await again.upload(path, on_progress=reports.append, resume=store)
+        assert reports[0].received_bytes >= PART
+        # Once every byte is sent the caller hears so (the server is silent until it commits).
+        assert [r.sending_done for r in reports].count(True) == 1
         assert file.size_bytes == len(data)
         done = await again.upload_status(record.upload)
         assert done.state == files_pb2.UPLOAD_STATE_COMPLETED and done.file == file.name
