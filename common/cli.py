@@ -1,13 +1,15 @@
 """The ``mediagrid`` command line: serve, migrate, check, plus each service's own commands.
 
-A service adds commands by providing ``services/<name>/cli.py`` with ``register(app)``.
-Client commands (files, videos, users, health, login) find the server and a token through
-``common.cli_support.connect`` (see ``common/cli_session.py``) and print results on stdout, everything else on
-stderr; the CLI logs to stderr as text, warnings only unless ``-v`` (``serve``, ``worker``
-and the other server-side commands log as the settings say).
+A service adds commands by providing ``services/<name>/cli.py`` with ``register(app)``
+(shared helpers in ``common/cli_support.py``). Client commands (files, videos, users, health,
+login) find the server and a token through ``cli_support.connect`` (see
+``common/cli_session.py``). Results go to stdout, everything else to stderr. The CLI logs
+to stderr as text, warnings only unless ``-v``; only the long-running ``serve`` and
+``worker`` log as the settings say (``MEDIAGRID_LOG_FORMAT``, ``MEDIAGRID_LOG_LEVEL``).
 
 Exit codes: 0 success; 1 a dependency failed (database unreachable, check failed, a
-migration error); 2 invalid configuration or arguments (the message names the variable).
+migration error); 2 invalid configuration or arguments (the message names the variable);
+130 stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def migrate(services: list[str] = typer.Argument(None, help="default: all")) -> 
     """Apply pending migrations of the given services."""
     from common.launcher import migrate_only
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(server_logs=False)
     applied = run(migrate_only(settings, _service_names(services)))
     for name, versions in applied.items():
         done = ", ".join(f"{v:03d}" for v in versions) if versions else "nothing (up to date)"
@@ -110,7 +112,7 @@ def check() -> None:
     """Check settings, database, migrations and buckets; exit 1 naming what is wrong."""
     from common.check import run_checks
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(server_logs=False)
     results = run(run_checks(settings))
     table = Table(title="mediagrid check")
     table.add_column("check")
@@ -134,7 +136,7 @@ def config() -> None:
     """Print the effective settings (secrets masked) and where each came from."""
     import os
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(server_logs=False)
     table = Table(title="mediagrid settings")
     table.add_column("variable")
     table.add_column("value", overflow="fold")
