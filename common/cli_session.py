@@ -3,7 +3,8 @@
 Address: ``--address``, else the service's ``MEDIAGRID_<SERVICE>_ADDRESS`` setting, else
 ``MEDIAGRID_GRPC_HOST:MEDIAGRID_GRPC_PORT`` (a wildcard host becomes 127.0.0.1), read the
 same way ``mediagrid serve`` reads them (environment and ``.env``), so a suite moved to
-another port is found without flags.
+another port is found without flags. Only those settings are read (``ClientSettings``, the
+same fields as ``Settings``): a client needs no database URL even where a server would.
 
 Token: ``--token`` / ``MEDIAGRID_TOKEN``, else the session ``mediagrid login`` stored for
 that address in ``$XDG_CONFIG_HOME/mediagrid/session.json`` (``~/.config/mediagrid/`` when
@@ -20,10 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.addresses import host_port
-from common.settings import ConfigurationError, Settings, load_settings
+from common.settings import ConfigurationError, Settings, describe_validation_error
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -52,13 +54,37 @@ def session_file() -> Path:
     return config_dir() / "session.json"
 
 
-def client_settings() -> Settings:
-    """Settings as ``serve`` reads them; raises ConfigurationError naming the variable."""
-    return load_settings()
+CLIENT_FIELDS = ("grpc_host", "grpc_port", "users_address", "jobs_address", "files_address")
 
 
-def server_address(settings: Settings, service: str | None, explicit: str | None) -> str:
-    """``host:port`` of ``service`` (files, users, jobs) or of the suite (None)."""
+class _ClientBase(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIAGRID_", env_file=".env", extra="ignore")
+
+
+ClientSettings = create_model(  # type: ignore[call-overload]
+    "ClientSettings",
+    __base__=_ClientBase,
+    __doc__="The settings a client command reads: where the server is.",
+    **{
+        name: (Settings.model_fields[name].annotation, Settings.model_fields[name])
+        for name in CLIENT_FIELDS
+    },
+)
+
+
+def client_settings() -> Any:
+    """``ClientSettings`` from the environment and ``.env``; ConfigurationError names the variable."""
+    try:
+        return ClientSettings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def server_address(settings: Any, service: str | None, explicit: str | None) -> str:
+    """``host:port`` of ``service`` (files, users, jobs) or of the suite (None).
+
+    ``settings`` is a ``Settings`` (a server process) or ``ClientSettings``.
+    """
     if explicit:
         return explicit
     configured = getattr(settings, f"{service}_address", None) if service else None
@@ -132,6 +158,7 @@ def resolve_token(address: str, explicit: str | None) -> str | None:
 
 
 __all__ = [
+    "ClientSettings",
     "ConfigurationError",
     "StoredSession",
     "client_settings",

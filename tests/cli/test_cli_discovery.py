@@ -40,7 +40,10 @@ def test_login_keeps_a_private_session_and_logout_revokes_it(cli: Cli) -> None:
 
 def test_the_port_comes_from_dotenv_like_the_server_reads_it(cli: Cli) -> None:
     env = {k: v for k, v in cli.env.items() if k != "MEDIAGRID_GRPC_PORT"}
-    (cli.cwd / ".env").write_text(f"MEDIAGRID_GRPC_PORT={cli.suite.port}\n")
+    # A server in prod would refuse to start without a database URL; a client needs none.
+    (cli.cwd / ".env").write_text(
+        f"MEDIAGRID_GRPC_PORT={cli.suite.port}\nMEDIAGRID_ENVIRONMENT=prod\n"
+    )
     plain = Cli(suite=cli.suite, cwd=cli.cwd, email=cli.email, env=env)
     health = plain.run("health")
     assert health.stdout.strip() == f"{cli.suite.address} (overall): SERVING"
