@@ -63,12 +63,11 @@ def create(
         fail(f"--role must be one of {', '.join(ROLES)}", 2)
     if not password and role != "service":
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    settings = _settings()
     if token:
         target, _ = connect("users", address, token)
         name = run(_create_remote(target, token, email, role, display_name, password))
     else:
-        name = run(_create_direct(settings, email, role, display_name, password))
+        name = run(_create_direct(_settings(), email, role, display_name, password))
     console.print(f"created {name}")
     typer.echo(name)
 
