@@ -33,6 +33,7 @@ from common.cli_output import (
 )
 from common.cli_session import state_dir
 from common.cli_support import address_option, connect, rpc_fail, token_option
+from services.files.client import FilesClient, UploadProgress, open_channel
 from services.files.resume import JsonResumeStore
 
 files_app = typer.Typer(help="Upload, download and list files.", no_args_is_help=True)
@@ -48,9 +49,7 @@ def resume_store() -> JsonResumeStore:
     return JsonResumeStore(state_dir() / "uploads.json")
 
 
-def _client(address: str, token: str | None):  # type: ignore[no-untyped-def]
-    from services.files.client import FilesClient, open_channel
-
+def _client(address: str, token: str | None) -> tuple[grpc.aio.Channel, FilesClient]:
     channel = open_channel(address)
     return channel, FilesClient(channel, token=token, server=address)
 
@@ -87,8 +86,6 @@ def run_upload(
     **fields: str | None,
 ) -> file_pb2.File:
     """Upload ``path`` with a progress bar; Ctrl-C says how to resume or cancel, exits 130."""
-    from services.files.client import UploadProgress
-
     seen = _Seen()
     store = resume_store() if resume else None
 
