@@ -13,8 +13,10 @@ stops the sweep.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -36,13 +38,27 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HealthCheck = Callable[[], Awaitable[bool]]
 
 
+class PortInUse(OSError):
+    """The gRPC port is taken by another process."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"cannot listen on {where}: is another process using it?")
+        self.where = where
+
+
 class SuiteServer:
-    """A started grpc.aio server with health, reflection and background loops."""
+    """A grpc.aio server with health, reflection and background loops.
+
+    ``bind()`` takes the port, ``add_services()`` adds what it serves, ``start()`` opens it
+    (binding first if needed). A process binds before the slow part of its start-up
+    (embedded stores, migrations, services), so a busy port fails at once, having started
+    nothing; connections that arrive meanwhile wait in the listen backlog.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        services: Sequence[ServiceInstance],
+        services: Sequence[ServiceInstance] = (),
         *,
         authenticator: Authenticator | None = None,
         health_checks: Sequence[HealthCheck] = (),
@@ -57,13 +73,8 @@ class SuiteServer:
         self.check_timeout = check_timeout
         self.restart_delay = restart_delay
         self.restart_delay_max = restart_delay_max
-        self.services = list(services)
-        public = [m for s in self.services for m in s.public_methods]
-        self.interceptor = SuiteInterceptor(
-            authenticator=authenticator,
-            public_methods=public,
-            error_drain_seconds=settings.grpc_error_drain_seconds,
-        )
+        self.services: list[ServiceInstance] = []
+        self.interceptor = SuiteInterceptor(error_drain_seconds=settings.grpc_error_drain_seconds)
         size = settings.grpc_max_message_bytes
         self.server = grpc.aio.server(
             interceptors=[*extra_interceptors, self.interceptor],
@@ -74,22 +85,37 @@ class SuiteServer:
             ],
         )
         self.health = health.aio.HealthServicer()
-        self.health_checks = list(health_checks) + [
-            c for s in self.services for c in s.health_checks
-        ]
+        self.health_checks: list[HealthCheck] = []
         self.port: int = 0
+        self._bound = False
+        self._started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stopped: asyncio.Future[None] | None = None
         self.healthy: bool | None = None
         self.failed_rounds = 0  # consecutive rounds with a failing check
-        for service in self.services:
-            service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = [n for s in self.services for n in s.service_names]
-        reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        self.add_services(services, authenticator=authenticator, health_checks=health_checks)
+
+    def add_services(
+        self,
+        services: Sequence[ServiceInstance],
+        *,
+        authenticator: Authenticator | None = None,
+        health_checks: Sequence[HealthCheck] = (),
+    ) -> None:
+        """Serve ``services`` too (before ``start()``); ``authenticator`` checks every call."""
+        if self._started:
+            raise RuntimeError("services are added before the server starts")
+        self.services += services
+        for service in services:
+            service.register(self.server)
+        self.interceptor.public_methods = frozenset(
+            m for s in self.services for m in s.public_methods
         )
+        if authenticator is not None:
+            self.interceptor.authenticator = authenticator
+        self.health_checks += [*health_checks, *(c for s in services for c in s.health_checks)]
 
     @property
     def service_names(self) -> list[str]:
@@ -100,19 +126,35 @@ class SuiteServer:
         """``host:port`` to connect to (``[v6]:port`` for an IPv6 host)."""
         return host_port(self.settings.grpc_host, self.port)
 
-    async def start(self, port: int | None = None) -> int:
+    def bind(self, port: int | None = None) -> int:
+        """Take the port (``port``, else the grpc_port setting; 0 picks a free one) without
+        answering yet; raise ``PortInUse`` when another process holds it. Once bound, later
+        calls return the bound port."""
+        if self._bound:
+            return self.port
         wanted = self.settings.grpc_port if port is None else port
         where = host_port(self.settings.grpc_host, wanted)
+        if wanted:
+            _refuse_if_taken(self.settings.grpc_host, wanted, where)
         try:
             self.port = self.server.add_insecure_port(where)
         except RuntimeError as exc:  # grpc >= 1.59 raises instead of returning 0
-            raise OSError(f"cannot listen on {where}: is another process using it?") from exc
+            raise PortInUse(where) from exc
         if self.port == 0:
-            raise OSError(f"cannot listen on {where}: is another process using it?")
+            raise PortInUse(where)
+        self._bound = True
+        return self.port
+
+    async def start(self, port: int | None = None) -> int:
+        self.bind(port)
         # Nothing is SERVING before the first checks have passed (the health servicer
         # starts with "" SERVING, and a probe may arrive as soon as the port is open).
         for name in ["", *self.service_names]:
             await self.health.set(name, NOT_SERVING)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self._started = True
         await self.server.start()
         await self.refresh_health()
         self._tasks.append(
@@ -229,6 +271,10 @@ class SuiteServer:
                     log.error(
                         "background task %s failed", task.get_name(), exc_info=task.exception()
                     )
+        if self._bound and not self._started:
+            # Start-up failed after bind(): a gRPC server that never started keeps its socket
+            # until the process exits; started (and NOT_SERVING), its stop lets the port go.
+            await self.server.start()
         await self.server.stop(grace)
         for service in self.services:
             if service.close is not None:
@@ -236,10 +282,33 @@ class SuiteServer:
                     await service.close()
                 except Exception:
                     log.exception("closing service %s failed", service.name)
-        log.info("stopped")
+        if self._started:
+            log.info("stopped")
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
+
+
+def _refuse_if_taken(host: str, port: int, where: str) -> None:
+    """Raise ``PortInUse`` when another socket listens on ``host:port``.
+
+    Tried with a socket of our own first because gRPC's failing bind also writes a line of
+    its C core's log to stderr, and a busy port should be one line of error, not two.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # gRPC reports a host it cannot resolve
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a port whose old connections linger in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(where) from None
+                # Anything else (an address this host does not have...) is gRPC's to report.
 
 
 def _name_of(fn: object) -> str:

@@ -310,6 +310,7 @@ class WorkerRuntime:
         self._entries: dict[str, _Entry] = {}
         self._room = asyncio.Event()
         self._asked = 0  # jobs requested by ClaimJobs calls in flight
+        self._idle = False  # the last ClaimJobs call found no work
         self._stopping = False
         self._acker = _Acker(self)
         self._fatal: BaseException | None = None
@@ -391,8 +392,13 @@ class WorkerRuntime:
             held = len(self._entries) + self._asked
             free = self.capacity - held
             # Claim in large batches: with work in flight, wait until a quarter of the
-            # capacity is free rather than claiming a handful of jobs per call.
-            if free <= 0 or (held and free < max(1, self.capacity // 4)):
+            # capacity is free rather than claiming a handful of jobs per call. While the
+            # queue is empty one long poll is enough: a second would only double the calls.
+            if (
+                free <= 0
+                or (held and free < max(1, self.capacity // 4))
+                or (self._asked and self._idle)
+            ):
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -418,6 +424,7 @@ class WorkerRuntime:
                 self._asked -= asked
                 self._room.set()  # what this call did not get is free again
             delay = 0.05
+            self._idle = not response.jobs
             self.stats.claimed += len(response.jobs)
             for claimed in response.jobs:
                 self._start(claimed)
