@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -25,7 +26,14 @@ from pydantic import BaseModel, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.addresses import host_port
-from common.settings import ConfigurationError, Settings, describe_validation_error
+from common.settings import (
+    ConfigurationError,
+    Settings,
+    describe_validation_error,
+    unknown_variable_warnings,
+)
+
+log = logging.getLogger("mediagrid.cli")
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -73,7 +81,12 @@ ClientSettings = create_model(  # type: ignore[call-overload]
 
 
 def client_settings() -> Any:
-    """``ClientSettings`` from the environment and ``.env``; ConfigurationError names the variable."""
+    """``ClientSettings`` from the environment and ``.env``; ConfigurationError names the variable.
+
+    A ``MEDIAGRID_*`` variable that is no setting gets the same warning as in ``serve``.
+    """
+    for warning in unknown_variable_warnings(os.environ):
+        log.warning("%s", warning)
     try:
         return ClientSettings()
     except ValidationError as exc:

@@ -6,8 +6,9 @@ streams keep the not-yet-committed bytes in a replay buffer, bounded by what the
 holds in flight). Given a ``ResumeStore`` (``services/files/resume.py``), an upload of a
 local path also resumes across process runs: after Ctrl-C or a crash, uploading the same
 unchanged file again continues its session from the committed offset. ``video=True``
-uploads through ``VideoService.UploadVideo`` (which starts probing and thumbnails). ``download`` resumes from the bytes already written and checks the
-SHA-256 of whole-file downloads. Unary calls carry a deadline; retryable failures are
+uploads through ``VideoService.UploadVideo`` (which starts probing and thumbnails).
+``download`` resumes from the bytes already written and checks the SHA-256 of whole-file
+downloads. Unary calls carry a deadline; retryable failures are
 retried with exponential backoff and full jitter.
 """
 

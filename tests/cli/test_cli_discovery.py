@@ -41,12 +41,16 @@ def test_login_keeps_a_private_session_and_logout_revokes_it(cli: Cli) -> None:
 def test_the_port_comes_from_dotenv_like_the_server_reads_it(cli: Cli) -> None:
     env = {k: v for k, v in cli.env.items() if k != "MEDIAGRID_GRPC_PORT"}
     # A server in prod would refuse to start without a database URL; a client needs none.
+    # A misspelled variable is named, with the setting it probably meant.
     (cli.cwd / ".env").write_text(
         f"MEDIAGRID_GRPC_PORT={cli.suite.port}\nMEDIAGRID_ENVIRONMENT=prod\n"
+        "MEDIAGRID_GRPC_HOTS=127.0.0.1\n"
     )
     plain = Cli(suite=cli.suite, cwd=cli.cwd, email=cli.email, env=env)
     health = plain.run("health")
     assert health.stdout.strip() == f"{cli.suite.address} (overall): SERVING"
+    assert "MEDIAGRID_GRPC_HOTS (in .env)" in health.stderr
+    assert "did you mean MEDIAGRID_GRPC_HOST?" in health.stderr
     plain.login()
     assert cli.suite.address in json.loads(session_file(plain).read_text())["sessions"]
     assert json.loads(plain.run("files", "ls", "-o", "json").stdout) == []
