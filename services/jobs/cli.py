@@ -1,4 +1,4 @@
-"""``mediagrid worker`` and ``mediagrid jobs-stats``."""
+"""``mediagrid worker``: job handlers that claim work from the jobs service over gRPC."""
 
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ def register(app: typer.Typer) -> None:
     def worker(
         types: str = typer.Option(..., "--types", help="Comma-separated job types to run."),
         concurrency: int = typer.Option(0, "--concurrency", help="Handlers at once (0 = setting)."),
-        address: str = typer.Option("", "--address", help="Jobs service host:port."),
+        address: str = typer.Option(
+            "",
+            "--address",
+            help="Jobs service host:port (default: MEDIAGRID_JOBS_ADDRESS, else GRPC_HOST:PORT).",
+        ),
         token: str = typer.Option(
             "", "--token", help="Bearer token (default MEDIAGRID_WORKER_TOKEN).", show_default=False
         ),
         worker_id: str = typer.Option("", "--worker-id", help="Worker id (default host-pid-rand)."),
     ) -> None:
         """Run job handlers: claim jobs over gRPC until SIGTERM, then stop gracefully."""
+        from common.cli_session import server_address
         from common.settings import ConfigurationError, load_settings
         from services.jobs.worker.main import run_worker
         from services.jobs.worker.runtime import UnknownJobType
@@ -41,7 +46,7 @@ def register(app: typer.Typer) -> None:
                     settings,
                     types=wanted,
                     concurrency=concurrency or None,
-                    address=address or None,
+                    address=server_address(settings, "jobs", address or None),
                     token=token or None,
                     worker_id=worker_id or None,
                 )

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from mediagrid.jobs.v1 import worker_service_pb2_grpc
 
+from common.addresses import host_port
 from common.aws import AwsClients
 from common.channels import ChannelCache
-from common.server import host_port
 from common.settings import DEMO_HANDLERS_MODULE, Settings, demo_modules_in_force
 from services.jobs.worker.api import WorkerResources
 from services.jobs.worker.runtime import WorkerRuntime, WorkerStats
