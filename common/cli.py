@@ -132,6 +132,34 @@ def check() -> None:
 
 
 @app.command()
+def provision(
+    environment: str = typer.Option(
+        None, help="dev, test, staging or prod (default: MEDIAGRID_ENVIRONMENT)"
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would change; change nothing."
+    ),
+) -> None:
+    """Create or correct the environment's buckets in place (versioning, encryption,
+    lifecycle rules, public access block, TLS-only policy); a second run changes nothing."""
+    from common.provision import provision as provision_buckets
+    from common.settings import BUCKET_PURPOSES, Environment
+
+    settings = settings_or_exit(server_logs=False)
+    if environment is not None:
+        try:
+            settings = settings.model_copy(update={"environment": Environment(environment)})
+        except ValueError:
+            fail(f"--environment must be one of {', '.join(e.value for e in Environment)}", 2)
+    changes = run(provision_buckets(settings, dry_run=dry_run))
+    for change in changes:
+        typer.echo(str(change))
+    if not changes:
+        names = ", ".join(settings.bucket(p) for p in BUCKET_PURPOSES)
+        typer.echo(f"{names}: nothing to change")
+
+
+@app.command()
 def config() -> None:
     """Print the effective settings (secrets masked) and where each came from."""
     import os
