@@ -47,6 +47,17 @@ def handler_modules(settings: Settings) -> list[str]:
     )
 
 
+def runnable_types(settings: Settings) -> list[str]:
+    """Every declared job type with a handler (loading the handler modules first): what a
+    worker runs when it is not told which types."""
+    from services.jobs import job_types
+    from services.jobs.worker.api import HANDLERS
+
+    load_handler_modules(handler_modules(settings))
+    declared = job_types.registry(settings)
+    return sorted(t for t in HANDLERS if t in declared)
+
+
 def default_address(settings: Settings) -> str:
     return settings.jobs_address or host_port(settings.grpc_host, settings.grpc_port)
 
