@@ -193,6 +193,14 @@ class Settings(BaseSettings):
     s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # Timeout of one S3 read.
     s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Longest one small S3 call (head, create/complete/abort multipart, copy, delete, a page of
+    # a listing) may take, botocore's retries included; inside an RPC the caller's remaining
+    # deadline caps it further. A call that runs out answers UNAVAILABLE (S3_UNAVAILABLE).
+    s3_call_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    # Longest one S3 transfer step may take: uploading one part, or receiving one chunk of a
+    # download or ranged read. Sized for a part at the slowest acceptable bandwidth; inside
+    # an RPC the caller's remaining deadline caps it further.
+    s3_transfer_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     # Attempts per S3 call (botocore standard retry mode).
     s3_max_attempts: int = Field(default=5, ge=1, le=20)
     # Payload signing over plain HTTP costs a SHA-256 per byte; off is only for local endpoints.

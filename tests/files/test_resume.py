@@ -118,10 +118,14 @@ async def test_resume_with_wrong_sha_commits_nothing(suite: Any) -> None:
 async def test_wrong_offset_names_the_committed_one(files: Files) -> None:
     data = random_bytes(PART + 10)
     upload = await upload_until_killed(files, data, PART + 5)
-    await asyncio.sleep(0.2)  # let the acknowledged part land
-    status = await files.stub.GetUploadStatus(
-        files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
-    )
+    # GetUploadStatus answers at once with what is committed: wait for the part to land.
+    for _ in range(200):
+        status = await files.stub.GetUploadStatus(
+            files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
+        )
+        if status.upload.committed_bytes == PART:
+            break
+        await asyncio.sleep(0.05)
     header = file_pb2.UploadHeader(upload=upload, offset=status.upload.committed_bytes + 1)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in files.stub.Upload(upload_requests(header, []), metadata=files.md("alice")):

@@ -35,6 +35,7 @@ from common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from common.settings import Settings
 from services.files import keys, validation
@@ -54,7 +55,13 @@ from services.files.ports import (
     UserDirectory,
 )
 from services.files.repository import FilesRepository, StreamSuperseded
-from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256, Storage
+from services.files.storage import (
+    META_FILE_ID,
+    META_OWNER,
+    META_SHA256,
+    RETRY_AFTER_SECONDS,
+    Storage,
+)
 
 log = logging.getLogger("mediagrid.files.upload")
 
@@ -127,11 +134,24 @@ class UploadDeps:
     draining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     async def settled(self, upload_id: str) -> None:
-        """Wait until parts of a broken stream of this session have landed (or failed)."""
+        """Wait until parts of a broken stream of this session have landed (or failed).
+
+        Each of those parts is bounded by the transfer bound, so waiting that long is
+        enough; UNAVAILABLE (retry) if they are still on their way after it (a shorter
+        RPC deadline cut the wait)."""
         task = self.draining.get(upload_id)
-        if task is not None:
-            with contextlib.suppress(Exception, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), self.settings.s3_read_timeout_seconds)
+        if task is None:
+            return
+        seconds = self.storage.transfer_bound()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), seconds)
+        if not task.done():
+            raise Unavailable(
+                f"uploads/{upload_id}: parts of the previous stream are still on their way to S3",
+                reason="UPLOAD_DRAINING",
+                metadata={"upload": f"uploads/{upload_id}"},
+                retry_after_seconds=RETRY_AFTER_SECONDS,
+            )
 
 
 class HashCache:
@@ -516,18 +536,39 @@ class PartWriter:
         self.in_flight.add(task)
 
     async def _create_multipart(self) -> None:
+        """Create the S3 multipart upload and record it on the session, as one step that a
+        cancellation (the client went away, the server stops) cannot cut in the middle:
+        the step runs on, and an upload created for a caller who is gone is aborted rather
+        than left for the sweep."""
+        abandoned = asyncio.Event()
+        pairing = asyncio.ensure_future(self._create_and_record(abandoned))
+        try:
+            self.s3_upload_id = await asyncio.shield(pairing)
+        except asyncio.CancelledError:
+            abandoned.set()
+            _BACKGROUND.add(pairing)
+            pairing.add_done_callback(_forget)
+            raise
+
+    async def _create_and_record(self, abandoned: asyncio.Event) -> str:
         s = self.session
-        upload_id = await self.deps.storage.create_multipart(
+        storage = self.deps.storage
+        upload_id = await storage.create_multipart(
             s.object_key, s.content_type, object_metadata(s, s.client_sha256)
         )
+        if abandoned.is_set():
+            await storage.abort_multipart(s.object_key, upload_id)
+            raise asyncio.CancelledError
         try:
             await self.deps.repo.set_s3_upload_id(s.id, self.token, upload_id)
         except StreamSuperseded:
-            # Certainly not recorded. (After other failures, such as a cancellation, the id
-            # may or may not be recorded: the sweep aborts it once no session owns it.)
-            await self.deps.storage.abort_multipart(s.object_key, upload_id)
+            # Certainly not recorded. (After other failures, such as the database being
+            # away, the id may or may not be recorded: the sweep aborts it once no session
+            # owns it.)
+            await storage.abort_multipart(s.object_key, upload_id)
             raise
-        self.s3_upload_id = upload_id
+        # Recorded, even if the caller has gone meanwhile: the session owns it now.
+        return upload_id
 
     def _take_buffer(self) -> bytearray:
         """The filled bytes as a part body; a fresh buffer takes its place."""
@@ -720,7 +761,7 @@ class PartWriter:
                 log.warning("part upload after interruption failed: %r", result)
 
 
-_BACKGROUND: set[asyncio.Task[None]] = set()
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
 def _background(coro: Awaitable[None]) -> asyncio.Task[None]:
@@ -728,3 +769,14 @@ def _background(coro: Awaitable[None]) -> asyncio.Task[None]:
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
     return task
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Done callback of a task nobody awaits any more: retrieve its outcome (so asyncio
+    does not log it as never retrieved) and log a failure."""
+    _BACKGROUND.discard(task)
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, DomainError):
+        log.warning("abandoned S3 step failed: %r", exc)

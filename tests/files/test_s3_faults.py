@@ -1,0 +1,287 @@
+"""The files service with S3 behind a fault proxy (moto server behind ``TcpProxy``).
+
+Blackholed or refused S3: an Upload ends UNAVAILABLE (S3_UNAVAILABLE, with RetryInfo)
+within its bound and stays resumable, byte-identical once S3 is back; GetUploadStatus and
+the other metadata RPCs answer while S3 is away; a cancellation that lands while the
+multipart upload is being created leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import grpc
+import pytest
+import pytest_asyncio
+from mediagrid.files.v1 import file_pb2, files_pb2
+
+from common.grpc_errors import error_info, retry_info
+from services.files.storage import Storage
+from tests.files.conftest import PART, Files, MiB, chunks, random_bytes, sha, start_files
+from tests.files.test_resume import resume
+from tests.support.proxy import TcpProxy
+
+# Short bounds so that the scenarios stay short; the checks allow generous slack.
+CALL_BOUND = 2.0
+TRANSFER_BOUND = 3.0
+SLACK = 5.0
+
+
+@pytest_asyncio.fixture
+async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
+    target = urlsplit(s3_endpoint)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+async def start_behind(suite: Any, proxy: TcpProxy, **overrides: Any) -> Files:
+    settings: dict[str, Any] = {
+        "s3_endpoint_url": f"http://127.0.0.1:{proxy.port}",
+        "s3_call_timeout_seconds": CALL_BOUND,
+        "s3_transfer_timeout_seconds": TRANSFER_BOUND,
+    }
+    settings.update(overrides)
+    return await start_files(suite, **settings)
+
+
+class UploadCall:
+    """One Upload stream driven message by message, so a test can stop in the middle."""
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+        self.call = files.stub.Upload(metadata=files.md("alice"))
+        self.responses: list[files_pb2.UploadResponse] = []
+        self.upload = ""
+
+    async def start(self, **header: Any) -> None:
+        header.setdefault("display_name", "faulty.bin")
+        await self.call.write(files_pb2.UploadRequest(header=file_pb2.UploadHeader(**header)))
+        first = await self.call.read()
+        assert first is not grpc.aio.EOF
+        self.upload = first.progress.upload
+
+    async def send(self, data: bytes) -> None:
+        for piece in chunks(data, MiB):
+            await self.call.write(files_pb2.UploadRequest(data=piece))
+
+    async def committed_at_least(self, offset: int) -> None:
+        """Wait until the session's committed offset reaches ``offset`` (progress messages
+        only go out as data arrives, so ask GetUploadStatus)."""
+        for _ in range(200):
+            if (await status_of(self.files, self.upload)).committed_bytes >= offset:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.upload} never committed {offset} bytes")
+
+    async def outcome(self) -> grpc.aio.AioRpcError:
+        """Finish writing and read until the call fails; return its error."""
+        # The server may have ended the call already: its status is what counts.
+        with contextlib.suppress(Exception):
+            await self.call.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while (response := await self.call.read()) is not grpc.aio.EOF:
+                self.responses.append(response)
+        return caught.value
+
+
+def assert_s3_unavailable(error: grpc.aio.AioRpcError) -> None:
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    info = error_info(error)
+    assert info is not None and info.reason == "S3_UNAVAILABLE", info
+    retry = retry_info(error)
+    assert retry is not None and retry.retry_delay.ToNanoseconds() > 0
+
+
+async def status_of(files: Files, upload: str) -> Any:
+    """The session's state; answered within a 5 s deadline or the test fails."""
+    response = await files.stub.GetUploadStatus(
+        files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice"), timeout=5.0
+    )
+    return response.upload
+
+
+async def open_multipart_uploads(endpoint: str, bucket: str) -> list[str]:
+    """Ids of the multipart uploads in progress in ``bucket``, asked of moto directly."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    listing = await asyncio.to_thread(client.list_multipart_uploads, Bucket=bucket)
+    return [u["UploadId"] for u in listing.get("Uploads", [])]
+
+
+async def test_blackholed_s3_fails_the_upload_within_its_bound_and_it_resumes(
+    suite: Any, s3_proxy: TcpProxy
+) -> None:
+    files = await start_behind(suite, s3_proxy)
+    data = random_bytes(3 * PART + 12345)
+    statuses: Counter[str] = Counter()
+    upload = UploadCall(files)
+    await upload.start(size_bytes=len(data), sha256=sha(data))
+    await upload.send(data[:PART])
+    await upload.committed_at_least(PART)
+
+    s3_proxy.pause()
+    paused = time.monotonic()
+    await upload.send(data[PART:])
+    error = await upload.outcome()
+    elapsed = time.monotonic() - paused
+    statuses[error.code().name] += 1
+    assert_s3_unavailable(error)
+
+    # Answers at once with what is committed, though S3 is still away.
+    status = await status_of(files, upload.upload)
+    statuses["GetUploadStatus:" + files_pb2.UploadState.Name(status.state)] += 1
+    print(
+        f"blackhole: 1 upload, S3 paused {elapsed:.1f}s until the status, "
+        f"committed {status.committed_bytes}, statuses {dict(statuses)}"
+    )
+    assert elapsed < TRANSFER_BOUND + CALL_BOUND + SLACK
+    assert status.state == files_pb2.UPLOAD_STATE_ACTIVE
+    assert status.committed_bytes == PART
+
+    s3_proxy.resume()
+    file = await resume(files, upload.upload, data)
+    assert file.sha256 == sha(data)
+    assert await files.download(file.name) == data
+
+
+async def test_refused_s3_fails_the_upload_fast(suite: Any, s3_proxy: TcpProxy) -> None:
+    files = await start_behind(suite, s3_proxy)
+    data = random_bytes(2 * PART + 10)
+    upload = UploadCall(files)
+    await upload.start()
+    await upload.send(data[:PART])
+    await upload.committed_at_least(PART)
+
+    await s3_proxy.refuse()
+    await s3_proxy.close_connections()  # pooled keep-alive connections are gone too
+    refused = time.monotonic()
+    await upload.send(data[PART:])
+    error = await upload.outcome()
+    elapsed = time.monotonic() - refused
+    print(f"refused: 1 upload ended {error.code().name} after {elapsed:.1f}s")
+    assert_s3_unavailable(error)
+    assert elapsed < TRANSFER_BOUND + CALL_BOUND + SLACK
+
+    await s3_proxy.accept()
+    file = await resume(files, upload.upload, data)
+    assert await files.download(file.name) == data
+
+
+async def test_upload_status_answers_while_a_broken_streams_parts_hang(
+    suite: Any, s3_proxy: TcpProxy
+) -> None:
+    # A long transfer bound: the broken stream's parts are certainly still hanging when
+    # GetUploadStatus is asked (before, it waited for them up to the S3 read timeout).
+    files = await start_behind(suite, s3_proxy, s3_transfer_timeout_seconds=60.0)
+    data = random_bytes(3 * PART + 1)
+    upload = UploadCall(files)
+    await upload.start()
+    await upload.send(data[:PART])
+    await upload.committed_at_least(PART)
+    s3_proxy.pause()
+    await upload.send(data[PART : 3 * PART])
+    await asyncio.sleep(0.5)  # let the server hand the parts to S3
+    upload.call.cancel()
+
+    answered = []
+    for _ in range(3):
+        status = await status_of(files, upload.upload)
+        answered.append(status.committed_bytes)
+    print(f"broken stream: GetUploadStatus answered {len(answered)}x with {answered}")
+    assert answered == [PART] * 3
+
+    s3_proxy.resume()
+    file = await resume(files, upload.upload, data)
+    assert await files.download(file.name) == data
+
+
+async def test_cancel_during_create_multipart_leaves_no_orphan(
+    suite: Any, s3_proxy: TcpProxy, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = await start_behind(suite, s3_proxy, s3_call_timeout_seconds=30.0)
+    creating = asyncio.Event()
+    original = Storage.create_multipart
+
+    async def observed(self: Storage, *args: Any, **kwargs: Any) -> str:
+        creating.set()
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "create_multipart", observed)
+    upload = UploadCall(files)
+    await upload.start()
+    s3_proxy.pause()  # the CreateMultipartUpload request waits in the proxy
+    await upload.send(random_bytes(PART + 1))
+    await asyncio.wait_for(creating.wait(), 10)
+    await asyncio.sleep(0.2)
+    upload.call.cancel()
+    await asyncio.sleep(0.2)  # the server sees the cancellation while S3 is still away
+    s3_proxy.resume()  # now S3 creates the upload and answers
+
+    bucket = files.ctx.settings.bucket("files")
+    open_uploads = await open_multipart_uploads(s3_endpoint, bucket)
+    for _ in range(100):  # the abort follows the create's answer
+        if not open_uploads:
+            break
+        await asyncio.sleep(0.1)
+        open_uploads = await open_multipart_uploads(s3_endpoint, bucket)
+    status = await status_of(files, upload.upload)
+    print(
+        f"cancel during create: {len(open_uploads)} multipart uploads left in progress, "
+        f"session {files_pb2.UploadState.Name(status.state)}"
+    )
+    assert open_uploads == []
+    assert status.state == files_pb2.UPLOAD_STATE_ACTIVE  # resumable from offset 0
+    assert status.committed_bytes == 0
+
+
+async def test_metadata_rpcs_answer_while_s3_is_down(suite: Any, s3_proxy: TcpProxy) -> None:
+    files = await start_behind(suite, s3_proxy)
+    data = random_bytes(1000)
+    stored, _ = await files.upload(data)
+    upload = UploadCall(files)
+    await upload.start()
+
+    s3_proxy.pause()
+    md = files.md("alice")
+    calls = {
+        "GetFile": files.stub.GetFile(files_pb2.GetFileRequest(name=stored.name), metadata=md),
+        "ListFiles": files.stub.ListFiles(files_pb2.ListFilesRequest(), metadata=md),
+        "ListFileVersions": files.stub.ListFileVersions(
+            files_pb2.ListFileVersionsRequest(name=stored.name), metadata=md
+        ),
+        "GetUploadStatus": files.stub.GetUploadStatus(
+            files_pb2.GetUploadStatusRequest(name=upload.upload), metadata=md
+        ),
+        "CreateDownloadUrl": files.stub.CreateDownloadUrl(
+            files_pb2.CreateDownloadUrlRequest(name=stored.name), metadata=md
+        ),
+    }
+    answered = {}
+    for name, call in calls.items():
+        answered[name] = await asyncio.wait_for(call, 5.0)
+    # A transfer fails within its bound instead.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await files.download(stored.name)
+    print(f"S3 down: {len(answered)} metadata RPCs answered; Download {caught.value.code().name}")
+    assert answered["GetFile"].file.sha256 == sha(data)
+    assert [f.name for f in answered["ListFiles"].files] == [stored.name]
+    assert answered["CreateDownloadUrl"].url
+    assert_s3_unavailable(caught.value)
+    s3_proxy.resume()
+    upload.call.cancel()
