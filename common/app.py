@@ -12,6 +12,7 @@ import grpc
 from common.activity import ActivityRecorder, LoggingActivityRecorder
 from common.aws import AwsClients
 from common.channels import ChannelCache
+from common.dependencies import Dependencies
 from common.errors import Unavailable
 from common.interceptors import Authenticator
 from common.settings import Settings
@@ -30,10 +31,14 @@ class AppContext:
     authenticator: Authenticator | None = None
     # Replaced by the users service's recorder (local or remote) when it is available.
     activity: ActivityRecorder = field(default_factory=LoggingActivityRecorder)
+    # PostgreSQL, S3 and the peer services, each with its circuit breaker: every outgoing
+    # call goes through one of them (``await ctx.dependencies.s3.call(...)``).
+    dependencies: Dependencies = field(init=False)
     _channels: ChannelCache = field(init=False)
 
     def __post_init__(self) -> None:
         self._channels = ChannelCache(self.addresses, self.settings.grpc_max_message_bytes)
+        self.dependencies = Dependencies(self.settings)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to ``service`` (its configured or in-process address)."""

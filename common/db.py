@@ -35,6 +35,26 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
 )
 
+# A connection that failed under a statement: the server went away, the backend was
+# terminated, or the protocol was left mid-way ("cannot switch to state ...").
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    *CONNECT_ERRORS,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """True for failures that say the database (not the statement) is in trouble.
+
+    A constraint violation or a bad query proves the server answers: the breaker counts it
+    as a success.
+    """
+    if isinstance(exc, Unavailable):
+        return True
+    return isinstance(exc, CONNECTION_LOST)
+
 
 class SuiteConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
     """A pool connection that knows whether its session carries state past a transaction.

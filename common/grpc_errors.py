@@ -23,13 +23,12 @@ import logging
 import uuid
 from typing import Any
 
-import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from common import errors
+from common import db, errors
 
 log = logging.getLogger("mediagrid.errors")
 
@@ -185,16 +184,8 @@ def internal_status(exc: BaseException, method: str) -> status_pb2.Status:
 
 # Infrastructure failures a handler did not translate: the dependency is down, which is
 # UNAVAILABLE (retry later) for the client, not a bug in the server (INTERNAL).
-DATABASE_DOWN: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    # A pooled connection whose backend was terminated: the next statement finds it closed,
-    # or finds the protocol mid-way ("cannot switch to state ...").
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.InternalClientError,
+DATABASE_DOWN: tuple[type[BaseException], ...] = tuple(
+    kind for kind in db.CONNECTION_LOST if kind not in (OSError, TimeoutError, ConnectionError)
 )
 # How long a client should wait before retrying a call that met a dependency outage.
 RETRY_AFTER_OUTAGE_SECONDS = 1.0

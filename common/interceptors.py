@@ -38,9 +38,10 @@ from typing import Any, Protocol
 
 import grpc
 
-from common import grpc_errors, hygiene
+from common import deadlines, grpc_errors, hygiene
 from common.context import Principal, current_principal_var, request_id_var
 from common.errors import FieldViolation, InvalidArgument, Unauthenticated
+from common.rpc_metrics import RpcMetrics, rpc_metrics
 from common.wire_format import invalid_utf8_field
 
 log = logging.getLogger("mediagrid.access")
@@ -178,9 +179,14 @@ class _Call:
         self.metadata = tuple(details.invocation_metadata or ())
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
+        self.metrics = rpc_metrics()
+        self.attributes = RpcMetrics.attributes(self.method)
+        self.metrics.active.add(1, self.attributes)
 
-    async def enter(self) -> None:
+    async def enter(self, context: grpc.aio.ServicerContext) -> None:
         self.started = time.perf_counter()
+        # Outgoing calls made for this RPC are bounded by what is left of its deadline.
+        deadlines.set_incoming(context.time_remaining())
         request_id_var.set(request_id_from(self.metadata))
         current_principal_var.set(None)
         if not self.interceptor._needs_auth(self.method):
@@ -213,6 +219,10 @@ class _Call:
             self.code = grpc.StatusCode.CANCELLED  # the client went away mid-call
         principal = current_principal_var.get()
         duration_ms = (time.perf_counter() - self.started) * 1000
+        self.metrics.active.add(-1, self.attributes)
+        self.metrics.duration.record(
+            duration_ms, {**self.attributes, "rpc.grpc.status_code": self.code.value[0]}
+        )
         log.info(
             "%s %s %.1fms",
             self.method,
@@ -373,7 +383,7 @@ def _wrap(
         async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _Call(interceptor, details)
             try:
-                await call.enter()
+                await call.enter(context)
                 response = await behavior(*arguments(request, context))
                 if response is None and context.code() not in (None, grpc.StatusCode.OK):
                     return None  # set_code() + return: gRPC sends that status
@@ -394,7 +404,7 @@ def _wrap(
         async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = _Call(interceptor, details)
             try:
-                await call.enter()
+                await call.enter(context)
                 responses = behavior(*arguments(request, context))
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:

@@ -1,14 +1,19 @@
-"""Retries with exponential backoff and full jitter, and a small circuit breaker."""
+"""Retries with exponential backoff and full jitter, circuit breakers, and ``Dependency``:
+the one path every outgoing call takes (a breaker, a time bound, an honest UNAVAILABLE)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
+from common import deadlines
 from common.errors import (
     DataLoss,
     DomainError,
@@ -83,86 +88,276 @@ def dependency_failed(exc: BaseException) -> bool:
     return True
 
 
-class CircuitBreaker:
-    """Opens after ``threshold`` consecutive failures; one trial call after ``cooldown``.
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+# How finely the failure-rate window is sliced: outcomes older than the window drop out
+# one slice at a time, and memory stays constant however many calls go through.
+_SLICES = 10
 
-    closed --threshold failures--> open --cooldown--> half-open: one trial call is let
-    through (others are refused); its success closes the circuit, its failure opens it for
-    another cooldown. A trial that never reports back frees its slot after a cooldown.
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When a breaker opens and how it probes its way back."""
+
+    window_seconds: float = 10.0
+    min_calls: int = 5
+    failure_rate: float = 0.5
+    open_seconds: float = 5.0
+    half_open_probes: int = 1
+
+    def __post_init__(self) -> None:
+        if (
+            self.window_seconds <= 0
+            or self.min_calls < 1
+            or not 0 < self.failure_rate <= 1
+            or self.open_seconds < 0
+            or self.half_open_probes < 1
+        ):
+            raise ValueError(f"invalid breaker policy: {self}")
+
+
+StateListener = Callable[["CircuitBreaker", str, str], None]
+
+
+class CircuitBreaker:
+    """Opens when the failure rate over a sliding window reaches the policy's threshold.
+
+    closed --rate >= failure_rate over >= min_calls calls--> open --open_seconds-->
+    half-open: up to ``half_open_probes`` trial calls at once; as many successes close the
+    circuit (with an empty window), one failure opens it again. A trial that never reports
+    back frees its slot after ``open_seconds``. Outcomes of calls that started before the
+    circuit opened are not trials and do not move a half-open circuit.
+
+    ``before_call`` returns a ticket that the outcome (``record_success``,
+    ``record_failure``, ``release``) hands back, so that the breaker knows which calls were
+    trials.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        policy: BreakerPolicy | None = None,
+        *,
+        reason: str = CircuitOpen.default_reason,
+        clock: Callable[[], float] = time.monotonic,
+        is_failure: Callable[[BaseException], bool] = dependency_failed,
+        listeners: Sequence[StateListener] = (),
+    ) -> None:
+        self.name = name
+        self.policy = policy or BreakerPolicy()
+        self.reason = reason
+        self.clock = clock
+        self.is_failure = is_failure
+        self.listeners = list(listeners)
+        self._state = CLOSED
+        self._opened_at = 0.0
+        self._slices: deque[list[float]] = deque()  # [start, calls, failures]
+        self._trials: dict[int, float] = {}  # ticket -> start
+        self._trial_successes = 0
+        self._tickets = itertools.count(1)
+
+    # --- state --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if self._state == OPEN and self.clock() - self._opened_at >= self.policy.open_seconds:
+            self._change(HALF_OPEN)
+        return self._state
+
+    def retry_after(self) -> float:
+        """Seconds until an open circuit lets a trial through (0 when it would now)."""
+        if self.state != OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self.policy.open_seconds - self.clock())
+
+    def counts(self) -> tuple[int, int]:
+        """(calls, failures) inside the current window."""
+        self._expire(self.clock())
+        return (
+            int(sum(s[1] for s in self._slices)),
+            int(sum(s[2] for s in self._slices)),
+        )
+
+    def _change(self, new: str) -> None:
+        old, self._state = self._state, new
+        if new == OPEN:
+            self._opened_at = self.clock()
+        if new != HALF_OPEN:
+            self._trials.clear()
+            self._trial_successes = 0
+        if new == CLOSED:
+            self._slices.clear()
+        if old == new:
+            return
+        if new == OPEN:
+            calls, failures = self.counts()
+            log.warning(
+                "circuit %s open (%s -> open; %d of %d calls failed in the window)",
+                self.name,
+                old,
+                failures,
+                calls,
+                extra={"dependency": self.name, "circuit": new},
+            )
+        else:
+            log.info(
+                "circuit %s %s (was %s)",
+                self.name,
+                new,
+                old,
+                extra={"dependency": self.name, "circuit": new},
+            )
+        for listener in self.listeners:
+            listener(self, old, new)
+
+    # --- window -------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.policy.window_seconds
+        width = self.policy.window_seconds / _SLICES
+        while self._slices and self._slices[0][0] + width <= horizon:
+            self._slices.popleft()
+
+    def _count(self, failed: bool) -> None:
+        now = self.clock()
+        self._expire(now)
+        width = self.policy.window_seconds / _SLICES
+        if not self._slices or now >= self._slices[-1][0] + width:
+            self._slices.append([now, 0, 0])
+        current = self._slices[-1]
+        current[1] += 1
+        current[2] += failed
+
+    def _tripped(self) -> bool:
+        calls, failures = self.counts()
+        return calls >= self.policy.min_calls and failures >= self.policy.failure_rate * calls
+
+    # --- calls --------------------------------------------------------------------------
+
+    def before_call(self) -> int:
+        """A ticket for a call that may go out now; raises ``CircuitOpen`` otherwise."""
+        state = self.state
+        if state == CLOSED:
+            return 0
+        if state == HALF_OPEN:
+            now = self.clock()
+            for ticket, started in list(self._trials.items()):
+                if now - started >= self.policy.open_seconds:
+                    del self._trials[ticket]  # a trial that never reported back
+            if len(self._trials) < self.policy.half_open_probes:
+                ticket = next(self._tickets)
+                self._trials[ticket] = now
+                return ticket
+        raise CircuitOpen(
+            f"{self.name} is unavailable (circuit {state}); retry later",
+            reason=self.reason,
+            metadata={"dependency": self.name, "circuit": state},
+            retry_after_seconds=round(max(self.retry_after(), 0.1), 3),
+        )
+
+    def record_success(self, ticket: int = 0) -> None:
+        if ticket and self._trials.pop(ticket, None) is not None:
+            self._trial_successes += 1
+            if self._trial_successes >= self.policy.half_open_probes:
+                self._change(CLOSED)
+        elif self.state == CLOSED:
+            self._count(failed=False)
+
+    def record_failure(self, ticket: int = 0) -> None:
+        if ticket and self._trials.pop(ticket, None) is not None:
+            self._change(OPEN)
+        elif self.state == CLOSED:
+            self._count(failed=True)
+            if self._tripped():
+                self._change(OPEN)
+
+    def release(self, ticket: int = 0) -> None:
+        """Give back a ticket without a verdict (the call was cancelled or never went out)."""
+        self._trials.pop(ticket, None)
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        ticket = self.before_call()
+        try:
+            result = await operation()
+        except Exception as exc:
+            if self.is_failure(exc):
+                self.record_failure(ticket)
+            else:
+                self.record_success(ticket)
+            raise
+        except BaseException:
+            self.release(ticket)
+            raise
+        self.record_success(ticket)
+        return result
+
+
+class Dependency:
+    """One dependency of this process (PostgreSQL, S3, a peer service) and its breaker.
+
+    ``call`` is the path of every outgoing call: refused at once while the breaker is open,
+    otherwise bounded by ``deadlines.bound(timeout)``; a call that runs out of time is
+    UNAVAILABLE with this dependency's ``reason`` and a RetryInfo, and counts as a failure.
     """
 
     def __init__(
         self,
         name: str,
         *,
-        threshold: int = 5,
-        cooldown: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-        is_failure: Callable[[BaseException], bool] = dependency_failed,
+        reason: str,
+        timeout: float,
+        breaker: CircuitBreaker,
+        retry_after_seconds: float = 1.0,
     ) -> None:
-        if threshold < 1 or cooldown < 0:
-            raise ValueError("threshold must be >= 1 and cooldown >= 0")
         self.name = name
-        self.threshold = threshold
-        self.cooldown = cooldown
-        self.clock = clock
-        self.is_failure = is_failure
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._trial_started: float | None = None
+        self.reason = reason
+        self.timeout = timeout
+        self.breaker = breaker
+        self.retry_after_seconds = retry_after_seconds
 
     @property
-    def state(self) -> str:
-        if self._opened_at is None:
-            return "closed"
-        if self.clock() - self._opened_at >= self.cooldown:
-            return "half-open"
-        return "open"
+    def available(self) -> bool:
+        """False while the breaker is open (health reports the dependency as down)."""
+        return self.breaker.state != OPEN
 
-    def before_call(self) -> None:
-        """Raise ``CircuitOpen`` unless a call may go out now (claims the half-open trial)."""
-        state = self.state
-        if state == "closed":
-            return
-        now = self.clock()
-        trial_busy = self._trial_started is not None and now - self._trial_started < self.cooldown
-        if state == "open" or trial_busy:
-            raise CircuitOpen(
-                f"{self.name} is unavailable (circuit open)", metadata={"dependency": self.name}
-            )
-        self._trial_started = now
+    def unavailable(self, message: str, **metadata: object) -> Unavailable:
+        return Unavailable(
+            message,
+            reason=self.reason,
+            metadata={"dependency": self.name, **metadata},
+            retry_after_seconds=self.retry_after_seconds,
+        )
 
-    def record_success(self) -> None:
-        if self._opened_at is not None:
-            log.info("circuit %s closed", self.name)
-        self._failures = 0
-        self._opened_at = None
-        self._trial_started = None
-
-    def record_failure(self) -> None:
-        self._failures += 1
-        state = self.state
-        if state == "half-open" or (state == "closed" and self._failures >= self.threshold):
-            log.warning("circuit %s open after %d failure(s)", self.name, self._failures)
-            self._opened_at = self.clock()
-            self._trial_started = None
-
-    def release(self) -> None:
-        """Give back a half-open trial slot without a verdict (the call was cancelled)."""
-        self._trial_started = None
-
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        self.before_call()
+    async def call(
+        self, operation: Callable[[], Awaitable[T]], *, what: str, cap: float | None = None
+    ) -> T:
+        """Run ``operation`` through the breaker within the bound (``cap`` overrides the
+        dependency's own limit, e.g. for a part transfer); see the class docstring."""
+        cap = self.timeout if cap is None else cap
+        limit = deadlines.bound(cap, dependency=self.name)
+        ticket = self.breaker.before_call()
         try:
-            result = await operation()
-        except Exception as exc:
-            if self.is_failure(exc):
-                self.record_failure()
+            async with asyncio.timeout(limit):
+                result = await operation()
+        except TimeoutError as exc:
+            # Cut short by the caller's deadline rather than by our own limit, slowness is
+            # not proof that the dependency is down: no verdict.
+            if limit < cap:
+                self.breaker.release(ticket)
             else:
-                self.record_success()
+                self.breaker.record_failure(ticket)
+            raise self.unavailable(
+                f"{self.name} did not answer within {limit:.1f}s ({what}); retry later",
+                operation=what,
+                timeout_seconds=round(limit, 3),
+            ) from exc
+        except Exception as exc:
+            if self.breaker.is_failure(exc):
+                self.breaker.record_failure(ticket)
+            else:
+                self.breaker.record_success(ticket)
             raise
         except BaseException:
-            self.release()
+            self.breaker.release(ticket)
             raise
-        self.record_success()
+        self.breaker.record_success(ticket)
         return result

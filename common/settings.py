@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     # idle_in_transaction_session_timeout of every connection (0 = none).
     db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
+    # Longest a database call made for an RPC may take (further bounded by the caller's
+    # deadline); past it the RPC answers UNAVAILABLE with reason DATABASE_UNAVAILABLE.
+    db_call_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # --- AWS / S3 ----------------------------------------------------------------------
     # AWS region of the S3 buckets (and signing region for S3-compatible endpoints).
@@ -193,13 +196,13 @@ class Settings(BaseSettings):
     s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # Timeout of one S3 read.
     s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
-    # Longest one small S3 call (head, create/complete/abort multipart, copy, delete, a page of
-    # a listing) may take, botocore's retries included; inside an RPC the caller's remaining
-    # deadline caps it further. A call that runs out answers UNAVAILABLE (S3_UNAVAILABLE).
-    s3_call_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
-    # Longest one S3 transfer step may take: uploading one part, or receiving one chunk of a
-    # download or ranged read. Sized for a part at the slowest acceptable bandwidth; inside
-    # an RPC the caller's remaining deadline caps it further.
+    # Longest one small S3 call (head, create/complete/abort multipart, delete, a page of a
+    # listing) may take, botocore's retries included; inside an RPC the caller's remaining
+    # deadline caps it further. Past it the RPC answers UNAVAILABLE (reason S3_UNAVAILABLE).
+    s3_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # Longest one S3 transfer step may take: uploading one part, a single PUT, a server-side
+    # copy, or receiving one chunk of a download or ranged read. Sized for a part at the
+    # slowest acceptable bandwidth; inside an RPC the caller's remaining deadline caps it.
     s3_transfer_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     # Attempts per S3 call (botocore standard retry mode).
     s3_max_attempts: int = Field(default=5, ge=1, le=20)
@@ -213,6 +216,29 @@ class Settings(BaseSettings):
     otlp_endpoint: str = Field(default="http://127.0.0.1:4317", pattern=r"^https?://[^\s/]+$")
     # How often metrics are exported.
     telemetry_metrics_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Where metrics go: off, console, prometheus (/metrics on metrics_host:metrics_port),
+    # otlp (to otlp_endpoint) or emf (CloudWatch Embedded Metric Format lines on stdout);
+    # unset = the same as telemetry_exporter.
+    metrics_exporter: Literal["off", "console", "prometheus", "otlp", "emf"] | None = None
+    # Address the prometheus exporter's /metrics endpoint listens on.
+    metrics_host: str = "127.0.0.1"
+    # Port of the prometheus exporter's /metrics endpoint (0 = any free port).
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    # --- resilience --------------------------------------------------------------------
+    # Longest a call to a peer service of the suite may take (further bounded by the
+    # caller's deadline); past it the RPC answers UNAVAILABLE with reason DEPENDENCY_UNAVAILABLE.
+    peer_call_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Sliding window over which each dependency's circuit breaker measures its failure rate.
+    breaker_window_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # Calls a breaker must see in its window before a failure rate can open it.
+    breaker_min_calls: int = Field(default=5, ge=1, le=10_000)
+    # Share of failed calls in the window (0-1] that opens a dependency's breaker.
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    # How long an open breaker refuses calls before it lets trial calls through.
+    breaker_open_seconds: float = Field(default=5.0, ge=0, le=3600)
+    # Trial calls a half-open breaker lets through at once; as many successes close it.
+    breaker_half_open_probes: int = Field(default=1, ge=1, le=100)
 
     # --- users -------------------------------------------------------------------------
     # How long a verified token stays cached in each process; revocation takes effect within it.

@@ -3,11 +3,14 @@
 Every botocore failure is translated here into a domain error (UNAVAILABLE for transport
 and server errors), so no handler ever lets a botocore exception reach a client.
 
-Every S3 call is bounded: botocore only bounds each socket connect and read, so a
+Every S3 call goes through the process's S3 ``Dependency`` (``ctx.dependencies.s3``): its
+circuit breaker, and a time bound. botocore only bounds each socket connect and read, so a
 blackholed endpoint that accepts connections (or keeps one open without answering) would
 hold a call for as long as its retries last. Small calls get ``s3_call_timeout_seconds``;
-each transfer step (one part, one chunk of a read) gets ``s3_transfer_timeout_seconds``.
-A call that runs out of time is UNAVAILABLE (``S3_UNAVAILABLE``) with a RetryInfo.
+each transfer step (one part, one chunk of a read) gets ``s3_transfer_timeout_seconds``;
+inside an RPC the caller's remaining deadline caps both. A call that runs out of time, or
+any call while the breaker is open, is UNAVAILABLE (``S3_UNAVAILABLE``) with a RetryInfo.
+Presigning is local computation and makes no S3 call.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from common import deadlines
 from common.aws import AwsClients, ensure_bucket
+from common.dependencies import S3, breaker_policy
 from common.errors import DomainError, FailedPrecondition, NotFound, Unavailable
+from common.resilience import BreakerPolicy, CircuitBreaker, Dependency
 
 log = logging.getLogger("mediagrid.files.storage")
 T = TypeVar("T")
@@ -39,6 +45,8 @@ META_SHA256 = "sha256"
 
 # How long a client should wait before retrying a call that S3 failed or did not answer.
 RETRY_AFTER_SECONDS = 1.0
+# Bound of a small call for storage built without settings (tests, tools).
+DEFAULT_CALL_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -80,22 +88,27 @@ def s3_unavailable(message: str) -> Unavailable:
     return Unavailable(message, reason="S3_UNAVAILABLE", retry_after_seconds=RETRY_AFTER_SECONDS)
 
 
-def _timed_out(what: str, seconds: float) -> Unavailable:
-    log.warning("S3 %s did not answer within %.3g s", what, seconds)
-    return s3_unavailable(f"S3 {what} did not answer within {seconds:.3g} s")
-
-
-async def _s3(what: str, call: Callable[[], Awaitable[T]], seconds: float) -> T:
-    """``call()`` bounded by ``seconds``, with botocore and transport failures translated."""
+async def _s3(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()`` with botocore and transport failures translated into domain errors (so the
+    breaker sees NOT_FOUND as an answer and UNAVAILABLE as a failure)."""
     try:
-        async with asyncio.timeout(seconds):
-            return await call()
+        return await call()
     except DomainError:
         raise
-    except TimeoutError as exc:
-        raise _timed_out(what, seconds) from exc
-    except (ClientError, BotoCoreError, OSError) as exc:
+    except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
         raise _translate(what, exc) from exc
+
+
+def standalone_dependency(call_timeout: float, policy: BreakerPolicy | None = None) -> Dependency:
+    """An S3 dependency of its own, for tools that open storage outside a service process."""
+    breaker = CircuitBreaker(S3, policy, reason="S3_UNAVAILABLE")
+    return Dependency(
+        S3,
+        reason="S3_UNAVAILABLE",
+        timeout=call_timeout,
+        breaker=breaker,
+        retry_after_seconds=RETRY_AFTER_SECONDS,
+    )
 
 
 _END = object()  # end of a threaded read
@@ -114,30 +127,28 @@ class Storage:
         bucket: str,
         sync_client: Any | None = None,
         *,
-        call_timeout: float = 15.0,
+        dependency: Dependency | None = None,
         transfer_timeout: float = 120.0,
     ) -> None:
         self.client = client
         self.bucket = bucket
         # Optional synchronous client for streaming reads off the event loop.
         self.sync_client = sync_client
-        self.call_timeout = call_timeout
+        self.dependency = dependency or standalone_dependency(DEFAULT_CALL_TIMEOUT)
         self.transfer_timeout = transfer_timeout
         self._stack: AsyncExitStack | None = None
 
-    def call_bound(self) -> float:
-        """Seconds the next small S3 call may take."""
-        return self.call_timeout
-
     def transfer_bound(self) -> float:
-        """Seconds the next transfer step (a part, a chunk of a read) may take."""
-        return self.transfer_timeout
+        """Seconds the next transfer step (a part, a chunk of a read) may take here."""
+        return deadlines.bound(self.transfer_timeout, dependency=S3)
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await _s3(what, call, self.call_bound())
+        return await self.dependency.call(lambda: _s3(what, call), what=what)
 
     async def _transfer(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await _s3(what, call, self.transfer_bound())
+        return await self.dependency.call(
+            lambda: _s3(what, call), what=what, cap=self.transfer_timeout
+        )
 
     async def _pages(self, what: str, pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """The pages of a paginated listing, each page bounded like a small call."""
@@ -150,8 +161,13 @@ class Storage:
             yield page
 
     @classmethod
-    async def open(cls, aws: AwsClients, bucket: str, *, create: bool) -> Storage:
-        """Open the client; create the bucket (dev/test) or check that it exists (staging/prod)."""
+    async def open(
+        cls, aws: AwsClients, bucket: str, *, create: bool, dependency: Dependency | None = None
+    ) -> Storage:
+        """Open the client; create the bucket (dev/test) or check that it exists (staging/prod).
+
+        ``dependency``: the process's S3 dependency (``ctx.dependencies.s3``); tools outside a
+        service process get one of their own."""
         stack = AsyncExitStack()
         client = await stack.enter_async_context(aws.s3())
         settings = aws.settings
@@ -159,7 +175,8 @@ class Storage:
             client,
             bucket,
             aws.sync_s3(),
-            call_timeout=settings.s3_call_timeout_seconds,
+            dependency=dependency
+            or standalone_dependency(settings.s3_call_timeout_seconds, breaker_policy(settings)),
             transfer_timeout=settings.s3_transfer_timeout_seconds,
         )
         storage._stack = stack
@@ -189,6 +206,10 @@ class Storage:
             self._stack = None
 
     async def healthy(self) -> bool:
+        """False while the S3 breaker is open, else whether the bucket answers (through the
+        breaker: with no traffic, the health check is the call that probes S3 again)."""
+        if not self.dependency.available:
+            return False
         try:
             await self._call("head bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
             return True
@@ -416,21 +437,23 @@ class Storage:
                         body.close()
 
         thread = threading.Thread(target=read, name="s3-read", daemon=True)
-        thread.start()
+
+        async def next_item() -> Any:
+            if not thread.is_alive() and thread.ident is None:
+                thread.start()  # only once the breaker let the first read through
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
         try:
             while True:
-                # The thread cannot be cancelled: a stalled read is abandoned here (``stop``
-                # ends the thread once botocore's own read timeout lets it go).
-                seconds = self.transfer_bound()
-                try:
-                    async with asyncio.timeout(seconds):
-                        item = await queue.get()
-                except TimeoutError:
-                    raise _timed_out("get object", seconds) from None
+                # Through the breaker, each chunk within the transfer bound. The thread
+                # cannot be cancelled: a stalled read is abandoned here (``stop`` ends the
+                # thread once botocore's own read timeout lets it go).
+                item = await self._transfer("get object", next_item)
                 if item is _END:
                     return
-                if isinstance(item, BaseException):
-                    raise item
                 slots.release()
                 yield item
         finally:

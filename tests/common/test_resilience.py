@@ -1,4 +1,4 @@
-"""Backoff bounds, retry_async, and the circuit breaker as a state machine."""
+"""Backoff bounds, retry_async, the circuit breaker as a state machine, and ``Dependency``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from common import errors
+from common import deadlines, errors
 from common.resilience import (
+    BreakerPolicy,
     CircuitBreaker,
     CircuitOpen,
+    Dependency,
     backoff_delay,
     dependency_failed,
     retry_async,
@@ -122,26 +124,124 @@ class Clock:
         return self.now
 
 
-async def test_breaker_call_and_trial_slot() -> None:
+async def fail() -> None:
+    raise ConnectionError("down")
+
+
+async def succeed() -> str:
+    return "ok"
+
+
+async def not_found() -> None:
+    raise errors.NotFound()
+
+
+async def test_breaker_opens_on_the_failure_rate_not_on_a_streak() -> None:
     clock = Clock()
-    breaker = CircuitBreaker("s3", threshold=2, cooldown=5, clock=clock)
+    policy = BreakerPolicy(window_seconds=10, min_calls=4, failure_rate=0.5, open_seconds=5)
+    breaker = CircuitBreaker("s3", policy, reason="S3_UNAVAILABLE", clock=clock)
+    for _ in range(3):  # below min_calls: even 3 failures out of 3 keep it closed
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)
+    assert breaker.state == "closed"
+    # A success never opens a circuit, even one that leaves the window at 3 failures of 4.
+    assert await breaker.call(succeed) == "ok"
+    assert breaker.state == "closed"
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    assert breaker.state == "open"
+    assert breaker.counts() == (5, 4)
 
-    async def fail() -> None:
-        raise ConnectionError("down")
 
-    async def not_found() -> None:
-        raise errors.NotFound()
-
+async def test_breaker_rate_below_threshold_stays_closed_and_old_failures_expire() -> None:
+    clock = Clock()
+    policy = BreakerPolicy(window_seconds=10, min_calls=4, failure_rate=0.5, open_seconds=5)
+    breaker = CircuitBreaker("db", policy, clock=clock)
+    for _ in range(3):
+        await breaker.call(succeed)
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)  # 1 of 4
+    assert breaker.state == "closed"
+    clock.now += 11  # everything above left the window
+    assert breaker.counts() == (0, 0)
+    await breaker.call(succeed)
     for _ in range(2):
         with pytest.raises(ConnectionError):
             await breaker.call(fail)
-    assert breaker.state == "open"
-    with pytest.raises(CircuitOpen) as caught:
+    assert breaker.state == "closed"  # 2 of 3: too few calls yet
+    with pytest.raises(ConnectionError):
         await breaker.call(fail)
-    assert caught.value.reason == "CIRCUIT_OPEN" and caught.value.metadata == {"dependency": "s3"}
+    assert breaker.state == "open"  # 3 of 4
+
+
+async def test_open_breaker_refuses_at_once_with_retry_info_then_probes() -> None:
+    clock = Clock()
+    changes: list[tuple[str, str]] = []
+    policy = BreakerPolicy(
+        window_seconds=10, min_calls=2, failure_rate=1.0, open_seconds=5, half_open_probes=2
+    )
+    breaker = CircuitBreaker(
+        "s3",
+        policy,
+        reason="S3_UNAVAILABLE",
+        clock=clock,
+        listeners=[lambda _b, old, new: changes.append((old, new))],
+    )
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)
+    calls = 0
+
+    async def counted() -> str:
+        nonlocal calls
+        calls += 1
+        return "ok"
+
+    clock.now += 2
+    with pytest.raises(CircuitOpen) as caught:
+        await breaker.call(counted)
+    assert calls == 0  # refused without calling
+    refused = caught.value
+    assert refused.reason == "S3_UNAVAILABLE"
+    assert refused.metadata == {"dependency": "s3", "circuit": "open"}
+    assert refused.retry_after_seconds == pytest.approx(3.0)
+    clock.now += 3
+    assert breaker.state == "half-open"
+    first, second = breaker.before_call(), breaker.before_call()
+    assert first and second and first != second
+    with pytest.raises(CircuitOpen):  # both trial slots are taken
+        breaker.before_call()
+    breaker.record_success(first)
+    assert breaker.state == "half-open"  # one success of the two needed
+    breaker.record_success(second)
+    assert breaker.state == "closed"
+    assert changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
+
+
+async def test_a_failed_trial_reopens_and_a_late_outcome_is_not_a_trial() -> None:
+    clock = Clock()
+    policy = BreakerPolicy(window_seconds=10, min_calls=1, failure_rate=1.0, open_seconds=5)
+    breaker = CircuitBreaker("db", policy, clock=clock)
+    late = breaker.before_call()  # a call that started while closed...
+    breaker.record_failure(breaker.before_call())
+    assert breaker.state == "open"
     clock.now += 5
     assert breaker.state == "half-open"
-    # The trial is cancelled: its slot is given back, the circuit stays half-open.
+    breaker.record_success(late)  # ...and succeeds now: not a trial, the circuit stays
+    assert breaker.state == "half-open"
+    trial = breaker.before_call()
+    breaker.record_failure(trial)
+    assert breaker.state == "open"
+    assert breaker.retry_after() == pytest.approx(5.0)
+
+
+async def test_a_cancelled_trial_gives_its_slot_back_and_not_found_closes() -> None:
+    clock = Clock()
+    policy = BreakerPolicy(window_seconds=10, min_calls=1, failure_rate=1.0, open_seconds=5)
+    breaker = CircuitBreaker("s3", policy, clock=clock)
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    clock.now += 5
     started = asyncio.Event()
 
     async def hang() -> None:
@@ -161,70 +261,107 @@ async def test_breaker_call_and_trial_slot() -> None:
     assert breaker.state == "closed"
 
 
+def test_a_trial_that_never_reports_frees_its_slot_after_open_seconds() -> None:
+    clock = Clock()
+    policy = BreakerPolicy(window_seconds=10, min_calls=1, failure_rate=1.0, open_seconds=5)
+    breaker = CircuitBreaker("s3", policy, clock=clock)
+    breaker.record_failure(breaker.before_call())
+    clock.now += 5
+    assert breaker.before_call()
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    clock.now += 5
+    assert breaker.before_call()
+
+
 class BreakerMachine(RuleBasedStateMachine):
-    """The breaker against a model: closed -> open after threshold consecutive failures,
-    half-open after the cooldown, one trial at a time, success closes, failure re-opens."""
+    """The breaker against a model. Time moves in whole seconds with one-second window
+    slices, so the model can count outcomes exactly: a call at time t is in the window while
+    t >= now - window."""
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
-        self.threshold = 3
-        self.cooldown = 10.0
-        self.breaker = CircuitBreaker(
-            "dep", threshold=self.threshold, cooldown=self.cooldown, clock=self.clock
+        self.policy = BreakerPolicy(
+            window_seconds=10, min_calls=3, failure_rate=0.5, open_seconds=4, half_open_probes=2
         )
+        self.breaker = CircuitBreaker("dep", self.policy, clock=self.clock)
         self.model = "closed"
-        self.failures = 0
         self.opened_at = 0.0
-        self.trial_at: float | None = None
+        self.outcomes: list[tuple[float, bool]] = []
+        self.trials: dict[int, float] = {}
+        self.successes = 0
+        self.calls: list[int] = []  # tickets of calls in flight
 
     def model_state(self) -> str:
-        if self.model == "open" and self.clock.now - self.opened_at >= self.cooldown:
-            return "half-open"
+        if self.model == "open" and self.clock.now - self.opened_at >= self.policy.open_seconds:
+            self.model = "half-open"
         return self.model
 
-    def allowed(self) -> bool:
-        state = self.model_state()
-        if state == "closed":
-            return True
-        if state == "open":
-            return False
-        return self.trial_at is None or self.clock.now - self.trial_at >= self.cooldown
+    def open(self) -> None:
+        self.model, self.opened_at = "open", self.clock.now
+        self.trials.clear()
+        self.successes = 0
 
-    @rule(seconds=st.floats(min_value=0, max_value=15))
-    def wait(self, seconds: float) -> None:
+    def tripped(self) -> bool:
+        recent = [failed for at, failed in self.outcomes if at >= self.clock.now - 10]
+        return len(recent) >= self.policy.min_calls and sum(recent) >= 0.5 * len(recent)
+
+    @rule(seconds=st.integers(min_value=0, max_value=6))
+    def wait(self, seconds: int) -> None:
         self.clock.now += seconds
 
-    @rule(outcome=st.sampled_from(["success", "failure", "cancelled"]))
-    def call(self, outcome: str) -> None:
-        allowed = self.allowed()
+    @rule()
+    def start(self) -> None:
+        state = self.model_state()
+        if state == "half-open":
+            now = self.clock.now
+            self.trials = {
+                t: at for t, at in self.trials.items() if now - at < self.policy.open_seconds
+            }
+        allowed = state == "closed" or (
+            state == "half-open" and len(self.trials) < self.policy.half_open_probes
+        )
         try:
-            self.breaker.before_call()
+            ticket = self.breaker.before_call()
         except CircuitOpen:
             assert not allowed
             return
         assert allowed
-        state = self.model_state()
         if state == "half-open":
-            self.trial_at = self.clock.now
-        if outcome == "success":
-            self.breaker.record_success()
-            self.model, self.failures, self.trial_at = "closed", 0, None
-        elif outcome == "failure":
-            self.breaker.record_failure()
-            self.failures += 1
-            if state == "half-open" or self.failures >= self.threshold:
-                self.model, self.opened_at, self.trial_at = "open", self.clock.now, None
+            assert ticket
+            self.trials[ticket] = self.clock.now
         else:
-            self.breaker.release()
-            self.trial_at = None
+            assert ticket == 0
+        self.calls.append(ticket)
 
-    @precondition(lambda self: self.model_state() == "closed")
-    @rule()
-    def late_failure_below_threshold_keeps_closed(self) -> None:
-        if self.failures + 1 < self.threshold:
-            self.breaker.record_failure()
-            self.failures += 1
+    @precondition(lambda self: self.calls)
+    @rule(
+        index=st.integers(min_value=0, max_value=50),
+        outcome=st.sampled_from(["success", "failure", "release"]),
+    )
+    def finish(self, index: int, outcome: str) -> None:
+        ticket = self.calls.pop(index % len(self.calls))
+        state = self.model_state()
+        trial = bool(ticket) and self.trials.pop(ticket, None) is not None
+        if outcome == "release":
+            self.breaker.release(ticket)
+        elif outcome == "success":
+            self.breaker.record_success(ticket)
+            if trial:
+                self.successes += 1
+                if self.successes >= self.policy.half_open_probes:
+                    self.model, self.outcomes, self.trials = "closed", [], {}
+            elif state == "closed":
+                self.outcomes.append((self.clock.now, False))
+        else:
+            self.breaker.record_failure(ticket)
+            if trial:
+                self.open()
+            elif state == "closed":
+                self.outcomes.append((self.clock.now, True))
+                if self.tripped():
+                    self.open()
 
     @invariant()
     def state_matches_model(self) -> None:
@@ -232,12 +369,96 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 TestBreakerMachine = BreakerMachine.TestCase
-TestBreakerMachine.settings = relaxed(max_examples=80, stateful_step_count=30)
+TestBreakerMachine.settings = relaxed(max_examples=100, stateful_step_count=40)
 
 
-def test_breaker_rejects_bad_configuration() -> None:
-    with pytest.raises(ValueError):
-        CircuitBreaker("x", threshold=0)
-    kwargs: dict[str, Any] = {"cooldown": -1}
-    with pytest.raises(ValueError):
-        CircuitBreaker("x", **kwargs)
+def test_breaker_policy_rejects_bad_configuration() -> None:
+    bad: list[dict[str, Any]] = [
+        {"window_seconds": 0},
+        {"min_calls": 0},
+        {"failure_rate": 0},
+        {"failure_rate": 1.5},
+        {"open_seconds": -1},
+        {"half_open_probes": 0},
+    ]
+    for kwargs in bad:
+        with pytest.raises(ValueError):
+            BreakerPolicy(**kwargs)
+
+
+def dependency(clock: Clock, *, timeout: float = 0.2, min_calls: int = 2) -> Dependency:
+    policy = BreakerPolicy(window_seconds=60, min_calls=min_calls, failure_rate=0.5)
+    breaker = CircuitBreaker("postgresql", policy, reason="DATABASE_UNAVAILABLE", clock=clock)
+    return Dependency("postgresql", reason="DATABASE_UNAVAILABLE", timeout=timeout, breaker=breaker)
+
+
+async def test_dependency_bounds_a_hanging_call_and_then_fails_fast() -> None:
+    dep = dependency(Clock())
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    for _ in range(2):
+        with pytest.raises(errors.Unavailable) as caught:
+            await dep.call(hang, what="get job")
+        assert caught.value.reason == "DATABASE_UNAVAILABLE"
+        assert caught.value.retry_after_seconds == 1.0
+        assert caught.value.metadata["operation"] == "get job"
+        assert not isinstance(caught.value, CircuitOpen)
+    assert not dep.available
+    with pytest.raises(CircuitOpen) as refused:
+        await dep.call(hang, what="get job")
+    assert refused.value.reason == "DATABASE_UNAVAILABLE"
+    assert refused.value.metadata["circuit"] == "open"
+
+
+async def test_dependency_counts_answers_as_health_and_passes_results_through() -> None:
+    dep = dependency(Clock(), min_calls=1)
+    assert await dep.call(succeed, what="x") == "ok"
+    with pytest.raises(errors.NotFound):
+        await dep.call(not_found, what="x")
+    assert dep.available and dep.breaker.counts() == (2, 0)
+
+
+async def test_dependency_call_is_bounded_by_the_callers_deadline() -> None:
+    dep = dependency(Clock(), timeout=30, min_calls=1)
+    entered = 0
+
+    async def hang() -> None:
+        nonlocal entered
+        entered += 1
+        await asyncio.Event().wait()
+
+    with deadlines.incoming(0.3), pytest.raises(errors.Unavailable) as caught:
+        await dep.call(hang, what="slow")
+    assert caught.value.reason == "DATABASE_UNAVAILABLE"
+    # Limited by what the caller had left minus a margin, far below the dependency's cap.
+    assert 0 < float(caught.value.metadata["timeout_seconds"]) < 0.3
+    # Cut short by the caller, not by our own limit: no verdict on the dependency.
+    assert dep.available and dep.breaker.counts() == (0, 0)
+    with deadlines.incoming(0.001), pytest.raises(errors.Unavailable) as short:
+        await dep.call(hang, what="slow")
+    assert short.value.reason == "DEADLINE_TOO_SHORT" and entered == 1
+
+
+@relaxed()
+@given(
+    remaining=st.one_of(st.none(), st.floats(min_value=-5, max_value=1000, allow_nan=False)),
+    cap=st.floats(min_value=0.001, max_value=600, allow_nan=False),
+)
+def test_bound_never_exceeds_the_cap_or_the_callers_time(
+    remaining: float | None, cap: float
+) -> None:
+    with deadlines.incoming(remaining):
+        try:
+            limit = deadlines.bound(cap)
+        except errors.Unavailable as exc:
+            assert remaining is not None and exc.reason == "DEADLINE_TOO_SHORT"
+            assert remaining < 0.05  # nothing left once the margin is kept back
+            return
+    assert 0 < limit <= cap
+    if remaining is None:
+        assert limit == cap
+    else:
+        assert limit < remaining
+    assert deadlines.remaining() is None  # the block restored the outer (no) deadline

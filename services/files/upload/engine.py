@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import deadlines
 from common.activity import ActivityRecorder
 from common.context import Principal
 from common.errors import (
@@ -557,7 +558,9 @@ class PartWriter:
             s.object_key, s.content_type, object_metadata(s, s.client_sha256)
         )
         if abandoned.is_set():
-            await storage.abort_multipart(s.object_key, upload_id)
+            # The caller's deadline no longer applies: nobody waits for this clean-up.
+            with deadlines.incoming(None):
+                await storage.abort_multipart(s.object_key, upload_id)
             raise asyncio.CancelledError
         try:
             await self.deps.repo.set_s3_upload_id(s.id, self.token, upload_id)
@@ -749,7 +752,8 @@ class PartWriter:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         self.in_flight.clear()
         self.deps.hash_cache.drop(s.id)
-        with contextlib.suppress(DomainError):
+        # The clean-up is not bounded by the deadline of a call that is ending anyway.
+        with contextlib.suppress(DomainError), deadlines.incoming(None):
             await self.deps.repo.finish_upload(s.id, "failed", error[:1000])
             if self.s3_upload_id is not None:
                 await self.deps.storage.abort_multipart(s.object_key, self.s3_upload_id)
