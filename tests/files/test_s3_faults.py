@@ -20,9 +20,11 @@ import boto3
 import grpc
 import pytest
 import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mediagrid.files.v1 import file_pb2, files_pb2
 
 from common.grpc_errors import error_info, retry_info
+from services.files.app import SERVICE_NAME as FILES_SERVICE
 from services.files.storage import Storage
 from tests.files.conftest import PART, Files, MiB, chunks, random_bytes, sha, start_files
 from tests.files.test_resume import resume
@@ -285,3 +287,97 @@ async def test_metadata_rpcs_answer_while_s3_is_down(suite: Any, s3_proxy: TcpPr
     assert_s3_unavailable(caught.value)
     s3_proxy.resume()
     upload.call.cancel()
+
+
+async def serving_status(files: Files) -> int:
+    stub = health_pb2_grpc.HealthStub(files.channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=FILES_SERVICE), timeout=5)
+    return int(response.status)
+
+
+async def eventually(check: Any, wanted: Any, seconds: float = 15.0) -> Any:
+    """Poll ``await check()`` until it returns ``wanted``; return the last value."""
+    deadline = time.monotonic() + seconds
+    value = await check()
+    while value != wanted and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        value = await check()
+    return value
+
+
+async def test_breaker_opens_while_s3_is_down_and_closes_after(
+    suite: Any, s3_proxy: TcpProxy
+) -> None:
+    files = await start_behind(
+        suite,
+        s3_proxy,
+        s3_call_timeout_seconds=1.0,
+        s3_transfer_timeout_seconds=1.5,
+        breaker_min_calls=3,
+        breaker_open_seconds=2.0,
+    )
+    breaker = files.ctx.dependencies.s3.breaker
+    data = random_bytes(3000)
+    stored, _ = await files.upload(data)
+    assert await serving_status(files) == health_pb2.HealthCheckResponse.SERVING
+
+    await s3_proxy.refuse()
+    await s3_proxy.close_connections()
+    statuses: Counter[str] = Counter()
+    failed_downloads = 0
+    while breaker.state != "open" and failed_downloads < 20:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await files.download(stored.name)
+        assert_s3_unavailable(caught.value)
+        failed_downloads += 1
+        statuses["Download:" + caught.value.code().name] += 1
+    assert breaker.state == "open"
+
+    # While open, transfers are refused without reaching S3: the ErrorInfo says so.
+    refused = {}
+    for name, transfer in {
+        "Download": files.download(stored.name),
+        "Upload": files.upload(random_bytes(100)),
+    }.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await transfer
+        assert_s3_unavailable(caught.value)
+        info = error_info(caught.value)
+        assert info is not None
+        refused[name] = info.metadata.get("circuit")
+        statuses[f"{name}:{caught.value.code().name}:circuit-{refused[name]}"] += 1
+    assert refused == {"Download": "open", "Upload": "open"}
+
+    md = files.md("alice")
+    got = await files.stub.GetFile(files_pb2.GetFileRequest(name=stored.name), metadata=md)
+    listed = await files.stub.ListFiles(files_pb2.ListFilesRequest(), metadata=md)
+    url = await files.stub.CreateDownloadUrl(
+        files_pb2.CreateDownloadUrlRequest(name=stored.name), metadata=md
+    )
+    assert got.file.sha256 == sha(data) and len(listed.files) == 1 and url.url
+    statuses["metadata:OK"] += 3
+    not_serving = await eventually(
+        lambda: serving_status(files), health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    assert not_serving == health_pb2.HealthCheckResponse.NOT_SERVING
+
+    await s3_proxy.accept()
+    # Closed again once the open period is over and a probe went through.
+    state = await eventually(lambda: _state(breaker), "closed")
+    assert state == "closed"
+    again = random_bytes(PART + 77)
+    file, _ = await files.upload(again)
+    assert await files.download(file.name) == again
+    assert await files.download(stored.name) == data
+    serving = await eventually(
+        lambda: serving_status(files), health_pb2.HealthCheckResponse.SERVING
+    )
+    print(
+        f"breaker: {failed_downloads} failed downloads opened it; statuses {dict(statuses)}; "
+        f"closed again, 1 upload and 2 downloads byte-identical after"
+    )
+    assert serving == health_pb2.HealthCheckResponse.SERVING
+
+
+async def _state(breaker: Any) -> str:
+    return str(breaker.state)
