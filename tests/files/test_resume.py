@@ -51,6 +51,21 @@ async def upload_until_killed(files: Files, data: bytes, cut: int, **header: Any
     return upload
 
 
+async def status_once_committed(
+    files: Files, upload: str, offset: int
+) -> files_pb2.GetUploadStatusResponse:
+    """GetUploadStatus once ``offset`` bytes are committed (it answers at once with what is
+    committed, so parts of the broken stream still landing show up in a later answer)."""
+    for _ in range(200):
+        status = await files.stub.GetUploadStatus(
+            files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
+        )
+        if status.upload.committed_bytes >= offset:
+            break
+        await asyncio.sleep(0.05)
+    return status
+
+
 async def resume(files: Files, upload: str, data: bytes) -> file_pb2.File:
     """Resume like a client does: ask for the offset, retry when it moved meanwhile."""
     status = await files.stub.GetUploadStatus(
@@ -118,14 +133,7 @@ async def test_resume_with_wrong_sha_commits_nothing(suite: Any) -> None:
 async def test_wrong_offset_names_the_committed_one(files: Files) -> None:
     data = random_bytes(PART + 10)
     upload = await upload_until_killed(files, data, PART + 5)
-    # GetUploadStatus answers at once with what is committed: wait for the part to land.
-    for _ in range(200):
-        status = await files.stub.GetUploadStatus(
-            files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
-        )
-        if status.upload.committed_bytes == PART:
-            break
-        await asyncio.sleep(0.05)
+    status = await status_once_committed(files, upload, PART)
     header = file_pb2.UploadHeader(upload=upload, offset=status.upload.committed_bytes + 1)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in files.stub.Upload(upload_requests(header, []), metadata=files.md("alice")):
@@ -139,9 +147,7 @@ async def test_wrong_offset_names_the_committed_one(files: Files) -> None:
 async def test_resume_when_every_byte_is_already_committed(files: Files) -> None:
     data = random_bytes(2 * PART)
     upload = await upload_until_killed(files, data, 2 * PART, size_bytes=2 * PART)
-    status = await files.stub.GetUploadStatus(
-        files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
-    )
+    status = await status_once_committed(files, upload, 2 * PART)
     assert status.upload.committed_bytes == 2 * PART  # the drained parts landed
     file = await resume(files, upload, data)
     assert file.sha256 == sha(data)
