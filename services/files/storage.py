@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common import deadlines
 from common.aws import AwsClients, ensure_bucket
 from common.dependencies import S3, breaker_policy
 from common.errors import DomainError, FailedPrecondition, NotFound, Unavailable
@@ -47,6 +46,10 @@ META_SHA256 = "sha256"
 RETRY_AFTER_SECONDS = 1.0
 # Bound of a small call for storage built without settings (tests, tools).
 DEFAULT_CALL_TIMEOUT = 10.0
+# A transfer step of up to this many bytes gets ``s3_transfer_timeout_seconds``; a larger
+# part (parts grow for files too large for 10,000 parts of the configured size) gets
+# proportionally longer, so the bound stays one minimum bandwidth.
+TRANSFER_STEP_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -138,16 +141,16 @@ class Storage:
         self.transfer_timeout = transfer_timeout
         self._stack: AsyncExitStack | None = None
 
-    def transfer_bound(self) -> float:
-        """Seconds the next transfer step (a part, a chunk of a read) may take here."""
-        return deadlines.bound(self.transfer_timeout, dependency=S3)
+    def transfer_cap(self, size: int = 0) -> float:
+        """Seconds a transfer step of ``size`` bytes may take (before the caller's deadline)."""
+        return self.transfer_timeout * max(1.0, size / TRANSFER_STEP_BYTES)
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await self.dependency.call(lambda: _s3(what, call), what=what)
 
-    async def _transfer(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _transfer(self, what: str, call: Callable[[], Awaitable[T]], size: int = 0) -> T:
         return await self.dependency.call(
-            lambda: _s3(what, call), what=what, cap=self.transfer_timeout
+            lambda: _s3(what, call), what=what, cap=self.transfer_cap(size)
         )
 
     async def _pages(self, what: str, pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -236,6 +239,7 @@ class Storage:
             lambda: self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             ),
+            len(body),
         )
         return str(response["ETag"])
 
@@ -282,6 +286,7 @@ class Storage:
             lambda: self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata
             ),
+            len(body),
         )
         return PutResult(str(response.get("VersionId", "")), str(response["ETag"]))
 

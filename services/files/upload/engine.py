@@ -29,6 +29,7 @@ from typing import Any
 from common import deadlines
 from common.activity import ActivityRecorder
 from common.context import Principal
+from common.dependencies import S3
 from common.errors import (
     DataLoss,
     DomainError,
@@ -134,7 +135,7 @@ class UploadDeps:
     # Parts still landing after a stream broke, per session (this process only).
     draining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def settled(self, upload_id: str) -> None:
+    async def settled(self, upload_id: str, part_size: int) -> None:
         """Wait until parts of a broken stream of this session have landed (or failed).
 
         Each of those parts is bounded by the transfer bound, so waiting that long is
@@ -143,7 +144,7 @@ class UploadDeps:
         task = self.draining.get(upload_id)
         if task is None:
             return
-        seconds = self.storage.transfer_bound()
+        seconds = deadlines.bound(self.storage.transfer_cap(part_size), dependency=S3)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(task), seconds)
         if not task.done():
@@ -357,7 +358,7 @@ async def _resume_session(
     existing = await authorize_upload(deps.repo, principal, upload_id)
     # Two uploads of one part number at once are undefined on some S3 implementations:
     # let the parts of the broken stream land first.
-    await deps.settled(upload_id)
+    await deps.settled(upload_id, existing.part_size)
     if existing.kind != profile.kind or existing.via != "stream":
         raise FailedPrecondition(
             f"{existing.name} cannot be resumed by this RPC", reason="UPLOAD_KIND_MISMATCH"
