@@ -44,8 +44,9 @@ META_SHA256 = "sha256"
 
 # How long a client should wait before retrying a call that S3 failed or did not answer.
 RETRY_AFTER_SECONDS = 1.0
-# Bound of a small call for storage built without settings (tests, tools).
+# Bounds for storage built without settings (tests, tools).
 DEFAULT_CALL_TIMEOUT = 10.0
+DEFAULT_TRANSFER_TIMEOUT = 60.0
 # A transfer step of up to this many bytes gets ``s3_transfer_timeout_seconds``; a larger
 # part (parts grow for files too large for 10,000 parts of the configured size) gets
 # proportionally longer, so the bound stays one minimum bandwidth.
@@ -131,7 +132,7 @@ class Storage:
         sync_client: Any | None = None,
         *,
         dependency: Dependency | None = None,
-        transfer_timeout: float = 120.0,
+        transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -156,11 +157,9 @@ class Storage:
     async def _pages(self, what: str, pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """The pages of a paginated listing, each page bounded like a small call."""
         iterator = aiter(pages)
-        while True:
-            try:
-                page = await self._call(what, lambda: anext(iterator))
-            except StopAsyncIteration:
-                return
+        # The end of the listing is an answer (None), not an exception the breaker would
+        # count as a failure.
+        while (page := await self._call(what, lambda: anext(iterator, None))) is not None:
             yield page
 
     @classmethod
@@ -444,7 +443,7 @@ class Storage:
         thread = threading.Thread(target=read, name="s3-read", daemon=True)
 
         async def next_item() -> Any:
-            if not thread.is_alive() and thread.ident is None:
+            if thread.ident is None:
                 thread.start()  # only once the breaker let the first read through
             item = await queue.get()
             if isinstance(item, BaseException):

@@ -12,49 +12,34 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 import grpc
 import pytest
-import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mediagrid.files.v1 import file_pb2, files_pb2
 
+from common.aws import AwsClients
+from common.errors import NotFound
 from common.grpc_errors import error_info, retry_info
 from services.files.app import SERVICE_NAME as FILES_SERVICE
 from services.files.storage import Storage
-from tests.files.conftest import PART, Files, MiB, chunks, random_bytes, sha, start_files
+from tests.files.conftest import (
+    CALL_BOUND,
+    PART,
+    TRANSFER_BOUND,
+    Files,
+    MiB,
+    chunks,
+    random_bytes,
+    sha,
+    start_behind,
+)
 from tests.files.test_resume import resume
 from tests.support.proxy import TcpProxy
 
-# Short bounds so that the scenarios stay short; the checks allow generous slack.
-CALL_BOUND = 2.0
-TRANSFER_BOUND = 3.0
-SLACK = 5.0
-
-
-@pytest_asyncio.fixture
-async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
-    target = urlsplit(s3_endpoint)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.stop()
-
-
-async def start_behind(suite: Any, proxy: TcpProxy, **overrides: Any) -> Files:
-    settings: dict[str, Any] = {
-        "s3_endpoint_url": f"http://127.0.0.1:{proxy.port}",
-        "s3_call_timeout_seconds": CALL_BOUND,
-        "s3_transfer_timeout_seconds": TRANSFER_BOUND,
-    }
-    settings.update(overrides)
-    return await start_files(suite, **settings)
+SLACK = 5.0  # on top of the bounds, for a shared, noisy machine
 
 
 class UploadCall:
@@ -381,3 +366,26 @@ async def test_breaker_opens_while_s3_is_down_and_closes_after(
 
 async def _state(breaker: Any) -> str:
     return str(breaker.state)
+
+
+async def test_answers_of_a_working_s3_never_count_against_the_breaker(settings: Any) -> None:
+    storage = await Storage.open(AwsClients(settings), "breaker-test", create=True)
+    try:
+        await storage.put_object("a/one", b"1", "text/plain", {})
+        operations: Counter[str] = Counter()
+        for _ in range(5):
+            with pytest.raises(NotFound):
+                await storage.head("a/missing")
+            operations["head missing: NOT_FOUND"] += 1
+            assert [k for k, _ in await storage.version_ids("a/")] == ["a/one"]
+            operations["list versions (ends)"] += 1
+            assert [u async for u in storage.list_multipart_uploads()] == []
+            operations["list multipart uploads (empty)"] += 1
+            await storage.abort_multipart("a/one", "no-such-upload")
+            operations["abort unknown upload"] += 1
+        calls, failures = storage.dependency.breaker.counts()
+        print(f"breaker after {dict(operations)}: {calls} calls, {failures} failures")
+        assert failures == 0 and calls >= sum(operations.values())
+        assert storage.dependency.breaker.state == "closed"
+    finally:
+        await storage.close()
