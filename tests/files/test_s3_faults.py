@@ -290,6 +290,7 @@ async def eventually(check: Any, wanted: Any, seconds: float = 15.0) -> Any:
     return value
 
 
+@pytest.mark.faults
 async def test_breaker_opens_while_s3_is_down_and_closes_after(
     suite: Any, s3_proxy: TcpProxy
 ) -> None:
