@@ -44,6 +44,14 @@ EMF_NAMESPACE = "mediagrid"
 # metric, 1 KiB dimension values.
 EMF_MAX_DIMENSIONS = 30
 EMF_MAX_VALUES = 100
+# Attributes the alarms and the dashboard in deploy/aws group by, each per service.
+ROLLUP_KEYS = (
+    "rpc.grpc.status_code",
+    "mediagrid.rpc.streaming",
+    "outcome",
+    "dependency",
+    "state",
+)
 EMF_MAX_VALUE_CHARS = 1024
 
 # OpenTelemetry units (UCUM) that CloudWatch knows under another name.
@@ -235,6 +243,19 @@ def _points(
             yield attributes, {name: float(point.value)}, at
 
 
+def dimension_sets(dimensions: dict[str, str]) -> list[list[str]]:
+    """Every attribute, plus roll-ups per service and per service and one ``ROLLUP_KEYS``
+    attribute: CloudWatch does not aggregate across dimensions, and alarms (error rate and
+    p99 per service, DEAD jobs, an open breaker) need these totals."""
+    sets = [sorted(dimensions), ["service.name"]]
+    sets += [["service.name", key] for key in ROLLUP_KEYS if key in dimensions]
+    unique: list[list[str]] = []
+    for candidate in sets:
+        if candidate not in unique:
+            unique.append(candidate)
+    return unique
+
+
 def _document(
     service: str,
     attributes: dict[str, Any],
@@ -255,7 +276,7 @@ def _document(
             "CloudWatchMetrics": [
                 {
                     "Namespace": EMF_NAMESPACE,
-                    "Dimensions": [sorted(dimensions)],
+                    "Dimensions": dimension_sets(dimensions),
                     "Metrics": metrics,
                 }
             ],

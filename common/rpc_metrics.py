@@ -1,7 +1,7 @@
 """RPC server metrics after the OpenTelemetry RPC conventions: duration and calls in flight.
 
-Attributes: ``rpc.system`` (grpc), ``rpc.service``, ``rpc.method`` and, on the duration,
-``rpc.grpc.status_code``. The instruments belong to the active telemetry configuration and
+Attributes: ``rpc.system`` (grpc), ``rpc.service``, ``rpc.method``,
+``mediagrid.rpc.streaming`` and, on the duration, ``rpc.grpc.status_code``. The instruments belong to the active telemetry configuration and
 are made once per configuration; with metrics off they are the API's no-ops.
 """
 
@@ -28,11 +28,17 @@ class RpcMetrics:
         )
 
     @staticmethod
-    def attributes(method: str) -> dict[str, str]:
-        """``/pkg.Service/Method`` as the convention's attributes."""
+    def attributes(method: str, *, streaming: bool = False) -> dict[str, str]:
+        """``/pkg.Service/Method`` as the convention's attributes, and whether it streams
+        (a stream's duration is its lifetime: latency alarms look at unary calls only)."""
         _, _, rest = method.partition("/")
         service, _, name = rest.partition("/")
-        return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        return {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+            "mediagrid.rpc.streaming": "true" if streaming else "false",
+        }
 
 
 _by_configuration: dict[int, tuple[object, RpcMetrics]] = {}

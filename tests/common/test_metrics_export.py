@@ -133,6 +133,11 @@ def test_emf_lines_follow_the_specification() -> None:
     assert sorted(durations[0]["rpc.server.duration"]) == [3.25, 3.25, 32.5]
     assert durations[0]["rpc.method"] == "GetFile"
     assert durations[0]["service.name"] == "mediagrid-files"
+    assert durations[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        ["rpc.grpc.status_code", "rpc.method", "service.name"],
+        ["service.name"],
+        ["service.name", "rpc.grpc.status_code"],
+    ]
     units = {m["Name"]: m["Unit"] for m in durations[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert units["rpc.server.duration.sum"] == "Milliseconds"
     assert units["rpc.server.duration.count"] == "Count"
