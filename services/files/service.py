@@ -446,7 +446,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 f"{record.name} has no version {request.version_id[:128]!r}",
                 reason="VERSION_NOT_FOUND",
             )
-        copied = await self.storage.copy_version(record.object_key, version.version_id)
+        copied = await self.storage.copy_version(
+            record.object_key, version.version_id, version.size_bytes
+        )
         obj = CommittedObject(
             version_id=copied.version_id,
             etag=copied.etag,

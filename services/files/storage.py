@@ -46,7 +46,7 @@ META_SHA256 = "sha256"
 RETRY_AFTER_SECONDS = 1.0
 # Bounds for storage built without settings (tests, tools).
 DEFAULT_CALL_TIMEOUT = 10.0
-DEFAULT_TRANSFER_TIMEOUT = 60.0
+DEFAULT_TRANSFER_TIMEOUT = 30.0
 # A transfer step of up to this many bytes gets ``s3_transfer_timeout_seconds``; a larger
 # part (parts grow for files too large for 10,000 parts of the configured size) gets
 # proportionally longer, so the bound stays one minimum bandwidth.
@@ -245,7 +245,8 @@ class Storage:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[tuple[int, str]]
     ) -> PutResult:
-        # S3 may take a while to assemble many parts before it answers: a transfer bound.
+        # S3 may take a while to assemble many parts before it answers: a transfer bound,
+        # one step per 1,000 parts.
         response = await self._transfer(
             "complete multipart upload",
             lambda: self.client.complete_multipart_upload(
@@ -254,6 +255,7 @@ class Storage:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
             ),
+            TRANSFER_STEP_BYTES * len(parts) // 1000,
         )
         return PutResult(str(response.get("VersionId", "")), str(response["ETag"]))
 
@@ -484,10 +486,12 @@ class Storage:
             ),
         )
 
-    async def copy_version(self, key: str, version_id: str) -> PutResult:
-        """Copy a version of ``key`` onto ``key``: a new current version with the same bytes.
+    async def copy_version(self, key: str, version_id: str, size: int) -> PutResult:
+        """Copy a version (of ``size`` bytes) of ``key`` onto ``key``: a new current version
+        with the same bytes.
 
-        S3 copies server-side and answers only at the end: bounded like a transfer."""
+        S3 copies server-side and answers only at the end: bounded like a transfer of
+        ``size`` bytes."""
         response = await self._transfer(
             "copy object",
             lambda: self.client.copy_object(
@@ -496,6 +500,7 @@ class Storage:
                 CopySource={"Bucket": self.bucket, "Key": key, "VersionId": version_id},
                 MetadataDirective="COPY",
             ),
+            size,
         )
         return PutResult(
             str(response.get("VersionId", "")), str(response["CopyObjectResult"]["ETag"])
