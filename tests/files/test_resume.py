@@ -73,7 +73,8 @@ async def resume(files: Files, upload: str, data: bytes) -> file_pb2.File:
     )
     offset = status.upload.committed_bytes
     for _ in range(5):
-        assert offset % PART == 0 and offset <= len(data)
+        # A whole number of parts, or everything (the short last part is recorded too).
+        assert (offset % PART == 0 or offset == len(data)) and offset <= len(data)
         header = file_pb2.UploadHeader(upload=upload, offset=offset)
         try:
             responses = await handshake_upload(files, header, data[offset:])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import Counter
 from typing import Any
@@ -21,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mediagrid.files.v1 import file_pb2, files_pb2
 
 from common.aws import AwsClients
-from common.errors import NotFound
+from common.errors import NotFound, Unavailable
 from common.grpc_errors import error_info, retry_info
 from services.files.app import SERVICE_NAME as FILES_SERVICE
 from services.files.storage import Storage
@@ -32,9 +33,12 @@ from tests.files.conftest import (
     Files,
     MiB,
     chunks,
+    data_msgs,
+    header_msg,
     random_bytes,
     sha,
     start_behind,
+    upload_outcome,
 )
 from tests.files.test_resume import resume
 from tests.support.proxy import TcpProxy
@@ -290,7 +294,6 @@ async def eventually(check: Any, wanted: Any, seconds: float = 15.0) -> Any:
     return value
 
 
-@pytest.mark.faults
 async def test_breaker_opens_while_s3_is_down_and_closes_after(
     suite: Any, s3_proxy: TcpProxy
 ) -> None:
@@ -390,3 +393,108 @@ async def test_answers_of_a_working_s3_never_count_against_the_breaker(settings:
         assert storage.dependency.breaker.state == "closed"
     finally:
         await storage.close()
+
+
+async def upload_resuming(files: Files, data: bytes, seen: Counter[str]) -> file_pb2.File:
+    """Upload ``data``; after an UNAVAILABLE, resume from the committed offset (as a client
+    following the RetryInfo does) until the file is committed."""
+    upload = ""
+    for _ in range(20):
+        rpc = "resume" if upload else "Upload"
+        try:
+            if not upload:
+                call = UploadCall(files)
+                await call.start(display_name="flaky.bin", size_bytes=len(data), sha256=sha(data))
+                upload = call.upload
+                await call.send(data)
+                await call.call.done_writing()
+                while (response := await call.call.read()) is not grpc.aio.EOF:
+                    last = response
+                seen["Upload:OK"] += 1
+                return last.file
+            file = await resume(files, upload, data)
+            seen["resume:OK"] += 1
+            return file
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            seen[f"{rpc}:UNAVAILABLE"] += 1
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"{upload or 'the upload'} never committed: {dict(seen)}")
+
+
+async def download_retrying(files: Files, name: str, seen: Counter[str]) -> bytes:
+    for _ in range(20):
+        try:
+            data = await files.download(name)
+            seen["Download:OK"] += 1
+            return data
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            seen["Download:UNAVAILABLE"] += 1
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"{name} never downloaded: {dict(seen)}")
+
+
+@pytest.mark.faults
+async def test_uploads_survive_s3_connections_cut_at_random(suite: Any, s3_proxy: TcpProxy) -> None:
+    files = await start_behind(suite, s3_proxy, s3_call_timeout_seconds=10.0)
+    stop = asyncio.Event()
+    cuts = 0
+
+    async def cut_connections() -> None:
+        nonlocal cuts
+        rng = random.Random(11)
+        while not stop.is_set():
+            await asyncio.sleep(rng.uniform(0.2, 0.6))
+            await s3_proxy.close_connections()
+            s3_proxy.to_drop = 1  # and the next connection is reset at once
+            cuts += 1
+
+    cutter = asyncio.create_task(cut_connections())
+    seen: Counter[str] = Counter()
+    payloads = [random_bytes(2 * PART + 1000 * i) for i in range(4)]
+    try:
+        names = [(await upload_resuming(files, data, seen)).name for data in payloads]
+        downloaded = [await download_retrying(files, name, seen) for name in names]
+    finally:
+        stop.set()
+        await cutter
+    print(f"cut S3 connections {cuts} times; {len(payloads)} uploads; statuses {dict(seen)}")
+    assert cuts > 0
+    assert downloaded == payloads
+    assert seen["Upload:OK"] + seen["resume:OK"] == len(payloads)
+
+
+@pytest.mark.parametrize("completed", [False, True], ids=["not-completed", "answer-lost"])
+async def test_a_failed_completion_resumes_with_every_byte_committed(
+    files: Files, monkeypatch: pytest.MonkeyPatch, completed: bool
+) -> None:
+    """The stream fails at CompleteMultipartUpload, after its short last part was recorded:
+    either S3 never got the request, or S3 completed it and the answer was lost. The resume
+    (with no data, at the end) completes with every part, or adopts what S3 completed."""
+    original = Storage.complete_multipart
+    calls: Counter[str] = Counter()
+
+    async def failing_once(self: Storage, *args: Any) -> Any:
+        calls["complete"] += 1
+        if calls["complete"] == 1:
+            if completed:
+                await original(self, *args)
+            raise Unavailable("injected: connection lost", reason="S3_UNAVAILABLE")
+        return await original(self, *args)
+
+    monkeypatch.setattr(Storage, "complete_multipart", failing_once)
+    data = random_bytes(2 * PART + 4321)
+    outcome = await upload_outcome(files, [header_msg(sha256=sha(data)), *data_msgs(data)])
+    assert outcome[:2] == (grpc.StatusCode.UNAVAILABLE, "S3_UNAVAILABLE")
+    upload = outcome[2][0].progress.upload
+    assert (await status_of(files, upload)).committed_bytes == len(data)
+
+    file = await resume(files, upload, data)
+    print(f"completion failed ({'answer lost' if completed else 'not sent'}): {dict(calls)}")
+    assert file.size_bytes == len(data) and file.sha256 == sha(data)
+    assert await files.download(file.name) == data
+    versions = await files.stub.ListFileVersions(
+        files_pb2.ListFileVersionsRequest(name=file.name), metadata=files.md("alice")
+    )
+    assert len(versions.versions) == 1

@@ -34,7 +34,6 @@ async def upload(videos: video_pb2_grpc.VideoServiceStub, token: str, data: byte
     return name
 
 
-@pytest.mark.faults
 async def test_video_reads_answer_and_uploads_fail_fast_while_s3_is_down(
     suite: Any,
     s3_proxy: TcpProxy,  # noqa: F811

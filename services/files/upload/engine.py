@@ -62,6 +62,7 @@ from services.files.storage import (
     META_OWNER,
     META_SHA256,
     RETRY_AFTER_SECONDS,
+    PutResult,
     Storage,
 )
 
@@ -407,6 +408,16 @@ async def authorize_upload(
     return session
 
 
+def multipart_etag(part_etags: list[str]) -> str | None:
+    """The ETag S3 gives an object completed from these parts: the MD5 of their MD5s, dash,
+    the number of parts (None when the part ETags are not MD5s, as with some encryption)."""
+    try:
+        digests = b"".join(bytes.fromhex(e.strip('"')) for e in part_etags)
+    except ValueError:
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"
+
+
 def object_metadata(session: UploadSession, sha256: str) -> dict[str, str]:
     metadata = {META_FILE_ID: session.file_id, META_OWNER: f"users/{session.owner_id}"}
     if sha256:
@@ -465,7 +476,8 @@ class PartWriter:
             hasher = deps.hash_cache.take(session.id, session.committed_bytes)
         acked: dict[int, UploadPart] = {}
         if session.committed_bytes:
-            committed_parts = session.committed_bytes // session.part_size
+            # A committed offset inside a part means the short last part is recorded too.
+            committed_parts = -(-session.committed_bytes // session.part_size)
             for part in await deps.repo.list_parts(session.id):
                 if part.part_number <= committed_parts:
                     acked[part.part_number] = part
@@ -483,6 +495,14 @@ class PartWriter:
     # --- writing -----------------------------------------------------------------------
 
     async def write(self, data: bytes | memoryview) -> None:
+        if data and self.committed % self.part_size:
+            # Only the stream's end sends a short part: every byte is already committed.
+            raise InvalidArgument.field(
+                "data",
+                f"all {self.committed} bytes of this upload are committed; resume without data "
+                "to finish it",
+                reason="UPLOAD_FULLY_COMMITTED",
+            )
         declared = self.session.declared_size
         if declared and self.received + len(data) > declared:
             raise InvalidArgument.field(
@@ -656,12 +676,14 @@ class PartWriter:
         """The committed offset: the end of the unbroken run of acknowledged parts from the
         start, counting ``part`` (number ``number``) as acknowledged too when given."""
         offset = self.committed
-        while True:
+        # Only the last part is short: once the offset is inside a part, nothing follows.
+        while offset % self.part_size == 0:
             following = offset // self.part_size + 1
             found = part if following == number else self.acked.get(following)
             if found is None:
-                return offset
+                break
             offset += found.size_bytes
+        return offset
 
     async def _drain(self) -> None:
         while self.in_flight:
@@ -704,9 +726,7 @@ class PartWriter:
                 raise FailedPrecondition(
                     "parts are missing; resume the upload", reason="PARTS_MISSING"
                 )
-            result = await self.deps.storage.complete_multipart(
-                s.object_key, self.s3_upload_id, parts
-            )
+            result = await self._complete(parts)
             sha_in_metadata = bool(s.client_sha256)
         obj = await self._verified(result.version_id, result.etag, digest)
         if not sha_in_metadata:
@@ -716,6 +736,34 @@ class PartWriter:
         except BaseException:
             await self.deps.storage.delete_version(s.object_key, obj.version_id)
             raise
+
+    async def _complete(self, parts: list[tuple[int, str]]) -> PutResult:
+        """Complete the multipart upload; if S3 no longer knows it because an earlier
+        attempt completed it (its answer lost with a broken connection, or the stream broke
+        right after), adopt the object version that attempt made."""
+        s = self.session
+        assert self.s3_upload_id is not None
+        storage = self.deps.storage
+        try:
+            return await storage.complete_multipart(s.object_key, self.s3_upload_id, parts)
+        except FailedPrecondition as exc:
+            if exc.reason != "UPLOAD_EXPIRED":
+                raise
+            head = await storage.head(s.object_key)
+            version_id = str(head.get("VersionId", ""))
+            etag = str(head.get("ETag", ""))
+            metadata = head.get("Metadata", {})
+            expected = multipart_etag([e for _, e in parts])
+            if (
+                expected is None
+                or etag.strip('"') != expected
+                or int(head.get("ContentLength", -1)) != self.received
+                or metadata.get(META_FILE_ID) != s.file_id
+                or await self.deps.repo.get_version(s.file_id, version_id) is not None
+            ):
+                raise
+            log.info("%s: adopting version %s completed by an earlier attempt", s.name, version_id)
+            return PutResult(version_id, etag)
 
     async def _verified(self, version_id: str, etag: str, digest: str | None) -> CommittedObject:
         s = self.session
