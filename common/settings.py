@@ -215,14 +215,15 @@ class Settings(BaseSettings):
     s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # Timeout of one S3 read.
     s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
-    # Longest one small S3 call (head, create/complete/abort multipart, delete, a page of a
+    # Longest one small S3 call (head, create/abort multipart, delete, tagging, a page of a
     # listing) may take, botocore's retries included; inside an RPC the caller's remaining
     # deadline caps it further. Past it the RPC answers UNAVAILABLE (reason S3_UNAVAILABLE).
     s3_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     # Longest one S3 transfer step of up to 16 MiB may take (larger steps get proportionally
     # longer): uploading one part, a single PUT, a server-side copy, completing a multipart
-    # upload (per 1,000 parts), receiving one chunk of a download or ranged read. It is the
-    # slowest bandwidth accepted before S3 counts as down; an RPC's deadline caps it.
+    # upload (per 1,000 parts), receiving one chunk of a download or read-back, a thumbnail
+    # PUT. It is the slowest bandwidth accepted before S3 counts as down; an RPC's deadline
+    # caps it.
     s3_transfer_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Attempts per S3 call (botocore standard retry mode).
     s3_max_attempts: int = Field(default=5, ge=1, le=20)
