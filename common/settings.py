@@ -225,8 +225,10 @@ class Settings(BaseSettings):
     # PUT. It is the slowest bandwidth accepted before S3 counts as down; an RPC's deadline
     # caps it.
     s3_transfer_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
-    # Attempts per S3 call (botocore standard retry mode).
-    s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Attempts per S3 call (botocore standard retry mode): enough to ride out a throttle or
+    # a dropped connection, few enough that a refusing S3 is reported within seconds (the
+    # breaker, not more retries, handles a longer outage).
+    s3_max_attempts: int = Field(default=3, ge=1, le=20)
     # Payload signing over plain HTTP costs a SHA-256 per byte; off is only for local endpoints.
     s3_payload_signing: bool = True
 
