@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 JOBS = 2000
 SINGLE = 200  # of which created by CreateJob, one call each
-PAYLOAD = {"seconds": 0.02}
+PAYLOAD = {"seconds": 0.1}  # 2,000 x 0.1 s over 32 slots: rounds of faults land during the run
 # Short leases and a fast reaper: a job whose worker lost its lease comes back in seconds.
 QUEUE_SETTINGS = {
     "job_lease_seconds": 5,
