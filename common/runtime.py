@@ -50,7 +50,10 @@ async def running_suite(
     ``settings.s3_create_buckets`` (dev/test only) the versioned buckets are created first.
     """
     specs = resolve(list(names)) if specs is None else list(specs)
-    pool = await db.create_pool(settings)
+    raw_pool = await db.create_pool(settings)
+    # Every statement of the services goes through the database dependency (AppContext binds
+    # the pool to ctx.dependencies.database); migrations run before serving, unbounded.
+    pool = db.SuitePool(raw_pool, settings)
     ctx = AppContext(
         settings=settings, pool=pool, aws=AwsClients(settings), authenticator=authenticator
     )
@@ -58,7 +61,7 @@ async def running_suite(
     try:
         if settings.s3_create_buckets:
             await create_buckets(settings)
-        await migrate_all(pool, specs)
+        await migrate_all(raw_pool, specs)
         if settings.users_address and all(spec.name != "users" for spec in specs):
             from common.auth import remote_activity_recorder
 

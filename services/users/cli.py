@@ -192,8 +192,10 @@ async def _sweep(settings: Settings) -> SweepReport:
         from common.app import AppContext
         from common.aws import AwsClients
 
-        ctx = AppContext(settings=settings, pool=pool, aws=AwsClients(settings))
-        return await Sweeper(UserRepository(pool), settings, app.data_purger(ctx)).run_once()
+        ctx = AppContext(
+            settings=settings, pool=db.SuitePool(pool, settings), aws=AwsClients(settings)
+        )
+        return await Sweeper(UserRepository(ctx.pool), settings, app.data_purger(ctx)).run_once()
     finally:
         await pool.close()
 
@@ -222,7 +224,9 @@ async def _service_token(settings: Settings, email: str, job_types: list[str]) -
     pool = await db.create_pool(settings)
     try:
         await migrate_all(pool, resolve(["users"]))
-        ctx = AppContext(settings=settings, pool=pool, aws=AwsClients(settings))
+        ctx = AppContext(
+            settings=settings, pool=db.SuitePool(pool, settings), aws=AwsClients(settings)
+        )
         grants = [job_type_grant(job_type) for job_type in job_types]
         try:
             return await issue_service_token(ctx, email, grants)
