@@ -3,7 +3,8 @@
 Created once per process by the runtime (``AppContext.dependencies``), so every service
 served by the process shares one view of each dependency. Breaker states are exported as
 metrics: ``mediagrid.breaker.state`` (0 closed, 1 half-open, 2 open) and
-``mediagrid.breaker.transitions``, both labelled with the dependency.
+``mediagrid.breaker.transitions``, both labelled with the dependency, and every call's
+duration and outcome as ``mediagrid.dependency.duration``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class Dependencies:
             callbacks=[self._observe],
             description="Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",
         )
+        self._calls = meter.create_histogram(
+            "mediagrid.dependency.duration",
+            unit="s",
+            description="Outgoing calls per dependency and outcome (ok, error, timeout, "
+            "refused by an open breaker).",
+        )
         self._all: dict[str, Dependency] = {}
         self.database = self._add(
             DATABASE,
@@ -97,7 +104,9 @@ class Dependencies:
             is_failure=is_failure,
             listeners=[self._changed],
         )
-        dependency = Dependency(name, reason=reason, timeout=timeout, breaker=breaker)
+        dependency = Dependency(
+            name, reason=reason, timeout=timeout, breaker=breaker, observe=self._called
+        )
         self._all[name] = dependency
         return dependency
 
@@ -121,6 +130,9 @@ class Dependencies:
 
     def _changed(self, breaker: CircuitBreaker, _old: str, new: str) -> None:
         self._transitions.add(1, {"dependency": breaker.name, "state": new})
+
+    def _called(self, name: str, outcome: str, seconds: float) -> None:
+        self._calls.record(seconds, {"dependency": name, "outcome": outcome})
 
     def _observe(self, _options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         for name, dep in list(self._all.items()):

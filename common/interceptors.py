@@ -41,6 +41,7 @@ import grpc
 from common import deadlines, grpc_errors, hygiene
 from common.context import Principal, current_principal_var, request_id_var
 from common.errors import FieldViolation, InvalidArgument, Unauthenticated
+from common.rpc_metrics import RpcMetrics, rpc_metrics
 from common.wire_format import invalid_utf8_field
 
 log = logging.getLogger("mediagrid.access")
@@ -172,12 +173,21 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 class _Call:
     """Per-call state shared by the wrappers below."""
 
-    def __init__(self, interceptor: SuiteInterceptor, details: grpc.HandlerCallDetails) -> None:
+    def __init__(
+        self,
+        interceptor: SuiteInterceptor,
+        details: grpc.HandlerCallDetails,
+        *,
+        streaming: bool = False,
+    ) -> None:
         self.interceptor = interceptor
         self.method: str = details.method
         self.metadata = tuple(details.invocation_metadata or ())
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
+        self.metrics = rpc_metrics()
+        self.attributes = RpcMetrics.attributes(self.method, streaming=streaming)
+        self.metrics.active.add(1, self.attributes)
 
     async def enter(self, context: grpc.aio.ServicerContext) -> None:
         self.started = time.perf_counter()
@@ -215,6 +225,10 @@ class _Call:
             self.code = grpc.StatusCode.CANCELLED  # the client went away mid-call
         principal = current_principal_var.get()
         duration_ms = (time.perf_counter() - self.started) * 1000
+        self.metrics.active.add(-1, self.attributes)
+        self.metrics.duration.record(
+            duration_ms, {**self.attributes, "rpc.grpc.status_code": self.code.value[0]}
+        )
         log.info(
             "%s %s %.1fms",
             self.method,
@@ -355,6 +369,7 @@ def _wrap(
     serialize = _serializer(handler.response_serializer)
     deserialize = handler.request_deserializer
     streaming_request = bool(handler.request_streaming)
+    streaming = streaming_request or bool(handler.response_streaming)
 
     def arguments(request: Any, context: Any) -> tuple[Any, Any]:
         """What the handler gets: the parsed request (or a parsing iterator) and context."""
@@ -373,7 +388,7 @@ def _wrap(
 
     def unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(interceptor, details)
+            call = _Call(interceptor, details, streaming=streaming)
             try:
                 await call.enter(context)
                 response = await behavior(*arguments(request, context))
@@ -394,7 +409,7 @@ def _wrap(
         behavior: Callable[..., AsyncIterator[Any]],
     ) -> Callable[..., AsyncIterator[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            call = _Call(interceptor, details)
+            call = _Call(interceptor, details, streaming=streaming)
             try:
                 await call.enter(context)
                 responses = behavior(*arguments(request, context))

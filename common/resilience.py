@@ -116,6 +116,8 @@ class BreakerPolicy:
 
 
 StateListener = Callable[["CircuitBreaker", str, str], None]
+# (dependency, outcome: ok | error | timeout | refused, seconds) of each call.
+OutcomeListener = Callable[[str, str, float], None]
 
 
 class CircuitBreaker:
@@ -307,12 +309,14 @@ class Dependency:
         timeout: float,
         breaker: CircuitBreaker,
         retry_after_seconds: float = 1.0,
+        observe: OutcomeListener | None = None,
     ) -> None:
         self.name = name
         self.reason = reason
         self.timeout = timeout
         self.breaker = breaker
         self.retry_after_seconds = retry_after_seconds
+        self.observe = observe
 
     @property
     def available(self) -> bool:
@@ -334,7 +338,12 @@ class Dependency:
         dependency's own limit, e.g. for a part transfer); see the class docstring."""
         cap = self.timeout if cap is None else cap
         limit = deadlines.bound(cap, dependency=self.name)
-        ticket = self.breaker.before_call()
+        try:
+            ticket = self.breaker.before_call()
+        except CircuitOpen:
+            self._observed("refused", 0.0)
+            raise
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(limit):
                 result = await operation()
@@ -345,6 +354,7 @@ class Dependency:
                 self.breaker.release(ticket)
             else:
                 self.breaker.record_failure(ticket)
+            self._observed("timeout", time.perf_counter() - started)
             raise self.unavailable(
                 f"{self.name} did not answer within {limit:.1f}s ({what}); retry later",
                 operation=what,
@@ -353,11 +363,18 @@ class Dependency:
         except Exception as exc:
             if self.breaker.is_failure(exc):
                 self.breaker.record_failure(ticket)
+                self._observed("error", time.perf_counter() - started)
             else:
                 self.breaker.record_success(ticket)
+                self._observed("ok", time.perf_counter() - started)
             raise
         except BaseException:
             self.breaker.release(ticket)
             raise
         self.breaker.record_success(ticket)
+        self._observed("ok", time.perf_counter() - started)
         return result
+
+    def _observed(self, outcome: str, seconds: float) -> None:
+        if self.observe is not None:
+            self.observe(self.name, outcome, seconds)

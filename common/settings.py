@@ -211,6 +211,14 @@ class Settings(BaseSettings):
     otlp_endpoint: str = Field(default="http://127.0.0.1:4317", pattern=r"^https?://[^\s/]+$")
     # How often metrics are exported.
     telemetry_metrics_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Where metrics go: off, console, prometheus (/metrics on metrics_host:metrics_port),
+    # otlp (to otlp_endpoint) or emf (CloudWatch Embedded Metric Format lines on stdout);
+    # unset = the same as telemetry_exporter.
+    metrics_exporter: Literal["off", "console", "prometheus", "otlp", "emf"] | None = None
+    # Address the prometheus exporter's /metrics endpoint listens on.
+    metrics_host: str = "127.0.0.1"
+    # Port of the prometheus exporter's /metrics endpoint (0 = any free port).
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
 
     # --- resilience --------------------------------------------------------------------
     # Longest a call to a peer service of the suite may take (further bounded by the

@@ -1,9 +1,11 @@
 """OpenTelemetry for the suite: tracer and meter providers from settings, plus instrumentation.
 
-``MEDIAGRID_TELEMETRY_EXPORTER`` picks where spans and metrics go: ``off`` (the API's no-op
-providers, no cost), ``console`` (stderr, for a developer) or ``otlp`` (an OTLP/gRPC
-collector at ``MEDIAGRID_OTLP_ENDPOINT``, e.g. the ADOT sidecar on ECS). Every span and
-metric carries the ``service.name`` resource attribute from ``MEDIAGRID_SERVICE_NAME``.
+``MEDIAGRID_TELEMETRY_EXPORTER`` picks where spans go: ``off`` (the API's no-op providers,
+no cost), ``console`` (stderr, for a developer) or ``otlp`` (an OTLP/gRPC collector at
+``MEDIAGRID_OTLP_ENDPOINT``, e.g. the ADOT sidecar on ECS). Metrics go to the same place
+unless ``MEDIAGRID_METRICS_EXPORTER`` says otherwise (prometheus, emf: see
+``common.metrics_export``). Every span and metric carries the ``service.name`` resource
+attribute from ``MEDIAGRID_SERVICE_NAME``.
 
 Instrumentation:
 - gRPC server: an interceptor (``Telemetry.server_interceptors()``) the runtime puts first in
@@ -23,7 +25,7 @@ Services create their own spans and instruments with ``get_tracer(__name__)`` an
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,11 +33,7 @@ from urllib.parse import urlsplit
 import grpc
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -45,6 +43,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from common.metrics_export import metric_export
 from common.settings import Settings
 
 log = logging.getLogger("mediagrid.telemetry")
@@ -57,6 +56,8 @@ class Telemetry:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     _instrumentors: list[Any] = field(default_factory=list)
+    # Stops what an exporter started beside the provider (the /metrics HTTP server).
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def enabled(self) -> bool:
@@ -86,6 +87,9 @@ class Telemetry:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+        for close in self._closers:
+            close()
+        self._closers.clear()
         if _active is self:
             _active = None
 
@@ -102,29 +106,14 @@ def resource(settings: Settings) -> Resource:
     )
 
 
-def _exporters(settings: Settings) -> tuple[SpanExporter, MetricReader, bool]:
-    """Span exporter, metric reader, and whether spans should be batched."""
-    interval_ms = settings.telemetry_metrics_interval_seconds * 1000
+def _span_exporter(settings: Settings) -> tuple[SpanExporter, bool]:
+    """The span exporter for ``telemetry_exporter`` and whether spans should be batched."""
     if settings.telemetry_exporter == "console":
-        return (
-            ConsoleSpanExporter(),
-            PeriodicExportingMetricReader(
-                ConsoleMetricExporter(), export_interval_millis=interval_ms
-            ),
-            False,
-        )
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        return ConsoleSpanExporter(), False
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     insecure = settings.otlp_endpoint.startswith("http://")
-    return (
-        OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=insecure),
-        PeriodicExportingMetricReader(
-            OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=insecure),
-            export_interval_millis=interval_ms,
-        ),
-        True,
-    )
+    return OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=insecure), True
 
 
 def configure_telemetry(
@@ -142,26 +131,38 @@ def configure_telemetry(
     returned object or ``get_tracer``/``get_meter``, which prefer the active configuration.
     """
     global _active
-    if settings.telemetry_exporter == "off" and span_exporter is None:
+    readers = list(metric_readers)
+    closers: list[Callable[[], None]] = []
+    export = metric_export(settings)
+    if export is not None:
+        readers.append(export.reader)
+        closers.append(export.close)
+        log.info("telemetry: metrics to %s", export.where)
+    traced = span_exporter is not None or settings.telemetry_exporter != "off"
+    if not traced and not readers:
         _active = Telemetry()
         return _active
-    readers = list(metric_readers)
-    batch = False
-    target = "the given exporter"
-    if span_exporter is None:
-        target = settings.telemetry_exporter
-        span_exporter, reader, batch = _exporters(settings)
-        readers.append(reader)
     res = resource(settings)
-    tracer_provider = TracerProvider(resource=res)
-    processor = BatchSpanProcessor(span_exporter) if batch else SimpleSpanProcessor(span_exporter)
-    tracer_provider.add_span_processor(processor)
+    tracer_provider: TracerProvider | None = None
+    if traced:
+        target = "the given exporter"
+        batch = False
+        if span_exporter is None:
+            target = settings.telemetry_exporter
+            span_exporter, batch = _span_exporter(settings)
+        tracer_provider = TracerProvider(resource=res)
+        processor = (
+            BatchSpanProcessor(span_exporter) if batch else SimpleSpanProcessor(span_exporter)
+        )
+        tracer_provider.add_span_processor(processor)
+        log.info("telemetry: traces to %s as service %s", target, settings.service_name)
     meter_provider = MeterProvider(resource=res, metric_readers=readers)
-    telemetry = Telemetry(tracer_provider, meter_provider)
+    telemetry = Telemetry(tracer_provider, meter_provider, _closers=closers)
     if set_global:
-        trace.set_tracer_provider(tracer_provider)
+        if tracer_provider is not None:
+            trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
-    if instrument:
+    if instrument and tracer_provider is not None:
         from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
         from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
@@ -170,7 +171,6 @@ def configure_telemetry(
             instrumentor.instrument(tracer_provider=tracer_provider)
             telemetry._instrumentors.append(instrumentor)
     _active = telemetry
-    log.info("telemetry: exporting to %s as service %s", target, settings.service_name)
     return telemetry
 
 

@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from common import deadlines, errors
+from common.dependencies import Dependencies
 from common.resilience import (
     BreakerPolicy,
     CircuitBreaker,
@@ -21,6 +24,7 @@ from common.resilience import (
     dependency_failed,
     retry_async,
 )
+from common.settings import Settings
 from tests.support.hypo import relaxed
 
 
@@ -462,3 +466,36 @@ def test_bound_never_exceeds_the_cap_or_the_callers_time(
     else:
         assert limit < remaining
     assert deadlines.remaining() is None  # the block restored the outer (no) deadline
+
+
+async def test_dependencies_export_breaker_state_and_call_outcomes(settings: Settings) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    deps = Dependencies(
+        settings.model_copy(update={"breaker_min_calls": 2, "breaker_failure_rate": 0.5}),
+        meter=provider.get_meter("test"),
+    )
+    assert await deps.s3.call(succeed, what="head bucket") == "ok"
+    with pytest.raises(ConnectionError):
+        await deps.s3.call(fail, what="put object")
+    with pytest.raises(CircuitOpen):
+        await deps.s3.call(succeed, what="put object")
+    assert deps.peer("users") is deps.peer("users")
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, list[Any]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points[metric.name] = list(metric.data.data_points)
+    states = {p.attributes["dependency"]: p.value for p in points["mediagrid.breaker.state"]}
+    assert states == {"postgresql": 0, "s3": 2, "users": 0}
+    outcomes = {
+        p.attributes["outcome"]: p.count
+        for p in points["mediagrid.dependency.duration"]
+        if p.attributes["dependency"] == "s3"
+    }
+    assert outcomes == {"ok": 1, "error": 1, "refused": 1}
+    transitions = [p.attributes for p in points["mediagrid.breaker.transitions"]]
+    assert transitions == [{"dependency": "s3", "state": "open"}]
+    provider.shutdown()
