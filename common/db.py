@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from common.errors import Aborted, Unavailable
 from common.resilience import (
     BreakerPolicy,
     CircuitBreaker,
+    CircuitOpen,
     Dependency,
     backoff_delay,
     retry_async,
@@ -655,18 +657,33 @@ class SuitePool:
         *,
         verdict_on_success: bool = True,
     ) -> T:
-        """Run ``operation`` as one call of the breaker; a lost connection becomes UNAVAILABLE."""
+        """Run ``operation`` as one call of the breaker; a lost connection becomes UNAVAILABLE.
+
+        The outcome (ok, error, timeout, refused) and duration go to the dependency's
+        observer (the ``mediagrid.dependency.duration`` metric in a suite process)."""
         breaker = self.dependency.breaker
-        ticket = breaker.before_call()
+        try:
+            ticket = breaker.before_call()
+        except CircuitOpen:
+            self._observe("refused", 0.0)
+            raise
+        started = time.perf_counter()
         try:
             result = await operation()
         except Exception as exc:
+            elapsed = time.perf_counter() - started
             if _no_verdict(exc):
                 breaker.release(ticket)
             elif breaker.is_failure(exc):
                 breaker.record_failure(ticket)
             else:
                 breaker.record_success(ticket)
+            if isinstance(exc, DatabaseTimeout | DatabaseBusy):
+                self._observe("timeout", elapsed)
+            elif _no_verdict(exc):  # the caller's deadline left no time to try
+                self._observe("refused", elapsed)
+            else:
+                self._observe("error" if breaker.is_failure(exc) else "ok", elapsed)
             if connection_lost(exc):
                 raise self.dependency.unavailable(
                     f"lost the connection to {self.dependency.name} ({what}: "
@@ -679,9 +696,14 @@ class SuitePool:
             raise
         if verdict_on_success:
             breaker.record_success(ticket)
+            self._observe("ok", time.perf_counter() - started)
         else:
             breaker.release(ticket)
         return result
+
+    def _observe(self, outcome: str, seconds: float) -> None:
+        if self.dependency.observe is not None:
+            self.dependency.observe(self.dependency.name, outcome, seconds)
 
 
 def as_suite_pool(pool: asyncpg.Pool | SuitePool) -> SuitePool:
