@@ -356,7 +356,9 @@ class SuitePool:
       nothing the first did not (a heartbeat, an upsert to fixed values).
 
     Nothing else is retried: not a write lost in flight (it may have been applied), not a
-    bound that ran out, not a failed connection attempt (the server is likely down). A
+    bound that ran out, not a failed connection attempt (the server is likely down). A dead
+    connection also expires the pool's other connections (replaced as they are next handed
+    out), as whatever killed one usually killed its idle siblings. A
     connection held with ``acquire()`` never retries (its session may carry state);
     ``transaction()`` retries whole transactions instead.
     """
@@ -795,6 +797,10 @@ class PooledConnection:
         except Exception as exc:
             if connection_lost(exc):
                 self.terminate()
+                # Whatever killed it (a restart, a failover, a mass pg_terminate_backend)
+                # usually took its idle siblings too: have the pool replace every connection
+                # it hands out next rather than let the retry meet another dead one.
+                await self.pool.raw.expire_connections()
             raise
 
     async def _rollback(self, tx: Any, cause: BaseException) -> None:
