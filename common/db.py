@@ -750,7 +750,10 @@ class PooledConnection:
         declare_session_state(self.raw)
 
     def is_closed(self) -> bool:
-        return bool(self.raw.is_closed())
+        try:
+            return bool(self.raw.is_closed())
+        except asyncpg.InterfaceError:  # asyncpg already detached it from the pool: closed
+            return True
 
     def terminate(self) -> None:
         """Close the connection at once; the pool replaces it (a detached one is left alone)."""

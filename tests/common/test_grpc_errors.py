@@ -542,6 +542,7 @@ async def test_pooled_connections_whose_backend_was_killed_are_retried_on_fresh_
             asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
             "DATABASE_UNAVAILABLE",
         ),
+        (asyncpg.InterfaceError("connection is closed"), "DATABASE_UNAVAILABLE"),
         (TimeoutError(), "DEPENDENCY_UNAVAILABLE"),
     ],
 )
