@@ -113,8 +113,15 @@ class JobRepository:
         limit = None if quota is None else quota.limit
         capped = quota is not None
         try:
+            # With a request_id a second run finds the first one's job (below): safe to retry.
             rows = await self.pool.fetch(
-                Q.insert_jobs, owner, batch_id, *_job_arrays([spec]), limit, capped
+                Q.insert_jobs,
+                owner,
+                batch_id,
+                *_job_arrays([spec]),
+                limit,
+                capped,
+                idempotent=spec.request_id is not None,
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None

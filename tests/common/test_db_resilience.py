@@ -377,8 +377,9 @@ async def test_get_job_and_get_user_succeed_after_their_connections_were_killed(
     suite: Any, pg_admin_dsn: str
 ) -> None:
     """pg_terminate_backend of the suite's pooled connections, 5 rounds: every GetJob and
-    GetUser right after a kill is OK (retried on a fresh connection); a CreateJob is OK or
-    UNAVAILABLE, never INTERNAL."""
+    GetUser right after a kill is OK (retried on a fresh connection), and so is a CreateJob
+    with a request_id (safe to run twice); one without is OK or UNAVAILABLE, never INTERNAL,
+    and never creates two jobs."""
     _server, ctx, channel = await suite(
         "users", "jobs", job_types=TEST_JOB_TYPES, auth_cache_ttl_seconds=0
     )
@@ -392,7 +393,7 @@ async def test_get_job_and_get_user_succeed_after_their_connections_were_killed(
     admin = await asyncpg.connect(pg_admin_dsn)
     creates: list[str] = []
     try:
-        for _ in range(5):
+        for round_ in range(5):
             killed = await _kill(
                 admin,
                 "datname = $1 AND application_name = $2",
@@ -406,25 +407,28 @@ async def test_get_job_and_get_user_succeed_after_their_connections_were_killed(
             assert got.job.name == created.job.name
             me = await users.GetUser(users_pb.GetUserRequest(name="users/me"), metadata=md)
             assert me.user.email == "admin@example.com"
-            await _kill(
-                admin,
-                "datname = $1 AND application_name = $2",
-                database,
-                ctx.settings.service_name,
-            )
-            try:
-                await jobs.CreateJob(
-                    job_service_pb2.CreateJobRequest(job=job_pb2.JobSpec(type="test.noop")),
-                    metadata=md,
-                    timeout=10,
+            for request_id in (f"r{round_}", ""):
+                await _kill(
+                    admin,
+                    "datname = $1 AND application_name = $2",
+                    database,
+                    ctx.settings.service_name,
                 )
-                creates.append("OK")
-            except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
-                creates.append("UNAVAILABLE")
+                spec = job_pb2.JobSpec(type="test.noop", request_id=request_id)
+                try:
+                    await jobs.CreateJob(
+                        job_service_pb2.CreateJobRequest(job=spec), metadata=md, timeout=10
+                    )
+                    creates.append("OK")
+                except grpc.aio.AioRpcError as exc:
+                    assert not request_id, exc
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                    creates.append("UNAVAILABLE")
+        listed = await jobs.ListJobs(job_service_pb2.ListJobsRequest(page_size=100), metadata=md)
     finally:
         await admin.close()
-    print(f"CreateJob after a kill: {creates}")
+    print(f"CreateJob after a kill (with, without a request_id): {creates}")
+    assert len(listed.jobs) == 1 + creates.count("OK")  # no job created twice
 
 
 async def test_a_blackholed_database_is_unavailable_within_the_bound_and_recovers(
