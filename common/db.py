@@ -15,7 +15,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -285,6 +284,10 @@ CONFLICTS: tuple[type[BaseException], ...] = (
 )
 
 
+# What ``SuitePool._once`` returns when the statement may run once more on a fresh connection.
+_RETRY: Any = object()
+
+
 class DatabaseTimeout(Unavailable):
     """The database did not answer within the time bound; retry later."""
 
@@ -320,13 +323,15 @@ def standalone_dependency(timeout: float | None = None) -> Dependency:
     )
 
 
-@dataclass(frozen=True)
 class _Bound:
     """How long one attempt may take: until ``deadline`` (event-loop time)."""
 
-    deadline: float
-    limit: float
-    cap: float
+    __slots__ = ("cap", "deadline", "limit")
+
+    def __init__(self, deadline: float, limit: float, cap: float) -> None:
+        self.deadline = deadline
+        self.limit = limit
+        self.cap = cap
 
     @property
     def cut_by_caller(self) -> bool:
@@ -429,27 +434,57 @@ class SuitePool:
         limit = self._cap(cap)
 
         async def attempts() -> Any:
-            retried = False
-            while True:
-                bound = self._bound(limit)
-                conn = await self._checkout(bound, method)
-                try:
-                    return await conn._statement(method, query, args, bound)
-                except Exception as exc:
-                    if retried or not (never_sent(exc) or (idempotent and connection_lost(exc))):
-                        raise
-                    retried = True
-                    log.info(
-                        "database connection found dead (%s: %s); running %s again on a "
-                        "fresh connection",
-                        type(exc).__name__,
-                        exc,
-                        method,
-                    )
-                finally:
-                    await conn.release()
+            result = await self._once(method, query, args, self._bound(limit), idempotent)
+            if result is _RETRY:
+                result = await self._once(method, query, args, self._bound(limit), None)
+            return result
 
         return await self._guarded(attempts, method)
+
+    async def _once(
+        self,
+        method: str,
+        query: str,
+        args: tuple[Any, ...],
+        bound: _Bound,
+        idempotent: bool | None,
+    ) -> Any:
+        """One attempt: check a connection out and run the statement, within one bound.
+
+        Returns ``_RETRY`` when the connection was found dead and the retry rule allows one
+        more attempt (``idempotent`` None: it does not)."""
+        conn: PooledConnection | None = None
+        try:
+            # One timeout for both steps: the hot path pays for a single timer.
+            async with asyncio.timeout_at(bound.deadline):
+                conn = PooledConnection(self, await self.raw.acquire(), bound.cap)
+                return await getattr(conn.raw, method)(query, *args)
+        except TimeoutError as exc:
+            if conn is None:
+                raise self._checkout_timed_out(method, bound) from exc
+            conn.terminate()
+            raise self._timed_out(method, bound) from exc
+        except asyncio.CancelledError:
+            if conn is not None:
+                conn.terminate()
+            raise
+        except Exception as exc:
+            if conn is None or not connection_lost(exc):
+                raise
+            await conn.discard()
+            if idempotent is None or not (never_sent(exc) or (idempotent and connection_lost(exc))):
+                raise
+            log.info(
+                "database connection found dead (%s: %s); running %s again on a fresh connection",
+                type(exc).__name__,
+                exc,
+                method,
+            )
+            return _RETRY
+        finally:
+            if conn is not None:
+                # A single statement never leaves session state behind: nothing to reset.
+                await conn.release(bounded=False)
 
     # --- held connections and transactions ----------------------------------------------
 
@@ -642,15 +677,18 @@ class SuitePool:
             async with asyncio.timeout_at(bound.deadline):
                 raw = await self.raw.acquire()
         except TimeoutError as exc:
-            if self._saturated():
-                raise DatabaseBusy(
-                    f"all {self.raw.get_size()} database connections stayed busy for "
-                    f"{bound.limit:.1f}s ({what}); retry later",
-                    metadata={"dependency": self.dependency.name, "operation": what},
-                    retry_after_seconds=self.dependency.retry_after_seconds,
-                ) from exc
-            raise self._timed_out(what, bound) from exc
+            raise self._checkout_timed_out(what, bound) from exc
         return PooledConnection(self, raw, self._cap(None))
+
+    def _checkout_timed_out(self, what: str, bound: _Bound) -> Unavailable:
+        if not self._saturated():
+            return self._timed_out(what, bound)
+        return DatabaseBusy(
+            f"all {self.raw.get_size()} database connections stayed busy for "
+            f"{bound.limit:.1f}s ({what}); retry later",
+            metadata={"dependency": self.dependency.name, "operation": what},
+            retry_after_seconds=self.dependency.retry_after_seconds,
+        )
 
     async def _guarded(
         self,
@@ -723,6 +761,8 @@ class PooledConnection:
     breaker and the bound).
     """
 
+    __slots__ = ("_cap", "_within", "pool", "raw")
+
     def __init__(self, pool: SuitePool, raw: Any, cap: float) -> None:
         self.pool = pool
         self.raw = raw
@@ -760,9 +800,20 @@ class PooledConnection:
         with contextlib.suppress(asyncpg.InterfaceError):
             self.raw.terminate()
 
-    async def release(self) -> None:
+    async def discard(self) -> None:
+        """Close a connection found dead, and expire its siblings: whatever killed it (a
+        restart, a failover, a mass pg_terminate_backend) usually took its idle siblings too,
+        and the pool replaces them as it next hands them out rather than let a retry meet
+        another dead one."""
+        self.terminate()
+        await self.pool.raw.expire_connections()
+
+    async def release(self, *, bounded: bool = True) -> None:
+        """Hand the connection back; ``bounded``: its session reset (if it declared session
+        state) may take at most the dependency's timeout."""
+        timeout = self.pool.dependency.timeout if bounded else None
         try:
-            await self.pool.raw.release(self.raw, timeout=self.pool.dependency.timeout)
+            await self.pool.raw.release(self.raw, timeout=timeout)
         except Exception as exc:  # asyncpg terminated it: the pool makes a new one
             log.warning("database connection dropped on release: %s: %s", type(exc).__name__, exc)
 
@@ -799,11 +850,7 @@ class PooledConnection:
             raise
         except Exception as exc:
             if connection_lost(exc):
-                self.terminate()
-                # Whatever killed it (a restart, a failover, a mass pg_terminate_backend)
-                # usually took its idle siblings too: have the pool replace every connection
-                # it hands out next rather than let the retry meet another dead one.
-                await self.pool.raw.expire_connections()
+                await self.discard()
             raise
 
     async def _rollback(self, tx: Any, cause: BaseException) -> None:
