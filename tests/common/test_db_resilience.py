@@ -208,8 +208,9 @@ async def test_a_write_after_a_kill_is_never_applied_twice(
             )
         finally:
             await admin.close()
-    assert all(r["n"] == 1 for r in counts)
-    assert len(counts) == outcomes.count("OK")
+    assert all(r["n"] == 1 for r in counts)  # never twice
+    # Every OK landed (a refused one was lost in flight: it may or may not have).
+    assert {r["round"] for r in counts} >= {i for i, o in enumerate(outcomes) if o == "OK"}
     print(
         f"writes after a kill: {outcomes.count('OK')} OK, {outcomes.count('UNAVAILABLE')} refused"
     )
