@@ -363,3 +363,14 @@ async def test_a_plain_pool_given_to_a_repository_gets_the_suite_path(pool: asyn
     assert db.as_suite_pool(repo.pool) is repo.pool
     assert await repo.pool.fetchval("SELECT 1", idempotent=True) == 1
     assert repo.pool.dependency.breaker.counts() == (1, 0)
+
+
+async def test_background_statements_are_capped_by_the_servers_statement_timeout(
+    pool: asyncpg.Pool,
+) -> None:
+    """Retention and sweeps pass ``long_cap``: the server ends such a statement at its
+    statement_timeout anyway, so the client bound only catches a dead network."""
+    settings = test_settings(db_call_timeout_seconds=1.0, db_statement_timeout_ms=30_000)
+    assert db.SuitePool(pool, settings).long_cap == 30.0
+    no_server_limit = test_settings(db_call_timeout_seconds=2.0, db_statement_timeout_ms=0)
+    assert db.SuitePool(pool, no_server_limit).long_cap == 2.0

@@ -455,6 +455,8 @@ async def test_a_blackholed_database_is_unavailable_within_the_bound_and_recover
             breaker_window_seconds=2.0,
             breaker_open_seconds=2.0,
         )
+        # The services' pool and the process's database dependency (health) are one.
+        assert ctx.pool.dependency is ctx.dependencies.database
         jobs = job_service_pb2_grpc.JobServiceStub(channel)
         md = bearer("admin-token")
         created = await jobs.CreateJob(
