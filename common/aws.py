@@ -2,7 +2,8 @@
 
 SigV4 everywhere (moto presigns SigV2 otherwise), botocore ``standard`` retries, pool size
 and timeouts from settings; payload signing can be turned off for local plain-HTTP
-endpoints. Every S3 call is traced (``common.telemetry.instrument_aws_session``).
+endpoints. Every S3 call is traced, the synchronous client's (downloads, probes) too
+(``common.telemetry.instrument_aws_session`` / ``instrument_sync_session``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import aioboto3
 from botocore.config import Config
 
 from common.settings import Settings
-from common.telemetry import instrument_aws_session
+from common.telemetry import instrument_aws_session, instrument_sync_session
 
 
 class AwsClients:
@@ -52,6 +53,7 @@ class AwsClients:
             session = boto3.session.Session(
                 region_name=self.settings.aws_region, **self._credentials
             )
+            instrument_sync_session(session)
             self._sync_s3 = session.client(
                 "s3", endpoint_url=self.settings.s3_endpoint_url, config=self.config()
             )

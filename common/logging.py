@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
+from common.cloudwatch_logs import CloudWatchLogsHandler, cloudwatch_handler
 from common.context import current_request_id
 from common.settings import Settings
 
@@ -83,13 +84,20 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
-    """Route every logger to one stderr handler with the configured format and level."""
+    """Route every logger to one stderr handler with the configured format and level, and
+    to CloudWatch Logs as JSON when ``cloudwatch_log_group`` is set."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
+        if isinstance(existing, CloudWatchLogsHandler):
+            existing.close()
     root.addHandler(handler)
+    shipped = cloudwatch_handler(settings)
+    if shipped is not None:
+        shipped.setFormatter(JsonFormatter())
+        root.addHandler(shipped)
     root.setLevel(settings.log_level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

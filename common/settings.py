@@ -219,6 +219,23 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Port of the prometheus exporter's /metrics endpoint (0 = any free port).
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # CloudWatch Logs group to ship log lines to from this process (for hosts outside
+    # containers, whose stdout the ECS awslogs driver ships); unset = off.
+    cloudwatch_log_group: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_./#-]+$"
+    )
+    # Log stream in that group; unset = {service_name}/{host name}/{pid}.
+    cloudwatch_log_stream: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[^:*]+$"
+    )
+    # Log lines waiting to be sent; when full, new lines are dropped and counted.
+    cloudwatch_log_queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Longest a log line waits before its batch is sent.
+    cloudwatch_log_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    # CloudWatch Logs endpoint (a local stand-in); unset = the region's.
+    cloudwatch_logs_endpoint_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+(/.*)?$"
+    )
 
     # --- resilience --------------------------------------------------------------------
     # Longest a call to a peer service of the suite may take (further bounded by the
@@ -331,6 +348,9 @@ class Settings(BaseSettings):
     # ListJobs page sizes.
     job_list_default_page_size: int = Field(default=50, ge=1, le=1000)
     job_list_max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # How often the jobs service refreshes its queue depth and oldest-job metrics (one
+    # query; only while a metrics exporter is configured).
+    job_metrics_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
     # How often the reaper returns jobs whose lease expired.
     job_reaper_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     # How long finished jobs are kept, per final state, and how often/how much the sweep deletes.

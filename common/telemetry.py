@@ -192,6 +192,11 @@ def active() -> Telemetry | None:
     return _active
 
 
+def metrics_enabled() -> bool:
+    """True when metrics go somewhere: work that only feeds metrics can be skipped otherwise."""
+    return _active is not None and _active.meter_provider is not None
+
+
 # --- S3 --------------------------------------------------------------------------------------
 
 _SPAN_KEY = "mediagrid_span"
@@ -200,6 +205,16 @@ _SPAN_KEY = "mediagrid_span"
 def instrument_aws_session(session: Any) -> None:
     """Trace every S3 call made by clients of this aioboto3 session (no-op spans when off)."""
     events = session._session  # the aiobotocore session; its clients copy these handlers
+    events.register("before-call.s3", _s3_before_call)
+    events.register("after-call.s3", _s3_after_call)
+    events.register("after-call-error.s3", _s3_call_error)
+
+
+def instrument_sync_session(session: Any) -> None:
+    """The same for a synchronous boto3 session (clients used from threads: the calls'
+    spans join the trace of the RPC that started the thread through ``asyncio.to_thread``,
+    which carries the context over)."""
+    events = session._session  # the botocore session
     events.register("before-call.s3", _s3_before_call)
     events.register("after-call.s3", _s3_after_call)
     events.register("after-call-error.s3", _s3_call_error)

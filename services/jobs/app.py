@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -11,9 +12,11 @@ from mediagrid.jobs.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.db import server_settings
+from common.telemetry import get_meter, metrics_enabled
 from services.jobs.job_servicer import JobServicer
 from services.jobs.metrics import JobMetrics
 from services.jobs.notifier import Notifier
+from services.jobs.queue_metrics import QueueGauges
 from services.jobs.repository import JobRepository
 from services.jobs.retention import reaper_loop, retention_loop
 from services.jobs.worker_servicer import WorkerServicer
@@ -53,10 +56,19 @@ async def create(ctx: AppContext) -> ServiceInstance:
     async def retention() -> None:
         await retention_loop(repo, settings)
 
+    background: list[Callable[[], Awaitable[None]]] = [notifier.run, reaper, retention]
+    if metrics_enabled():
+        gauges = QueueGauges(ctx.pool, get_meter("mediagrid.jobs"))
+
+        async def queue_metrics() -> None:
+            await gauges.run(settings.job_metrics_interval_seconds)
+
+        background.append(queue_metrics)
+
     return ServiceInstance(
         name="jobs",
         service_names=SERVICE_NAMES,
         register=register,
-        background=[notifier.run, reaper, retention],
+        background=background,
         close=notifier.close,
     )

@@ -15,7 +15,7 @@ from common.activity import ActivityRecorder
 from common.context import Principal
 from common.errors import InvalidArgument, NotFound
 from common.settings import Settings
-from services.jobs import access, convert, job_types
+from services.jobs import access, convert, job_types, watching
 from services.jobs.metrics import JobMetrics
 from services.jobs.models import Batch, Job, ListFilter
 from services.jobs.notifier import Notifier
@@ -199,9 +199,12 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             last = job
             while not last.finished:
                 await changed.wait()
-                changed.clear()
                 try:
-                    job = await self.repo.get_job(job_id, with_position=True)
+                    job = await watching.reread(
+                        lambda: self.repo.get_job(job_id, with_position=True),
+                        changed,
+                        request.name,
+                    )
                 except NotFound:
                     return  # deleted (owner deleted or purged): nothing more will change
                 if _job_changed(last, job):
@@ -287,9 +290,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             last = batch
             while not last.done:
                 await changed.wait()
-                changed.clear()
                 try:
-                    batch = await self.repo.get_batch(batch_id)
+                    batch = await watching.reread(
+                        lambda: self.repo.get_batch(batch_id), changed, request.name
+                    )
                 except NotFound:
                     return
                 if (batch.state_counts, batch.progress_percent) != (

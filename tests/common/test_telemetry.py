@@ -140,3 +140,28 @@ async def test_s3_calls_are_client_spans(
     assert put.attributes["aws.s3.bucket"] == "traced-bucket"
     assert put.attributes["http.response.status_code"] == 200
     assert not spans["S3.GetObject"].status.is_ok
+
+
+async def test_the_synchronous_clients_calls_are_spans_of_the_callers_trace(
+    settings: Settings, telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    import asyncio
+
+    from common.aws import AwsClients
+
+    clients = AwsClients(settings)
+    async with clients.s3() as s3:
+        await s3.create_bucket(Bucket="traced-sync")
+    sync = clients.sync_s3()
+    with get_tracer("test").start_as_current_span("download") as parent:
+        await asyncio.to_thread(sync.put_object, Bucket="traced-sync", Key="k", Body=b"v")
+        body = await asyncio.to_thread(lambda: sync.get_object(Bucket="traced-sync", Key="k"))
+        assert body["Body"].read() == b"v"
+    spans = [s for s in exporter.get_finished_spans() if s.name in ("S3.PutObject", "S3.GetObject")]
+    assert sorted(s.name for s in spans) == ["S3.GetObject", "S3.PutObject"]
+    trace_id = parent.get_span_context().trace_id
+    assert all(s.context is not None and s.context.trace_id == trace_id for s in spans)
+    assert all(
+        s.parent is not None and s.parent.span_id == parent.get_span_context().span_id
+        for s in spans
+    )

@@ -430,7 +430,13 @@ SELECT upd.id FROM upd, wake, changed;
 SELECT id, state, lease_id FROM jobs.jobs WHERE id = ANY($1::uuid[]);
 
 -- name: reap_expired
--- Jobs whose lease expired go back to the queue, or to dead when attempts are exhausted.
+-- Jobs whose lease expired go back to the queue, or to dead when attempts are exhausted. A
+-- requeued job keeps its place in the queue (docs/jobs.md, "Rescued jobs"): its available_at,
+-- which orders an owner's jobs of one priority and breaks ties between owners, is left as it
+-- was (a retry after a failure is scheduled later on purpose; a lost lease is nobody's
+-- choice), and the turn its claim added to its owner (jobs.owner_turns) is given back, since
+-- that owner was not served after all. Turns are locked in owner order before they change,
+-- as claims lock them, so a claim and the reaper wait for each other instead of deadlocking.
 WITH expired AS (
     SELECT id FROM jobs.jobs
     WHERE state = 'running' AND lease_expires_at < now()
@@ -441,11 +447,22 @@ WITH expired AS (
     UPDATE jobs.jobs j
     SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END,
         finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-        available_at = CASE WHEN j.attempts >= j.max_attempts THEN j.available_at ELSE now() END,
         error = 'lease expired (worker ' || coalesce(j.worker_id, '?') || ' stopped reporting)',
         lease_id = NULL, lease_expires_at = NULL, updated_at = now()
     FROM expired WHERE j.id = expired.id
-    RETURNING j.id, j.type, j.state, j.batch_id
+    RETURNING j.id, j.type, j.state, j.batch_id, j.owner
+), requeued AS (
+    SELECT owner, count(*) AS n FROM upd WHERE state = 'queued' GROUP BY owner
+), returned AS (
+    UPDATE jobs.owner_turns t SET turn = t.turn - r.n
+    FROM requeued r
+    WHERE t.owner = r.owner
+      AND t.owner = ANY(ARRAY(
+          SELECT l.owner FROM jobs.owner_turns l
+          WHERE l.owner IN (SELECT owner FROM requeued)
+          ORDER BY l.owner
+          FOR UPDATE))
+    RETURNING t.owner
 ), wake AS (
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)
                                                     FILTER (WHERE state = 'queued')) AS n
