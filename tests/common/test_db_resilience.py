@@ -165,7 +165,7 @@ async def test_a_read_lost_in_flight_is_retried_and_a_write_is_not(
     statement = "WITH n AS MATERIALIZED (SELECT nextval('runs') AS v) SELECT pg_sleep(0.5) FROM n"
     admin = await asyncpg.connect(pg_admin_dsn)
     async with _pool(database_dsn) as pool:
-        name = pool.raw._connect_kwargs["server_settings"]["application_name"]
+        name = await pool.fetchval("SELECT current_setting('application_name')")
         await pool.execute("CREATE SEQUENCE runs")
         try:
             killer = asyncio.create_task(_kill_when_sleeping(admin, name))
@@ -191,7 +191,7 @@ async def test_a_write_after_a_kill_is_never_applied_twice(
     admin = await asyncpg.connect(pg_admin_dsn)
     outcomes: list[str] = []
     async with _pool(database_dsn, db_pool_min_size=1, db_pool_max_size=1) as pool:
-        name = pool.raw._connect_kwargs["server_settings"]["application_name"]
+        name = await pool.fetchval("SELECT current_setting('application_name')")
         await pool.execute("CREATE TABLE writes (round int)")
         try:
             for round_ in range(10):
