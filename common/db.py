@@ -579,7 +579,17 @@ class SuitePool:
         isolation: str | None,
         readonly: bool,
     ) -> T:
-        conn = await self._checkout(bound, what)
+        try:
+            conn = await self._checkout(bound, what)
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            # A new connection failed: the server is away, and running again will not help.
+            raise self.dependency.unavailable(
+                f"cannot connect to {self.dependency.name} ({what}: {type(exc).__name__}); "
+                "retry later",
+                operation=what,
+            ) from exc
         conn._within = bound
         try:
             tx = conn.raw.transaction(isolation=isolation, readonly=readonly)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -359,6 +360,33 @@ async def test_a_connection_lost_during_commit_is_unavailable_and_not_retried(
         assert await direct.fetchval("SELECT sum(n) FROM counters") == 0
     finally:
         await direct.close()
+
+
+async def test_a_transaction_against_a_database_that_refuses_connections_fails_once(
+    database_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No connection can be made: UNAVAILABLE, the body never runs and is not tried again."""
+    database = database_dsn.rsplit("/", 1)[-1].split("?")[0]
+    caplog.set_level(logging.INFO, logger="mediagrid.db")
+    async with (
+        TcpProxy.for_dsn(database_dsn) as proxy,
+        _pool(proxy.dsn(database), db_pool_min_size=0) as pool,
+    ):
+        await pool.fetchval("SELECT 1")
+        await proxy.refuse()
+        await proxy.close_connections()
+        await asyncio.sleep(0.2)  # the pool sees its connection closed: it must make a new one
+        calls = 0
+
+        async def body(conn: db.PooledConnection) -> None:
+            nonlocal calls
+            calls += 1
+
+        with pytest.raises(Unavailable) as caught:
+            await pool.transaction(body, what="refused")
+        assert caught.value.reason == "DATABASE_UNAVAILABLE"
+        assert calls == 0
+    assert not [r for r in caplog.records if "refused attempt" in r.getMessage()]
 
 
 # --- real services ---------------------------------------------------------------------------
