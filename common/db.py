@@ -518,8 +518,9 @@ class SuitePool:
 
         ``body`` is called again from the start (on a fresh connection when the old one
         died), up to ``attempts`` tries with full-jitter backoff, after a serialization failure
-        (40001), a deadlock (40P01) or a connection lost before COMMIT was sent; it must touch
-        the database only through ``conn`` and have no other side effects. Every other exit
+        (40001), a deadlock (40P01) or a pooled connection lost before COMMIT was sent (a new
+        connection that cannot be made is UNAVAILABLE at once: the server is away); ``body``
+        must touch the database only through ``conn`` and have no other side effects. Every other exit
         rolls the transaction back (an error, a bound that ran out, cancellation; a connection
         that cannot roll back is terminated, which makes the server roll back). A connection
         lost during COMMIT is not retried: whether the transaction committed is unknown, so
