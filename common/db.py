@@ -829,6 +829,14 @@ class PooledConnection:
             log.warning("database connection dropped on release: %s: %s", type(exc).__name__, exc)
 
     async def _call(self, method: str, query: str, args: tuple[Any, ...], cap: float | None) -> Any:
+        if self.is_closed():
+            # Closed after an earlier statement failed or ran out of time (its session, and
+            # anything it held, is gone): say so rather than asyncpg's "released" error.
+            raise self.pool.dependency.unavailable(
+                f"the connection to {self.pool.dependency.name} was closed after an earlier "
+                f"failure ({method}); retry later",
+                operation=method,
+            )
         if self._within is not None:
             return await self._statement(method, query, args, self._within)
         limit = self._cap if cap is None else cap

@@ -105,6 +105,19 @@ async def test_a_statement_out_of_time_is_unavailable_and_its_connection_is_not_
         assert pool.dependency.breaker.counts() == (2, 1)
 
 
+async def test_a_held_connection_closed_by_a_timeout_says_so_on_its_next_statement(
+    database_dsn: str,
+) -> None:
+    async with _pool(database_dsn) as pool, pool.acquire() as conn:
+        with pytest.raises(db.DatabaseTimeout):
+            await conn.fetchval("SELECT pg_sleep(30)", cap=0.3)
+        with pytest.raises(Unavailable) as caught:
+            await conn.fetchval("SELECT 1")
+        assert caught.value.reason == "DATABASE_UNAVAILABLE"
+        assert "closed after an earlier failure" in caught.value.message
+    assert pool.dependency.breaker.counts() == (1, 1)  # the refusal is not a second verdict
+
+
 async def test_the_callers_deadline_bounds_a_statement_without_a_verdict(
     database_dsn: str,
 ) -> None:
