@@ -70,7 +70,12 @@ class ServiceInstance:
     public_methods: list[str] = field(default_factory=list)
     # Long-running background loops (sweeps, reapers); cancelled at shutdown.
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    # Extra dependency checks beyond the database (e.g. S3); False flips health to NOT_SERVING.
+    # The dependencies this service cannot answer without, by name (``common.dependencies``:
+    # "postgresql", "s3", or a peer service such as "users"): its health follows their
+    # checks and circuit breakers, and no other dependency's (docs/operations.md, "Health").
+    requires: list[str] = field(default_factory=list)
+    # The service's own dependency checks (e.g. S3); False flips this service's names (not
+    # the other services') to NOT_SERVING.
     health_checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
     close: Callable[[], Awaitable[None]] | None = None
 

@@ -5,7 +5,9 @@
   lookup in flight per token. A revoked session stops working within the TTL.
 - ``LocalAuthenticator``: used inside the users process; resolves tokens from its database.
 - ``remote_authenticator(ctx)``: calls ``UserService/Authenticate`` through
-  ``ctx.channel("users")`` when the users service runs elsewhere.
+  ``ctx.channel("users")`` when the users service runs elsewhere, through the users peer
+  dependency (its breaker and time bound); cached principals outlive an outage of the users
+  service until their TTL.
 - ``remote_activity_recorder(ctx)``: an ``ActivityRecorder`` that calls ``RecordActivity``
   with the caller's own token, so the entry is attributed to the caller.
 - ``allows(principal, permission, resource, owner=...)``: the suite's permission rule, to
@@ -27,6 +29,8 @@ import grpc
 from common import errors
 from common.context import Principal, current_request_id, optional_principal
 from common.interceptors import Authenticator, outgoing_metadata
+from common.peer_calls import call_peer
+from common.resilience import Dependency
 
 if TYPE_CHECKING:
     from common.app import AppContext
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediagrid.auth")
 
 USERS_SERVICE = "mediagrid.users.v1.UserService"
+# The users service as a peer dependency (``ctx.dependencies.peer(USERS)``).
+USERS = "users"
 
 
 # The grant that makes a service the owner of an internal job type: the jobs service checks
@@ -194,8 +200,8 @@ _CALLERS_ERRORS = frozenset(
 )
 
 
-def _status_error(error: grpc.aio.AioRpcError, what: str) -> errors.DomainError:
-    """A users-service error seen by a client, as the domain error to raise locally."""
+def _status_error(error: grpc.aio.AioRpcError, what: str, users: Dependency) -> errors.DomainError:
+    """A users-service answer (one that is not an outage) as the domain error to raise."""
     from common.grpc_errors import from_rpc_error
 
     code = error.code()
@@ -204,36 +210,54 @@ def _status_error(error: grpc.aio.AioRpcError, what: str) -> errors.DomainError:
         if code == grpc.StatusCode.UNAUTHENTICATED and exc.reason == code.name:
             exc.reason = "INVALID_TOKEN"  # an answer without ErrorInfo
         return exc
-    return errors.Unavailable(
+    return users.unavailable(
         f"the users service is unavailable ({what}: {code.name})",
-        reason="USERS_UNAVAILABLE",
-        metadata={"service": USERS_SERVICE, "code": code.name},
+        service=USERS_SERVICE,
+        code=code.name,
     )
 
 
 class RemoteAuthenticator:
-    """Calls ``UserService/Authenticate`` over a channel; no caching of its own."""
+    """Calls ``UserService/Authenticate`` over a channel; no caching of its own.
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel], timeout_seconds: float) -> None:
+    The call goes through ``users`` (the users service as a peer dependency: its breaker
+    and bound, ``common.peer_calls``) within ``timeout_seconds``: while the users service
+    is down an uncached token is answered UNAVAILABLE ``DEPENDENCY_UNAVAILABLE`` (never
+    UNAUTHENTICATED: the token may well be valid), at once once the breaker is open.
+    """
+
+    def __init__(
+        self,
+        channel: Callable[[], grpc.aio.Channel],
+        users: Dependency,
+        *,
+        timeout_seconds: float,
+    ) -> None:
         from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
 
         self._pb = user_service_pb2
         self._stub_type = user_service_pb2_grpc.UserServiceStub
         self._channel = channel
         self._stub: Any = None
+        self.users = users
         self.timeout = timeout_seconds
 
     async def authenticate(self, token: str) -> Principal:
         if self._stub is None:
             self._stub = self._stub_type(self._channel())
+        request = self._pb.AuthenticateRequest(token=token)
+        metadata = outgoing_metadata(forward_token=False)
         try:
-            response = await self._stub.Authenticate(
-                self._pb.AuthenticateRequest(token=token),
-                timeout=self.timeout,
-                metadata=outgoing_metadata(forward_token=False),
+            response = await call_peer(
+                self.users,
+                lambda timeout: self._stub.Authenticate(
+                    request, timeout=timeout, metadata=metadata
+                ),
+                what="Authenticate",
+                cap=self.timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise _status_error(exc, "Authenticate") from None
+            raise _status_error(exc, "Authenticate", self.users) from None
         return _principal_from_pb(response.principal)
 
 
@@ -242,7 +266,9 @@ def _principal_from_pb(message: Any) -> Principal:
     role = roles.get(message.role)
     if role is None or not message.user.startswith("users/"):
         raise errors.Unavailable(
-            "the users service returned an incomplete principal", reason="USERS_UNAVAILABLE"
+            "the users service returned an incomplete principal",
+            reason="DEPENDENCY_UNAVAILABLE",
+            metadata={"dependency": USERS, "service": USERS_SERVICE},
         )
     return Principal(
         name=message.user,
@@ -254,10 +280,19 @@ def _principal_from_pb(message: Any) -> Principal:
 
 
 def remote_authenticator(ctx: AppContext) -> Authenticator:
-    """A cached authenticator that asks the users service at ``ctx.channel("users")``."""
+    """A cached authenticator that asks the users service at ``ctx.channel("users")``.
+
+    While the users service is unreachable, principals cached before the outage keep
+    working until their entry's TTL (``auth_cache_ttl_seconds``) ends; other tokens are
+    answered UNAVAILABLE.
+    """
     settings = ctx.settings
     return CachingAuthenticator(
-        RemoteAuthenticator(lambda: ctx.channel("users"), settings.auth_timeout_seconds),
+        RemoteAuthenticator(
+            lambda: ctx.channel(USERS),
+            ctx.dependencies.peer(USERS),
+            timeout_seconds=settings.auth_timeout_seconds,
+        ),
         settings.auth_cache_ttl_seconds,
         max_entries=settings.auth_cache_max_entries,
     )
@@ -268,18 +303,26 @@ class RemoteActivityRecorder:
 
     The caller's bearer token is forwarded, so the entry's actor is the authenticated caller.
     An explicit ``actor`` needs a service or admin caller. When there is no caller (background
-    work without a token) or the users service is unreachable, the entry goes to the log at
+    work without a token) or the users service is unreachable (the call goes through
+    ``users``, the peer dependency, within ``timeout_seconds``), the entry goes to the log at
     ERROR level with all its fields instead: it is never silently dropped, and the action
     that was already done is not failed after the fact.
     """
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel], timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        channel: Callable[[], grpc.aio.Channel],
+        users: Dependency,
+        *,
+        timeout_seconds: float,
+    ) -> None:
         from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
 
         self._pb = user_service_pb2
         self._stub_type = user_service_pb2_grpc.UserServiceStub
         self._channel = channel
         self._stub: Any = None
+        self.users = users
         self.timeout = timeout_seconds
 
     async def record(
@@ -314,23 +357,30 @@ class RemoteActivityRecorder:
             actor=actor or "",
             request_id=current_request_id() or "",
         )
+        outgoing = outgoing_metadata()  # the caller's token and the request id
         try:
-            await self._stub.RecordActivity(
-                request,
-                timeout=self.timeout,
-                metadata=outgoing_metadata(),  # the caller's token and the request id
-            )
-        except grpc.aio.AioRpcError as exc:
-            error = _status_error(exc, "RecordActivity")
-            if isinstance(error, errors.Unavailable):
-                log.error(
-                    "activity not recorded (users unavailable): %s",
-                    entry,
-                    extra={"activity": entry},
+            try:
+                await call_peer(
+                    self.users,
+                    lambda timeout: self._stub.RecordActivity(
+                        request, timeout=timeout, metadata=outgoing
+                    ),
+                    what="RecordActivity",
+                    cap=self.timeout,
                 )
-                return
-            raise error from None
+            except grpc.aio.AioRpcError as exc:
+                raise _status_error(exc, "RecordActivity", self.users) from None
+        except errors.Unavailable:
+            log.error(
+                "activity not recorded (users unavailable): %s",
+                entry,
+                extra={"activity": entry},
+            )
 
 
 def remote_activity_recorder(ctx: AppContext) -> RemoteActivityRecorder:
-    return RemoteActivityRecorder(lambda: ctx.channel("users"), ctx.settings.auth_timeout_seconds)
+    return RemoteActivityRecorder(
+        lambda: ctx.channel(USERS),
+        ctx.dependencies.peer(USERS),
+        timeout_seconds=ctx.settings.auth_timeout_seconds,
+    )

@@ -1,4 +1,5 @@
-"""Process-level start-up for the CLI: telemetry, embedded dependencies, then the suite.
+"""Process-level start-up for the CLI: telemetry, the gRPC port, embedded dependencies, then
+the suite (the embedded worker last, in ``serve_forever``).
 
 ``launched()`` is the whole start-up as one async context manager (tests use it directly);
 ``serve_forever()`` adds signal handling: SIGTERM or Ctrl-C, even during start-up, stops
@@ -45,19 +46,18 @@ async def launched(
     embedded database/endpoint when those were started).
     """
     telemetry = configure_telemetry(settings)
+    server = SuiteServer(settings, extra_interceptors=telemetry.server_interceptors())
     try:
+        # The port first: when it is taken, nothing has been started (no embedded PostgreSQL
+        # or S3, no migrations, no login hint) and the error comes at once.
+        server.bind(port)
         async with (
             embedded_dependencies(settings, buckets=False) as effective,
-            running_suite(
-                effective,
-                names,
-                specs=specs,
-                port=port,
-                interceptors=telemetry.server_interceptors(),
-            ) as (server, ctx),
+            running_suite(effective, names, specs=specs, server=server) as (server, ctx),
         ):
             yield server, ctx, effective
     finally:
+        await server.stop()
         telemetry.shutdown()
 
 

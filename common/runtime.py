@@ -13,6 +13,7 @@ import grpc
 from common import db
 from common.app import AppContext
 from common.aws import AwsClients
+from common.dependencies import DATABASE
 from common.embedded import create_buckets
 from common.interceptors import Authenticator
 from common.migrations import migrate
@@ -40,6 +41,7 @@ async def running_suite(
     authenticator: Authenticator | None = None,
     specs: Sequence[ServiceSpec] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    server: SuiteServer | None = None,
 ) -> AsyncIterator[tuple[SuiteServer, AppContext]]:
     """Start the named services in this process on one server; stop them on exit.
 
@@ -48,8 +50,53 @@ async def running_suite(
     replaces the lookup of ``names`` (an empty list serves only health and reflection);
     ``interceptors`` run before the suite's own (telemetry puts its span there). With
     ``settings.s3_create_buckets`` (dev/test only) the versioned buckets are created first.
+    ``server`` is one the caller has already bound (the launcher binds before it starts the
+    embedded stores); otherwise the port is bound here, before the pool opens: either way a
+    busy port fails before any work.
     """
     specs = resolve(list(names)) if specs is None else list(specs)
+    if server is None:
+        server = SuiteServer(settings, extra_interceptors=interceptors)
+    else:
+        server.settings = settings  # the effective ones (embedded stores' addresses)
+    try:
+        server.bind(port)
+        async with _suite_context(settings, specs, authenticator) as ctx:
+            try:
+                instances = [await spec.create(ctx) for spec in specs]
+                if ctx.authenticator is None and settings.users_address:
+                    # common.auth belongs to the users service's contract (a remote
+                    # Authenticate call).
+                    auth = importlib.import_module("common.auth")
+                    ctx.authenticator = auth.remote_authenticator(ctx)
+                server.add_services(
+                    instances,
+                    authenticator=ctx.authenticator,
+                    dependency_checks={DATABASE: lambda: db.check_health(ctx.pool)},
+                    dependencies=ctx.dependencies,
+                )
+                await server.start()
+                for spec in specs:
+                    ctx.addresses.setdefault(spec.name, server.address)  # IPv6 hosts bracketed
+                for name, address in (
+                    ("users", settings.users_address),
+                    ("jobs", settings.jobs_address),
+                    ("files", settings.files_address),
+                ):
+                    if address:
+                        ctx.addresses.setdefault(name, address)
+                yield server, ctx
+            finally:
+                await server.stop()  # before the pool closes: in-flight calls still use it
+    finally:
+        await server.stop()  # start-up failed before the pool: give the port back
+
+
+@contextlib.asynccontextmanager
+async def _suite_context(
+    settings: Settings, specs: Sequence[ServiceSpec], authenticator: Authenticator | None
+) -> AsyncIterator[AppContext]:
+    """What the services share: the pool (migrated), the buckets, the activity recorder."""
     raw_pool = await db.create_pool(settings)
     # Every statement of the services goes through the database dependency (AppContext binds
     # the pool to ctx.dependencies.database); migrations run before serving, unbounded.
@@ -57,7 +104,6 @@ async def running_suite(
     ctx = AppContext(
         settings=settings, pool=pool, aws=AwsClients(settings), authenticator=authenticator
     )
-    server: SuiteServer | None = None
     try:
         if settings.s3_create_buckets:
             await create_buckets(settings)
@@ -66,31 +112,7 @@ async def running_suite(
             from common.auth import remote_activity_recorder
 
             ctx.activity = remote_activity_recorder(ctx)
-        instances = [await spec.create(ctx) for spec in specs]
-        if ctx.authenticator is None and settings.users_address:
-            # common.auth belongs to the users service's contract (a remote Authenticate call).
-            auth = importlib.import_module("common.auth")
-            ctx.authenticator = auth.remote_authenticator(ctx)
-        server = SuiteServer(
-            settings,
-            instances,
-            authenticator=ctx.authenticator,
-            health_checks=[lambda: db.check_health(pool)],
-            extra_interceptors=interceptors,
-        )
-        await server.start(port)
-        for spec in specs:
-            ctx.addresses.setdefault(spec.name, server.address)  # IPv6 hosts bracketed
-        for name, address in (
-            ("users", settings.users_address),
-            ("jobs", settings.jobs_address),
-            ("files", settings.files_address),
-        ):
-            if address:
-                ctx.addresses.setdefault(name, address)
-        yield server, ctx
+        yield ctx
     finally:
-        if server is not None:
-            await server.stop()
         await ctx.close_channels()
         await pool.close()

@@ -7,13 +7,18 @@ so a typo fails before the first request rather than at the first upload.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,10 +31,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+log = logging.getLogger("mediagrid.settings")
+
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 BUCKET_PURPOSES = ("files",)
+
+ENV_PREFIX = "MEDIAGRID_"
+# MEDIAGRID_* variables that are not settings, so a misspelt setting can be told apart from
+# them: the command line's own options (typer envvars) and the test suite's switches.
+NON_SETTING_VARIABLES = frozenset({"MEDIAGRID_TOKEN", "MEDIAGRID_PASSWORD"})
+NON_SETTING_PREFIXES = ("MEDIAGRID_TEST_",)
 
 # The module declaring the demo job types (noop, sleep, fail, stamp) and the one holding
 # their handlers: both are used only while ``demo_job_types`` is on.
@@ -106,7 +119,7 @@ class Settings(BaseSettings):
     """Every knob of the suite. Field ``foo`` is read from ``MEDIAGRID_FOO``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="MEDIAGRID_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True
     )
 
     # --- process -----------------------------------------------------------------------
@@ -119,7 +132,8 @@ class Settings(BaseSettings):
     # Minimum level of log records written to stderr.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one JSON object per line (for CloudWatch and log shippers); text: for people.
-    log_format: Literal["json", "text"] = "json"
+    # Unset: text when stderr is a terminal, json otherwise (a container, a pipe, a file).
+    log_format: Literal["json", "text"] | None = None
 
     # --- gRPC --------------------------------------------------------------------------
     # Interface the gRPC server binds to (0.0.0.0 in a container).
@@ -138,9 +152,14 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(default=20_000, ge=0, le=1_000_000)
     # How often dependency checks (database, S3) refresh grpc.health.v1 status.
     health_check_interval_seconds: float = Field(default=5.0, gt=0, le=300)
-    # Consecutive failed rounds of dependency checks before a SERVING server turns
-    # NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not take
-    # a replica out of rotation; before the first passing round, one failure is enough.
+    # A dependency check that has not answered within this long counts as failed. A service
+    # turns NOT_SERVING within interval x failures-before-not-serving + this timeout of a
+    # dependency it needs failing (when the timeout is at most the interval).
+    health_check_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Consecutive failed rounds of a dependency's check before a SERVING service that needs it
+    # turns NOT_SERVING (1: at the first). One slow answer from a busy dependency then does not
+    # take a replica out of rotation; before the first passing round, one failure is enough,
+    # and an open circuit breaker of the dependency needs no further round.
     health_failures_before_not_serving: int = Field(default=2, ge=1, le=20)
     # Address (host:port) of the users service when it runs in another process.
     users_address: str | None = None
@@ -259,14 +278,24 @@ class Settings(BaseSettings):
     auth_cache_max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
     # Deadline of a remote `Authenticate` / `RecordActivity` call to the users service.
     auth_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    # A session unused for this long ends; every use moves the deadline on.
     session_idle_timeout_seconds: int = Field(default=2 * 3600, ge=60)
+    # A session ends this long after it was opened, however often it is used.
     session_absolute_timeout_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # Email of the admin account the users service creates at start when it does not exist
+    # (with MEDIAGRID_BOOTSTRAP_ADMIN_PASSWORD). In dev, with neither set, admin@example.com
+    # is created and its login is printed at start.
     bootstrap_admin_email: str | None = None
+    # Password of the bootstrap admin; it must pass the password policy (password_min_length).
     bootstrap_admin_password: SecretStr | None = None
-    # Argon2id cost; the minimums are OWASP's (19 MiB, 2 passes). Raising them rehashes on login.
+    # Argon2id memory per password hash in KiB (OWASP's minimum: 19 MiB); a stored hash made
+    # with other parameters is rehashed at the user's next login.
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024, le=4 * 1024 * 1024)
+    # Argon2id passes over that memory (OWASP's minimum: 2); changes rehash at the next login.
     password_hash_time_cost: int = Field(default=2, ge=2, le=50)
+    # Argon2id lanes (threads) per password hash; changes rehash at the next login.
     password_hash_parallelism: int = Field(default=1, ge=1, le=16)
+    # Shortest password accepted when a password is set (new user, change, bootstrap admin).
     password_min_length: int = Field(default=12, ge=8, le=128)
     # Failed logins from one address on one account before that address is refused for it.
     login_max_failures: int = Field(default=5, ge=1, le=1000)
@@ -284,9 +313,12 @@ class Settings(BaseSettings):
     login_client_address_header: str = Field(default="", max_length=64)
     # HMAC key of the login-throttle table's keys; unset: a random key kept in the database.
     login_throttle_key: SecretStr | None = None
-    # Retention: ended sessions and activity entries older than this are deleted by the sweep.
+    # Days an ended (expired or revoked) session is kept before the users sweep deletes it.
     session_retention_days: int = Field(default=30, ge=0, le=3650)
+    # Days an activity-log entry is kept before the users sweep deletes it.
     activity_retention_days: int = Field(default=365, ge=1, le=36_500)
+    # How often the users sweep runs (ended sessions, old activity, stale login-throttle
+    # records, pending purges of deleted users' data).
     users_sweep_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
     # First retry delay of a pending purge of a deleted user's data (doubles, capped at 1 h).
     users_purge_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -301,8 +333,9 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Longest lease a worker may ask for.
     job_lease_max_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
-    # Allowed priority range of users' and admins' jobs (higher runs first).
+    # Lowest priority a user or an admin may give a job (higher runs first).
     job_priority_min: int = Field(default=-100, ge=-1_000_000, le=0)
+    # Highest priority a user or an admin may give a job.
     job_priority_max: int = Field(default=100, ge=0, le=1_000_000)
     # Highest priority a service may give its jobs (at least job_priority_max).
     job_service_priority_max: int = Field(default=1000, ge=0, le=1_000_000)
@@ -320,22 +353,26 @@ class Settings(BaseSettings):
     # Declare the demo job types noop, sleep, fail and stamp and load their handlers in
     # workers (unset: on in dev/test, off in staging/prod).
     demo_job_types: bool | None = None
-    # Attempts a job gets when its creator does not say, and the most it may ask for.
+    # Attempts a job gets when its creator does not say.
     job_max_attempts_default: int = Field(default=3, ge=1, le=1000)
+    # Most attempts a job's creator may ask for.
     job_max_attempts_limit: int = Field(default=25, ge=1, le=1000)
-    # How far in the past / future a schedule_time may lie.
+    # How far in the past a job's schedule_time may lie.
     job_schedule_past_seconds: float = Field(default=3600.0, ge=0, le=30 * 24 * 3600)
+    # How far in the future a job's schedule_time may lie.
     job_schedule_future_seconds: float = Field(default=30 * 24 * 3600.0, ge=60, le=366 * 24 * 3600)
     # Most jobs one ClaimJobs / CompleteJobs / FailJobs call handles.
     job_claim_max_jobs: int = Field(default=1000, ge=1, le=10_000)
     # Longest a ClaimJobs call may wait for work.
     job_claim_max_wait_seconds: float = Field(default=60.0, ge=0, le=600)
-    # Server-side retry backoff when the worker gives no delay:
-    # min(max, base * 2^(attempt-1)) with full jitter.
+    # First delay of the server's retry backoff when a worker's failure gives no delay:
+    # min(job_retry_max_seconds, base * 2^(attempt-1)) with full jitter.
     job_retry_base_seconds: float = Field(default=1.0, gt=0, le=3600)
+    # Longest delay of that retry backoff.
     job_retry_max_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
-    # Most jobs one CreateBatch call creates, and rows per INSERT statement inside it.
+    # Most jobs one CreateBatch call creates.
     job_batch_max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Rows per INSERT statement while CreateBatch writes its jobs.
     job_batch_insert_chunk: int = Field(default=1000, ge=1, le=50_000)
     # Most queued+scheduled jobs a user may own (services' and admins' own jobs are exempt).
     # As large as the biggest batch, so an idle user can always send one; creating a job
@@ -345,35 +382,45 @@ class Settings(BaseSettings):
     job_owner_quota_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
     # One user's long jobs must leave workers to other users (0: no cap); raise it with the fleet.
     job_owner_max_running: int = Field(default=4, ge=0, le=1_000_000)
-    # ListJobs page sizes.
+    # ListJobs page size when the request gives none (page_size 0).
     job_list_default_page_size: int = Field(default=50, ge=1, le=1000)
+    # Largest ListJobs page; a larger page_size is capped to it.
     job_list_max_page_size: int = Field(default=1000, ge=1, le=10_000)
     # How often the jobs service refreshes its queue depth and oldest-job metrics (one
     # query; only while a metrics exporter is configured).
     job_metrics_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
     # How often the reaper returns jobs whose lease expired.
     job_reaper_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
-    # How long finished jobs are kept, per final state, and how often/how much the sweep deletes.
+    # How long a succeeded job is kept before the job retention sweep deletes it.
     job_retention_succeeded_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    # How long a failed job (a failure its worker called final) is kept before deletion.
     job_retention_failed_seconds: float = Field(default=30 * 24 * 3600.0, ge=0)
+    # How long a dead job (every attempt used up) is kept before deletion.
     job_retention_dead_seconds: float = Field(default=30 * 24 * 3600.0, ge=0)
+    # How long a cancelled job is kept before deletion.
     job_retention_cancelled_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    # How often the job retention sweep runs.
     job_retention_interval_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    # Jobs the retention sweep deletes per statement.
     job_retention_chunk_size: int = Field(default=1000, ge=1, le=100_000)
     # Rows per statement when DeleteUserJobs cancels and deletes a user's jobs.
     job_delete_chunk_size: int = Field(default=1000, ge=1, le=100_000)
-    # Worker process: bearer token (role service), handler modules (JSON list; the demo
-    # handlers, services.jobs.builtin_handlers, are added while demo_job_types is on), defaults.
+    # Bearer token (of a user with role service) a `mediagrid worker` process calls the jobs
+    # service with.
     worker_token: SecretStr | None = None
+    # Modules holding the job handlers a worker loads (JSON list; the demo handlers,
+    # services.jobs.builtin_handlers, are added while demo_job_types is on).
     worker_handler_modules: list[str] = Field(
         default=[
             "services.files.video.handlers",
             "services.users.handlers",
         ]
     )
+    # Job handlers one worker runs at once (`mediagrid worker --concurrency` overrides it).
     worker_concurrency: int = Field(default=8, ge=1, le=10_000)
-    # Jobs claimed ahead of free slots, and outcomes acknowledged per CompleteJobs/FailJobs call.
+    # Jobs a worker claims ahead of its free handler slots.
     worker_prefetch: int = Field(default=0, ge=0, le=10_000)
+    # Most job outcomes a worker acknowledges in one CompleteJobs/FailJobs call.
     worker_ack_batch_size: int = Field(default=200, ge=1, le=10_000)
     # Longest an outcome waits to be batched with others before it is sent.
     worker_ack_interval_seconds: float = Field(default=0.01, ge=0, le=10)
@@ -388,11 +435,20 @@ class Settings(BaseSettings):
     worker_progress_interval_seconds: float = Field(default=0.5, ge=0, le=600)
     # On SIGTERM: how long in-flight jobs may run before they are released to the queue.
     worker_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    # Deadline of each Heartbeat, CompleteJobs, FailJobs, ReleaseJobs and ReportProgress call
+    # of a worker, and the margin a ClaimJobs call gets beyond its long-poll wait: a server
+    # that stops answering fails the call (retried as transient) instead of hanging the worker.
+    # A heartbeat's deadline is also capped at the heartbeat interval (a third of the lease).
+    worker_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
     # --- files -------------------------------------------------------------------------
+    # Size of each S3 multipart part of a file upload (S3's minimum is 5 MiB).
     upload_part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Parts of one file upload sent to S3 at once.
     upload_concurrency: int = Field(default=4, ge=1, le=64)
+    # Lifetime of a presigned URL when the request asks for none.
     presign_default_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # Longest lifetime a presigned URL may be asked for (SigV4 allows at most 7 days).
     presign_max_seconds: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
     # Largest file accepted (S3's object limit is 5 TiB).
     upload_max_bytes: int = Field(default=5 * 1024**4, ge=1, le=5 * 1024**4)
@@ -409,18 +465,22 @@ class Settings(BaseSettings):
     upload_hash_cache_entries: int = Field(default=1024, ge=0, le=100_000)
     # Size of the data messages Download sends (keep below grpc_max_message_bytes).
     download_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
-    # Video transfer profile: larger parts and more of them in flight than plain files.
+    # Size of each S3 multipart part of a video upload (larger than a plain file's: videos
+    # are large, and fewer, larger parts cost fewer requests).
     video_upload_part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Parts of one video upload sent to S3 at once.
     video_upload_concurrency: int = Field(default=8, ge=1, le=64)
     # Default thumbnail times (seconds from the start; clamped to the video's duration).
     video_thumbnail_times_seconds: list[Annotated[float, Field(ge=0, le=86_400)]] = Field(
         default=[0.0, 1.0, 5.0], min_length=1, max_length=32
     )
-    # Thumbnail width in pixels (height follows the aspect ratio) and JPEG quality.
+    # Thumbnail width in pixels (the height follows the video's aspect ratio).
     video_thumbnail_width: int = Field(default=320, ge=16, le=3840)
+    # JPEG quality of thumbnails.
     video_thumbnail_quality: int = Field(default=85, ge=1, le=95)
-    # Probing reads the object with ranged GETs of this size, caching this many blocks.
+    # Probing reads the video object with ranged GETs of this size.
     video_probe_block_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    # Blocks of video_probe_block_bytes kept in memory while one video is probed.
     video_probe_cache_blocks: int = Field(default=32, ge=1, le=1024)
 
     @field_validator("bucket_prefix")
@@ -433,6 +493,13 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(f"bucket names built from this prefix {problem}")
         return value
+
+    @field_validator("log_format", mode="after")
+    @classmethod
+    def _log_format_default(cls, value: str | None) -> str:
+        if value is not None:
+            return value
+        return "text" if sys.stderr is not None and sys.stderr.isatty() else "json"
 
     @field_validator("demo_job_types", mode="after")
     @classmethod
@@ -513,11 +580,56 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment, turning validation errors into one clear message."""
+    """Read settings from the environment, turning validation errors into one clear message.
+
+    A ``MEDIAGRID_*`` variable that names no setting is logged as a warning (it would
+    otherwise be ignored silently, and a typo would look like a setting that does not work).
+    """
+    for warning in unknown_variable_warnings(os.environ):
+        log.warning("%s", warning)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def setting_variables() -> list[str]:
+    """The environment variable of every setting (``MEDIAGRID_GRPC_PORT``, ...)."""
+    return [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+
+
+def unknown_variable_warnings(
+    environ: Mapping[str, str], env_file: Path | None = Path(".env")
+) -> list[str]:
+    """One message per ``MEDIAGRID_*`` variable of ``environ`` or ``env_file`` that is no
+    setting, naming the closest setting's variable when one is close.
+
+    Names are compared upper-cased, as the settings read them case-insensitively.
+    """
+    known = setting_variables()
+    found = [(name, "the environment") for name in sorted(environ)]
+    if env_file is not None and env_file.is_file():
+        found += [(name, str(env_file)) for name in dotenv_values(env_file)]
+    messages = []
+    for raw, where in found:
+        name = raw.upper()
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name in known
+            or name in NON_SETTING_VARIABLES
+            or name.startswith(NON_SETTING_PREFIXES)
+        ):
+            continue
+        message = f"{raw} (in {where}) is not a mediagrid setting and is ignored"
+        # Compared without the prefix every name shares, which would make anything look close.
+        close = difflib.get_close_matches(
+            name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known], n=1
+        )
+        message += (
+            f"; did you mean {ENV_PREFIX}{close[0]}?" if close else " (see docs/configuration.md)"
+        )
+        messages.append(message)
+    return messages
 
 
 def describe_validation_error(exc: ValidationError) -> str:

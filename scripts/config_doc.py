@@ -1,7 +1,7 @@
 """Write docs/configuration.md from the Settings model: every MEDIAGRID_* variable.
 
 The meaning of a setting is its ``Field(description=...)`` or, failing that, the comment
-lines right above it in common/settings.py (the house style: each field has one). Sections
+lines right above it in common/settings.py (the house style: each field has its own). Sections
 follow the ``# --- name ---`` headers of the model. Run ``make docs``; a test fails when the
 committed file differs from this output.
 """
@@ -31,7 +31,10 @@ HEADER = """# Configuration
 
 Every setting is an environment variable `MEDIAGRID_<NAME>` (also read from a `.env` file in
 the working directory). Settings are validated at start-up; a bad value stops the process
-with exit code 2 and a message naming the variable. Secrets are never printed.
+with exit code 2 and a message naming the variable. Secrets are never printed. A
+`MEDIAGRID_*` variable that is no setting (a typo) is ignored with a warning naming the closest
+setting; the command line's own `MEDIAGRID_TOKEN` and `MEDIAGRID_PASSWORD` and the test suite's
+`MEDIAGRID_TEST_*` switches (tests/README.md) are not settings and draw no warning.
 
 With no `MEDIAGRID_DATABASE_URL` (and no S3 endpoint or credentials) in the `dev`/`test`
 environments, `mediagrid serve` and `mediagrid check` start an embedded PostgreSQL (data in
@@ -45,36 +48,42 @@ Generated from `common/settings.py` by `make docs`; do not edit by hand."""
 
 
 def source_notes(source: str) -> dict[str, tuple[str, str, str]]:
-    """{field: (section, type as written, comment above it)} from the Settings class body.
+    """{field: (section, type as written, comment right above it)} from the Settings class body.
 
-    A comment covers the block of fields right below it (no blank line or comment between),
-    so ``# Allowed priority range.`` above ``job_priority_min`` and ``job_priority_max``
-    documents both.
+    A comment documents the one field below it: every setting says what it means itself
+    (a comment shared by a block of fields would describe the later ones with the first's
+    meaning, or none of them precisely).
     """
     body = source[source.index("class Settings(") :]
     notes: dict[str, tuple[str, str, str]] = {}
-    section, comments, block_comment = "", [], ""
+    section, comments = "", []
     for line in body.splitlines():
         header = SECTION.match(line)
         if header:
-            section, comments, block_comment = header.group(1).strip(), [], ""
+            section, comments = header.group(1).strip(), []
             continue
         field = FIELD.match(line)
         if field and field.group(1) != "model_config":
-            if comments:
-                block_comment = " ".join(comments)
-            notes[field.group(1)] = (section, field.group(2).strip(), block_comment)
+            notes[field.group(1)] = (section, field.group(2).strip(), " ".join(comments))
             comments = []
             continue
         comment = COMMENT.match(line)
         if comment and line.startswith("    #"):
-            if not comments:
-                block_comment = ""
             comments.append(comment.group(1).strip())
-        elif not line.strip() or not line.startswith(("        ", "    )")):
-            # A blank line or other code ends the block (a field's continuation does not).
-            comments, block_comment = [], ""
+        elif not line.startswith(("        ", "    )")):
+            # A blank line or other code ends the comment (a field's continuation does not).
+            comments = []
     return notes
+
+
+def descriptions() -> dict[str, str]:
+    """{field: what it means}: its ``Field(description=...)`` or the comment above it ("" if
+    neither)."""
+    notes = source_notes((ROOT / "common" / "settings.py").read_text())
+    return {
+        name: info.description or notes.get(name, ("", "", ""))[2]
+        for name, info in Settings.model_fields.items()
+    }
 
 
 def bounds(info: FieldInfo) -> str:
@@ -116,7 +125,7 @@ def render() -> str:
         if section != current:
             current = section
             lines += ["", f"## {section}", "", "| Variable | Default | Meaning |", "|---|---|---|"]
-        meaning = info.description or comment or "(undocumented)"
+        meaning = info.description or comment or "(undocumented)"  # a test forbids it
         if type_text.startswith("Literal["):
             choices = re.findall(r'"([^"]+)"', type_text)
             meaning += f" One of: {', '.join(f'`{c}`' for c in choices)}."

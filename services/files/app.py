@@ -17,6 +17,7 @@ from mediagrid.files.v1 import files_pb2
 
 from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
+from common.dependencies import DATABASE, S3
 from services.files.peers import GrpcJobAccess, GrpcUserDirectory, files_identity
 from services.files.repository import FilesRepository
 from services.files.service import FileService, register
@@ -81,6 +82,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
         name="files",
         service_names=[SERVICE_NAME, *(n for i in instances for n in i.service_names)],
         register=add_all,
+        requires=[DATABASE, S3],
         public_methods=[m for i in instances for m in i.public_methods],
         background=[lambda: sweep_forever(deps), *(b for i in instances for b in i.background)],
         health_checks=[deps.storage.healthy, *(h for i in instances for h in i.health_checks)],

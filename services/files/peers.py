@@ -1,5 +1,9 @@
 """The files service's calls to the jobs and users services, and its own service identity.
 
+Every call goes through the peer's dependency (``common.peer_calls``): bounded by the
+caller's deadline and the peer call timeout, refused at once while the peer's breaker is
+open, and UNAVAILABLE ``DEPENDENCY_UNAVAILABLE`` naming the peer when it is down.
+
 - ``GrpcJobAccess`` (port ``JobAccess``): the jobs service is asked (``GetJob``) with the
   caller's own token, so its rule (owner or admin) decides whether the caller may attach an
   upload to the job.
@@ -20,9 +24,11 @@ from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
 from common.app import AppContext
 from common.auth import job_type_grant
 from common.context import Principal
-from common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, NotFound
 from common.grpc_errors import from_rpc_error
 from common.interceptors import outgoing_metadata
+from common.peer_calls import call_peer
+from common.resilience import Dependency
 from services.files.ports import (
     JOBS_SERVICE,
     grantee_not_found,
@@ -30,6 +36,9 @@ from services.files.ports import (
 )
 from services.users.bootstrap import ServiceToken, issue_service_token
 
+# The peers, as named in ``ctx.addresses`` and ``ctx.dependencies.peer(...)``.
+JOBS = "jobs"
+USERS = "users"
 FILES_SERVICE_ACCOUNT_EMAIL = "files-service@example.com"
 # GetUser's alias of the caller: never a grantee.
 ME = "me"
@@ -39,7 +48,7 @@ FILES_JOB_TYPES = ("video.probe", "video.thumbnail")
 
 def users_in_process(ctx: AppContext) -> bool:
     """Whether the users service is served by this process (it answers at our own address)."""
-    users = ctx.addresses.get("users")
+    users = ctx.addresses.get(USERS)
     return users is not None and users == ctx.addresses.get("files")
 
 
@@ -69,25 +78,29 @@ class GrpcJobAccess:
 
     async def require_job(self, principal: Principal, job_id: str) -> None:
         name = f"jobs/{job_id}"
-        channel = self.ctx.peer_channel("jobs", JOBS_SERVICE)
+        channel = self.ctx.peer_channel(JOBS, JOBS_SERVICE)
         if not principal.token:
             raise job_not_accessible(name)
         stub = job_service_pb2_grpc.JobServiceStub(channel)
+        request = job_service_pb2.GetJobRequest(name=name)
         metadata = (
             *outgoing_metadata(forward_token=False),
             ("authorization", f"Bearer {principal.token}"),
         )
+        jobs = self.ctx.dependencies.peer(JOBS)
         try:
-            await stub.GetJob(
-                job_service_pb2.GetJobRequest(name=name),
-                metadata=metadata,
-                timeout=self.ctx.settings.auth_timeout_seconds,
+            await call_peer(
+                jobs,
+                lambda timeout: stub.GetJob(request, metadata=metadata, timeout=timeout),
+                what="GetJob",
             )
         except grpc.aio.AioRpcError as exc:
-            raise _job_error(exc, name) from exc
+            raise _job_error(exc, name, jobs) from exc
 
 
-def _job_error(exc: grpc.aio.AioRpcError, name: str) -> Exception:
+def _job_error(exc: grpc.aio.AioRpcError, name: str, jobs: Dependency) -> Exception:
+    """The jobs service's answer (not an outage: ``call_peer`` turned those into
+    UNAVAILABLE) as what the uploader is told."""
     code = exc.code()
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return job_not_accessible(name)
@@ -95,15 +108,11 @@ def _job_error(exc: grpc.aio.AioRpcError, name: str) -> Exception:
         return NotFound(
             f"{name} does not exist", reason="JOB_NOT_FOUND", metadata={"resource": name}
         )
-    if code in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    ):
-        return Unavailable(
+    if code == grpc.StatusCode.UNIMPLEMENTED:  # something else answers at the jobs address
+        return jobs.unavailable(
             f"the jobs service could not be asked about {name} ({code.name})",
-            reason="DEPENDENCY_UNAVAILABLE",
-            metadata={"service": JOBS_SERVICE, "code": code.name},
+            service=JOBS_SERVICE,
+            code=code.name,
         )
     return from_rpc_error(exc)
 
@@ -123,14 +132,18 @@ class GrpcUserDirectory:
         name = f"users/{user_id}"
         if user_id == ME:  # the users service would answer with the files service's account
             raise grantee_not_found(name)
-        if "users" not in self.ctx.addresses:
+        if USERS not in self.ctx.addresses:
             return
-        stub = user_service_pb2_grpc.UserServiceStub(self.ctx.channel("users"))
+        stub = user_service_pb2_grpc.UserServiceStub(self.ctx.channel(USERS))
         request = user_service_pb2.GetUserRequest(name=name)
-        timeout = self.ctx.settings.auth_timeout_seconds
+        users = self.ctx.dependencies.peer(USERS)
         try:
             response = await self.identity.call(
-                lambda metadata: stub.GetUser(request, metadata=metadata, timeout=timeout)
+                lambda metadata: call_peer(
+                    users,
+                    lambda timeout: stub.GetUser(request, metadata=metadata, timeout=timeout),
+                    what="GetUser",
+                )
             )
         except (NotFound, InvalidArgument) as exc:  # InvalidArgument: not a users id at all
             raise grantee_not_found(name) from exc

@@ -12,6 +12,7 @@ from mediagrid.jobs.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.db import server_settings
+from common.dependencies import DATABASE
 from common.telemetry import get_meter, metrics_enabled
 from services.jobs.job_servicer import JobServicer
 from services.jobs.metrics import JobMetrics
@@ -69,6 +70,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
         name="jobs",
         service_names=SERVICE_NAMES,
         register=register,
+        requires=[DATABASE],
         background=background,
         close=notifier.close,
     )

@@ -7,6 +7,7 @@ from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
 from common.app import AppContext, ServiceInstance
 from common.auth import CachingAuthenticator, LocalAuthenticator
+from common.dependencies import DATABASE
 from services.users.activity import DatabaseActivityRecorder
 from services.users.bootstrap import ensure_bootstrap_admin
 from services.users.passwords import Passwords
@@ -73,6 +74,7 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
         name="users",
         service_names=[SERVICE_NAME],
         register=register,
+        requires=[DATABASE],
         public_methods=PUBLIC_METHODS,
         background=[sweeper.loop],
     )

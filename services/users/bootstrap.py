@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
@@ -85,16 +86,22 @@ async def ensure_bootstrap_admin(
     if dev_default:
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         log.warning(
-            "dev mode: log in as %s with password %r, for example:\n  buf curl --protocol grpc "
+            "dev mode: log in as %s with password %r, for example:\n  %s curl --protocol grpc "
             '--http2-prior-knowledge -d \'{"email": "%s", "password": "%s"}\' '
             "http://%s/mediagrid.users.v1.UserService/Login",
             email,
             password,
+            buf_command(),
             email,
             password,
             address,
         )
     return email
+
+
+def buf_command() -> str:
+    """``buf`` when it is on PATH, else where ``npm install`` puts it (README: node_modules)."""
+    return "buf" if shutil.which("buf") else "node_modules/.bin/buf"
 
 
 async def issue_service_token(ctx: AppContext, email: str, grants: Iterable[GrantSpec] = ()) -> str:

@@ -8,6 +8,10 @@
   the sweep retries it without a caller). The job's handler (``services/users/handlers.py``)
   runs in a worker, checks that the user is deleted, and calls ``JobService/DeleteUserJobs``
   and ``FileService/DeleteUserFiles``.
+
+Every call goes through the peer's dependency (``common.peer_calls``): bounded, refused at
+once while the peer's breaker is open, UNAVAILABLE ``DEPENDENCY_UNAVAILABLE`` naming the
+peer when it is down.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from common.auth import job_type_grant
 from common.errors import Unauthenticated
 from common.grpc_errors import from_rpc_error
 from common.interceptors import outgoing_metadata
+from common.peer_calls import call_peer
 from services.jobs.client import JobsClient
 from services.users.bootstrap import ServiceToken, issue_service_token
 from services.users.job_types import PURGE_JOB
@@ -28,6 +33,9 @@ from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage
 # The service account the users service acts as when nobody is calling (sweeps, purges).
 SYSTEM_ACCOUNT_EMAIL = "users-service@example.com"
 STATE_PREFIX = "JOB_STATE_"
+# The peers, as named in ``ctx.addresses`` and ``ctx.dependencies.peer(...)``.
+JOBS = "jobs"
+FILES = "files"
 
 
 def _caller_metadata() -> tuple[tuple[str, str], ...]:
@@ -43,18 +51,27 @@ class GrpcUsageSource:
         self.ctx = ctx
 
     async def job_counts(self, user: str) -> dict[str, int]:
-        client = JobsClient(self.ctx.peer_channel("jobs", JOBS_SERVICE), _caller_metadata())
+        channel = self.ctx.peer_channel(JOBS, JOBS_SERVICE)
+        metadata = _caller_metadata()
         try:
-            counts = await client.get_job_counts(user)
+            counts = await call_peer(
+                self.ctx.dependencies.peer(JOBS),
+                lambda timeout: JobsClient(channel, metadata, timeout=timeout).get_job_counts(user),
+                what="GetJobCounts",
+            )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
         return {state.removeprefix(STATE_PREFIX): count for state, count in counts.items()}
 
     async def file_usage(self, user: str) -> FileUsage:
-        stub = files_pb2_grpc.FileServiceStub(self.ctx.peer_channel("files", FILES_SERVICE))
+        stub = files_pb2_grpc.FileServiceStub(self.ctx.peer_channel(FILES, FILES_SERVICE))
+        request = files_pb2.GetUserUsageRequest(user=user)
+        metadata = _caller_metadata()
         try:
-            response = await stub.GetUserUsage(
-                files_pb2.GetUserUsageRequest(user=user), metadata=_caller_metadata()
+            response = await call_peer(
+                self.ctx.dependencies.peer(FILES),
+                lambda timeout: stub.GetUserUsage(request, metadata=metadata, timeout=timeout),
+                what="GetUserUsage",
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
@@ -78,13 +95,19 @@ class JobPurger:
         self.identity = system_token(ctx)
 
     async def purge(self, user: str) -> None:
-        client = JobsClient(self.ctx.peer_channel("jobs", JOBS_SERVICE))
+        channel = self.ctx.peer_channel(JOBS, JOBS_SERVICE)
+        jobs = self.ctx.dependencies.peer(JOBS)
         await self.identity.call(
-            lambda metadata: client.create_job(
-                PURGE_JOB,
-                {"user": user},
-                request_id=f"{PURGE_JOB}:{user}",
-                max_attempts=10,
-                metadata=metadata,
+            lambda metadata: call_peer(
+                jobs,
+                # Idempotent (request_id): a call cut short by the bound may be made again.
+                lambda timeout: JobsClient(channel, timeout=timeout).create_job(
+                    PURGE_JOB,
+                    {"user": user},
+                    request_id=f"{PURGE_JOB}:{user}",
+                    max_attempts=10,
+                    metadata=metadata,
+                ),
+                what="CreateJob",
             )
         )

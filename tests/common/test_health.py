@@ -13,6 +13,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import db
+from common.dependencies import DATABASE
 from common.server import SuiteServer
 from tests.support.proxy import TcpProxy
 from tests.support.rpc import demo_service, serving, test_settings
@@ -142,7 +143,15 @@ async def test_database_outage_flips_health_and_back(
     async def database() -> bool:
         return await db.check_health(pool, timeout=0.5)
 
-    async with serving(*two_services(), health_checks=[database], check_timeout=2) as (_, channel):
+    services = [
+        demo_service({}, name="users", service=USERS, requires=[DATABASE]),
+        demo_service({}, name="jobs", service=JOBS, requires=[DATABASE]),
+    ]
+    # As the runtime wires it: the database check counts for the services that need it.
+    async with serving(*services, dependency_checks={DATABASE: database}, check_timeout=2) as (
+        _,
+        channel,
+    ):
         assert await statuses(channel) == dict.fromkeys(("", USERS, JOBS), SERVING)
         # 1. The database hangs (packets stop): NOT_SERVING, then SERVING when it resumes.
         proxy.pause()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +20,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from common.aws import AwsClients
 from common.errors import Unavailable
 from common.launcher import launched
+from common.server import PortInUse, SuiteServer
 from common.settings import BUCKET_PURPOSES, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MEDIAGRID = Path(sys.executable).parent / "mediagrid"
 
 
 @pytest.fixture
@@ -132,3 +141,62 @@ async def test_s3_create_buckets_creates_versioned_buckets_on_a_configured_endpo
     async with launched(configured, specs=[], port=0):
         pass
     assert await list_buckets(configured) == {configured.bucket(p) for p in BUCKET_PURPOSES}
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another socket listens on for the test's duration."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+def test_serve_on_a_busy_port_is_a_one_line_error_before_anything_starts(
+    busy_port: int, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")} | {
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
+        "MEDIAGRID_GRPC_PORT": str(busy_port),
+        "MEDIAGRID_DATA_DIR": str(state),
+        "MEDIAGRID_LOG_FORMAT": "text",
+    }
+    done = subprocess.run(
+        [str(MEDIAGRID), "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr  # no traceback, no log lines, no login hint
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in lines[0]
+    assert "MEDIAGRID_GRPC_PORT" in lines[0]  # says how to pick another port
+    assert done.stdout == ""
+    # No embedded PostgreSQL was started: it would have created its data directory.
+    assert not state.exists()
+
+
+async def test_launched_binds_the_port_before_the_embedded_stores(
+    busy_port: int, state_dir: Path
+) -> None:
+    settings = unconfigured(state_dir, grpc_port=busy_port)
+    assert settings.embedded_database and settings.embedded_s3
+    with pytest.raises(PortInUse, match=f"127.0.0.1:{busy_port}"):
+        async with launched(settings, specs=[]):
+            pytest.fail("the suite must not start on a busy port")
+    assert not await asyncio.to_thread(state_dir.exists)
+
+
+async def test_a_bound_server_that_never_started_gives_its_port_back(state_dir: Path) -> None:
+    server = SuiteServer(unconfigured(state_dir))
+    port = server.bind(0)
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind(("127.0.0.1", port))
+    await server.stop()
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", port))  # free again

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import os
+import pty
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,3 +221,45 @@ def test_database_password_is_url_encoded_into_the_url(password: str) -> None:
     assert parts.password is not None and unquote(parts.password) == password
     assert parts.hostname == "db.internal" and parts.port == 5432
     assert parts.path == "/mediagrid"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_format_defaults_to_text_on_a_terminal_and_json_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert Settings().log_format == "text"
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe, a file, a container's log
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("MEDIAGRID_LOG_FORMAT", "json")
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert Settings().log_format == "json"  # an explicit choice wins
+
+
+def test_a_process_whose_stderr_is_a_terminal_logs_text(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
+    env["PYTHONPATH"] = f"{root}{os.pathsep}{root / 'gen'}"
+    code = "from common.settings import load_settings; print(load_settings().log_format)"
+    formats = []
+    for terminal in (True, False):
+        leader, follower = pty.openpty()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=follower if terminal else subprocess.DEVNULL,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            os.close(leader)
+            os.close(follower)
+        formats.append(done.stdout.strip())
+    assert formats == ["text", "json"]

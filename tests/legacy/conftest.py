@@ -1,4 +1,5 @@
-"""Fixtures for the legacy importers: real PostgreSQL, moto S3, real Redis (unique prefix)."""
+"""Fixtures for the legacy importers: real PostgreSQL, moto S3, real Redis (unique prefix; the
+session's ``redis_url``: the machine's or an embedded one, see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from services.legacy.repository import LegacyRepository
 from services.users.repository import UserRepository
 
 MiB = 1024 * 1024
-REDIS_URL = "redis://127.0.0.1:6379/0"
 # A Redis client and the key prefix that belongs to one test.
 Redis = tuple[aioredis.Redis, str]
 
@@ -95,9 +95,9 @@ def write_tree(root: Path, owners: list[str], seed: int = 7) -> dict[str, bytes]
 
 
 @pytest_asyncio.fixture
-async def redis_prefix() -> AsyncIterator[tuple[aioredis.Redis, str]]:
+async def redis_prefix(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
     """A client and a key prefix of this test alone; its keys are deleted afterwards."""
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    client = aioredis.from_url(redis_url, decode_responses=True)
     prefix = f"mgtest:{uuid.uuid4().hex[:10]}:"
     try:
         yield client, prefix

@@ -13,7 +13,7 @@ from common.settings import Settings
 from services.files.repository import FilesRepository
 from services.legacy.cli import default_run_name
 from services.users.repository import UserRepository
-from tests.legacy.conftest import REDIS_URL, Redis
+from tests.legacy.conftest import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIAGRID = ROOT / ".venv" / "bin" / "mediagrid"
@@ -87,7 +87,7 @@ async def test_import_files_cli_reports_failures_then_resumes_and_rolls_back(
 
 
 async def test_import_redis_cli_prints_rejects_and_resumes(
-    settings: Settings, pool: asyncpg.Pool, redis_prefix: Redis
+    settings: Settings, pool: asyncpg.Pool, redis_prefix: Redis, redis_url: str
 ) -> None:
     client, prefix = redis_prefix
     for n in range(5):
@@ -95,7 +95,7 @@ async def test_import_redis_cli_prints_rejects_and_resumes(
             f"{prefix}user:u{n}", mapping={"email": f"u{n}@example.com", "created_at": "1"}
         )
     await client.hset(f"{prefix}user:bad", mapping={"email": "nope", "created_at": "1"})
-    base = ("import-redis", "--url", REDIS_URL, "--prefix", prefix, "--batch", "2")
+    base = ("import-redis", "--url", redis_url, "--prefix", prefix, "--batch", "2")
     partial = await mediagrid(settings, *base, "--limit", "3")
     assert "continue with --resume" in partial.stderr, partial.stdout + partial.stderr
     rest = await mediagrid(settings, *base, "--resume")

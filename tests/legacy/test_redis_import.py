@@ -18,17 +18,18 @@ from services.legacy.repository import LegacyRepository
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
 from services.users.sessions import SessionManager
-from tests.legacy.conftest import REDIS_URL, Redis
+from tests.legacy.conftest import Redis
 
 OLD_ARGON2 = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.I)
 
 
 def importer(settings: Settings, pool: asyncpg.Pool, r: Redis, **options: Any) -> RedisImporter:
     client, prefix = r
+    where = client.connection_pool.connection_kwargs
     return RedisImporter(
         settings=settings,
         redis=client,
-        url=REDIS_URL,
+        url=f"redis://{where['host']}:{where['port']}/{where['db']}",
         prefix=prefix,
         users=UserRepository(pool),
         jobs=JobRepository(pool),

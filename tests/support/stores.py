@@ -10,12 +10,34 @@ import asyncpg
 
 from common.settings import Settings
 
+# Long enough for a busy machine's PostgreSQL to answer; a black hole costs only this once.
+PROBE_SECONDS = 3.0
+
 
 def with_database(dsn: str, database: str) -> str:
     """Replace the database name of a DSN (keeps ?host=... for unix sockets)."""
     head, sep, query = dsn.partition("?")
     base = head.rsplit("/", 1)[0]
     return f"{base}/{database}{sep}{query}"
+
+
+async def can_administer(dsn: str) -> bool:
+    """True when ``dsn`` really logs in (a port that answers is not enough: the server may
+    want a password we do not have) as a role that may create the tests' databases."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=PROBE_SECONDS)
+    except Exception:  # refused, a password asked for, not PostgreSQL at all: not usable
+        return False
+    try:
+        allowed = await conn.fetchval(
+            "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user",
+            timeout=PROBE_SECONDS,
+        )
+        return allowed is True
+    except Exception:
+        return False
+    finally:
+        await conn.close()
 
 
 async def run_admin(dsn: str, *statements: str) -> None:

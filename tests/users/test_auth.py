@@ -20,7 +20,9 @@ from common.auth import (
     remote_authenticator,
 )
 from common.context import Principal, current_principal_var
+from common.dependencies import Dependencies
 from common.grpc_errors import error_info
+from common.resilience import Dependency
 from tests.support.auth import bearer
 from tests.users.conftest import UsersEnv, start_users
 
@@ -104,11 +106,18 @@ async def test_revocation_in_the_users_process_is_immediate(
     assert await _expect_unauthenticated(env, other_token) == "SESSION_REVOKED"
 
 
+def _users_peer(users: UsersEnv) -> Dependency:
+    """The users service as another process's peer dependency (its own breaker)."""
+    return Dependencies(users.settings).peer("users")
+
+
 async def test_revocation_reaches_other_processes_within_the_cache_ttl(users: UsersEnv) -> None:
     ttl = 0.5
     _, token = await users.user_with_token()
     # What another service's interceptor uses: a cache in front of the Authenticate RPC.
-    elsewhere = CachingAuthenticator(RemoteAuthenticator(lambda: users.channel, 5.0), ttl)
+    elsewhere = CachingAuthenticator(
+        RemoteAuthenticator(lambda: users.channel, _users_peer(users), timeout_seconds=5.0), ttl
+    )
     principal = await elsewhere.authenticate(token)
     assert principal.session is not None
     await users.stub.RevokeSession(
@@ -207,7 +216,7 @@ async def test_zero_ttl_disables_the_cache() -> None:
 
 async def test_remote_authenticator_maps_errors(users: UsersEnv) -> None:
     user, token = await users.user_with_token("service")
-    remote = RemoteAuthenticator(lambda: users.channel, 5.0)
+    remote = RemoteAuthenticator(lambda: users.channel, _users_peer(users), timeout_seconds=5.0)
     principal = await remote.authenticate(token)
     assert principal.name == user.name and principal.role == "service"
     assert "files.read:*" in principal.permissions
@@ -217,8 +226,11 @@ async def test_remote_authenticator_maps_errors(users: UsersEnv) -> None:
     dead = grpc.aio.insecure_channel("127.0.0.1:9")  # nothing listens on the discard port
     try:
         with pytest.raises(errors.Unavailable) as down:
-            await RemoteAuthenticator(lambda: dead, 1.0).authenticate(token)
-        assert down.value.reason == "USERS_UNAVAILABLE"
+            await RemoteAuthenticator(
+                lambda: dead, _users_peer(users), timeout_seconds=1.0
+            ).authenticate(token)
+        assert down.value.reason == "DEPENDENCY_UNAVAILABLE"
+        assert down.value.metadata["dependency"] == "users"
     finally:
         await dead.close()
 
@@ -235,7 +247,9 @@ async def test_remote_activity_recorder_forwards_the_callers_token(
     users: UsersEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     user, token = await users.user_with_token()
-    recorder = RemoteActivityRecorder(lambda: users.channel, 5.0)
+    recorder = RemoteActivityRecorder(
+        lambda: users.channel, _users_peer(users), timeout_seconds=5.0
+    )
     reset = current_principal_var.set(
         Principal(name=user.name, user_id=user.id, role="user", token=token)
     )

@@ -6,7 +6,9 @@
   (``services/files/peers.py``), which owns the ``video.*`` job types, with ``owner`` the
   video's owner (the uploading user for a new video): the jobs are theirs (they see and
   watch them, the jobs count as theirs), and the worker's handler only acts on that owner's
-  objects. A user cannot create those job types for themselves.
+  objects. A user cannot create those job types for themselves. The call goes through the
+  jobs peer dependency (``common.peer_calls``: bounded, refused at once while its breaker
+  is open).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from mediagrid.files.v1 import file_pb2
 
 from common.app import AppContext, ServiceInstance
 from common.context import Principal
+from common.peer_calls import call_peer
 from services.files import convert
+from services.files.peers import JOBS
 from services.files.ports import JOBS_SERVICE
 from services.files.upload import UploadDeps
 from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
@@ -81,11 +85,16 @@ class GrpcVideoJobs:
         file: str,
         owner: str,
     ) -> str:
-        client = JobsClient(self.ctx.peer_channel("jobs", JOBS_SERVICE))
+        channel = self.ctx.peer_channel(JOBS, JOBS_SERVICE)
+        jobs = self.ctx.dependencies.peer(JOBS)
         # No request_id: RegenerateThumbnails must create a new job each time it is asked.
         job = await self.identity.call(
-            lambda metadata: client.create_job(
-                job_type, dict(payload), files=[file], owner=owner, metadata=metadata
+            lambda metadata: call_peer(
+                jobs,
+                lambda timeout: JobsClient(channel, timeout=timeout).create_job(
+                    job_type, dict(payload), files=[file], owner=owner, metadata=metadata
+                ),
+                what="CreateJob",
             )
         )
         return str(job.name)

@@ -70,7 +70,11 @@ class JobContext(Protocol):
     def resources(self) -> WorkerResources: ...
 
     async def progress(self, percent: float, message: str = "") -> None:
-        """Report progress (0-100); rate-limited by the runtime."""
+        """Report progress (0-100); rate-limited by the runtime.
+
+        Raises ``LeaseLost`` (an ``asyncio.CancelledError``) once the server no longer holds
+        the job for this attempt: the handler should stop, its outcome is not reported.
+        """
 
 
 Handler = Callable[[JobContext], Awaitable[Mapping[str, Any] | None]]

@@ -3,13 +3,23 @@
 - Claims as many jobs as it has free capacity (``concurrency`` running + ``prefetch``
   waiting) with up to ``worker_claims_in_flight`` ``ClaimJobs`` calls at once (each asks
   for part of what is free), which long-poll when the queue is empty.
-- Runs each job in its own task, at most ``concurrency`` handlers at once, each under the
-  handler's timeout, capped at the longest run its job type declares (``job_types``).
+- Runs each attempt (one claim of a job: one lease) in its own task, at most
+  ``concurrency`` handlers at once, each under the handler's timeout, capped at the longest
+  run its job type declares (``job_types``).
 - Acknowledges outcomes in batches (``CompleteJobs``/``FailJobs``), up to
   ``worker_acks_in_flight`` calls at once: while they are in flight the next batch
   accumulates, so batches grow with load by themselves.
-- Heartbeats all held leases in one call every third of the lease; a lease the server
-  reports lost cancels its handler (the job was cancelled or taken over).
+- Heartbeats every lease it holds (waiting, running, or with its outcome not yet
+  acknowledged) in one call every third of the lease. Only the server decides that a lease
+  is lost: a heartbeat or progress report that says so, or a claim that hands the same job
+  out again under a new lease (the old one expired while this worker was stalled). A lost
+  attempt's handler is cancelled and its outcome is never reported; a failing heartbeat
+  cancels nothing.
+- A job claimed again while its stale attempt still runs here gets a new attempt whose
+  handler starts only once the stale one has ended: the two never run side by side.
+- Every call has a deadline (``worker_call_timeout_seconds``; a claim its long-poll wait
+  plus that), so a server that stops answering fails calls, which are retried, instead of
+  hanging the worker.
 - Retryable failures are retried by the server after the delay this runtime picks:
   exponential backoff with full jitter, per job type (``@handler(retry_base_seconds=...)``).
 - ``run(stop)``: when ``stop`` is set it stops claiming, gives back jobs it has not started,
@@ -19,7 +29,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -66,22 +75,47 @@ class UnknownJobType(ValueError):
     """The worker was asked to run a job type that has no registered handler."""
 
 
-class LeaseLost(Exception):
-    """The server no longer holds this job for us (cancelled, finished or taken over)."""
+class LeaseLost(asyncio.CancelledError):
+    """The server no longer holds this job for us (cancelled, finished or taken over).
+
+    Raised into the handler by ``job.progress()``. It is a cancellation, so a handler's
+    ``except Exception`` does not swallow it: the handler stops as it would when the
+    runtime cancels it on a lost lease.
+    """
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-@dataclass
-class _Entry:
+LeaseKey = tuple[str, str]  # (job name, lease id)
+
+
+def lease_key(lease: job_pb2.LeaseRef) -> LeaseKey:
+    return (lease.job, lease.lease_id)
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """One claim of a job: its lease, its task, and how far it got."""
+
     claimed: job_pb2.ClaimedJob
     lease: job_pb2.LeaseRef
     task: asyncio.Task[None] | None = None
-    started: bool = False
-    lost: bool = False
+    started: bool = False  # its handler began (it holds a slot)
+    ended: bool = False  # its task is over
+    lost: bool = False  # the server no longer holds the lease for us: never report it
+    reporting: bool = False  # its outcome waits for (or is in) an acknowledgement call
+    sending: bool = False  # an acknowledgement call carrying its outcome is in flight
     last_progress: float = 0.0
+
+    @property
+    def job(self) -> str:
+        return str(self.lease.job)
+
+    @property
+    def key(self) -> LeaseKey:
+        return lease_key(self.lease)
 
 
 @dataclass
@@ -96,21 +130,21 @@ class WorkerStats:
 class _Context:
     """What a handler sees of its job (implements ``JobContext``)."""
 
-    __slots__ = ("_entry", "_payload", "_runtime")
+    __slots__ = ("_attempt", "_payload", "_runtime")
 
-    def __init__(self, runtime: WorkerRuntime, entry: _Entry) -> None:
+    def __init__(self, runtime: WorkerRuntime, attempt: _Attempt) -> None:
         self._runtime = runtime
-        self._entry = entry
-        payload = entry.claimed.job.payload
+        self._attempt = attempt
+        payload = attempt.claimed.job.payload
         self._payload: dict[str, Any] = json_format.MessageToDict(payload) if payload.fields else {}
 
     @property
     def name(self) -> str:
-        return str(self._entry.claimed.job.name)
+        return str(self._attempt.claimed.job.name)
 
     @property
     def type(self) -> str:
-        return str(self._entry.claimed.job.type)
+        return str(self._attempt.claimed.job.type)
 
     @property
     def payload(self) -> Mapping[str, Any]:
@@ -118,44 +152,53 @@ class _Context:
 
     @property
     def attempt(self) -> int:
-        return int(self._entry.claimed.job.attempts)
+        return int(self._attempt.claimed.job.attempts)
 
     @property
     def owner(self) -> str:
-        return str(self._entry.claimed.job.owner)
+        return str(self._attempt.claimed.job.owner)
 
     @property
     def resources(self) -> WorkerResources:
         return self._runtime.resources
 
     async def progress(self, percent: float, message: str = "") -> None:
-        await self._runtime._progress(self._entry, percent, message)
+        await self._runtime._progress(self._attempt, percent, message)
+
+
+Outcome = tuple[_Attempt, Any]  # an attempt and its job_pb2.Completion or job_pb2.Failure
 
 
 class _Acker:
     """Collects outcomes and sends them in batches, ``worker_acks_in_flight`` calls at most.
 
     While those calls are in flight the next batch accumulates, so batches grow with load.
+    An outcome whose lease is found lost before or while it is sent is dropped, so a batch
+    never carries a stale attempt's outcome it knows about (nor two outcomes of one job).
     """
 
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
-        self.completions: list[job_pb2.Completion] = []
-        self.failures: list[job_pb2.Failure] = []
+        self.completions: list[Outcome] = []
+        self.failures: list[Outcome] = []
         self.pending = asyncio.Event()
         self.closing = False
+        self._give_up_at = float("inf")  # when closing: the last moment to retry a call
         self._calls = asyncio.Semaphore(runtime.settings.worker_acks_in_flight)
         self._sending: set[asyncio.Task[None]] = set()
 
-    def complete(self, lease: job_pb2.LeaseRef, result: struct_pb2.Struct | None) -> None:
-        completion = job_pb2.Completion(lease=lease)
+    def complete(self, attempt: _Attempt, result: struct_pb2.Struct | None) -> None:
+        completion = job_pb2.Completion(lease=attempt.lease)
         if result is not None:
             completion.result.CopyFrom(result)
-        self.completions.append(completion)
-        self.pending.set()
+        self._add(self.completions, attempt, completion)
 
-    def fail(self, failure: job_pb2.Failure) -> None:
-        self.failures.append(failure)
+    def fail(self, attempt: _Attempt, failure: job_pb2.Failure) -> None:
+        self._add(self.failures, attempt, failure)
+
+    def _add(self, queue: list[Outcome], attempt: _Attempt, message: Any) -> None:
+        attempt.reporting = True
+        queue.append((attempt, message))
         self.pending.set()
 
     async def run(self) -> None:
@@ -171,6 +214,8 @@ class _Acker:
             ):
                 await asyncio.sleep(settings.worker_ack_interval_seconds)
             await self._calls.acquire()
+            self.completions = self._drop_lost(self.completions)
+            self.failures = self._drop_lost(self.failures)
             completions, self.completions = self.completions[:size], self.completions[size:]
             room = size - len(completions)
             failures, self.failures = self.failures[:room], self.failures[room:]
@@ -186,6 +231,14 @@ class _Acker:
                 await asyncio.gather(*self._sending)
                 return
 
+    def _drop_lost(self, queue: list[Outcome]) -> list[Outcome]:
+        if not any(attempt.lost for attempt, _ in queue):
+            return queue
+        for attempt, _ in queue:
+            if attempt.lost:
+                self.runtime._settled(attempt)
+        return [item for item in queue if not item[0].lost]
+
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._calls.release()
@@ -195,42 +248,47 @@ class _Acker:
             log.error("acknowledging outcomes failed", exc_info=error)
 
     def close(self) -> None:
+        """Send what is left; retry failing calls for at most the shutdown grace period."""
         self.closing = True
+        self._give_up_at = time.monotonic() + self.runtime.settings.worker_shutdown_grace_seconds
         self.pending.set()
 
-    async def _send_batch(
-        self, completions: list[job_pb2.Completion], failures: list[job_pb2.Failure]
-    ) -> None:
-        if completions:
-            await self._send_completions(completions)
-        if failures:
-            await self._send_failures(failures)
+    async def _send_batch(self, completions: list[Outcome], failures: list[Outcome]) -> None:
+        try:
+            if completions:
+                await self._send(completions, self._complete_call)
+            if failures:
+                await self._send(failures, self._fail_call)
+        finally:
+            for attempt, _ in (*completions, *failures):
+                self.runtime._settled(attempt)
 
-    async def _send_completions(self, items: list[job_pb2.Completion]) -> None:
-        async def call(batch: list[job_pb2.Completion]) -> None:
-            await self.runtime.stub.CompleteJobs(
-                worker_service_pb2.CompleteJobsRequest(completions=batch),
-                metadata=self.runtime.metadata,
-            )
-            self.runtime.stats.succeeded += len(batch)
+    async def _complete_call(self, batch: list[Any]) -> None:
+        await self.runtime.stub.CompleteJobs(
+            worker_service_pb2.CompleteJobsRequest(completions=batch),
+            metadata=self.runtime.metadata,
+            timeout=self.runtime.call_timeout,
+        )
+        self.runtime.stats.succeeded += len(batch)
 
-        await self._send(items, call, lambda c: c.lease.job)
+    async def _fail_call(self, batch: list[Any]) -> None:
+        await self.runtime.stub.FailJobs(
+            worker_service_pb2.FailJobsRequest(failures=batch),
+            metadata=self.runtime.metadata,
+            timeout=self.runtime.call_timeout,
+        )
+        self.runtime.stats.failed += len(batch)
 
-    async def _send_failures(self, items: list[job_pb2.Failure]) -> None:
-        async def call(batch: list[job_pb2.Failure]) -> None:
-            await self.runtime.stub.FailJobs(
-                worker_service_pb2.FailJobsRequest(failures=batch), metadata=self.runtime.metadata
-            )
-            self.runtime.stats.failed += len(batch)
-
-        await self._send(items, call, lambda f: f.lease.job)
-
-    async def _send(self, items: list[Any], call: Any, job_of: Any) -> None:
+    async def _send(self, items: list[Outcome], call: Any) -> None:
         """Send ``items``; drop the ones whose lease was lost; retry transient errors."""
         delay = 0.05
-        while items:
+        while True:
+            # A heartbeat or a new claim of the job may have found a lease lost meanwhile.
+            items = [item for item in items if not item[0].lost]
+            if not items:
+                return
             try:
-                await call(items)
+                await self._call(items, call)
                 return
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
@@ -239,27 +297,47 @@ class _Acker:
                     meta = info.metadata if info else {}
                     gone = set((meta.get("lost_jobs") or meta.get("jobs") or "").split(","))
                     gone.discard("")
-                    if not gone:  # cannot tell which: send one by one
+                    lost = [attempt for attempt, _ in items if attempt.job in gone]
+                    if not lost:  # cannot tell which: send one by one
                         await self._one_by_one(items, call)
                         return
-                    kept = [item for item in items if job_of(item) not in gone]
-                    self.runtime.stats.lost += len(items) - len(kept)
-                    log.warning("%d outcome(s) not recorded: lease lost", len(items) - len(kept))
-                    items = kept
-                elif code in TRANSIENT:
+                    for attempt in lost:
+                        self.runtime._mark_lost(attempt, "its outcome was refused")
+                    log.warning("%d outcome(s) not recorded: lease lost", len(lost))
+                elif code in TRANSIENT and time.monotonic() < self._give_up_at:
                     log.warning("acknowledging %d job(s) failed (%s); retrying", len(items), code)
                     await asyncio.sleep(delay * random.random())
                     delay = min(delay * 2, 5.0)
                 else:
-                    log.error("acknowledging %d job(s) rejected: %s", len(items), exc.details())
+                    log.error(
+                        "%d outcome(s) not recorded (%s %s); their leases will expire and the "
+                        "jobs run again",
+                        len(items),
+                        code,
+                        exc.details(),
+                    )
                     return
 
-    async def _one_by_one(self, items: list[Any], call: Any) -> None:
+    @staticmethod
+    async def _call(items: list[Outcome], call: Any) -> None:
+        for attempt, _ in items:
+            attempt.sending = True
+        try:
+            await call([message for _, message in items])
+        finally:
+            for attempt, _ in items:
+                attempt.sending = False
+
+    async def _one_by_one(self, items: list[Outcome], call: Any) -> None:
         for item in items:
+            attempt = item[0]
+            if attempt.lost:
+                continue
             try:
-                await call([item])
+                await self._call([item], call)
             except grpc.aio.AioRpcError as exc:
-                self.runtime.stats.lost += 1
+                if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    self.runtime._mark_lost(attempt, "its outcome was refused")
                 log.warning("outcome not recorded: %s %s", exc.code(), exc.details())
 
 
@@ -305,11 +383,18 @@ class WorkerRuntime:
         )
         self.worker_id = worker_id or default_worker_id()
         self.metadata = tuple(resources.call_metadata if metadata is None else metadata)
+        self.call_timeout = settings.worker_call_timeout_seconds
+        self.heartbeat_interval = settings.job_lease_seconds / 3
         self.stats = WorkerStats()
         self._slots = asyncio.Semaphore(self.concurrency)
-        self._entries: dict[str, _Entry] = {}
+        # Every attempt until it is settled (its task ended and its outcome, if any, was
+        # acknowledged or dropped), by lease; and the attempts of each job, oldest first.
+        self._attempts: dict[LeaseKey, _Attempt] = {}
+        self._by_job: dict[str, list[_Attempt]] = {}
+        self._holding = 0  # attempts whose task has not ended: what counts against capacity
         self._room = asyncio.Event()
         self._asked = 0  # jobs requested by ClaimJobs calls in flight
+        self._idle = False  # the last ClaimJobs call found no work
         self._stopping = False
         self._acker = _Acker(self)
         self._fatal: BaseException | None = None
@@ -324,6 +409,8 @@ class WorkerRuntime:
         ]
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
         acker = asyncio.create_task(self._acker.run(), name="worker-ack")
+        for loop in (*claims, heartbeat, acker):
+            loop.add_done_callback(lambda task: self._loop_ended(task, stop))
         log.info(
             "worker %s serving %s (concurrency %d)",
             self.worker_id,
@@ -339,46 +426,60 @@ class WorkerRuntime:
             await asyncio.gather(*claims, return_exceptions=True)
             await self._drain()
             self._acker.close()
-            await acker
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await asyncio.gather(acker, return_exceptions=True)
+            heartbeat.cancel()  # only now: the leases of unacknowledged outcomes needed it
+            await asyncio.gather(heartbeat, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
 
+    def _loop_ended(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        """A crashed loop stops the worker (run() re-raises the error): a worker that no
+        longer claims, heartbeats or acknowledges must not look alive."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.error("worker loop %s crashed; stopping", task.get_name(), exc_info=error)
+        if self._fatal is None:
+            self._fatal = error
+        stop.set()
+
     async def _drain(self) -> None:
         """Release jobs not started, let started ones finish within the grace, release the rest."""
-        waiting = [e for e in self._entries.values() if not e.started]
-        for entry in waiting:
-            if entry.task is not None:
-                entry.task.cancel()
+        live = [a for a in self._attempts.values() if not a.ended]
+        waiting = [a for a in live if not a.started]
+        for attempt in waiting:
+            if attempt.task is not None:
+                attempt.task.cancel()
         await self._release(waiting)
-        running = [e.task for e in self._entries.values() if e.task is not None and e.started]
+        # Started attempts include stale ones still winding down after their cancellation.
+        running = {a.task: a for a in live if a.started and a.task is not None}
         if running:
             _done, pending = await asyncio.wait(
                 running, timeout=self.settings.worker_shutdown_grace_seconds
             )
             if pending:
-                leftovers = [e for e in self._entries.values() if e.task in pending]
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
-                await self._release(leftovers)
-        await asyncio.gather(*(e.task for e in waiting if e.task), return_exceptions=True)
+                await self._release([running[task] for task in pending])
+        await asyncio.gather(*(a.task for a in waiting if a.task), return_exceptions=True)
 
-    async def _release(self, entries: Sequence[_Entry]) -> None:
-        leases = [e.lease for e in entries if not e.lost]
+    async def _release(self, attempts: Sequence[_Attempt]) -> None:
+        # A lost lease is not ours to give back; a reported one is settled by its outcome.
+        leases = [a.lease for a in attempts if not a.lost and not a.reporting]
         for start in range(0, len(leases), MAX_PER_CALL):
             part = leases[start : start + MAX_PER_CALL]
             try:
                 response = await self.stub.ReleaseJobs(
-                    worker_service_pb2.ReleaseJobsRequest(leases=part), metadata=self.metadata
+                    worker_service_pb2.ReleaseJobsRequest(leases=part),
+                    metadata=self.metadata,
+                    timeout=self.call_timeout,
                 )
                 self.stats.released += response.released_count
             except grpc.aio.AioRpcError as exc:
                 log.warning(
-                    "could not release %d job(s) (their leases will expire): %s",
+                    "could not release %d job(s) (their leases will expire): %s %s",
                     len(part),
+                    exc.code(),
                     exc.details(),
                 )
 
@@ -387,12 +488,18 @@ class WorkerRuntime:
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         """One of ``worker_claims_in_flight`` loops: each asks for part of the free capacity."""
         delay = 0.05
+        wait = self.settings.worker_claim_wait_seconds
         while not self._stopping:
-            held = len(self._entries) + self._asked
+            held = self._holding + self._asked
             free = self.capacity - held
             # Claim in large batches: with work in flight, wait until a quarter of the
-            # capacity is free rather than claiming a handful of jobs per call.
-            if free <= 0 or (held and free < max(1, self.capacity // 4)):
+            # capacity is free rather than claiming a handful of jobs per call. While the
+            # queue is empty one long poll is enough: a second would only double the calls.
+            if (
+                free <= 0
+                or (held and free < max(1, self.capacity // 4))
+                or (self._asked and self._idle)
+            ):
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -400,10 +507,12 @@ class WorkerRuntime:
             request = worker_service_pb2.ClaimJobsRequest(
                 worker_id=self.worker_id, types=self.types, max_jobs=asked
             )
-            request.wait.FromNanoseconds(int(self.settings.worker_claim_wait_seconds * 1e9))
+            request.wait.FromNanoseconds(int(wait * 1e9))
             self._asked += asked
             try:
-                response = await self.stub.ClaimJobs(request, metadata=self.metadata)
+                response = await self.stub.ClaimJobs(
+                    request, metadata=self.metadata, timeout=wait + self.call_timeout
+                )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in TRANSIENT:
                     log.warning("claim failed (%s); retrying", exc.code())
@@ -418,47 +527,64 @@ class WorkerRuntime:
                 self._asked -= asked
                 self._room.set()  # what this call did not get is free again
             delay = 0.05
+            self._idle = not response.jobs
             self.stats.claimed += len(response.jobs)
             for claimed in response.jobs:
                 self._start(claimed)
 
     def _start(self, claimed: job_pb2.ClaimedJob) -> None:
         lease = job_pb2.LeaseRef(job=claimed.job.name, lease_id=claimed.lease_id)
-        entry = _Entry(claimed=claimed, lease=lease)
-        self._entries[claimed.job.name] = entry
-        entry.task = asyncio.create_task(self._run_job(entry))
+        attempt = _Attempt(claimed=claimed, lease=lease)
+        # The server hands a job out again only once our earlier lease of it has expired:
+        # that attempt is stale (this worker was stalled or cut off). Stop it, and start
+        # the new handler only once it has ended.
+        earlier = self._by_job.setdefault(attempt.job, [])
+        for stale in earlier:
+            self._mark_lost(stale, "the job was claimed again under a new lease")
+        before = [a.task for a in earlier if a.task is not None and not a.ended]
+        earlier.append(attempt)
+        self._attempts[attempt.key] = attempt
+        self._holding += 1
+        attempt.task = asyncio.create_task(self._run_job(attempt, before))
 
     # --- running ------------------------------------------------------------------------
 
-    async def _run_job(self, entry: _Entry) -> None:
+    async def _run_job(self, attempt: _Attempt, before: list[asyncio.Task[None]]) -> None:
         try:
+            if before:
+                await asyncio.wait(before)  # never side by side with a stale attempt
             async with self._slots:
-                if self._stopping:
-                    return  # released by _drain
-                entry.started = True
-                await self._execute(entry)
+                if self._stopping or attempt.lost:
+                    return  # released by _drain, or nothing to run any more
+                attempt.started = True
+                await self._execute(attempt)
         except asyncio.CancelledError:
             pass  # lost lease or shutdown: _drain / the heartbeat decides what happens
         finally:
-            self._entries.pop(entry.claimed.job.name, None)
+            attempt.ended = True
+            self._holding -= 1
             self._room.set()
+            if not attempt.reporting:
+                self._settled(attempt)
 
-    async def _execute(self, entry: _Entry) -> None:
-        spec = self.handlers[entry.claimed.job.type]
+    async def _execute(self, attempt: _Attempt) -> None:
+        spec = self.handlers[attempt.claimed.job.type]
         try:
             async with asyncio.timeout(spec.timeout_seconds):
-                result = await spec.function(_Context(self, entry))
+                result = await spec.function(_Context(self, attempt))
         except LeaseLost:
             return
         except PermanentJobError as exc:
-            self._acker.fail(self._failure(entry, exc, retryable=False))
+            self._report_failure(attempt, exc, retryable=False)
             return
         except TimeoutError:
             error = TimeoutError(f"handler timed out after {spec.timeout_seconds:.0f}s")
-            self._acker.fail(self._failure(entry, error, retryable=True, spec=spec))
+            self._report_failure(attempt, error, retryable=True, spec=spec)
             return
         except Exception as exc:  # RetryableJobError and anything unexpected: retry
-            self._acker.fail(self._failure(entry, exc, retryable=True, spec=spec))
+            self._report_failure(attempt, exc, retryable=True, spec=spec)
+            return
+        if attempt.lost:  # the handler finished although its lease was lost meanwhile
             return
         try:
             struct = None
@@ -467,82 +593,134 @@ class WorkerRuntime:
                 struct.update(dict(result))
         except (ValueError, TypeError, AttributeError) as exc:
             bad = PermanentJobError(f"the handler's result is not a JSON object: {exc}")
-            self._acker.fail(self._failure(entry, bad, retryable=False))
+            self._report_failure(attempt, bad, retryable=False)
             return
-        self._acker.complete(entry.lease, struct)
+        self._acker.complete(attempt, struct)
 
-    def _failure(
-        self, entry: _Entry, exc: BaseException, *, retryable: bool, spec: HandlerSpec | None = None
-    ) -> job_pb2.Failure:
-        attempt = entry.claimed.job.attempts
+    def _report_failure(
+        self,
+        attempt: _Attempt,
+        exc: BaseException,
+        *,
+        retryable: bool,
+        spec: HandlerSpec | None = None,
+    ) -> None:
+        if attempt.lost:  # a stale attempt's failure (often the lease loss itself) is not news
+            return
+        job = attempt.claimed.job
         error = f"{type(exc).__name__}: {exc}"
-        if retryable and spec is not None and spec.max_attempts and attempt >= spec.max_attempts:
+        if (
+            retryable
+            and spec is not None
+            and spec.max_attempts
+            and job.attempts >= spec.max_attempts
+        ):
             retryable = False
             error = f"attempts exhausted (handler allows {spec.max_attempts}); last error {error}"
-        failure = job_pb2.Failure(lease=entry.lease, error=error[:8000], retryable=retryable)
+        failure = job_pb2.Failure(lease=attempt.lease, error=error[:8000], retryable=retryable)
         if retryable and spec is not None:
-            delay = backoff_delay(max(attempt, 1), spec.retry_base_seconds, spec.retry_max_seconds)
+            delay = backoff_delay(
+                max(job.attempts, 1), spec.retry_base_seconds, spec.retry_max_seconds
+            )
             failure.retry_delay.FromNanoseconds(max(int(delay * 1e9), 1_000_000))
         log.info(
             "job %s attempt %d failed (%s): %s",
-            entry.claimed.job.name,
-            attempt,
+            job.name,
+            job.attempts,
             "retry" if retryable else "final",
             error,
         )
-        return failure
+        self._acker.fail(attempt, failure)
 
-    async def _progress(self, entry: _Entry, percent: float, message: str) -> None:
+    async def _progress(self, attempt: _Attempt, percent: float, message: str) -> None:
+        if attempt.lost:  # a stale attempt reports nothing; its handler should stop
+            raise LeaseLost(attempt.job)
         now = time.monotonic()
         if (
             percent < 100
-            and now - entry.last_progress < self.settings.worker_progress_interval_seconds
+            and now - attempt.last_progress < self.settings.worker_progress_interval_seconds
         ):
             return
-        entry.last_progress = now
+        attempt.last_progress = now
         request = worker_service_pb2.ReportProgressRequest(
-            lease=entry.lease, percent=max(0.0, min(100.0, percent)), message=message[:1000]
+            lease=attempt.lease, percent=max(0.0, min(100.0, percent)), message=message[:1000]
         )
         try:
-            await self.stub.ReportProgress(request, metadata=self.metadata)
+            await self.stub.ReportProgress(
+                request, metadata=self.metadata, timeout=self.call_timeout
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
-                entry.lost = True
-                raise LeaseLost(entry.claimed.job.name) from None
-            log.warning("progress report of %s failed: %s", entry.claimed.job.name, exc.code())
+                self._mark_lost(attempt, "a progress report was refused", cancel=False)
+                raise LeaseLost(attempt.job) from None
+            log.warning("progress report of %s failed: %s", attempt.job, exc.code())
+
+    # --- leases -------------------------------------------------------------------------
+
+    def _mark_lost(self, attempt: _Attempt, why: str, *, cancel: bool = True) -> None:
+        """The server no longer holds ``attempt``'s lease for us: stop it, never report it."""
+        if attempt.lost:
+            return
+        attempt.lost = True
+        self.stats.lost += 1
+        log.warning(
+            "lease of %s (attempt %d) lost: %s", attempt.job, attempt.claimed.job.attempts, why
+        )
+        if cancel and attempt.task is not None and not attempt.ended:
+            attempt.task.cancel()
+
+    def _settled(self, attempt: _Attempt) -> None:
+        """Forget ``attempt``: its task ended and no outcome of it is waiting to be sent."""
+        if self._attempts.pop(attempt.key, None) is None:
+            return
+        siblings = self._by_job.get(attempt.job)
+        if siblings is not None:
+            siblings.remove(attempt)
+            if not siblings:
+                del self._by_job[attempt.job]
 
     # --- heartbeats ---------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.settings.job_lease_seconds / 3
         while True:
-            await asyncio.sleep(interval)
+            started = time.monotonic()
             await self.heartbeat_once()
+            await asyncio.sleep(max(0.0, self.heartbeat_interval - (time.monotonic() - started)))
 
     async def heartbeat_once(self) -> None:
-        entries = list(self._entries.values())
-        for start in range(0, len(entries), MAX_PER_CALL):
-            part = entries[start : start + MAX_PER_CALL]
-            request = worker_service_pb2.HeartbeatRequest(
-                worker_id=self.worker_id, leases=[e.lease for e in part]
+        """Extend every lease not known lost; cancel the attempts the server says it lost.
+
+        A failed call cancels nothing: only the server knows whether a lease is gone.
+        """
+        attempts = [a for a in self._attempts.values() if not a.lost]
+        parts = [attempts[i : i + MAX_PER_CALL] for i in range(0, len(attempts), MAX_PER_CALL)]
+        # At once: one hung call must not delay the others (nor, bounded, the next round).
+        await asyncio.gather(*(self._heartbeat(part) for part in parts))
+
+    async def _heartbeat(self, attempts: list[_Attempt]) -> None:
+        request = worker_service_pb2.HeartbeatRequest(
+            worker_id=self.worker_id, leases=[a.lease for a in attempts]
+        )
+        try:
+            response = await self.stub.Heartbeat(
+                request,
+                metadata=self.metadata,
+                timeout=min(self.call_timeout, self.heartbeat_interval),
             )
-            try:
-                response = await self.stub.Heartbeat(request, metadata=self.metadata)
-            except grpc.aio.AioRpcError as exc:
-                log.warning("heartbeat failed: %s", exc.code())
-                continue
-            self._lost(response.lost)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("heartbeat of %d lease(s) failed: %s", len(attempts), exc.code())
+            return
+        self._lost(response.lost)
 
     def _lost(self, lost: Iterable[job_pb2.LeaseRef]) -> None:
         for lease in lost:
-            entry = self._entries.get(lease.job)
-            if entry is not None and entry.lease.lease_id == lease.lease_id:
-                entry.lost = True
-                self.stats.lost += 1
-                log.warning("lease of %s lost; stopping its handler", lease.job)
-                if entry.task is not None:
-                    entry.task.cancel()
+            # By lease, not by job: the job may hold a newer lease here by now.
+            attempt = self._attempts.get(lease_key(lease))
+            # An outcome in flight may have ended the lease itself: its own answer decides.
+            if attempt is not None and not attempt.sending:
+                self._mark_lost(attempt, "the server reports it lost")
 
     @property
     def in_flight(self) -> int:
-        return len(self._entries)
+        """Attempts held against the capacity: waiting for a slot or running."""
+        return self._holding
