@@ -1,9 +1,15 @@
 """The ``mediagrid`` command line: serve, migrate, check, plus each service's own commands.
 
-A service adds commands by providing ``services/<name>/cli.py`` with ``register(app)``.
+A service adds commands by providing ``services/<name>/cli.py`` with ``register(app)``
+(shared helpers in ``common/cli_support.py``). Client commands (files, videos, users, health,
+login) find the server and a token through ``cli_support.connect`` (see
+``common/cli_session.py``). Results go to stdout, everything else to stderr. The CLI logs
+to stderr as text, warnings only unless ``-v``; only the long-running ``serve`` and
+``worker`` log as the settings say (``MEDIAGRID_LOG_FORMAT``, ``MEDIAGRID_LOG_LEVEL``).
 
 Exit codes: 0 success; 1 a dependency failed (database unreachable, check failed, a
-migration error); 2 invalid configuration or arguments (the message names the variable).
+migration error); 2 invalid configuration or arguments (the message names the variable);
+130 stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,55 +17,43 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.errors import DomainError
-from common.logging import configure_logging
-from common.migrations import MigrationError
-from common.settings import ConfigurationError, Settings, load_settings
+from common.cli_support import (
+    address_option,
+    connect,
+    console,
+    fail,
+    run,
+    settings_or_exit,
+)
+from common.logging import TextFormatter
+from common.settings import Settings
 
 app = typer.Typer(
     help="mediagrid: files, jobs and users over gRPC.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-# soft_wrap: messages stay on one line (greppable, and tests match them whole).
-console = Console(stderr=True, soft_wrap=True)
-T = TypeVar("T")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    """Load and validate settings, configure logging; exit 2 naming the bad variable."""
-    try:
-        settings = load_settings()
-    except ConfigurationError as exc:
-        fail(str(exc), 2)
-    configure_logging(settings)
-    return settings
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine, turning expected failures into a message and exit code."""
-    try:
-        return asyncio.run(coroutine)
-    except ConfigurationError as exc:
-        fail(str(exc), 2)
-    except DomainError as exc:  # e.g. Unavailable: the database did not answer
-        fail(str(exc))
-    except MigrationError as exc:
-        fail(f"migration failed: {exc}")
-    except OSError as exc:  # e.g. the gRPC port is taken (SuiteServer.start raises OSError)
-        fail(f"{exc} (set MEDIAGRID_GRPC_PORT to use another port)")
+@app.callback()
+def _root(
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="Log more on stderr: -v info, -vv debug."
+    ),
+) -> None:
+    """mediagrid: files, jobs and users over gRPC."""
+    handler = logging.StreamHandler()  # stderr: stdout carries only results
+    handler.setFormatter(TextFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel((logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG)
 
 
 def _service_names(services: list[str] | None) -> list[str]:
@@ -106,7 +100,7 @@ def migrate(services: list[str] = typer.Argument(None, help="default: all")) -> 
     """Apply pending migrations of the given services."""
     from common.launcher import migrate_only
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(server_logs=False)
     applied = run(migrate_only(settings, _service_names(services)))
     for name, versions in applied.items():
         done = ", ".join(f"{v:03d}" for v in versions) if versions else "nothing (up to date)"
@@ -118,7 +112,7 @@ def check() -> None:
     """Check settings, database, migrations and buckets; exit 1 naming what is wrong."""
     from common.check import run_checks
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(server_logs=False)
     results = run(run_checks(settings))
     table = Table(title="mediagrid check")
     table.add_column("check")
@@ -138,11 +132,39 @@ def check() -> None:
 
 
 @app.command()
+def provision(
+    environment: str = typer.Option(
+        None, help="dev, test, staging or prod (default: MEDIAGRID_ENVIRONMENT)"
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would change; change nothing."
+    ),
+) -> None:
+    """Create or correct the environment's buckets in place (versioning, encryption,
+    lifecycle rules, public access block, TLS-only policy); a second run changes nothing."""
+    from common.provision import provision as provision_buckets
+    from common.settings import BUCKET_PURPOSES, Environment
+
+    settings = settings_or_exit(server_logs=False)
+    if environment is not None:
+        try:
+            settings = settings.model_copy(update={"environment": Environment(environment)})
+        except ValueError:
+            fail(f"--environment must be one of {', '.join(e.value for e in Environment)}", 2)
+    changes = run(provision_buckets(settings, dry_run=dry_run))
+    for change in changes:
+        typer.echo(str(change))
+    if not changes:
+        names = ", ".join(settings.bucket(p) for p in BUCKET_PURPOSES)
+        typer.echo(f"{names}: nothing to change")
+
+
+@app.command()
 def config() -> None:
     """Print the effective settings (secrets masked) and where each came from."""
     import os
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(server_logs=False)
     table = Table(title="mediagrid settings")
     table.add_column("variable")
     table.add_column("value", overflow="fold")
@@ -159,7 +181,7 @@ def config() -> None:
 
 @app.command()
 def health(
-    address: str = typer.Option(None, help="host:port (default: MEDIAGRID_GRPC_HOST:PORT)"),
+    address: str | None = address_option(),
     service: str = typer.Option("", help="a fully qualified service name; empty = overall"),
     timeout: float = typer.Option(5.0, help="seconds to wait for the answer"),
 ) -> None:
@@ -170,15 +192,10 @@ def health(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from common.server import host_port
-
-    if address is None:
-        settings = settings_or_exit()
-        host = "127.0.0.1" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
-        address = host_port(host, settings.grpc_port)
+    target, _ = connect(None, address, None)
 
     async def ask() -> str:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=service)
             response = await stub.Check(request, timeout=timeout)
@@ -187,14 +204,14 @@ def health(
     try:
         status = asyncio.run(ask())
     except grpc.RpcError as exc:
-        fail(f"{address}: {exc.code().name}: {exc.details()}")
-    typer.echo(f"{address} {service or '(overall)'}: {status}")
+        fail(f"{target}: {exc.code().name}: {exc.details()}")
+    typer.echo(f"{target} {service or '(overall)'}: {status}")
     if status != "SERVING":
         raise typer.Exit(1)
 
 
 def _register_service_commands() -> None:
-    for name in ("users", "jobs", "files", "legacy"):
+    for name in ("users", "jobs", "files", "files.video", "legacy"):
         try:
             module = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:
@@ -211,5 +228,4 @@ _register_service_commands()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
     app()

@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common.addresses import host_port
 from common.app import ServiceInstance
 from common.dependencies import Dependencies
 from common.health import OVERALL, HealthCheck, HealthMonitor, HealthState
@@ -302,13 +303,6 @@ class SuiteServer:
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, bracketing an IPv6 literal (``[::1]:50051``)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
 
 
 def _refuse_if_taken(host: str, port: int, where: str) -> None:

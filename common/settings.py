@@ -215,11 +215,20 @@ class Settings(BaseSettings):
     s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # Timeout of one S3 read.
     s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
-    # Longest one S3 request other than a part transfer may take (further bounded by the
-    # caller's deadline); past it the RPC answers UNAVAILABLE with reason S3_UNAVAILABLE.
+    # Longest one small S3 call (head, create/abort multipart, delete, tagging, a page of a
+    # listing) may take, botocore's retries included; inside an RPC the caller's remaining
+    # deadline caps it further. Past it the RPC answers UNAVAILABLE (reason S3_UNAVAILABLE).
     s3_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-    # Attempts per S3 call (botocore standard retry mode).
-    s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Longest one S3 transfer step of up to 16 MiB may take (larger steps get proportionally
+    # longer): uploading one part, a single PUT, a server-side copy, completing a multipart
+    # upload (per 1,000 parts), receiving one chunk of a download or read-back, a thumbnail
+    # PUT. It is the slowest bandwidth accepted before S3 counts as down; an RPC's deadline
+    # caps it.
+    s3_transfer_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Attempts per S3 call (botocore standard retry mode): enough to ride out a throttle or
+    # a dropped connection, few enough that a refusing S3 is reported within seconds (the
+    # breaker, not more retries, handles a longer outage).
+    s3_max_attempts: int = Field(default=3, ge=1, le=20)
     # Payload signing over plain HTTP costs a SHA-256 per byte; off is only for local endpoints.
     s3_payload_signing: bool = True
 

@@ -33,7 +33,12 @@ SERVICE_NAME = files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
 
 async def build_deps(ctx: AppContext, identity: ServiceToken | None = None) -> UploadDeps:
     settings = ctx.settings
-    storage = await Storage.open(ctx.aws, settings.bucket("files"), create=settings.is_local)
+    storage = await Storage.open(
+        ctx.aws,
+        settings.bucket("files"),
+        create=settings.is_local,
+        dependency=ctx.dependencies.s3,
+    )
     return UploadDeps(
         settings=settings,
         repo=FilesRepository(ctx.pool),

@@ -3,14 +3,19 @@
 ``upload`` resumes by itself after a broken stream (it asks the server for the committed
 offset and continues from there: seekable sources are re-read from that offset, other
 streams keep the not-yet-committed bytes in a replay buffer, bounded by what the server
-holds in flight). ``download`` resumes from the bytes already written and checks the
-SHA-256 of whole-file downloads. Unary calls carry a deadline; retryable failures are
+holds in flight). Given a ``ResumeStore`` (``services/files/resume.py``), an upload of a
+local path also resumes across process runs: after Ctrl-C or a crash, uploading the same
+unchanged file again continues its session from the committed offset. ``video=True``
+uploads through ``VideoService.UploadVideo`` (which starts probing and thumbnails).
+``download`` resumes from the bytes already written and checks the SHA-256 of whole-file
+downloads. Unary calls carry a deadline; retryable failures are
 retried with exponential backoff and full jitter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import mimetypes
@@ -20,10 +25,11 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import grpc
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2, video_pb2_grpc
 
 from common.grpc_errors import error_info
 from common.resilience import backoff_delay
+from services.files.resume import ResumeKey, ResumeStore, resume_key
 
 T = TypeVar("T")
 CHUNK = 1024 * 1024  # the recommended data message size
@@ -49,6 +55,9 @@ class UploadProgress:
     committed_bytes: int
     parts_completed: int
     total_bytes: int | None
+    # Every byte is sent; the server is storing the last parts and committing. It reports
+    # nothing more until the file is committed, so a progress bar says so here.
+    sending_done: bool = False
 
 
 ProgressCallback = Callable[[UploadProgress], None]
@@ -133,8 +142,12 @@ class FilesClient:
         max_attempts: int = 6,
         backoff: float = 0.2,
         chunk_size: int = CHUNK,
+        server: str = "",
     ) -> None:
         self.stub = files_pb2_grpc.FileServiceStub(channel)
+        self.video_stub = video_pb2_grpc.VideoServiceStub(channel)
+        # Names the server in resume records: a session is resumed only where it was opened.
+        self.server = server
         self.metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -217,14 +230,26 @@ class FilesClient:
         parent: str = "",
         labels: Mapping[str, str] | None = None,
         on_progress: ProgressCallback | None = None,
+        video: bool = False,
+        resume: ResumeStore | None = None,
     ) -> file_pb2.File:
-        """Upload a path or a binary stream; resumes by itself after a broken stream."""
+        """Upload a path or a binary stream; resumes by itself after a broken stream.
+
+        With ``resume`` (paths only) the session is recorded there and an unfinished session
+        of the same unchanged file is continued instead of starting over.
+        """
         if isinstance(source, str | Path):
             path = Path(source)
+            key = None
+            if resume is not None:
+                kind = "video" if video else "file"
+                key = await asyncio.to_thread(
+                    resume_key, path, server=self.server, kind=kind, parent=parent
+                )
             stream = await asyncio.to_thread(path.open, "rb")
             with stream:
                 digest = sha256 if sha256 is not None else await asyncio.to_thread(_hash_file, path)
-                return await self.upload(
+                header = self._header(
                     stream,
                     display_name=display_name or path.name,
                     content_type=content_type or mimetypes.guess_type(path.name)[0] or "",
@@ -232,28 +257,98 @@ class FilesClient:
                     job=job,
                     parent=parent,
                     labels=labels,
-                    on_progress=on_progress,
                 )
-        total = _remaining_size(source)
-        header = file_pb2.UploadHeader(
+                return await self._upload(
+                    stream, header, on_progress, video, resume if key else None, key
+                )
+        header = self._header(
+            source,
+            display_name=display_name,
+            content_type=content_type,
+            sha256=sha256,
+            job=job,
+            parent=parent,
+            labels=labels,
+        )
+        return await self._upload(source, header, on_progress, video, None, None)
+
+    @staticmethod
+    def _header(
+        stream: IO[bytes],
+        *,
+        display_name: str | None,
+        content_type: str | None,
+        sha256: str | None,
+        job: str,
+        parent: str,
+        labels: Mapping[str, str] | None,
+    ) -> file_pb2.UploadHeader:
+        return file_pb2.UploadHeader(
             display_name=display_name or "upload.bin",
             content_type=content_type or "",
-            size_bytes=total or 0,
+            size_bytes=_remaining_size(stream) or 0,
             sha256=sha256 or "",
             job=job,
             parent=parent,
             labels=dict(labels or {}),
         )
-        state = _UploadState(_Source(source), total, on_progress)
+
+    async def _upload(
+        self,
+        stream: IO[bytes],
+        header: file_pb2.UploadHeader,
+        on_progress: ProgressCallback | None,
+        video: bool,
+        resume: ResumeStore | None,
+        key: ResumeKey | None,
+    ) -> file_pb2.File:
+        state = _UploadState(_Source(stream), _remaining_size(stream), on_progress)
+        transfer = _VIDEO if video else _FILE
+        if resume is not None and key is not None:
+            recorded = await asyncio.to_thread(resume.get, key)
+            if recorded:
+                found = await self._resumable(recorded)
+                if isinstance(found, file_pb2.File):  # committed before the record was dropped
+                    await asyncio.to_thread(resume.remove, key)
+                    return found
+                if found is None:
+                    await asyncio.to_thread(resume.remove, key)
+                else:
+                    state.upload = recorded
+                    state.source.rewind(found)
+                    header = file_pb2.UploadHeader(upload=recorded, offset=found)
+
+            def remember(upload: str) -> None:
+                resume.put(key, upload)
+
+            state.on_session = remember
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return await self._upload_once(header, state)
+                file = await self._upload_once(transfer, header, state)
             except grpc.aio.AioRpcError as exc:
                 if not _retryable(exc) or attempt == self.max_attempts:
                     raise
                 await asyncio.sleep(backoff_delay(attempt, self.backoff))
                 header = await self._resume_header(header, state, exc)
+                continue
+            if resume is not None and key is not None:
+                await asyncio.to_thread(resume.remove, key)
+            return file
         raise AssertionError("unreachable")
+
+    async def _resumable(self, upload: str) -> int | file_pb2.File | None:
+        """The committed offset of an active session, its file once committed, else None."""
+        try:
+            status = await self.upload_status(upload)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                return None
+            raise
+        if status.state == files_pb2.UPLOAD_STATE_ACTIVE:
+            return int(status.committed_bytes)
+        if status.state == files_pb2.UPLOAD_STATE_COMPLETED and status.file:
+            return await self.get(status.file)
+        return None
 
     async def _resume_header(
         self, header: file_pb2.UploadHeader, state: _UploadState, exc: grpc.aio.AioRpcError
@@ -270,25 +365,27 @@ class FilesClient:
         return file_pb2.UploadHeader(upload=state.upload, offset=offset)
 
     async def _upload_once(
-        self, header: file_pb2.UploadHeader, state: _UploadState
+        self, transfer: _Transfer, header: file_pb2.UploadHeader, state: _UploadState
     ) -> file_pb2.File:
-        call = self.stub.Upload(metadata=self.metadata)
+        stub = self.video_stub if transfer is _VIDEO else self.stub
+        call = getattr(stub, transfer.method)(metadata=self.metadata)
         try:
-            await call.write(files_pb2.UploadRequest(header=header))
+            await call.write(transfer.request(header=header))
             # Wait for the server to accept the header before sending any data: a refused
             # header then surfaces as its own status, not as a failed write.
             first = await call.read()
             if first is grpc.aio.EOF:
                 await _raise_status(call)
             state.seen(first.progress)
-            reader = asyncio.create_task(_read_responses(call, state))
+            reader = asyncio.create_task(_read_responses(call, state, transfer.oneof))
             try:
                 async for chunk in state.source.chunks(self.chunk_size):
                     if reader.done():
                         break
-                    await call.write(files_pb2.UploadRequest(data=chunk))
+                    await call.write(transfer.request(**{transfer.data_field: chunk}))
                 if not reader.done():
                     await call.done_writing()
+                    state.sending_done()
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 pass  # the call ended; its status comes from the reader
             return await reader
@@ -353,6 +450,20 @@ class FilesClient:
         return record
 
 
+@dataclass(frozen=True)
+class _Transfer:
+    """FileService.Upload and VideoService.UploadVideo: one protocol, two message types."""
+
+    method: str
+    request: Callable[..., Any]
+    data_field: str
+    oneof: str
+
+
+_FILE = _Transfer("Upload", files_pb2.UploadRequest, "data", "payload")
+_VIDEO = _Transfer("UploadVideo", video_pb2.UploadVideoRequest, "chunk", "item")
+
+
 class _UploadState:
     def __init__(
         self, source: _Source, total: int | None, callback: ProgressCallback | None
@@ -361,28 +472,36 @@ class _UploadState:
         self.total = total
         self.callback = callback
         self.upload = ""
+        self.on_session: Callable[[str], None] | None = None
+        self.last: UploadProgress | None = None
 
     def seen(self, progress: file_pb2.UploadProgress) -> None:
-        self.upload = self.upload or progress.upload
+        if not self.upload and progress.upload:
+            self.upload = progress.upload
+            if self.on_session is not None:
+                self.on_session(progress.upload)
         self.source.committed(progress.committed_bytes)
+        self.last = UploadProgress(
+            progress.upload,
+            progress.received_bytes,
+            progress.committed_bytes,
+            progress.parts_completed,
+            self.total,
+        )
         if self.callback is not None:
-            self.callback(
-                UploadProgress(
-                    progress.upload,
-                    progress.received_bytes,
-                    progress.committed_bytes,
-                    progress.parts_completed,
-                    self.total,
-                )
-            )
+            self.callback(self.last)
+
+    def sending_done(self) -> None:
+        if self.callback is not None and self.last is not None:
+            self.callback(dataclasses.replace(self.last, sending_done=True))
 
 
-async def _read_responses(call: Any, state: _UploadState) -> file_pb2.File:
+async def _read_responses(call: Any, state: _UploadState, oneof: str) -> file_pb2.File:
     while True:
         response = await call.read()
         if response is grpc.aio.EOF:
             await _raise_status(call)
-        if response.WhichOneof("payload") == "progress":
+        if response.WhichOneof(oneof) == "progress":
             state.seen(response.progress)
         else:
             return response.file  # type: ignore[no-any-return]

@@ -161,12 +161,11 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
     async def GetUploadStatus(
         self, request: files_pb2.GetUploadStatusRequest, context: Any
     ) -> files_pb2.GetUploadStatusResponse:
+        # What is durably committed, at once: parts of a broken stream still on their way
+        # to S3 only count once they are recorded (a later call sees them).
         session = await authorize_upload(
             self.repo, current_principal(), validation.upload_id(request.name)
         )
-        if session.id in self.deps.draining:
-            await self.deps.settled(session.id)
-            session = await authorize_upload(self.repo, current_principal(), session.id)
         return files_pb2.GetUploadStatusResponse(upload=convert.upload_to_proto(session))
 
     async def CancelUpload(
@@ -447,7 +446,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 f"{record.name} has no version {request.version_id[:128]!r}",
                 reason="VERSION_NOT_FOUND",
             )
-        copied = await self.storage.copy_version(record.object_key, version.version_id)
+        copied = await self.storage.copy_version(
+            record.object_key, version.version_id, version.size_bytes
+        )
         obj = CommittedObject(
             version_id=copied.version_id,
             etag=copied.etag,

@@ -2,12 +2,22 @@
 
 Every botocore failure is translated here into a domain error (UNAVAILABLE for transport
 and server errors), so no handler ever lets a botocore exception reach a client.
+
+Every S3 call goes through the process's S3 ``Dependency`` (``ctx.dependencies.s3``): its
+circuit breaker, and a time bound. botocore only bounds each socket connect and read, so a
+blackholed endpoint that accepts connections (or keeps one open without answering) would
+hold a call for as long as its retries last. Small calls get ``s3_call_timeout_seconds``;
+each transfer step (one part, one chunk of a read) gets ``s3_transfer_timeout_seconds``;
+inside an RPC the caller's remaining deadline caps both. A call that runs out of time, or
+any call while the breaker is open, is UNAVAILABLE (``S3_UNAVAILABLE``) with a RetryInfo.
+Presigning is local computation and makes no S3 call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -20,7 +30,9 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.aws import AwsClients, ensure_bucket
+from common.dependencies import S3, breaker_policy
 from common.errors import DomainError, FailedPrecondition, NotFound, Unavailable
+from common.resilience import BreakerPolicy, CircuitBreaker, Dependency
 
 log = logging.getLogger("mediagrid.files.storage")
 T = TypeVar("T")
@@ -29,6 +41,16 @@ E = TypeVar("E")
 META_FILE_ID = "file-id"
 META_OWNER = "owner"
 META_SHA256 = "sha256"
+
+# How long a client should wait before retrying a call that S3 failed or did not answer.
+RETRY_AFTER_SECONDS = 1.0
+# Bounds for storage built without settings (tests, tools).
+DEFAULT_CALL_TIMEOUT = 10.0
+DEFAULT_TRANSFER_TIMEOUT = 30.0
+# A transfer step of up to this many bytes gets ``s3_transfer_timeout_seconds``; a larger
+# part (parts grow for files too large for 10,000 parts of the configured size) gets
+# proportionally longer, so the bound stays one minimum bandwidth.
+TRANSFER_STEP_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,18 +83,36 @@ def _translate(what: str, exc: ClientError | BotoCoreError | OSError | TimeoutEr
         if code in ("InvalidRange", "416"):
             return FailedPrecondition(f"{what}: invalid range", reason="INVALID_RANGE")
         log.warning("S3 %s failed: %s", what, exc)
-        return Unavailable(f"S3 {what} failed ({code})", reason="S3_UNAVAILABLE")
+        return s3_unavailable(f"S3 {what} failed ({code})")
     log.warning("S3 %s failed: %s", what, exc)
-    return Unavailable(f"S3 {what} failed: {type(exc).__name__}", reason="S3_UNAVAILABLE")
+    return s3_unavailable(f"S3 {what} failed: {type(exc).__name__}")
+
+
+def s3_unavailable(message: str) -> Unavailable:
+    return Unavailable(message, reason="S3_UNAVAILABLE", retry_after_seconds=RETRY_AFTER_SECONDS)
 
 
 async def _s3(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()`` with botocore and transport failures translated into domain errors (so the
+    breaker sees NOT_FOUND as an answer and UNAVAILABLE as a failure)."""
     try:
         return await call()
     except DomainError:
         raise
     except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
         raise _translate(what, exc) from exc
+
+
+def standalone_dependency(call_timeout: float, policy: BreakerPolicy | None = None) -> Dependency:
+    """An S3 dependency of its own, for tools that open storage outside a service process."""
+    breaker = CircuitBreaker(S3, policy, reason="S3_UNAVAILABLE")
+    return Dependency(
+        S3,
+        reason="S3_UNAVAILABLE",
+        timeout=call_timeout,
+        breaker=breaker,
+        retry_after_seconds=RETRY_AFTER_SECONDS,
+    )
 
 
 _END = object()  # end of a threaded read
@@ -85,26 +125,69 @@ def _same(data: bytes) -> bytes:
 class Storage:
     """S3 operations on the files bucket."""
 
-    def __init__(self, client: Any, bucket: str, sync_client: Any | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        sync_client: Any | None = None,
+        *,
+        dependency: Dependency | None = None,
+        transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         # Optional synchronous client for streaming reads off the event loop.
         self.sync_client = sync_client
+        self.dependency = dependency or standalone_dependency(DEFAULT_CALL_TIMEOUT)
+        self.transfer_timeout = transfer_timeout
         self._stack: AsyncExitStack | None = None
 
+    def transfer_cap(self, size: int = 0) -> float:
+        """Seconds a transfer step of ``size`` bytes may take (before the caller's deadline)."""
+        return self.transfer_timeout * max(1.0, size / TRANSFER_STEP_BYTES)
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await self.dependency.call(lambda: _s3(what, call), what=what)
+
+    async def _transfer(self, what: str, call: Callable[[], Awaitable[T]], size: int = 0) -> T:
+        return await self.dependency.call(
+            lambda: _s3(what, call), what=what, cap=self.transfer_cap(size)
+        )
+
+    async def _pages(self, what: str, pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The pages of a paginated listing, each page bounded like a small call."""
+        iterator = aiter(pages)
+        # The end of the listing is an answer (None), not an exception the breaker would
+        # count as a failure.
+        while (page := await self._call(what, lambda: anext(iterator, None))) is not None:
+            yield page
+
     @classmethod
-    async def open(cls, aws: AwsClients, bucket: str, *, create: bool) -> Storage:
-        """Open the client; create the bucket (dev/test) or check that it exists (staging/prod)."""
+    async def open(
+        cls, aws: AwsClients, bucket: str, *, create: bool, dependency: Dependency | None = None
+    ) -> Storage:
+        """Open the client; create the bucket (dev/test) or check that it exists (staging/prod).
+
+        ``dependency``: the process's S3 dependency (``ctx.dependencies.s3``); tools outside a
+        service process get one of their own."""
         stack = AsyncExitStack()
         client = await stack.enter_async_context(aws.s3())
-        storage = cls(client, bucket, aws.sync_s3())
+        settings = aws.settings
+        storage = cls(
+            client,
+            bucket,
+            aws.sync_s3(),
+            dependency=dependency
+            or standalone_dependency(settings.s3_call_timeout_seconds, breaker_policy(settings)),
+            transfer_timeout=settings.s3_transfer_timeout_seconds,
+        )
         storage._stack = stack
         try:
             if create:
-                await _s3("ensure bucket", lambda: ensure_bucket(client, bucket))
+                await storage._call("ensure bucket", lambda: ensure_bucket(client, bucket))
             else:
                 try:
-                    await _s3("head bucket", lambda: client.head_bucket(Bucket=bucket))
+                    await storage._call("head bucket", lambda: client.head_bucket(Bucket=bucket))
                 except NotFound:
                     raise FailedPrecondition(
                         f"the files bucket {bucket!r} does not exist; outside dev/test it is "
@@ -125,8 +208,12 @@ class Storage:
             self._stack = None
 
     async def healthy(self) -> bool:
+        """False while the S3 breaker is open, else whether the bucket answers (through the
+        breaker: with no traffic, the health check is the call that probes S3 again)."""
+        if not self.dependency.available:
+            return False
         try:
-            await self.client.head_bucket(Bucket=self.bucket)
+            await self._call("head bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
             return True
         except Exception as exc:  # health checks report, never raise
             log.warning("S3 health check failed: %s", exc)
@@ -135,7 +222,7 @@ class Storage:
     # --- multipart ---------------------------------------------------------------------
 
     async def create_multipart(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
-        response = await _s3(
+        response = await self._call(
             "create multipart upload",
             lambda: self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata
@@ -146,18 +233,21 @@ class Storage:
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: bytes | bytearray
     ) -> str:
-        response = await _s3(
+        response = await self._transfer(
             "upload part",
             lambda: self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             ),
+            len(body),
         )
         return str(response["ETag"])
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[tuple[int, str]]
     ) -> PutResult:
-        response = await _s3(
+        # S3 may take a while to assemble many parts before it answers: a transfer bound,
+        # one step per 1,000 parts.
+        response = await self._transfer(
             "complete multipart upload",
             lambda: self.client.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -165,13 +255,14 @@ class Storage:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
             ),
+            TRANSFER_STEP_BYTES * len(parts) // 1000,
         )
         return PutResult(str(response.get("VersionId", "")), str(response["ETag"]))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Abort; an upload S3 no longer knows counts as aborted."""
         with contextlib.suppress(FailedPrecondition, NotFound):
-            await _s3(
+            await self._call(
                 "abort multipart upload",
                 lambda: self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id
@@ -180,31 +271,29 @@ class Storage:
 
     async def list_multipart_uploads(self) -> AsyncIterator[MultipartUpload]:
         paginator = self.client.get_paginator("list_multipart_uploads")
-        try:
-            async for page in paginator.paginate(Bucket=self.bucket):
-                for upload in page.get("Uploads", []):
-                    yield MultipartUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise Unavailable(
-                f"S3 list multipart uploads failed: {exc}", reason="S3_UNAVAILABLE"
-            ) from exc
+        pages = paginator.paginate(Bucket=self.bucket)
+        async for page in self._pages("list multipart uploads", pages):
+            for upload in page.get("Uploads", []):
+                yield MultipartUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
 
     # --- objects -----------------------------------------------------------------------
 
     async def put_object(
         self, key: str, body: bytes | bytearray, content_type: str, metadata: dict[str, str]
     ) -> PutResult:
-        response = await _s3(
+        """PUT a body of at most one part (a transfer step, bounded like a part)."""
+        response = await self._transfer(
             "put object",
             lambda: self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata
             ),
+            len(body),
         )
         return PutResult(str(response.get("VersionId", "")), str(response["ETag"]))
 
     async def head(self, key: str, version_id: str | None = None) -> dict[str, Any]:
         extra = {"VersionId": version_id} if version_id else {}
-        response = await _s3(
+        response = await self._call(
             "head object", lambda: self.client.head_object(Bucket=self.bucket, Key=key, **extra)
         )
         return dict(response)
@@ -271,7 +360,7 @@ class Storage:
     async def _async_read(
         self, key: str, extra: dict[str, str], chunk_size: int
     ) -> AsyncIterator[bytes]:
-        response = await _s3(
+        response = await self._transfer(
             "get object", lambda: self.client.get_object(Bucket=self.bucket, Key=key, **extra)
         )
         body = response["Body"]
@@ -280,10 +369,8 @@ class Storage:
         pending = bytearray()
         try:
             while True:
-                try:
-                    piece = await body.read(chunk_size - len(pending))
-                except (BotoCoreError, OSError, TimeoutError) as exc:
-                    raise Unavailable(f"S3 read failed: {exc}", reason="S3_UNAVAILABLE") from exc
+                wanted = chunk_size - len(pending)
+                piece = await self._transfer("read object", functools.partial(body.read, wanted))
                 if not piece:
                     break
                 if not pending and len(piece) == chunk_size:
@@ -308,7 +395,8 @@ class Storage:
     ) -> AsyncIterator[E]:
         """GET in a dedicated thread; chunks reach the loop through a queue. The thread
         takes a slot before reading each chunk and the consumer frees one per chunk taken,
-        so at most ``read_ahead`` chunks (plus the one being read) are held."""
+        so at most ``read_ahead`` chunks (plus the one being read) are held. Each chunk
+        must arrive within the transfer bound."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         slots = threading.Semaphore(read_ahead)
@@ -341,7 +429,7 @@ class Storage:
                                 break
                             piece += more
                     except (BotoCoreError, OSError, TimeoutError) as exc:
-                        post(Unavailable(f"S3 read failed: {exc}", reason="S3_UNAVAILABLE"))
+                        post(s3_unavailable(f"S3 read failed: {exc}"))
                         return
                     if not piece:
                         post(_END)
@@ -355,14 +443,23 @@ class Storage:
                         body.close()
 
         thread = threading.Thread(target=read, name="s3-read", daemon=True)
-        thread.start()
+
+        async def next_item() -> Any:
+            if thread.ident is None:
+                thread.start()  # only once the breaker let the first read through
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
         try:
             while True:
-                item = await queue.get()
+                # Through the breaker, each chunk within the transfer bound. The thread
+                # cannot be cancelled: a stalled read is abandoned here (``stop`` ends the
+                # thread once botocore's own read timeout lets it go).
+                item = await self._transfer("get object", next_item)
                 if item is _END:
                     return
-                if isinstance(item, BaseException):
-                    raise item
                 slots.release()
                 yield item
         finally:
@@ -379,7 +476,7 @@ class Storage:
         return digest.hexdigest(), size
 
     async def tag_sha256(self, key: str, version_id: str, sha256: str) -> None:
-        await _s3(
+        await self._call(
             "put object tagging",
             lambda: self.client.put_object_tagging(
                 Bucket=self.bucket,
@@ -389,9 +486,13 @@ class Storage:
             ),
         )
 
-    async def copy_version(self, key: str, version_id: str) -> PutResult:
-        """Copy a version of ``key`` onto ``key``: a new current version with the same bytes."""
-        response = await _s3(
+    async def copy_version(self, key: str, version_id: str, size: int) -> PutResult:
+        """Copy a version (of ``size`` bytes) of ``key`` onto ``key``: a new current version
+        with the same bytes.
+
+        S3 copies server-side and answers only at the end: bounded like a transfer of
+        ``size`` bytes."""
+        response = await self._transfer(
             "copy object",
             lambda: self.client.copy_object(
                 Bucket=self.bucket,
@@ -399,6 +500,7 @@ class Storage:
                 CopySource={"Bucket": self.bucket, "Key": key, "VersionId": version_id},
                 MetadataDirective="COPY",
             ),
+            size,
         )
         return PutResult(
             str(response.get("VersionId", "")), str(response["CopyObjectResult"]["ETag"])
@@ -406,7 +508,7 @@ class Storage:
 
     async def delete_version(self, key: str, version_id: str) -> None:
         with contextlib.suppress(NotFound):
-            await _s3(
+            await self._call(
                 "delete object version",
                 lambda: self.client.delete_object(
                     Bucket=self.bucket, Key=key, VersionId=version_id
@@ -414,18 +516,18 @@ class Storage:
             )
 
     async def add_delete_marker(self, key: str) -> None:
-        await _s3("delete object", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+        await self._call(
+            "delete object", lambda: self.client.delete_object(Bucket=self.bucket, Key=key)
+        )
 
     async def version_ids(self, prefix: str) -> list[tuple[str, str]]:
         """Every (key, version id) under ``prefix``, delete markers included."""
         found: list[tuple[str, str]] = []
         paginator = self.client.get_paginator("list_object_versions")
-        try:
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-                    found.append((entry["Key"], entry["VersionId"]))
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise Unavailable(f"S3 list versions failed: {exc}", reason="S3_UNAVAILABLE") from exc
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+        async for page in self._pages("list object versions", pages):
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                found.append((entry["Key"], entry["VersionId"]))
         return found
 
     async def purge_prefix(self, prefix: str) -> int:
@@ -433,7 +535,7 @@ class Storage:
         entries = await self.version_ids(prefix)
         for start in range(0, len(entries), 1000):
             batch = entries[start : start + 1000]
-            await _s3(
+            await self._call(
                 "delete objects",
                 lambda batch=batch: self.client.delete_objects(  # type: ignore[misc]
                     Bucket=self.bucket,

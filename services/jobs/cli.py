@@ -1,4 +1,4 @@
-"""``mediagrid worker`` and ``mediagrid jobs-stats``."""
+"""``mediagrid worker``: job handlers that claim work from the jobs service over gRPC."""
 
 from __future__ import annotations
 
@@ -13,35 +13,44 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     @app.command()
     def worker(
-        types: str = typer.Option(..., "--types", help="Comma-separated job types to run."),
+        types: str = typer.Option(
+            "",
+            "--types",
+            help="Comma-separated job types to run (default: every declared type with a handler).",
+        ),
         concurrency: int = typer.Option(0, "--concurrency", help="Handlers at once (0 = setting)."),
-        address: str = typer.Option("", "--address", help="Jobs service host:port."),
+        address: str = typer.Option(
+            "",
+            "--address",
+            help="Jobs service host:port (default: MEDIAGRID_JOBS_ADDRESS, else GRPC_HOST:PORT).",
+        ),
         token: str = typer.Option(
             "", "--token", help="Bearer token (default MEDIAGRID_WORKER_TOKEN).", show_default=False
         ),
         worker_id: str = typer.Option("", "--worker-id", help="Worker id (default host-pid-rand)."),
     ) -> None:
-        """Run job handlers: claim jobs over gRPC until SIGTERM, then stop gracefully."""
-        from common.settings import ConfigurationError, load_settings
-        from services.jobs.worker.main import run_worker
+        """Run job handlers: claim jobs over gRPC until SIGTERM, then stop gracefully.
+
+        Logs and telemetry are set up from the settings exactly as for ``serve``."""
+        from common import gc_tuning
+        from common.cli_session import server_address
+        from common.cli_support import settings_or_exit
+        from common.settings import ConfigurationError
+        from common.telemetry import configure_telemetry
+        from services.jobs.worker.main import run_worker, runnable_types
         from services.jobs.worker.runtime import UnknownJobType
 
-        try:
-            settings = load_settings()
-        except ConfigurationError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
-        wanted = [t.strip() for t in types.split(",") if t.strip()]
-        from common import gc_tuning
-
+        settings = settings_or_exit(server_logs=True)
         gc_tuning.tune(settings.gc_gen0_threshold)
+        telemetry = configure_telemetry(settings)
         try:
+            wanted = [t.strip() for t in types.split(",") if t.strip()]
             asyncio.run(
                 run_worker(
                     settings,
-                    types=wanted,
+                    types=wanted or runnable_types(settings),
                     concurrency=concurrency or None,
-                    address=address or None,
+                    address=server_address(settings, "jobs", address or None),
                     token=token or None,
                     worker_id=worker_id or None,
                 )
@@ -50,3 +59,5 @@ def register(app: typer.Typer) -> None:
             # A bad job type declaration surfaces while the runtime loads the registry.
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
+        finally:
+            telemetry.shutdown()

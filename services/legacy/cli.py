@@ -57,7 +57,7 @@ def _size(n: int) -> str:
 async def _database(s3: bool) -> AsyncIterator[tuple[asyncpg.Pool, Settings]]:
     """Pool on the configured (or embedded) database, with every migration applied."""
     from common import db
-    from common.cli import fail, settings_or_exit
+    from common.cli_support import fail, settings_or_exit
     from common.embedded import embedded_dependencies
     from common.registry import resolve
     from common.runtime import migrate_all
@@ -101,7 +101,7 @@ def import_files(
     concurrency: int = typer.Option(4, "--concurrency", min=1, max=64),
 ) -> None:
     """Upload a local directory tree into S3 as mediagrid files, resumably."""
-    from common.cli import fail, run
+    from common.cli_support import fail, run
 
     if rollback is None and source is None:
         fail("give --source DIR (or --rollback RUN)", 2)
@@ -218,7 +218,7 @@ def import_redis(
     ),
 ) -> None:
     """Import legacy users and jobs from Redis into PostgreSQL, resumably."""
-    from common.cli import run
+    from common.cli_support import run
 
     async def main() -> int:
         import redis.asyncio as aioredis

@@ -1,9 +1,13 @@
-"""``mediagrid users ...``: create users, log in, run the retention sweep.
+"""``mediagrid login|logout`` and ``mediagrid users ...``: sessions, users, the retention sweep.
 
+- ``login`` (top level) calls ``Login`` on a running server and stores the session for that
+  address in the CLI's session file (``common/cli_session.py``), which later commands use
+  when no ``--token`` is given; ``logout`` revokes that session and removes it.
+- ``users login`` calls ``Login`` and prints only the token on stdout (for scripts).
 - ``create`` talks to the database directly (it is how the first users of a fresh deployment
-  are made) unless ``--token`` is given, in which case it calls ``CreateUser`` on a running
-  server as that caller.
-- ``login`` calls ``Login`` on a running server and prints only the token on stdout.
+  are made; in dev without a database URL, the embedded PostgreSQL ``serve`` uses) unless
+  ``--token`` is given, in which case it calls ``CreateUser`` on a running server as that
+  caller.
 - ``sweep`` runs one sweep pass against the database directly.
 - ``service-token`` ensures a service account (with the internal job types it owns) in the
   database directly and prints a session token of it, for a process that does not serve the
@@ -12,15 +16,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import NoReturn
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
+import asyncpg
 import grpc
 import typer
 from rich.console import Console
 
-from common.cli import fail, run, settings_or_exit
-from common.server import host_port
+from common import cli_session
+from common.cli_support import address_option, connect, fail, rpc_fail, run, settings_or_exit
 from common.settings import Settings
 from services.users.models import SweepReport
 
@@ -31,11 +38,7 @@ ROLES = ("user", "admin", "service")
 
 
 def _settings() -> Settings:
-    return settings_or_exit()
-
-
-def _address(settings: Settings, address: str | None) -> str:
-    return address or settings.users_address or host_port(settings.grpc_host, settings.grpc_port)
+    return settings_or_exit(server_logs=False)
 
 
 def _rpc_error(exc: grpc.aio.AioRpcError) -> NoReturn:
@@ -60,13 +63,11 @@ def create(
         fail(f"--role must be one of {', '.join(ROLES)}", 2)
     if not password and role != "service":
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    settings = _settings()
     if token:
-        name = run(
-            _create_remote(_address(settings, address), token, email, role, display_name, password)
-        )
+        target, _ = connect("users", address, token)
+        name = run(_create_remote(target, token, email, role, display_name, password))
     else:
-        name = run(_create_direct(settings, email, role, display_name, password))
+        name = run(_create_direct(_settings(), email, role, display_name, password))
     console.print(f"created {name}")
     typer.echo(name)
 
@@ -74,7 +75,6 @@ def create(
 async def _create_direct(
     settings: Settings, email: str, role: str, display_name: str, password: str
 ) -> str:
-    from common import db
     from common.errors import DomainError
     from common.registry import resolve
     from common.runtime import migrate_all
@@ -87,8 +87,7 @@ async def _create_direct(
     from services.users.sessions import SessionManager
     from services.users.usage import MissingServicesUsageSource
 
-    pool = await db.create_pool(settings)
-    try:
+    async with _database(settings) as pool:
         await migrate_all(pool, resolve(["users"]))
         repository = UserRepository(pool)
         passwords = Passwords.from_settings(settings)
@@ -115,8 +114,20 @@ async def _create_direct(
             "users.create", user.name, {"role": user.role, "via": "cli"}, actor=SYSTEM_ACTOR
         )
         return user.name
-    finally:
-        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the configured database, or (dev/test, none configured) the embedded one."""
+    from common import db
+    from common.embedded import embedded_dependencies
+
+    async with embedded_dependencies(settings, s3=False) as effective:
+        pool = await db.create_pool(effective)
+        try:
+            yield pool
+        finally:
+            await pool.close()
 
 
 async def _create_remote(
@@ -144,33 +155,91 @@ async def _create_remote(
     return str(response.user.name)
 
 
-@users_app.command()
-def login(
+@users_app.command("login")
+def users_login(
     email: str = typer.Option(..., help="Email address."),
     password: str = typer.Option("", help="Password (prompted when omitted).", hide_input=True),
-    address: str | None = typer.Option(None, help="Server address (host:port)."),
+    address: str | None = address_option(),
 ) -> None:
-    """Log in through a running server and print the session token (only) on stdout."""
+    """Log in and print the session token (only) on stdout; nothing is stored."""
+    password = password or os.environ.get("MEDIAGRID_PASSWORD") or ""
     if not password:
-        password = os.environ.get("MEDIAGRID_PASSWORD") or typer.prompt("Password", hide_input=True)
-    settings = _settings()
-    token, session = run(_login(_address(settings, address), email, password))
-    console.print(f"logged in: {session}")
-    typer.echo(token)
+        password = typer.prompt("Password", hide_input=True)
+    target, _ = connect("users", address, None)
+    response = run(_login(target, email, password))
+    console.print(f"logged in: {response.session.name}")
+    typer.echo(response.token)
 
 
-async def _login(address: str, email: str, password: str) -> tuple[str, str]:
+def login(
+    email: str = typer.Option(None, help="Email address (prompted when omitted)."),
+    password: str = typer.Option(
+        "", help="Password (default MEDIAGRID_PASSWORD, else prompted).", hide_input=True
+    ),
+    address: str | None = address_option(),
+) -> None:
+    """Log in and keep the session for later commands (in a file only you can read)."""
+    if not email:
+        email = typer.prompt("Email")
+    password = password or os.environ.get("MEDIAGRID_PASSWORD") or ""
+    if not password:
+        password = typer.prompt("Password", hide_input=True)
+    target, _ = connect("users", address, None)
+    response = run(_login(target, email, password))
+    stored = cli_session.StoredSession(
+        token=response.token,
+        session=response.session.name,
+        user=response.user.name,
+        email=response.user.email,
+    )
+    where = cli_session.store_session(target, stored)
+    console.print(
+        f"logged in to {target} as {stored.email} ({stored.user}); session kept in {where}",
+        highlight=False,
+    )
+
+
+def logout(address: str | None = address_option()) -> None:
+    """Revoke the session `mediagrid login` stored for the server and forget it."""
+    target, _ = connect("users", address, None)
+    stored = cli_session.stored_session(target)
+    if stored is None:
+        console.print(f"not logged in to {target}", highlight=False)
+        return
+    try:
+        run(_logout(target, stored.token))
+    except typer.Exit:
+        # The server is unreachable or already forgot the session: forget it here too.
+        console.print("the server did not revoke the session; removing it here anyway")
+    cli_session.forget_session(target)
+    console.print(f"logged out of {target} ({stored.email})", highlight=False)
+
+
+async def _login(address: str, email: str, password: str) -> Any:
     from mediagrid.users.v1 import user_service_pb2 as pb
     from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            response = await pb_grpc.UserServiceStub(channel).Login(
+            return await pb_grpc.UserServiceStub(channel).Login(
                 pb.LoginRequest(email=email, password=password), timeout=30
             )
         except grpc.aio.AioRpcError as exc:
-            _rpc_error(exc)
-    return response.token, response.session.name
+            rpc_fail(exc, address)
+
+
+async def _logout(address: str, token: str) -> None:
+    from mediagrid.users.v1 import user_service_pb2 as pb
+    from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            await pb_grpc.UserServiceStub(channel).Logout(
+                pb.LogoutRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:  # already expired or revoked
+                rpc_fail(exc, address)
 
 
 @users_app.command()
@@ -183,21 +252,17 @@ def sweep() -> None:
 
 async def _sweep(settings: Settings) -> SweepReport:
     from common import db
+    from common.app import AppContext
+    from common.aws import AwsClients
     from services.users import app
     from services.users.repository import UserRepository
     from services.users.sweep import Sweeper
 
-    pool = await db.create_pool(settings)
-    try:
-        from common.app import AppContext
-        from common.aws import AwsClients
-
+    async with _database(settings) as pool:
         ctx = AppContext(
             settings=settings, pool=db.SuitePool(pool, settings), aws=AwsClients(settings)
         )
         return await Sweeper(UserRepository(ctx.pool), settings, app.data_purger(ctx)).run_once()
-    finally:
-        await pool.close()
 
 
 @users_app.command("service-token")
@@ -221,8 +286,7 @@ async def _service_token(settings: Settings, email: str, job_types: list[str]) -
     from common.runtime import migrate_all
     from services.users.bootstrap import issue_service_token
 
-    pool = await db.create_pool(settings)
-    try:
+    async with _database(settings) as pool:
         await migrate_all(pool, resolve(["users"]))
         ctx = AppContext(
             settings=settings, pool=db.SuitePool(pool, settings), aws=AwsClients(settings)
@@ -232,9 +296,9 @@ async def _service_token(settings: Settings, email: str, job_types: list[str]) -
             return await issue_service_token(ctx, email, grants)
         except DomainError as exc:
             fail(f"{exc.reason}: {exc.message}")
-    finally:
-        await pool.close()
 
 
 def register(app: typer.Typer) -> None:
+    app.command()(login)
+    app.command()(logout)
     app.add_typer(users_app, name="users")

@@ -4,6 +4,7 @@ keeps what the operator added, and a dry run writes nothing."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -105,3 +106,39 @@ async def test_dry_run_reports_and_writes_nothing(staging: Settings) -> None:
         for r in s3.get_bucket_lifecycle_configuration(Bucket=prod.bucket("files"))["Rules"]
     }
     assert rules["expire-old-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 90
+
+
+def test_the_command_reports_plans_and_changes_then_nothing(staging: Settings) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{root}:{root / 'gen'}",
+        "MEDIAGRID_S3_ENDPOINT_URL": str(staging.s3_endpoint_url),
+        "MEDIAGRID_AWS_ACCESS_KEY_ID": "test",
+        "MEDIAGRID_AWS_SECRET_ACCESS_KEY": "test",
+        "MEDIAGRID_BUCKET_PREFIX": "provcli",
+    }
+
+    def provision_command(*args: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", "from common.cli import main; main()", "provision", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    planned = provision_command("--environment", "staging", "--dry-run")
+    assert planned[0] == "provcli-staging-files: create bucket: would change" and len(planned) == 6
+    applied = provision_command("--environment", "staging")
+    assert all(line.endswith("changed") or "changed (" in line for line in applied)
+    assert provision_command("--environment", "staging") == [
+        "provcli-staging-files: nothing to change"
+    ]

@@ -11,7 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from common.server import SuiteServer, host_port
+from common.addresses import host_port
+from common.server import SuiteServer
 from tests.support.rpc import demo_service, method, serving, test_settings, unary
 
 USERS = "mediagrid.users.v1.UserService"

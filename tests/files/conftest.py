@@ -7,12 +7,14 @@ import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest_asyncio
 from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
 
 from tests.support.auth import StaticAuthenticator, bearer, principal
+from tests.support.proxy import TcpProxy
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -156,3 +158,36 @@ def header_msg(**fields: Any) -> files_pb2.UploadRequest:
 
 def data_msgs(data: bytes, size: int = MiB) -> list[files_pb2.UploadRequest]:
     return [files_pb2.UploadRequest(data=piece) for piece in chunks(data, size)]
+
+
+# Short S3 bounds for fault tests, so that the scenarios stay short.
+CALL_BOUND = 4.0
+TRANSFER_BOUND = 4.0
+
+
+@pytest_asyncio.fixture
+async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
+    """A fault proxy in front of moto's S3 (see ``start_behind``)."""
+    target = urlsplit(s3_endpoint)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def behind(proxy: TcpProxy, **overrides: Any) -> dict[str, Any]:
+    """Settings overrides of a suite whose S3 is reached through ``proxy``, short bounds."""
+    settings: dict[str, Any] = {
+        "s3_endpoint_url": f"http://127.0.0.1:{proxy.port}",
+        "s3_call_timeout_seconds": CALL_BOUND,
+        "s3_transfer_timeout_seconds": TRANSFER_BOUND,
+    }
+    settings.update(overrides)
+    return settings
+
+
+async def start_behind(suite: Any, proxy: TcpProxy, **overrides: Any) -> Files:
+    """The files service with its S3 behind ``proxy``."""
+    return await start_files(suite, **behind(proxy, **overrides))

@@ -21,7 +21,8 @@ def version() -> None:
 
 
 async def test_cli_upload_download_ls(files: Files, tmp_path: Path) -> None:
-    runner = CliRunner()
+    # The CLI keeps its upload resume records under XDG_STATE_HOME: not the developer's home.
+    runner = CliRunner(env={"XDG_STATE_HOME": str(tmp_path / "state")})
     source = tmp_path / "clip.bin"
     data = random_bytes(300_000)
     source.write_bytes(data)

@@ -144,3 +144,19 @@ def test_worker_default_address_brackets_an_ipv6_host() -> None:
     )
     configured = Settings(environment="test", jobs_address="jobs.internal:7000")
     assert default_address(configured) == "jobs.internal:7000"
+
+
+def test_a_worker_without_types_runs_every_declared_type_with_a_handler(
+    settings: Settings,
+) -> None:
+    from services.jobs import job_types
+    from services.jobs.worker.api import HANDLERS
+    from services.jobs.worker.main import runnable_types
+
+    with_demo = runnable_types(settings.model_copy(update={"demo_job_types": True}))
+    declared = job_types.registry(settings.model_copy(update={"demo_job_types": True}))
+    assert with_demo == sorted(with_demo) and with_demo
+    assert {"video.probe", "video.thumbnail", "users.purge"} <= set(with_demo)
+    assert all(t in HANDLERS and t in declared for t in with_demo)
+    without_demo = runnable_types(settings.model_copy(update={"demo_job_types": False}))
+    assert set(without_demo) < set(with_demo)  # the demo types leave with their declarations

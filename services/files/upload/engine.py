@@ -26,8 +26,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import deadlines
 from common.activity import ActivityRecorder
 from common.context import Principal
+from common.dependencies import S3
 from common.errors import (
     DataLoss,
     DomainError,
@@ -35,6 +37,7 @@ from common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from common.settings import Settings
 from services.files import keys, validation
@@ -54,7 +57,14 @@ from services.files.ports import (
     UserDirectory,
 )
 from services.files.repository import FilesRepository, StreamSuperseded
-from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256, Storage
+from services.files.storage import (
+    META_FILE_ID,
+    META_OWNER,
+    META_SHA256,
+    RETRY_AFTER_SECONDS,
+    PutResult,
+    Storage,
+)
 
 log = logging.getLogger("mediagrid.files.upload")
 
@@ -126,12 +136,25 @@ class UploadDeps:
     # Parts still landing after a stream broke, per session (this process only).
     draining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def settled(self, upload_id: str) -> None:
-        """Wait until parts of a broken stream of this session have landed (or failed)."""
+    async def settled(self, upload_id: str, part_size: int) -> None:
+        """Wait until parts of a broken stream of this session have landed (or failed).
+
+        Each of those parts is bounded by the transfer bound, so waiting that long is
+        enough; UNAVAILABLE (retry) if they are still on their way after it (a shorter
+        RPC deadline cut the wait)."""
         task = self.draining.get(upload_id)
-        if task is not None:
-            with contextlib.suppress(Exception, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), self.settings.s3_read_timeout_seconds)
+        if task is None:
+            return
+        seconds = deadlines.bound(self.storage.transfer_cap(part_size), dependency=S3)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), seconds)
+        if not task.done():
+            raise Unavailable(
+                f"uploads/{upload_id}: parts of the previous stream are still on their way to S3",
+                reason="UPLOAD_DRAINING",
+                metadata={"upload": f"uploads/{upload_id}"},
+                retry_after_seconds=RETRY_AFTER_SECONDS,
+            )
 
 
 class HashCache:
@@ -336,7 +359,7 @@ async def _resume_session(
     existing = await authorize_upload(deps.repo, principal, upload_id)
     # Two uploads of one part number at once are undefined on some S3 implementations:
     # let the parts of the broken stream land first.
-    await deps.settled(upload_id)
+    await deps.settled(upload_id, existing.part_size)
     if existing.kind != profile.kind or existing.via != "stream":
         raise FailedPrecondition(
             f"{existing.name} cannot be resumed by this RPC", reason="UPLOAD_KIND_MISMATCH"
@@ -383,6 +406,16 @@ async def authorize_upload(
             f"{name} does not exist", reason="UPLOAD_NOT_FOUND", metadata={"resource": name}
         )
     return session
+
+
+def multipart_etag(part_etags: list[str]) -> str | None:
+    """The ETag S3 gives an object completed from these parts: the MD5 of their MD5s, dash,
+    the number of parts (None when the part ETags are not MD5s, as with some encryption)."""
+    try:
+        digests = b"".join(bytes.fromhex(e.strip('"')) for e in part_etags)
+    except ValueError:
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"
 
 
 def object_metadata(session: UploadSession, sha256: str) -> dict[str, str]:
@@ -443,7 +476,8 @@ class PartWriter:
             hasher = deps.hash_cache.take(session.id, session.committed_bytes)
         acked: dict[int, UploadPart] = {}
         if session.committed_bytes:
-            committed_parts = session.committed_bytes // session.part_size
+            # A committed offset inside a part means the short last part is recorded too.
+            committed_parts = -(-session.committed_bytes // session.part_size)
             for part in await deps.repo.list_parts(session.id):
                 if part.part_number <= committed_parts:
                     acked[part.part_number] = part
@@ -461,6 +495,14 @@ class PartWriter:
     # --- writing -----------------------------------------------------------------------
 
     async def write(self, data: bytes | memoryview) -> None:
+        if data and self.committed % self.part_size:
+            # Only the stream's end sends a short part: every byte is already committed.
+            raise InvalidArgument.field(
+                "data",
+                f"all {self.committed} bytes of this upload are committed; resume without data "
+                "to finish it",
+                reason="UPLOAD_FULLY_COMMITTED",
+            )
         declared = self.session.declared_size
         if declared and self.received + len(data) > declared:
             raise InvalidArgument.field(
@@ -516,18 +558,41 @@ class PartWriter:
         self.in_flight.add(task)
 
     async def _create_multipart(self) -> None:
+        """Create the S3 multipart upload and record it on the session, as one step that a
+        cancellation (the client went away, the server stops) cannot cut in the middle:
+        the step runs on, and an upload created for a caller who is gone is aborted rather
+        than left for the sweep."""
+        abandoned = asyncio.Event()
+        pairing = asyncio.ensure_future(self._create_and_record(abandoned))
+        try:
+            self.s3_upload_id = await asyncio.shield(pairing)
+        except asyncio.CancelledError:
+            abandoned.set()
+            _BACKGROUND.add(pairing)
+            pairing.add_done_callback(_forget)
+            raise
+
+    async def _create_and_record(self, abandoned: asyncio.Event) -> str:
         s = self.session
-        upload_id = await self.deps.storage.create_multipart(
+        storage = self.deps.storage
+        upload_id = await storage.create_multipart(
             s.object_key, s.content_type, object_metadata(s, s.client_sha256)
         )
+        if abandoned.is_set():
+            # The caller's deadline no longer applies: nobody waits for this clean-up.
+            with deadlines.incoming(None):
+                await storage.abort_multipart(s.object_key, upload_id)
+            raise asyncio.CancelledError
         try:
             await self.deps.repo.set_s3_upload_id(s.id, self.token, upload_id)
         except StreamSuperseded:
-            # Certainly not recorded. (After other failures, such as a cancellation, the id
-            # may or may not be recorded: the sweep aborts it once no session owns it.)
-            await self.deps.storage.abort_multipart(s.object_key, upload_id)
+            # Certainly not recorded. (After other failures, such as the database being
+            # away, the id may or may not be recorded: the sweep aborts it once no session
+            # owns it.)
+            await storage.abort_multipart(s.object_key, upload_id)
             raise
-        self.s3_upload_id = upload_id
+        # Recorded, even if the caller has gone meanwhile: the session owns it now.
+        return upload_id
 
     def _take_buffer(self) -> bytearray:
         """The filled bytes as a part body; a fresh buffer takes its place."""
@@ -611,12 +676,14 @@ class PartWriter:
         """The committed offset: the end of the unbroken run of acknowledged parts from the
         start, counting ``part`` (number ``number``) as acknowledged too when given."""
         offset = self.committed
-        while True:
+        # Only the last part is short: once the offset is inside a part, nothing follows.
+        while offset % self.part_size == 0:
             following = offset // self.part_size + 1
             found = part if following == number else self.acked.get(following)
             if found is None:
-                return offset
+                break
             offset += found.size_bytes
+        return offset
 
     async def _drain(self) -> None:
         while self.in_flight:
@@ -659,9 +726,7 @@ class PartWriter:
                 raise FailedPrecondition(
                     "parts are missing; resume the upload", reason="PARTS_MISSING"
                 )
-            result = await self.deps.storage.complete_multipart(
-                s.object_key, self.s3_upload_id, parts
-            )
+            result = await self._complete(parts)
             sha_in_metadata = bool(s.client_sha256)
         obj = await self._verified(result.version_id, result.etag, digest)
         if not sha_in_metadata:
@@ -671,6 +736,34 @@ class PartWriter:
         except BaseException:
             await self.deps.storage.delete_version(s.object_key, obj.version_id)
             raise
+
+    async def _complete(self, parts: list[tuple[int, str]]) -> PutResult:
+        """Complete the multipart upload; if S3 no longer knows it because an earlier
+        attempt completed it (its answer lost with a broken connection, or the stream broke
+        right after), adopt the object version that attempt made."""
+        s = self.session
+        assert self.s3_upload_id is not None
+        storage = self.deps.storage
+        try:
+            return await storage.complete_multipart(s.object_key, self.s3_upload_id, parts)
+        except FailedPrecondition as exc:
+            if exc.reason != "UPLOAD_EXPIRED":
+                raise
+            head = await storage.head(s.object_key)
+            version_id = str(head.get("VersionId", ""))
+            etag = str(head.get("ETag", ""))
+            metadata = head.get("Metadata", {})
+            expected = multipart_etag([e for _, e in parts])
+            if (
+                expected is None
+                or etag.strip('"') != expected
+                or int(head.get("ContentLength", -1)) != self.received
+                or metadata.get(META_FILE_ID) != s.file_id
+                or await self.deps.repo.get_version(s.file_id, version_id) is not None
+            ):
+                raise
+            log.info("%s: adopting version %s completed by an earlier attempt", s.name, version_id)
+            return PutResult(version_id, etag)
 
     async def _verified(self, version_id: str, etag: str, digest: str | None) -> CommittedObject:
         s = self.session
@@ -708,7 +801,8 @@ class PartWriter:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         self.in_flight.clear()
         self.deps.hash_cache.drop(s.id)
-        with contextlib.suppress(DomainError):
+        # The clean-up is not bounded by the deadline of a call that is ending anyway.
+        with contextlib.suppress(DomainError), deadlines.incoming(None):
             await self.deps.repo.finish_upload(s.id, "failed", error[:1000])
             if self.s3_upload_id is not None:
                 await self.deps.storage.abort_multipart(s.object_key, self.s3_upload_id)
@@ -720,7 +814,7 @@ class PartWriter:
                 log.warning("part upload after interruption failed: %r", result)
 
 
-_BACKGROUND: set[asyncio.Task[None]] = set()
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
 def _background(coro: Awaitable[None]) -> asyncio.Task[None]:
@@ -728,3 +822,14 @@ def _background(coro: Awaitable[None]) -> asyncio.Task[None]:
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
     return task
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Done callback of a task nobody awaits any more: retrieve its outcome (so asyncio
+    does not log it as never retrieved) and log a failure."""
+    _BACKGROUND.discard(task)
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, DomainError):
+        log.warning("abandoned S3 step failed: %r", exc)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -91,14 +91,29 @@ def _open(aws: AwsClients, payload: VideoJobPayload) -> RangeReader:
         raise
 
 
-async def _in_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run blocking PyAV/boto3 work off the event loop; S3 hiccups become retryable."""
+async def _in_thread(function: Callable[..., T], *args: Any, bound: float | None = None) -> T:
+    """Run blocking PyAV/boto3 work off the event loop; S3 hiccups become retryable.
+
+    With ``bound``, the job stops waiting after that many seconds (retryable); the thread
+    itself cannot be cancelled and ends when botocore's read timeout lets it go."""
     try:
-        return await asyncio.to_thread(function, *args)
+        async with asyncio.timeout(bound):
+            return await asyncio.to_thread(function, *args)
     except (InvalidVideo, _ObjectMissing, PermanentJobError):
         raise
+    except TimeoutError as exc:
+        raise RetryableJobError(f"S3 did not answer within {bound:.3g}s") from exc
     except (ClientError, OSError) as exc:
         raise RetryableJobError(f"reading the video from S3 failed: {exc}") from exc
+
+
+async def _s3_step(what: str, seconds: float, call: Awaitable[T]) -> T:
+    """One S3 call of a handler, bounded (botocore bounds only each socket read)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await call
+    except TimeoutError as exc:
+        raise RetryableJobError(f"S3 {what} did not answer within {seconds:.3g}s") from exc
 
 
 def _failure_message(payload: VideoJobPayload, exc: Exception) -> str:
@@ -144,7 +159,7 @@ async def probe_video(job: JobContext) -> dict[str, Any]:
     aws = job.resources.aws
     await job.progress(5, "opening the video")
     try:
-        reader = await _in_thread(_open, aws, payload)
+        reader = await _in_thread(_open, aws, payload, bound=aws.settings.s3_call_timeout_seconds)
         await job.progress(20, "probing")
         metadata = await _in_thread(probe, reader)
     except (InvalidVideo, _ObjectMissing) as exc:
@@ -179,7 +194,7 @@ async def render_video_thumbnails(job: JobContext) -> dict[str, Any]:
     await job.progress(2, "opening the video")
     rendered: list[RenderedThumbnail] = []
     try:
-        reader = await _in_thread(_open, aws, payload)
+        reader = await _in_thread(_open, aws, payload, bound=settings.s3_call_timeout_seconds)
         for index, seconds in enumerate(times):
             reader.seek(0)
             (thumb,) = await _in_thread(
@@ -236,24 +251,36 @@ async def _store(
     recorded URLs pin the version.
     """
     owner = job.owner
+    settings = job.resources.settings
+    call, transfer = settings.s3_call_timeout_seconds, settings.s3_transfer_timeout_seconds
     names = [thumbnail_key(payload.key, index) for index in range(len(rendered))]
     versions = []
     async with job.resources.aws.s3() as s3:
         for key, thumb in zip(names, rendered, strict=True):
-            put = await s3.put_object(
-                Bucket=payload.bucket,
-                Key=key,
-                Body=thumb.jpeg,
-                ContentType="image/jpeg",
-                Metadata={"file-id": payload.file_id, "owner": owner, "job": job.name},
+            put = await _s3_step(
+                "put thumbnail",
+                transfer,
+                s3.put_object(
+                    Bucket=payload.bucket,
+                    Key=key,
+                    Body=thumb.jpeg,
+                    ContentType="image/jpeg",
+                    Metadata={"file-id": payload.file_id, "owner": owner, "job": job.name},
+                ),
             )
             versions.append(str(put.get("VersionId") or ""))
-        listing = await s3.list_objects_v2(
-            Bucket=payload.bucket, Prefix=thumbnail_prefix(payload.key)
+        listing = await _s3_step(
+            "list thumbnails",
+            call,
+            s3.list_objects_v2(Bucket=payload.bucket, Prefix=thumbnail_prefix(payload.key)),
         )
         stale = [o["Key"] for o in listing.get("Contents", []) if o["Key"] not in set(names)]
         if stale:
-            await s3.delete_objects(
-                Bucket=payload.bucket, Delete={"Objects": [{"Key": k} for k in stale]}
+            await _s3_step(
+                "delete stale thumbnails",
+                call,
+                s3.delete_objects(
+                    Bucket=payload.bucket, Delete={"Objects": [{"Key": k} for k in stale]}
+                ),
             )
     return list(zip(names, versions, strict=True))

@@ -26,9 +26,7 @@ from common.app import AppContext
 from common.resilience import backoff_delay
 from common.server import NOT_SERVING, SERVING, SuiteServer
 from common.settings import Settings
-from services.jobs import job_types
-from services.jobs.worker.api import HANDLERS
-from services.jobs.worker.main import handler_modules, load_handler_modules, run_worker
+from services.jobs.worker.main import run_worker, runnable_types
 from services.jobs.worker.runtime import UnknownJobType
 
 log = logging.getLogger("mediagrid.worker")
@@ -153,10 +151,8 @@ async def embedded_worker(
     restart_delay_max: float = RESTART_DELAY_MAX_SECONDS,
 ) -> AsyncIterator[EmbeddedWorker]:
     """Run a supervised worker for every declared job type with a handler until the block exits."""
-    load_handler_modules(handler_modules(settings))
     # A handler of an undeclared type (imported by something else) has no jobs to run.
-    declared = job_types.registry(settings)
-    types = sorted(t for t in HANDLERS if t in declared)
+    types = runnable_types(settings)
     worker = EmbeddedWorker(
         settings,
         server,

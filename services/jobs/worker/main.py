@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from mediagrid.jobs.v1 import worker_service_pb2_grpc
 
+from common.addresses import host_port
 from common.aws import AwsClients
 from common.channels import ChannelCache
-from common.server import host_port
 from common.settings import DEMO_HANDLERS_MODULE, Settings, demo_modules_in_force
 from services.jobs.worker.api import WorkerResources
 from services.jobs.worker.runtime import WorkerRuntime, WorkerStats
@@ -45,6 +45,17 @@ def handler_modules(settings: Settings) -> list[str]:
     return demo_modules_in_force(
         settings.worker_handler_modules, DEMO_HANDLERS_MODULE, bool(settings.demo_job_types)
     )
+
+
+def runnable_types(settings: Settings) -> list[str]:
+    """Every declared job type with a handler (loading the handler modules first): what a
+    worker runs when it is not told which types."""
+    from services.jobs import job_types
+    from services.jobs.worker.api import HANDLERS
+
+    load_handler_modules(handler_modules(settings))
+    declared = job_types.registry(settings)
+    return sorted(t for t in HANDLERS if t in declared)
 
 
 def default_address(settings: Settings) -> str:
