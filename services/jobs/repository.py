@@ -42,6 +42,7 @@ from services.jobs.models import (
 )
 from services.jobs.quotas import Quota
 from services.jobs.states import FINAL, RETRYABLE_FROM, JobState
+from services.jobs.tracing import current_trace_context
 
 Q = Queries(Path(__file__).parent / "sql" / "queries.sql")
 
@@ -121,6 +122,7 @@ class JobRepository:
                 *_job_arrays([spec]),
                 limit,
                 capped,
+                current_trace_context(),
                 idempotent=spec.request_id is not None,
             )
         except asyncpg.ForeignKeyViolationError:
@@ -165,6 +167,7 @@ class JobRepository:
         waiting jobs is refused whole (RESOURCE_EXHAUSTED).
         """
         batch_id = uuid.uuid4()
+        trace_context = current_trace_context()
 
         async def create(conn: PooledConnection) -> tuple[Batch, list[uuid.UUID], bool]:
             row = await conn.fetchrow(
@@ -185,7 +188,7 @@ class JobRepository:
                 part = specs[start : start + chunk]
                 arrays = _job_arrays(part)
                 stored = await conn.fetchval(
-                    Q.insert_jobs_count, owner, batch_id, *arrays, quota is not None
+                    Q.insert_jobs_count, owner, batch_id, *arrays, quota is not None, trace_context
                 )
                 if stored != len(part):
                     raise InvalidArgument.field(
@@ -339,7 +342,14 @@ class JobRepository:
             owner_max_running,
         )
         return [
-            trusted(Claimed, {"job": Job.from_row(r), "wait_seconds": r["wait_seconds"]})
+            trusted(
+                Claimed,
+                {
+                    "job": Job.from_row(r),
+                    "wait_seconds": r["wait_seconds"],
+                    "trace_context": r["trace_context"],
+                },
+            )
             for r in rows
         ]
 
