@@ -41,6 +41,7 @@ class AppContext:
         self._channels = ChannelCache(self.addresses, self.settings.grpc_max_message_bytes)
         self.dependencies = Dependencies(self.settings)
         self.pool.dependency = self.dependencies.database
+        self.dependencies.watch_pool(self.pool)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to ``service`` (its configured or in-process address)."""

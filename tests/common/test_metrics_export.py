@@ -228,6 +228,12 @@ async def test_prometheus_endpoint_serves_rpc_and_breaker_metrics(settings: Sett
         for line in lines
     )
     assert any(line.startswith("rpc_server_active_requests") for line in lines)
+    pool = {
+        line.split('state="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("mediagrid_db_pool_connections")
+    }
+    assert set(pool) == {"idle", "used"} and pool["idle"] + pool["used"] >= 1
     # The endpoint is gone with the configuration.
     with pytest.raises(OSError):
         await asyncio.to_thread(scrape, port)
