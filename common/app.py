@@ -6,12 +6,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import asyncpg
 import grpc
 
 from common.activity import ActivityRecorder, LoggingActivityRecorder
 from common.aws import AwsClients
 from common.channels import ChannelCache
+from common.db import SuitePool
 from common.dependencies import Dependencies
 from common.errors import Unavailable
 from common.interceptors import Authenticator
@@ -23,7 +23,8 @@ class AppContext:
     """Shared, process-wide resources created once by the runtime and closed by it."""
 
     settings: Settings
-    pool: asyncpg.Pool
+    # Every statement goes through ``dependencies.database`` (bound in __post_init__).
+    pool: SuitePool
     aws: AwsClients
     # Address ("host:port") of each service of the suite; in `serve all` they share one.
     addresses: dict[str, str] = field(default_factory=dict)
@@ -39,6 +40,8 @@ class AppContext:
     def __post_init__(self) -> None:
         self._channels = ChannelCache(self.addresses, self.settings.grpc_max_message_bytes)
         self.dependencies = Dependencies(self.settings)
+        self.pool.dependency = self.dependencies.database
+        self.dependencies.watch_pool(self.pool)
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """A shared client channel to ``service`` (its configured or in-process address)."""

@@ -31,6 +31,7 @@ from common.context import Principal, current_request_id, optional_principal
 from common.interceptors import Authenticator, outgoing_metadata
 from common.peer_calls import call_peer
 from common.resilience import Dependency
+from common.telemetry import get_meter
 
 if TYPE_CHECKING:
     from common.app import AppContext
@@ -111,6 +112,9 @@ class LocalAuthenticator:
         return await self.repository.resolve_token(token)
 
 
+_HIT, _SHARED, _MISS = ({"result": r} for r in ("hit", "shared", "miss"))
+
+
 class CachingAuthenticator:
     """Caches successful authentications for ``ttl_seconds`` (0 disables the cache)."""
 
@@ -128,6 +132,11 @@ class CachingAuthenticator:
         self.clock = clock
         self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
+        self._lookups = get_meter("mediagrid.auth").create_counter(
+            "mediagrid.auth.cache",
+            description="Token checks per result: hit (cached), shared (joined a lookup in "
+            "flight), miss (asked the users service or the database).",
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -139,10 +148,12 @@ class CachingAuthenticator:
         entry = self._entries.get(key)
         if entry is not None:
             if entry[0] > self.clock():
+                self._lookups.add(1, _HIT)
                 return entry[1]
             del self._entries[key]
         while (pending := self._inflight.get(key)) is not None:
             try:
+                self._lookups.add(1, _SHARED)
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
                 if not pending.cancelled():
@@ -150,6 +161,7 @@ class CachingAuthenticator:
                 # The caller doing the lookup was cancelled (its client went away): retry.
         future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
+        self._lookups.add(1, _MISS)
         try:
             principal = await self.inner.authenticate(token)
         except asyncio.CancelledError:

@@ -1,10 +1,13 @@
-"""Client channels to the suite's services: one per service per process, opened on first use."""
+"""Client channels to the suite's services: one per service per process, opened on first use,
+each timing its calls (``rpc.client.duration``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import grpc
+
+from common.rpc_metrics import client_interceptors
 
 
 class ChannelCache:
@@ -28,7 +31,9 @@ class ChannelCache:
             address = self.addresses.get(service)
             if address is None:
                 raise RuntimeError(f"no address known for service {service!r}")
-            channel = self._open[service] = grpc.aio.insecure_channel(address, options=self.options)
+            channel = self._open[service] = grpc.aio.insecure_channel(
+                address, options=self.options, interceptors=client_interceptors()
+            )
         return channel
 
     async def close(self) -> None:

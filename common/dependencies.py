@@ -67,6 +67,7 @@ class Dependencies:
         self.settings = settings
         self.policy = breaker_policy(settings)
         meter = meter or get_meter("mediagrid.resilience")
+        self._meter = meter
         self._transitions = meter.create_counter(
             "mediagrid.breaker.transitions",
             description="Circuit breaker state changes, per dependency and new state.",
@@ -130,6 +131,24 @@ class Dependencies:
 
     def _changed(self, breaker: CircuitBreaker, _old: str, new: str) -> None:
         self._transitions.add(1, {"dependency": breaker.name, "state": new})
+
+    def watch_pool(self, pool: Any) -> None:
+        """Export the database pool's connections (``mediagrid.db.pool.connections``, by
+        ``state``: idle or in use) from the asyncpg pool behind ``pool``."""
+        raw = getattr(pool, "raw", pool)
+
+        def observe(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            size, idle = raw.get_size(), raw.get_idle_size()
+            return [
+                metrics.Observation(idle, {"state": "idle"}),
+                metrics.Observation(size - idle, {"state": "used"}),
+            ]
+
+        self._meter.create_observable_gauge(
+            "mediagrid.db.pool.connections",
+            callbacks=[observe],
+            description="Connections of this process's database pool, idle and in use.",
+        )
 
     def _called(self, name: str, outcome: str, seconds: float) -> None:
         self._calls.record(seconds, {"dependency": name, "outcome": outcome})

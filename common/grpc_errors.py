@@ -193,7 +193,7 @@ RETRY_AFTER_OUTAGE_SECONDS = 1.0
 
 def dependency_status(exc: BaseException, method: str) -> status_pb2.Status | None:
     """UNAVAILABLE for a database or connection failure (logged with a correlation id)."""
-    if isinstance(exc, DATABASE_DOWN):
+    if isinstance(exc, DATABASE_DOWN) or db.never_sent(exc):
         reason, what = "DATABASE_UNAVAILABLE", "the database"
     elif isinstance(exc, (ConnectionError, TimeoutError)):
         # A timeout nobody translated is a dependency that did not answer in time (a pool

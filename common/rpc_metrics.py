@@ -1,4 +1,6 @@
-"""RPC server metrics after the OpenTelemetry RPC conventions: duration and calls in flight.
+"""RPC metrics after the OpenTelemetry RPC conventions: the server's duration and calls in
+flight, and the duration of the calls the suite's own channels make (``rpc.client.duration``,
+through ``client_interceptors()`` on every channel of ``common.channels``).
 
 Attributes: ``rpc.system`` (grpc), ``rpc.service``, ``rpc.method``,
 ``mediagrid.rpc.streaming`` and, on the duration, ``rpc.grpc.status_code``. The instruments belong to the active telemetry configuration and
@@ -7,6 +9,12 @@ are made once per configuration; with metrics off they are the API's no-ops.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
 from opentelemetry import metrics
 
 from common import telemetry
@@ -25,6 +33,12 @@ class RpcMetrics:
             "rpc.server.active_requests",
             unit="{request}",
             description="RPCs being served right now, per service and method.",
+        )
+
+        self.client_duration = meter.create_histogram(
+            "rpc.client.duration",
+            unit="ms",
+            description="Duration of RPCs this process made, per service, method and status.",
         )
 
     @staticmethod
@@ -55,3 +69,59 @@ def rpc_metrics() -> RpcMetrics:
     _by_configuration.clear()  # one configuration is active at a time
     _by_configuration[key] = (owner, made)
     return made
+
+
+class _ClientTiming:
+    """Records ``rpc.client.duration`` when a call ends, whatever its kind."""
+
+    async def _timed(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        started = time.perf_counter()
+        call = await continuation(details, request)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        attributes = RpcMetrics.attributes(str(method))
+
+        def done(finished: Any) -> None:
+            async def record() -> None:
+                try:
+                    code = await finished.code()
+                except Exception:  # a call cancelled before it started has no status
+                    code = grpc.StatusCode.CANCELLED
+                rpc_metrics().client_duration.record(
+                    (time.perf_counter() - started) * 1000,
+                    {**attributes, "rpc.grpc.status_code": code.value[0]},
+                )
+
+            task = asyncio.ensure_future(record())
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+
+        call.add_done_callback(done)
+        return call
+
+
+_pending: set[asyncio.Future[None]] = set()
+
+
+class _UnaryUnary(_ClientTiming, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._timed(continuation, details, request)
+
+
+class _UnaryStream(_ClientTiming, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._timed(continuation, details, request)
+
+
+class _StreamUnary(_ClientTiming, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self._timed(continuation, details, requests)
+
+
+class _StreamStream(_ClientTiming, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self._timed(continuation, details, requests)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that time every call of a channel (one of each kind, as grpc.aio asks)."""
+    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]

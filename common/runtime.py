@@ -97,14 +97,17 @@ async def _suite_context(
     settings: Settings, specs: Sequence[ServiceSpec], authenticator: Authenticator | None
 ) -> AsyncIterator[AppContext]:
     """What the services share: the pool (migrated), the buckets, the activity recorder."""
-    pool = await db.create_pool(settings)
+    raw_pool = await db.create_pool(settings)
+    # Every statement of the services goes through the database dependency (AppContext binds
+    # the pool to ctx.dependencies.database); migrations run before serving, unbounded.
+    pool = db.SuitePool(raw_pool, settings)
     ctx = AppContext(
         settings=settings, pool=pool, aws=AwsClients(settings), authenticator=authenticator
     )
     try:
         if settings.s3_create_buckets:
             await create_buckets(settings)
-        await migrate_all(pool, specs)
+        await migrate_all(raw_pool, specs)
         if settings.users_address and all(spec.name != "users" for spec in specs):
             from common.auth import remote_activity_recorder
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
-from common.db import Queries
+from common.db import PooledConnection, Queries, SuitePool, as_suite_pool
 from common.errors import Aborted
 from services.files.models import (
     CommittedObject,
@@ -34,8 +34,11 @@ class StreamSuperseded(Aborted):
 
 
 class FilesRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
+    ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
+
+    def __init__(self, pool: asyncpg.Pool | SuitePool) -> None:
+        self.pool = as_suite_pool(pool)
 
     # --- upload sessions ---------------------------------------------------------------
 
@@ -62,7 +65,7 @@ class FilesRepository:
         return UploadSession.from_row(row)  # type: ignore[no-any-return]
 
     async def get_upload(self, upload_id: str) -> UploadSession | None:
-        row = await self.pool.fetchrow(Q.get_upload, upload_id)
+        row = await self.pool.fetchrow(Q.get_upload, upload_id, idempotent=True)
         return None if row is None else UploadSession.from_row(row)
 
     async def claim_upload(self, upload_id: str, token: str, offset: int) -> UploadSession | None:
@@ -94,7 +97,7 @@ class FilesRepository:
             raise StreamSuperseded(metadata={"upload": f"uploads/{upload_id}"})
 
     async def list_parts(self, upload_id: str) -> list[UploadPart]:
-        rows = await self.pool.fetch(Q.list_parts, upload_id)
+        rows = await self.pool.fetch(Q.list_parts, upload_id, idempotent=True)
         return [UploadPart.from_row(r) for r in rows]
 
     async def finish_upload(
@@ -104,20 +107,21 @@ class FilesRepository:
         return None if row is None else UploadSession.from_row(row)
 
     async def idle_uploads(self, before: datetime, limit: int = 500) -> list[UploadSession]:
-        rows = await self.pool.fetch(Q.idle_uploads, before, limit)
+        rows = await self.pool.fetch(Q.idle_uploads, before, limit, idempotent=True)
         return [UploadSession.from_row(r) for r in rows]
 
     async def known_s3_uploads(self, s3_upload_ids: list[str]) -> set[str]:
-        rows = await self.pool.fetch(Q.known_s3_uploads, s3_upload_ids)
+        rows = await self.pool.fetch(Q.known_s3_uploads, s3_upload_ids, idempotent=True)
         return {r["s3_upload_id"] for r in rows}
 
     async def active_uploads_of_user(self, user_id: str) -> list[UploadSession]:
-        rows = await self.pool.fetch(Q.active_uploads_of_user, user_id)
+        rows = await self.pool.fetch(Q.active_uploads_of_user, user_id, idempotent=True)
         return [UploadSession.from_row(r) for r in rows]
 
     async def commit_upload(self, session: UploadSession, obj: CommittedObject) -> FileRecord:
         """Record the verified object as a new file or a new version, and close the session."""
-        async with self.pool.acquire() as conn, conn.transaction():
+
+        async def commit(conn: PooledConnection) -> FileRecord:
             finished = await conn.fetchrow(Q.finish_upload, session.id, "completed", "")
             if finished is None:
                 raise StreamSuperseded(
@@ -161,16 +165,18 @@ class FilesRepository:
                 obj.etag,
                 session.content_type,
             )
-        return FileRecord.from_row(row)  # type: ignore[no-any-return]
+            return FileRecord.from_row(row)  # type: ignore[no-any-return]
+
+        return await self.pool.transaction(commit, what="commit_upload")
 
     # --- files -------------------------------------------------------------------------
 
     async def get_file(self, file_id: str) -> FileRecord | None:
-        row = await self.pool.fetchrow(Q.get_file, file_id)
+        row = await self.pool.fetchrow(Q.get_file, file_id, idempotent=True)
         return None if row is None else FileRecord.from_row(row)
 
     async def share_role(self, file_id: str, user_id: str) -> ShareRole | None:
-        role = await self.pool.fetchval(Q.get_share_role, file_id, user_id)
+        role = await self.pool.fetchval(Q.get_share_role, file_id, user_id, idempotent=True)
         return role  # type: ignore[no-any-return]
 
     async def list_files(
@@ -192,6 +198,7 @@ class FilesRepository:
             after[0] if after else None,
             after[1] if after else "",
             limit,
+            idempotent=True,
         )
         return [FileRecord.from_row(r) for r in rows]
 
@@ -211,7 +218,7 @@ class FilesRepository:
     async def set_current_version(
         self, file_id: str, version: FileVersion | CommittedObject, content_type: str
     ) -> FileRecord:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async def restore(conn: PooledConnection) -> FileRecord:
             row = await conn.fetchrow(
                 Q.set_current_version,
                 file_id,
@@ -230,7 +237,9 @@ class FilesRepository:
                 version.etag,
                 content_type,
             )
-        return FileRecord.from_row(row)  # type: ignore[no-any-return]
+            return FileRecord.from_row(row)  # type: ignore[no-any-return]
+
+        return await self.pool.transaction(restore, what="set_current_version")
 
     # --- versions ----------------------------------------------------------------------
 
@@ -243,15 +252,17 @@ class FilesRepository:
             after[0] if after else None,
             after[1] if after else "",
             limit,
+            idempotent=True,
         )
         return [FileVersion.from_row(r) for r in rows]
 
     async def get_version(self, file_id: str, version_id: str) -> FileVersion | None:
-        row = await self.pool.fetchrow(Q.get_version, file_id, version_id)
+        row = await self.pool.fetchrow(Q.get_version, file_id, version_id, idempotent=True)
         return None if row is None else FileVersion.from_row(row)
 
     async def version_ids(self, file_id: str) -> set[str]:
-        return {r["version_id"] for r in await self.pool.fetch(Q.version_ids, file_id)}
+        rows = await self.pool.fetch(Q.version_ids, file_id, idempotent=True)
+        return {r["version_id"] for r in rows}
 
     # --- shares ------------------------------------------------------------------------
 
@@ -263,16 +274,18 @@ class FilesRepository:
         return await self.pool.fetchval(Q.delete_share, file_id, user_id) is not None
 
     async def list_shares(self, file_id: str) -> list[FileShare]:
-        return [FileShare.from_row(r) for r in await self.pool.fetch(Q.list_shares, file_id)]
+        rows = await self.pool.fetch(Q.list_shares, file_id, idempotent=True)
+        return [FileShare.from_row(r) for r in rows]
 
     # --- users -------------------------------------------------------------------------
 
     async def usage(self, user_id: str) -> Usage:
-        row = await self.pool.fetchrow(Q.usage, user_id)
+        row = await self.pool.fetchrow(Q.usage, user_id, idempotent=True)
         return Usage(user_id=user_id, file_count=row["file_count"], total_bytes=row["total_bytes"])
 
     async def user_files(self, user_id: str) -> list[FileRecord]:
-        return [FileRecord.from_row(r) for r in await self.pool.fetch(Q.user_files, user_id)]
+        rows = await self.pool.fetch(Q.user_files, user_id, idempotent=True)
+        return [FileRecord.from_row(r) for r in rows]
 
     async def purge_user_files(self, user_id: str) -> int:
-        return int(await self.pool.fetchval(Q.purge_user_files, user_id))
+        return int(await self.pool.fetchval(Q.purge_user_files, user_id, cap=self.pool.long_cap))

@@ -24,6 +24,7 @@ from common.errors import (
 )
 from services.files import convert, keys, validation, wire
 from services.files.access import authorize_file, authorize_user, is_privileged
+from services.files.metrics import DOWNLOAD, TransferMetrics
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
 from services.files.sweep import release_session_objects
 from services.files.upload import TransferProfile, UploadDeps, run_upload
@@ -46,6 +47,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         self.storage = deps.storage
         self.settings = deps.settings
         self.profile = TransferProfile.files(deps.settings)
+        self.transfers = TransferMetrics()
 
     async def _record(self, action: str, resource: str, **metadata: str) -> None:
         await self.deps.activity.record(action, resource, metadata)
@@ -154,7 +156,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[files_pb2.UploadRequest], context: Any
     ) -> AsyncIterator[files_pb2.UploadResponse]:
         principal = current_principal()
-        items = convert.upload_items(request_iterator)
+        items = self.transfers.counted_upload(convert.upload_items(request_iterator))
         async for item in run_upload(self.deps, principal, items, self.profile):
             yield convert.upload_response(item)
 
@@ -251,9 +253,14 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             chunk_size=chunk,
             read_ahead=DOWNLOAD_PREFETCH,
         )
-        async for message in messages:
-            sent += message.size
-            yield message
+        self.transfers.active.add(1, DOWNLOAD)
+        try:
+            async for message in messages:
+                sent += message.size
+                self.transfers.sent(message.size)
+                yield message
+        finally:
+            self.transfers.active.add(-1, DOWNLOAD)
         if sent != length:
             raise DataLoss(f"S3 returned {sent} of {length} bytes", reason="SHORT_READ")
 

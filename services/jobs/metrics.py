@@ -1,7 +1,7 @@
 """Job metrics through OpenTelemetry: run and wait time histograms per type, outcome counts.
 
-Instruments come from the global meter provider (the suite's telemetry configures the
-exporter); without one they are no-ops and cost next to nothing.
+Instruments come from the active telemetry configuration (``common.telemetry.get_meter``);
+without an exporter they are no-ops and cost next to nothing.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from collections.abc import Iterable
 
 from opentelemetry import metrics
 
+from common.telemetry import get_meter
 from services.jobs.models import Claimed, Finished
 
 
 class JobMetrics:
     def __init__(self, meter: metrics.Meter | None = None) -> None:
-        meter = meter or metrics.get_meter("mediagrid.jobs")
+        meter = meter or get_meter("mediagrid.jobs")
         self.run_time = meter.create_histogram(
             "mediagrid.jobs.run_time",
             unit="s",

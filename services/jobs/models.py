@@ -123,6 +123,8 @@ class Claimed(BaseModel):
 
     job: Job
     wait_seconds: float
+    # W3C headers of the request that created the job (services/jobs/tracing.py).
+    trace_context: dict[str, str] | None = None
 
 
 class Finished(BaseModel):

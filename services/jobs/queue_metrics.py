@@ -21,7 +21,8 @@ from pathlib import Path
 import asyncpg
 from opentelemetry import metrics
 
-from common.db import Queries
+from common.db import Queries, SuitePool, as_suite_pool
+from common.errors import Unavailable
 
 log = logging.getLogger("mediagrid.jobs")
 
@@ -32,8 +33,8 @@ STATES = ("queued", "scheduled", "running")
 
 
 class QueueGauges:
-    def __init__(self, pool: asyncpg.Pool, meter: metrics.Meter) -> None:
-        self.pool = pool
+    def __init__(self, pool: asyncpg.Pool | SuitePool, meter: metrics.Meter) -> None:
+        self.pool = as_suite_pool(pool)
         self.depths: dict[tuple[str, str], int] = {}
         self.oldest: dict[str, float] = {}
         self.refreshed = False
@@ -52,8 +53,7 @@ class QueueGauges:
         )
 
     async def refresh(self) -> None:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.queue_gauges)
+        rows = await self.pool.fetch(Q.queue_gauges, idempotent=True, cap=self.pool.long_cap)
         depths: dict[tuple[str, str], int] = defaultdict(int)
         oldest: dict[str, float] = {ALL_TYPES: 0.0}
         for state in STATES:
@@ -74,7 +74,13 @@ class QueueGauges:
         while True:
             try:
                 await self.refresh()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+                Unavailable,  # the database path's answer for an outage or an open breaker
+            ) as exc:
                 log.warning("queue metrics not refreshed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(interval)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from common.db import Queries
+from common.db import PooledConnection, Queries, SuitePool, as_suite_pool
 from common.errors import (
     Aborted,
     AlreadyExists,
@@ -42,6 +42,7 @@ from services.jobs.models import (
 )
 from services.jobs.quotas import Quota
 from services.jobs.states import FINAL, RETRYABLE_FROM, JobState
+from services.jobs.tracing import current_trace_context
 
 Q = Queries(Path(__file__).parent / "sql" / "queries.sql")
 
@@ -89,8 +90,11 @@ def _finished(row: asyncpg.Record) -> Finished:
 
 
 class JobRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
+    ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
+
+    def __init__(self, pool: asyncpg.Pool | SuitePool) -> None:
+        self.pool = as_suite_pool(pool)
 
     # --- creating -----------------------------------------------------------------------
 
@@ -109,22 +113,31 @@ class JobRepository:
         """
         limit = None if quota is None else quota.limit
         capped = quota is not None
-        async with self.pool.acquire() as conn:
-            try:
-                rows = await conn.fetch(
-                    Q.insert_jobs, owner, batch_id, *_job_arrays([spec]), limit, capped
-                )
-            except asyncpg.ForeignKeyViolationError:
-                raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None
-            if rows:
-                return Job.from_row(rows[0])
-            row = None
-            if spec.request_id is not None:
-                row = await conn.fetchrow(Q.get_job_by_request_id, owner, spec.request_id)
-            if row is None and quota is not None:
-                # Refused at the quota (the count it was refused at is gone with its lock).
-                waiting = await conn.fetchval(Q.owner_waiting, owner, quota.limit)
-                raise quota.exceeded(waiting, 1)
+        try:
+            # With a request_id a second run finds the first one's job (below): safe to retry.
+            rows = await self.pool.fetch(
+                Q.insert_jobs,
+                owner,
+                batch_id,
+                *_job_arrays([spec]),
+                limit,
+                capped,
+                current_trace_context(),
+                idempotent=spec.request_id is not None,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None
+        if rows:
+            return Job.from_row(rows[0])
+        row = None
+        if spec.request_id is not None:
+            row = await self.pool.fetchrow(
+                Q.get_job_by_request_id, owner, spec.request_id, idempotent=True
+            )
+        if row is None and quota is not None:
+            # Refused at the quota (the count it was refused at is gone with its lock).
+            waiting = await self.pool.fetchval(Q.owner_waiting, owner, quota.limit, idempotent=True)
+            raise quota.exceeded(waiting, 1)
         if row is None:  # deleted between the conflict and the read
             raise AlreadyExists(
                 "a job with this request_id was just deleted", reason="REQUEST_ID_REUSED"
@@ -154,7 +167,9 @@ class JobRepository:
         waiting jobs is refused whole (RESOURCE_EXHAUSTED).
         """
         batch_id = uuid.uuid4()
-        async with self.pool.acquire() as conn, conn.transaction():
+        trace_context = current_trace_context()
+
+        async def create(conn: PooledConnection) -> tuple[Batch, list[uuid.UUID], bool]:
             row = await conn.fetchrow(
                 Q.insert_batch, batch_id, owner, display_name, request_id, len(specs)
             )
@@ -173,7 +188,7 @@ class JobRepository:
                 part = specs[start : start + chunk]
                 arrays = _job_arrays(part)
                 stored = await conn.fetchval(
-                    Q.insert_jobs_count, owner, batch_id, *arrays, quota is not None
+                    Q.insert_jobs_count, owner, batch_id, *arrays, quota is not None, trace_context
                 )
                 if stored != len(part):
                     raise InvalidArgument.field(
@@ -182,13 +197,14 @@ class JobRepository:
                 ids.extend(arrays[0])
             return Batch.model_validate(dict(row)), ids, True
 
+        return await self.pool.transaction(create, what="create_batch")
+
     # --- reading ------------------------------------------------------------------------
 
     async def get_job(self, job_id: uuid.UUID, *, with_position: bool = False) -> Job:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                Q.get_job_with_position if with_position else Q.get_job, job_id
-            )
+        row = await self.pool.fetchrow(
+            Q.get_job_with_position if with_position else Q.get_job, job_id, idempotent=True
+        )
         if row is None:
             raise NotFound(f"{job_name(job_id)} does not exist", reason="JOB_NOT_FOUND")
         job = Job.from_row(row)
@@ -203,29 +219,27 @@ class JobRepository:
         types = list(flt.types) or None
         after_time, after_id = cursor or (None, None)
         common = (flt.batch_id, flt.created_after, flt.created_before, after_time, after_id, limit)
-        async with self.pool.acquire() as conn:
-            if flt.owner is not None:
-                rows = await conn.fetch(Q.list_jobs_by_owner, flt.owner, states, types, *common)
-            else:
-                rows = await conn.fetch(Q.list_jobs_all, states, types, *common)
+        if flt.owner is not None:
+            rows = await self.pool.fetch(
+                Q.list_jobs_by_owner, flt.owner, states, types, *common, idempotent=True
+            )
+        else:
+            rows = await self.pool.fetch(Q.list_jobs_all, states, types, *common, idempotent=True)
         return [Job.from_row(r) for r in rows]
 
-    @staticmethod
-    async def _batch_row(conn: asyncpg.Connection, batch_id: uuid.UUID) -> asyncpg.Record:
-        row = await conn.fetchrow(Q.get_batch, batch_id)
+    async def _batch_row(self, batch_id: uuid.UUID) -> asyncpg.Record:
+        row = await self.pool.fetchrow(Q.get_batch, batch_id, idempotent=True)
         if row is None:
             raise NotFound(f"batches/{batch_id} does not exist", reason="BATCH_NOT_FOUND")
         return row
 
     async def batch_owner(self, batch_id: uuid.UUID) -> str:
         """The batch's owner (for access checks: no job counts read)."""
-        async with self.pool.acquire() as conn:
-            return str((await self._batch_row(conn, batch_id))["owner"])
+        return str((await self._batch_row(batch_id))["owner"])
 
     async def get_batch(self, batch_id: uuid.UUID) -> Batch:
-        async with self.pool.acquire() as conn:
-            row = await self._batch_row(conn, batch_id)
-            counts = await conn.fetch(Q.batch_counts, batch_id)
+        row = await self._batch_row(batch_id)
+        counts = await self.pool.fetch(Q.batch_counts, batch_id, idempotent=True)
         return self._batch_with_counts(row, counts)
 
     @staticmethod
@@ -240,17 +254,17 @@ class JobRepository:
         )
 
     async def counts_by_owner(self, owner: str) -> dict[JobState, int]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.counts_by_owner, owner)
+        rows = await self.pool.fetch(Q.counts_by_owner, owner, idempotent=True)
         return {JobState(r["state"]): int(r["n"]) for r in rows}
 
     async def queue_stats(self, types: Sequence[str]) -> QueueStats:
         wanted = list(types) or None
-        async with self.pool.acquire() as conn:
-            depths = await conn.fetch(Q.queue_depths, wanted)
-            oldest = await conn.fetchval(Q.oldest_wait, wanted)
-            running = await conn.fetchval(Q.running_count, wanted)
-            windows = await conn.fetch(Q.finished_windows, list(WINDOWS_SECONDS), wanted)
+        depths = await self.pool.fetch(Q.queue_depths, wanted, idempotent=True)
+        oldest = await self.pool.fetchval(Q.oldest_wait, wanted, idempotent=True)
+        running = await self.pool.fetchval(Q.running_count, wanted, idempotent=True)
+        windows = await self.pool.fetch(
+            Q.finished_windows, list(WINDOWS_SECONDS), wanted, idempotent=True
+        )
         return QueueStats(
             depths=tuple(QueueDepth.model_validate(dict(r)) for r in depths),
             oldest_wait_seconds=max(float(oldest or 0.0), 0.0),
@@ -261,8 +275,7 @@ class JobRepository:
     # --- client transitions -------------------------------------------------------------
 
     async def cancel_jobs(self, job_ids: Sequence[uuid.UUID], reason: str) -> list[Job]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.cancel_jobs, list(job_ids), reason)
+        rows = await self.pool.fetch(Q.cancel_jobs, list(job_ids), reason)
         return [Job.from_row(r) for r in rows]
 
     async def cancel_job(self, job_id: uuid.UUID) -> Job:
@@ -282,12 +295,11 @@ class JobRepository:
         """Requeue a failed, dead or cancelled job; with a ``quota``, only while its ``owner``
         has room (RESOURCE_EXHAUSTED otherwise)."""
         limit = None if quota is None else quota.limit
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.retry_job, job_id, owner, limit)
-            if row is None and quota is not None:
-                waiting = await conn.fetchval(Q.owner_waiting, owner, quota.limit)
-            else:
-                waiting = 0
+        row = await self.pool.fetchrow(Q.retry_job, job_id, owner, limit)
+        if row is None and quota is not None:
+            waiting = await self.pool.fetchval(Q.owner_waiting, owner, quota.limit, idempotent=True)
+        else:
+            waiting = 0
         if row is not None:
             return Job.from_row(row)
         job = await self.get_job(job_id)
@@ -300,8 +312,7 @@ class JobRepository:
         )
 
     async def cancel_batch(self, batch_id: uuid.UUID) -> int:
-        async with self.pool.acquire() as conn:
-            return int(await conn.fetchval(Q.cancel_batch_jobs, batch_id, "batch cancelled"))
+        return int(await self.pool.fetchval(Q.cancel_batch_jobs, batch_id, "batch cancelled"))
 
     # --- worker transitions -------------------------------------------------------------
 
@@ -320,49 +331,55 @@ class JobRepository:
         owner whose jobs are capped (quotas.py) never has more than ``owner_max_running`` of
         them running (0: no cap).
         """
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                Q.claim_jobs,
-                list(types),
-                max_jobs,
-                worker_id,
-                uuid.uuid4(),
-                lease_seconds,
-                user_priority_max,
-                owner_max_running,
-            )
+        rows = await self.pool.fetch(
+            Q.claim_jobs,
+            list(types),
+            max_jobs,
+            worker_id,
+            uuid.uuid4(),
+            lease_seconds,
+            user_priority_max,
+            owner_max_running,
+        )
         return [
-            trusted(Claimed, {"job": Job.from_row(r), "wait_seconds": r["wait_seconds"]})
+            trusted(
+                Claimed,
+                {
+                    "job": Job.from_row(r),
+                    "wait_seconds": r["wait_seconds"],
+                    "trace_context": r["trace_context"],
+                },
+            )
             for r in rows
         ]
 
     async def seconds_until_due(self, types: Sequence[str]) -> float | None:
-        async with self.pool.acquire() as conn:
-            value = await conn.fetchval(Q.next_due, list(types))
+        value = await self.pool.fetchval(Q.next_due, list(types), idempotent=True)
         return None if value is None else float(value)
 
     async def heartbeat(
         self, leases: Sequence[LeaseRef], lease_seconds: float
     ) -> tuple[datetime | None, list[LeaseRef]]:
-        """Extend the held leases; return their new expiry and the leases that were lost."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                Q.heartbeat,
-                [lease.job_id for lease in leases],
-                [lease.lease_id for lease in leases],
-                lease_seconds,
-            )
+        """Extend the held leases; return their new expiry and the leases that were lost.
+
+        Idempotent: running it twice only moves the expiry to "now + lease" again."""
+        rows = await self.pool.fetch(
+            Q.heartbeat,
+            [lease.job_id for lease in leases],
+            [lease.lease_id for lease in leases],
+            lease_seconds,
+            idempotent=True,
+        )
         kept = {r["id"] for r in rows}
         expiry = rows[0]["lease_expires_at"] if rows else None
         return expiry, [lease for lease in leases if lease.job_id not in kept]
 
     async def report_progress(self, lease: LeaseRef, percent: float, message: str) -> None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                Q.report_progress, lease.job_id, lease.lease_id, percent, message
-            )
-            if row is None:
-                await self._raise_lease_problem(conn, [lease])
+        row = await self.pool.fetchrow(
+            Q.report_progress, lease.job_id, lease.lease_id, percent, message
+        )
+        if row is None:
+            await self._raise_lease_problem([lease])
 
     async def complete(
         self, items: Sequence[tuple[LeaseRef, dict[str, Any] | None]]
@@ -374,18 +391,17 @@ class JobRepository:
         """
         leases = [lease for lease, _ in items]
         results = [None if result is None else _dumps(result) for _, result in items]
-        async with self.pool.acquire() as conn:
-            try:
-                rows = await conn.fetch(
-                    Q.complete_jobs,
-                    [lease.job_id for lease in leases],
-                    [lease.lease_id for lease in leases],
-                    results,
-                )
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
-                    raise
-                await self._raise_lease_problem(conn, leases)
+        try:
+            rows = await self.pool.fetch(
+                Q.complete_jobs,
+                [lease.job_id for lease in leases],
+                [lease.lease_id for lease in leases],
+                results,
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
+                raise
+            await self._raise_lease_problem(leases)
         return [_finished(r) for r in rows]
 
     async def fail(
@@ -393,44 +409,42 @@ class JobRepository:
     ) -> list[Finished]:
         """Record failures atomically (one statement, like ``complete``); returns the
         outcomes in request order."""
-        async with self.pool.acquire() as conn:
-            try:
-                rows = await conn.fetch(
-                    Q.fail_jobs,
-                    [f.lease.job_id for f in items],
-                    [f.lease.lease_id for f in items],
-                    [f.error for f in items],
-                    [f.retryable for f in items],
-                    [f.retry_delay_seconds for f in items],
-                    base_seconds,
-                    cap_seconds,
-                )
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
-                    raise
-                await self._raise_lease_problem(conn, [f.lease for f in items])
+        try:
+            rows = await self.pool.fetch(
+                Q.fail_jobs,
+                [f.lease.job_id for f in items],
+                [f.lease.lease_id for f in items],
+                [f.error for f in items],
+                [f.retryable for f in items],
+                [f.retry_delay_seconds for f in items],
+                base_seconds,
+                cap_seconds,
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
+                raise
+            await self._raise_lease_problem([f.lease for f in items])
         by_id = {r["id"]: _finished(r) for r in rows}
         return [by_id[f.lease.job_id] for f in items]
 
     async def release(self, leases: Sequence[LeaseRef]) -> int:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                Q.release_jobs,
-                [lease.job_id for lease in leases],
-                [lease.lease_id for lease in leases],
-            )
+        rows = await self.pool.fetch(
+            Q.release_jobs,
+            [lease.job_id for lease in leases],
+            [lease.lease_id for lease in leases],
+        )
         return len(rows)
 
-    async def _raise_lease_problem(
-        self, conn: asyncpg.Connection, leases: Sequence[LeaseRef]
-    ) -> None:
+    async def _raise_lease_problem(self, leases: Sequence[LeaseRef]) -> None:
         """Raise NOT_FOUND for unknown jobs, else FAILED_PRECONDITION naming the lost leases.
 
         ``leases`` are the ones a statement that recorded nothing was given; the lost ones are
         those whose job is no longer RUNNING under that lease (a lease never comes back, so
         every lease the statement found lost is still lost here).
         """
-        rows = await conn.fetch(Q.lease_states, [lease.job_id for lease in leases])
+        rows = await self.pool.fetch(
+            Q.lease_states, [lease.job_id for lease in leases], idempotent=True
+        )
         current = {r["id"]: (r["state"], r["lease_id"]) for r in rows}
         missing = [lease for lease in leases if lease.job_id not in current]
         if missing:
@@ -457,29 +471,33 @@ class JobRepository:
     # --- sweeps -------------------------------------------------------------------------
 
     async def reap_expired(self, limit: int) -> list[tuple[uuid.UUID, str, JobState]]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.reap_expired, limit)
+        rows = await self.pool.fetch(Q.reap_expired, limit, cap=self.pool.long_cap)
         return [(r["id"], r["type"], JobState(r["state"])) for r in rows]
 
     async def purge_finished_chunk(self, state: JobState, before: datetime, limit: int) -> int:
-        async with self.pool.acquire() as conn:
-            status = await conn.execute(Q.purge_finished, state.value, before, limit)
+        status = await self.pool.execute(
+            Q.purge_finished, state.value, before, limit, cap=self.pool.long_cap
+        )
         return int(status.split()[-1])
 
     async def purge_empty_batches_chunk(self, before: datetime, limit: int) -> int:
-        async with self.pool.acquire() as conn:
-            status = await conn.execute(Q.purge_empty_batches, before, limit)
+        status = await self.pool.execute(
+            Q.purge_empty_batches, before, limit, cap=self.pool.long_cap
+        )
         return int(status.split()[-1])
 
     async def delete_owner_jobs(self, owner: str, chunk: int) -> DeletedUserJobs:
-        """Cancel the owner's unfinished jobs, then delete all of them, chunk by chunk."""
+        """Cancel the owner's unfinished jobs, then delete all of them, chunk by chunk.
+
+        Each chunk is a statement of its own, bounded by ``long_cap`` (and the caller's
+        deadline), so a large owner never runs into the bound of a single call."""
         cancelled = deleted = 0
-        async with self.pool.acquire() as conn:
-            while n := await conn.fetchval(Q.cancel_owner_chunk, owner, chunk):
-                cancelled += n
-            while n := await conn.fetchval(Q.delete_owner_chunk, owner, chunk):
-                deleted += n
-            await conn.execute(Q.delete_owner_batch_jobs, owner)
-            batches = await conn.fetchval(Q.delete_owner_batches, owner)
-            await conn.execute(Q.delete_owner_turn, owner)
+        cap = self.pool.long_cap
+        while n := await self.pool.fetchval(Q.cancel_owner_chunk, owner, chunk, cap=cap):
+            cancelled += n
+        while n := await self.pool.fetchval(Q.delete_owner_chunk, owner, chunk, cap=cap):
+            deleted += n
+        await self.pool.execute(Q.delete_owner_batch_jobs, owner, cap=cap)
+        batches = await self.pool.fetchval(Q.delete_owner_batches, owner, cap=cap)
+        await self.pool.execute(Q.delete_owner_turn, owner, cap=cap)
         return DeletedUserJobs(cancelled=cancelled, deleted=deleted, deleted_batches=batches)

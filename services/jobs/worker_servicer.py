@@ -118,7 +118,10 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         response = worker_service_pb2.ClaimJobsResponse()
         add = response.jobs.add
         for item in claimed:
-            convert.fill_job_pb(add(lease_id=str(item.job.lease_id)).job, item.job)
+            message = add(lease_id=str(item.job.lease_id))
+            convert.fill_job_pb(message.job, item.job)
+            if item.trace_context:
+                message.trace_context.update(item.trace_context)
         return response
 
     async def _claim_waiting(

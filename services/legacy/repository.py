@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from common.db import Queries
+from common.db import Queries, SuitePool, as_suite_pool
 from services.legacy.models import (
     Checkpoint,
     FileProgress,
@@ -29,8 +29,11 @@ Q = Queries(Path(__file__).parent / "sql" / "queries.sql")
 
 
 class LegacyRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
+    ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
+
+    def __init__(self, pool: asyncpg.Pool | SuitePool) -> None:
+        self.pool = as_suite_pool(pool)
 
     # --- file import runs --------------------------------------------------------------
 
@@ -40,14 +43,14 @@ class LegacyRepository:
         )
 
     async def get_run(self, run_id: str) -> ImportRun | None:
-        row = await self.pool.fetchrow(Q.get_run, run_id)
+        row = await self.pool.fetchrow(Q.get_run, run_id, idempotent=True)
         return None if row is None else ImportRun.from_row(row)
 
     async def set_run_state(self, run_id: str, state: RunState) -> bool:
         return await self.pool.fetchval(Q.set_run_state, run_id, state) is not None
 
     async def file_progress(self, run_id: str, source_path: str) -> FileProgress | None:
-        row = await self.pool.fetchrow(Q.get_file_progress, run_id, source_path)
+        row = await self.pool.fetchrow(Q.get_file_progress, run_id, source_path, idempotent=True)
         return None if row is None else FileProgress.from_row(row)
 
     async def start_file(
@@ -107,18 +110,21 @@ class LegacyRepository:
         )
 
     async def run_files(self, run_id: str) -> list[FileProgress]:
-        return [FileProgress.from_row(r) for r in await self.pool.fetch(Q.run_files, run_id)]
+        rows = await self.pool.fetch(Q.run_files, run_id, idempotent=True)
+        return [FileProgress.from_row(r) for r in rows]
 
     async def delete_run_files(self, run_id: str) -> None:
         await self.pool.execute(Q.delete_run_files, run_id)
 
     async def file_owned_by_other_run(self, run_id: str, file_id: str) -> bool:
-        return bool(await self.pool.fetchval(Q.file_owned_by_other_run, run_id, file_id))
+        return bool(
+            await self.pool.fetchval(Q.file_owned_by_other_run, run_id, file_id, idempotent=True)
+        )
 
     # --- users map ---------------------------------------------------------------------
 
     async def user_mappings(self, legacy_ids: Sequence[str]) -> dict[str, UserMapping]:
-        rows = await self.pool.fetch(Q.get_user_mappings, list(legacy_ids))
+        rows = await self.pool.fetch(Q.get_user_mappings, list(legacy_ids), idempotent=True)
         return {r["legacy_id"]: UserMapping.from_row(r) for r in rows}
 
     async def claim_user(
@@ -142,7 +148,7 @@ class LegacyRepository:
         await self.pool.execute(Q.drop_user_mapping, legacy_id)
 
     async def user_ids_of_legacy(self, legacy_ids: Sequence[str]) -> dict[str, str]:
-        rows = await self.pool.fetch(Q.user_ids_of_legacy, list(legacy_ids))
+        rows = await self.pool.fetch(Q.user_ids_of_legacy, list(legacy_ids), idempotent=True)
         return {r["legacy_id"]: r["user_id"] for r in rows}
 
     # --- jobs map ----------------------------------------------------------------------
@@ -161,7 +167,7 @@ class LegacyRepository:
             )
 
     async def job_mappings(self, legacy_ids: Sequence[str]) -> dict[str, JobMapping]:
-        rows = await self.pool.fetch(Q.get_job_mappings, list(legacy_ids))
+        rows = await self.pool.fetch(Q.get_job_mappings, list(legacy_ids), idempotent=True)
         return {r["legacy_id"]: JobMapping.from_row(r) for r in rows}
 
     # --- rejects and checkpoints -------------------------------------------------------
@@ -176,10 +182,11 @@ class LegacyRepository:
             await self.pool.execute(Q.delete_rejects, source, list(keys))
 
     async def rejects(self, source: str) -> list[Reject]:
-        return [Reject.from_row(r) for r in await self.pool.fetch(Q.list_rejects, source)]
+        rows = await self.pool.fetch(Q.list_rejects, source, idempotent=True)
+        return [Reject.from_row(r) for r in rows]
 
     async def checkpoint(self, source: str, phase: Phase) -> Checkpoint | None:
-        row = await self.pool.fetchrow(Q.get_checkpoint, source, phase)
+        row = await self.pool.fetchrow(Q.get_checkpoint, source, phase, idempotent=True)
         return None if row is None else Checkpoint.from_row(row)
 
     async def save_checkpoint(

@@ -251,6 +251,7 @@ def sweep() -> None:
 
 
 async def _sweep(settings: Settings) -> SweepReport:
+    from common import db
     from common.app import AppContext
     from common.aws import AwsClients
     from services.users import app
@@ -258,8 +259,10 @@ async def _sweep(settings: Settings) -> SweepReport:
     from services.users.sweep import Sweeper
 
     async with _database(settings) as pool:
-        ctx = AppContext(settings=settings, pool=pool, aws=AwsClients(settings))
-        return await Sweeper(UserRepository(pool), settings, app.data_purger(ctx)).run_once()
+        ctx = AppContext(
+            settings=settings, pool=db.SuitePool(pool, settings), aws=AwsClients(settings)
+        )
+        return await Sweeper(UserRepository(ctx.pool), settings, app.data_purger(ctx)).run_once()
 
 
 @users_app.command("service-token")
@@ -274,6 +277,7 @@ def service_token(
 
 
 async def _service_token(settings: Settings, email: str, job_types: list[str]) -> str:
+    from common import db
     from common.app import AppContext
     from common.auth import job_type_grant
     from common.aws import AwsClients
@@ -284,7 +288,9 @@ async def _service_token(settings: Settings, email: str, job_types: list[str]) -
 
     async with _database(settings) as pool:
         await migrate_all(pool, resolve(["users"]))
-        ctx = AppContext(settings=settings, pool=pool, aws=AwsClients(settings))
+        ctx = AppContext(
+            settings=settings, pool=db.SuitePool(pool, settings), aws=AwsClients(settings)
+        )
         grants = [job_type_grant(job_type) for job_type in job_types]
         try:
             return await issue_service_token(ctx, email, grants)

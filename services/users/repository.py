@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from common.db import Queries
+from common.db import PooledConnection, Queries, SuitePool, as_suite_pool
 from common.errors import Aborted, AlreadyExists, NotFound
 from services.users.models import (
     ActivityEntry,
@@ -50,10 +50,13 @@ def _grant_not_found(user_id: str, grant_id: str) -> NotFound:
 
 
 class UserRepository:
-    """Users, sessions, grants, activity, login throttling and pending purges in schema users."""
+    """Users, sessions, grants, activity, login throttling and pending purges in schema users.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    Every statement goes through ``SuitePool`` (breaker, time bound); reads and writes that may
+    run twice are declared ``idempotent`` so that a dead pooled connection is retried once."""
+
+    def __init__(self, pool: asyncpg.Pool | SuitePool) -> None:
+        self.pool = as_suite_pool(pool)
 
     # --- users ------------------------------------------------------------------------
 
@@ -69,19 +72,19 @@ class UserRepository:
         return User.from_row(row)
 
     async def get_user(self, user_id: str) -> User:
-        row = await self.pool.fetchrow(Q.get_user, user_id)
+        row = await self.pool.fetchrow(Q.get_user, user_id, idempotent=True)
         if row is None:
             raise _user_not_found(user_id)
         return User.from_row(row)
 
     async def find_credentials(self, email: str) -> Credentials | None:
-        row = await self.pool.fetchrow(Q.get_user_by_email, email)
+        row = await self.pool.fetchrow(Q.get_user_by_email, email, idempotent=True)
         if row is None:
             return None
         return Credentials(user=User.from_row(row), password_hash=row["password_hash"])
 
     async def get_credentials(self, user_id: str) -> Credentials:
-        row = await self.pool.fetchrow(Q.get_user, user_id)
+        row = await self.pool.fetchrow(Q.get_user, user_id, idempotent=True)
         if row is None:
             raise _user_not_found(user_id)
         return Credentials(user=User.from_row(row), password_hash=row["password_hash"])
@@ -97,7 +100,8 @@ class UserRepository:
         revoke_sessions: bool = False,
     ) -> User:
         """Change the given columns; optionally revoke the sessions in the same transaction."""
-        async with self.pool.acquire() as conn, conn.transaction():
+
+        async def update(conn: PooledConnection) -> User:
             try:
                 row = await conn.fetchrow(Q.update_user, user_id, email, display_name, role, status)
             except asyncpg.UniqueViolationError:
@@ -106,24 +110,29 @@ class UserRepository:
                 raise _user_not_found(user_id)
             if revoke_sessions:
                 await conn.fetchval(Q.revoke_user_sessions, user_id, None)
-        return User.from_row(row)
+            return User.from_row(row)
+
+        return await self.pool.transaction(update, what="update_user")
 
     async def set_password(
         self, user_id: str, password_hash: str, *, keep_session: str | None
     ) -> int:
         """Store a new hash and revoke every other session; return how many were revoked."""
-        async with self.pool.acquire() as conn, conn.transaction():
+
+        async def store(conn: PooledConnection) -> int:
             row = await conn.fetchrow(Q.set_password_hash, user_id, password_hash)
             if row is None:
                 raise _user_not_found(user_id)
-            revoked = await conn.fetchval(Q.revoke_user_sessions, user_id, keep_session)
-        return int(revoked)
+            return int(await conn.fetchval(Q.revoke_user_sessions, user_id, keep_session))
+
+        return await self.pool.transaction(store, what="set_password")
 
     async def rehash_password(self, user_id: str, old_hash: str, new_hash: str) -> None:
-        await self.pool.execute(Q.rehash_password, user_id, old_hash, new_hash)
+        # Guarded by the old hash: a second run matches nothing.
+        await self.pool.execute(Q.rehash_password, user_id, old_hash, new_hash, idempotent=True)
 
     async def record_login(self, user_id: str) -> None:
-        await self.pool.execute(Q.set_last_login, user_id)
+        await self.pool.execute(Q.set_last_login, user_id, idempotent=True)
 
     async def list_users(
         self,
@@ -134,25 +143,30 @@ class UserRepository:
         limit: int,
     ) -> list[User]:
         after_time, after_id = after if after else (None, None)
-        rows = await self.pool.fetch(Q.list_users, role, status, after_time, after_id, limit)
+        rows = await self.pool.fetch(
+            Q.list_users, role, status, after_time, after_id, limit, idempotent=True
+        )
         return [User.from_row(row) for row in rows]
 
     async def count_other_active_admins(self, user_id: str) -> int:
-        return int(await self.pool.fetchval(Q.count_other_active_admins, user_id))
+        return int(await self.pool.fetchval(Q.count_other_active_admins, user_id, idempotent=True))
 
     async def delete_user(self, user_id: str) -> User:
         """Mark deleted, revoke sessions, drop grants and queue the purge, atomically."""
-        async with self.pool.acquire() as conn, conn.transaction():
+
+        async def delete(conn: PooledConnection) -> User:
             row = await conn.fetchrow(Q.mark_user_deleted, user_id)
             if row is None:
                 raise _user_not_found(user_id)
             await conn.fetchval(Q.revoke_user_sessions, user_id, None)
             await conn.execute(Q.delete_user_grants, user_id)
             await conn.fetchrow(Q.insert_pending_purge, user_id)
-        return User.from_row(row)
+            return User.from_row(row)
+
+        return await self.pool.transaction(delete, what="delete_user")
 
     async def scrub_user(self, user_id: str) -> None:
-        await self.pool.execute(Q.scrub_user, user_id)
+        await self.pool.execute(Q.scrub_user, user_id, idempotent=True)
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -175,7 +189,7 @@ class UserRepository:
     ) -> tuple[SessionAuth, bool, bool, bool] | None:
         """The session of a token hash with (within_absolute, within_idle, needs_touch)."""
         row = await self.pool.fetchrow(
-            Q.session_auth, token_hash, idle_seconds, touch_after_seconds
+            Q.session_auth, token_hash, idle_seconds, touch_after_seconds, idempotent=True
         )
         if row is None:
             return None
@@ -188,7 +202,7 @@ class UserRepository:
         return auth, row["within_absolute"], row["within_idle"], row["needs_touch"]
 
     async def touch_session(self, session_id: str) -> None:
-        await self.pool.execute(Q.touch_session, session_id)
+        await self.pool.execute(Q.touch_session, session_id, idempotent=True)
 
     async def revoke_session(self, user_id: str, session_id: str) -> Session:
         row = await self.pool.fetchrow(Q.revoke_session, user_id, session_id)
@@ -210,7 +224,14 @@ class UserRepository:
     ) -> list[Session]:
         before_time, before_id = before if before else (None, None)
         rows = await self.pool.fetch(
-            Q.list_sessions, user_id, active_only, idle_seconds, before_time, before_id, limit
+            Q.list_sessions,
+            user_id,
+            active_only,
+            idle_seconds,
+            before_time,
+            before_id,
+            limit,
+            idempotent=True,
         )
         return [Session.from_row(row) for row in rows]
 
@@ -218,7 +239,7 @@ class UserRepository:
 
     async def throttle_key(self) -> bytes:
         """The HMAC key of the throttle table made by its migration (when no setting gives one)."""
-        return bytes(await self.pool.fetchval(Q.get_throttle_key))
+        return bytes(await self.pool.fetchval(Q.get_throttle_key, idempotent=True))
 
     async def count_login_attempt(self, key: bytes, *, window_seconds: float) -> tuple[int, float]:
         """Count one attempt under ``key``: (attempts in the window, seconds the window has left)."""
@@ -236,13 +257,13 @@ class UserRepository:
     ) -> tuple[tuple[int, float], tuple[int, float]]:
         """(failures, seconds since the last) of the (account, address) key and the account key."""
         rows = await self.pool.fetch(
-            Q.login_throttle_counts, [pair_key, account_key], window_seconds
+            Q.login_throttle_counts, [pair_key, account_key], window_seconds, idempotent=True
         )
         found = {bytes(r["key"]): (int(r["count"]), float(r["age"])) for r in rows}
         return found.get(pair_key, (0, 0.0)), found.get(account_key, (0, 0.0))
 
     async def forget_login_failures(self, pair_key: bytes, account_key: bytes) -> None:
-        await self.pool.execute(Q.forget_login_failures, pair_key, account_key)
+        await self.pool.execute(Q.forget_login_failures, pair_key, account_key, idempotent=True)
 
     # --- grants -----------------------------------------------------------------------
 
@@ -258,13 +279,15 @@ class UserRepository:
             raise _user_not_found(user_id) from None
         if row is not None:
             return Grant.from_row(row), True
-        row = await self.pool.fetchrow(Q.get_grant_by_key, user_id, permission, resource)
+        row = await self.pool.fetchrow(
+            Q.get_grant_by_key, user_id, permission, resource, idempotent=True
+        )
         if row is None:  # revoked between the two statements: report the race, the caller retries
             raise Aborted("the grant changed concurrently; retry", reason="CONCURRENT_CHANGE")
         return Grant.from_row(row), False
 
     async def get_grant(self, user_id: str, grant_id: str) -> Grant:
-        row = await self.pool.fetchrow(Q.get_grant, user_id, grant_id)
+        row = await self.pool.fetchrow(Q.get_grant, user_id, grant_id, idempotent=True)
         if row is None:
             raise _grant_not_found(user_id, grant_id)
         return Grant.from_row(row)
@@ -286,7 +309,14 @@ class UserRepository:
     ) -> list[Grant]:
         after_time, after_id = after if after else (None, None)
         rows = await self.pool.fetch(
-            Q.list_grants, user_id, permission, resource, after_time, after_id, limit
+            Q.list_grants,
+            user_id,
+            permission,
+            resource,
+            after_time,
+            after_id,
+            limit,
+            idempotent=True,
         )
         return [Grant.from_row(row) for row in rows]
 
@@ -319,18 +349,26 @@ class UserRepository:
         limit: int,
     ) -> list[ActivityEntry]:
         rows = await self.pool.fetch(
-            Q.list_activity, actor_id, action, action_prefix, start, end, before_id, limit
+            Q.list_activity,
+            actor_id,
+            action,
+            action_prefix,
+            start,
+            end,
+            before_id,
+            limit,
+            idempotent=True,
         )
         return [ActivityEntry.from_row(row) for row in rows]
 
     # --- retention and purges ---------------------------------------------------------
 
     async def get_pending_purge(self, user_id: str) -> PendingPurge | None:
-        row = await self.pool.fetchrow(Q.get_pending_purge, user_id)
+        row = await self.pool.fetchrow(Q.get_pending_purge, user_id, idempotent=True)
         return None if row is None else PendingPurge.from_row(row)
 
     async def due_purges(self, limit: int) -> list[PendingPurge]:
-        rows = await self.pool.fetch(Q.due_purges, limit)
+        rows = await self.pool.fetch(Q.due_purges, limit, idempotent=True)
         return [PendingPurge.from_row(row) for row in rows]
 
     async def purge_done(self, user_id: str) -> None:
@@ -342,18 +380,28 @@ class UserRepository:
     async def delete_ended_sessions(
         self, cutoff: datetime, *, idle_seconds: float, batch: int
     ) -> int:
-        return _count(await self.pool.execute(Q.delete_ended_sessions, cutoff, idle_seconds, batch))
+        return _count(
+            await self.pool.execute(
+                Q.delete_ended_sessions, cutoff, idle_seconds, batch, cap=self.pool.long_cap
+            )
+        )
 
     async def delete_old_activity(self, cutoff: datetime, *, batch: int) -> int:
-        return _count(await self.pool.execute(Q.delete_old_activity, cutoff, batch))
+        return _count(
+            await self.pool.execute(Q.delete_old_activity, cutoff, batch, cap=self.pool.long_cap)
+        )
 
     async def delete_stale_login_throttles(self, cutoff: datetime, *, batch: int) -> int:
-        return _count(await self.pool.execute(Q.delete_stale_login_throttles, cutoff, batch))
+        return _count(
+            await self.pool.execute(
+                Q.delete_stale_login_throttles, cutoff, batch, cap=self.pool.long_cap
+            )
+        )
 
-    async def try_sweep_lock(self, conn: asyncpg.Connection) -> bool:
+    async def try_sweep_lock(self, conn: PooledConnection) -> bool:
         return bool(await conn.fetchval(Q.try_sweep_lock, SWEEP_LOCK_KEY))
 
-    async def sweep_unlock(self, conn: asyncpg.Connection) -> None:
+    async def sweep_unlock(self, conn: PooledConnection) -> None:
         await conn.fetchval(Q.sweep_unlock, SWEEP_LOCK_KEY)
 
 

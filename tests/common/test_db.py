@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from common import db
 from common.errors import Unavailable
+from common.settings import Settings
 from tests.support.hypo import relaxed
 from tests.support.proxy import TcpProxy, free_port
 from tests.support.rpc import test_settings
@@ -321,3 +322,55 @@ async def test_check_health_is_false_when_no_connection_can_be_made(pg_admin_dsn
 async def test_pooled_connections_run_without_jit(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await conn.fetchval("SHOW jit") == "off"
+
+
+@pytest.mark.parametrize(
+    ("exc", "failed", "lost", "unsent"),
+    [
+        # Found dead before anything was written: safe to send again, whatever it was.
+        (asyncpg.InternalClientError("cannot switch to state 12; another operation (2)"), 1, 1, 1),
+        (asyncpg.InterfaceError("cannot perform operation: connection is closed"), 0, 1, 1),
+        # Lost in flight: may have been applied.
+        (asyncpg.exceptions.ConnectionDoesNotExistError("closed in the middle"), 1, 1, 0),
+        (asyncpg.AdminShutdownError("terminating connection"), 1, 1, 0),
+        (ConnectionResetError(), 1, 1, 0),
+        # A bound that ran out is not a lost connection (and is never retried).
+        (TimeoutError(), 1, 0, 0),
+        # The server answered: it works.
+        (asyncpg.UniqueViolationError("duplicate key"), 0, 0, 0),
+        (asyncpg.InterfaceError("another operation is in progress"), 0, 0, 0),
+        # A saturated pool says nothing about the server.
+        (db.DatabaseBusy(), 0, 0, 0),
+        (Unavailable(reason="DATABASE_UNAVAILABLE"), 1, 0, 0),
+    ],
+)
+def test_failure_classes(exc: BaseException, failed: int, lost: int, unsent: int) -> None:
+    assert (db.connection_failed(exc), db.connection_lost(exc), db.never_sent(exc)) == (
+        bool(failed),
+        bool(lost),
+        bool(unsent),
+    )
+
+
+async def test_a_plain_pool_given_to_a_repository_gets_the_suite_path(pool: asyncpg.Pool) -> None:
+    """Tools and tests hand repositories a plain asyncpg pool: it is wrapped, with a breaker of
+    its own and the default bound."""
+    from services.jobs.repository import JobRepository
+
+    repo = JobRepository(pool)
+    assert isinstance(repo.pool, db.SuitePool) and repo.pool.raw is pool
+    assert repo.pool.dependency.timeout == Settings().db_call_timeout_seconds
+    assert db.as_suite_pool(repo.pool) is repo.pool
+    assert await repo.pool.fetchval("SELECT 1", idempotent=True) == 1
+    assert repo.pool.dependency.breaker.counts() == (1, 0)
+
+
+async def test_background_statements_are_capped_by_the_servers_statement_timeout(
+    pool: asyncpg.Pool,
+) -> None:
+    """Retention and sweeps pass ``long_cap``: the server ends such a statement at its
+    statement_timeout anyway, so the client bound only catches a dead network."""
+    settings = test_settings(db_call_timeout_seconds=1.0, db_statement_timeout_ms=30_000)
+    assert db.SuitePool(pool, settings).long_cap == 30.0
+    no_server_limit = test_settings(db_call_timeout_seconds=2.0, db_statement_timeout_ms=0)
+    assert db.SuitePool(pool, no_server_limit).long_cap == 2.0

@@ -228,6 +228,52 @@ async def test_prometheus_endpoint_serves_rpc_and_breaker_metrics(settings: Sett
         for line in lines
     )
     assert any(line.startswith("rpc_server_active_requests") for line in lines)
+    pool = {
+        line.split('state="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("mediagrid_db_pool_connections")
+    }
+    assert set(pool) == {"idle", "used"} and pool["idle"] + pool["used"] >= 1
     # The endpoint is gone with the configuration.
     with pytest.raises(OSError):
         await asyncio.to_thread(scrape, port)
+
+
+async def test_the_suites_channels_time_their_calls(settings: Settings) -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from common.channels import ChannelCache
+
+    reader = InMemoryMetricReader()
+    configured = configure_telemetry(
+        settings.model_copy(update={"telemetry_exporter": "off", "metrics_exporter": "off"}),
+        metric_readers=[reader],
+        set_global=False,
+        instrument=False,
+    )
+    try:
+        async with running_suite(settings, specs=[], port=0) as (server, _ctx):
+            channels = ChannelCache({"self": server.address}, 1 << 20)
+            stub = health_pb2_grpc.HealthStub(channels("self"))
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+            watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+            await watch.read()
+            watch.cancel()
+            await channels.close()
+            await asyncio.sleep(0.1)  # the done callbacks record on the loop
+        data = reader.get_metrics_data()
+    finally:
+        configured.shutdown()
+    assert data is not None
+    calls = {
+        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.count
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "rpc.client.duration"
+        for p in metric.data.data_points
+    }
+    assert calls[("Check", 0)] == 1 and calls[("Check", 5)] == 1
+    assert calls[("Watch", 1)] == 1  # CANCELLED by the caller

@@ -23,6 +23,7 @@ from common.context import Principal, current_principal_var
 from common.dependencies import Dependencies
 from common.grpc_errors import error_info
 from common.resilience import Dependency
+from common.settings import Settings
 from tests.support.auth import bearer
 from tests.users.conftest import UsersEnv, start_users
 
@@ -274,3 +275,37 @@ async def test_remote_activity_recorder_forwards_the_callers_token(
     with caplog.at_level(logging.ERROR, logger="mediagrid.auth"):
         await recorder.record("files.create", "files/def")  # no caller: logged, not lost
     assert "files.create" in caplog.text
+
+
+async def test_cache_results_are_counted(settings: Settings) -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from common.telemetry import configure_telemetry
+
+    reader = InMemoryMetricReader()
+    telemetry = configure_telemetry(
+        settings.model_copy(update={"telemetry_exporter": "off", "metrics_exporter": "off"}),
+        metric_readers=[reader],
+        set_global=False,
+        instrument=False,
+    )
+    try:
+        inner = _Counting()
+        cache = CachingAuthenticator(inner, 3.0)
+        await asyncio.gather(*(cache.authenticate("x") for _ in range(4)))  # 1 miss, 3 shared
+        await cache.authenticate("x")  # hit
+        await cache.authenticate("w")  # miss
+        data = reader.get_metrics_data()
+        assert data is not None
+        counts = {
+            point.attributes["result"]: point.value
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == "mediagrid.auth.cache"
+            for point in metric.data.data_points
+        }
+        assert counts == {"miss": 2, "shared": 3, "hit": 1}
+        assert inner.calls == 2
+    finally:
+        telemetry.shutdown()

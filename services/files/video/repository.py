@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from common.db import Queries
+from common.db import PooledConnection, Queries, SuitePool, as_suite_pool
 from common.errors import FailedPrecondition, NotFound
 from services.files.video.models import (
     ProcessingState,
@@ -101,15 +100,23 @@ def _video(row: asyncpg.Record, thumbnails: Sequence[Thumbnail]) -> Video:
 
 
 class VideoRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
+    ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
 
-    async def get_video(self, file_id: str, conn: Any = None) -> Video:
-        db = conn or self.pool
-        row = await db.fetchrow(Q.get_video, file_id)
+    def __init__(self, pool: asyncpg.Pool | SuitePool) -> None:
+        self.pool = as_suite_pool(pool)
+
+    async def get_video(self, file_id: str, conn: PooledConnection | None = None) -> Video:
+        if conn is None:
+            row = await self.pool.fetchrow(Q.get_video, file_id, idempotent=True)
+        else:
+            row = await conn.fetchrow(Q.get_video, file_id)
         if row is None:
             raise NotFound(f"video videos/{file_id} does not exist", metadata={"video": file_id})
-        thumbs = await db.fetch(Q.list_thumbnails, [file_id])
+        if conn is None:
+            thumbs = await self.pool.fetch(Q.list_thumbnails, [file_id], idempotent=True)
+        else:
+            thumbs = await conn.fetch(Q.list_thumbnails, [file_id])
         return _video(row, [_thumbnail(t) for t in thumbs])
 
     async def list_videos(
@@ -121,8 +128,11 @@ class VideoRepository:
             after.create_time if after else None,
             after.file_id if after else None,
             limit,
+            idempotent=True,
         )
-        thumbs = await self.pool.fetch(Q.list_thumbnails, [r["file_id"] for r in rows])
+        thumbs = await self.pool.fetch(
+            Q.list_thumbnails, [r["file_id"] for r in rows], idempotent=True
+        )
         by_file: dict[str, list[Thumbnail]] = {}
         for t in thumbs:
             by_file.setdefault(t["file_id"], []).append(_thumbnail(t))
@@ -152,7 +162,7 @@ class VideoRepository:
     async def record_probe(
         self, file_id: str, job: str, metadata: VideoMetadata | None, error: str | None
     ) -> Video:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async def record(conn: PooledConnection) -> Video:
             await self.get_video(file_id, conn)  # NOT_FOUND first
             if metadata is not None:
                 status = await conn.execute(
@@ -178,11 +188,14 @@ class VideoRepository:
                 )
             return await self.get_video(file_id, conn)
 
+        return await self.pool.transaction(record, what="record_probe")
+
     async def record_thumbnails(
         self, file_id: str, job: str, thumbnails: Sequence[Thumbnail], error: str | None
     ) -> Video:
         state = ProcessingState.FAILED if error else ProcessingState.SUCCEEDED
-        async with self.pool.acquire() as conn, conn.transaction():
+
+        async def record(conn: PooledConnection) -> Video:
             await self.get_video(file_id, conn)
             status = await conn.execute(
                 Q.record_thumbnails_state, file_id, job, state.value, error or None
@@ -207,3 +220,5 @@ class VideoRepository:
                     [t.size_bytes for t in thumbnails],
                 )
             return await self.get_video(file_id, conn)
+
+        return await self.pool.transaction(record, what="record_thumbnails")

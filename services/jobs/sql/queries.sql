@@ -12,7 +12,8 @@
 -- which owner, batch and time lookups below go through. With a quota $11 (NULL: none), the
 -- owner's waiting jobs are counted under the owner's lock first (jobs.lock_owner_waiting,
 -- migration 006) and nothing is inserted when the new jobs would take them past $11. $12: the
--- jobs count against their owner's cap of running jobs (migration 007).
+-- jobs count against their owner's cap of running jobs (migration 007). $13: the creating
+-- request's trace context (migration 008).
 WITH quota AS (
     SELECT CASE WHEN $11::int IS NOT NULL THEN jobs.lock_owner_waiting($1, $11) END AS waiting
 ), input AS (
@@ -22,13 +23,13 @@ WITH quota AS (
         AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
 ), ins AS (
     INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
-                           request_id, max_attempts, available_at, capped)
+                           request_id, max_attempts, available_at, capped, trace_context)
     SELECT id, type, $1,
            CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
            priority, payload::jsonb,
            CASE WHEN files = '[]' THEN '{}'::text[]
                 ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
-           $2, request_id, max_attempts, coalesce(schedule_time, now()), $12
+           $2, request_id, max_attempts, coalesce(schedule_time, now()), $12, $13::jsonb
     FROM input
     WHERE $11::int IS NULL OR (SELECT waiting FROM quota) + cardinality($3::uuid[]) <= $11
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
@@ -40,7 +41,8 @@ WITH quota AS (
 SELECT ins.* FROM ins, wake;
 
 -- name: insert_jobs_count
--- insert_jobs for batches: the same rows ($11: capped), returning only how many were stored.
+-- insert_jobs for batches: the same rows ($11: capped, $12: trace context), returning only how
+-- many were stored.
 WITH input AS (
     SELECT *
     FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
@@ -48,13 +50,13 @@ WITH input AS (
         AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
 ), ins AS (
     INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
-                           request_id, max_attempts, available_at, capped)
+                           request_id, max_attempts, available_at, capped, trace_context)
     SELECT id, type, $1,
            CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
            priority, payload::jsonb,
            CASE WHEN files = '[]' THEN '{}'::text[]
                 ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
-           $2, request_id, max_attempts, coalesce(schedule_time, now()), $11
+           $2, request_id, max_attempts, coalesce(schedule_time, now()), $11, $12::jsonb
     FROM input
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING type, state

@@ -43,11 +43,13 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 from mediagrid.jobs.v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
+from opentelemetry import trace
 
 from common.grpc_errors import error_info
 from common.resilience import backoff_delay
 from common.settings import Settings
 from services.jobs import job_types
+from services.jobs.tracing import job_span
 from services.jobs.worker.api import (
     HANDLERS,
     HandlerSpec,
@@ -568,6 +570,17 @@ class WorkerRuntime:
                 self._settled(attempt)
 
     async def _execute(self, attempt: _Attempt) -> None:
+        """Run the handler in a span of the trace that created the job (tracing.py)."""
+        job = attempt.claimed.job
+        with job_span(
+            attempt.claimed.trace_context,
+            name=str(job.name),
+            job_type=str(job.type),
+            attempt=int(job.attempts),
+        ):
+            await self._run_handler(attempt)
+
+    async def _run_handler(self, attempt: _Attempt) -> None:
         spec = self.handlers[attempt.claimed.job.type]
         try:
             async with asyncio.timeout(spec.timeout_seconds):
@@ -618,6 +631,9 @@ class WorkerRuntime:
             retryable = False
             error = f"attempts exhausted (handler allows {spec.max_attempts}); last error {error}"
         failure = job_pb2.Failure(lease=attempt.lease, error=error[:8000], retryable=retryable)
+        span = trace.get_current_span()  # the attempt's span (job_span), when traced
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error[:200]))
         if retryable and spec is not None:
             delay = backoff_delay(
                 max(job.attempts, 1), spec.retry_base_seconds, spec.retry_max_seconds

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmediagrid/jobs/v1/job.proto\x12\x11mediagrid.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x05\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.mediagrid.jobs.v1.JobState\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x66iles\x18\x07 \x03(\t\x12\r\n\x05\x62\x61tch\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x12\x18\n\x10progress_percent\x18\x0c \x01(\x02\x12\x18\n\x10progress_message\x18\r \x01(\t\x12\'\n\x06result\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x0f \x01(\t\x12\x16\n\x0equeue_position\x18\x10 \x01(\x03\x12\x11\n\tworker_id\x18\x11 \x01(\t\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rschedule_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11lease_expire_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x01\n\x07JobSpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12(\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x31\n\rschedule_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\r\n\x05\x66iles\x18\x07 \x03(\t\"\x9c\x02\n\x05\x42\x61tch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x12\n\ntotal_jobs\x18\x04 \x01(\x03\x12?\n\x0cstate_counts\x18\x05 \x03(\x0b\x32).mediagrid.jobs.v1.Batch.StateCountsEntry\x12\x18\n\x10progress_percent\x18\x06 \x01(\x02\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x32\n\x10StateCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"C\n\nClaimedJob\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.mediagrid.jobs.v1.Job\x12\x10\n\x08lease_id\x18\x02 \x01(\t\")\n\x08LeaseRef\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"a\n\nCompletion\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x1b.mediagrid.jobs.v1.LeaseRef\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x87\x01\n\x07\x46\x61ilure\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x1b.mediagrid.jobs.v1.LeaseRef\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12.\n\x0bretry_delay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\nQueueDepth\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\r\n\x05ready\x18\x03 \x01(\x03\x12\x11\n\tscheduled\x18\x04 \x01(\x03\"\x8f\x01\n\x10ThroughputWindow\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tsucceeded\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\x12\x17\n\x0fjobs_per_second\x18\x04 \x01(\x01\x12\x14\n\x0c\x66\x61ilure_rate\x18\x05 \x01(\x01*\xc7\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x12\n\x0eJOB_STATE_DEAD\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmediagrid/jobs/v1/job.proto\x12\x11mediagrid.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x05\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.mediagrid.jobs.v1.JobState\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x66iles\x18\x07 \x03(\t\x12\r\n\x05\x62\x61tch\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x12\x18\n\x10progress_percent\x18\x0c \x01(\x02\x12\x18\n\x10progress_message\x18\r \x01(\t\x12\'\n\x06result\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x0f \x01(\t\x12\x16\n\x0equeue_position\x18\x10 \x01(\x03\x12\x11\n\tworker_id\x18\x11 \x01(\t\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rschedule_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11lease_expire_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x01\n\x07JobSpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12(\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x31\n\rschedule_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\r\n\x05\x66iles\x18\x07 \x03(\t\"\x9c\x02\n\x05\x42\x61tch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x12\n\ntotal_jobs\x18\x04 \x01(\x03\x12?\n\x0cstate_counts\x18\x05 \x03(\x0b\x32).mediagrid.jobs.v1.Batch.StateCountsEntry\x12\x18\n\x10progress_percent\x18\x06 \x01(\x02\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x32\n\x10StateCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xc0\x01\n\nClaimedJob\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.mediagrid.jobs.v1.Job\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x46\n\rtrace_context\x18\x03 \x03(\x0b\x32/.mediagrid.jobs.v1.ClaimedJob.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x08LeaseRef\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"a\n\nCompletion\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x1b.mediagrid.jobs.v1.LeaseRef\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x87\x01\n\x07\x46\x61ilure\x12*\n\x05lease\x18\x01 \x01(\x0b\x32\x1b.mediagrid.jobs.v1.LeaseRef\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12.\n\x0bretry_delay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\nQueueDepth\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\r\n\x05ready\x18\x03 \x01(\x03\x12\x11\n\tscheduled\x18\x04 \x01(\x03\"\x8f\x01\n\x10ThroughputWindow\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tsucceeded\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\x12\x17\n\x0fjobs_per_second\x18\x04 \x01(\x01\x12\x14\n\x0c\x66\x61ilure_rate\x18\x05 \x01(\x01*\xc7\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x12\n\x0eJOB_STATE_DEAD\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BATCH_STATECOUNTSENTRY']._loaded_options = None
   _globals['_BATCH_STATECOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1899
-  _globals['_JOBSTATE']._serialized_end=2098
+  _globals['_CLAIMEDJOB_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_CLAIMEDJOB_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_JOBSTATE']._serialized_start=2025
+  _globals['_JOBSTATE']._serialized_end=2224
   _globals['_JOB']._serialized_start=146
   _globals['_JOB']._serialized_end=840
   _globals['_JOBSPEC']._serialized_start=843
@@ -46,16 +48,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCH']._serialized_end=1321
   _globals['_BATCH_STATECOUNTSENTRY']._serialized_start=1271
   _globals['_BATCH_STATECOUNTSENTRY']._serialized_end=1321
-  _globals['_CLAIMEDJOB']._serialized_start=1323
-  _globals['_CLAIMEDJOB']._serialized_end=1390
-  _globals['_LEASEREF']._serialized_start=1392
-  _globals['_LEASEREF']._serialized_end=1433
-  _globals['_COMPLETION']._serialized_start=1435
-  _globals['_COMPLETION']._serialized_end=1532
-  _globals['_FAILURE']._serialized_start=1535
-  _globals['_FAILURE']._serialized_end=1670
-  _globals['_QUEUEDEPTH']._serialized_start=1672
-  _globals['_QUEUEDEPTH']._serialized_end=1750
-  _globals['_THROUGHPUTWINDOW']._serialized_start=1753
-  _globals['_THROUGHPUTWINDOW']._serialized_end=1896
+  _globals['_CLAIMEDJOB']._serialized_start=1324
+  _globals['_CLAIMEDJOB']._serialized_end=1516
+  _globals['_CLAIMEDJOB_TRACECONTEXTENTRY']._serialized_start=1465
+  _globals['_CLAIMEDJOB_TRACECONTEXTENTRY']._serialized_end=1516
+  _globals['_LEASEREF']._serialized_start=1518
+  _globals['_LEASEREF']._serialized_end=1559
+  _globals['_COMPLETION']._serialized_start=1561
+  _globals['_COMPLETION']._serialized_end=1658
+  _globals['_FAILURE']._serialized_start=1661
+  _globals['_FAILURE']._serialized_end=1796
+  _globals['_QUEUEDEPTH']._serialized_start=1798
+  _globals['_QUEUEDEPTH']._serialized_end=1876
+  _globals['_THROUGHPUTWINDOW']._serialized_start=1879
+  _globals['_THROUGHPUTWINDOW']._serialized_end=2022
 # @@protoc_insertion_point(module_scope)
