@@ -391,10 +391,7 @@ class FaultSuite:
 
             settings = self._direct_settings()
             raw = await db.create_pool(settings, self.direct_dsn)
-            # Where every statement goes through the database dependency, the repositories
-            # and AppContext take the suite's pool wrapper, not asyncpg's pool.
-            wrap = getattr(db, "SuitePool", None)
-            self._pool = raw if wrap is None else wrap(raw, settings)
+            self._pool = db.SuitePool(raw, settings)
         return self._pool
 
     async def user_token(self, email: str, role: str = "user") -> tuple[str, str]:
