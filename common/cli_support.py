@@ -46,10 +46,16 @@ def rpc_fail(exc: Exception, address: str = "") -> NoReturn:
 
     if not isinstance(exc, grpc.aio.AioRpcError):
         fail(str(exc))
+    from common.grpc_errors import error_info
+
     code = exc.code()
     message = f"{code.name}: {exc.details()}"
+    info = error_info(exc)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         message += " (log in with `mediagrid login`, or pass --token / MEDIAGRID_TOKEN)"
+    elif code == grpc.StatusCode.UNAVAILABLE and info is not None:
+        # The server answered: one of its dependencies is down, not the server itself.
+        message += f" [{info.reason}]"
     elif code == grpc.StatusCode.UNAVAILABLE and address:
         message += (
             f" (is a server running at {address}? `mediagrid serve` starts one; "
