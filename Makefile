@@ -11,11 +11,12 @@ PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null | sort)
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 
-.PHONY: help install run check test protos check-protos lint ruff mypy buf-lint buf-breaking format bench lock docs deploy-check compose-check cfn-lint clean
+.PHONY: help install run check test test-faults protos check-protos lint ruff mypy buf-lint buf-breaking format bench lock docs deploy-check compose-check cfn-lint clean
 
 help:
 	@echo "make run           install, then serve every service on 127.0.0.1:50051 (embedded PostgreSQL/S3 if unconfigured)"
-	@echo "make test          install, then run the whole test suite"
+	@echo "make test          install, then run the whole test suite (fault scenarios aside)"
+	@echo "make test-faults   the fault scenarios: PostgreSQL/S3 outages, SIGTERM, two replicas"
 	@echo "make check         mediagrid check: settings, database, migrations, buckets"
 	@echo "make protos        regenerate gen/ from protos/ (check-protos: fail if stale)"
 	@echo "make lint          buf lint + format check, ruff, mypy (format: fix what can be fixed)"
@@ -48,6 +49,14 @@ test: install
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+# Every test marked `faults` (tests/faults: subprocess suites with PostgreSQL and S3 behind
+# fault proxies; stalls elsewhere); -s prints each scenario's counts. `make test` leaves
+# them out (pyproject addopts: -m 'not faults').
+test-faults: install
+	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
+	$(BIN)/pytest -q -s -p no:cacheprovider -m faults $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest: no fault scenarios collected"; exit 0; fi; exit $$rc
 
 protos: install
 	rm -rf gen/mediagrid
