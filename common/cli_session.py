@@ -62,7 +62,14 @@ def session_file() -> Path:
     return config_dir() / "session.json"
 
 
-CLIENT_FIELDS = ("grpc_host", "grpc_port", "users_address", "jobs_address", "files_address")
+CLIENT_FIELDS = (
+    "grpc_host",
+    "grpc_port",
+    "users_address",
+    "jobs_address",
+    "files_address",
+    "telemetry_exporter",
+)
 
 
 class _ClientBase(BaseSettings):
@@ -72,7 +79,7 @@ class _ClientBase(BaseSettings):
 ClientSettings = create_model(  # type: ignore[call-overload]
     "ClientSettings",
     __base__=_ClientBase,
-    __doc__="The settings a client command reads: where the server is.",
+    __doc__="The settings a client command reads: where the server is, whether it is traced.",
     **{
         name: (Settings.model_fields[name].annotation, Settings.model_fields[name])
         for name in CLIENT_FIELDS

@@ -37,7 +37,27 @@ def connect(service: str | None, address: str | None, token: str | None) -> tupl
     except ConfigurationError as exc:
         fail(str(exc), 2)
     target = cli_session.server_address(settings, service, address)
+    if settings.telemetry_exporter != "off":
+        _trace_command()
     return target, cli_session.resolve_token(target, token)
+
+
+def _trace_command() -> None:
+    """Export this command's spans (its calls join the server's traces) as ``serve`` does;
+    flushed at exit. Only when telemetry is configured: it costs the OpenTelemetry imports."""
+    import atexit
+
+    from common.telemetry import active, configure_telemetry
+
+    if active() is not None:
+        return
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        console.print(f"telemetry off for this command: {exc}", highlight=False)
+        return
+    traced = settings.model_copy(update={"metrics_exporter": "off"})  # spans only
+    atexit.register(configure_telemetry(traced).shutdown)
 
 
 def rpc_fail(exc: Exception, address: str = "") -> NoReturn:

@@ -97,7 +97,7 @@ def metric_export(settings: Settings, *, stream: IO[str] | None = None) -> Metri
         return MetricsExport(reader, where="EMF lines on stdout")
     if target == "console":
         console = PeriodicExportingMetricReader(
-            ConsoleMetricExporter(), export_interval_millis=interval_ms
+            ConsoleMetricExporter(out=sys.stderr), export_interval_millis=interval_ms
         )
         return MetricsExport(console, where="the console")
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter

@@ -25,6 +25,7 @@ Services create their own spans and instruments with ``get_tracer(__name__)`` an
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +110,7 @@ def resource(settings: Settings) -> Resource:
 def _span_exporter(settings: Settings) -> tuple[SpanExporter, bool]:
     """The span exporter for ``telemetry_exporter`` and whether spans should be batched."""
     if settings.telemetry_exporter == "console":
-        return ConsoleSpanExporter(), False
+        return ConsoleSpanExporter(out=sys.stderr), False
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     insecure = settings.otlp_endpoint.startswith("http://")
