@@ -29,6 +29,7 @@ from common.runtime import running_suite
 from common.settings import Settings
 from common.telemetry import configure_telemetry
 from tests.support.hypo import relaxed
+from tests.support.metrics import collected_metrics, data_points
 from tests.support.proxy import free_port
 
 # The structure CloudWatch requires of an EMF document (its published specification):
@@ -240,18 +241,9 @@ async def test_prometheus_endpoint_serves_rpc_and_breaker_metrics(settings: Sett
 
 
 async def test_the_suites_channels_time_their_calls(settings: Settings) -> None:
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
     from common.channels import ChannelCache
 
-    reader = InMemoryMetricReader()
-    configured = configure_telemetry(
-        settings.model_copy(update={"telemetry_exporter": "off", "metrics_exporter": "off"}),
-        metric_readers=[reader],
-        set_global=False,
-        instrument=False,
-    )
-    try:
+    with collected_metrics(settings) as reader:
         async with running_suite(settings, specs=[], port=0) as (server, _ctx):
             channels = ChannelCache({"self": server.address}, 1 << 20)
             stub = health_pb2_grpc.HealthStub(channels("self"))
@@ -263,17 +255,9 @@ async def test_the_suites_channels_time_their_calls(settings: Settings) -> None:
             watch.cancel()
             await channels.close()
             await asyncio.sleep(0.1)  # the done callbacks record on the loop
-        data = reader.get_metrics_data()
-    finally:
-        configured.shutdown()
-    assert data is not None
-    calls = {
-        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.count
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "rpc.client.duration"
-        for p in metric.data.data_points
-    }
+        calls = {
+            (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.count
+            for p in data_points(reader, "rpc.client.duration")
+        }
     assert calls[("Check", 0)] == 1 and calls[("Check", 5)] == 1
     assert calls[("Watch", 1)] == 1  # CANCELLED by the caller

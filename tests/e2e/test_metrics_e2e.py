@@ -7,19 +7,15 @@ import asyncio
 import urllib.request
 
 import grpc
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2_grpc
 
 from common.runtime import running_suite
 from common.settings import Settings
 from common.telemetry import configure_telemetry
 from services.jobs.worker.embedded import embedded_worker
-from services.users.passwords import Passwords
-from services.users.repository import UserRepository
-from services.users.sessions import SessionManager
-from tests.e2e.test_suite_e2e import SUCCEEDED, eventually, upload_requests
+from tests.e2e.e2e_support import processed_video, user_token
 from tests.support.auth import bearer
 from tests.support.proxy import free_port
-from tests.video.clips import make_clip
 
 
 def scrape(port: int) -> list[str]:
@@ -52,14 +48,7 @@ async def test_metrics_of_a_working_suite(settings: Settings) -> None:
             running_suite(configured, ("all",), port=0) as (server, ctx),
             grpc.aio.insecure_channel(server.address) as channel,
         ):
-            repository = UserRepository(ctx.pool)
-            sessions = SessionManager(
-                repository, ctx.settings, Passwords.from_settings(ctx.settings)
-            )
-            owner = await repository.create_user(
-                email="metered@example.com", display_name="M", role="user", password_hash=None
-            )
-            token, _ = await sessions.open_session(owner.id)
+            token = await user_token(ctx, "metered@example.com")
             files = files_pb2_grpc.FileServiceStub(channel)
             data = b"m" * 300_000
 
@@ -80,29 +69,8 @@ async def test_metrics_of_a_working_suite(settings: Settings) -> None:
             ):
                 got += piece.data
             assert got == data
-            videos = video_pb2_grpc.VideoServiceStub(channel)
             async with embedded_worker(ctx.settings, server, ctx):
-                video = None
-                async for response in videos.UploadVideo(
-                    upload_requests(make_clip(seconds=1.0, fps=10, width=160, height=120)),
-                    metadata=bearer(token),
-                ):
-                    if response.WhichOneof("item") == "file":
-                        video = response.file
-                assert video is not None
-                name = "videos/" + video.name.removeprefix("files/")
-
-                async def processed() -> bool:
-                    found = (
-                        await videos.GetVideo(
-                            video_pb2.GetVideoRequest(name=name), metadata=bearer(token)
-                        )
-                    ).video
-                    return bool(
-                        found.probe.state == SUCCEEDED and found.thumbnail_step.state == SUCCEEDED
-                    )
-
-                await eventually(processed, what="the probe and thumbnail jobs")
+                await processed_video(video_pb2_grpc.VideoServiceStub(channel), token)
             await asyncio.sleep(0.5)  # a refresh of the queue gauges after the jobs ended
             lines = await asyncio.to_thread(scrape, port)
     finally:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -33,38 +31,9 @@ from services.jobs.worker.embedded import embedded_worker
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
 from services.users.sessions import SessionManager
+from tests.e2e.e2e_support import SUCCEEDED, eventually, fetch, upload_requests
 from tests.support.auth import bearer
 from tests.video.clips import make_clip
-
-SUCCEEDED = video_pb2.PROCESSING_STATE_SUCCEEDED
-CHUNK = 256 * 1024
-
-
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        body: bytes = reply.read()
-    return body
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, what: str, limit: float = 90) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded; no timing assertion)."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
-async def upload_requests(data: bytes) -> AsyncIterator[video_pb2.UploadVideoRequest]:
-    header = file_pb2.UploadHeader(
-        display_name="holiday.mp4", content_type="video/mp4", size_bytes=len(data)
-    )
-    yield video_pb2.UploadVideoRequest(header=header)
-    for offset in range(0, len(data), CHUNK):
-        yield video_pb2.UploadVideoRequest(chunk=data[offset : offset + CHUNK])
 
 
 async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(

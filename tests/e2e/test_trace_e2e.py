@@ -4,7 +4,7 @@ video.thumbnail jobs it leads to, run by the real (embedded) worker, share one t
 from __future__ import annotations
 
 import grpc
-from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import video_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -12,12 +12,7 @@ from common.runtime import running_suite
 from common.settings import Settings
 from common.telemetry import configure_telemetry
 from services.jobs.worker.embedded import embedded_worker
-from services.users.passwords import Passwords
-from services.users.repository import UserRepository
-from services.users.sessions import SessionManager
-from tests.e2e.test_suite_e2e import SUCCEEDED, eventually, upload_requests
-from tests.support.auth import bearer
-from tests.video.clips import make_clip
+from tests.e2e.e2e_support import processed_video, user_token
 
 
 async def test_upload_probe_and_thumbnail_jobs_are_one_trace(settings: Settings) -> None:
@@ -37,37 +32,9 @@ async def test_upload_probe_and_thumbnail_jobs_are_one_trace(settings: Settings)
             ) as (server, ctx),
             grpc.aio.insecure_channel(server.address) as channel,
         ):
-            repository = UserRepository(ctx.pool)
-            sessions = SessionManager(
-                repository, ctx.settings, Passwords.from_settings(ctx.settings)
-            )
-            owner = await repository.create_user(
-                email="traced@example.com", display_name="T", role="user", password_hash=None
-            )
-            token, _ = await sessions.open_session(owner.id)
-            videos = video_pb2_grpc.VideoServiceStub(channel)
+            token = await user_token(ctx, "traced@example.com")
             async with embedded_worker(ctx.settings, server, ctx):
-                committed: file_pb2.File | None = None
-                async for response in videos.UploadVideo(
-                    upload_requests(make_clip(seconds=1.0, fps=10, width=160, height=120)),
-                    metadata=bearer(token),
-                ):
-                    if response.WhichOneof("item") == "file":
-                        committed = response.file
-                assert committed is not None
-                name = "videos/" + committed.name.removeprefix("files/")
-
-                async def processed() -> bool:
-                    video = (
-                        await videos.GetVideo(
-                            video_pb2.GetVideoRequest(name=name), metadata=bearer(token)
-                        )
-                    ).video
-                    return bool(
-                        video.probe.state == SUCCEEDED and video.thumbnail_step.state == SUCCEEDED
-                    )
-
-                await eventually(processed, what="the probe and thumbnail jobs")
+                await processed_video(video_pb2_grpc.VideoServiceStub(channel), token)
     finally:
         telemetry.shutdown()
     spans = exporter.get_finished_spans()

@@ -25,6 +25,7 @@ from common.grpc_errors import error_info
 from common.resilience import Dependency
 from common.settings import Settings
 from tests.support.auth import bearer
+from tests.support.metrics import collected_metrics, data_points
 from tests.users.conftest import UsersEnv, start_users
 
 
@@ -278,34 +279,14 @@ async def test_remote_activity_recorder_forwards_the_callers_token(
 
 
 async def test_cache_results_are_counted(settings: Settings) -> None:
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    from common.telemetry import configure_telemetry
-
-    reader = InMemoryMetricReader()
-    telemetry = configure_telemetry(
-        settings.model_copy(update={"telemetry_exporter": "off", "metrics_exporter": "off"}),
-        metric_readers=[reader],
-        set_global=False,
-        instrument=False,
-    )
-    try:
+    with collected_metrics(settings) as reader:
         inner = _Counting()
         cache = CachingAuthenticator(inner, 3.0)
         await asyncio.gather(*(cache.authenticate("x") for _ in range(4)))  # 1 miss, 3 shared
         await cache.authenticate("x")  # hit
         await cache.authenticate("w")  # miss
-        data = reader.get_metrics_data()
-        assert data is not None
         counts = {
-            point.attributes["result"]: point.value
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == "mediagrid.auth.cache"
-            for point in metric.data.data_points
+            p.attributes["result"]: p.value for p in data_points(reader, "mediagrid.auth.cache")
         }
-        assert counts == {"miss": 2, "shared": 3, "hit": 1}
-        assert inner.calls == 2
-    finally:
-        telemetry.shutdown()
+    assert counts == {"miss": 2, "shared": 3, "hit": 1}
+    assert inner.calls == 2
