@@ -437,6 +437,31 @@ async def test_a_rescued_job_keeps_its_place_between_owners(jobs_service: JobsFa
     assert last.job.name == theirs.name
 
 
+async def test_a_released_job_keeps_its_place_between_owners(jobs_service: JobsFactory) -> None:
+    """A stopping worker's release gives back the turn its claim cost the owner, as a rescue
+    does."""
+    svc = await jobs_service()
+    other = bearer("other-token")
+    for md in (svc.owner, other):  # both owners served once: equal turns
+        await svc.create(md=md)
+    for done in await svc.claim(max_jobs=2, lease=60):
+        await svc.workers.CompleteJob(
+            worker_service_pb2.CompleteJobRequest(lease=lease_of(done)), metadata=svc.service
+        )
+    mine = await svc.create(md=svc.owner)
+    theirs = await svc.create(md=other)
+    [claimed] = await svc.claim(max_jobs=1, lease=60)
+    assert claimed.job.name == mine.name  # equal turns: the older job
+    released = await svc.workers.ReleaseJobs(
+        worker_service_pb2.ReleaseJobsRequest(leases=[lease_of(claimed)]), metadata=svc.service
+    )
+    assert released.released_count == 1
+    [next_one] = await svc.claim(max_jobs=1, lease=60)
+    assert next_one.job.name == mine.name
+    [last] = await svc.claim(max_jobs=1, lease=60)
+    assert last.job.name == theirs.name
+
+
 async def test_a_failed_job_with_a_retry_delay_is_still_scheduled_later(svc: Jobs) -> None:
     first = await svc.create(max_attempts=3)
     [claimed] = await svc.claim(max_jobs=1, lease=60)

@@ -413,13 +413,27 @@ WHERE (SELECT ok FROM guard);
 
 -- name: release_jobs
 -- Give running jobs back to the queue without using up the attempt (graceful worker stop).
+-- Like a rescued job (reap_expired), a released one keeps its place: available_at is left as
+-- it was and the turn its claim added to its owner is given back, turns locked in owner order.
 WITH upd AS (
     UPDATE jobs.jobs j
     SET state = 'queued', attempts = j.attempts - 1, lease_id = NULL, lease_expires_at = NULL,
         worker_id = NULL, updated_at = now(), progress_percent = 0, progress_message = ''
     FROM unnest($1::uuid[], $2::uuid[]) AS t(id, lease_id)
     WHERE j.id = t.id AND j.lease_id = t.lease_id
-    RETURNING j.id, j.type
+    RETURNING j.id, j.type, j.owner
+), released AS (
+    SELECT owner, count(*) AS n FROM upd GROUP BY owner
+), returned AS (
+    UPDATE jobs.owner_turns t SET turn = t.turn - r.n
+    FROM released r
+    WHERE t.owner = r.owner
+      AND t.owner = ANY(ARRAY(
+          SELECT l.owner FROM jobs.owner_turns l
+          WHERE l.owner IN (SELECT owner FROM released)
+          ORDER BY l.owner
+          FOR UPDATE))
+    RETURNING t.owner
 ), wake AS (
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM upd
 ), changed AS (
