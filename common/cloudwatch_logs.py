@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.settings import Settings
+
 log = logging.getLogger("mediagrid.cloudwatch")
 
 MAX_BATCH_EVENTS = 10_000
@@ -212,7 +214,7 @@ class CloudWatchLogsHandler(logging.Handler):
                 return
 
 
-def cloudwatch_handler(settings: Any) -> CloudWatchLogsHandler | None:
+def cloudwatch_handler(settings: Settings) -> CloudWatchLogsHandler | None:
     """The handler the settings ask for (``cloudwatch_log_group``), or None."""
     if not settings.cloudwatch_log_group:
         return None

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from opentelemetry.sdk.metrics import Counter
+from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
@@ -138,6 +140,11 @@ def _prometheus(settings: Settings) -> MetricsExport:
     )
 
 
+# Instrument kinds exported as deltas (what a CloudWatch Sum adds up); gauges and up-down
+# counters stay cumulative (their current value).
+_DELTA_KINDS = (Counter, HistogramInstrument)
+
+
 class EmfMetricExporter(MetricExporter):
     """Writes each data point as one CloudWatch Embedded Metric Format line.
 
@@ -173,16 +180,6 @@ class EmfMetricExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
         return None
-
-
-def _delta_kinds() -> tuple[type, ...]:
-    from opentelemetry.sdk.metrics import Counter
-    from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
-
-    return (Counter, HistogramInstrument)
-
-
-_DELTA_KINDS = _delta_kinds()
 
 
 def emf_lines(metrics_data: MetricsData, service: str) -> Iterator[str]:

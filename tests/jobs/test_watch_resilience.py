@@ -415,47 +415,38 @@ async def test_a_rescued_job_keeps_its_place_in_the_queue(svc: Jobs) -> None:
     assert [c.job.name for c in again] == [first.name, *(j.name for j in later)]
 
 
-async def test_a_rescued_job_keeps_its_place_between_owners(jobs_service: JobsFactory) -> None:
-    """The rescue gives back the turn the lost claim cost its owner (fair claims)."""
-    svc = await jobs_service()
-    other = bearer("other-token")
-    for md in (svc.owner, other):  # both owners served once: equal turns
-        await svc.create(md=md)
-    for done in await svc.claim(max_jobs=2, lease=60):
-        await svc.workers.CompleteJob(
-            worker_service_pb2.CompleteJobRequest(lease=lease_of(done)), metadata=svc.service
-        )
-    mine = await svc.create(md=svc.owner)
-    theirs = await svc.create(md=other)
-    [claimed] = await svc.claim(max_jobs=1, lease=0.05)
-    assert claimed.job.name == mine.name  # equal turns: the older job
+async def _rescue(svc: Jobs, claimed: Any) -> None:
+    """The worker stalled: its lease runs out and the reaper returns the job."""
     await asyncio.sleep(0.1)
     assert await reap(svc.repo, JobMetrics()) == 1
-    [next_one] = await svc.claim(max_jobs=1, lease=60)
-    assert next_one.job.name == mine.name
-    [last] = await svc.claim(max_jobs=1, lease=60)
-    assert last.job.name == theirs.name
 
 
-async def test_a_released_job_keeps_its_place_between_owners(jobs_service: JobsFactory) -> None:
-    """A stopping worker's release gives back the turn its claim cost the owner, as a rescue
-    does."""
-    svc = await jobs_service()
-    other = bearer("other-token")
-    for md in (svc.owner, other):  # both owners served once: equal turns
-        await svc.create(md=md)
-    for done in await svc.claim(max_jobs=2, lease=60):
-        await svc.workers.CompleteJob(
-            worker_service_pb2.CompleteJobRequest(lease=lease_of(done)), metadata=svc.service
-        )
-    mine = await svc.create(md=svc.owner)
-    theirs = await svc.create(md=other)
-    [claimed] = await svc.claim(max_jobs=1, lease=60)
-    assert claimed.job.name == mine.name  # equal turns: the older job
+async def _release(svc: Jobs, claimed: Any) -> None:
+    """The worker stops before starting the job and hands it back."""
     released = await svc.workers.ReleaseJobs(
         worker_service_pb2.ReleaseJobsRequest(leases=[lease_of(claimed)]), metadata=svc.service
     )
     assert released.released_count == 1
+
+
+@pytest.mark.parametrize(("give_back", "lease"), [(_rescue, 0.05), (_release, 60.0)])
+async def test_a_returned_job_keeps_its_place_between_owners(
+    jobs_service: JobsFactory, give_back: Any, lease: float
+) -> None:
+    """A rescue or a release gives back the turn the claim cost its owner (fair claims)."""
+    svc = await jobs_service()
+    other = bearer("other-token")
+    for md in (svc.owner, other):  # both owners served once: equal turns
+        await svc.create(md=md)
+    for done in await svc.claim(max_jobs=2, lease=60):
+        await svc.workers.CompleteJob(
+            worker_service_pb2.CompleteJobRequest(lease=lease_of(done)), metadata=svc.service
+        )
+    mine = await svc.create(md=svc.owner)
+    theirs = await svc.create(md=other)
+    [claimed] = await svc.claim(max_jobs=1, lease=lease)
+    assert claimed.job.name == mine.name  # equal turns: the older job
+    await give_back(svc, claimed)
     [next_one] = await svc.claim(max_jobs=1, lease=60)
     assert next_one.job.name == mine.name
     [last] = await svc.claim(max_jobs=1, lease=60)
