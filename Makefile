@@ -20,6 +20,7 @@ help:
 	@echo "make check         mediagrid check: settings, database, migrations, buckets"
 	@echo "make protos        regenerate gen/ from protos/ (check-protos: fail if stale)"
 	@echo "make lint          buf lint + format check, ruff, mypy (format: fix what can be fixed)"
+	@echo "make buf-breaking  fail if protos/ breaks the API at the commit in protos/BREAKING_BASELINE"
 	@echo "make deploy-check  validate docker-compose.yml and deploy/aws offline"
 	@echo "make docs          regenerate docs/configuration.md from the Settings model"
 	@echo "make bench         run benchmarks (BENCH_ARGS=rpc_baseline to pick)"
@@ -73,8 +74,9 @@ buf-lint: $(BUF)
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 
+# The API compared with the commit in protos/BREAKING_BASELINE (docs/decisions/0003-api-stability.md).
 buf-breaking: $(BUF)
-	$(BUF) breaking --against '.git#branch=main'
+	BUF=$(BUF) scripts/buf_breaking.sh
 
 ruff: install
 	$(BIN)/ruff check .

@@ -325,19 +325,19 @@ def chunks(data: bytes, size: int) -> list[bytes]:
 
 async def grpc_upload(address: str, pieces: list[bytes]) -> tuple[float, Any]:
     import grpc
-    from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+    from mediagrid.files.v1 import file_pb2, file_service_pb2, file_service_pb2_grpc
 
     async def requests() -> AsyncIterator[Any]:
-        yield files_pb2.UploadRequest(
+        yield file_service_pb2.UploadRequest(
             header=file_pb2.UploadHeader(
                 display_name="bench.bin", size_bytes=sum(len(p) for p in pieces)
             )
         )
         for piece in pieces:
-            yield files_pb2.UploadRequest(data=piece)
+            yield file_service_pb2.UploadRequest(data=piece)
 
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        stub = files_pb2_grpc.FileServiceStub(channel)
+        stub = file_service_pb2_grpc.FileServiceStub(channel)
         started = time.perf_counter()
         last = None
         async for response in stub.Upload(
@@ -354,15 +354,15 @@ async def grpc_upload_preserialized(address: str, pieces: list[bytes]) -> float:
     call: the client then costs what the bare baseline's client costs, and the difference
     is the server's gRPC path alone."""
     import grpc
-    from mediagrid.files.v1 import file_pb2, files_pb2
+    from mediagrid.files.v1 import file_pb2, file_service_pb2
 
     header = file_pb2.UploadHeader(display_name="bench.bin", size_bytes=sum(len(p) for p in pieces))
-    messages = [files_pb2.UploadRequest(header=header).SerializeToString()]
-    messages += [files_pb2.UploadRequest(data=p).SerializeToString() for p in pieces]
+    messages = [file_service_pb2.UploadRequest(header=header).SerializeToString()]
+    messages += [file_service_pb2.UploadRequest(data=p).SerializeToString() for p in pieces]
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         call = channel.stream_stream(
             "/mediagrid.files.v1.FileService/Upload",
-            response_deserializer=files_pb2.UploadResponse.FromString,
+            response_deserializer=file_service_pb2.UploadResponse.FromString,
         )
 
         async def requests() -> AsyncIterator[bytes]:
@@ -380,14 +380,15 @@ async def grpc_upload_preserialized(address: str, pieces: list[bytes]) -> float:
 
 async def grpc_download(address: str, name: str) -> tuple[float, int]:
     import grpc
-    from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+    from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        stub = files_pb2_grpc.FileServiceStub(channel)
+        stub = file_service_pb2_grpc.FileServiceStub(channel)
         started = time.perf_counter()
         total = 0
         async for response in stub.Download(
-            files_pb2.DownloadRequest(name=name), metadata=(("authorization", f"Bearer {TOKEN}"),)
+            file_service_pb2.DownloadRequest(name=name),
+            metadata=(("authorization", f"Bearer {TOKEN}"),),
         ):
             total += len(response.data)
         return time.perf_counter() - started, total
@@ -474,17 +475,17 @@ def stream_pieces(total: int, size: int) -> Iterator[bytes]:
 async def rss_upload(address: str, total: int) -> Any:
     """Upload ``total`` bytes without holding them in this process (one repeated block)."""
     import grpc
-    from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+    from mediagrid.files.v1 import file_pb2, file_service_pb2, file_service_pb2_grpc
 
     async def requests() -> AsyncIterator[Any]:
-        yield files_pb2.UploadRequest(
+        yield file_service_pb2.UploadRequest(
             header=file_pb2.UploadHeader(display_name="rss.bin", size_bytes=total)
         )
         for piece in stream_pieces(total, MiB):
-            yield files_pb2.UploadRequest(data=piece)
+            yield file_service_pb2.UploadRequest(data=piece)
 
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        stub = files_pb2_grpc.FileServiceStub(channel)
+        stub = file_service_pb2_grpc.FileServiceStub(channel)
         last = None
         async for response in stub.Upload(
             requests(), metadata=(("authorization", f"Bearer {TOKEN}"),)

@@ -40,7 +40,7 @@ async def measure(args: argparse.Namespace, endpoint: str, database: str) -> Non
     from common.registry import resolve
     from common.runtime import migrate_all
     from common.settings import Settings
-    from services.files.repository import FilesRepository
+    from services.files.repository import FileRepository
     from services.files.storage import Storage
     from services.jobs.models import JobSpec
     from services.jobs.repository import JobRepository
@@ -94,7 +94,7 @@ async def measure(args: argparse.Namespace, endpoint: str, database: str) -> Non
 
             importer = FileImporter(
                 settings=settings,
-                files=FilesRepository(pool),
+                files=FileRepository(pool),
                 storage=storage,
                 legacy=LegacyRepository(pool),
                 users=users,

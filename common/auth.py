@@ -270,10 +270,10 @@ class RemoteAuthenticator:
             )
         except grpc.aio.AioRpcError as exc:
             raise _status_error(exc, "Authenticate", self.users) from None
-        return _principal_from_pb(response.principal)
+        return _principal_from_proto(response.principal)
 
 
-def _principal_from_pb(message: Any) -> Principal:
+def _principal_from_proto(message: Any) -> Principal:
     roles = {1: "admin", 2: "user", 3: "service"}
     role = roles.get(message.role)
     if role is None or not message.user.startswith("users/"):

@@ -11,7 +11,7 @@ from typing import Literal
 from common.context import Principal
 from common.errors import NotFound, PermissionDenied
 from services.files.models import FileRecord
-from services.files.repository import FilesRepository
+from services.files.repository import FileRepository
 
 # read: record, bytes, versions, download URLs. write: read + metadata, new versions, restore.
 # manage: write + delete, share, unshare, list grants (owner and admins only).
@@ -38,8 +38,8 @@ def denied(name: str) -> PermissionDenied:
     )
 
 
-async def authorize_file(
-    repo: FilesRepository,
+async def require_file(
+    repo: FileRepository,
     principal: Principal,
     file_id: str,
     need: Need,
@@ -67,7 +67,7 @@ async def authorize_file(
     return record
 
 
-def authorize_user(principal: Principal, user_id: str) -> None:
+def require_user(principal: Principal, user_id: str) -> None:
     """Acting on a user's collection (list, usage): that user, admins and services only."""
     if principal.user_id != user_id and not is_privileged(principal):
         raise PermissionDenied(

@@ -13,14 +13,14 @@ import importlib
 import logging
 
 import grpc
-from mediagrid.files.v1 import files_pb2
+from mediagrid.files.v1 import file_service_pb2
 
 from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.dependencies import DATABASE, S3
 from services.files.peers import GrpcJobAccess, GrpcUserDirectory, files_identity
-from services.files.repository import FilesRepository
-from services.files.service import FileService, register
+from services.files.repository import FileRepository
+from services.files.servicer import FileServicer, register
 from services.files.storage import Storage
 from services.files.sweep import sweep_forever
 from services.files.upload import HashCache, UploadDeps
@@ -28,7 +28,7 @@ from services.users.bootstrap import ServiceToken
 
 log = logging.getLogger("mediagrid.files")
 
-SERVICE_NAME = files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
+SERVICE_NAME = file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
 
 
 async def build_deps(ctx: AppContext, identity: ServiceToken | None = None) -> UploadDeps:
@@ -41,7 +41,7 @@ async def build_deps(ctx: AppContext, identity: ServiceToken | None = None) -> U
     )
     return UploadDeps(
         settings=settings,
-        repo=FilesRepository(ctx.pool),
+        repo=FileRepository(ctx.pool),
         storage=storage,
         activity=ctx.activity,
         hash_cache=HashCache(settings.upload_hash_cache_entries),
@@ -65,7 +65,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
     deps = await build_deps(ctx, identity)
     # The activity recorder may be replaced after start-up (users service): read it late.
     deps.activity = LateActivityRecorder(ctx)
-    servicer = FileService(deps)
+    servicer = FileServicer(deps)
     add_files = register(servicer)
     instances: list[ServiceInstance] = []
     factory = _video_factory()

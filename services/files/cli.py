@@ -19,7 +19,7 @@ from typing import NoReturn
 import grpc
 import typer
 from google.protobuf.message import Message
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 from rich.table import Table
 
 from common.cli_output import (
@@ -262,8 +262,8 @@ def ls(
 def upload_table(uploads: Sequence[Message], paths: dict[str, str]) -> Table:
     table = name_table("name", "state", "stored", "size", "local file")
     for u in uploads:
-        assert isinstance(u, files_pb2.Upload)
-        state = files_pb2.UploadState.Name(u.state).removeprefix("UPLOAD_STATE_").lower()
+        assert isinstance(u, file_service_pb2.Upload)
+        state = file_service_pb2.UploadState.Name(u.state).removeprefix("UPLOAD_STATE_").lower()
         size = binary_size(u.size_bytes) if u.size_bytes else "?"
         table.add_row(
             u.name, state, binary_size(u.committed_bytes), size, paths.get(u.name, u.display_name)
@@ -285,7 +285,7 @@ def uploads(
     store = resume_store()
     paths: dict[str, str] = {}
 
-    async def run() -> list[files_pb2.Upload]:
+    async def run() -> list[file_service_pb2.Upload]:
         channel, client = _client(target, bearer)
         try:
             if cancel:
@@ -303,7 +303,7 @@ def uploads(
                         raise
                     await asyncio.to_thread(store.remove_upload, record.upload)
                     continue
-                if status.state != files_pb2.UPLOAD_STATE_ACTIVE:
+                if status.state != file_service_pb2.UPLOAD_STATE_ACTIVE:
                     await asyncio.to_thread(store.remove_upload, record.upload)
                     continue
                 paths[status.name] = record.key.path

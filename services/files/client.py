@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import grpc
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import (
+    file_pb2,
+    file_service_pb2,
+    file_service_pb2_grpc,
+    video_service_pb2,
+    video_service_pb2_grpc,
+)
 
 from common.grpc_errors import error_info
 from common.resilience import backoff_delay
@@ -144,8 +150,8 @@ class FilesClient:
         chunk_size: int = CHUNK,
         server: str = "",
     ) -> None:
-        self.stub = files_pb2_grpc.FileServiceStub(channel)
-        self.video_stub = video_pb2_grpc.VideoServiceStub(channel)
+        self.stub = file_service_pb2_grpc.FileServiceStub(channel)
+        self.video_stub = video_service_pb2_grpc.VideoServiceStub(channel)
         # Names the server in resume records: a session is resumed only where it was opened.
         self.server = server
         self.metadata: tuple[tuple[str, str], ...] = (
@@ -174,8 +180,8 @@ class FilesClient:
     # --- simple calls ------------------------------------------------------------------
 
     async def get(self, name: str) -> file_pb2.File:
-        response: files_pb2.GetFileResponse = await self._unary(
-            self.stub.GetFile, files_pb2.GetFileRequest(name=name)
+        response: file_service_pb2.GetFileResponse = await self._unary(
+            self.stub.GetFile, file_service_pb2.GetFileRequest(name=name)
         )
         return response.file
 
@@ -191,7 +197,7 @@ class FilesClient:
         while True:
             page = await self._unary(
                 self.stub.ListFiles,
-                files_pb2.ListFilesRequest(
+                file_service_pb2.ListFilesRequest(
                     parent=parent,
                     job=job,
                     content_type_prefix=content_type_prefix,
@@ -205,15 +211,15 @@ class FilesClient:
             if not token:
                 return
 
-    async def upload_status(self, upload: str) -> files_pb2.Upload:
-        response: files_pb2.GetUploadStatusResponse = await self._unary(
-            self.stub.GetUploadStatus, files_pb2.GetUploadStatusRequest(name=upload)
+    async def upload_status(self, upload: str) -> file_service_pb2.Upload:
+        response: file_service_pb2.GetUploadStatusResponse = await self._unary(
+            self.stub.GetUploadStatus, file_service_pb2.GetUploadStatusRequest(name=upload)
         )
         return response.upload
 
-    async def cancel_upload(self, upload: str) -> files_pb2.Upload:
-        response: files_pb2.CancelUploadResponse = await self._unary(
-            self.stub.CancelUpload, files_pb2.CancelUploadRequest(name=upload)
+    async def cancel_upload(self, upload: str) -> file_service_pb2.Upload:
+        response: file_service_pb2.CancelUploadResponse = await self._unary(
+            self.stub.CancelUpload, file_service_pb2.CancelUploadRequest(name=upload)
         )
         return response.upload
 
@@ -344,9 +350,9 @@ class FilesClient:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
                 return None
             raise
-        if status.state == files_pb2.UPLOAD_STATE_ACTIVE:
+        if status.state == file_service_pb2.UPLOAD_STATE_ACTIVE:
             return int(status.committed_bytes)
-        if status.state == files_pb2.UPLOAD_STATE_COMPLETED and status.file:
+        if status.state == file_service_pb2.UPLOAD_STATE_COMPLETED and status.file:
             return await self.get(status.file)
         return None
 
@@ -422,7 +428,7 @@ class FilesClient:
         record: file_pb2.File | None = None
         for attempt in range(1, self.max_attempts + 1):
             remaining = (length - written) if length else 0
-            request = files_pb2.DownloadRequest(
+            request = file_service_pb2.DownloadRequest(
                 name=name,
                 version_id=version or (record.version_id if record else ""),
                 offset=offset + written,
@@ -460,8 +466,8 @@ class _Transfer:
     oneof: str
 
 
-_FILE = _Transfer("Upload", files_pb2.UploadRequest, "data", "payload")
-_VIDEO = _Transfer("UploadVideo", video_pb2.UploadVideoRequest, "chunk", "item")
+_FILE = _Transfer("Upload", file_service_pb2.UploadRequest, "data", "payload")
+_VIDEO = _Transfer("UploadVideo", video_service_pb2.UploadVideoRequest, "data", "payload")
 
 
 class _UploadState:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from common.errors import InvalidArgument
 from common.timestamps import timestamp
@@ -13,15 +13,15 @@ from services.files.models import FileRecord, FileShare, FileVersion, ShareRole,
 from services.files.upload import Progress, UploadItem, UploadStart
 
 _UPLOAD_STATES = {
-    "active": files_pb2.UPLOAD_STATE_ACTIVE,
-    "completed": files_pb2.UPLOAD_STATE_COMPLETED,
-    "cancelled": files_pb2.UPLOAD_STATE_CANCELLED,
-    "failed": files_pb2.UPLOAD_STATE_FAILED,
-    "expired": files_pb2.UPLOAD_STATE_EXPIRED,
+    "active": file_service_pb2.UPLOAD_STATE_ACTIVE,
+    "completed": file_service_pb2.UPLOAD_STATE_COMPLETED,
+    "cancelled": file_service_pb2.UPLOAD_STATE_CANCELLED,
+    "failed": file_service_pb2.UPLOAD_STATE_FAILED,
+    "expired": file_service_pb2.UPLOAD_STATE_EXPIRED,
 }
 _ROLES: dict[ShareRole, int] = {
-    "reader": files_pb2.SHARE_ROLE_READER,
-    "writer": files_pb2.SHARE_ROLE_WRITER,
+    "reader": file_service_pb2.SHARE_ROLE_READER,
+    "writer": file_service_pb2.SHARE_ROLE_WRITER,
 }
 
 
@@ -89,14 +89,14 @@ def progress_to_proto(progress: Progress) -> file_pb2.UploadProgress:
     )
 
 
-def upload_response(item: Progress | FileRecord) -> files_pb2.UploadResponse:
+def upload_response(item: Progress | FileRecord) -> file_service_pb2.UploadResponse:
     if isinstance(item, Progress):
-        return files_pb2.UploadResponse(progress=progress_to_proto(item))
-    return files_pb2.UploadResponse(file=file_to_proto(item))
+        return file_service_pb2.UploadResponse(progress=progress_to_proto(item))
+    return file_service_pb2.UploadResponse(file=file_to_proto(item))
 
 
-def upload_to_proto(session: UploadSession) -> files_pb2.Upload:
-    return files_pb2.Upload(
+def upload_to_proto(session: UploadSession) -> file_service_pb2.Upload:
+    return file_service_pb2.Upload(
         name=session.name,
         owner=f"users/{session.owner_id}",
         state=_UPLOAD_STATES[session.state],
@@ -111,8 +111,8 @@ def upload_to_proto(session: UploadSession) -> files_pb2.Upload:
     )
 
 
-def version_to_proto(version: FileVersion, current_version_id: str) -> files_pb2.FileVersion:
-    return files_pb2.FileVersion(
+def version_to_proto(version: FileVersion, current_version_id: str) -> file_service_pb2.FileVersion:
+    return file_service_pb2.FileVersion(
         version_id=version.version_id,
         size_bytes=version.size_bytes,
         sha256=version.sha256,
@@ -123,8 +123,8 @@ def version_to_proto(version: FileVersion, current_version_id: str) -> files_pb2
     )
 
 
-def share_to_proto(share: FileShare) -> files_pb2.FileShare:
-    return files_pb2.FileShare(
+def share_to_proto(share: FileShare) -> file_service_pb2.FileShare:
+    return file_service_pb2.FileShare(
         file=f"files/{share.file_id}",
         user=f"users/{share.user_id}",
         role=_ROLES[share.role],  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ class StreamSuperseded(Aborted):
     default_reason = "UPLOAD_SUPERSEDED"
 
 
-class FilesRepository:
+class FileRepository:
     """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
     ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from mediagrid.files.v1 import files_pb2
+from mediagrid.files.v1 import file_service_pb2
 
 from common.wire_format import encode_varint, read_varint
 
@@ -43,14 +43,16 @@ def encode_download_data(data: bytes) -> EncodedResponse:
     )
 
 
-def serialize_download_response(response: files_pb2.DownloadResponse | EncodedResponse) -> bytes:
+def serialize_download_response(
+    response: file_service_pb2.DownloadResponse | EncodedResponse,
+) -> bytes:
     """``DownloadResponse`` serializer that passes pre-encoded messages through."""
     if isinstance(response, EncodedResponse):
         return response.wire
     return response.SerializeToString()
 
 
-def parse_upload_request(raw: bytes) -> files_pb2.UploadRequest | memoryview:
+def parse_upload_request(raw: bytes) -> file_service_pb2.UploadRequest | memoryview:
     """``UploadRequest`` deserializer: data messages become a memoryview of their bytes."""
     if raw[:1] == bytes([_DATA_TAG]):
         try:
@@ -60,17 +62,17 @@ def parse_upload_request(raw: bytes) -> files_pb2.UploadRequest | memoryview:
         else:
             if start + length == len(raw):
                 return memoryview(raw)[start:]
-    return files_pb2.UploadRequest.FromString(raw)
+    return file_service_pb2.UploadRequest.FromString(raw)
 
 
 def generic_handler(servicer: Any) -> grpc.GenericRpcHandler:
     """The same handlers as the generated ``add_FileServiceServicer_to_server``, with
     :func:`parse_upload_request` for ``Upload``."""
-    descriptor = files_pb2.DESCRIPTOR.services_by_name["FileService"]
+    descriptor = file_service_pb2.DESCRIPTOR.services_by_name["FileService"]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in descriptor.methods:
-        request = getattr(files_pb2, method.input_type.name)
-        response = getattr(files_pb2, method.output_type.name)
+        request = getattr(file_service_pb2, method.input_type.name)
+        response = getattr(file_service_pb2, method.output_type.name)
         deserializer = parse_upload_request if method.name == "Upload" else request.FromString
         serializer = response.SerializeToString
         if method.name == "Download":

@@ -12,10 +12,6 @@ from common.context import Principal, current_principal
 from common.errors import PermissionDenied
 
 
-def caller() -> Principal:
-    return current_principal()
-
-
 def may_act_on(principal: Principal, owner: str) -> bool:
     return principal.is_admin or principal.name == owner
 

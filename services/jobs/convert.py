@@ -28,7 +28,7 @@ _TO_PB = {
 _FROM_PB: dict[int, JobState] = {int(v): k for k, v in _TO_PB.items()}
 
 
-def state_to_pb(state: JobState) -> Any:
+def state_to_proto(state: JobState) -> Any:
     return _TO_PB[state]
 
 
@@ -37,7 +37,7 @@ def state_name(state: JobState) -> str:
     return str(job_pb2.JobState.Name(_TO_PB[state]))
 
 
-def state_from_pb(value: int, field: str) -> JobState:
+def state_from_proto(value: int, field: str) -> JobState:
     try:
         return _FROM_PB[value]
     except KeyError:
@@ -62,13 +62,13 @@ def duration(value: float) -> duration_pb2.Duration:
     return message
 
 
-def job_to_pb(job: models.Job) -> job_pb2.Job:
+def job_to_proto(job: models.Job) -> job_pb2.Job:
     message = job_pb2.Job()
-    fill_job_pb(message, job)
+    fill_job_proto(message, job)
     return message
 
 
-def fill_job_pb(message: job_pb2.Job, job: models.Job) -> None:
+def fill_job_proto(message: job_pb2.Job, job: models.Job) -> None:
     """Write ``job`` into an empty ``message`` in place.
 
     Claims convert up to a thousand jobs per call: filling each ``ClaimedJob.job`` where it
@@ -107,7 +107,7 @@ def fill_job_pb(message: job_pb2.Job, job: models.Job) -> None:
         message.result.update(job.result)
 
 
-def batch_to_pb(batch: models.Batch) -> job_pb2.Batch:
+def batch_to_proto(batch: models.Batch) -> job_pb2.Batch:
     return job_pb2.Batch(
         name=batch.name,
         owner=batch.owner,
@@ -120,7 +120,7 @@ def batch_to_pb(batch: models.Batch) -> job_pb2.Batch:
     )
 
 
-def lease_from_pb(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
+def lease_from_proto(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
     # Both ids are parsed (and so validated) here; skip pydantic's second pass (hot path).
     return models.trusted(
         models.LeaseRef,
@@ -131,7 +131,7 @@ def lease_from_pb(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
     )
 
 
-def lease_to_pb(lease: models.LeaseRef) -> job_pb2.LeaseRef:
+def lease_to_proto(lease: models.LeaseRef) -> job_pb2.LeaseRef:
     return job_pb2.LeaseRef(job=models.job_name(lease.job_id), lease_id=str(lease.lease_id))
 
 

@@ -12,7 +12,7 @@ from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 from common import pagination, timestamps
 from common.activity import ActivityRecorder
-from common.context import Principal
+from common.context import Principal, current_principal
 from common.errors import InvalidArgument, NotFound
 from common.settings import Settings
 from services.jobs import access, convert, job_types, watching
@@ -33,7 +33,7 @@ from services.jobs.validation import (
 )
 
 
-def _spec_from_pb(
+def _spec_from_proto(
     message: job_pb2.JobSpec, settings: Settings, prefix: str, now: datetime
 ) -> tuple[Any, list[Any]]:
     return validate_spec(
@@ -104,8 +104,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
     async def CreateJob(
         self, request: job_service_pb2.CreateJobRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.CreateJobResponse:
-        principal = access.caller()
-        spec, violations = _spec_from_pb(request.job, self.settings, "job", datetime.now(UTC))
+        principal = current_principal()
+        spec, violations = _spec_from_proto(request.job, self.settings, "job", datetime.now(UTC))
         raise_if(violations)
         assert spec is not None
         job_types.check_specs(self.job_types, principal, [spec], self.settings)
@@ -120,18 +120,18 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         )
         self.metrics.created_jobs(job.type, 1)
         await self.activity.record("jobs.create", job.name, {"type": job.type})
-        return job_service_pb2.CreateJobResponse(job=convert.job_to_pb(job))
+        return job_service_pb2.CreateJobResponse(job=convert.job_to_proto(job))
 
     async def GetJob(
         self, request: job_service_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.GetJobResponse:
-        job = await self._visible_job(request.name, access.caller(), position=True)
-        return job_service_pb2.GetJobResponse(job=convert.job_to_pb(job))
+        job = await self._visible_job(request.name, current_principal(), position=True)
+        return job_service_pb2.GetJobResponse(job=convert.job_to_proto(job))
 
     async def ListJobs(
         self, request: job_service_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.ListJobsResponse:
-        principal = access.caller()
+        principal = current_principal()
         limit = check_page_size(request.page_size, self.settings)
         owner: str | None = request.owner or None
         if owner is not None:
@@ -144,7 +144,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         raise_if(violations)
         flt = ListFilter(
             owner=owner,
-            states=tuple(convert.state_from_pb(s, "states") for s in request.states),
+            states=tuple(convert.state_from_proto(s, "states") for s in request.states),
             types=tuple(request.types),
             batch_id=parse_name(request.batch, "batches", "batch") if request.batch else None,
             created_after=timestamps.from_timestamp(
@@ -166,36 +166,36 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             jobs = jobs[:limit]
             next_token = convert.encode_page_token(jobs[-1].created_at, jobs[-1].id, filter_key)
         return job_service_pb2.ListJobsResponse(
-            jobs=[convert.job_to_pb(j) for j in jobs], next_page_token=next_token
+            jobs=[convert.job_to_proto(j) for j in jobs], next_page_token=next_token
         )
 
     async def CancelJob(
         self, request: job_service_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.CancelJobResponse:
-        job = await self._visible_job(request.name, access.caller())
+        job = await self._visible_job(request.name, current_principal())
         job = await self.repo.cancel_job(job.id)
         await self.activity.record("jobs.cancel", job.name)
-        return job_service_pb2.CancelJobResponse(job=convert.job_to_pb(job))
+        return job_service_pb2.CancelJobResponse(job=convert.job_to_proto(job))
 
     async def RetryJob(
         self, request: job_service_pb2.RetryJobRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.RetryJobResponse:
-        principal = access.caller()
+        principal = current_principal()
         job = await self._visible_job(request.name, principal)
         job = await self.repo.retry_job(
             job.id, job.owner, quota_for(principal, job.owner, self.settings)
         )
         await self.activity.record("jobs.retry", job.name)
-        return job_service_pb2.RetryJobResponse(job=convert.job_to_pb(job))
+        return job_service_pb2.RetryJobResponse(job=convert.job_to_proto(job))
 
     async def WatchJob(
         self, request: job_service_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[job_service_pb2.WatchJobResponse]:
-        principal = access.caller()
+        principal = current_principal()
         job_id = parse_name(request.name, "jobs")
         with self.notifier.job(str(job_id)) as changed:
             job = await self._visible_job(request.name, principal, position=True)
-            yield job_service_pb2.WatchJobResponse(job=convert.job_to_pb(job))
+            yield job_service_pb2.WatchJobResponse(job=convert.job_to_proto(job))
             last = job
             while not last.finished:
                 await changed.wait()
@@ -208,7 +208,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
                 except NotFound:
                     return  # deleted (owner deleted or purged): nothing more will change
                 if _job_changed(last, job):
-                    yield job_service_pb2.WatchJobResponse(job=convert.job_to_pb(job))
+                    yield job_service_pb2.WatchJobResponse(job=convert.job_to_proto(job))
                 last = job
 
     # --- batches ------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
     async def CreateBatch(
         self, request: job_service_pb2.CreateBatchRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.CreateBatchResponse:
-        principal = access.caller()
+        principal = current_principal()
         if not request.jobs:
             raise InvalidArgument.field(
                 "jobs", "at least one job is required", reason="EMPTY_BATCH"
@@ -239,7 +239,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
                         f"jobs[{index}].request_id", "use the batch's request_id instead"
                     ).violations[0]
                 )
-            spec, problems = _spec_from_pb(message, self.settings, f"jobs[{index}]", now)
+            spec, problems = _spec_from_proto(message, self.settings, f"jobs[{index}]", now)
             violations.extend(problems)
             if spec is not None:
                 specs.append(spec)
@@ -259,34 +259,34 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             await self.activity.record("jobs.create_batch", batch.name, {"jobs": str(len(ids))})
         batch = await self.repo.get_batch(batch.id)
         return job_service_pb2.CreateBatchResponse(
-            batch=convert.batch_to_pb(batch), job_names=[f"jobs/{i}" for i in ids]
+            batch=convert.batch_to_proto(batch), job_names=[f"jobs/{i}" for i in ids]
         )
 
     async def GetBatch(
         self, request: job_service_pb2.GetBatchRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.GetBatchResponse:
-        batch = await self._visible_batch(request.name, access.caller())
-        return job_service_pb2.GetBatchResponse(batch=convert.batch_to_pb(batch))
+        batch = await self._visible_batch(request.name, current_principal())
+        return job_service_pb2.GetBatchResponse(batch=convert.batch_to_proto(batch))
 
     async def CancelBatch(
         self, request: job_service_pb2.CancelBatchRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.CancelBatchResponse:
-        batch_id = await self._authorized_batch(request.name, access.caller())
+        batch_id = await self._authorized_batch(request.name, current_principal())
         cancelled = await self.repo.cancel_batch(batch_id)
         batch = await self.repo.get_batch(batch_id)
         await self.activity.record("jobs.cancel_batch", batch.name, {"cancelled": str(cancelled)})
         return job_service_pb2.CancelBatchResponse(
-            batch=convert.batch_to_pb(batch), cancelled_count=cancelled
+            batch=convert.batch_to_proto(batch), cancelled_count=cancelled
         )
 
     async def WatchBatch(
         self, request: job_service_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[job_service_pb2.WatchBatchResponse]:
-        principal = access.caller()
+        principal = current_principal()
         batch_id = parse_name(request.name, "batches")
         with self.notifier.batch(str(batch_id)) as changed:
             batch = await self._visible_batch(request.name, principal)
-            yield job_service_pb2.WatchBatchResponse(batch=convert.batch_to_pb(batch))
+            yield job_service_pb2.WatchBatchResponse(batch=convert.batch_to_proto(batch))
             last = batch
             while not last.done:
                 await changed.wait()
@@ -300,7 +300,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
                     last.state_counts,
                     last.progress_percent,
                 ):
-                    yield job_service_pb2.WatchBatchResponse(batch=convert.batch_to_pb(batch))
+                    yield job_service_pb2.WatchBatchResponse(batch=convert.batch_to_proto(batch))
                 last = batch
 
     # --- operations ---------------------------------------------------------------------
@@ -332,7 +332,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
         self, request: job_service_pb2.PurgeJobsRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.PurgeJobsResponse:
         access.require_admin()
-        states = [convert.state_from_pb(s, "states") for s in request.states]
+        states = [convert.state_from_proto(s, "states") for s in request.states]
         not_final = [s for s in states if s not in FINAL]
         if not_final:
             raise InvalidArgument.field(

@@ -119,7 +119,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         add = response.jobs.add
         for item in claimed:
             message = add(lease_id=str(item.job.lease_id))
-            convert.fill_job_pb(message.job, item.job)
+            convert.fill_job_proto(message.job, item.job)
             if item.trace_context:
                 message.trace_context.update(item.trace_context)
         return response
@@ -157,7 +157,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         access.require_worker()
         self._check_batch_size(len(request.leases), "leases")
         leases = [
-            convert.lease_from_pb(lease, f"leases[{i}]") for i, lease in enumerate(request.leases)
+            convert.lease_from_proto(lease, f"leases[{i}]")
+            for i, lease in enumerate(request.leases)
         ]
         lease_seconds = self._lease_seconds(
             convert.seconds(request.lease_duration), "lease_duration"
@@ -168,14 +169,14 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         )
         return worker_service_pb2.HeartbeatResponse(
             lease_expire_time=timestamps.timestamp(expiry),
-            lost=[convert.lease_to_pb(lease) for lease in lost],
+            lost=[convert.lease_to_proto(lease) for lease in lost],
         )
 
     async def ReportProgress(
         self, request: worker_service_pb2.ReportProgressRequest, context: grpc.aio.ServicerContext
     ) -> worker_service_pb2.ReportProgressResponse:
         access.require_worker()
-        lease = convert.lease_from_pb(request.lease, "lease")
+        lease = convert.lease_from_proto(request.lease, "lease")
         violations: list[FieldViolation] = []
         if not 0.0 <= request.percent <= 100.0:
             violations += InvalidArgument.field("percent", "must be between 0 and 100").violations
@@ -201,7 +202,9 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             )
             if result:
                 violations += check_payload_size(result, f"{field}[{i}].result", self.settings)
-            items.append((convert.lease_from_pb(completion.lease, f"{field}[{i}].lease"), result))
+            items.append(
+                (convert.lease_from_proto(completion.lease, f"{field}[{i}].lease"), result)
+            )
         raise_if(violations)
         finished = await self.repo.complete(items)
         self.metrics.finished(finished)
@@ -232,7 +235,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         reports = []
         violations: list[FieldViolation] = []
         for i, failure in enumerate(failures):
-            lease = convert.lease_from_pb(failure.lease, f"{field}[{i}].lease")
+            lease = convert.lease_from_proto(failure.lease, f"{field}[{i}].lease")
             delay = (
                 convert.seconds(failure.retry_delay) if failure.HasField("retry_delay") else None
             )
@@ -254,7 +257,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             reports, self.settings.job_retry_base_seconds, self.settings.job_retry_max_seconds
         )
         self.metrics.finished(finished)
-        return [convert.state_to_pb(f.state) for f in finished]
+        return [convert.state_to_proto(f.state) for f in finished]
 
     async def FailJob(
         self, request: worker_service_pb2.FailJobRequest, context: grpc.aio.ServicerContext
@@ -285,7 +288,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         access.require_worker()
         self._check_batch_size(len(request.leases), "leases")
         leases = [
-            convert.lease_from_pb(lease, f"leases[{i}]") for i, lease in enumerate(request.leases)
+            convert.lease_from_proto(lease, f"leases[{i}]")
+            for i, lease in enumerate(request.leases)
         ]
         released = await self.repo.release(leases)
         await self.activity.record("jobs.release", "jobs", {"jobs": str(released)})

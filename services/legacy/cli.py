@@ -113,7 +113,7 @@ def import_files(
 
     async def main() -> int:
         from common.aws import AwsClients
-        from services.files.repository import FilesRepository
+        from services.files.repository import FileRepository
         from services.files.storage import Storage
         from services.legacy.files_import import FileImporter, FileResult, Outcome
         from services.legacy.repository import LegacyRepository
@@ -136,7 +136,7 @@ def import_files(
 
                 importer = FileImporter(
                     settings=effective,
-                    files=FilesRepository(pool),
+                    files=FileRepository(pool),
                     storage=storage,
                     legacy=LegacyRepository(pool),
                     users=users,

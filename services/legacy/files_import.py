@@ -26,7 +26,7 @@ from common.errors import DataLoss, DomainError, FailedPrecondition, NotFound
 from common.settings import Settings
 from services.files import validation
 from services.files.models import FileRecord
-from services.files.repository import FilesRepository
+from services.files.repository import FileRepository
 from services.files.storage import Storage
 from services.files.upload import (
     HashCache,
@@ -176,7 +176,7 @@ class FileImporter:
         self,
         *,
         settings: Settings,
-        files: FilesRepository,
+        files: FileRepository,
         storage: Storage,
         legacy: LegacyRepository,
         users: UserRepository,

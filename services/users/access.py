@@ -16,7 +16,9 @@ def resolve_user(principal: Principal, user_id: str) -> str:
     return principal.user_id if user_id == validation.ME else user_id
 
 
-def allowed(principal: Principal, permission: str, resource: str, owner: str | None = None) -> bool:
+def has_permission(
+    principal: Principal, permission: str, resource: str, owner: str | None = None
+) -> bool:
     decision = permissions.decide(
         principal_name=principal.name,
         role=principal.role,
@@ -29,7 +31,7 @@ def allowed(principal: Principal, permission: str, resource: str, owner: str | N
 
 
 def require(principal: Principal, permission: str, resource: str, owner: str | None = None) -> None:
-    if not allowed(principal, permission, resource, owner):
+    if not has_permission(principal, permission, resource, owner):
         raise PermissionDenied(
             f"{principal.name} may not use {permission} on {resource}",
             reason="PERMISSION_DENIED",

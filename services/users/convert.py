@@ -48,7 +48,7 @@ def status(value: int, field: str) -> Status | None:
     return PB_TO_STATUS[value]
 
 
-def user_to_pb(user: User) -> pb.User:
+def user_to_proto(user: User) -> pb.User:
     return pb.User(
         name=user.name,
         email=user.email,
@@ -63,7 +63,7 @@ def user_to_pb(user: User) -> pb.User:
     )
 
 
-def session_to_pb(
+def session_to_proto(
     session: Session,
     *,
     idle_timeout_seconds: float,
@@ -86,7 +86,7 @@ def session_to_pb(
     )
 
 
-def grant_to_pb(grant: Grant) -> pb.Grant:
+def grant_to_proto(grant: Grant) -> pb.Grant:
     return pb.Grant(
         name=grant.name,
         permission=grant.permission,
@@ -96,7 +96,7 @@ def grant_to_pb(grant: Grant) -> pb.Grant:
     )
 
 
-def activity_to_pb(entry: ActivityEntry) -> pb.ActivityEntry:
+def activity_to_proto(entry: ActivityEntry) -> pb.ActivityEntry:
     return pb.ActivityEntry(
         name=entry.name,
         actor=entry.actor,
@@ -108,7 +108,7 @@ def activity_to_pb(entry: ActivityEntry) -> pb.ActivityEntry:
     )
 
 
-def principal_to_pb(principal: Principal) -> pb.Principal:
+def principal_to_proto(principal: Principal) -> pb.Principal:
     return pb.Principal(
         user=principal.name,
         role=ROLE_TO_PB[principal.role],

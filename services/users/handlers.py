@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 from mediagrid.users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from common.grpc_errors import from_rpc_error
@@ -55,8 +55,10 @@ async def purge_user_data(job: JobContext) -> Mapping[str, Any]:
             resources.channel("jobs"), resources.call_metadata
         ).delete_user_jobs(user)
         await job.progress(50, "jobs removed")
-        files = await files_pb2_grpc.FileServiceStub(resources.channel("files")).DeleteUserFiles(
-            files_pb2.DeleteUserFilesRequest(user=user), metadata=resources.call_metadata
+        files = await file_service_pb2_grpc.FileServiceStub(
+            resources.channel("files")
+        ).DeleteUserFiles(
+            file_service_pb2.DeleteUserFilesRequest(user=user), metadata=resources.call_metadata
         )
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from exc

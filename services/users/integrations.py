@@ -17,7 +17,7 @@ peer when it is down.
 from __future__ import annotations
 
 import grpc
-from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 
 from common.app import AppContext
 from common.auth import job_type_grant
@@ -32,7 +32,6 @@ from services.users.usage import FILES_SERVICE, JOBS_SERVICE, FileUsage
 
 # The service account the users service acts as when nobody is calling (sweeps, purges).
 SYSTEM_ACCOUNT_EMAIL = "users-service@example.com"
-STATE_PREFIX = "JOB_STATE_"
 # The peers, as named in ``ctx.addresses`` and ``ctx.dependencies.peer(...)``.
 JOBS = "jobs"
 FILES = "files"
@@ -61,11 +60,11 @@ class GrpcUsageSource:
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
-        return {state.removeprefix(STATE_PREFIX): count for state, count in counts.items()}
+        return counts
 
     async def file_usage(self, user: str) -> FileUsage:
-        stub = files_pb2_grpc.FileServiceStub(self.ctx.peer_channel(FILES, FILES_SERVICE))
-        request = files_pb2.GetUserUsageRequest(user=user)
+        stub = file_service_pb2_grpc.FileServiceStub(self.ctx.peer_channel(FILES, FILES_SERVICE))
+        request = file_service_pb2.GetUserUsageRequest(user=user)
         metadata = _caller_metadata()
         try:
             response = await call_peer(

@@ -81,7 +81,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             password=request.password,
         )
         await self.activity.record("users.create", user.name, {"role": user.role})
-        return pb.CreateUserResponse(user=convert.user_to_pb(user))
+        return pb.CreateUserResponse(user=convert.user_to_proto(user))
 
     async def create_user(
         self, *, email: str, display_name: str, role_value: int, password: str
@@ -133,7 +133,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id = access.resolve_user(principal, validation.user_id(request.name))
         access.require(principal, "users.read", f"users/{user_id}")
         user = await self.repository.get_user(user_id)
-        return pb.GetUserResponse(user=convert.user_to_pb(user))
+        return pb.GetUserResponse(user=convert.user_to_proto(user))
 
     async def UpdateUser(
         self, request: pb.UpdateUserRequest, context: Any
@@ -180,7 +180,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             name,
             {"fields": ",".join(sorted(changes)), "sessions_revoked": str(revoke).lower()},
         )
-        return pb.UpdateUserResponse(user=convert.user_to_pb(user))
+        return pb.UpdateUserResponse(user=convert.user_to_proto(user))
 
     def _update_value(self, user: pb.User, path: str) -> Any:
         if path == "display_name":
@@ -209,14 +209,14 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         access.require(principal, "users.delete", name)
         current = await self.repository.get_user(user_id)
         if current.status == "deleted":
-            return pb.DeleteUserResponse(user=convert.user_to_pb(current))
+            return pb.DeleteUserResponse(user=convert.user_to_proto(current))
         if current.role == "admin":
             await self._keep_an_admin(user_id)
         user = await self.repository.delete_user(user_id)
         self._forget_user(name)
         await self.activity.record("users.delete", name)
         await self._purge_now(name)
-        return pb.DeleteUserResponse(user=convert.user_to_pb(user))
+        return pb.DeleteUserResponse(user=convert.user_to_proto(user))
 
     async def _purge_now(self, name: str) -> None:
         """First purge attempt right away; on failure the sweep retries (the row is pending)."""
@@ -258,7 +258,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             users = users[:size]
             next_token = pagination.encode_time_key(query, users[-1].create_time, users[-1].id)
         return pb.ListUsersResponse(
-            users=[convert.user_to_pb(u) for u in users], next_page_token=next_token
+            users=[convert.user_to_proto(u) for u in users], next_page_token=next_token
         )
 
     async def ChangePassword(
@@ -312,8 +312,8 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         await self.activity.record("users.login", session.name, actor=user.name)
         return pb.LoginResponse(
             token=token,
-            session=self._session_pb(session, current=session.name),
-            user=convert.user_to_pb(user),
+            session=self._session_to_proto(session, current=session.name),
+            user=convert.user_to_proto(user),
         )
 
     async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.LogoutResponse:
@@ -326,7 +326,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         session = await self.repository.revoke_session(user_id, session_id)
         self._forget_session(session.name)
         await self.activity.record("users.logout", session.name)
-        return pb.LogoutResponse(session=self._session_pb(session))
+        return pb.LogoutResponse(session=self._session_to_proto(session))
 
     async def Authenticate(
         self, request: pb.AuthenticateRequest, context: Any
@@ -334,7 +334,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         if not request.token:
             raise InvalidArgument.field("token", "is required")
         principal = await self.sessions.resolve_token(request.token)
-        return pb.AuthenticateResponse(principal=convert.principal_to_pb(principal))
+        return pb.AuthenticateResponse(principal=convert.principal_to_proto(principal))
 
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Any
@@ -361,7 +361,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
                 query, sessions[-1].create_time, sessions[-1].id
             )
         return pb.ListSessionsResponse(
-            sessions=[self._session_pb(s, current=principal.session) for s in sessions],
+            sessions=[self._session_to_proto(s, current=principal.session) for s in sessions],
             next_page_token=next_token,
         )
 
@@ -375,7 +375,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         self._forget_session(session.name)
         await self.activity.record("users.revoke_session", session.name)
         return pb.RevokeSessionResponse(
-            session=self._session_pb(session, current=principal.session)
+            session=self._session_to_proto(session, current=principal.session)
         )
 
     def _forget_session(self, session: str) -> None:
@@ -386,8 +386,8 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         if self.cache is not None:
             self.cache.evict_user(user)
 
-    def _session_pb(self, session: Any, current: str | None = None) -> pb.Session:
-        return convert.session_to_pb(
+    def _session_to_proto(self, session: Any, current: str | None = None) -> pb.Session:
+        return convert.session_to_proto(
             session,
             idle_timeout_seconds=self.settings.session_idle_timeout_seconds,
             now=datetime.now(UTC),
@@ -429,7 +429,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
                 grant.name,
                 {"permission": grant.permission, "resource": grant.resource},
             )
-        return pb.GrantPermissionResponse(grant=convert.grant_to_pb(grant), created=created)
+        return pb.GrantPermissionResponse(grant=convert.grant_to_proto(grant), created=created)
 
     async def RevokePermission(
         self, request: pb.RevokePermissionRequest, context: Any
@@ -448,7 +448,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             grant.name,
             {"permission": grant.permission, "resource": grant.resource},
         )
-        return pb.RevokePermissionResponse(grant=convert.grant_to_pb(grant))
+        return pb.RevokePermissionResponse(grant=convert.grant_to_proto(grant))
 
     async def ListPermissions(
         self, request: pb.ListPermissionsRequest, context: Any
@@ -495,7 +495,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             grants = grants[:size]
             next_token = pagination.encode_time_key(query, grants[-1].create_time, grants[-1].id)
         return pb.ListPermissionsResponse(
-            grants=[convert.grant_to_pb(g) for g in grants],
+            grants=[convert.grant_to_proto(g) for g in grants],
             next_page_token=next_token,
             role_permissions=role_permissions,
         )
@@ -582,7 +582,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             actor=actor,
             request_id=request.request_id or None,
         )
-        return pb.RecordActivityResponse(entry=convert.activity_to_pb(entry))
+        return pb.RecordActivityResponse(entry=convert.activity_to_proto(entry))
 
     async def ListActivity(
         self, request: pb.ListActivityRequest, context: Any
@@ -640,7 +640,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             entries = entries[:size]
             next_token = pagination.encode(query, [entries[-1].id])
         return pb.ListActivityResponse(
-            entries=[convert.activity_to_pb(e) for e in entries], next_page_token=next_token
+            entries=[convert.activity_to_proto(e) for e in entries], next_page_token=next_token
         )
 
     # --- per-user data ----------------------------------------------------------------

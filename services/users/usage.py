@@ -28,7 +28,7 @@ class UsageSource(Protocol):
     """Where a user's job counts and file usage come from; ``user`` is ``users/{id}``."""
 
     async def job_counts(self, user: str) -> dict[str, int]:
-        """Number of the user's jobs per state name (for example ``SUCCEEDED``)."""
+        """The user's job count per job state enum name (``JOB_STATE_SUCCEEDED``, ...)."""
 
     async def file_usage(self, user: str) -> FileUsage:
         """Number and total bytes of the user's (not deleted) files."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2, struct_pb2
-from mediagrid.files.v1 import file_pb2, files_pb2, video_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2, video_service_pb2
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, worker_service_pb2
 from mediagrid.users.v1 import user_service_pb2 as users_pb2
 
@@ -77,13 +77,13 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def upload_messages(**header: Any) -> list[files_pb2.UploadRequest]:
+def upload_messages(**header: Any) -> list[file_service_pb2.UploadRequest]:
     data = b"new bytes"
     header.setdefault("display_name", "n.bin")
     header.setdefault("content_type", "application/octet-stream")
     return [
-        files_pb2.UploadRequest(header=file_pb2.UploadHeader(**header)),
-        files_pb2.UploadRequest(data=data),
+        file_service_pb2.UploadRequest(header=file_pb2.UploadHeader(**header)),
+        file_service_pb2.UploadRequest(data=data),
     ]
 
 
@@ -459,7 +459,7 @@ async def release_jobs(c: Cell, md: Metadata) -> Any:
 
 # --- FileService ----------------------------------------------------------------------------
 
-F = files_pb2
+F = file_service_pb2
 
 
 @rpc("FileService/GetFile")
@@ -519,8 +519,8 @@ async def upload_resume(c: Cell, md: Metadata) -> Any:
     data = b"resumed bytes"
     upload = await c.broken_upload(data)
     messages = [
-        files_pb2.UploadRequest(header=file_pb2.UploadHeader(upload=upload, offset=0)),
-        files_pb2.UploadRequest(data=data),
+        file_service_pb2.UploadRequest(header=file_pb2.UploadHeader(upload=upload, offset=0)),
+        file_service_pb2.UploadRequest(data=data),
     ]
     return await stream(c.world.files.Upload(metadata=md), messages)
 
@@ -633,7 +633,7 @@ async def delete_user_files(c: Cell, md: Metadata) -> Any:
 
 # --- VideoService ---------------------------------------------------------------------------
 
-V = video_pb2
+V = video_service_pb2
 
 
 @rpc("VideoService/GetVideo")
@@ -654,7 +654,7 @@ async def upload_video(c: Cell, md: Metadata) -> Any:
         V.UploadVideoRequest(
             header=file_pb2.UploadHeader(display_name="v.mp4", content_type="video/mp4")
         ),
-        V.UploadVideoRequest(chunk=FAKE_MP4),
+        V.UploadVideoRequest(data=FAKE_MP4),
     ]
     return await stream(c.world.videos.UploadVideo(metadata=md), messages)
 

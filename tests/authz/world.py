@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import (
+    file_pb2,
+    file_service_pb2,
+    file_service_pb2_grpc,
+    video_service_pb2,
+    video_service_pb2_grpc,
+)
 from mediagrid.jobs.v1 import (
     job_pb2,
     job_service_pb2,
@@ -89,8 +95,8 @@ class World:
     users: user_service_pb2_grpc.UserServiceStub = field(init=False)
     jobs: job_service_pb2_grpc.JobServiceStub = field(init=False)
     workers: worker_service_pb2_grpc.WorkerServiceStub = field(init=False)
-    files: files_pb2_grpc.FileServiceStub = field(init=False)
-    videos: video_pb2_grpc.VideoServiceStub = field(init=False)
+    files: file_service_pb2_grpc.FileServiceStub = field(init=False)
+    videos: video_service_pb2_grpc.VideoServiceStub = field(init=False)
     user_repo: UserRepository = field(init=False)
     sessions: SessionManager = field(init=False)
     job_repo: JobRepository = field(init=False)
@@ -101,8 +107,8 @@ class World:
         self.users = user_service_pb2_grpc.UserServiceStub(self.channel)
         self.jobs = job_service_pb2_grpc.JobServiceStub(self.channel)
         self.workers = worker_service_pb2_grpc.WorkerServiceStub(self.channel)
-        self.files = files_pb2_grpc.FileServiceStub(self.channel)
-        self.videos = video_pb2_grpc.VideoServiceStub(self.channel)
+        self.files = file_service_pb2_grpc.FileServiceStub(self.channel)
+        self.videos = video_service_pb2_grpc.VideoServiceStub(self.channel)
         self.user_repo = UserRepository(self.ctx.pool)
         self.sessions = SessionManager(
             self.user_repo, self.ctx.settings, Passwords.from_settings(self.ctx.settings)
@@ -218,11 +224,11 @@ class Cell:
         async def make() -> file_pb2.File:
             file = await upload(self.world.files.Upload, self.owner_md, b"owner's bytes")
             for user, role in (
-                (self.share_reader, files_pb2.SHARE_ROLE_READER),
-                (self.share_writer, files_pb2.SHARE_ROLE_WRITER),
+                (self.share_reader, file_service_pb2.SHARE_ROLE_READER),
+                (self.share_writer, file_service_pb2.SHARE_ROLE_WRITER),
             ):
                 await self.world.files.ShareFile(
-                    files_pb2.ShareFileRequest(name=file.name, user=user.name, role=role),
+                    file_service_pb2.ShareFileRequest(name=file.name, user=user.name, role=role),
                     metadata=self.owner_md,
                 )
             return file
@@ -235,7 +241,7 @@ class Cell:
         async def make() -> str:
             data = b"presigned bytes"
             created = await self.world.files.CreateUploadUrl(
-                files_pb2.CreateUploadUrlRequest(
+                file_service_pb2.CreateUploadUrlRequest(
                     header=file_pb2.UploadHeader(
                         display_name="s.bin", size_bytes=len(data), sha256=sha256(data)
                     )
@@ -257,11 +263,11 @@ class Cell:
         async def make() -> str:
             hold = asyncio.Event()
 
-            async def requests() -> AsyncIterator[files_pb2.UploadRequest]:
+            async def requests() -> AsyncIterator[file_service_pb2.UploadRequest]:
                 header = file_pb2.UploadHeader(
                     display_name="r.bin", size_bytes=len(data), sha256=sha256(data)
                 )
-                yield files_pb2.UploadRequest(header=header)
+                yield file_service_pb2.UploadRequest(header=header)
                 await hold.wait()  # never set: the stream stays open until cancelled
 
             call = self.world.files.Upload(requests(), metadata=self.owner_md)
@@ -281,11 +287,11 @@ class Cell:
         async def make() -> file_pb2.File:
             video = await upload(self.world.videos.UploadVideo, self.owner_md, FAKE_MP4, video=True)
             for user, role in (
-                (self.share_reader, files_pb2.SHARE_ROLE_READER),
-                (self.share_writer, files_pb2.SHARE_ROLE_WRITER),
+                (self.share_reader, file_service_pb2.SHARE_ROLE_READER),
+                (self.share_writer, file_service_pb2.SHARE_ROLE_WRITER),
             ):
                 await self.world.files.ShareFile(
-                    files_pb2.ShareFileRequest(name=video.name, user=user.name, role=role),
+                    file_service_pb2.ShareFileRequest(name=video.name, user=user.name, role=role),
                     metadata=self.owner_md,
                 )
             return video
@@ -387,13 +393,13 @@ async def upload(
     header.setdefault("content_type", "video/mp4" if video else "application/octet-stream")
     if video:
         messages: list[Any] = [
-            video_pb2.UploadVideoRequest(header=file_pb2.UploadHeader(**header)),
-            video_pb2.UploadVideoRequest(chunk=data),
+            video_service_pb2.UploadVideoRequest(header=file_pb2.UploadHeader(**header)),
+            video_service_pb2.UploadVideoRequest(data=data),
         ]
     else:
         messages = [
-            files_pb2.UploadRequest(header=file_pb2.UploadHeader(**header)),
-            files_pb2.UploadRequest(data=data),
+            file_service_pb2.UploadRequest(header=file_pb2.UploadHeader(**header)),
+            file_service_pb2.UploadRequest(data=data),
         ]
 
     async def requests() -> AsyncIterator[Any]:

@@ -133,10 +133,10 @@ def test_uploads_cancel_drops_an_unfinished_session(cli: Cli) -> None:
         try:
             client = FilesClient(channel, token=stored_token(cli), server=cli.suite.address)
             call = client.stub.Upload(metadata=client.metadata)
-            from mediagrid.files.v1 import file_pb2, files_pb2
+            from mediagrid.files.v1 import file_pb2, file_service_pb2
 
             header = file_pb2.UploadHeader(display_name="draft.bin", size_bytes=len(data))
-            await call.write(files_pb2.UploadRequest(header=header))
+            await call.write(file_service_pb2.UploadRequest(header=header))
             first = await call.read()
             call.cancel()
             return str(first.progress.upload)

@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from mediagrid.files.v1 import files_pb2
+from mediagrid.files.v1 import file_service_pb2
 
 from services.files.client import FilesClient, UploadProgress, open_channel
 from services.files.resume import JsonResumeStore, resume_key
@@ -73,7 +73,7 @@ async def test_the_client_continues_the_recorded_session_in_a_new_process_run(
         assert running[0].cancelled()
         (record,) = store.records()
         status = await client.upload_status(record.upload)
-        assert status.state == files_pb2.UPLOAD_STATE_ACTIVE
+        assert status.state == file_service_pb2.UPLOAD_STATE_ACTIVE
 
         # A new client (a new run) finds the session and sends only what is missing.
         reports: list[UploadProgress] = []
@@ -84,7 +84,7 @@ async def test_the_client_continues_the_recorded_session_in_a_new_process_run(
         assert [r.sending_done for r in reports].count(True) == 1
         assert file.size_bytes == len(data)
         done = await again.upload_status(record.upload)
-        assert done.state == files_pb2.UPLOAD_STATE_COMPLETED and done.file == file.name
+        assert done.state == file_service_pb2.UPLOAD_STATE_COMPLETED and done.file == file.name
         assert store.records() == []
 
         # Committed, but the run died before it could drop the record: the next run gets

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypothesis import given
 from hypothesis import strategies as st
-from mediagrid.files.v1 import files_pb2, video_pb2
+from mediagrid.files.v1 import file_service_pb2, video_service_pb2
 from mediagrid.jobs.v1 import job_service_pb2, worker_service_pb2
 from mediagrid.users.v1 import user_service_pb2
 
@@ -27,7 +27,13 @@ from common.errors import InvalidArgument
 from common.wire_format import encode_varint
 from tests.support.hypo import relaxed
 
-_MODULES = (files_pb2, video_pb2, job_service_pb2, worker_service_pb2, user_service_pb2)
+_MODULES = (
+    file_service_pb2,
+    video_service_pb2,
+    job_service_pb2,
+    worker_service_pb2,
+    user_service_pb2,
+)
 REQUESTS: list[type[Message]] = sorted(
     {
         getattr(module, method.input_type.name)
@@ -538,7 +544,7 @@ def test_timestamp_edges(seconds: int, nanos: int, ok: bool) -> None:
     ],
 )
 def test_duration_edges(seconds: int, nanos: int, ok: bool) -> None:
-    message = files_pb2.CreateDownloadUrlRequest(name="files/x")
+    message = file_service_pb2.CreateDownloadUrlRequest(name="files/x")
     message.ttl.seconds, message.ttl.nanos = seconds, nanos
     assert (hygiene.find_violation(message) is None) is ok
 
@@ -560,7 +566,7 @@ def test_key_segments(key: str, segment: str) -> None:
 
 
 def test_bytes_fields_and_non_messages_pass() -> None:
-    assert hygiene.find_violation(files_pb2.UploadRequest(data=b"\x00" * 10)) is None
+    assert hygiene.find_violation(file_service_pb2.UploadRequest(data=b"\x00" * 10)) is None
     hygiene.check_request(memoryview(b"\x00\x00"))  # the zero-copy upload chunk
     hygiene.check_request(b"\x00")
 
@@ -589,7 +595,7 @@ def _payload(value: Any) -> Message:
         (_activity(**{"k\x00": "v"}), "NUL_IN_STRING", "metadata.`k\\u0000`"),
         (_activity(k="v\x00"), "NUL_IN_STRING", "metadata.k"),
         (
-            files_pb2.UpdateFileRequest(update_mask={"paths": ["labels", "x\x00"]}),
+            file_service_pb2.UpdateFileRequest(update_mask={"paths": ["labels", "x\x00"]}),
             "NUL_IN_STRING",
             "update_mask.paths[1]",
         ),
@@ -598,7 +604,7 @@ def _payload(value: Any) -> Message:
         (_payload({"a": [1, {"n": math.nan}]}), "NON_FINITE_NUMBER", "job.payload.a[1].n"),
         (_payload({"i": -math.inf}), "NON_FINITE_NUMBER", "job.payload.i"),
         (
-            video_pb2.RegenerateThumbnailsRequest(times_seconds=[1.0, math.inf]),
+            video_service_pb2.RegenerateThumbnailsRequest(times_seconds=[1.0, math.inf]),
             "NON_FINITE_NUMBER",
             "times_seconds[1]",
         ),

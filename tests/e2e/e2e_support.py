@@ -7,7 +7,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import file_pb2, video_service_pb2, video_service_pb2_grpc
 
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
@@ -15,7 +15,7 @@ from services.users.sessions import SessionManager
 from tests.support.auth import bearer
 from tests.video.clips import make_clip
 
-SUCCEEDED = video_pb2.PROCESSING_STATE_SUCCEEDED
+SUCCEEDED = video_service_pb2.PROCESSING_STATE_SUCCEEDED
 CHUNK = 256 * 1024
 
 
@@ -37,13 +37,13 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, what: str, limit: f
         await asyncio.sleep(0.2)
 
 
-async def upload_requests(data: bytes) -> AsyncIterator[video_pb2.UploadVideoRequest]:
+async def upload_requests(data: bytes) -> AsyncIterator[video_service_pb2.UploadVideoRequest]:
     header = file_pb2.UploadHeader(
         display_name="holiday.mp4", content_type="video/mp4", size_bytes=len(data)
     )
-    yield video_pb2.UploadVideoRequest(header=header)
+    yield video_service_pb2.UploadVideoRequest(header=header)
     for offset in range(0, len(data), CHUNK):
-        yield video_pb2.UploadVideoRequest(chunk=data[offset : offset + CHUNK])
+        yield video_service_pb2.UploadVideoRequest(data=data[offset : offset + CHUNK])
 
 
 async def user_token(ctx: Any, email: str) -> str:
@@ -57,7 +57,7 @@ async def user_token(ctx: Any, email: str) -> str:
     return str(token)
 
 
-async def processed_video(videos: video_pb2_grpc.VideoServiceStub, token: str) -> str:
+async def processed_video(videos: video_service_pb2_grpc.VideoServiceStub, token: str) -> str:
     """Upload a one-second clip and wait until its probe and thumbnail jobs succeeded (a
     worker must run); returns the video's name."""
     committed = None
@@ -65,14 +65,16 @@ async def processed_video(videos: video_pb2_grpc.VideoServiceStub, token: str) -
         upload_requests(make_clip(seconds=1.0, fps=10, width=160, height=120)),
         metadata=bearer(token),
     ):
-        if response.WhichOneof("item") == "file":
+        if response.WhichOneof("payload") == "file":
             committed = response.file
     assert committed is not None
     name = "videos/" + committed.name.removeprefix("files/")
 
     async def processed() -> bool:
         video = (
-            await videos.GetVideo(video_pb2.GetVideoRequest(name=name), metadata=bearer(token))
+            await videos.GetVideo(
+                video_service_pb2.GetVideoRequest(name=name), metadata=bearer(token)
+            )
         ).video
         return bool(video.probe.state == SUCCEEDED and video.thumbnail_step.state == SUCCEEDED)
 

@@ -7,7 +7,12 @@ import asyncio
 import urllib.request
 
 import grpc
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2_grpc
+from mediagrid.files.v1 import (
+    file_pb2,
+    file_service_pb2,
+    file_service_pb2_grpc,
+    video_service_pb2_grpc,
+)
 
 from common.runtime import running_suite
 from common.settings import Settings
@@ -49,14 +54,14 @@ async def test_metrics_of_a_working_suite(settings: Settings) -> None:
             grpc.aio.insecure_channel(server.address) as channel,
         ):
             token = await user_token(ctx, "metered@example.com")
-            files = files_pb2_grpc.FileServiceStub(channel)
+            files = file_service_pb2_grpc.FileServiceStub(channel)
             data = b"m" * 300_000
 
             async def file_requests():  # type: ignore[no-untyped-def]
-                yield files_pb2.UploadRequest(
+                yield file_service_pb2.UploadRequest(
                     header=file_pb2.UploadHeader(display_name="m.bin", size_bytes=len(data))
                 )
-                yield files_pb2.UploadRequest(data=data)
+                yield file_service_pb2.UploadRequest(data=data)
 
             stored = None
             async for response in files.Upload(file_requests(), metadata=bearer(token)):
@@ -65,12 +70,12 @@ async def test_metrics_of_a_working_suite(settings: Settings) -> None:
             assert stored is not None
             got = b""
             async for piece in files.Download(
-                files_pb2.DownloadRequest(name=stored.name), metadata=bearer(token)
+                file_service_pb2.DownloadRequest(name=stored.name), metadata=bearer(token)
             ):
                 got += piece.data
             assert got == data
             async with embedded_worker(ctx.settings, server, ctx):
-                await processed_video(video_pb2_grpc.VideoServiceStub(channel), token)
+                await processed_video(video_service_pb2_grpc.VideoServiceStub(channel), token)
             await asyncio.sleep(0.5)  # a refresh of the queue gauges after the jobs ended
             lines = await asyncio.to_thread(scrape, port)
     finally:

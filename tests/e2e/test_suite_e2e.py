@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from mediagrid.files.v1 import (
     file_pb2,
-    files_pb2,
-    files_pb2_grpc,
-    video_pb2,
-    video_pb2_grpc,
+    file_service_pb2,
+    file_service_pb2_grpc,
+    video_service_pb2,
+    video_service_pb2_grpc,
 )
 from mediagrid.users.v1 import user_service_pb2 as users_pb2
 from mediagrid.users.v1 import user_service_pb2_grpc as users_pb2_grpc
@@ -50,8 +50,8 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
     )
     owner_token, _ = await sessions.open_session(owner.id)
     admin_token, _ = await sessions.open_session(admin.id)
-    videos = video_pb2_grpc.VideoServiceStub(channel)
-    files = files_pb2_grpc.FileServiceStub(channel)
+    videos = video_service_pb2_grpc.VideoServiceStub(channel)
+    files = file_service_pb2_grpc.FileServiceStub(channel)
     users = users_pb2_grpc.UserServiceStub(channel)
     clip = make_clip(seconds=2.0, fps=25, width=320, height=240)
 
@@ -69,20 +69,20 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
         async for response in videos.UploadVideo(
             upload_requests(clip), metadata=bearer(owner_token)
         ):
-            if response.WhichOneof("item") == "file":
+            if response.WhichOneof("payload") == "file":
                 committed = response.file
         assert committed is not None
         assert committed.size_bytes == len(clip)
         assert committed.owner == f"users/{owner.id}"
         video_name = "videos/" + committed.name.removeprefix("files/")
 
-        async def processed() -> video_pb2.Video | None:
+        async def processed() -> video_service_pb2.Video | None:
             video = (
                 await videos.GetVideo(
-                    video_pb2.GetVideoRequest(name=video_name), metadata=bearer(owner_token)
+                    video_service_pb2.GetVideoRequest(name=video_name), metadata=bearer(owner_token)
                 )
             ).video
-            failed = video_pb2.PROCESSING_STATE_FAILED
+            failed = video_service_pb2.PROCESSING_STATE_FAILED
             assert failed not in (video.probe.state, video.thumbnail_step.state), video
             done = video.probe.state == SUCCEEDED and video.thumbnail_step.state == SUCCEEDED
             return video if done else None
@@ -95,7 +95,7 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
         assert meta.video_codec == "h264"
         assert len(video.thumbnails) == 2
         for thumbnail in video.thumbnails:
-            picture = Image.open(io.BytesIO(await asyncio.to_thread(fetch, thumbnail.uri)))
+            picture = Image.open(io.BytesIO(await asyncio.to_thread(fetch, thumbnail.url)))
             assert picture.format == "JPEG"
             assert picture.width == thumbnail.width == ctx.settings.video_thumbnail_width
 
@@ -108,10 +108,12 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
             )
             assert stats.file_count == 1
             assert stats.file_bytes == len(clip)
-            return stats if stats.job_counts["SUCCEEDED"] == 2 else None
+            return stats if stats.job_counts["JOB_STATE_SUCCEEDED"] == 2 else None
 
         stats = await eventually(both_jobs_succeeded, what="both jobs acknowledged")
-        assert {state: n for state, n in stats.job_counts.items() if n} == {"SUCCEEDED": 2}
+        assert {state: n for state, n in stats.job_counts.items() if n} == {
+            "JOB_STATE_SUCCEEDED": 2
+        }
 
         # Deleting the user removes their files through a users.purge job run by the worker.
         await users.DeleteUser(
@@ -120,7 +122,7 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
 
         async def purged() -> bool:
             usage = await files.GetUserUsage(
-                files_pb2.GetUserUsageRequest(user=f"users/{owner.id}"),
+                file_service_pb2.GetUserUsageRequest(user=f"users/{owner.id}"),
                 metadata=bearer(admin_token),
             )
             return usage.file_count == 0
@@ -130,7 +132,7 @@ async def test_video_upload_is_processed_end_to_end_and_purged_with_its_owner(
     # The deleted user's session no longer authenticates.
     try:
         await videos.GetVideo(
-            video_pb2.GetVideoRequest(name=video_name), metadata=bearer(owner_token)
+            video_service_pb2.GetVideoRequest(name=video_name), metadata=bearer(owner_token)
         )
         raise AssertionError("a deleted user's token still works")
     except grpc.aio.AioRpcError as exc:

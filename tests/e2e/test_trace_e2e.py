@@ -4,7 +4,7 @@ video.thumbnail jobs it leads to, run by the real (embedded) worker, share one t
 from __future__ import annotations
 
 import grpc
-from mediagrid.files.v1 import video_pb2_grpc
+from mediagrid.files.v1 import video_service_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -34,7 +34,7 @@ async def test_upload_probe_and_thumbnail_jobs_are_one_trace(settings: Settings)
         ):
             token = await user_token(ctx, "traced@example.com")
             async with embedded_worker(ctx.settings, server, ctx):
-                await processed_video(video_pb2_grpc.VideoServiceStub(channel), token)
+                await processed_video(video_service_pb2_grpc.VideoServiceStub(channel), token)
     finally:
         telemetry.shutdown()
     spans = exporter.get_finished_spans()

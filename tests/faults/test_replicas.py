@@ -9,7 +9,7 @@ import time
 
 import grpc
 import pytest
-from mediagrid.files.v1 import files_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2_grpc
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from mediagrid.users.v1 import user_service_pb2 as users_pb2
 from mediagrid.users.v1 import user_service_pb2_grpc as users_pb2_grpc
@@ -76,8 +76,8 @@ async def upload_moves_between_replicas(
 ) -> None:
     """Started on replica 1, the client vanishes mid-stream; replica 2 resumes it."""
     data = random.Random(2).randbytes(3 * PART + 123_457)
-    on_one = files_pb2_grpc.FileServiceStub(to_one)
-    on_two = files_pb2_grpc.FileServiceStub(to_two)
+    on_one = file_service_pb2_grpc.FileServiceStub(to_one)
+    on_two = file_service_pb2_grpc.FileServiceStub(to_two)
     broken = asyncio.Event()
     seen: list[UploadOutcome] = []
 
@@ -140,7 +140,7 @@ async def upload_moves_between_replicas(
     figures["upload resumed on replica 2"] = resumed.code
     assert status.committed_bytes >= PART
     assert resumed.file is not None, resumed.error
-    stored = await download(files_pb2_grpc.FileServiceStub(both), token, resumed.file.name)
+    stored = await download(file_service_pb2_grpc.FileServiceStub(both), token, resumed.file.name)
     figures["upload byte identical"] = stored == data
     assert stored == data
 

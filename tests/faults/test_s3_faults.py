@@ -11,7 +11,7 @@ import time
 
 import grpc
 import pytest
-from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 
 from common.grpc_errors import retry_info
 from tests.faults.conftest import FaultSuiteFactory
@@ -49,19 +49,23 @@ RECOVERY = 30.0
 
 
 async def metadata_rpcs(
-    stub: files_pb2_grpc.FileServiceStub, token: str, tally: Tally, file: str, upload_name: str
+    stub: file_service_pb2_grpc.FileServiceStub,
+    token: str,
+    tally: Tally,
+    file: str,
+    upload_name: str,
 ) -> None:
     """The RPCs that need only PostgreSQL: they must keep answering while S3 is away."""
     md = bearer(token)
     await call(
         tally,
         "GetFile",
-        lambda: stub.GetFile(files_pb2.GetFileRequest(name=file), metadata=md, timeout=10),
+        lambda: stub.GetFile(file_service_pb2.GetFileRequest(name=file), metadata=md, timeout=10),
     )
     await call(
         tally,
         "ListFiles",
-        lambda: stub.ListFiles(files_pb2.ListFilesRequest(), metadata=md, timeout=10),
+        lambda: stub.ListFiles(file_service_pb2.ListFilesRequest(), metadata=md, timeout=10),
     )
     await call(tally, "GetUploadStatus", lambda: upload_status(stub, token, upload_name))
 
@@ -97,7 +101,7 @@ async def refused_then_blackholed(
     figures: dict[str, object],
     data: bytes,
 ) -> None:
-    files = files_pb2_grpc.FileServiceStub(channel)
+    files = file_service_pb2_grpc.FileServiceStub(channel)
     earlier = await upload(files, token, b"kept" * 1000, tally=tally, rpc="Upload (before)")
     assert earlier.file is not None, earlier.error
     figures["upload bytes"] = len(data)
@@ -212,7 +216,7 @@ async def _health_once_files_out(address: str) -> dict[str, str] | None:
 
 
 async def wait_for_committed(
-    stub: files_pb2_grpc.FileServiceStub, token: str, outcome: UploadOutcome, at_least: int
+    stub: file_service_pb2_grpc.FileServiceStub, token: str, outcome: UploadOutcome, at_least: int
 ) -> None:
     """Until the upload's committed offset reaches ``at_least`` (asked with GetUploadStatus:
     the stream reports progress only as data arrives, and this runs inside the request
@@ -229,8 +233,8 @@ async def wait_for_committed(
 
 
 async def resume_status(
-    stub: files_pb2_grpc.FileServiceStub, token: str, tally: Tally, name: str
-) -> files_pb2.Upload:
+    stub: file_service_pb2_grpc.FileServiceStub, token: str, tally: Tally, name: str
+) -> file_service_pb2.Upload:
     """GetUploadStatus until it answers (the server may still be draining the broken parts)."""
     for _ in range(30):
         status = await call(
@@ -256,7 +260,7 @@ async def test_every_upload_succeeds_while_s3_fails_10_percent_of_requests(
     blobs = [rng.randbytes(rng.randrange(3 * MiB, 12 * MiB)) for _ in range(UPLOADS)]
     suite.s3_proxy.fail_requests(0.10, seed=11)
     async with grpc.aio.insecure_channel(server.address) as channel:
-        files = files_pb2_grpc.FileServiceStub(channel)
+        files = file_service_pb2_grpc.FileServiceStub(channel)
         gate = asyncio.Semaphore(4)
 
         async def one(data: bytes) -> UploadOutcome:

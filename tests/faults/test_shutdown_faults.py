@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
-from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 from mediagrid.jobs.v1 import job_service_pb2_grpc
 
 from tests.faults.conftest import FaultSuiteFactory
@@ -54,7 +54,7 @@ async def test_sigterm_during_uploads_and_jobs_leaves_nothing_half_done(
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             jobs = job_service_pb2_grpc.JobServiceStub(channel)
-            files = files_pb2_grpc.FileServiceStub(channel)
+            files = file_service_pb2_grpc.FileServiceStub(channel)
             names = await create_jobs(
                 jobs, token, tally, JOBS, payload={"seconds": 2, "steps": 4}, prefix="s"
             )
@@ -98,10 +98,10 @@ async def test_sigterm_during_uploads_and_jobs_leaves_nothing_half_done(
         server = await suite.serve("all", name="server2")
         await suite.worker(server, ["faults.record"], worker_token, name="worker2", concurrency=8)
         async with grpc.aio.insecure_channel(server.address) as channel:
-            files = files_pb2_grpc.FileServiceStub(channel)
+            files = file_service_pb2_grpc.FileServiceStub(channel)
             finished = await finish_uploads(files, token, tally, outcomes, blobs, figures)
             listed = await files.ListFiles(
-                files_pb2.ListFilesRequest(page_size=100), metadata=bearer(token), timeout=10
+                file_service_pb2.ListFilesRequest(page_size=100), metadata=bearer(token), timeout=10
             )
             intact = 0
             for record in listed.files:
@@ -131,7 +131,7 @@ async def _running(dsn: str) -> int:
 
 
 async def finish_uploads(
-    files: files_pb2_grpc.FileServiceStub,
+    files: file_service_pb2_grpc.FileServiceStub,
     token: str,
     tally: Tally,
     outcomes: list[UploadOutcome],
@@ -154,7 +154,7 @@ async def finish_uploads(
         )
         assert status is not None
         states_after.append(
-            f"{files_pb2.UploadState.Name(status.state)} at {status.committed_bytes}"
+            f"{file_service_pb2.UploadState.Name(status.state)} at {status.committed_bytes}"
         )
         resumed = await upload(
             files,

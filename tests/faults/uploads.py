@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_pb2, file_service_pb2, file_service_pb2_grpc
 
 from tests.faults.scenario import Tally, bearer
 
@@ -31,7 +31,7 @@ class UploadOutcome:
 
 
 async def upload(
-    stub: files_pb2_grpc.FileServiceStub,
+    stub: file_service_pb2_grpc.FileServiceStub,
     token: str,
     data: bytes,
     *,
@@ -57,12 +57,12 @@ async def upload(
         offset=offset,
     )
 
-    async def requests() -> AsyncIterator[files_pb2.UploadRequest]:
-        yield files_pb2.UploadRequest(header=header)
+    async def requests() -> AsyncIterator[file_service_pb2.UploadRequest]:
+        yield file_service_pb2.UploadRequest(header=header)
         for start in range(offset, len(data), CHUNK):
             if before_chunk is not None:
                 await before_chunk(start, outcome)
-            yield files_pb2.UploadRequest(data=data[start : start + CHUNK])
+            yield file_service_pb2.UploadRequest(data=data[start : start + CHUNK])
 
     started = time.monotonic()
     try:
@@ -93,10 +93,10 @@ def _error_metadata_values(exc: grpc.aio.AioRpcError) -> set[str]:
     return {f"{key}={value}" for key, value in info.metadata.items()}
 
 
-async def download(stub: files_pb2_grpc.FileServiceStub, token: str, name: str) -> bytes:
+async def download(stub: file_service_pb2_grpc.FileServiceStub, token: str, name: str) -> bytes:
     parts = []
     stream = stub.Download(
-        files_pb2.DownloadRequest(name=name), metadata=bearer(token), timeout=120
+        file_service_pb2.DownloadRequest(name=name), metadata=bearer(token), timeout=120
     )
     async for reply in stream:
         if reply.data:
@@ -105,9 +105,9 @@ async def download(stub: files_pb2_grpc.FileServiceStub, token: str, name: str) 
 
 
 async def upload_status(
-    stub: files_pb2_grpc.FileServiceStub, token: str, name: str, deadline: float = 10.0
-) -> files_pb2.Upload:
+    stub: file_service_pb2_grpc.FileServiceStub, token: str, name: str, deadline: float = 10.0
+) -> file_service_pb2.Upload:
     reply = await stub.GetUploadStatus(
-        files_pb2.GetUploadStatusRequest(name=name), metadata=bearer(token), timeout=deadline
+        file_service_pb2.GetUploadStatusRequest(name=name), metadata=bearer(token), timeout=deadline
     )
     return reply.upload

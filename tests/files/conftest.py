@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest_asyncio
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_pb2, file_service_pb2, file_service_pb2_grpc
 
 from tests.support.auth import StaticAuthenticator, bearer, principal
 from tests.support.proxy import TcpProxy
@@ -33,7 +33,7 @@ PRINCIPALS = {
 class Files:
     """A running files service and a stub; ``md(who)`` is the call metadata of a principal."""
 
-    stub: files_pb2_grpc.FileServiceStub
+    stub: file_service_pb2_grpc.FileServiceStub
     ctx: Any
     server: Any
     channel: grpc.aio.Channel
@@ -64,7 +64,7 @@ class Files:
     async def download(self, name: str, who: str = "alice", **kwargs: Any) -> bytes:
         out = bytearray()
         async for response in self.stub.Download(
-            files_pb2.DownloadRequest(name=name, **kwargs), metadata=self.md(who)
+            file_service_pb2.DownloadRequest(name=name, **kwargs), metadata=self.md(who)
         ):
             out += response.data
         return bytes(out)
@@ -76,23 +76,23 @@ def chunks(data: bytes, size: int) -> list[bytes]:
 
 async def upload_requests(
     header: file_pb2.UploadHeader, data: Iterable[bytes]
-) -> AsyncIterator[files_pb2.UploadRequest]:
-    yield files_pb2.UploadRequest(header=header)
+) -> AsyncIterator[file_service_pb2.UploadRequest]:
+    yield file_service_pb2.UploadRequest(header=header)
     for piece in data:
-        yield files_pb2.UploadRequest(data=piece)
+        yield file_service_pb2.UploadRequest(data=piece)
 
 
 async def handshake_upload(
     files: Files, header: file_pb2.UploadHeader, data: bytes, who: str = "alice"
-) -> list[files_pb2.UploadResponse]:
+) -> list[file_service_pb2.UploadResponse]:
     """Send the header, wait for the server's first answer, then the data (as clients should)."""
     call = files.stub.Upload(metadata=files.md(who))
-    await call.write(files_pb2.UploadRequest(header=header))
+    await call.write(file_service_pb2.UploadRequest(header=header))
     first = await call.read()  # raises the call's error when the header was refused
     assert first is not grpc.aio.EOF
     responses = [first]
     for piece in chunks(data, MiB):
-        await call.write(files_pb2.UploadRequest(data=piece))
+        await call.write(file_service_pb2.UploadRequest(data=piece))
     await call.done_writing()
     while (response := await call.read()) is not grpc.aio.EOF:
         responses.append(response)
@@ -117,7 +117,7 @@ async def start_files(suite: Any, **overrides: Any) -> Files:
     server, ctx, channel = await suite(
         "files", authenticator=StaticAuthenticator(PRINCIPALS), **settings
     )
-    return Files(files_pb2_grpc.FileServiceStub(channel), ctx, server, channel)
+    return Files(file_service_pb2_grpc.FileServiceStub(channel), ctx, server, channel)
 
 
 @pytest_asyncio.fixture
@@ -126,8 +126,8 @@ async def files(suite: Any) -> Files:
 
 
 async def upload_outcome(
-    files: Files, messages: list[files_pb2.UploadRequest], who: str = "alice"
-) -> tuple[grpc.StatusCode, str, list[files_pb2.UploadResponse]]:
+    files: Files, messages: list[file_service_pb2.UploadRequest], who: str = "alice"
+) -> tuple[grpc.StatusCode, str, list[file_service_pb2.UploadResponse]]:
     """Send ``messages`` with the write API; return (status code, ErrorInfo reason, responses).
 
     A write into a call the server already ended fails; the call's own status is what counts.
@@ -135,7 +135,7 @@ async def upload_outcome(
     from common.grpc_errors import error_info
 
     call = files.stub.Upload(metadata=files.md(who))
-    responses: list[files_pb2.UploadResponse] = []
+    responses: list[file_service_pb2.UploadResponse] = []
     try:
         for message in messages:
             await call.write(message)
@@ -151,13 +151,13 @@ async def upload_outcome(
     return await call.code(), "", responses
 
 
-def header_msg(**fields: Any) -> files_pb2.UploadRequest:
+def header_msg(**fields: Any) -> file_service_pb2.UploadRequest:
     fields.setdefault("display_name", "x.bin")
-    return files_pb2.UploadRequest(header=file_pb2.UploadHeader(**fields))
+    return file_service_pb2.UploadRequest(header=file_pb2.UploadHeader(**fields))
 
 
-def data_msgs(data: bytes, size: int = MiB) -> list[files_pb2.UploadRequest]:
-    return [files_pb2.UploadRequest(data=piece) for piece in chunks(data, size)]
+def data_msgs(data: bytes, size: int = MiB) -> list[file_service_pb2.UploadRequest]:
+    return [file_service_pb2.UploadRequest(data=piece) for piece in chunks(data, size)]
 
 
 # Short S3 bounds for fault tests, so that the scenarios stay short.

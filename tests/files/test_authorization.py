@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from services.files.keys import new_id
 from tests.files.conftest import Files, data_msgs, header_msg, sha, upload_outcome
@@ -43,11 +43,11 @@ async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
 async def shared_file(files: Files) -> file_pb2.File:
     file, _ = await files.upload(b"shared bytes")
     for user, role in (
-        ("bob", files_pb2.SHARE_ROLE_READER),
-        ("carol", files_pb2.SHARE_ROLE_WRITER),
+        ("bob", file_service_pb2.SHARE_ROLE_READER),
+        ("carol", file_service_pb2.SHARE_ROLE_WRITER),
     ):
         await files.stub.ShareFile(
-            files_pb2.ShareFileRequest(name=file.name, user=f"users/{user}", role=role),
+            file_service_pb2.ShareFileRequest(name=file.name, user=f"users/{user}", role=role),
             metadata=files.md("alice"),
         )
     return file
@@ -55,7 +55,7 @@ async def shared_file(files: Files) -> file_pb2.File:
 
 async def download(files: Files, who: str | None, name: str) -> None:
     async for _ in files.stub.Download(
-        files_pb2.DownloadRequest(name=name), metadata=md(files, who)
+        file_service_pb2.DownloadRequest(name=name), metadata=md(files, who)
     ):
         pass
 
@@ -87,37 +87,40 @@ def file_rpcs(files: Files, file: file_pb2.File, who: str | None) -> dict[str, A
     s = files.stub
     name = file.name
     return {
-        "GetFile": s.GetFile(files_pb2.GetFileRequest(name=name), metadata=m),
+        "GetFile": s.GetFile(file_service_pb2.GetFileRequest(name=name), metadata=m),
         "Download": download(files, who, name),
         "CreateDownloadUrl": s.CreateDownloadUrl(
-            files_pb2.CreateDownloadUrlRequest(name=name), metadata=m
+            file_service_pb2.CreateDownloadUrlRequest(name=name), metadata=m
         ),
         "ListFileVersions": s.ListFileVersions(
-            files_pb2.ListFileVersionsRequest(name=name), metadata=m
+            file_service_pb2.ListFileVersionsRequest(name=name), metadata=m
         ),
         "UpdateFile": s.UpdateFile(
-            files_pb2.UpdateFileRequest(
+            file_service_pb2.UpdateFileRequest(
                 file=file_pb2.File(name=name, labels={"by": who or "x"}),
                 update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
             ),
             metadata=m,
         ),
         "RestoreFileVersion": s.RestoreFileVersion(
-            files_pb2.RestoreFileVersionRequest(name=name, version_id=file.version_id), metadata=m
+            file_service_pb2.RestoreFileVersionRequest(name=name, version_id=file.version_id),
+            metadata=m,
         ),
         "Upload(parent)": upload_version(files, who, name),
         "CreateUploadUrl(parent)": s.CreateUploadUrl(
-            files_pb2.CreateUploadUrlRequest(
+            file_service_pb2.CreateUploadUrlRequest(
                 header=file_pb2.UploadHeader(
                     display_name="v.bin", parent=name, size_bytes=1, sha256=sha(b"x")
                 )
             ),
             metadata=m,
         ),
-        "ListFileShares": s.ListFileShares(files_pb2.ListFileSharesRequest(name=name), metadata=m),
+        "ListFileShares": s.ListFileShares(
+            file_service_pb2.ListFileSharesRequest(name=name), metadata=m
+        ),
         "ShareFile": s.ShareFile(
-            files_pb2.ShareFileRequest(
-                name=name, user="users/erin", role=files_pb2.SHARE_ROLE_READER
+            file_service_pb2.ShareFileRequest(
+                name=name, user="users/erin", role=file_service_pb2.SHARE_ROLE_READER
             ),
             metadata=m,
         ),
@@ -177,7 +180,9 @@ async def test_permission_denied_before_not_found(files: Files) -> None:
     for name in (file.name, missing.name):
         assert (
             await code_of(
-                files.stub.GetFile(files_pb2.GetFileRequest(name=name), metadata=files.md("dave"))
+                files.stub.GetFile(
+                    file_service_pb2.GetFileRequest(name=name), metadata=files.md("dave")
+                )
             )
             == PD
         )
@@ -195,33 +200,37 @@ async def test_destructive_rpcs_matrix(files: Files) -> None:
         file = await shared_file(files)
         got = await code_of(
             files.stub.UnshareFile(
-                files_pb2.UnshareFileRequest(name=file.name, user="users/bob"), metadata=m
+                file_service_pb2.UnshareFileRequest(name=file.name, user="users/bob"), metadata=m
             )
         )
         check("UnshareFile", who, got, MANAGE[who])
         got = await code_of(
-            files.stub.DeleteFile(files_pb2.DeleteFileRequest(name=file.name), metadata=m)
+            files.stub.DeleteFile(file_service_pb2.DeleteFileRequest(name=file.name), metadata=m)
         )
         check("DeleteFile", who, got, MANAGE[who])
         file = await shared_file(files)
         got = await code_of(
             files.stub.DeleteFile(
-                files_pb2.DeleteFileRequest(name=file.name, purge=True), metadata=m
+                file_service_pb2.DeleteFileRequest(name=file.name, purge=True), metadata=m
             )
         )
         check("DeleteFile(purge)", who, got, PRIVILEGED[who])
         got = await code_of(
-            files.stub.ListFiles(files_pb2.ListFilesRequest(parent="users/alice"), metadata=m)
+            files.stub.ListFiles(
+                file_service_pb2.ListFilesRequest(parent="users/alice"), metadata=m
+            )
         )
         check("ListFiles", who, got, SELF[who])
         got = await code_of(
-            files.stub.GetUserUsage(files_pb2.GetUserUsageRequest(user="users/alice"), metadata=m)
+            files.stub.GetUserUsage(
+                file_service_pb2.GetUserUsageRequest(user="users/alice"), metadata=m
+            )
         )
         check("GetUserUsage", who, got, SELF[who])
         # Upload sessions: only the uploader (and admins) see, cancel or complete them.
         data = b"session bytes"
         created = await files.stub.CreateUploadUrl(
-            files_pb2.CreateUploadUrlRequest(
+            file_service_pb2.CreateUploadUrlRequest(
                 header=file_pb2.UploadHeader(
                     display_name="s.bin", size_bytes=len(data), sha256=sha(data)
                 )
@@ -234,29 +243,31 @@ async def test_destructive_rpcs_matrix(files: Files) -> None:
         await asyncio.to_thread(lambda r=request: urllib.request.urlopen(r, timeout=30).read())
         got = await code_of(
             files.stub.GetUploadStatus(
-                files_pb2.GetUploadStatusRequest(name=created.upload), metadata=m
+                file_service_pb2.GetUploadStatusRequest(name=created.upload), metadata=m
             )
         )
         check("GetUploadStatus", who, got, SELF[who])
         got = await code_of(
             files.stub.CompleteUrlUpload(
-                files_pb2.CompleteUrlUploadRequest(upload=created.upload), metadata=m
+                file_service_pb2.CompleteUrlUploadRequest(upload=created.upload), metadata=m
             )
         )
         check("CompleteUrlUpload", who, got, SELF[who])
         second = await files.stub.CreateUploadUrl(
-            files_pb2.CreateUploadUrlRequest(
+            file_service_pb2.CreateUploadUrlRequest(
                 header=file_pb2.UploadHeader(display_name="s.bin", size_bytes=1, sha256=sha(b"x"))
             ),
             metadata=files.md("alice"),
         )
         got = await code_of(
-            files.stub.CancelUpload(files_pb2.CancelUploadRequest(name=second.upload), metadata=m)
+            files.stub.CancelUpload(
+                file_service_pb2.CancelUploadRequest(name=second.upload), metadata=m
+            )
         )
         check("CancelUpload", who, got, SELF[who])
         got = await code_of(
             files.stub.DeleteUserFiles(
-                files_pb2.DeleteUserFilesRequest(user="users/alice"), metadata=m
+                file_service_pb2.DeleteUserFilesRequest(user="users/alice"), metadata=m
             )
         )
         check("DeleteUserFiles", who, got, PRIVILEGED[who])
@@ -264,7 +275,7 @@ async def test_destructive_rpcs_matrix(files: Files) -> None:
     for who in WHO:
         got = await code_of(
             files.stub.CreateUploadUrl(
-                files_pb2.CreateUploadUrlRequest(
+                file_service_pb2.CreateUploadUrlRequest(
                     header=file_pb2.UploadHeader(
                         display_name="n.bin", size_bytes=1, sha256=sha(b"x")
                     )

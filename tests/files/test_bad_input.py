@@ -8,7 +8,7 @@ import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mediagrid.files.v1 import files_pb2
+from mediagrid.files.v1 import file_service_pb2
 
 from tests.files.conftest import (
     PART,
@@ -37,7 +37,7 @@ async def assert_nothing_visible(files: Files) -> None:
     versions, _ = await bucket_state(files)
     assert versions == []
     listed = await files.stub.ListFiles(
-        files_pb2.ListFilesRequest(show_deleted=True), metadata=files.md("alice")
+        file_service_pb2.ListFilesRequest(show_deleted=True), metadata=files.md("alice")
     )
     assert list(listed.files) == []
 
@@ -46,7 +46,7 @@ async def test_empty_stream_and_data_before_header(files: Files) -> None:
     assert (await upload_outcome(files, []))[:2] == (INVALID, "HEADER_REQUIRED")
     outcome = await upload_outcome(files, [*data_msgs(b"abc"), header_msg()])
     assert outcome[:2] == (INVALID, "HEADER_REQUIRED")
-    empty = files_pb2.UploadRequest()
+    empty = file_service_pb2.UploadRequest()
     assert (await upload_outcome(files, [empty]))[:2] == (INVALID, "EMPTY_MESSAGE")
     await assert_nothing_visible(files)
 
@@ -73,9 +73,9 @@ async def test_declared_size_exceeded_fails_the_session(files: Files) -> None:
     assert uploads == []  # the multipart upload was aborted at once
     upload = outcome[2][0].progress.upload
     status = await files.stub.GetUploadStatus(
-        files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
+        file_service_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
     )
-    assert status.upload.state == files_pb2.UPLOAD_STATE_FAILED
+    assert status.upload.state == file_service_pb2.UPLOAD_STATE_FAILED
 
 
 async def test_stream_shorter_than_declared_stays_resumable(files: Files) -> None:
@@ -83,10 +83,10 @@ async def test_stream_shorter_than_declared_stays_resumable(files: Files) -> Non
     outcome = await upload_outcome(files, [header_msg(size_bytes=PART + 100), *data_msgs(data)])
     assert outcome[:2] == (INVALID, "SIZE_SHORT")
     status = await files.stub.GetUploadStatus(
-        files_pb2.GetUploadStatusRequest(name=outcome[2][0].progress.upload),
+        file_service_pb2.GetUploadStatusRequest(name=outcome[2][0].progress.upload),
         metadata=files.md("alice"),
     )
-    assert status.upload.state == files_pb2.UPLOAD_STATE_ACTIVE
+    assert status.upload.state == file_service_pb2.UPLOAD_STATE_ACTIVE
     assert status.upload.committed_bytes == PART
     await assert_nothing_visible(files)
 
@@ -182,7 +182,7 @@ async def test_unknown_version_and_range_past_end(files: Files) -> None:
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await files.stub.CreateDownloadUrl(
-            files_pb2.CreateDownloadUrlRequest(name=file.name, version_id="nope"),
+            file_service_pb2.CreateDownloadUrlRequest(name=file.name, version_id="nope"),
             metadata=files.md("alice"),
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -201,7 +201,7 @@ async def test_malformed_names(files: Files) -> None:
     for name in ["", "files/", "files/../x", "files/ABC", "uploads/0123"]:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await files.stub.GetFile(
-                files_pb2.GetFileRequest(name=name), metadata=files.md("alice")
+                file_service_pb2.GetFileRequest(name=name), metadata=files.md("alice")
             )
         assert caught.value.code() == INVALID
 
@@ -212,7 +212,7 @@ async def test_large_download_streams_in_chunks(files: Files) -> None:
     sizes = [
         len(r.data)
         async for r in files.stub.Download(
-            files_pb2.DownloadRequest(name=file.name), metadata=files.md("alice")
+            file_service_pb2.DownloadRequest(name=file.name), metadata=files.md("alice")
         )
     ]
     assert sizes[0] == 0 and max(sizes) <= files.ctx.settings.download_chunk_bytes
@@ -224,7 +224,7 @@ async def _create_upload_url_error(files: Files, size: int) -> grpc.aio.AioRpcEr
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await files.stub.CreateUploadUrl(
-            files_pb2.CreateUploadUrlRequest(
+            file_service_pb2.CreateUploadUrlRequest(
                 header=file_pb2.UploadHeader(
                     display_name="a.bin", size_bytes=size, sha256=sha(b"x")
                 )

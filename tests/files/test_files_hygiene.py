@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from tests.common.hygiene_support import Call, Case, check_cases, server_streaming, unary
 from tests.files.conftest import Files, header_msg
@@ -18,8 +18,8 @@ NUL = "NUL_IN_STRING"
 DUR = "DURATION_OUT_OF_RANGE"
 
 
-def _upload(files: Files, *messages: files_pb2.UploadRequest) -> Call:
-    async def requests() -> AsyncIterator[files_pb2.UploadRequest]:
+def _upload(files: Files, *messages: file_service_pb2.UploadRequest) -> Call:
+    async def requests() -> AsyncIterator[file_service_pb2.UploadRequest]:
         for message in messages:
             yield message
 
@@ -31,19 +31,23 @@ def _upload(files: Files, *messages: files_pb2.UploadRequest) -> Call:
 
 def _cases(files: Files, name: str) -> list[Case]:
     stub, md = files.stub, files.md("alice")
-    data = files_pb2.UploadRequest(data=b"\x00" * 16)  # NUL is fine in bytes
+    data = file_service_pb2.UploadRequest(data=b"\x00" * 16)  # NUL is fine in bytes
     header = file_pb2.UploadHeader
     return [
         (
             "ListFiles content_type_prefix",
-            unary(stub.ListFiles, files_pb2.ListFilesRequest(content_type_prefix="video/\x00"), md),
+            unary(
+                stub.ListFiles,
+                file_service_pb2.ListFilesRequest(content_type_prefix="video/\x00"),
+                md,
+            ),
             NUL,
             "content_type_prefix",
         ),
         (
             "Download version_id",
             server_streaming(
-                stub.Download, files_pb2.DownloadRequest(name=name, version_id="v\x00"), md
+                stub.Download, file_service_pb2.DownloadRequest(name=name, version_id="v\x00"), md
             ),
             NUL,
             "version_id",
@@ -52,7 +56,7 @@ def _cases(files: Files, name: str) -> list[Case]:
             "CreateDownloadUrl version_id",
             unary(
                 stub.CreateDownloadUrl,
-                files_pb2.CreateDownloadUrlRequest(name=name, version_id="\x00"),
+                file_service_pb2.CreateDownloadUrlRequest(name=name, version_id="\x00"),
                 md,
             ),
             NUL,
@@ -62,7 +66,7 @@ def _cases(files: Files, name: str) -> list[Case]:
             "CreateDownloadUrl ttl nanos 2e9",
             unary(
                 stub.CreateDownloadUrl,
-                files_pb2.CreateDownloadUrlRequest(
+                file_service_pb2.CreateDownloadUrlRequest(
                     name=name, ttl=duration_pb2.Duration(nanos=2_000_000_000)
                 ),
                 md,
@@ -74,7 +78,7 @@ def _cases(files: Files, name: str) -> list[Case]:
             "RestoreFileVersion version_id",
             unary(
                 stub.RestoreFileVersion,
-                files_pb2.RestoreFileVersionRequest(name=name, version_id="x\x00"),
+                file_service_pb2.RestoreFileVersionRequest(name=name, version_id="x\x00"),
                 md,
             ),
             NUL,
@@ -82,7 +86,9 @@ def _cases(files: Files, name: str) -> list[Case]:
         ),
         (
             "ShareFile user",
-            unary(stub.ShareFile, files_pb2.ShareFileRequest(name=name, user="users/\x00"), md),
+            unary(
+                stub.ShareFile, file_service_pb2.ShareFileRequest(name=name, user="users/\x00"), md
+            ),
             NUL,
             "user",
         ),
@@ -90,7 +96,7 @@ def _cases(files: Files, name: str) -> list[Case]:
             "UpdateFile display_name",
             unary(
                 stub.UpdateFile,
-                files_pb2.UpdateFileRequest(
+                file_service_pb2.UpdateFileRequest(
                     file=file_pb2.File(name=name, display_name="a\x00b"),
                     update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
                 ),
@@ -103,7 +109,7 @@ def _cases(files: Files, name: str) -> list[Case]:
             "CreateUploadUrl label",
             unary(
                 stub.CreateUploadUrl,
-                files_pb2.CreateUploadUrlRequest(
+                file_service_pb2.CreateUploadUrlRequest(
                     header=header(display_name="a", size_bytes=1, labels={"k": "\x00"})
                 ),
                 md,
@@ -115,7 +121,7 @@ def _cases(files: Files, name: str) -> list[Case]:
             "CreateUploadUrl ttl mixed signs",
             unary(
                 stub.CreateUploadUrl,
-                files_pb2.CreateUploadUrlRequest(
+                file_service_pb2.CreateUploadUrlRequest(
                     header=header(display_name="a", size_bytes=1),
                     ttl=duration_pb2.Duration(seconds=-1, nanos=5),
                 ),
@@ -144,9 +150,11 @@ async def test_bad_input_is_refused_before_any_handler(
 ) -> None:
     uploaded, _ = await files.upload(b"hello")
     await check_cases(_cases(files, uploaded.name), caplog)
-    listed = await files.stub.ListFiles(files_pb2.ListFilesRequest(), metadata=files.md("alice"))
+    listed = await files.stub.ListFiles(
+        file_service_pb2.ListFilesRequest(), metadata=files.md("alice")
+    )
     assert [f.name for f in listed.files] == [uploaded.name]
     shares = await files.stub.ListFileShares(
-        files_pb2.ListFileSharesRequest(name=uploaded.name), metadata=files.md("alice")
+        file_service_pb2.ListFileSharesRequest(name=uploaded.name), metadata=files.md("alice")
     )
     assert list(shares.shares) == []

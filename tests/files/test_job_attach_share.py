@@ -11,7 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import (
+    file_pb2,
+    file_service_pb2,
+    file_service_pb2_grpc,
+    video_service_pb2,
+    video_service_pb2_grpc,
+)
 
 from common.grpc_errors import error_info
 from services.jobs.client import JobsClient
@@ -30,7 +36,10 @@ async def rpc_error(call: Any) -> tuple[grpc.StatusCode, str]:
 
 def files_of(people: People) -> Files:
     return Files(
-        files_pb2_grpc.FileServiceStub(people.channel), people.ctx, people.server, people.channel
+        file_service_pb2_grpc.FileServiceStub(people.channel),
+        people.ctx,
+        people.server,
+        people.channel,
     )
 
 
@@ -53,8 +62,8 @@ async def test_an_upload_is_attached_only_to_a_job_the_caller_may_access(suite: 
     bobs_job = await JobsClient(people.channel, bearer(bob)).create_job("noop")
 
     refused = [
-        files_pb2.UploadRequest(header=header(alices_job.name)),
-        files_pb2.UploadRequest(data=b"bob's bytes"),
+        file_service_pb2.UploadRequest(header=header(alices_job.name)),
+        file_service_pb2.UploadRequest(data=b"bob's bytes"),
     ]
     code, reason, responses = await upload_outcome(files, refused, who=bob)
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "JOB_NOT_ACCESSIBLE")
@@ -63,7 +72,7 @@ async def test_an_upload_is_attached_only_to_a_job_the_caller_may_access(suite: 
 
     code, reason = await rpc_error(
         files.stub.CreateUploadUrl(
-            files_pb2.CreateUploadUrlRequest(
+            file_service_pb2.CreateUploadUrlRequest(
                 header=header(alices_job.name, size_bytes=3, sha256="0" * 64)
             ),
             metadata=bearer(bob),
@@ -82,13 +91,13 @@ async def test_a_video_upload_is_attached_only_to_an_accessible_job(suite: Any) 
     _, alice = await people.add()
     _, bob = await people.add()
     alices_job = await JobsClient(people.channel, bearer(alice)).create_job("noop")
-    videos = video_pb2_grpc.VideoServiceStub(people.channel)
+    videos = video_service_pb2_grpc.VideoServiceStub(people.channel)
 
     async def requests() -> Any:
-        yield video_pb2.UploadVideoRequest(
+        yield video_service_pb2.UploadVideoRequest(
             header=header(alices_job.name, display_name="clip.mp4", content_type="video/mp4")
         )
-        yield video_pb2.UploadVideoRequest(chunk=make_clip(seconds=0.5))
+        yield video_service_pb2.UploadVideoRequest(data=make_clip(seconds=0.5))
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in videos.UploadVideo(requests(), metadata=bearer(bob)):
@@ -100,7 +109,7 @@ async def test_a_video_upload_is_attached_only_to_an_accessible_job(suite: Any) 
 
 
 async def test_attaching_to_a_job_without_a_jobs_service_is_unavailable(files: Files) -> None:
-    messages = [files_pb2.UploadRequest(header=header("jobs/j1"))]
+    messages = [file_service_pb2.UploadRequest(header=header("jobs/j1"))]
     code, reason, responses = await upload_outcome(files, messages)
     assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
     assert responses == []
@@ -117,7 +126,9 @@ async def test_share_needs_an_existing_grantee_after_the_callers_own_right(suite
 
     def share(user: str, token: str) -> Any:
         return files.stub.ShareFile(
-            files_pb2.ShareFileRequest(name=file.name, user=user, role=files_pb2.SHARE_ROLE_READER),
+            file_service_pb2.ShareFileRequest(
+                name=file.name, user=user, role=file_service_pb2.SHARE_ROLE_READER
+            ),
             metadata=bearer(token),
         )
 
@@ -133,6 +144,6 @@ async def test_share_needs_an_existing_grantee_after_the_callers_own_right(suite
         ), unknown
     await share(f"users/{bob_user.id}", alice)
     shares = await files.stub.ListFileShares(
-        files_pb2.ListFileSharesRequest(name=file.name), metadata=bearer(alice)
+        file_service_pb2.ListFileSharesRequest(name=file.name), metadata=bearer(alice)
     )
     assert [s.user for s in shares.shares] == [f"users/{bob_user.id}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mediagrid.files.v1 import files_pb2
+from mediagrid.files.v1 import file_service_pb2
 
 from tests.files.conftest import PART, Files, random_bytes, sha
 
@@ -60,13 +60,13 @@ async def test_mutations_are_recorded(files: Files) -> None:
     files.ctx.activity = recorder
     file, _ = await files.upload(b"abc")
     await files.stub.ShareFile(
-        files_pb2.ShareFileRequest(
-            name=file.name, user="users/bob", role=files_pb2.SHARE_ROLE_READER
+        file_service_pb2.ShareFileRequest(
+            name=file.name, user="users/bob", role=file_service_pb2.SHARE_ROLE_READER
         ),
         metadata=files.md("alice"),
     )
     await files.stub.DeleteFile(
-        files_pb2.DeleteFileRequest(name=file.name), metadata=files.md("alice")
+        file_service_pb2.DeleteFileRequest(name=file.name), metadata=files.md("alice")
     )
     actions = [(action, resource) for action, resource, _ in recorder.entries]
     assert ("files.upload", file.name) in actions

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from common.grpc_errors import error_info
 from tests.files.conftest import (
@@ -33,12 +33,12 @@ async def upload_until_killed(files: Files, data: bytes, cut: int, **header: Any
     """Send the header and ``cut`` bytes, then break the stream; return the upload name."""
     hold = asyncio.Event()
 
-    async def requests() -> AsyncIterator[files_pb2.UploadRequest]:
-        yield files_pb2.UploadRequest(
+    async def requests() -> AsyncIterator[file_service_pb2.UploadRequest]:
+        yield file_service_pb2.UploadRequest(
             header=file_pb2.UploadHeader(display_name="big.bin", **header)
         )
         for piece in chunks(data[:cut], MiB):
-            yield files_pb2.UploadRequest(data=piece)
+            yield file_service_pb2.UploadRequest(data=piece)
         await hold.wait()  # never set: the stream stays open until cancelled
 
     call = files.stub.Upload(requests(), metadata=files.md("alice"))
@@ -53,12 +53,12 @@ async def upload_until_killed(files: Files, data: bytes, cut: int, **header: Any
 
 async def status_once_committed(
     files: Files, upload: str, offset: int
-) -> files_pb2.GetUploadStatusResponse:
+) -> file_service_pb2.GetUploadStatusResponse:
     """GetUploadStatus once ``offset`` bytes are committed (it answers at once with what is
     committed, so parts of the broken stream still landing show up in a later answer)."""
     for _ in range(200):
         status = await files.stub.GetUploadStatus(
-            files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
+            file_service_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
         )
         if status.upload.committed_bytes >= offset:
             break
@@ -69,7 +69,7 @@ async def status_once_committed(
 async def resume(files: Files, upload: str, data: bytes) -> file_pb2.File:
     """Resume like a client does: ask for the offset, retry when it moved meanwhile."""
     status = await files.stub.GetUploadStatus(
-        files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
+        file_service_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice")
     )
     offset = status.upload.committed_bytes
     for _ in range(5):
@@ -124,7 +124,9 @@ async def test_resume_with_wrong_sha_commits_nothing(suite: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await resume(files, upload, data)
     assert caught.value.code() == grpc.StatusCode.DATA_LOSS
-    listed = await files.stub.ListFiles(files_pb2.ListFilesRequest(), metadata=files.md("alice"))
+    listed = await files.stub.ListFiles(
+        file_service_pb2.ListFilesRequest(), metadata=files.md("alice")
+    )
     assert list(listed.files) == []
     async with files.ctx.aws.s3() as s3:
         versions = await s3.list_object_versions(Bucket=files.ctx.settings.bucket("files"))

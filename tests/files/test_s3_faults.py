@@ -19,7 +19,7 @@ import boto3
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from common.aws import AwsClients
 from common.errors import NotFound, Unavailable
@@ -52,19 +52,21 @@ class UploadCall:
     def __init__(self, files: Files) -> None:
         self.files = files
         self.call = files.stub.Upload(metadata=files.md("alice"))
-        self.responses: list[files_pb2.UploadResponse] = []
+        self.responses: list[file_service_pb2.UploadResponse] = []
         self.upload = ""
 
     async def start(self, **header: Any) -> None:
         header.setdefault("display_name", "faulty.bin")
-        await self.call.write(files_pb2.UploadRequest(header=file_pb2.UploadHeader(**header)))
+        await self.call.write(
+            file_service_pb2.UploadRequest(header=file_pb2.UploadHeader(**header))
+        )
         first = await self.call.read()
         assert first is not grpc.aio.EOF
         self.upload = first.progress.upload
 
     async def send(self, data: bytes) -> None:
         for piece in chunks(data, MiB):
-            await self.call.write(files_pb2.UploadRequest(data=piece))
+            await self.call.write(file_service_pb2.UploadRequest(data=piece))
 
     async def committed_at_least(self, offset: int) -> None:
         """Wait until the session's committed offset reaches ``offset`` (progress messages
@@ -97,7 +99,9 @@ def assert_s3_unavailable(error: grpc.aio.AioRpcError) -> None:
 async def status_of(files: Files, upload: str) -> Any:
     """The session's state; answered within a 5 s deadline or the test fails."""
     response = await files.stub.GetUploadStatus(
-        files_pb2.GetUploadStatusRequest(name=upload), metadata=files.md("alice"), timeout=5.0
+        file_service_pb2.GetUploadStatusRequest(name=upload),
+        metadata=files.md("alice"),
+        timeout=5.0,
     )
     return response.upload
 
@@ -136,13 +140,13 @@ async def test_blackholed_s3_fails_the_upload_within_its_bound_and_it_resumes(
 
     # Answers at once with what is committed, though S3 is still away.
     status = await status_of(files, upload.upload)
-    statuses["GetUploadStatus:" + files_pb2.UploadState.Name(status.state)] += 1
+    statuses["GetUploadStatus:" + file_service_pb2.UploadState.Name(status.state)] += 1
     print(
         f"blackhole: 1 upload, S3 paused {elapsed:.1f}s until the status, "
         f"committed {status.committed_bytes}, statuses {dict(statuses)}"
     )
     assert elapsed < TRANSFER_BOUND + CALL_BOUND + SLACK
-    assert status.state == files_pb2.UPLOAD_STATE_ACTIVE
+    assert status.state == file_service_pb2.UPLOAD_STATE_ACTIVE
     assert status.committed_bytes == PART
 
     s3_proxy.resume()
@@ -234,10 +238,10 @@ async def test_cancel_during_create_multipart_leaves_no_orphan(
     status = await status_of(files, upload.upload)
     print(
         f"cancel during create: {len(open_uploads)} multipart uploads left in progress, "
-        f"session {files_pb2.UploadState.Name(status.state)}"
+        f"session {file_service_pb2.UploadState.Name(status.state)}"
     )
     assert open_uploads == []
-    assert status.state == files_pb2.UPLOAD_STATE_ACTIVE  # resumable from offset 0
+    assert status.state == file_service_pb2.UPLOAD_STATE_ACTIVE  # resumable from offset 0
     assert status.committed_bytes == 0
 
 
@@ -251,16 +255,18 @@ async def test_metadata_rpcs_answer_while_s3_is_down(suite: Any, s3_proxy: TcpPr
     s3_proxy.pause()
     md = files.md("alice")
     calls = {
-        "GetFile": files.stub.GetFile(files_pb2.GetFileRequest(name=stored.name), metadata=md),
-        "ListFiles": files.stub.ListFiles(files_pb2.ListFilesRequest(), metadata=md),
+        "GetFile": files.stub.GetFile(
+            file_service_pb2.GetFileRequest(name=stored.name), metadata=md
+        ),
+        "ListFiles": files.stub.ListFiles(file_service_pb2.ListFilesRequest(), metadata=md),
         "ListFileVersions": files.stub.ListFileVersions(
-            files_pb2.ListFileVersionsRequest(name=stored.name), metadata=md
+            file_service_pb2.ListFileVersionsRequest(name=stored.name), metadata=md
         ),
         "GetUploadStatus": files.stub.GetUploadStatus(
-            files_pb2.GetUploadStatusRequest(name=upload.upload), metadata=md
+            file_service_pb2.GetUploadStatusRequest(name=upload.upload), metadata=md
         ),
         "CreateDownloadUrl": files.stub.CreateDownloadUrl(
-            files_pb2.CreateDownloadUrlRequest(name=stored.name), metadata=md
+            file_service_pb2.CreateDownloadUrlRequest(name=stored.name), metadata=md
         ),
     }
     answered = {}
@@ -338,10 +344,10 @@ async def test_breaker_opens_while_s3_is_down_and_closes_after(
     assert refused == {"Download": "open", "Upload": "open"}
 
     md = files.md("alice")
-    got = await files.stub.GetFile(files_pb2.GetFileRequest(name=stored.name), metadata=md)
-    listed = await files.stub.ListFiles(files_pb2.ListFilesRequest(), metadata=md)
+    got = await files.stub.GetFile(file_service_pb2.GetFileRequest(name=stored.name), metadata=md)
+    listed = await files.stub.ListFiles(file_service_pb2.ListFilesRequest(), metadata=md)
     url = await files.stub.CreateDownloadUrl(
-        files_pb2.CreateDownloadUrlRequest(name=stored.name), metadata=md
+        file_service_pb2.CreateDownloadUrlRequest(name=stored.name), metadata=md
     )
     assert got.file.sha256 == sha(data) and len(listed.files) == 1 and url.url
     statuses["metadata:OK"] += 3
@@ -495,6 +501,6 @@ async def test_a_failed_completion_resumes_with_every_byte_committed(
     assert file.size_bytes == len(data) and file.sha256 == sha(data)
     assert await files.download(file.name) == data
     versions = await files.stub.ListFileVersions(
-        files_pb2.ListFileVersionsRequest(name=file.name), metadata=files.md("alice")
+        file_service_pb2.ListFileVersionsRequest(name=file.name), metadata=files.md("alice")
     )
     assert len(versions.versions) == 1

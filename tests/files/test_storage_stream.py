@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from common.aws import AwsClients
 from common.errors import NotFound
@@ -117,7 +117,7 @@ async def test_threaded_stream_reads_ahead_boundedly_and_stops_when_abandoned(
 def test_pre_encoded_download_data_is_the_protobuf_encoding(data: bytes) -> None:
     encoded = encode_download_data(data)
     assert encoded.size == len(data)
-    assert encoded.wire == files_pb2.DownloadResponse(data=data).SerializeToString()
+    assert encoded.wire == file_service_pb2.DownloadResponse(data=data).SerializeToString()
     assert serialize_download_response(encoded) == encoded.wire
-    header = files_pb2.DownloadResponse(file=file_pb2.File(name="files/x"))
+    header = file_service_pb2.DownloadResponse(file=file_pb2.File(name="files/x"))
     assert serialize_download_response(header) == header.SerializeToString()

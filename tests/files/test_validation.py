@@ -93,15 +93,15 @@ def test_content_sniffing(declared: str, head: bytes, ok: bool) -> None:
 
 @given(st.binary(max_size=5000))
 def test_upload_data_fast_path_matches_protobuf(data: bytes) -> None:
-    from mediagrid.files.v1 import file_pb2, files_pb2
+    from mediagrid.files.v1 import file_pb2, file_service_pb2
 
     from services.files.wire import parse_upload_request
 
-    raw = files_pb2.UploadRequest(data=data).SerializeToString()
+    raw = file_service_pb2.UploadRequest(data=data).SerializeToString()
     parsed = parse_upload_request(raw)
     assert isinstance(parsed, memoryview) and bytes(parsed) == data
-    header = files_pb2.UploadRequest(header=file_pb2.UploadHeader(display_name="x"))
+    header = file_service_pb2.UploadRequest(header=file_pb2.UploadHeader(display_name="x"))
     assert parse_upload_request(header.SerializeToString()) == header
     # Two data fields (the last wins in protobuf) are not the simple shape: full parse.
     doubled = parse_upload_request(raw + raw)
-    assert isinstance(doubled, files_pb2.UploadRequest) and doubled.data == data
+    assert isinstance(doubled, file_service_pb2.UploadRequest) and doubled.data == data

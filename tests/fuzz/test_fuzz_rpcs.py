@@ -53,7 +53,13 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
-from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import (
+    file_pb2,
+    file_service_pb2,
+    file_service_pb2_grpc,
+    video_service_pb2,
+    video_service_pb2_grpc,
+)
 from mediagrid.jobs.v1 import (
     job_pb2,
     job_service_pb2,
@@ -82,8 +88,8 @@ SERVICE_MODULES = (
     user_service_pb2,
     job_service_pb2,
     worker_service_pb2,
-    files_pb2,
-    video_pb2,
+    file_service_pb2,
+    video_service_pb2,
 )
 METHODS: list[MethodDescriptor] = [
     method
@@ -393,8 +399,8 @@ def _seed(suite: FuzzSuite) -> None:
         names.setdefault(kind, []).append(name)
 
     user, victim = suite.metadata("user"), suite.metadata("victim")
-    files = files_pb2_grpc.FileServiceStub(channel)
-    videos = video_pb2_grpc.VideoServiceStub(channel)
+    files = file_service_pb2_grpc.FileServiceStub(channel)
+    videos = video_service_pb2_grpc.VideoServiceStub(channel)
     jobs = job_service_pb2_grpc.JobServiceStub(channel)
     workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
     users = user_service_pb2_grpc.UserServiceStub(channel)
@@ -404,7 +410,7 @@ def _seed(suite: FuzzSuite) -> None:
             display_name="seed", content_type=content_type, size_bytes=len(data)
         )
         first = message(header=header)
-        rest = message(data=data) if message is files_pb2.UploadRequest else message(chunk=data)
+        rest = message(data=data)
         for response in stub(iter([first, rest]), metadata=md, timeout=30):
             if response.HasField("file"):
                 add("files", response.file.name)
@@ -412,17 +418,17 @@ def _seed(suite: FuzzSuite) -> None:
                 if content_type.startswith("video/"):
                     add("videos", "videos/" + response.file.name.removeprefix("files/"))
 
-    upload(user, "text/plain", b"hello", files.Upload, files_pb2.UploadRequest)
-    upload(victim, "text/plain", b"secret", files.Upload, files_pb2.UploadRequest)
+    upload(user, "text/plain", b"hello", files.Upload, file_service_pb2.UploadRequest)
+    upload(victim, "text/plain", b"secret", files.Upload, file_service_pb2.UploadRequest)
     upload(
         user,
         "video/mp4",
         b"\x00\x00\x00\x18ftypmp42" * 4,
         videos.UploadVideo,
-        video_pb2.UploadVideoRequest,
+        video_service_pb2.UploadVideoRequest,
     )
     url = files.CreateUploadUrl(
-        files_pb2.CreateUploadUrlRequest(
+        file_service_pb2.CreateUploadUrlRequest(
             header=file_pb2.UploadHeader(
                 display_name="u",
                 content_type="text/plain",
@@ -624,8 +630,11 @@ def test_the_oracles_see_a_change_and_a_traceback(
     assert fuzz_suite.channel is not None
     before = fuzz_suite.snapshot()
     header = file_pb2.UploadHeader(display_name="probe", content_type="text/plain", size_bytes=2)
-    requests_ = [files_pb2.UploadRequest(header=header), files_pb2.UploadRequest(data=b"ok")]
-    stub = files_pb2_grpc.FileServiceStub(fuzz_suite.channel)
+    requests_ = [
+        file_service_pb2.UploadRequest(header=header),
+        file_service_pb2.UploadRequest(data=b"ok"),
+    ]
+    stub = file_service_pb2_grpc.FileServiceStub(fuzz_suite.channel)
     list(stub.Upload(iter(requests_), metadata=fuzz_suite.metadata("user"), timeout=30))
     changed = _diff(before, fuzz_suite.snapshot())
     assert any(line.startswith("files.files") for line in changed), changed

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from common.activity import LoggingActivityRecorder
 from common.aws import AwsClients
 from common.settings import Settings
-from services.files.repository import FilesRepository
+from services.files.repository import FileRepository
 from services.files.storage import Storage
 from services.legacy.files_import import FileImporter
 from services.legacy.repository import LegacyRepository
@@ -34,7 +34,7 @@ class FilesEnv:
     settings: Settings
     pool: asyncpg.Pool
     storage: Storage
-    files: FilesRepository
+    files: FileRepository
     legacy: LegacyRepository
     users: UserRepository
 
@@ -67,7 +67,7 @@ async def files_env(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Fil
             settings,
             pool,
             storage,
-            FilesRepository(pool),
+            FileRepository(pool),
             LegacyRepository(pool),
             UserRepository(pool),
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from common.settings import Settings
-from services.files.repository import FilesRepository
+from services.files.repository import FileRepository
 from services.legacy.cli import default_run_name
 from services.users.repository import UserRepository
 from tests.legacy.conftest import Redis
@@ -67,7 +67,7 @@ async def test_import_files_cli_reports_failures_then_resumes_and_rolls_back(
     assert first.returncode == 1, first.stderr
     assert "UNKNOWN_OWNER" in first.stdout and "ghost/x.bin" in first.stdout
     assert "imported" in first.stdout and "--rollback r1" in first.stderr
-    files = FilesRepository(pool)
+    files = FileRepository(pool)
     assert sorted(f.display_name for f in await files.user_files(user.id)) == [
         "a/one.txt",
         "empty.bin",

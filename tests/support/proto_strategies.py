@@ -395,7 +395,7 @@ def strings_for(message: MessageType, name: str, names: Names) -> st.SearchStrat
         specific.append(st.sampled_from(["a perfectly fine passphrase", "x", "pw" * 600]))
     elif name == "key":
         specific.append(st.sampled_from(["users/x/files/y", "../../other", "a" * 1100]))
-    elif name == "uri":
+    elif name == "url":
         specific.append(st.sampled_from(["http://127.0.0.1/", "file:///etc/passwd", "s3://b/k"]))
     if not specific:
         return hostile_text()

@@ -97,7 +97,7 @@ class FakeUsage:
 
     async def job_counts(self, user: str) -> dict[str, int]:
         self.asked.append(user)
-        return {"SUCCEEDED": 3, "FAILED": 1}
+        return {"JOB_STATE_SUCCEEDED": 3, "JOB_STATE_FAILED": 1}
 
     async def file_usage(self, user: str) -> Any:
         from services.users.usage import FileUsage

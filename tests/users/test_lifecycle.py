@@ -152,7 +152,7 @@ async def test_user_stats_from_a_usage_source(
         pb.GetUserStatsRequest(name="users/me"), metadata=bearer(token)
     )
     assert stats.user == user.name
-    assert dict(stats.job_counts) == {"SUCCEEDED": 3, "FAILED": 1}
+    assert dict(stats.job_counts) == {"JOB_STATE_SUCCEEDED": 3, "JOB_STATE_FAILED": 1}
     assert (stats.file_count, stats.file_bytes) == (2, 2048)
     assert usage.asked == [user.name]
 

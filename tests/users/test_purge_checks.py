@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 from mediagrid.jobs.v1 import job_pb2
 from mediagrid.users.v1 import user_service_pb2 as pb
 from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
@@ -50,8 +50,8 @@ async def purge_job(people: People, user: str) -> TestJob:
 
 async def data_of(people: People, user: str, admin: str) -> tuple[int, int]:
     """(files, jobs) the services still hold for ``user``."""
-    usage = await files_pb2_grpc.FileServiceStub(people.channel).GetUserUsage(
-        files_pb2.GetUserUsageRequest(user=user), metadata=bearer(admin)
+    usage = await file_service_pb2_grpc.FileServiceStub(people.channel).GetUserUsage(
+        file_service_pb2.GetUserUsageRequest(user=user), metadata=bearer(admin)
     )
     counts = await JobsClient(people.channel, bearer(admin)).get_job_counts(user)
     return usage.file_count, sum(counts.values())
@@ -60,7 +60,9 @@ async def data_of(people: People, user: str, admin: str) -> tuple[int, int]:
 async def with_data(people: People) -> tuple[str, str]:
     """A new user holding one file and one job: (name, token)."""
     user, token = await people.add()
-    files = Files(files_pb2_grpc.FileServiceStub(people.channel), people.ctx, None, people.channel)
+    files = Files(
+        file_service_pb2_grpc.FileServiceStub(people.channel), people.ctx, None, people.channel
+    )
     await files.upload(b"precious", who=token)
     await JobsClient(people.channel, bearer(token)).create_job("noop")
     return f"users/{user.id}", token

@@ -17,14 +17,14 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import file_pb2, video_service_pb2, video_service_pb2_grpc
 
 from common.app import AppContext, ServiceInstance
 from common.aws import ensure_bucket
 from common.context import Principal
 from common.registry import SERVICES, ServiceSpec
+from services.files.video.app import create_video_service
 from services.files.video.ports import UploadItem, UploadOutput
-from services.files.video.service import create_video_service
 from services.jobs.worker.api import HANDLERS, WorkerResources
 from tests.support.auth import StaticAuthenticator, bearer, principal
 
@@ -201,19 +201,19 @@ class VideoEnv:
                 upload_stream(data, content_type), metadata=bearer(token)
             )
         ]
-        assert responses[-1].WhichOneof("item") == "file"
+        assert responses[-1].WhichOneof("payload") == "file"
         return "videos/" + responses[-1].file.name.removeprefix("files/")
 
 
 def upload_stream(
     data: bytes, content_type: str, chunk: int = 64 * 1024
-) -> Iterator[video_pb2.UploadVideoRequest]:
+) -> Iterator[video_service_pb2.UploadVideoRequest]:
     header = file_pb2.UploadHeader(
         display_name="clip.mp4", content_type=content_type, size_bytes=len(data)
     )
-    yield video_pb2.UploadVideoRequest(header=header)
+    yield video_service_pb2.UploadVideoRequest(header=header)
     for offset in range(0, len(data), chunk):
-        yield video_pb2.UploadVideoRequest(chunk=data[offset : offset + chunk])
+        yield video_service_pb2.UploadVideoRequest(data=data[offset : offset + chunk])
 
 
 @dataclass(frozen=True)
@@ -243,5 +243,10 @@ async def video_env(suite: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     activity = RecordingActivity()
     ctx.activity = activity
     yield VideoEnv(
-        ctx, channel, video_pb2_grpc.VideoServiceStub(channel), jobs, holder["uploads"], activity
+        ctx,
+        channel,
+        video_service_pb2_grpc.VideoServiceStub(channel),
+        jobs,
+        holder["uploads"],
+        activity,
     )

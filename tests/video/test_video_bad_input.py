@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import duration_pb2
 from hypothesis import given
 from hypothesis import strategies as st
-from mediagrid.files.v1 import video_pb2
+from mediagrid.files.v1 import video_service_pb2
 
 from common.errors import InvalidArgument
 from common.grpc_errors import bad_request, error_info
@@ -40,10 +40,10 @@ def clip() -> bytes:
     return make_clip(seconds=1.0)
 
 
-def _metadata(**changes: Any) -> video_pb2.VideoMetadata:
+def _metadata(**changes: Any) -> video_service_pb2.VideoMetadata:
     values = {**GOOD, **changes}
     duration = values.pop("duration_seconds")
-    message = video_pb2.VideoMetadata(**values)
+    message = video_service_pb2.VideoMetadata(**values)
     if isinstance(duration, duration_pb2.Duration):
         message.duration.CopyFrom(duration)
     else:
@@ -51,8 +51,8 @@ def _metadata(**changes: Any) -> video_pb2.VideoMetadata:
     return message
 
 
-def _record(env: VideoEnv, name: str, job: str, metadata: video_pb2.VideoMetadata) -> Any:
-    request = video_pb2.RecordVideoMetadataRequest(name=name, job=job, metadata=metadata)
+def _record(env: VideoEnv, name: str, job: str, metadata: video_service_pb2.VideoMetadata) -> Any:
+    request = video_service_pb2.RecordVideoMetadataRequest(name=name, job=job, metadata=metadata)
     return unary(env.stub.RecordVideoMetadata, request, bearer("worker"))
 
 
@@ -74,7 +74,7 @@ async def test_hygiene_refuses_before_any_handler(
             "RecordVideoMetadata error NUL",
             unary(
                 stub.RecordVideoMetadata,
-                video_pb2.RecordVideoMetadataRequest(name=name, job=job, error="bad\x00"),
+                video_service_pb2.RecordVideoMetadataRequest(name=name, job=job, error="bad\x00"),
                 bearer("worker"),
             ),
             "NUL_IN_STRING",
@@ -96,7 +96,7 @@ async def test_hygiene_refuses_before_any_handler(
             "CreateStreamUrl ttl nanos 2e9",
             unary(
                 stub.CreateStreamUrl,
-                video_pb2.CreateStreamUrlRequest(
+                video_service_pb2.CreateStreamUrlRequest(
                     name=name, ttl=duration_pb2.Duration(nanos=2_000_000_000)
                 ),
                 alice,
@@ -108,7 +108,9 @@ async def test_hygiene_refuses_before_any_handler(
             "RegenerateThumbnails NaN time",
             unary(
                 stub.RegenerateThumbnails,
-                video_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=[1.0, math.nan]),
+                video_service_pb2.RegenerateThumbnailsRequest(
+                    name=name, times_seconds=[1.0, math.nan]
+                ),
                 alice,
             ),
             "NON_FINITE_NUMBER",
@@ -116,14 +118,14 @@ async def test_hygiene_refuses_before_any_handler(
         ),
         (
             "ListVideos page_token NUL",
-            unary(stub.ListVideos, video_pb2.ListVideosRequest(page_token="\x00"), alice),
+            unary(stub.ListVideos, video_service_pb2.ListVideosRequest(page_token="\x00"), alice),
             "NUL_IN_STRING",
             "page_token",
         ),
     ]
     await check_cases(cases, caplog)
-    video = await stub.GetVideo(video_pb2.GetVideoRequest(name=name), metadata=alice)
-    assert video.video.probe.state == video_pb2.PROCESSING_STATE_PENDING
+    video = await stub.GetVideo(video_service_pb2.GetVideoRequest(name=name), metadata=alice)
+    assert video.video.probe.state == video_service_pb2.PROCESSING_STATE_PENDING
 
 
 @pytest.mark.parametrize(
@@ -153,16 +155,16 @@ async def test_record_video_metadata_field_rules(
     assert info is not None and info.reason == "INVALID_VIDEO_METADATA"
     assert bad is not None and [v.field for v in bad.field_violations] == fields
     video = await video_env.stub.GetVideo(
-        video_pb2.GetVideoRequest(name=name), metadata=bearer("alice")
+        video_service_pb2.GetVideoRequest(name=name), metadata=bearer("alice")
     )
-    assert video.video.probe.state == video_pb2.PROCESSING_STATE_PENDING
+    assert video.video.probe.state == video_service_pb2.PROCESSING_STATE_PENDING
 
 
 async def test_sane_metadata_is_recorded(video_env: VideoEnv, clip: bytes) -> None:
     name = await video_env.upload(clip)
     job = video_env.jobs.of_type("video.probe")[-1].name
     response = await _record(video_env, name, job, _metadata(frame_rate=0.0))()
-    assert response.video.probe.state == video_pb2.PROCESSING_STATE_SUCCEEDED
+    assert response.video.probe.state == video_service_pb2.PROCESSING_STATE_SUCCEEDED
     assert response.video.metadata.rotation_degrees == 90
     assert response.video.metadata.frame_rate == 0.0  # 0 = unknown rate
 
@@ -174,7 +176,7 @@ async def test_stream_ttl_above_the_maximum_is_invalid_ttl(
     maximum = video_env.ctx.settings.presign_max_seconds
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await video_env.stub.CreateStreamUrl(
-            video_pb2.CreateStreamUrlRequest(
+            video_service_pb2.CreateStreamUrlRequest(
                 name=name, ttl=duration_pb2.Duration(seconds=maximum, nanos=1)
             ),
             metadata=bearer("alice"),

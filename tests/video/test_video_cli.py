@@ -54,7 +54,7 @@ async def test_show_prints_metadata_state_and_thumbnail_urls(video_env: VideoEnv
     shown = json.loads(stdout)
     assert shown["name"] == name
     assert shown["probe"]["state"] == "PROCESSING_STATE_SUCCEEDED"
-    assert all(t["uri"].startswith("http") for t in shown["thumbnails"])
+    assert all(t["url"].startswith("http") for t in shown["thumbnails"])
 
 
 async def test_show_reports_errors_without_a_traceback(video_env: VideoEnv) -> None:

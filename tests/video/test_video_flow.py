@@ -8,7 +8,7 @@ import urllib.request
 
 import grpc
 import pytest
-from mediagrid.files.v1 import video_pb2
+from mediagrid.files.v1 import video_service_pb2
 from PIL import Image
 
 from common.errors import Unavailable
@@ -18,9 +18,9 @@ from tests.support.auth import bearer
 from tests.video.clips import make_clip, rotate_clockwise
 from tests.video.conftest import VideoEnv
 
-PENDING = video_pb2.PROCESSING_STATE_PENDING
-SUCCEEDED = video_pb2.PROCESSING_STATE_SUCCEEDED
-FAILED = video_pb2.PROCESSING_STATE_FAILED
+PENDING = video_service_pb2.PROCESSING_STATE_PENDING
+SUCCEEDED = video_service_pb2.PROCESSING_STATE_SUCCEEDED
+FAILED = video_service_pb2.PROCESSING_STATE_FAILED
 
 
 def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -29,8 +29,10 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
         return response.status, response.read()
 
 
-async def get(env: VideoEnv, name: str, token: str = "alice") -> video_pb2.Video:
-    response = await env.stub.GetVideo(video_pb2.GetVideoRequest(name=name), metadata=bearer(token))
+async def get(env: VideoEnv, name: str, token: str = "alice") -> video_service_pb2.Video:
+    response = await env.stub.GetVideo(
+        video_service_pb2.GetVideoRequest(name=name), metadata=bearer(token)
+    )
     return response.video
 
 
@@ -89,11 +91,11 @@ async def test_upload_enqueues_jobs_and_handlers_record_metadata_and_thumbnails(
     for index, thumb in enumerate(video.thumbnails):
         assert thumb.index == index
         assert thumb.key == f"users/alice/{file_id}/thumbnails/{index}.jpg"
-        assert thumb.version_id and f"versionId={thumb.version_id}" in thumb.uri
+        assert thumb.version_id and f"versionId={thumb.version_id}" in thumb.url
         assert thumb.time_offset.ToNanoseconds() / 1e9 == pytest.approx(
             min(times[index], 2.0), abs=0.05
         )
-        status, body = await asyncio.to_thread(http_get, thumb.uri)
+        status, body = await asyncio.to_thread(http_get, thumb.url)
         assert status == 200 and len(body) == thumb.size_bytes
         image = Image.open(io.BytesIO(body))
         assert image.format == "JPEG"
@@ -155,7 +157,7 @@ async def test_regenerate_thumbnails_replaces_the_set(video_env: VideoEnv) -> No
     for job in list(video_env.jobs.jobs):
         await video_env.run(job)
     response = await video_env.stub.RegenerateThumbnails(
-        video_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=[0.5], width=64),
+        video_service_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=[0.5], width=64),
         metadata=bearer("alice"),
     )
     regen = video_env.jobs.jobs[-1]
@@ -168,7 +170,7 @@ async def test_regenerate_thumbnails_replaces_the_set(video_env: VideoEnv) -> No
     old = video_env.jobs.of_type("video.thumbnail")[0]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await video_env.stub.RecordThumbnails(
-            video_pb2.RecordThumbnailsRequest(name=name, job=old.name, error="late"),
+            video_service_pb2.RecordThumbnailsRequest(name=name, job=old.name, error="late"),
             metadata=bearer("worker"),
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -190,7 +192,7 @@ async def test_regenerate_thumbnails_replaces_the_set(video_env: VideoEnv) -> No
     assert result is not None and result["superseded"] is True
     after = await get(video_env, name)
     assert [(t.index, t.width) for t in after.thumbnails] == [(0, 64)]
-    status, body = await asyncio.to_thread(http_get, after.thumbnails[0].uri)
+    status, body = await asyncio.to_thread(http_get, after.thumbnails[0].url)
     assert status == 200 and Image.open(io.BytesIO(body)).size == (64, 48)
 
 
@@ -205,7 +207,9 @@ async def test_regenerate_thumbnails_validates_its_arguments(video_env: VideoEnv
     for times, width, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await video_env.stub.RegenerateThumbnails(
-                video_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=times, width=width),
+                video_service_pb2.RegenerateThumbnailsRequest(
+                    name=name, times_seconds=times, width=width
+                ),
                 metadata=bearer("alice"),
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -228,7 +232,7 @@ async def test_a_committed_upload_survives_a_jobs_outage(video_env: VideoEnv) ->
     error = None
     try:
         await video_env.stub.RegenerateThumbnails(
-            video_pb2.RegenerateThumbnailsRequest(name=name), metadata=bearer("alice")
+            video_service_pb2.RegenerateThumbnailsRequest(name=name), metadata=bearer("alice")
         )
     except grpc.aio.AioRpcError as exc:
         error = exc

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import file_pb2, video_service_pb2, video_service_pb2_grpc
 from pydantic import SecretStr
 
 from common.context import Principal
@@ -22,30 +22,32 @@ from tests.support.auth import StaticAuthenticator, bearer, principal
 from tests.support.people import start_all
 from tests.video.clips import make_clip
 
-FAILED = video_pb2.PROCESSING_STATE_FAILED
-PENDING = video_pb2.PROCESSING_STATE_PENDING
+FAILED = video_service_pb2.PROCESSING_STATE_FAILED
+PENDING = video_service_pb2.PROCESSING_STATE_PENDING
 
 
-def requests(data: bytes) -> Iterator[video_pb2.UploadVideoRequest]:
+def requests(data: bytes) -> Iterator[video_service_pb2.UploadVideoRequest]:
     header = file_pb2.UploadHeader(display_name="clip.mp4", content_type="video/mp4")
-    yield video_pb2.UploadVideoRequest(header=header)
-    yield video_pb2.UploadVideoRequest(chunk=data)
+    yield video_service_pb2.UploadVideoRequest(header=header)
+    yield video_service_pb2.UploadVideoRequest(data=data)
 
 
-async def upload(channel: grpc.aio.Channel, token: str) -> video_pb2.Video:
-    videos = video_pb2_grpc.VideoServiceStub(channel)
+async def upload(channel: grpc.aio.Channel, token: str) -> video_service_pb2.Video:
+    videos = video_service_pb2_grpc.VideoServiceStub(channel)
     async for response in videos.UploadVideo(
         requests(make_clip(seconds=0.5)), metadata=bearer(token)
     ):
-        if response.WhichOneof("item") == "file":
+        if response.WhichOneof("payload") == "file":
             name = "videos/" + response.file.name.removeprefix("files/")
-    reply = await videos.GetVideo(video_pb2.GetVideoRequest(name=name), metadata=bearer(token))
-    video: video_pb2.Video = reply.video
+    reply = await videos.GetVideo(
+        video_service_pb2.GetVideoRequest(name=name), metadata=bearer(token)
+    )
+    video: video_service_pb2.Video = reply.video
     return video
 
 
 async def assert_jobs_are_the_uploaders(
-    channel: grpc.aio.Channel, video: video_pb2.Video, owner: str, token: str, other: str
+    channel: grpc.aio.Channel, video: video_service_pb2.Video, owner: str, token: str, other: str
 ) -> None:
     assert video.probe.state == PENDING and video.thumbnail_step.state == PENDING
     client = JobsClient(channel, bearer(token))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from mediagrid.files.v1 import video_pb2
+from mediagrid.files.v1 import video_service_pb2
 
 from services.files import keys
 from services.files.video import handlers
@@ -24,7 +24,7 @@ from tests.support.hypo import relaxed
 from tests.video.clips import make_clip
 from tests.video.conftest import EnqueuedJob, VideoEnv
 
-PENDING = video_pb2.PROCESSING_STATE_PENDING
+PENDING = video_service_pb2.PROCESSING_STATE_PENDING
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ async def test_bobs_jobs_naming_alices_video_read_and_write_nothing(
     assert await keys_under(video_env, "users/bob/") == []
     video = (
         await video_env.stub.GetVideo(
-            video_pb2.GetVideoRequest(name=name), metadata=bearer("alice")
+            video_service_pb2.GetVideoRequest(name=name), metadata=bearer("alice")
         )
     ).video
     assert video.probe.state == PENDING and video.thumbnail_step.state == PENDING

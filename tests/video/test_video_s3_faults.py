@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import file_pb2, video_service_pb2, video_service_pb2_grpc
 
 from common.grpc_errors import error_info, retry_info
 from tests.files.conftest import TRANSFER_BOUND, behind, s3_proxy  # noqa: F401
@@ -21,15 +21,18 @@ from tests.video.clips import make_clip
 SLACK = 5.0
 
 
-def requests(data: bytes) -> list[video_pb2.UploadVideoRequest]:
+def requests(data: bytes) -> list[video_service_pb2.UploadVideoRequest]:
     header = file_pb2.UploadHeader(display_name="clip.mp4", content_type="video/mp4")
-    return [video_pb2.UploadVideoRequest(header=header), video_pb2.UploadVideoRequest(chunk=data)]
+    return [
+        video_service_pb2.UploadVideoRequest(header=header),
+        video_service_pb2.UploadVideoRequest(data=data),
+    ]
 
 
-async def upload(videos: video_pb2_grpc.VideoServiceStub, token: str, data: bytes) -> str:
+async def upload(videos: video_service_pb2_grpc.VideoServiceStub, token: str, data: bytes) -> str:
     name = ""
     async for response in videos.UploadVideo(iter(requests(data)), metadata=bearer(token)):
-        if response.WhichOneof("item") == "file":
+        if response.WhichOneof("payload") == "file":
             name = "videos/" + response.file.name.removeprefix("files/")
     return name
 
@@ -40,7 +43,7 @@ async def test_video_reads_answer_and_uploads_fail_fast_while_s3_is_down(
 ) -> None:
     people = await start_all(suite, "files", "jobs", "users", **behind(s3_proxy))
     alice, token = await people.add()
-    videos = video_pb2_grpc.VideoServiceStub(people.channel)
+    videos = video_service_pb2_grpc.VideoServiceStub(people.channel)
     clip = make_clip(seconds=0.5)
     name = await upload(videos, token, clip)
     md = bearer(token)
@@ -48,13 +51,16 @@ async def test_video_reads_answer_and_uploads_fail_fast_while_s3_is_down(
     s3_proxy.pause()
     answered = {
         "GetVideo": await asyncio.wait_for(
-            videos.GetVideo(video_pb2.GetVideoRequest(name=name), metadata=md), 5
+            videos.GetVideo(video_service_pb2.GetVideoRequest(name=name), metadata=md), 5
         ),
         "ListVideos": await asyncio.wait_for(
-            videos.ListVideos(video_pb2.ListVideosRequest(), metadata=md), 5
+            videos.ListVideos(video_service_pb2.ListVideosRequest(), metadata=md), 5
         ),
         "CreateStreamUrl": await asyncio.wait_for(
-            videos.CreateStreamUrl(video_pb2.CreateStreamUrlRequest(name=name), metadata=md), 5
+            videos.CreateStreamUrl(
+                video_service_pb2.CreateStreamUrlRequest(name=name), metadata=md
+            ),
+            5,
         ),
     }
     started = time.monotonic()
@@ -69,7 +75,7 @@ async def test_video_reads_answer_and_uploads_fail_fast_while_s3_is_down(
     s3_proxy.resume()
     assert answered["GetVideo"].video.name == name
     assert [v.name for v in answered["ListVideos"].videos] == [name]
-    assert answered["CreateStreamUrl"].uri
+    assert answered["CreateStreamUrl"].url
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert info is not None and info.reason == "S3_UNAVAILABLE"
     assert retry_info(caught.value) is not None

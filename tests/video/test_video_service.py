@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import duration_pb2
 from hypothesis import given
 from hypothesis import strategies as st
-from mediagrid.files.v1 import file_pb2, video_pb2
+from mediagrid.files.v1 import file_pb2, video_service_pb2
 
 from common.grpc_errors import bad_request, error_info
 from services.files.video.servicer import is_video_content_type
@@ -44,16 +44,16 @@ def clip() -> bytes:
 async def test_stream_url_serves_http_range_requests(video_env: VideoEnv, clip: bytes) -> None:
     name = await video_env.upload(clip)
     response = await video_env.stub.CreateStreamUrl(
-        video_pb2.CreateStreamUrlRequest(name=name, ttl=duration_pb2.Duration(seconds=120)),
+        video_service_pb2.CreateStreamUrlRequest(name=name, ttl=duration_pb2.Duration(seconds=120)),
         metadata=bearer("alice"),
     )
-    query = urllib.parse.parse_qs(urllib.parse.urlparse(response.uri).query)
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(response.url).query)
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
     assert query["X-Amz-Expires"] == ["120"]
     assert "versionId" in query
     assert response.size_bytes == len(clip) and response.content_type == "video/mp4"
     status, headers, body = await asyncio.to_thread(
-        http_get, response.uri, {"Range": "bytes=100-1123"}
+        http_get, response.url, {"Range": "bytes=100-1123"}
     )
     assert status == 206
     assert body == clip[100:1124]
@@ -65,14 +65,15 @@ async def test_stream_url_expiry_defaults_and_is_bounded(video_env: VideoEnv, cl
     name = await video_env.upload(clip)
     settings = video_env.ctx.settings
     response = await video_env.stub.CreateStreamUrl(
-        video_pb2.CreateStreamUrlRequest(name=name), metadata=bearer("alice")
+        video_service_pb2.CreateStreamUrlRequest(name=name), metadata=bearer("alice")
     )
-    expires = urllib.parse.parse_qs(urllib.parse.urlparse(response.uri).query)["X-Amz-Expires"]
+    expires = urllib.parse.parse_qs(urllib.parse.urlparse(response.url).query)["X-Amz-Expires"]
     assert expires == [str(settings.presign_default_seconds)]
     too_long = duration_pb2.Duration(seconds=settings.presign_max_seconds + 1)
     error = await failure(
         video_env.stub.CreateStreamUrl(
-            video_pb2.CreateStreamUrlRequest(name=name, ttl=too_long), metadata=bearer("alice")
+            video_service_pb2.CreateStreamUrlRequest(name=name, ttl=too_long),
+            metadata=bearer("alice"),
         )
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -83,53 +84,59 @@ async def test_list_videos_pages_newest_first(video_env: VideoEnv, clip: bytes) 
     names = [await video_env.upload(clip) for _ in range(3)]
     await video_env.upload(clip, token="bob")
     first = await video_env.stub.ListVideos(
-        video_pb2.ListVideosRequest(page_size=2), metadata=bearer("alice")
+        video_service_pb2.ListVideosRequest(page_size=2), metadata=bearer("alice")
     )
     assert [v.name for v in first.videos] == names[::-1][:2]
     assert first.next_page_token
     second = await video_env.stub.ListVideos(
-        video_pb2.ListVideosRequest(page_size=2, page_token=first.next_page_token),
+        video_service_pb2.ListVideosRequest(page_size=2, page_token=first.next_page_token),
         metadata=bearer("alice"),
     )
     assert [v.name for v in second.videos] == names[:1]
     assert second.next_page_token == ""
     everything = await video_env.stub.ListVideos(
-        video_pb2.ListVideosRequest(owner="users/alice"), metadata=bearer("admin")
+        video_service_pb2.ListVideosRequest(owner="users/alice"), metadata=bearer("admin")
     )
     assert len(everything.videos) == 3 and all(v.owner == "users/alice" for v in everything.videos)
     # A token from alice's listing is not valid for bob's.
     error = await failure(
         video_env.stub.ListVideos(
-            video_pb2.ListVideosRequest(owner="users/bob", page_token=first.next_page_token),
+            video_service_pb2.ListVideosRequest(
+                owner="users/bob", page_token=first.next_page_token
+            ),
             metadata=bearer("admin"),
         )
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     for bad in (
-        video_pb2.ListVideosRequest(page_size=-1),
-        video_pb2.ListVideosRequest(page_token="garbage!!"),
-        video_pb2.ListVideosRequest(owner="alice"),
+        video_service_pb2.ListVideosRequest(page_size=-1),
+        video_service_pb2.ListVideosRequest(page_token="garbage!!"),
+        video_service_pb2.ListVideosRequest(owner="alice"),
     ):
         error = await failure(video_env.stub.ListVideos(bad, metadata=bearer("alice")))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def header(content_type: str) -> video_pb2.UploadVideoRequest:
-    return video_pb2.UploadVideoRequest(
+def header(content_type: str) -> video_service_pb2.UploadVideoRequest:
+    return video_service_pb2.UploadVideoRequest(
         header=file_pb2.UploadHeader(display_name="a.mp4", content_type=content_type)
     )
 
 
 # Each stream ends with the message the server rejects, so no write races the server's
 # answer (grpc.aio turns a write after the call ended into INTERNAL on the client side).
-BAD_UPLOADS: dict[str, tuple[list[video_pb2.UploadVideoRequest], str]] = {
+BAD_UPLOADS: dict[str, tuple[list[video_service_pb2.UploadVideoRequest], str]] = {
     "text": ([header("text/plain")], "NOT_A_VIDEO"),
     "bare-video": ([header("video/")], "NOT_A_VIDEO"),
     "empty-type": ([header("")], "NOT_A_VIDEO"),
     "no-header": ([], "HEADER_REQUIRED"),
-    "data-first": ([video_pb2.UploadVideoRequest(chunk=b"abc")], "HEADER_REQUIRED"),
+    "data-first": ([video_service_pb2.UploadVideoRequest(data=b"abc")], "HEADER_REQUIRED"),
     "header-twice": (
-        [header("video/mp4"), video_pb2.UploadVideoRequest(chunk=b"abc"), header("video/mp4")],
+        [
+            header("video/mp4"),
+            video_service_pb2.UploadVideoRequest(data=b"abc"),
+            header("video/mp4"),
+        ],
         "HEADER_REPEATED",
     ),
 }
@@ -137,7 +144,7 @@ BAD_UPLOADS: dict[str, tuple[list[video_pb2.UploadVideoRequest], str]] = {
 
 async def upload_failure(
     env: VideoEnv,
-    messages: list[video_pb2.UploadVideoRequest],
+    messages: list[video_service_pb2.UploadVideoRequest],
     token: str | None = "alice",
     *,
     close: bool = True,
@@ -211,22 +218,22 @@ Call = Callable[[VideoEnv, str, str], Awaitable[Any]]
 
 CALLS: dict[str, Call] = {
     "GetVideo": lambda env, name, token: env.stub.GetVideo(
-        video_pb2.GetVideoRequest(name=name), metadata=bearer(token)
+        video_service_pb2.GetVideoRequest(name=name), metadata=bearer(token)
     ),
     "CreateStreamUrl": lambda env, name, token: env.stub.CreateStreamUrl(
-        video_pb2.CreateStreamUrlRequest(name=name), metadata=bearer(token)
+        video_service_pb2.CreateStreamUrlRequest(name=name), metadata=bearer(token)
     ),
     "RegenerateThumbnails": lambda env, name, token: env.stub.RegenerateThumbnails(
-        video_pb2.RegenerateThumbnailsRequest(name=name), metadata=bearer(token)
+        video_service_pb2.RegenerateThumbnailsRequest(name=name), metadata=bearer(token)
     ),
     "RecordVideoMetadata": lambda env, name, token: env.stub.RecordVideoMetadata(
-        video_pb2.RecordVideoMetadataRequest(
+        video_service_pb2.RecordVideoMetadataRequest(
             name=name, job=current_job(env, "video.probe"), error="broken"
         ),
         metadata=bearer(token),
     ),
     "RecordThumbnails": lambda env, name, token: env.stub.RecordThumbnails(
-        video_pb2.RecordThumbnailsRequest(
+        video_service_pb2.RecordThumbnailsRequest(
             name=name, job=current_job(env, "video.thumbnail"), error="broken"
         ),
         metadata=bearer(token),
@@ -305,7 +312,7 @@ async def test_shares_of_the_file_open_its_video(video_env: VideoEnv, clip: byte
 async def test_list_videos_of_another_owner_is_denied(video_env: VideoEnv) -> None:
     error = await failure(
         video_env.stub.ListVideos(
-            video_pb2.ListVideosRequest(owner="users/alice"), metadata=bearer("bob")
+            video_service_pb2.ListVideosRequest(owner="users/alice"), metadata=bearer("bob")
         )
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -333,7 +340,9 @@ async def test_upload_needs_a_token(video_env: VideoEnv) -> None:
 async def test_malformed_names_are_invalid(video_env: VideoEnv) -> None:
     for name in ["", "videos/", "videos/a/b", "users/x", "videos/../x", "videos/a\x00"]:
         error = await failure(
-            video_env.stub.GetVideo(video_pb2.GetVideoRequest(name=name), metadata=bearer("alice"))
+            video_env.stub.GetVideo(
+                video_service_pb2.GetVideoRequest(name=name), metadata=bearer("alice")
+            )
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, name
 
@@ -342,10 +351,10 @@ async def test_record_rejects_bad_results(video_env: VideoEnv, clip: bytes) -> N
     name = await video_env.upload(clip)
     file_id = name.removeprefix("videos/")
     cases = [
-        video_pb2.RecordVideoMetadataRequest(name=name, job="jobs/x"),
-        video_pb2.RecordVideoMetadataRequest(name=name, job="nojob", error="e"),
-        video_pb2.RecordVideoMetadataRequest(
-            name=name, job="jobs/x", metadata=video_pb2.VideoMetadata(width=-5)
+        video_service_pb2.RecordVideoMetadataRequest(name=name, job="jobs/x"),
+        video_service_pb2.RecordVideoMetadataRequest(name=name, job="nojob", error="e"),
+        video_service_pb2.RecordVideoMetadataRequest(
+            name=name, job="jobs/x", metadata=video_service_pb2.VideoMetadata(width=-5)
         ),
     ]
     for request in cases:
@@ -353,12 +362,14 @@ async def test_record_rejects_bad_results(video_env: VideoEnv, clip: bytes) -> N
             video_env.stub.RecordVideoMetadata(request, metadata=bearer("worker"))
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    outside = video_pb2.Thumbnail(
+    outside = video_service_pb2.Thumbnail(
         index=0, width=10, height=10, key=f"users/bob/{file_id}/thumbnails/0.jpg"
     )
     error = await failure(
         video_env.stub.RecordThumbnails(
-            video_pb2.RecordThumbnailsRequest(name=name, job="jobs/x", thumbnails=[outside]),
+            video_service_pb2.RecordThumbnailsRequest(
+                name=name, job="jobs/x", thumbnails=[outside]
+            ),
             metadata=bearer("worker"),
         )
     )

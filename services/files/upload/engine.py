@@ -41,7 +41,7 @@ from common.errors import (
 )
 from common.settings import Settings
 from services.files import keys, validation
-from services.files.access import authorize_file, is_privileged
+from services.files.access import is_privileged, require_file
 from services.files.models import (
     CommittedObject,
     FileKind,
@@ -56,7 +56,7 @@ from services.files.ports import (
     UnavailableUserDirectory,
     UserDirectory,
 )
-from services.files.repository import FilesRepository, StreamSuperseded
+from services.files.repository import FileRepository, StreamSuperseded
 from services.files.storage import (
     META_FILE_ID,
     META_OWNER,
@@ -125,7 +125,7 @@ class UploadDeps:
     """What the engine needs; built once by the service (``services/files/app.py``)."""
 
     settings: Settings
-    repo: FilesRepository
+    repo: FileRepository
     storage: Storage
     activity: ActivityRecorder
     hash_cache: HashCache
@@ -267,7 +267,7 @@ class UploadTarget:
 
 
 async def upload_target(
-    repo: FilesRepository,
+    repo: FileRepository,
     principal: Principal,
     parent: str,
     job_id: str | None,
@@ -284,7 +284,7 @@ async def upload_target(
         file_id = keys.new_id()
         key = keys.content_key(principal.user_id, file_id, job_id)
         return UploadTarget(file_id, principal.user_id, key, job_id, None)
-    record = await authorize_file(
+    record = await require_file(
         repo, principal, validation.file_id(parent, "header.parent"), "write"
     )
     if record.kind != kind:
@@ -392,7 +392,7 @@ async def _resume_session(
 
 
 async def authorize_upload(
-    repo: FilesRepository, principal: Principal, upload_id: str
+    repo: FileRepository, principal: Principal, upload_id: str
 ) -> UploadSession:
     """The session, if ``principal`` started it (or is privileged); PERMISSION_DENIED first."""
     name = f"uploads/{upload_id}"

@@ -13,10 +13,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from mediagrid.files.v1 import file_pb2
+import grpc
+from mediagrid.files.v1 import file_pb2, video_service_pb2, video_service_pb2_grpc
 
 from common.app import AppContext, ServiceInstance
 from common.context import Principal
@@ -24,14 +25,17 @@ from common.peer_calls import call_peer
 from services.files import convert
 from services.files.peers import JOBS
 from services.files.ports import JOBS_SERVICE
+from services.files.repository import FileRepository
 from services.files.upload import UploadDeps
 from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
 from services.files.video.ports import UploadItem as VideoUploadItem
-from services.files.video.ports import UploadOutput
-from services.files.video.service import create_video_service
-from services.files.video.servicer import is_video_content_type
+from services.files.video.ports import UploadOutput, VideoJobs, VideoUploads
+from services.files.video.repository import VideoRepository
+from services.files.video.servicer import VideoServicer, is_video_content_type
 from services.jobs.client import JobsClient
 from services.users.bootstrap import ServiceToken
+
+SERVICE_NAME: str = video_service_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
 
 class EngineUploads:
@@ -98,6 +102,25 @@ class GrpcVideoJobs:
             )
         )
         return str(job.name)
+
+
+async def create_video_service(
+    ctx: AppContext, *, uploads: VideoUploads, jobs: VideoJobs
+) -> tuple[VideoServicer, Callable[[grpc.aio.Server], None], str]:
+    """The servicer, a function adding it to a server, and its fully qualified name."""
+    servicer = VideoServicer(
+        ctx,
+        VideoRepository(ctx.pool),
+        files=FileRepository(ctx.pool),
+        presigner=ctx.aws.sync_s3(),
+        uploads=uploads,
+        jobs=jobs,
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        video_service_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)
+
+    return servicer, register, SERVICE_NAME
 
 
 async def create(ctx: AppContext, deps: UploadDeps, identity: ServiceToken) -> ServiceInstance:

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import typer
 from google.protobuf.message import Message
-from mediagrid.files.v1 import video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import video_service_pb2, video_service_pb2_grpc
 from rich.console import Group
 from rich.table import Table
 
@@ -27,7 +27,10 @@ from services.files.video.convert import STATE_NAMES
 videos_app = typer.Typer(
     help="Videos: upload, metadata, thumbnails and processing state.", no_args_is_help=True
 )
-PENDING = (video_pb2.PROCESSING_STATE_UNSPECIFIED, video_pb2.PROCESSING_STATE_PENDING)
+PENDING = (
+    video_service_pb2.PROCESSING_STATE_UNSPECIFIED,
+    video_service_pb2.PROCESSING_STATE_PENDING,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,23 +51,25 @@ def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 
 async def fetch_video(
     address: str, token: str | None, name: str, deadline: float
-) -> video_pb2.Video:
+) -> video_service_pb2.Video:
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = video_pb2_grpc.VideoServiceStub(channel)
-        response: video_pb2.GetVideoResponse = await stub.GetVideo(
-            video_pb2.GetVideoRequest(name=name), metadata=_metadata(token), timeout=deadline
+        stub = video_service_pb2_grpc.VideoServiceStub(channel)
+        response: video_service_pb2.GetVideoResponse = await stub.GetVideo(
+            video_service_pb2.GetVideoRequest(name=name),
+            metadata=_metadata(token),
+            timeout=deadline,
         )
     return response.video
 
 
-def processed(video: video_pb2.Video) -> bool:
+def processed(video: video_service_pb2.Video) -> bool:
     """Both steps finished (succeeded or failed)."""
     return video.probe.state not in PENDING and video.thumbnail_step.state not in PENDING
 
 
 async def wait_for_video(
     address: str, token: str | None, name: str, deadline: float, limit: float
-) -> video_pb2.Video:
+) -> video_service_pb2.Video:
     """GetVideo until both steps finished or ``limit`` seconds passed (then the last answer)."""
     give_up = time.monotonic() + limit
     delay = 0.2
@@ -80,7 +85,7 @@ def _seconds(duration: object) -> float:
     return float(duration.ToNanoseconds()) / 1e9  # type: ignore[attr-defined]
 
 
-def render_video(video: video_pb2.Video) -> Group:
+def render_video(video: video_service_pb2.Video) -> Group:
     """The rich tables ``videos show`` prints."""
     summary = Table(title=f"{video.name} ({video.display_name})", show_header=False)
     summary.add_column("field", style="bold")
@@ -112,7 +117,7 @@ def render_video(video: video_pb2.Video) -> Group:
 def video_table(videos: Sequence[Message]) -> Table:
     table = name_table("name", "display name", "size", "probe", "thumbnails", "duration", "frame")
     for video in videos:
-        assert isinstance(video, video_pb2.Video)
+        assert isinstance(video, video_service_pb2.Video)
         meta = video.metadata
         known = video.HasField("metadata")
         table.add_row(
@@ -132,12 +137,12 @@ def thumbnail_table(thumbnails: Sequence[Message]) -> Table:
     for column in ("#", "time", "size", "url"):
         table.add_column(column, overflow="fold")
     for thumb in thumbnails:
-        assert isinstance(thumb, video_pb2.Thumbnail)
+        assert isinstance(thumb, video_service_pb2.Thumbnail)
         table.add_row(
             str(thumb.index),
             f"{_seconds(thumb.time_offset):.2f} s",
             f"{thumb.width}x{thumb.height}",
-            thumb.uri,
+            thumb.url,
         )
     return table
 
@@ -212,7 +217,7 @@ def show(
     )
     if wait and not processed(video):
         fail(f"{wanted} was still processing after {wait_timeout:.0f} s")
-    if video.probe.state == video_pb2.PROCESSING_STATE_FAILED:
+    if video.probe.state == video_service_pb2.PROCESSING_STATE_FAILED:
         fail(f"{wanted}: probing failed: {video.probe.error}")
 
 
@@ -226,14 +231,16 @@ def ls(
     """List videos with their processing state, newest first."""
     target, bearer = connect("files", address, token)
 
-    async def run() -> list[video_pb2.Video]:
-        found: list[video_pb2.Video] = []
+    async def run() -> list[video_service_pb2.Video]:
+        found: list[video_service_pb2.Video] = []
         page = ""
         async with grpc.aio.insecure_channel(target) as channel:
-            stub = video_pb2_grpc.VideoServiceStub(channel)
+            stub = video_service_pb2_grpc.VideoServiceStub(channel)
             while True:
                 response = await stub.ListVideos(
-                    video_pb2.ListVideosRequest(owner=owner, page_size=200, page_token=page),
+                    video_service_pb2.ListVideosRequest(
+                        owner=owner, page_size=200, page_token=page
+                    ),
                     metadata=_metadata(bearer),
                     timeout=30,
                 )
@@ -264,7 +271,7 @@ def thumbnails(
         rpc_fail(exc, target)
     if output is Output.names:
         for thumb in video.thumbnails:
-            typer.echo(thumb.uri)
+            typer.echo(thumb.url)
         return
     emit(list(video.thumbnails), output, thumbnail_table)
     if not video.thumbnails:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf import duration_pb2
-from mediagrid.files.v1 import video_pb2
+from mediagrid.files.v1 import video_service_pb2
 
 from common.timestamps import set_timestamp, timestamp
 from services.files.video.models import (
@@ -19,15 +19,15 @@ from services.files.video.models import (
 )
 
 STATES = {
-    ProcessingState.PENDING: video_pb2.PROCESSING_STATE_PENDING,
-    ProcessingState.SUCCEEDED: video_pb2.PROCESSING_STATE_SUCCEEDED,
-    ProcessingState.FAILED: video_pb2.PROCESSING_STATE_FAILED,
+    ProcessingState.PENDING: video_service_pb2.PROCESSING_STATE_PENDING,
+    ProcessingState.SUCCEEDED: video_service_pb2.PROCESSING_STATE_SUCCEEDED,
+    ProcessingState.FAILED: video_service_pb2.PROCESSING_STATE_FAILED,
 }
 STATE_NAMES = {
-    video_pb2.PROCESSING_STATE_UNSPECIFIED: "unspecified",
-    video_pb2.PROCESSING_STATE_PENDING: "pending",
-    video_pb2.PROCESSING_STATE_SUCCEEDED: "succeeded",
-    video_pb2.PROCESSING_STATE_FAILED: "failed",
+    video_service_pb2.PROCESSING_STATE_UNSPECIFIED: "unspecified",
+    video_service_pb2.PROCESSING_STATE_PENDING: "pending",
+    video_service_pb2.PROCESSING_STATE_SUCCEEDED: "succeeded",
+    video_service_pb2.PROCESSING_STATE_FAILED: "failed",
 }
 
 # (bucket, key, version id or None) -> (presigned url, expiry)
@@ -44,8 +44,8 @@ def seconds(value: duration_pb2.Duration) -> float:
     return float(value.ToNanoseconds()) / 1e9
 
 
-def metadata_to_proto(meta: VideoMetadata) -> video_pb2.VideoMetadata:
-    return video_pb2.VideoMetadata(
+def metadata_to_proto(meta: VideoMetadata) -> video_service_pb2.VideoMetadata:
+    return video_service_pb2.VideoMetadata(
         duration=duration(meta.duration_seconds),
         container=meta.container,
         video_codec=meta.video_codec,
@@ -58,7 +58,7 @@ def metadata_to_proto(meta: VideoMetadata) -> video_pb2.VideoMetadata:
     )
 
 
-def metadata_values(message: video_pb2.VideoMetadata) -> dict[str, Any]:
+def metadata_values(message: video_service_pb2.VideoMetadata) -> dict[str, Any]:
     """The fields of a ``VideoMetadata`` message under the domain model's names (unchecked:
     ``validation.video_metadata`` checks them and builds the model)."""
     return {
@@ -74,8 +74,8 @@ def metadata_values(message: video_pb2.VideoMetadata) -> dict[str, Any]:
     }
 
 
-def step_to_proto(step: ProcessingStep) -> video_pb2.ProcessingStep:
-    return video_pb2.ProcessingStep(
+def step_to_proto(step: ProcessingStep) -> video_service_pb2.ProcessingStep:
+    return video_service_pb2.ProcessingStep(
         state=STATES[step.state],
         job=step.job or "",
         error=step.error or "",
@@ -83,8 +83,8 @@ def step_to_proto(step: ProcessingStep) -> video_pb2.ProcessingStep:
     )
 
 
-def thumbnail_to_proto(thumb: Thumbnail, presign: Presign | None) -> video_pb2.Thumbnail:
-    message = video_pb2.Thumbnail(
+def thumbnail_to_proto(thumb: Thumbnail, presign: Presign | None) -> video_service_pb2.Thumbnail:
+    message = video_service_pb2.Thumbnail(
         index=thumb.index,
         time_offset=duration(thumb.time_seconds),
         width=thumb.width,
@@ -94,13 +94,13 @@ def thumbnail_to_proto(thumb: Thumbnail, presign: Presign | None) -> video_pb2.T
         version_id=thumb.version_id or "",
     )
     if presign is not None:
-        uri, expires = presign(thumb.bucket, thumb.key, thumb.version_id)
-        message.uri = uri
+        url, expires = presign(thumb.bucket, thumb.key, thumb.version_id)
+        message.url = url
         set_timestamp(message.expire_time, expires)
     return message
 
 
-def thumbnail_from_proto(message: video_pb2.Thumbnail, bucket: str) -> Thumbnail:
+def thumbnail_from_proto(message: video_service_pb2.Thumbnail, bucket: str) -> Thumbnail:
     """Raises pydantic.ValidationError on out-of-range values (the caller maps it)."""
     return Thumbnail(
         index=message.index,
@@ -114,8 +114,8 @@ def thumbnail_from_proto(message: video_pb2.Thumbnail, bucket: str) -> Thumbnail
     )
 
 
-def video_to_proto(video: Video, presign: Presign | None) -> video_pb2.Video:
-    message = video_pb2.Video(
+def video_to_proto(video: Video, presign: Presign | None) -> video_service_pb2.Video:
+    message = video_service_pb2.Video(
         name=video.name,
         file=video.file,
         owner=f"users/{video.owner_id}",

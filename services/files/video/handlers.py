@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import grpc
 from botocore.exceptions import ClientError
-from mediagrid.files.v1 import video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import video_service_pb2, video_service_pb2_grpc
 from pydantic import ValidationError
 
 from common.aws import AwsClients
@@ -123,7 +123,7 @@ def _failure_message(payload: VideoJobPayload, exc: Exception) -> str:
 
 
 def _stub(job: JobContext) -> Any:
-    return video_pb2_grpc.VideoServiceStub(job.resources.channel("files"))
+    return video_service_pb2_grpc.VideoServiceStub(job.resources.channel("files"))
 
 
 async def _call(job: JobContext, method: str, request: Any) -> Any:
@@ -164,12 +164,12 @@ async def probe_video(job: JobContext) -> dict[str, Any]:
         metadata = await _in_thread(probe, reader)
     except (InvalidVideo, _ObjectMissing) as exc:
         message = _failure_message(payload, exc)
-        request = video_pb2.RecordVideoMetadataRequest(
+        request = video_service_pb2.RecordVideoMetadataRequest(
             name=payload.video, job=job.name, error=message
         )
         raise await _fail(job, "RecordVideoMetadata", request, message) from exc
     await job.progress(80, "recording the metadata")
-    request = video_pb2.RecordVideoMetadataRequest(
+    request = video_service_pb2.RecordVideoMetadataRequest(
         name=payload.video, job=job.name, metadata=convert.metadata_to_proto(metadata)
     )
     result: dict[str, Any] = metadata.model_dump()
@@ -204,15 +204,17 @@ async def render_video_thumbnails(job: JobContext) -> dict[str, Any]:
             await job.progress(5 + 70 * (index + 1) / len(times), f"rendered {index + 1}")
     except (InvalidVideo, _ObjectMissing) as exc:
         message = _failure_message(payload, exc)
-        request = video_pb2.RecordThumbnailsRequest(name=payload.video, job=job.name, error=message)
+        request = video_service_pb2.RecordThumbnailsRequest(
+            name=payload.video, job=job.name, error=message
+        )
         raise await _fail(job, "RecordThumbnails", request, message) from exc
     stored = await _store(job, payload, rendered)
     await job.progress(90, "recording the thumbnails")
-    request = video_pb2.RecordThumbnailsRequest(
+    request = video_service_pb2.RecordThumbnailsRequest(
         name=payload.video,
         job=job.name,
         thumbnails=[
-            video_pb2.Thumbnail(
+            video_service_pb2.Thumbnail(
                 index=index,
                 time_offset=convert.duration(thumb.time_seconds),
                 width=thumb.width,

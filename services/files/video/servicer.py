@@ -18,15 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import grpc
-from mediagrid.files.v1 import file_pb2, video_pb2, video_pb2_grpc
+from mediagrid.files.v1 import file_pb2, video_service_pb2, video_service_pb2_grpc
 from pydantic import ValidationError
 
 from common import pagination, timestamps
 from common.app import AppContext
 from common.context import Principal, current_principal
 from common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from services.files.access import authorize_file, authorize_user
-from services.files.repository import FilesRepository
+from services.files.access import require_file, require_user
+from services.files.repository import FileRepository
 from services.files.video import convert, validation
 from services.files.video.models import Video
 from services.files.video.payloads import (
@@ -56,13 +56,13 @@ def is_video_content_type(content_type: str) -> bool:
     return _VIDEO_TYPE.fullmatch(content_type) is not None
 
 
-class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
+class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
         ctx: AppContext,
         repository: VideoRepository,
         *,
-        files: FilesRepository,
+        files: FileRepository,
         presigner: Any,
         uploads: VideoUploads,
         jobs: VideoJobs,
@@ -87,7 +87,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
 
     async def _video(self, name: str, need: Literal["read", "write"] = "read") -> Video:
         file_id = video_id(name)
-        await authorize_file(self.files, current_principal(), file_id, need)
+        await require_file(self.files, current_principal(), file_id, need)
         return await self.repository.get_video(file_id)
 
     # --- presigning ------------------------------------------------------------------
@@ -108,7 +108,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         seconds = min(self.settings.presign_default_seconds, self.settings.presign_max_seconds)
         return self._presign(params, seconds)
 
-    def _to_proto(self, video: Video) -> video_pb2.Video:
+    def _to_proto(self, video: Video) -> video_service_pb2.Video:
         return convert.video_to_proto(video, self._presign_thumbnail)
 
     # --- jobs ------------------------------------------------------------------------
@@ -151,21 +151,21 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
     # --- RPCs ------------------------------------------------------------------------
 
     async def GetVideo(
-        self, request: video_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
-    ) -> video_pb2.GetVideoResponse:
+        self, request: video_service_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
+    ) -> video_service_pb2.GetVideoResponse:
         video = await self._video(request.name)
-        return video_pb2.GetVideoResponse(video=self._to_proto(video))
+        return video_service_pb2.GetVideoResponse(video=self._to_proto(video))
 
     async def ListVideos(
-        self, request: video_pb2.ListVideosRequest, context: grpc.aio.ServicerContext
-    ) -> video_pb2.ListVideosResponse:
+        self, request: video_service_pb2.ListVideosRequest, context: grpc.aio.ServicerContext
+    ) -> video_service_pb2.ListVideosResponse:
         principal = current_principal()
         owner_id = principal.user_id
         if request.owner:
             if not request.owner.startswith("users/") or len(request.owner) <= len("users/"):
                 raise InvalidArgument.field("owner", "expected users/{user}")
             owner_id = request.owner.removeprefix("users/")
-        authorize_user(principal, owner_id)  # the FileService's rule for a user's collection
+        require_user(principal, owner_id)  # the FileService's rule for a user's collection
         if request.page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -178,15 +178,15 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             videos = videos[:size]
             last = videos[-1]
             token = pagination.encode_time_key(query, last.create_time, last.file_id)
-        return video_pb2.ListVideosResponse(
+        return video_service_pb2.ListVideosResponse(
             videos=[self._to_proto(v) for v in videos], next_page_token=token
         )
 
     async def UploadVideo(
         self,
-        request_iterator: AsyncIterator[video_pb2.UploadVideoRequest],
+        request_iterator: AsyncIterator[video_service_pb2.UploadVideoRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[video_pb2.UploadVideoResponse]:
+    ) -> AsyncIterator[video_service_pb2.UploadVideoResponse]:
         principal = current_principal()
         # A failing upload's remaining messages are drained by the suite interceptor.
         header = await _read_header(request_iterator)
@@ -201,7 +201,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             if isinstance(output, file_pb2.File):
                 committed = output
             else:
-                yield video_pb2.UploadVideoResponse(progress=output)
+                yield video_service_pb2.UploadVideoResponse(progress=output)
         if committed is None:
             raise FailedPrecondition(
                 "the upload ended without a committed file", reason="UPLOAD_INCOMPLETE"
@@ -217,11 +217,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             },
         )
         await self._enqueue_processing(video)
-        yield video_pb2.UploadVideoResponse(file=committed)
+        yield video_service_pb2.UploadVideoResponse(file=committed)
 
     async def CreateStreamUrl(
-        self, request: video_pb2.CreateStreamUrlRequest, context: grpc.aio.ServicerContext
-    ) -> video_pb2.CreateStreamUrlResponse:
+        self, request: video_service_pb2.CreateStreamUrlRequest, context: grpc.aio.ServicerContext
+    ) -> video_service_pb2.CreateStreamUrlResponse:
         video = await self._video(request.name)
         seconds = validation.stream_ttl_seconds(
             convert.seconds(request.ttl),
@@ -235,20 +235,22 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         }
         if video.version_id:
             params["VersionId"] = video.version_id
-        uri, expires = self._presign(params, seconds)
+        url, expires = self._presign(params, seconds)
         await self.ctx.activity.record(
             "video.stream_url", video.name, {"ttl_seconds": str(seconds)}
         )
-        return video_pb2.CreateStreamUrlResponse(
-            uri=uri,
+        return video_service_pb2.CreateStreamUrlResponse(
+            url=url,
             expire_time=timestamps.timestamp(expires),
             content_type=video.content_type,
             size_bytes=video.size_bytes,
         )
 
     async def RegenerateThumbnails(
-        self, request: video_pb2.RegenerateThumbnailsRequest, context: grpc.aio.ServicerContext
-    ) -> video_pb2.RegenerateThumbnailsResponse:
+        self,
+        request: video_service_pb2.RegenerateThumbnailsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> video_service_pb2.RegenerateThumbnailsResponse:
         video = await self._video(request.name, "write")
         times = list(request.times_seconds)
         if len(times) > MAX_THUMBNAILS:
@@ -276,11 +278,13 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             raise
         await self.repository.set_thumbnail_job(video.file_id, job)
         await self.ctx.activity.record("video.regenerate_thumbnails", video.name, {"job": job})
-        return video_pb2.RegenerateThumbnailsResponse(job=job)
+        return video_service_pb2.RegenerateThumbnailsResponse(job=job)
 
     async def RecordVideoMetadata(
-        self, request: video_pb2.RecordVideoMetadataRequest, context: grpc.aio.ServicerContext
-    ) -> video_pb2.RecordVideoMetadataResponse:
+        self,
+        request: video_service_pb2.RecordVideoMetadataRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> video_service_pb2.RecordVideoMetadataResponse:
         self._require_service(current_principal())
         file_id = video_id(request.name)
         job = _job_name(request.job)
@@ -296,11 +300,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         await self.ctx.activity.record(
             "video.probe.record", video.name, {"job": job, "state": video.probe.state.value}
         )
-        return video_pb2.RecordVideoMetadataResponse(video=self._to_proto(video))
+        return video_service_pb2.RecordVideoMetadataResponse(video=self._to_proto(video))
 
     async def RecordThumbnails(
-        self, request: video_pb2.RecordThumbnailsRequest, context: grpc.aio.ServicerContext
-    ) -> video_pb2.RecordThumbnailsResponse:
+        self, request: video_service_pb2.RecordThumbnailsRequest, context: grpc.aio.ServicerContext
+    ) -> video_service_pb2.RecordThumbnailsResponse:
         self._require_service(current_principal())
         file_id = video_id(request.name)
         job = _job_name(request.job)
@@ -331,21 +335,21 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             video.name,
             {"job": job, "state": video.thumbnail_step.state.value, "count": str(len(thumbnails))},
         )
-        return video_pb2.RecordThumbnailsResponse(video=self._to_proto(video))
+        return video_service_pb2.RecordThumbnailsResponse(video=self._to_proto(video))
 
 
 # --- helpers -----------------------------------------------------------------------------
 
 
 async def _read_header(
-    requests: AsyncIterator[video_pb2.UploadVideoRequest],
+    requests: AsyncIterator[video_service_pb2.UploadVideoRequest],
 ) -> file_pb2.UploadHeader:
     first = await anext(aiter(requests), None)
-    if first is None or first.WhichOneof("item") is None:
+    if first is None or first.WhichOneof("payload") is None:
         raise InvalidArgument(
             "the stream must start with an upload header", reason="HEADER_REQUIRED"
         )
-    if first.WhichOneof("item") != "header":
+    if first.WhichOneof("payload") != "header":
         raise InvalidArgument("data arrived before the upload header", reason="HEADER_REQUIRED")
     header: file_pb2.UploadHeader = first.header
     if not is_video_content_type(header.content_type):
@@ -358,15 +362,15 @@ async def _read_header(
 
 
 async def _items(
-    header: file_pb2.UploadHeader, requests: AsyncIterator[video_pb2.UploadVideoRequest]
+    header: file_pb2.UploadHeader, requests: AsyncIterator[video_service_pb2.UploadVideoRequest]
 ) -> AsyncIterator[UploadItem]:
     yield header
     async for request in requests:
-        kind = request.WhichOneof("item")
+        kind = request.WhichOneof("payload")
         if kind == "header":
             raise InvalidArgument("the upload header was sent twice", reason="HEADER_REPEATED")
-        if kind == "chunk":
-            yield request.chunk
+        if kind == "data":
+            yield request.data
 
 
 def _job_name(job: str) -> str:

@@ -86,13 +86,13 @@ class ProcessingStep(_message.Message):
     def __init__(self, state: _Optional[_Union[ProcessingState, str]] = ..., job: _Optional[str] = ..., error: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Thumbnail(_message.Message):
-    __slots__ = ("index", "time_offset", "width", "height", "size_bytes", "uri", "expire_time", "key", "version_id")
+    __slots__ = ("index", "time_offset", "width", "height", "size_bytes", "url", "expire_time", "key", "version_id")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIME_OFFSET_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    URI_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -101,11 +101,11 @@ class Thumbnail(_message.Message):
     width: int
     height: int
     size_bytes: int
-    uri: str
+    url: str
     expire_time: _timestamp_pb2.Timestamp
     key: str
     version_id: str
-    def __init__(self, index: _Optional[int] = ..., time_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., uri: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., time_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., url: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class GetVideoRequest(_message.Message):
     __slots__ = ("name",)
@@ -138,12 +138,12 @@ class ListVideosResponse(_message.Message):
     def __init__(self, videos: _Optional[_Iterable[_Union[Video, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UploadVideoRequest(_message.Message):
-    __slots__ = ("header", "chunk")
+    __slots__ = ("header", "data")
     HEADER_FIELD_NUMBER: _ClassVar[int]
-    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     header: _file_pb2.UploadHeader
-    chunk: bytes
-    def __init__(self, header: _Optional[_Union[_file_pb2.UploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    data: bytes
+    def __init__(self, header: _Optional[_Union[_file_pb2.UploadHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class UploadVideoResponse(_message.Message):
     __slots__ = ("progress", "file")
@@ -162,16 +162,16 @@ class CreateStreamUrlRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class CreateStreamUrlResponse(_message.Message):
-    __slots__ = ("uri", "expire_time", "content_type", "size_bytes")
-    URI_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("url", "expire_time", "content_type", "size_bytes")
+    URL_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    uri: str
+    url: str
     expire_time: _timestamp_pb2.Timestamp
     content_type: str
     size_bytes: int
-    def __init__(self, uri: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, url: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class RegenerateThumbnailsRequest(_message.Message):
     __slots__ = ("name", "times_seconds", "width")

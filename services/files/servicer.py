@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import grpc
 from google.protobuf import duration_pb2
-from mediagrid.files.v1 import files_pb2, files_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 
 from common import pagination, timestamps
 from common.context import Principal, current_principal
@@ -23,7 +23,7 @@ from common.errors import (
     PermissionDenied,
 )
 from services.files import convert, keys, validation, wire
-from services.files.access import authorize_file, authorize_user, is_privileged
+from services.files.access import is_privileged, require_file, require_user
 from services.files.metrics import DOWNLOAD, TransferMetrics
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
 from services.files.sweep import release_session_objects
@@ -40,7 +40,7 @@ UPDATABLE_FIELDS = {"display_name", "labels"}
 DOWNLOAD_PREFETCH = 4
 
 
-class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
+class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
     def __init__(self, deps: UploadDeps) -> None:
         self.deps = deps
         self.repo = deps.repo
@@ -55,21 +55,21 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
     # --- standard methods --------------------------------------------------------------
 
     async def GetFile(
-        self, request: files_pb2.GetFileRequest, context: Any
-    ) -> files_pb2.GetFileResponse:
-        record = await authorize_file(
+        self, request: file_service_pb2.GetFileRequest, context: Any
+    ) -> file_service_pb2.GetFileResponse:
+        record = await require_file(
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
-        return files_pb2.GetFileResponse(file=convert.file_to_proto(record))
+        return file_service_pb2.GetFileResponse(file=convert.file_to_proto(record))
 
     async def ListFiles(
-        self, request: files_pb2.ListFilesRequest, context: Any
-    ) -> files_pb2.ListFilesResponse:
+        self, request: file_service_pb2.ListFilesRequest, context: Any
+    ) -> file_service_pb2.ListFilesResponse:
         principal = current_principal()
         owner_id = (
             validation.user_id(request.parent, "parent") if request.parent else principal.user_id
         )
-        authorize_user(principal, owner_id)
+        require_user(principal, owner_id)
         size = validation.page_size(request.page_size)
         prefix = request.content_type_prefix.lower()
         job_id = validation.job_id(request.job)
@@ -94,16 +94,16 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         if len(records) > size:
             records = records[:size]
             token = pagination.encode_time_key(query, records[-1].create_time, records[-1].id)
-        return files_pb2.ListFilesResponse(
+        return file_service_pb2.ListFilesResponse(
             files=[convert.file_to_proto(r) for r in records], next_page_token=token
         )
 
     async def UpdateFile(
-        self, request: files_pb2.UpdateFileRequest, context: Any
-    ) -> files_pb2.UpdateFileResponse:
+        self, request: file_service_pb2.UpdateFileRequest, context: Any
+    ) -> file_service_pb2.UpdateFileResponse:
         principal = current_principal()
         file_id = validation.file_id(request.file.name, "file.name")
-        record = await authorize_file(self.repo, principal, file_id, "write")
+        record = await require_file(self.repo, principal, file_id, "write")
         paths = set(request.update_mask.paths)
         if not paths or not paths <= UPDATABLE_FIELDS:
             raise InvalidArgument.field(
@@ -121,28 +121,26 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         if updated is None:
             raise NotFound(f"{record.name} does not exist", reason="FILE_NOT_FOUND")
         await self._record("files.update", record.name, fields=",".join(sorted(paths)))
-        return files_pb2.UpdateFileResponse(file=convert.file_to_proto(updated))
+        return file_service_pb2.UpdateFileResponse(file=convert.file_to_proto(updated))
 
     async def DeleteFile(
-        self, request: files_pb2.DeleteFileRequest, context: Any
-    ) -> files_pb2.DeleteFileResponse:
+        self, request: file_service_pb2.DeleteFileRequest, context: Any
+    ) -> file_service_pb2.DeleteFileResponse:
         principal = current_principal()
         file_id = validation.file_id(request.name)
         if request.purge:
             if not principal.is_admin:
                 raise PermissionDenied("only admins may purge files", reason="PURGE_REQUIRES_ADMIN")
-            record = await authorize_file(
-                self.repo, principal, file_id, "manage", allow_deleted=True
-            )
+            record = await require_file(self.repo, principal, file_id, "manage", allow_deleted=True)
             await self._purge(record)
-            return files_pb2.DeleteFileResponse()
-        record = await authorize_file(self.repo, principal, file_id, "manage")
+            return file_service_pb2.DeleteFileResponse()
+        record = await require_file(self.repo, principal, file_id, "manage")
         await self.storage.add_delete_marker(record.object_key)
         deleted = await self.repo.soft_delete_file(file_id)
         if deleted is None:
             raise NotFound(f"{record.name} was deleted", reason="FILE_DELETED")
         await self._record("files.delete", record.name)
-        return files_pb2.DeleteFileResponse(file=convert.file_to_proto(deleted))
+        return file_service_pb2.DeleteFileResponse(file=convert.file_to_proto(deleted))
 
     async def _purge(self, record: FileRecord) -> None:
         prefix = keys.object_prefix(record.owner_id, record.id, record.job_id)
@@ -153,26 +151,26 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
     # --- streaming upload --------------------------------------------------------------
 
     async def Upload(
-        self, request_iterator: AsyncIterator[files_pb2.UploadRequest], context: Any
-    ) -> AsyncIterator[files_pb2.UploadResponse]:
+        self, request_iterator: AsyncIterator[file_service_pb2.UploadRequest], context: Any
+    ) -> AsyncIterator[file_service_pb2.UploadResponse]:
         principal = current_principal()
         items = self.transfers.counted_upload(convert.upload_items(request_iterator))
         async for item in run_upload(self.deps, principal, items, self.profile):
             yield convert.upload_response(item)
 
     async def GetUploadStatus(
-        self, request: files_pb2.GetUploadStatusRequest, context: Any
-    ) -> files_pb2.GetUploadStatusResponse:
+        self, request: file_service_pb2.GetUploadStatusRequest, context: Any
+    ) -> file_service_pb2.GetUploadStatusResponse:
         # What is durably committed, at once: parts of a broken stream still on their way
         # to S3 only count once they are recorded (a later call sees them).
         session = await authorize_upload(
             self.repo, current_principal(), validation.upload_id(request.name)
         )
-        return files_pb2.GetUploadStatusResponse(upload=convert.upload_to_proto(session))
+        return file_service_pb2.GetUploadStatusResponse(upload=convert.upload_to_proto(session))
 
     async def CancelUpload(
-        self, request: files_pb2.CancelUploadRequest, context: Any
-    ) -> files_pb2.CancelUploadResponse:
+        self, request: file_service_pb2.CancelUploadRequest, context: Any
+    ) -> file_service_pb2.CancelUploadResponse:
         session = await authorize_upload(
             self.repo, current_principal(), validation.upload_id(request.name)
         )
@@ -185,7 +183,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             )
         await release_session_objects(self.deps, session)
         await self._record("files.upload.cancel", session.name)
-        return files_pb2.CancelUploadResponse(upload=convert.upload_to_proto(finished))
+        return file_service_pb2.CancelUploadResponse(upload=convert.upload_to_proto(finished))
 
     # --- download ----------------------------------------------------------------------
 
@@ -203,9 +201,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         return version
 
     async def Download(
-        self, request: files_pb2.DownloadRequest, context: Any
-    ) -> AsyncIterator[files_pb2.DownloadResponse | wire.EncodedResponse]:
-        record = await authorize_file(
+        self, request: file_service_pb2.DownloadRequest, context: Any
+    ) -> AsyncIterator[file_service_pb2.DownloadResponse | wire.EncodedResponse]:
+        record = await require_file(
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
         version = await self._version(record, request.version_id)
@@ -236,7 +234,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                     "content_type": version.content_type,
                 }
             )
-        yield files_pb2.DownloadResponse(file=convert.file_to_proto(shown))
+        yield file_service_pb2.DownloadResponse(file=convert.file_to_proto(shown))
         if length == 0:
             return
         chunk = min(
@@ -282,9 +280,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         return seconds
 
     async def CreateDownloadUrl(
-        self, request: files_pb2.CreateDownloadUrlRequest, context: Any
-    ) -> files_pb2.CreateDownloadUrlResponse:
-        record = await authorize_file(
+        self, request: file_service_pb2.CreateDownloadUrlRequest, context: Any
+    ) -> file_service_pb2.CreateDownloadUrlResponse:
+        record = await require_file(
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
         version = await self._version(record, request.version_id)
@@ -302,13 +300,13 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         )
         expire = datetime.now(UTC) + timedelta(seconds=ttl)
         await self._record("files.presign_download", record.name, ttl_seconds=str(ttl))
-        return files_pb2.CreateDownloadUrlResponse(
+        return file_service_pb2.CreateDownloadUrlResponse(
             url=url, expire_time=timestamps.timestamp(expire)
         )
 
     async def CreateUploadUrl(
-        self, request: files_pb2.CreateUploadUrlRequest, context: Any
-    ) -> files_pb2.CreateUploadUrlResponse:
+        self, request: file_service_pb2.CreateUploadUrlRequest, context: Any
+    ) -> file_service_pb2.CreateUploadUrlResponse:
         principal = current_principal()
         header = request.header
         display_name = validation.display_name(header.display_name, "header.display_name")
@@ -360,13 +358,13 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         expire = datetime.now(UTC) + timedelta(seconds=ttl)
         await self._record("files.upload.presign", session.name, file=f"files/{file_id}")
-        return files_pb2.CreateUploadUrlResponse(
+        return file_service_pb2.CreateUploadUrlResponse(
             upload=session.name, url=url, headers=headers, expire_time=timestamps.timestamp(expire)
         )
 
     async def CompleteUrlUpload(
-        self, request: files_pb2.CompleteUrlUploadRequest, context: Any
-    ) -> files_pb2.CompleteUrlUploadResponse:
+        self, request: file_service_pb2.CompleteUrlUploadRequest, context: Any
+    ) -> file_service_pb2.CompleteUrlUploadResponse:
         principal = current_principal()
         session = await authorize_upload(
             self.repo, principal, validation.upload_id(request.upload, "upload")
@@ -410,14 +408,14 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             await self.storage.delete_version(session.object_key, version_id)
             raise
         await self._record("files.upload", record.name, upload=session.name, via="url")
-        return files_pb2.CompleteUrlUploadResponse(file=convert.file_to_proto(record))
+        return file_service_pb2.CompleteUrlUploadResponse(file=convert.file_to_proto(record))
 
     # --- versions ----------------------------------------------------------------------
 
     async def ListFileVersions(
-        self, request: files_pb2.ListFileVersionsRequest, context: Any
-    ) -> files_pb2.ListFileVersionsResponse:
-        record = await authorize_file(
+        self, request: file_service_pb2.ListFileVersionsRequest, context: Any
+    ) -> file_service_pb2.ListFileVersionsResponse:
+        record = await require_file(
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
         size = validation.page_size(request.page_size)
@@ -430,15 +428,15 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             versions = versions[:size]
             last = versions[-1]
             token = pagination.encode_time_key(query, last.create_time, last.version_id)
-        return files_pb2.ListFileVersionsResponse(
+        return file_service_pb2.ListFileVersionsResponse(
             versions=[convert.version_to_proto(v, record.version_id) for v in versions],
             next_page_token=token,
         )
 
     async def RestoreFileVersion(
-        self, request: files_pb2.RestoreFileVersionRequest, context: Any
-    ) -> files_pb2.RestoreFileVersionResponse:
-        record = await authorize_file(
+        self, request: file_service_pb2.RestoreFileVersionRequest, context: Any
+    ) -> file_service_pb2.RestoreFileVersionResponse:
+        record = await require_file(
             self.repo,
             current_principal(),
             validation.file_id(request.name),
@@ -469,14 +467,14 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             from_version=version.version_id,
             version_id=copied.version_id,
         )
-        return files_pb2.RestoreFileVersionResponse(file=convert.file_to_proto(restored))
+        return file_service_pb2.RestoreFileVersionResponse(file=convert.file_to_proto(restored))
 
     # --- sharing -----------------------------------------------------------------------
 
     async def ShareFile(
-        self, request: files_pb2.ShareFileRequest, context: Any
-    ) -> files_pb2.ShareFileResponse:
-        record = await authorize_file(
+        self, request: file_service_pb2.ShareFileRequest, context: Any
+    ) -> file_service_pb2.ShareFileResponse:
+        record = await require_file(
             self.repo, current_principal(), validation.file_id(request.name), "manage"
         )
         user_id = validation.user_id(request.user)
@@ -490,12 +488,12 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
         await self.deps.users.require_user(user_id)
         share = await self.repo.share(record.id, user_id, role)
         await self._record("files.share", record.name, user=request.user, role=role)
-        return files_pb2.ShareFileResponse(share=convert.share_to_proto(share))
+        return file_service_pb2.ShareFileResponse(share=convert.share_to_proto(share))
 
     async def UnshareFile(
-        self, request: files_pb2.UnshareFileRequest, context: Any
-    ) -> files_pb2.UnshareFileResponse:
-        record = await authorize_file(
+        self, request: file_service_pb2.UnshareFileRequest, context: Any
+    ) -> file_service_pb2.UnshareFileResponse:
+        record = await require_file(
             self.repo, current_principal(), validation.file_id(request.name), "manage"
         )
         user_id = validation.user_id(request.user)
@@ -504,32 +502,34 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                 f"{request.user} has no grant on {record.name}", reason="SHARE_NOT_FOUND"
             )
         await self._record("files.unshare", record.name, user=request.user)
-        return files_pb2.UnshareFileResponse()
+        return file_service_pb2.UnshareFileResponse()
 
     async def ListFileShares(
-        self, request: files_pb2.ListFileSharesRequest, context: Any
-    ) -> files_pb2.ListFileSharesResponse:
-        record = await authorize_file(
+        self, request: file_service_pb2.ListFileSharesRequest, context: Any
+    ) -> file_service_pb2.ListFileSharesResponse:
+        record = await require_file(
             self.repo, current_principal(), validation.file_id(request.name), "manage"
         )
         shares = await self.repo.list_shares(record.id)
-        return files_pb2.ListFileSharesResponse(shares=[convert.share_to_proto(s) for s in shares])
+        return file_service_pb2.ListFileSharesResponse(
+            shares=[convert.share_to_proto(s) for s in shares]
+        )
 
     # --- users -------------------------------------------------------------------------
 
     async def GetUserUsage(
-        self, request: files_pb2.GetUserUsageRequest, context: Any
-    ) -> files_pb2.GetUserUsageResponse:
+        self, request: file_service_pb2.GetUserUsageRequest, context: Any
+    ) -> file_service_pb2.GetUserUsageResponse:
         user_id = validation.user_id(request.user)
-        authorize_user(current_principal(), user_id)
+        require_user(current_principal(), user_id)
         usage = await self.repo.usage(user_id)
-        return files_pb2.GetUserUsageResponse(
+        return file_service_pb2.GetUserUsageResponse(
             user=request.user, file_count=usage.file_count, total_bytes=usage.total_bytes
         )
 
     async def DeleteUserFiles(
-        self, request: files_pb2.DeleteUserFilesRequest, context: Any
-    ) -> files_pb2.DeleteUserFilesResponse:
+        self, request: file_service_pb2.DeleteUserFilesRequest, context: Any
+    ) -> file_service_pb2.DeleteUserFilesResponse:
         principal: Principal = current_principal()
         if not is_privileged(principal):
             raise PermissionDenied(
@@ -549,10 +549,10 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             count=str(deleted),
             object_versions=str(removed),
         )
-        return files_pb2.DeleteUserFilesResponse(deleted_count=deleted)
+        return file_service_pb2.DeleteUserFilesResponse(deleted_count=deleted)
 
 
-def register(servicer: FileService) -> Any:
+def register(servicer: FileServicer) -> Any:
     def add(server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers((generic_handler(servicer),))
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from mediagrid.files.v1 import video_pb2 as mediagrid_dot_files_dot_v1_dot_video__pb2
+from mediagrid.files.v1 import video_service_pb2 as mediagrid_dot_files_dot_v1_dot_video__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in mediagrid/files/v1/video_pb2_grpc.py depends on'
+        + ' but the generated code in mediagrid/files/v1/video_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -39,38 +39,38 @@ class VideoServiceStub:
         """
         self.GetVideo = channel.unary_unary(
                 '/mediagrid.files.v1.VideoService/GetVideo',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.GetVideoRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.GetVideoResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.GetVideoRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.GetVideoResponse.FromString,
                 _registered_method=True)
         self.ListVideos = channel.unary_unary(
                 '/mediagrid.files.v1.VideoService/ListVideos',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.ListVideosRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.ListVideosResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.ListVideosRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.ListVideosResponse.FromString,
                 _registered_method=True)
         self.UploadVideo = channel.stream_stream(
                 '/mediagrid.files.v1.VideoService/UploadVideo',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.UploadVideoRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.UploadVideoResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.UploadVideoRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.UploadVideoResponse.FromString,
                 _registered_method=True)
         self.CreateStreamUrl = channel.unary_unary(
                 '/mediagrid.files.v1.VideoService/CreateStreamUrl',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.CreateStreamUrlRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.CreateStreamUrlResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.CreateStreamUrlRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.CreateStreamUrlResponse.FromString,
                 _registered_method=True)
         self.RegenerateThumbnails = channel.unary_unary(
                 '/mediagrid.files.v1.VideoService/RegenerateThumbnails',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RegenerateThumbnailsRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RegenerateThumbnailsResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RegenerateThumbnailsRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RegenerateThumbnailsResponse.FromString,
                 _registered_method=True)
         self.RecordVideoMetadata = channel.unary_unary(
                 '/mediagrid.files.v1.VideoService/RecordVideoMetadata',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordVideoMetadataRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordVideoMetadataResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordVideoMetadataRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordVideoMetadataResponse.FromString,
                 _registered_method=True)
         self.RecordThumbnails = channel.unary_unary(
                 '/mediagrid.files.v1.VideoService/RecordThumbnails',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordThumbnailsRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordThumbnailsResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordThumbnailsRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordThumbnailsResponse.FromString,
                 _registered_method=True)
 
 
@@ -138,38 +138,38 @@ def add_VideoServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVideo,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.GetVideoRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.GetVideoResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.GetVideoRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.GetVideoResponse.SerializeToString,
             ),
             'ListVideos': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVideos,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.ListVideosRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.ListVideosResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.ListVideosRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.ListVideosResponse.SerializeToString,
             ),
             'UploadVideo': grpc.stream_stream_rpc_method_handler(
                     servicer.UploadVideo,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.UploadVideoRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.UploadVideoResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.UploadVideoRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.UploadVideoResponse.SerializeToString,
             ),
             'CreateStreamUrl': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateStreamUrl,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.CreateStreamUrlRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.CreateStreamUrlResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.CreateStreamUrlRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.CreateStreamUrlResponse.SerializeToString,
             ),
             'RegenerateThumbnails': grpc.unary_unary_rpc_method_handler(
                     servicer.RegenerateThumbnails,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RegenerateThumbnailsRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RegenerateThumbnailsResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RegenerateThumbnailsRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RegenerateThumbnailsResponse.SerializeToString,
             ),
             'RecordVideoMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordVideoMetadata,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordVideoMetadataRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordVideoMetadataResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordVideoMetadataRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordVideoMetadataResponse.SerializeToString,
             ),
             'RecordThumbnails': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordThumbnails,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordThumbnailsRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__pb2.RecordThumbnailsResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordThumbnailsRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordThumbnailsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -200,8 +200,8 @@ class VideoService:
             request,
             target,
             '/mediagrid.files.v1.VideoService/GetVideo',
-            mediagrid_dot_files_dot_v1_dot_video__pb2.GetVideoRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_video__pb2.GetVideoResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.GetVideoRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.GetVideoResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -227,8 +227,8 @@ class VideoService:
             request,
             target,
             '/mediagrid.files.v1.VideoService/ListVideos',
-            mediagrid_dot_files_dot_v1_dot_video__pb2.ListVideosRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_video__pb2.ListVideosResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.ListVideosRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.ListVideosResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -254,8 +254,8 @@ class VideoService:
             request_iterator,
             target,
             '/mediagrid.files.v1.VideoService/UploadVideo',
-            mediagrid_dot_files_dot_v1_dot_video__pb2.UploadVideoRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_video__pb2.UploadVideoResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.UploadVideoRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.UploadVideoResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -281,8 +281,8 @@ class VideoService:
             request,
             target,
             '/mediagrid.files.v1.VideoService/CreateStreamUrl',
-            mediagrid_dot_files_dot_v1_dot_video__pb2.CreateStreamUrlRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_video__pb2.CreateStreamUrlResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.CreateStreamUrlRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.CreateStreamUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -308,8 +308,8 @@ class VideoService:
             request,
             target,
             '/mediagrid.files.v1.VideoService/RegenerateThumbnails',
-            mediagrid_dot_files_dot_v1_dot_video__pb2.RegenerateThumbnailsRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_video__pb2.RegenerateThumbnailsResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.RegenerateThumbnailsRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.RegenerateThumbnailsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -335,8 +335,8 @@ class VideoService:
             request,
             target,
             '/mediagrid.files.v1.VideoService/RecordVideoMetadata',
-            mediagrid_dot_files_dot_v1_dot_video__pb2.RecordVideoMetadataRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_video__pb2.RecordVideoMetadataResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordVideoMetadataRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordVideoMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -362,8 +362,8 @@ class VideoService:
             request,
             target,
             '/mediagrid.files.v1.VideoService/RecordThumbnails',
-            mediagrid_dot_files_dot_v1_dot_video__pb2.RecordThumbnailsRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_video__pb2.RecordThumbnailsResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordThumbnailsRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_video__service__pb2.RecordThumbnailsResponse.FromString,
             options,
             channel_credentials,
             insecure,

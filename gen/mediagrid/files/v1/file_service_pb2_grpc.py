@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from mediagrid.files.v1 import files_pb2 as mediagrid_dot_files_dot_v1_dot_files__pb2
+from mediagrid.files.v1 import file_service_pb2 as mediagrid_dot_files_dot_v1_dot_file__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in mediagrid/files/v1/files_pb2_grpc.py depends on'
+        + ' but the generated code in mediagrid/files/v1/file_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,93 +38,93 @@ class FileServiceStub:
         """
         self.GetFile = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/GetFile',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetFileResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetFileRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetFileResponse.FromString,
                 _registered_method=True)
         self.ListFiles = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/ListFiles',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFilesRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFilesResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFilesRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFilesResponse.FromString,
                 _registered_method=True)
         self.UpdateFile = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/UpdateFile',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UpdateFileRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UpdateFileResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UpdateFileRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UpdateFileResponse.FromString,
                 _registered_method=True)
         self.DeleteFile = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/DeleteFile',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteFileRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteFileResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteFileRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteFileResponse.FromString,
                 _registered_method=True)
         self.Upload = channel.stream_stream(
                 '/mediagrid.files.v1.FileService/Upload',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UploadRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UploadResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UploadRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UploadResponse.FromString,
                 _registered_method=True)
         self.GetUploadStatus = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/GetUploadStatus',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUploadStatusRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUploadStatusResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUploadStatusRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUploadStatusResponse.FromString,
                 _registered_method=True)
         self.CancelUpload = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/CancelUpload',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CancelUploadRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CancelUploadResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CancelUploadRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CancelUploadResponse.FromString,
                 _registered_method=True)
         self.Download = channel.unary_stream(
                 '/mediagrid.files.v1.FileService/Download',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DownloadRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DownloadResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DownloadRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DownloadResponse.FromString,
                 _registered_method=True)
         self.CreateDownloadUrl = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/CreateDownloadUrl',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateDownloadUrlRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateDownloadUrlResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateDownloadUrlRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateDownloadUrlResponse.FromString,
                 _registered_method=True)
         self.CreateUploadUrl = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/CreateUploadUrl',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateUploadUrlRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateUploadUrlResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateUploadUrlRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateUploadUrlResponse.FromString,
                 _registered_method=True)
         self.CompleteUrlUpload = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/CompleteUrlUpload',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CompleteUrlUploadRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CompleteUrlUploadResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CompleteUrlUploadRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CompleteUrlUploadResponse.FromString,
                 _registered_method=True)
         self.ListFileVersions = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/ListFileVersions',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileVersionsRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileVersionsResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileVersionsRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileVersionsResponse.FromString,
                 _registered_method=True)
         self.RestoreFileVersion = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/RestoreFileVersion',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.RestoreFileVersionRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.RestoreFileVersionResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.RestoreFileVersionRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.RestoreFileVersionResponse.FromString,
                 _registered_method=True)
         self.ShareFile = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/ShareFile',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ShareFileRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ShareFileResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ShareFileRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ShareFileResponse.FromString,
                 _registered_method=True)
         self.UnshareFile = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/UnshareFile',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UnshareFileRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UnshareFileResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UnshareFileRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UnshareFileResponse.FromString,
                 _registered_method=True)
         self.ListFileShares = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/ListFileShares',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileSharesRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileSharesResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileSharesRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileSharesResponse.FromString,
                 _registered_method=True)
         self.GetUserUsage = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/GetUserUsage',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUserUsageRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUserUsageResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUserUsageRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUserUsageResponse.FromString,
                 _registered_method=True)
         self.DeleteUserFiles = channel.unary_unary(
                 '/mediagrid.files.v1.FileService/DeleteUserFiles',
-                request_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteUserFilesRequest.SerializeToString,
-                response_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteUserFilesResponse.FromString,
+                request_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteUserFilesRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteUserFilesResponse.FromString,
                 _registered_method=True)
 
 
@@ -265,93 +265,93 @@ def add_FileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetFile': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFile,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetFileRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetFileResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetFileRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetFileResponse.SerializeToString,
             ),
             'ListFiles': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFiles,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFilesRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFilesResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFilesRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFilesResponse.SerializeToString,
             ),
             'UpdateFile': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateFile,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UpdateFileRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UpdateFileResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UpdateFileRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UpdateFileResponse.SerializeToString,
             ),
             'DeleteFile': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteFile,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteFileRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteFileResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteFileRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteFileResponse.SerializeToString,
             ),
             'Upload': grpc.stream_stream_rpc_method_handler(
                     servicer.Upload,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UploadRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UploadResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UploadRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UploadResponse.SerializeToString,
             ),
             'GetUploadStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUploadStatus,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUploadStatusRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUploadStatusResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUploadStatusRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUploadStatusResponse.SerializeToString,
             ),
             'CancelUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelUpload,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CancelUploadRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CancelUploadResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CancelUploadRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CancelUploadResponse.SerializeToString,
             ),
             'Download': grpc.unary_stream_rpc_method_handler(
                     servicer.Download,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DownloadRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DownloadResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DownloadRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DownloadResponse.SerializeToString,
             ),
             'CreateDownloadUrl': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateDownloadUrl,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateDownloadUrlRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateDownloadUrlResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateDownloadUrlRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateDownloadUrlResponse.SerializeToString,
             ),
             'CreateUploadUrl': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUploadUrl,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateUploadUrlRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CreateUploadUrlResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateUploadUrlRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateUploadUrlResponse.SerializeToString,
             ),
             'CompleteUrlUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.CompleteUrlUpload,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CompleteUrlUploadRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.CompleteUrlUploadResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CompleteUrlUploadRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.CompleteUrlUploadResponse.SerializeToString,
             ),
             'ListFileVersions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFileVersions,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileVersionsRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileVersionsResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileVersionsRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileVersionsResponse.SerializeToString,
             ),
             'RestoreFileVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.RestoreFileVersion,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.RestoreFileVersionRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.RestoreFileVersionResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.RestoreFileVersionRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.RestoreFileVersionResponse.SerializeToString,
             ),
             'ShareFile': grpc.unary_unary_rpc_method_handler(
                     servicer.ShareFile,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ShareFileRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ShareFileResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ShareFileRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ShareFileResponse.SerializeToString,
             ),
             'UnshareFile': grpc.unary_unary_rpc_method_handler(
                     servicer.UnshareFile,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UnshareFileRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.UnshareFileResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UnshareFileRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.UnshareFileResponse.SerializeToString,
             ),
             'ListFileShares': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFileShares,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileSharesRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileSharesResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileSharesRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileSharesResponse.SerializeToString,
             ),
             'GetUserUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUserUsage,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUserUsageRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.GetUserUsageResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUserUsageRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUserUsageResponse.SerializeToString,
             ),
             'DeleteUserFiles': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteUserFiles,
-                    request_deserializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteUserFilesRequest.FromString,
-                    response_serializer=mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteUserFilesResponse.SerializeToString,
+                    request_deserializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteUserFilesRequest.FromString,
+                    response_serializer=mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteUserFilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -381,8 +381,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/GetFile',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.GetFileResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetFileRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetFileResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -408,8 +408,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/ListFiles',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ListFilesRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ListFilesResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFilesRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -435,8 +435,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/UpdateFile',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.UpdateFileRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.UpdateFileResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.UpdateFileRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.UpdateFileResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -462,8 +462,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/DeleteFile',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteFileRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteFileResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteFileRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteFileResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -489,8 +489,8 @@ class FileService:
             request_iterator,
             target,
             '/mediagrid.files.v1.FileService/Upload',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.UploadRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.UploadResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.UploadRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.UploadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -516,8 +516,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/GetUploadStatus',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.GetUploadStatusRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.GetUploadStatusResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUploadStatusRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUploadStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -543,8 +543,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/CancelUpload',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CancelUploadRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CancelUploadResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CancelUploadRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CancelUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -570,8 +570,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/Download',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.DownloadRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.DownloadResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.DownloadRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.DownloadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -597,8 +597,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/CreateDownloadUrl',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CreateDownloadUrlRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CreateDownloadUrlResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateDownloadUrlRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateDownloadUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -624,8 +624,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/CreateUploadUrl',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CreateUploadUrlRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CreateUploadUrlResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateUploadUrlRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CreateUploadUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -651,8 +651,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/CompleteUrlUpload',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CompleteUrlUploadRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.CompleteUrlUploadResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CompleteUrlUploadRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.CompleteUrlUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -678,8 +678,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/ListFileVersions',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileVersionsRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileVersionsResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileVersionsRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -705,8 +705,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/RestoreFileVersion',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.RestoreFileVersionRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.RestoreFileVersionResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.RestoreFileVersionRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.RestoreFileVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -732,8 +732,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/ShareFile',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ShareFileRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ShareFileResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ShareFileRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ShareFileResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -759,8 +759,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/UnshareFile',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.UnshareFileRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.UnshareFileResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.UnshareFileRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.UnshareFileResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -786,8 +786,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/ListFileShares',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileSharesRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.ListFileSharesResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileSharesRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.ListFileSharesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -813,8 +813,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/GetUserUsage',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.GetUserUsageRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.GetUserUsageResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUserUsageRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.GetUserUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -840,8 +840,8 @@ class FileService:
             request,
             target,
             '/mediagrid.files.v1.FileService/DeleteUserFiles',
-            mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteUserFilesRequest.SerializeToString,
-            mediagrid_dot_files_dot_v1_dot_files__pb2.DeleteUserFilesResponse.FromString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteUserFilesRequest.SerializeToString,
+            mediagrid_dot_files_dot_v1_dot_file__service__pb2.DeleteUserFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,
