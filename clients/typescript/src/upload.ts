@@ -124,18 +124,22 @@ export async function upload(
   const chunkSize = options.chunkSize ?? CHUNK_SIZE;
   const maxAttempts = options.maxAttempts ?? 6;
   const backoffMs = options.backoffMs ?? 200;
-  const first = create(UploadHeaderSchema, {
-    displayName: options.displayName ?? (typeof input === "string" ? basename(input) : "upload.bin"),
-    contentType: options.contentType ?? "",
-    sizeBytes: BigInt(source.size),
-    sha256: options.sha256 ?? (await sha256Of(source)),
-    job: options.job ?? "",
-    parent: options.parent ?? "",
-    labels: options.labels ?? {},
-  });
+  // The header of a new session (a resume sends only the session and the offset): the
+  // SHA-256 is computed only when one is needed.
+  let first: UploadHeader | undefined;
+  const newSession = async (): Promise<UploadHeader> =>
+    (first ??= create(UploadHeaderSchema, {
+      displayName: options.displayName ?? (typeof input === "string" ? basename(input) : "upload.bin"),
+      contentType: options.contentType ?? "",
+      sizeBytes: BigInt(source.size),
+      sha256: options.sha256 ?? (await sha256Of(source)),
+      job: options.job ?? "",
+      parent: options.parent ?? "",
+      labels: options.labels ?? {},
+    }));
   let session = "";
   let offset = 0;
-  let header = first;
+  let header: UploadHeader | undefined;
   if (options.resume) {
     const status = (await files.getUploadStatus({ name: options.resume })).upload;
     if (status?.state === UploadState.COMPLETED && status.file) {
@@ -171,6 +175,7 @@ export async function upload(
   };
   for (let attempt = 1; ; attempt++) {
     sent = false;
+    header ??= await newSession();
     try {
       return await uploadOnce(files, source, header, offset, chunkSize, options.signal, seen, sendingDone);
     } catch (thrown) {
@@ -183,7 +188,7 @@ export async function upload(
       });
       if (!session) {
         offset = 0; // the session never started: start over
-        header = first;
+        header = undefined;
         continue;
       }
       const committed = error.reason === "WRONG_OFFSET" ? error.errorInfo?.metadata["committed_offset"] : undefined;
