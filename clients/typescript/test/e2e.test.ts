@@ -211,6 +211,14 @@ test("presigned URL: fetched over HTTP with a Range header", async () => {
   assert.ok(Buffer.from(await reply.arrayBuffer()).equals(data.subarray(1000, 2000)));
 });
 
+/** Wait for what a watch should show; fail (instead of hanging) when the watch ends first. */
+async function untilSeen(seen: Promise<void>, watch: Promise<void>): Promise<void> {
+  await Promise.race([
+    seen,
+    watch.then(() => assert.fail("the watch ended before showing what was expected")),
+  ]);
+}
+
 /** Claim one job of `jobType` as the TypeScript worker (waiting for it server-side). */
 async function claimOne(expected: string): Promise<{ job: Job; leaseId: string }> {
   const claimed = await worker.workers.claimJobs(
@@ -257,7 +265,7 @@ test("job: created by a user, run by a TypeScript worker (claim, progress, compl
   assert.deepEqual(job.files, [record.name]);
   const lease = { job: name, leaseId };
   await worker.workers.reportProgress({ lease, percent: 50, message: "half the frames" });
-  await progressSeen; // the watcher saw the progress before the job finished
+  await untilSeen(progressSeen, watching); // the watcher saw the progress before the job finished
   const done = await worker.workers.completeJob({ lease, result: { thumbnail_count: 3, ok: true } });
   assert.equal(done.state, JobState.SUCCEEDED);
   await watching; // WatchJob ends at a final state
@@ -290,13 +298,17 @@ test("batch: watched with WatchBatch while the worker runs it; the quota error c
   assert.ok(quota.retryDelayMs !== undefined && quota.retryDelayMs > 0, "no RetryInfo");
 
   const updates: Batch[] = [];
+  let watchStarted: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (watchStarted = resolve));
   const watching = (async () => {
     for await (const { batch: current } of alice.jobs.watchBatch({ name: batch.name }, { timeoutMs: 60_000 })) {
       if (current) {
         updates.push(current);
+        watchStarted();
       }
     }
   })();
+  await untilSeen(started, watching); // the watch shows the batch before any job runs
   const claimed = await worker.workers.claimJobs(
     { workerId: "ts-worker", types: [jobType], maxJobs: maxQueued, wait: { seconds: 10n } },
     { timeoutMs: 30_000 },
