@@ -80,7 +80,11 @@ async def test_typescript_client_end_to_end(
         job_types=[{"type": JOB_TYPE, "creators": ["user"], "max_run_seconds": 60}],
         job_owner_max_queued=MAX_QUEUED,
     ) as suite:
-        server = await suite.serve("all")
+        assert suite.moto is not None
+        # Straight to PostgreSQL and moto: no fault is injected here, so the proxies stay idle.
+        server = await suite.serve(
+            "all", database_url=suite.direct_dsn, s3_endpoint_url=suite.moto.endpoint
+        )
         env.update(
             MEDIAGRID_TEST_ADDRESS=server.address,
             MEDIAGRID_TEST_ADMIN_EMAIL=DEV_ADMIN_EMAIL,
