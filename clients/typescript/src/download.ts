@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Code, type Client } from "@connectrpc/connect";
 import type { File } from "./gen/mediagrid/files/v1/file_pb.js";
 import type { FileService } from "./gen/mediagrid/files/v1/files_pb.js";
-import { decodeError } from "./errors.js";
+import { decodeError, retryDelay } from "./errors.js";
 
 export interface DownloadOptions {
   /** An S3 version id; default the current version. */
@@ -21,7 +21,8 @@ export interface DownloadOptions {
   onProgress?: (receivedBytes: number, totalBytes: number) => void;
   /** Streams tried in all, each continuing after the bytes received (default 6). */
   maxAttempts?: number;
-  /** First retry delay in ms, doubled per attempt, with full jitter (default 200). */
+  /** First retry delay in ms, doubled per attempt, with full jitter (default 200); a
+   * RetryInfo from the server is waited out. */
   backoffMs?: number;
   signal?: AbortSignal;
 }
@@ -74,7 +75,9 @@ export async function download(
       if (options.signal?.aborted || !RETRYABLE.has(error.code) || attempt >= maxAttempts) {
         throw error;
       }
-      await sleep(Math.random() * backoffMs * 2 ** (attempt - 1));
+      await sleep(retryDelay(error, attempt, backoffMs), undefined, { signal: options.signal }).catch(() => {
+        throw error; // stopped while waiting
+      });
     }
   }
   if (!record) {

@@ -84,6 +84,11 @@ export class MediagridError extends ConnectError {
   }
 }
 
+/** Exponential backoff with full jitter, but never shorter than the server's RetryInfo. */
+export function retryDelay(error: MediagridError, attempt: number, backoffMs: number): number {
+  return Math.max(Math.random() * backoffMs * 2 ** (attempt - 1), error.retryDelayMs ?? 0);
+}
+
 /** Any thrown value as a MediagridError (non-Connect errors become UNKNOWN with a cause). */
 export function decodeError(error: unknown): MediagridError {
   if (error instanceof MediagridError) {

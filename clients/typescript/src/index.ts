@@ -3,7 +3,7 @@
 export { bearerAuth, type Credential } from "./auth.js";
 export { MediagridClient, createMediagridClient, type ClientOptions } from "./client.js";
 export { ChecksumMismatch, download, downloadBytes, downloadToFile, type DownloadOptions } from "./download.js";
-export { CODE_NAMES, Code, MediagridError, decodeError, decodeErrors, type ErrorInfoDetail, type FieldViolation } from "./errors.js";
+export { CODE_NAMES, Code, MediagridError, decodeError, decodeErrors, retryDelay, type ErrorInfoDetail, type FieldViolation } from "./errors.js";
 export {
   CHUNK_SIZE,
   bytesSource,

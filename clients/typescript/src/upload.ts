@@ -12,7 +12,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { UploadHeaderSchema, type File, type UploadHeader, type UploadProgress } from "./gen/mediagrid/files/v1/file_pb.js";
 import { FileService, UploadRequestSchema, UploadState } from "./gen/mediagrid/files/v1/files_pb.js";
-import { decodeError, type MediagridError } from "./errors.js";
+import { decodeError, retryDelay, type MediagridError } from "./errors.js";
 
 /** The recommended data message size (the server accepts up to its message limit). */
 export const CHUNK_SIZE = 1024 * 1024;
@@ -87,7 +87,8 @@ export interface UploadOptions {
   chunkSize?: number;
   /** Streams tried in all, each resuming where the last one stopped (default 6). */
   maxAttempts?: number;
-  /** First retry delay in ms, doubled per attempt, with full jitter (default 200). */
+  /** First retry delay in ms, doubled per attempt, with full jitter (default 200); a
+   * RetryInfo from the server is waited out. */
   backoffMs?: number;
   /** Stops the upload; the session stays resumable. */
   signal?: AbortSignal;
@@ -183,7 +184,7 @@ export async function upload(
       if (options.signal?.aborted || !retryable(error) || attempt >= maxAttempts) {
         throw error;
       }
-      await sleep(Math.random() * backoffMs * 2 ** (attempt - 1), undefined, { signal: options.signal }).catch(() => {
+      await sleep(retryDelay(error, attempt, backoffMs), undefined, { signal: options.signal }).catch(() => {
         throw error; // stopped while waiting
       });
       if (!session) {
