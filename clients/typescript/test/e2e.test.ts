@@ -96,7 +96,7 @@ test("login: the admin logs in with a password; a wrong password is UNAUTHENTICA
 });
 
 test("upload: a file streamed from disk with progress messages, checked by SHA-256", async () => {
-  const data = randomBytes(2 * partSize + 3 * MiB);
+  const data = randomBytes(partSize + 3 * MiB); // two parts
   const path = join(scratch, "clip.bin");
   await writeFile(path, data);
   const events: UploadProgressEvent[] = [];
@@ -129,7 +129,7 @@ test("upload: a file streamed from disk with progress messages, checked by SHA-2
 });
 
 test("upload: a stream cut after the first part resumes from the committed offset", async () => {
-  const data = randomBytes(2 * partSize + MiB);
+  const data = randomBytes(partSize + 2 * MiB);
   const cutAt = partSize + MiB; // past the first part: it is on its way to S3 when the cut comes
   const stop = new AbortController();
   // The first stream sends bytes up to cutAt, then waits until the upload is stopped.
