@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null | sort)
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 
-.PHONY: help install run check test test-faults protos check-protos lint ruff mypy buf-lint buf-breaking format bench lock docs deploy-check compose-check cfn-lint clean
+.PHONY: help install run check test test-faults protos check-protos ts-client check-ts-client lint ruff mypy buf-lint buf-breaking format bench lock docs deploy-check compose-check cfn-lint clean
 
 help:
 	@echo "make run           install, then serve every service on 127.0.0.1:50051 (embedded PostgreSQL/S3 if unconfigured)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-faults   the fault scenarios: PostgreSQL/S3 outages, SIGTERM, two replicas"
 	@echo "make check         mediagrid check: settings, database, migrations, buckets"
 	@echo "make protos        regenerate gen/ from protos/ (check-protos: fail if stale)"
+	@echo "make ts-client     regenerate and build clients/typescript (check-ts-client: fail if stale)"
 	@echo "make lint          buf lint + format check, ruff, mypy (format: fix what can be fixed)"
 	@echo "make buf-breaking  fail if protos/ breaks the API at the commit in protos/BREAKING_BASELINE"
 	@echo "make deploy-check  validate docker-compose.yml and deploy/aws offline"
@@ -69,6 +70,26 @@ check-protos: protos
 	@git add -N gen >/dev/null 2>&1 || true
 	@if ! git diff --quiet -- gen; then echo "generated code is stale: run 'make protos' and commit gen/"; git diff --stat -- gen; exit 1; fi
 	@echo "generated code is up to date"
+
+# The TypeScript client: its own npm package (clients/typescript/package.json); the code
+# generated from protos/ is committed like gen/ and compiled with the hand-written layer.
+TS_CLIENT := clients/typescript
+TS_PLUGIN := $(TS_CLIENT)/node_modules/.bin/protoc-gen-es
+
+$(TS_PLUGIN): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
+	cd $(TS_CLIENT) && npm ci --silent --no-audit --no-fund
+	@touch $(TS_PLUGIN)
+
+ts-client: $(BUF) $(TS_PLUGIN)
+	rm -rf $(TS_CLIENT)/src/gen
+	$(BUF) generate --template $(TS_CLIENT)/buf.gen.yaml
+	$(BUF) generate $(TS_CLIENT)/proto-vendor --template $(TS_CLIENT)/buf.gen.yaml
+	cd $(TS_CLIENT) && npm run --silent build
+
+check-ts-client: ts-client
+	@git add -N $(TS_CLIENT)/src/gen >/dev/null 2>&1 || true
+	@if ! git diff --quiet -- $(TS_CLIENT)/src/gen; then echo "generated TypeScript is stale: run 'make ts-client' and commit $(TS_CLIENT)/src/gen"; git diff --stat -- $(TS_CLIENT)/src/gen; exit 1; fi
+	@echo "generated TypeScript is up to date"
 
 buf-lint: $(BUF)
 	$(BUF) lint
