@@ -24,13 +24,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from common.addresses import host_port
 from common.app import ServiceInstance
 from common.dependencies import Dependencies
 from common.health import OVERALL, HealthCheck, HealthMonitor, HealthState
 from common.interceptors import Authenticator, SuiteInterceptor
+from common.reflection_v1 import enable_server_reflection
 from common.resilience import backoff_delay
 from common.settings import Settings
 
@@ -202,9 +202,7 @@ class SuiteServer:
         # starts with "" SERVING, and a probe may arrive as soon as the port is open).
         for name in [OVERALL, *self.service_names]:
             await self.health.set(name, NOT_SERVING)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        enable_server_reflection([*self.service_names, health.SERVICE_NAME], self.server)
         self._started = True
         await self.server.start()
         await self.refresh_health()
