@@ -210,3 +210,29 @@ async def test_a_mapped_client_certificate_calls_as_its_service_user(
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await as_client("someone-else", pb.GetUserRequest(name="users/me"), "GetUser")
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_dev_certs_make_a_working_mutual_tls_setup(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from common.cli import app
+
+    directory = tmp_path / "certs"
+    command = ["dev-certs", "--dir", str(directory), "--client", "ci"]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    first_ca = (directory / "ca.pem").read_bytes()
+    assert CliRunner().invoke(app, command).exit_code == 0
+    assert (directory / "ca.pem").read_bytes() == first_ca  # the CA is reused
+    assert (directory / "client-ci-key.pem").stat().st_mode & 0o077 == 0
+    settings = test_settings(
+        tls_cert_file=directory / "server.pem",
+        tls_key_file=directory / "server-key.pem",
+        tls_ca_file=directory / "ca.pem",
+        tls_require_client_cert=True,
+    )
+    async with serving(demo_service({"Echo": unary(echo)}), settings=settings) as (server, _):
+        pair = (directory / "client-ci.pem", directory / "client-ci-key.pem")
+        assert await call_echo(server.address, client_settings(directory / "ca.pem", pair)) == b"hi"
+    identities = tls.certificate_identities((directory / "client-ci.pem").read_bytes())
+    assert identities == ["CN=ci"]
