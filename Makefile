@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF := node_modules/.bin/buf
-PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null | sort)
+# protos/google is vendored for clients; Python gets it from googleapis-common-protos.
+PROTO_FILES := $(shell find protos/mediagrid -name '*.proto' 2>/dev/null | sort)
 # pgserver/platformdirs warn without it, and our pytest turns warnings into errors.
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen

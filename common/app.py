@@ -11,6 +11,7 @@ import grpc
 from common.activity import ActivityRecorder, LoggingActivityRecorder
 from common.aws import AwsClients
 from common.channels import ChannelCache
+from common.context import Principal
 from common.db import SuitePool
 from common.dependencies import Dependencies
 from common.errors import Unavailable
@@ -30,6 +31,9 @@ class AppContext:
     addresses: dict[str, str] = field(default_factory=dict)
     # Set by the users service (or the runtime, with a remote authenticator) before serving.
     authenticator: Authenticator | None = None
+    # Set by the users service: a service user's principal by email, for client
+    # certificates mapped to service users (``tls_client_principals``).
+    service_principals: Callable[[str], Awaitable[Principal]] | None = None
     # Replaced by the users service's recorder (local or remote) when it is available.
     activity: ActivityRecorder = field(default_factory=LoggingActivityRecorder)
     # PostgreSQL, S3 and the peer services, each with its circuit breaker: every outgoing
@@ -38,7 +42,9 @@ class AppContext:
     _channels: ChannelCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self._channels = ChannelCache(self.addresses, self.settings.grpc_max_message_bytes)
+        self._channels = ChannelCache(
+            self.addresses, self.settings.grpc_max_message_bytes, self.settings
+        )
         self.dependencies = Dependencies(self.settings)
         self.pool.dependency = self.dependencies.database
         self.dependencies.watch_pool(self.pool)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from common.channels import open_channel
 from common.cli_support import (
     address_option,
     connect,
@@ -195,7 +197,7 @@ def health(
     target, _ = connect(None, address, None)
 
     async def ask() -> str:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with open_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=service)
             response = await stub.Check(request, timeout=timeout)
@@ -208,6 +210,36 @@ def health(
     typer.echo(f"{target} {service or '(overall)'}: {status}")
     if status != "SERVING":
         raise typer.Exit(1)
+
+
+@app.command("dev-certs")
+def dev_certs(
+    directory: Path = typer.Option(
+        Path(".mediagrid/certs"), "--dir", help="where the CA and certificates are written"
+    ),
+    client: list[str] = typer.Option(
+        ["worker"], "--client", help="a client certificate with this subject CN (repeatable)"
+    ),
+    host: list[str] = typer.Option(
+        ["127.0.0.1", "localhost"], "--host", help="a name or IP the server certificate covers"
+    ),
+) -> None:
+    """Make a local CA, a server certificate and client certificates for trying TLS/mTLS.
+
+    An existing CA in the directory is reused (certificates it signed stay valid)."""
+    from common.tls import dev_certificates
+
+    written = dev_certificates(directory, client, hosts=host)
+    for name, (cert, key) in written.items():
+        typer.echo(f"{name}: {cert} (key {key})")
+    server_cert, server_key = written["server"]
+    ca, _ = written["ca"]
+    typer.echo(
+        "\nserve with mutual TLS:\n"
+        f"  MEDIAGRID_TLS_CERT_FILE={server_cert} MEDIAGRID_TLS_KEY_FILE={server_key} "
+        f"MEDIAGRID_TLS_CA_FILE={ca} MEDIAGRID_TLS_REQUIRE_CLIENT_CERT=true mediagrid serve",
+        err=True,
+    )
 
 
 def _register_service_commands() -> None:

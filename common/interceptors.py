@@ -34,7 +34,7 @@ from collections.abc import (
     Coroutine,
     Iterable,
 )
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -43,6 +43,9 @@ from common.context import Principal, current_principal_var, request_id_var
 from common.errors import FieldViolation, InvalidArgument, Unauthenticated
 from common.rpc_metrics import RpcMetrics, rpc_metrics
 from common.wire_format import invalid_utf8_field
+
+if TYPE_CHECKING:
+    from common.tls import CertificateAuthenticator
 
 log = logging.getLogger("mediagrid.access")
 
@@ -139,6 +142,8 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         error_drain_seconds: float = ERROR_DRAIN_SECONDS,
     ) -> None:
         self.authenticator = authenticator
+        # Maps a verified client certificate to a principal when a call carries no token.
+        self.certificates: CertificateAuthenticator | None = None
         self.public_methods = frozenset(public_methods)
         self.error_drain_seconds = error_drain_seconds
 
@@ -198,6 +203,11 @@ class _Call:
         if not self.interceptor._needs_auth(self.method):
             return
         token = bearer_token(self.metadata)
+        if token is None and self.interceptor.certificates is not None:
+            principal = await self.interceptor.certificates.authenticate(context.auth_context())
+            if principal is not None:
+                current_principal_var.set(principal)
+                return
         if token is None:
             raise Unauthenticated(
                 "missing 'authorization: Bearer <token>' header", reason="MISSING_TOKEN"

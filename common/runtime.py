@@ -19,7 +19,8 @@ from common.interceptors import Authenticator
 from common.migrations import migrate
 from common.registry import ServiceSpec, resolve
 from common.server import SuiteServer
-from common.settings import Settings
+from common.settings import ConfigurationError, Settings
+from common.tls import CertificateAuthenticator
 
 log = logging.getLogger("mediagrid.runtime")
 
@@ -72,6 +73,7 @@ async def running_suite(
                 server.add_services(
                     instances,
                     authenticator=ctx.authenticator,
+                    certificates=_certificate_authenticator(settings, ctx),
                     dependency_checks={DATABASE: lambda: db.check_health(ctx.pool)},
                     dependencies=ctx.dependencies,
                 )
@@ -90,6 +92,24 @@ async def running_suite(
                 await server.stop()  # before the pool closes: in-flight calls still use it
     finally:
         await server.stop()  # start-up failed before the pool: give the port back
+
+
+def _certificate_authenticator(
+    settings: Settings, ctx: AppContext
+) -> CertificateAuthenticator | None:
+    """Client certificates mapped to service users, resolved by the users service here."""
+    if not settings.tls_client_principals:
+        return None
+    if ctx.service_principals is None:
+        raise ConfigurationError(
+            "MEDIAGRID_TLS_CLIENT_PRINCIPALS needs the users service in this process "
+            "(elsewhere, callers present a token over mutual TLS)"
+        )
+    return CertificateAuthenticator(
+        settings.tls_client_principals,
+        ctx.service_principals,
+        ttl_seconds=settings.auth_cache_ttl_seconds,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -1,6 +1,7 @@
 """Builds and runs the asyncio gRPC server for a set of services.
 
-Health (grpc.health.v1, per service and overall ""), reflection, message size limits,
+Health (grpc.health.v1, per service and overall ""), reflection (v1 and v1alpha), optional
+TLS and mutual TLS (``common.tls``), message size limits,
 the suite interceptor, a dependency-check loop that sets each service's health from the
 dependencies it needs, and a graceful stop: health NOT_SERVING first, then stop accepting
 and let in-flight calls finish within the grace period.
@@ -24,15 +25,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from common.addresses import host_port
 from common.app import ServiceInstance
 from common.dependencies import Dependencies
 from common.health import OVERALL, HealthCheck, HealthMonitor, HealthState
 from common.interceptors import Authenticator, SuiteInterceptor
+from common.reflection_v1 import enable_server_reflection
 from common.resilience import backoff_delay
 from common.settings import Settings
+from common.tls import CertificateAuthenticator, server_credentials
 
 log = logging.getLogger("mediagrid.server")
 
@@ -118,8 +120,10 @@ class SuiteServer:
         health_checks: Sequence[HealthCheck] = (),
         dependency_checks: Mapping[str, HealthCheck] | None = None,
         dependencies: Dependencies | None = None,
+        certificates: CertificateAuthenticator | None = None,
     ) -> None:
         """Serve ``services`` too (before ``start()``); ``authenticator`` checks every call;
+        ``certificates`` maps a client certificate to a principal when a call has no token;
         the checks and ``dependencies`` join those given to the constructor."""
         if self._started:
             raise RuntimeError("services are added before the server starts")
@@ -131,6 +135,8 @@ class SuiteServer:
         )
         if authenticator is not None:
             self.interceptor.authenticator = authenticator
+        if certificates is not None:
+            self.interceptor.certificates = certificates
         self.health_checks += health_checks
         self.dependency_checks.update(dependency_checks or {})
         if dependencies is not None:
@@ -187,8 +193,12 @@ class SuiteServer:
         where = host_port(self.settings.grpc_host, wanted)
         if wanted:
             _refuse_if_taken(self.settings.grpc_host, wanted, where)
+        credentials = server_credentials(self.settings)
         try:
-            self.port = self.server.add_insecure_port(where)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(where)
+            else:
+                self.port = self.server.add_secure_port(where, credentials)
         except RuntimeError as exc:  # grpc >= 1.59 raises instead of returning 0
             raise PortInUse(where) from exc
         if self.port == 0:
@@ -202,9 +212,7 @@ class SuiteServer:
         # starts with "" SERVING, and a probe may arrive as soon as the port is open).
         for name in [OVERALL, *self.service_names]:
             await self.health.set(name, NOT_SERVING)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        enable_server_reflection([*self.service_names, health.SERVICE_NAME], self.server)
         self._started = True
         await self.server.start()
         await self.refresh_health()

@@ -172,6 +172,25 @@ class Settings(BaseSettings):
     # process: the token is then issued there).
     service_token: SecretStr | None = None
 
+    # --- TLS ---------------------------------------------------------------------------
+    # PEM certificate (chain) of this process. Set (with the key): the server speaks TLS only,
+    # and the clients of this process present it when a server asks for a client
+    # certificate. Unset: plaintext (the dev default, on 127.0.0.1). Both files are read
+    # again when they change, for the connections made after.
+    tls_cert_file: Path | None = None
+    # PEM private key of `tls_cert_file`.
+    tls_key_file: Path | None = None
+    # PEM CA bundle that verifies the servers this process calls (set: clients use TLS) and,
+    # with `tls_require_client_cert`, the client certificates it accepts.
+    tls_ca_file: Path | None = None
+    # Mutual TLS: refuse any connection whose client certificate `tls_ca_file` does not verify.
+    tls_require_client_cert: bool = False
+    # Client certificate identities standing in for a bearer token, each the email of an
+    # active service user whose permissions the call then has (JSON object). Keys:
+    # "CN=<subject common name>", "DNS=<SAN name>" or "URI=<SAN URI>". Needs
+    # `tls_require_client_cert` and the users service in the same process.
+    tls_client_principals: dict[str, str] = Field(default_factory=dict)
+
     # --- PostgreSQL --------------------------------------------------------------------
     # postgresql://user:password@host:port/database; unset in dev/test = embedded PostgreSQL.
     database_url: SecretStr | None = None
@@ -461,7 +480,8 @@ class Settings(BaseSettings):
     presign_max_seconds: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
     # Largest file accepted (S3's object limit is 5 TiB).
     upload_max_bytes: int = Field(default=5 * 1024**4, ge=1, le=5 * 1024**4)
-    # Minimum time between two progress messages of one upload stream.
+    # Minimum time between two progress messages of one upload stream (a part stored in S3
+    # is reported at the next incoming message regardless).
     upload_progress_interval_seconds: float = Field(default=0.25, ge=0, le=60)
     # Active upload sessions idle longer than this are aborted by the sweep.
     upload_idle_timeout_seconds: float = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
@@ -532,6 +552,27 @@ class Settings(BaseSettings):
                 "MEDIAGRID_LOGIN_LOCKOUT_SECONDS must not exceed "
                 "MEDIAGRID_LOGIN_FAILURE_WINDOW_SECONDS (failures are forgotten after the window)"
             )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("MEDIAGRID_TLS_CERT_FILE and MEDIAGRID_TLS_KEY_FILE go together")
+        if self.tls_require_client_cert and (
+            self.tls_cert_file is None or self.tls_ca_file is None
+        ):
+            raise ValueError(
+                "MEDIAGRID_TLS_REQUIRE_CLIENT_CERT needs MEDIAGRID_TLS_CERT_FILE, "
+                "MEDIAGRID_TLS_KEY_FILE and MEDIAGRID_TLS_CA_FILE (the CA of client certificates)"
+            )
+        if self.tls_client_principals and not self.tls_require_client_cert:
+            raise ValueError(
+                "MEDIAGRID_TLS_CLIENT_PRINCIPALS needs MEDIAGRID_TLS_REQUIRE_CLIENT_CERT "
+                "(only a verified certificate may stand in for a token)"
+            )
+        for identity in self.tls_client_principals:
+            kind, sep, value = identity.partition("=")
+            if not sep or kind not in ("CN", "DNS", "URI") or not value:
+                raise ValueError(
+                    f"MEDIAGRID_TLS_CLIENT_PRINCIPALS: {identity!r} is not CN=..., DNS=... "
+                    "or URI=..."
+                )
         env = self.environment.value
         if self.database_url is None and not self.is_local:
             raise ValueError(f"MEDIAGRID_DATABASE_URL is required in the {env} environment")

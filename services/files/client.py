@@ -33,8 +33,10 @@ from mediagrid.files.v1 import (
     video_service_pb2_grpc,
 )
 
+from common import channels
 from common.grpc_errors import error_info
 from common.resilience import backoff_delay
+from common.settings import Settings
 from services.files.resume import ResumeKey, ResumeStore, resume_key
 
 T = TypeVar("T")
@@ -73,10 +75,14 @@ class UploadFailed(Exception):
     """The upload cannot continue (for example a non-seekable source lost bytes)."""
 
 
-def open_channel(address: str, *, max_message_bytes: int = MAX_MESSAGE) -> grpc.aio.Channel:
-    """A channel tuned for file transfer: message limits and keepalive for long streams."""
-    return grpc.aio.insecure_channel(
+def open_channel(
+    address: str, *, max_message_bytes: int = MAX_MESSAGE, settings: Settings | None = None
+) -> grpc.aio.Channel:
+    """A channel tuned for file transfer: message limits and keepalive for long streams;
+    TLS as ``settings`` (default: the environment's) say."""
+    return channels.open_channel(
         address,
+        settings,
         options=[
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),

@@ -53,6 +53,7 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
         max_entries=settings.auth_cache_max_entries,
     )
     ctx.authenticator = cache
+    ctx.service_principals = sessions.service_principal
     ctx.activity = recorder
     servicer = UserServicer(
         repository=repository,

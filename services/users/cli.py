@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 
 from common import cli_session
+from common.channels import open_channel
 from common.cli_support import address_option, connect, fail, rpc_fail, run, settings_or_exit
 from common.settings import Settings
 from services.users.models import SweepReport
@@ -138,7 +139,7 @@ async def _create_remote(
 
     from services.users import convert
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         try:
             response = await pb_grpc.UserServiceStub(channel).CreateUser(
                 pb.CreateUserRequest(
@@ -219,7 +220,7 @@ async def _login(address: str, email: str, password: str) -> Any:
     from mediagrid.users.v1 import user_service_pb2 as pb
     from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         try:
             return await pb_grpc.UserServiceStub(channel).Login(
                 pb.LoginRequest(email=email, password=password), timeout=30
@@ -232,7 +233,7 @@ async def _logout(address: str, token: str) -> None:
     from mediagrid.users.v1 import user_service_pb2 as pb
     from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         try:
             await pb_grpc.UserServiceStub(channel).Logout(
                 pb.LogoutRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=30

@@ -105,6 +105,28 @@ class SessionManager:
         )
         return token, session
 
+    async def service_principal(self, email: str) -> Principal:
+        """The principal of an active service user, for a client certificate mapped to it
+        (``tls_client_principals``): its role's permissions and its grants, as its token's."""
+        credentials = await self.repository.find_credentials(email)
+        user = credentials.user if credentials else None
+        if user is None or user.role != "service" or user.status != "active":
+            raise Unauthenticated(
+                "the client certificate maps to no active service user",
+                reason="CERTIFICATE_USER_INVALID",
+            )
+        grants = await self.repository.list_grants(
+            user_id=user.id, permission=None, resource=None, after=None, limit=100_000
+        )
+        return Principal(
+            name=f"users/{user.id}",
+            user_id=user.id,
+            role=user.role,
+            permissions=effective_permissions(
+                user.role, [f"{g.permission}:{g.resource}" for g in grants]
+            ),
+        )
+
     async def resolve_token(self, token: str) -> Principal:
         """The principal behind a token, or UNAUTHENTICATED saying why it is not valid."""
         if not _TOKEN_RE.fullmatch(token):

@@ -46,6 +46,7 @@ async def test_reflection_lists_every_service() -> None:
         USERS,
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
     }
     assert server.service_names == ["mediagrid.demo.v1.DemoService", USERS]
     # Descriptors are served too (what buf curl / grpcurl need to build requests).

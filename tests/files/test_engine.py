@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
+from mediagrid.files.v1 import file_pb2, files_pb2
 
 from common.context import Principal
 from common.errors import InvalidArgument
@@ -73,10 +76,42 @@ async def test_video_profile_commits_a_video_and_calls_on_commit(files: Files) -
     assert (await files.download(record.name)) == data
 
 
-async def test_progress_is_rate_limited(suite: Any) -> None:
+async def test_progress_is_rate_limited_but_tells_every_stored_part(suite: Any) -> None:
     files = await start_files(suite, upload_progress_interval_seconds=60)
-    _, progress = await files.upload(random_bytes(3 * PART), chunk=256 * 1024)
-    assert len(progress) == 2  # the answer to the header and the final one
+    data = random_bytes(3 * PART)
+    call = files.stub.Upload(metadata=files.md("alice"))
+    header = file_pb2.UploadHeader(display_name="d.bin", content_type="application/octet-stream")
+    await call.write(files_pb2.UploadRequest(header=header))
+    replies: list[files_pb2.UploadResponse] = []
+
+    async def read_all() -> None:
+        while (reply := await call.read()) is not grpc.aio.EOF:
+            replies.append(reply)
+
+    reader = asyncio.create_task(read_all())
+    sent = 0
+
+    async def send(size: int) -> None:
+        nonlocal sent
+        await call.write(files_pb2.UploadRequest(data=data[sent : sent + size]))
+        sent += size
+
+    for part in (1, 2):
+        while sent < part * PART:
+            await send(min(MiB, part * PART - sent))
+        # The part is on its way to S3. Progress is answered to incoming data: trickle small
+        # pieces until the message telling the part stored comes (the interval is 60 s).
+        while not any(r.progress.parts_completed >= part for r in replies):
+            assert sent < (part + 1) * PART - 4096, f"no progress message for part {part}"
+            await send(4096)
+            await asyncio.sleep(0.01)
+    await send(len(data) - sent)
+    await call.done_writing()
+    await reader
+    assert replies[-1].file.size_bytes == len(data)
+    progress = [r.progress for r in replies[:-1]]
+    # The answer to the header, one per part stored while data flowed, the final one.
+    assert [p.parts_completed for p in progress] == [0, 1, 2, 3]
     assert progress[-1].committed_bytes == 3 * PART
 
 

@@ -464,6 +464,7 @@ class PartWriter:
         self.checked_type = session.committed_bytes > 0
         self.interval = deps.settings.upload_progress_interval_seconds
         self.last_progress = time.monotonic()
+        self.reported_parts = len(acked)
 
     @classmethod
     async def start(
@@ -487,9 +488,15 @@ class PartWriter:
 
     def progress(self) -> Progress:
         self.last_progress = time.monotonic()
+        self.reported_parts = len(self.acked)
         return Progress(self.session.name, self.received, self.committed, len(self.acked))
 
     def progress_due(self) -> bool:
+        # A stored part is always told, however soon after the last message: a client
+        # showing progress (or deciding where to resume) learns of every part, not only
+        # of the first and last on a fast link.
+        if len(self.acked) != self.reported_parts:
+            return True
         return time.monotonic() - self.last_progress >= self.interval
 
     # --- writing -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from mediagrid.files.v1 import video_service_pb2, video_service_pb2_grpc
 from rich.console import Group
 from rich.table import Table
 
+from common.channels import open_channel
 from common.cli_output import OUTPUT, Output, binary_size, emit, name_table
 from common.cli_support import address_option, connect, fail, rpc_fail, token_option
 from services.files.video.convert import STATE_NAMES
@@ -52,7 +53,7 @@ def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 async def fetch_video(
     address: str, token: str | None, name: str, deadline: float
 ) -> video_service_pb2.Video:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = video_service_pb2_grpc.VideoServiceStub(channel)
         response: video_service_pb2.GetVideoResponse = await stub.GetVideo(
             video_service_pb2.GetVideoRequest(name=name),
@@ -234,7 +235,7 @@ def ls(
     async def run() -> list[video_service_pb2.Video]:
         found: list[video_service_pb2.Video] = []
         page = ""
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with open_channel(target) as channel:
             stub = video_service_pb2_grpc.VideoServiceStub(channel)
             while True:
                 response = await stub.ListVideos(

@@ -86,6 +86,7 @@ async def run_worker(
             "files": settings.files_address or jobs_address,
         },
         settings.grpc_max_message_bytes,
+        settings,
     )
     resources = WorkerResources(
         settings=settings, aws=AwsClients(settings), channel=channels, call_metadata=metadata
