@@ -362,3 +362,26 @@ def test_expiry_must_lie_in_the_future() -> None:
     assert api_keys.expiry(now + timedelta(seconds=1), "f", now) == now + timedelta(seconds=1)
     with pytest.raises(errors.InvalidArgument):
         api_keys.expiry(now, "f", now)
+
+
+def test_role_checks_of_the_other_services_apply_a_keys_scope() -> None:
+    from common.context import Principal
+    from services.files.access import bypasses_shares, is_privileged
+    from services.jobs import access as jobs_access
+
+    session = Principal(
+        name="users/svc",
+        user_id="svc",
+        role="service",
+        permissions=frozenset({"files.read:*", "jobs.work:job-types/noop"}),
+    )
+    key = session.model_copy(update={"api_key": "users/svc/apiKeys/k"})
+    # A session is let in by its role, as before; a key only within its permissions.
+    assert bypasses_shares(session, "write") and not bypasses_shares(key, "write")
+    assert bypasses_shares(key, "read") and is_privileged(key)
+    assert not is_privileged(key.model_copy(update={"permissions": frozenset()}))
+    jobs_access.require_claimable(key, ["noop"])
+    jobs_access.require_claimable(session, ["noop", "sleep"])
+    with pytest.raises(errors.PermissionDenied) as caught:
+        jobs_access.require_claimable(key, ["noop", "sleep"])
+    assert caught.value.reason == "JOB_TYPE_NOT_CLAIMABLE"
