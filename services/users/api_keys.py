@@ -120,7 +120,11 @@ def scope_violations(
     """What is wrong with a requested scope, given the permissions its user holds."""
     violations: list[FieldViolation] = []
     names = permission_names(held)
-    for i, permission in enumerate(permissions):
+    if len(permissions) > len(VOCABULARY):
+        violations.append(
+            FieldViolation(f"{field}.permissions", f"at most {len(VOCABULARY)} permissions")
+        )
+    for i, permission in enumerate(permissions[: len(VOCABULARY)]):
         where = f"{field}.permissions[{i}]"
         if permission not in VOCABULARY:
             violations.append(FieldViolation(where, "is not a known permission"))

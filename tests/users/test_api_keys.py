@@ -385,3 +385,15 @@ def test_role_checks_of_the_other_services_apply_a_keys_scope() -> None:
     with pytest.raises(errors.PermissionDenied) as caught:
         jobs_access.require_claimable(key, ["noop", "sleep"])
     assert caught.value.reason == "JOB_TYPE_NOT_CLAIMABLE"
+
+
+def test_a_scope_names_at_most_the_whole_vocabulary() -> None:
+    from services.users.permissions import VOCABULARY
+
+    held = effective_permissions("service", [])
+    too_many = [*sorted(SERVICE_DEFAULTS)] * 3
+    violations = api_keys.scope_violations(held, too_many, [], "api_key")
+    assert violations[0].field == "api_key.permissions" and str(len(VOCABULARY)) in (
+        violations[0].description
+    )
+    assert not api_keys.scope_violations(held, sorted(SERVICE_DEFAULTS), [], "api_key")
