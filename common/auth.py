@@ -98,6 +98,21 @@ def allows(
     return granted(principal.permissions, permission, resource)
 
 
+def scope_allows(principal: Principal, permission: str, resource: str | None = None) -> bool:
+    """Whether an API key's scope leaves ``permission`` (on ``resource``; None: on anything)
+    to ``principal``; always true for a session.
+
+    Checks that let a service or admin through by its role alone call this too: a key holds
+    only the permissions of its scope (its ``permissions`` were narrowed when it was
+    resolved), whatever its user's role would give.
+    """
+    if principal.api_key is None:
+        return True
+    if resource is None:
+        return any(entry.partition(":")[0] == permission for entry in principal.permissions)
+    return granted(principal.permissions, permission, resource)
+
+
 class TokenResolver(Protocol):
     async def resolve_token(self, token: str) -> Principal: ...
 
@@ -288,6 +303,7 @@ def _principal_from_proto(message: Any) -> Principal:
         role=role,
         permissions=frozenset(message.permissions),
         session=message.session or None,
+        api_key=message.api_key or None,
     )
 
 

@@ -26,6 +26,9 @@ class Principal(BaseModel):
     role: Role
     permissions: frozenset[str] = frozenset()
     session: str | None = None
+    # The API key that authenticated (``users/{id}/apiKeys/{key}``); its scope is already
+    # applied to ``permissions``, and ``common.auth.scope_allows`` applies it to role checks.
+    api_key: str | None = None
     token: str | None = None  # the bearer token, to forward on calls made on this caller's behalf
 
     @property

@@ -434,8 +434,12 @@ class Settings(BaseSettings):
     # Rows per statement when DeleteUserJobs cancels and deletes a user's jobs.
     job_delete_chunk_size: int = Field(default=1000, ge=1, le=100_000)
     # Bearer token (of a user with role service) a `mediagrid worker` process calls the jobs
-    # service with.
+    # service with: a session token, or an API key (`mgk_...`, docs/users.md).
     worker_token: SecretStr | None = None
+    # API key (`mgk_...`, made by `mediagrid api-keys create`) a `mediagrid worker` process
+    # calls the services with; used instead of MEDIAGRID_WORKER_TOKEN when both are set. Unlike
+    # a session token it needs no login and does not idle out.
+    worker_api_key: SecretStr | None = None
     # Modules holding the job handlers a worker loads (JSON list; the demo handlers,
     # services.jobs.builtin_handlers, are added while demo_job_types is on).
     worker_handler_modules: list[str] = Field(

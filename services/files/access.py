@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from common.auth import scope_allows
 from common.context import Principal
 from common.errors import NotFound, PermissionDenied
 from services.files.models import FileRecord
@@ -19,8 +20,9 @@ Need = Literal["read", "write", "manage"]
 
 
 def is_privileged(principal: Principal) -> bool:
-    """Admins and other services (workers, the users service) act on any user's collection."""
-    return principal.is_admin or principal.is_service
+    """Admins and other services (workers, the users service) act on any user's collection
+    (an API key of a service only with ``files.read`` in its scope)."""
+    return principal.is_admin or (principal.is_service and scope_allows(principal, "files.read"))
 
 
 def bypasses_shares(principal: Principal, need: Need) -> bool:
@@ -29,7 +31,9 @@ def bypasses_shares(principal: Principal, need: Need) -> bool:
     A service holds files.read and files.write on every resource but neither files.delete nor
     files.share: a leaked worker token must not delete a user's files or share them away.
     """
-    return principal.is_admin or (principal.is_service and need != "manage")
+    return principal.is_admin or (
+        principal.is_service and need != "manage" and scope_allows(principal, f"files.{need}")
+    )
 
 
 def denied(name: str) -> PermissionDenied:

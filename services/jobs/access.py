@@ -7,7 +7,9 @@ administrators (and services, for the cross-service calls) can learn that a name
 
 from __future__ import annotations
 
-from common.auth import job_type_grant
+from collections.abc import Sequence
+
+from common.auth import job_type_grant, scope_allows
 from common.context import Principal, current_principal
 from common.errors import PermissionDenied
 
@@ -52,13 +54,24 @@ def job_owner(principal: Principal, requested: str, job_type: str) -> str:
 
 
 def require_worker() -> Principal:
-    """WorkerService callers: role service or admin."""
+    """WorkerService callers: role service or admin (an API key only with ``jobs.work``)."""
     principal = current_principal()
-    if not (principal.is_service or principal.is_admin):
+    if not (principal.is_service or principal.is_admin) or not scope_allows(principal, "jobs.work"):
         raise PermissionDenied(
             "worker calls need a principal with role service", reason="NOT_A_WORKER"
         )
     return principal
+
+
+def require_claimable(principal: Principal, job_types: Sequence[str]) -> None:
+    """An API key claims only the job types of its scope (sessions: every type)."""
+    refused = [t for t in job_types if not scope_allows(principal, "jobs.work", f"job-types/{t}")]
+    if refused:
+        raise PermissionDenied(
+            f"this API key may not claim jobs of type {refused[0]!r}",
+            reason="JOB_TYPE_NOT_CLAIMABLE",
+            metadata={"type": refused[0]},
+        )
 
 
 def require_admin() -> Principal:

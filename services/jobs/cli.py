@@ -27,6 +27,12 @@ def register(app: typer.Typer) -> None:
         token: str = typer.Option(
             "", "--token", help="Bearer token (default MEDIAGRID_WORKER_TOKEN).", show_default=False
         ),
+        api_key: str = typer.Option(
+            "",
+            "--api-key",
+            help="API key of a service user (default MEDIAGRID_WORKER_API_KEY).",
+            show_default=False,
+        ),
         worker_id: str = typer.Option("", "--worker-id", help="Worker id (default host-pid-rand)."),
     ) -> None:
         """Run job handlers: claim jobs over gRPC until SIGTERM, then stop gracefully.
@@ -40,6 +46,9 @@ def register(app: typer.Typer) -> None:
         from services.jobs.worker.main import run_worker, runnable_types
         from services.jobs.worker.runtime import UnknownJobType
 
+        if token and api_key:
+            console.print("[red]give --token or --api-key, not both[/red]")
+            raise typer.Exit(2)
         settings = settings_or_exit(server_logs=True)
         gc_tuning.tune(settings.gc_gen0_threshold)
         telemetry = configure_telemetry(settings)
@@ -51,7 +60,7 @@ def register(app: typer.Typer) -> None:
                     types=wanted or runnable_types(settings),
                     concurrency=concurrency or None,
                     address=server_address(settings, "jobs", address or None),
-                    token=token or None,
+                    token=api_key or token or None,
                     worker_id=worker_id or None,
                 )
             )

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from common.auth import scope_allows
 from common.context import Principal
 from common.errors import FieldViolation, InvalidArgument, PermissionDenied
 from common.settings import (
@@ -93,7 +94,9 @@ class JobType:
     def admits(self, principal: Principal) -> bool:
         """Whether ``principal`` may create jobs of this type (for itself or, if it owns the
         type, for another user)."""
-        return caller_kind(principal) in self.creators or owns_job_type(principal, self.name)
+        return (
+            caller_kind(principal) in self.creators or owns_job_type(principal, self.name)
+        ) and scope_allows(principal, "jobs.create", f"job-types/{self.name}")
 
     @functools.cached_property
     def _accepts_empty(self) -> bool:

@@ -87,7 +87,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
     async def ClaimJobs(
         self, request: worker_service_pb2.ClaimJobsRequest, context: grpc.aio.ServicerContext
     ) -> worker_service_pb2.ClaimJobsResponse:
-        access.require_worker()
+        principal = access.require_worker()
         violations = [v for i, t in enumerate(request.types) for v in check_type(t, f"types[{i}]")]
         if not request.types:
             violations += InvalidArgument.field(
@@ -109,6 +109,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         raise_if(violations)
         lease = self._lease_seconds(convert.seconds(request.lease_duration), "lease_duration")
         types = sorted(set(request.types))
+        access.require_claimable(principal, types)
         claimed = await self._claim_waiting(request.worker_id, types, request.max_jobs, lease, wait)
         if claimed:
             self.metrics.claimed(claimed)

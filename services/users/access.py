@@ -6,6 +6,7 @@ before NOT_FOUND and ids of other users reveal nothing.
 
 from __future__ import annotations
 
+from common.auth import scope_allows
 from common.context import Principal
 from common.errors import PermissionDenied
 from services.users import permissions, validation
@@ -27,7 +28,7 @@ def has_permission(
         resource=resource,
         owner=owner,
     )
-    return decision != "DENIED"
+    return decision != "DENIED" and scope_allows(principal, permission, resource)
 
 
 def require(principal: Principal, permission: str, resource: str, owner: str | None = None) -> None:

@@ -9,6 +9,7 @@ from common.app import AppContext, ServiceInstance
 from common.auth import CachingAuthenticator, LocalAuthenticator
 from common.dependencies import DATABASE
 from services.users.activity import DatabaseActivityRecorder
+from services.users.api_keys import ApiKeyManager, ApiKeyStore, CredentialResolver
 from services.users.bootstrap import ensure_bootstrap_admin
 from services.users.passwords import Passwords
 from services.users.purge import UserDataPurger
@@ -47,8 +48,9 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
     passwords = Passwords.from_settings(settings)
     sessions = SessionManager(repository, settings, passwords)
     recorder = DatabaseActivityRecorder(repository)
+    keys = ApiKeyManager(ApiKeyStore(ctx.pool), repository)
     cache = CachingAuthenticator(
-        LocalAuthenticator(sessions),
+        LocalAuthenticator(CredentialResolver(sessions, keys)),
         settings.auth_cache_ttl_seconds,
         max_entries=settings.auth_cache_max_entries,
     )
@@ -64,6 +66,7 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
         purger=purger,
         settings=settings,
         cache=cache,
+        keys=keys,
     )
     sweeper = Sweeper(repository, settings, purger)
     await ensure_bootstrap_admin(repository, passwords, settings)

@@ -303,3 +303,6 @@ def register(app: typer.Typer) -> None:
     app.command()(login)
     app.command()(logout)
     app.add_typer(users_app, name="users")
+    from services.users.api_keys_cli import api_keys_app
+
+    app.add_typer(api_keys_app, name="api-keys")

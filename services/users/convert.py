@@ -9,7 +9,7 @@ from mediagrid.users.v1 import user_service_pb2 as pb
 from common.context import Principal, Role
 from common.errors import InvalidArgument
 from common.timestamps import timestamp
-from services.users.models import ActivityEntry, Grant, Session, Status, User
+from services.users.models import ActivityEntry, ApiKey, Grant, Session, Status, User
 
 ROLE_TO_PB: dict[str, pb.Role] = {
     "admin": pb.ROLE_ADMIN,
@@ -96,6 +96,20 @@ def grant_to_proto(grant: Grant) -> pb.Grant:
     )
 
 
+def api_key_to_proto(key: ApiKey) -> pb.ApiKey:
+    return pb.ApiKey(
+        name=key.name,
+        display_name=key.display_name,
+        permissions=list(key.permissions),
+        job_types=list(key.job_types),
+        creator=key.creator,
+        create_time=timestamp(key.create_time),
+        expire_time=timestamp(key.expire_time),
+        revoke_time=timestamp(key.revoke_time),
+        active=key.active,
+    )
+
+
 def activity_to_proto(entry: ActivityEntry) -> pb.ActivityEntry:
     return pb.ActivityEntry(
         name=entry.name,
@@ -114,4 +128,5 @@ def principal_to_proto(principal: Principal) -> pb.Principal:
         role=ROLE_TO_PB[principal.role],
         permissions=sorted(principal.permissions),
         session=principal.session or "",
+        api_key=principal.api_key or "",
     )

@@ -99,6 +99,40 @@ class Grant(_Frozen):
         return f"users/{self.user_id}/grants/{self.id}"
 
 
+class ApiKey(_Frozen):
+    """An API key of a service user (never its secret, nor the secret's hash)."""
+
+    id: str
+    user_id: str
+    display_name: str
+    permissions: tuple[str, ...]  # empty: every permission the user holds
+    job_types: tuple[str, ...]  # empty: every job type
+    creator: str
+    create_time: datetime
+    expire_time: datetime | None = None
+    revoke_time: datetime | None = None
+    active: bool
+
+    @property
+    def name(self) -> str:
+        return f"users/{self.user_id}/apiKeys/{self.id}"
+
+    @classmethod
+    def from_row(cls, row: Any) -> ApiKey:
+        return cls(
+            id=row["id"],
+            user_id=row["user_id"],
+            display_name=row["display_name"],
+            permissions=tuple(row["permissions"]),
+            job_types=tuple(row["job_types"]),
+            creator=row["creator"],
+            create_time=row["create_time"],
+            expire_time=row["expire_time"],
+            revoke_time=row["revoke_time"],
+            active=row["active"],
+        )
+
+
 class ActivityEntry(_Frozen):
     id: int
     actor: str

@@ -22,7 +22,7 @@ from common.errors import (
     Unauthenticated,
 )
 from common.settings import Settings
-from services.users import access, convert, grants, permissions, throttle, validation
+from services.users import access, api_keys, convert, grants, permissions, throttle, validation
 from services.users.activity import DatabaseActivityRecorder
 from services.users.models import User
 from services.users.passwords import Passwords
@@ -53,6 +53,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         purger: UserDataPurger,
         settings: Settings,
         cache: CachingAuthenticator | None = None,
+        keys: api_keys.ApiKeyManager | None = None,
     ) -> None:
         # Revocations done here drop the cached principals of this process at once; other
         # processes see them within their cache TTL.
@@ -64,6 +65,10 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         self.usage = usage
         self.purger = purger
         self.settings = settings
+        self.keys = keys or api_keys.ApiKeyManager(
+            api_keys.ApiKeyStore(repository.pool), repository
+        )
+        self.credentials = api_keys.CredentialResolver(sessions, self.keys)
 
     # --- users ------------------------------------------------------------------------
 
@@ -333,7 +338,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
     ) -> pb.AuthenticateResponse:
         if not request.token:
             raise InvalidArgument.field("token", "is required")
-        principal = await self.sessions.resolve_token(request.token)
+        principal = await self.credentials.resolve_token(request.token)
         return pb.AuthenticateResponse(principal=convert.principal_to_proto(principal))
 
     async def ListSessions(
@@ -642,6 +647,107 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         return pb.ListActivityResponse(
             entries=[convert.activity_to_proto(e) for e in entries], next_page_token=next_token
         )
+
+    # --- API keys -------------------------------------------------------------------
+
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Any
+    ) -> pb.CreateApiKeyResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        checks: dict[str, Any] = {
+            "user": lambda: validation.user_id(request.parent, "parent"),
+            "display_name": lambda: validation.display_name(
+                request.api_key.display_name, "api_key.display_name"
+            ),
+            "expire_time": lambda: api_keys.expiry(
+                timestamps.from_timestamp(
+                    request.api_key.expire_time, request.api_key.HasField("expire_time")
+                ),
+                "api_key.expire_time",
+            ),
+        }
+        clean: dict[str, Any] = {}
+        for key, check in checks.items():
+            try:
+                clean[key] = check()
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
+        if violations:
+            raise InvalidArgument(violations=violations)
+        access.require_admin(principal, "manage API keys")
+        key, record = await self.keys.create(
+            user_id=access.resolve_user(principal, clean["user"]),
+            creator=principal.name,
+            display_name=clean["display_name"],
+            permissions=list(request.api_key.permissions),
+            job_types=list(request.api_key.job_types),
+            expire_time=clean["expire_time"],
+        )
+        expires = record.expire_time.isoformat() if record.expire_time else "never"
+        await self.activity.record(
+            "users.create_api_key",
+            record.name,
+            {
+                "user": f"users/{record.user_id}",
+                "permissions": ",".join(record.permissions) or "*",
+                "job_types": (",".join(record.job_types) or "*")[:1000],
+                "expire_time": expires,
+            },
+        )
+        return pb.CreateApiKeyResponse(api_key=convert.api_key_to_proto(record), key=key)
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Any
+    ) -> pb.ListApiKeysResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        user_id = size = None
+        try:
+            user_id = validation.user_id(request.parent, "parent", allow_everyone=True)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        try:
+            size = validation.page_size(request.page_size)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if violations:
+            raise InvalidArgument(violations=violations)
+        assert user_id is not None and size is not None
+        access.require_admin(principal, "manage API keys")
+        user_id = access.resolve_user(principal, user_id)
+        everyone = user_id == validation.EVERYONE
+        query = pagination.fingerprint(
+            "ListApiKeys", {"user": user_id, "all": request.show_inactive}
+        )
+        cursor = pagination.decode_time_key(request.page_token, query)
+        keys = await self.keys.store.list(
+            user_id=None if everyone else user_id,
+            active_only=not request.show_inactive,
+            after=cursor,
+            limit=size + 1,
+        )
+        next_token = ""
+        if len(keys) > size:
+            keys = keys[:size]
+            next_token = pagination.encode_time_key(query, keys[-1].create_time, keys[-1].id)
+        return pb.ListApiKeysResponse(
+            api_keys=[convert.api_key_to_proto(k) for k in keys], next_page_token=next_token
+        )
+
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Any
+    ) -> pb.RevokeApiKeyResponse:
+        principal = current_principal()
+        user_id, key_id = api_keys.key_name(request.name)
+        access.require_admin(principal, "manage API keys")
+        record = await self.keys.store.revoke(user_id, key_id)
+        if self.cache is not None:
+            self.cache.evict(lambda p: p.api_key == record.name)
+        await self.activity.record(
+            "users.revoke_api_key", record.name, {"user": f"users/{record.user_id}"}
+        )
+        return pb.RevokeApiKeyResponse(api_key=convert.api_key_to_proto(record))
 
     # --- per-user data ----------------------------------------------------------------
 

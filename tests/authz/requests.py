@@ -243,6 +243,32 @@ async def list_activity(c: Cell, md: Metadata) -> Any:
     return await c.world.users.ListActivity(request, metadata=md)
 
 
+@rpc("UserService/CreateApiKey")
+async def create_api_key(c: Cell, md: Metadata) -> Any:
+    request = users_pb2.CreateApiKeyRequest(
+        parent=c.world.owning_service.name, api_key=users_pb2.ApiKey(display_name=c.tag)
+    )
+    return await c.world.users.CreateApiKey(request, metadata=md)
+
+
+@rpc("UserService/CreateApiKey#not_service")
+async def create_api_key_for_a_person(c: Cell, md: Metadata) -> Any:
+    request = users_pb2.CreateApiKeyRequest(parent=c.owner.name)
+    return await c.world.users.CreateApiKey(request, metadata=md)
+
+
+@rpc("UserService/ListApiKeys")
+async def list_api_keys(c: Cell, md: Metadata) -> Any:
+    request = users_pb2.ListApiKeysRequest(parent=c.world.owning_service.name)
+    return await c.world.users.ListApiKeys(request, metadata=md)
+
+
+@rpc("UserService/RevokeApiKey")
+async def revoke_api_key(c: Cell, md: Metadata) -> Any:
+    request = users_pb2.RevokeApiKeyRequest(name=await c.api_key())
+    return await c.world.users.RevokeApiKey(request, metadata=md)
+
+
 @rpc("UserService/GetUserStats")
 async def get_user_stats(c: Cell, md: Metadata) -> Any:
     request = users_pb2.GetUserStatsRequest(name=c.owner.name)

@@ -384,6 +384,25 @@ class Cell:
 
         return await self.once("activity", make)  # type: ignore[no-any-return]
 
+    async def api_key(self) -> str:
+        """An API key of the owning service (keys are for service users only)."""
+
+        async def make() -> str:
+            from services.users.api_keys import ApiKeyManager, ApiKeyStore
+
+            w = self.world
+            _, key = await ApiKeyManager(ApiKeyStore(w.ctx.pool), w.user_repo).create(
+                user_id=w.owning_service.id,
+                creator=w.admin.name,
+                display_name=self.tag,
+                permissions=[],
+                job_types=[],
+                expire_time=None,
+            )
+            return key.name
+
+        return await self.once("api_key", make)  # type: ignore[no-any-return]
+
 
 async def upload(
     method: Any, metadata: Metadata, data: bytes, *, video: bool = False, **header: Any

@@ -391,7 +391,7 @@ def fuzz_calls(
 
 
 def _seed(suite: FuzzSuite) -> None:
-    """Create files, jobs, a batch, an upload, a video, a grant and a lease to aim at."""
+    """Create files, jobs, a batch, an upload, a video, a grant, an API key and a lease to aim at."""
     assert suite.channel is not None
     channel, names = suite.channel, suite.names
 
@@ -469,6 +469,15 @@ def _seed(suite: FuzzSuite) -> None:
         metadata=suite.metadata("admin"),
     )
     add("grants", grant.grant.name)
+    service = users.Authenticate(
+        user_service_pb2.AuthenticateRequest(
+            token=suite.metadata("service")[0][1][len("Bearer ") :]
+        )
+    ).principal.user
+    key = users.CreateApiKey(
+        user_service_pb2.CreateApiKeyRequest(parent=service), metadata=suite.metadata("admin")
+    )
+    add("apiKeys", key.api_key.name)
 
 
 def _settings(database_dsn: str, s3_endpoint: str) -> Settings:

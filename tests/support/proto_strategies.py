@@ -145,7 +145,7 @@ CONTENT_TYPES = (
 class Names:
     """Resource names that exist on the server under test, by kind (``files``, ``jobs`` …).
 
-    Kinds: users, files, jobs, batches, videos, uploads, sessions, grants, leases (the lease
+    Kinds: users, files, jobs, batches, videos, uploads, sessions, grants, apiKeys, leases (the lease
     ids of claimed jobs), versions (object version ids), emails.
     """
 
@@ -329,6 +329,7 @@ _FIELD_KINDS: dict[str, tuple[str, ...]] = {
 _MESSAGE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Session", ("sessions", "users")),
     ("Permission", ("grants", "users")),
+    ("ApiKey", ("apiKeys", "users")),
     ("Activity", ("users",)),
     ("Password", ("users",)),
     ("UploadStatus", ("uploads",)),

@@ -153,6 +153,30 @@ async def _get_user_stats(c: Cell, md: Any) -> Any:
     return await c.env.stub.GetUserStats(pb.GetUserStatsRequest(name=c.owner.name), metadata=md)
 
 
+async def _create_api_key(c: Cell, md: Any) -> Any:
+    service = await c.env.add_user("service")
+    return await c.env.stub.CreateApiKey(pb.CreateApiKeyRequest(parent=service.name), metadata=md)
+
+
+async def _list_api_keys(c: Cell, md: Any) -> Any:
+    return await c.env.stub.ListApiKeys(pb.ListApiKeysRequest(parent="users/-"), metadata=md)
+
+
+async def _revoke_api_key(c: Cell, md: Any) -> Any:
+    from services.users.api_keys import ApiKeyManager, ApiKeyStore
+
+    service = await c.env.add_user("service")
+    _, key = await ApiKeyManager(ApiKeyStore(c.env.ctx.pool), c.env.repository).create(
+        user_id=service.id,
+        creator="system",
+        display_name="",
+        permissions=[],
+        job_types=[],
+        expire_time=None,
+    )
+    return await c.env.stub.RevokeApiKey(pb.RevokeApiKeyRequest(name=key.name), metadata=md)
+
+
 #               RPC                 call                owner   other   admin   service anonymous
 MATRIX: list[tuple[str, Call, tuple[grpc.StatusCode, ...]]] = [
     ("CreateUser", _create_user, (PD, PD, OK, PD, UNAUTH)),
@@ -173,6 +197,9 @@ MATRIX: list[tuple[str, Call, tuple[grpc.StatusCode, ...]]] = [
     ("RecordActivity", _record_activity, (OK, PD, OK, OK, UNAUTH)),
     ("ListActivity", _list_activity, (OK, PD, OK, PD, UNAUTH)),
     ("GetUserStats", _get_user_stats, (OK, PD, OK, OK, UNAUTH)),
+    ("CreateApiKey", _create_api_key, (PD, PD, OK, PD, UNAUTH)),
+    ("ListApiKeys", _list_api_keys, (PD, PD, OK, PD, UNAUTH)),
+    ("RevokeApiKey", _revoke_api_key, (PD, PD, OK, PD, UNAUTH)),
 ]
 
 CASES = [

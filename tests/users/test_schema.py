@@ -16,6 +16,7 @@ TABLES = {
     "login_throttle",
     "throttle_key",
     "pending_purges",
+    "api_keys",
     "schema_migrations",
     # Progress tables of `mediagrid legacy import-redis` (services/legacy, migration 200).
     "legacy_user_map",

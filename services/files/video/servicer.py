@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from common import pagination, timestamps
 from common.app import AppContext
+from common.auth import scope_allows
 from common.context import Principal, current_principal
 from common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.files.access import require_file, require_user
@@ -79,7 +80,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):  # type: ignor
 
     @staticmethod
     def _require_service(principal: Principal) -> None:
-        if not principal.is_service:
+        if not principal.is_service or not scope_allows(principal, "files.write"):
             raise PermissionDenied(
                 "only service principals (workers) may record processing results",
                 reason="SERVICE_ONLY",

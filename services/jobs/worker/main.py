@@ -75,8 +75,9 @@ async def run_worker(
 ) -> WorkerStats:
     """Run a worker until ``stop`` is set (or SIGTERM/SIGINT); returns its counters."""
     load_handler_modules(handler_modules(settings))
-    if token is None and settings.worker_token is not None:
-        token = settings.worker_token.get_secret_value()
+    configured = settings.worker_api_key or settings.worker_token
+    if token is None and configured is not None:
+        token = configured.get_secret_value()
     metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
     jobs_address = address or default_address(settings)
     channels = ChannelCache(

@@ -29,7 +29,7 @@ class UserServiceStub:
     """Accounts, sessions, permissions and the activity log of the suite.
 
     Every RPC except `Login` and `Authenticate` requires an `authorization: Bearer <token>`
-    header carrying a session token returned by `Login`.
+    header carrying a session token returned by `Login` or an API key from `CreateApiKey`.
     """
 
     def __init__(self, channel):
@@ -128,13 +128,28 @@ class UserServiceStub:
                 request_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.GetUserStatsRequest.SerializeToString,
                 response_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.GetUserStatsResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/mediagrid.users.v1.UserService/CreateApiKey',
+                request_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/mediagrid.users.v1.UserService/ListApiKeys',
+                request_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/mediagrid.users.v1.UserService/RevokeApiKey',
+                request_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
     """Accounts, sessions, permissions and the activity log of the suite.
 
     Every RPC except `Login` and `Authenticate` requires an `authorization: Bearer <token>`
-    header carrying a session token returned by `Login`.
+    header carrying a session token returned by `Login` or an API key from `CreateApiKey`.
     """
 
     def CreateUser(self, request, context):
@@ -194,7 +209,7 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Authenticate(self, request, context):
-        """Turns a session token into the principal it stands for (no header needed).
+        """Turns a session token or an API key into the principal it stands for (no header needed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -258,6 +273,28 @@ class UserServiceServicer:
 
     def GetUserStats(self, request, context):
         """Returns a user's job counts and file usage, gathered from the jobs and files services.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """Creates an API key for a service user (admins only); the key is returned only here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Lists the API keys of a service user, or of every user with `users/-` (admins only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes an API key (admins only); other processes stop accepting it within their
+        auth cache TTL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -356,6 +393,21 @@ def add_UserServiceServicer_to_server(servicer, server):
                     request_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.GetUserStatsRequest.FromString,
                     response_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.GetUserStatsResponse.SerializeToString,
             ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=mediagrid_dot_users_dot_v1_dot_user__service__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'mediagrid.users.v1.UserService', rpc_method_handlers)
@@ -368,7 +420,7 @@ class UserService:
     """Accounts, sessions, permissions and the activity log of the suite.
 
     Every RPC except `Login` and `Authenticate` requires an `authorization: Bearer <token>`
-    header carrying a session token returned by `Login`.
+    header carrying a session token returned by `Login` or an API key from `CreateApiKey`.
     """
 
     @staticmethod
@@ -847,6 +899,87 @@ class UserService:
             '/mediagrid.users.v1.UserService/GetUserStats',
             mediagrid_dot_users_dot_v1_dot_user__service__pb2.GetUserStatsRequest.SerializeToString,
             mediagrid_dot_users_dot_v1_dot_user__service__pb2.GetUserStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediagrid.users.v1.UserService/CreateApiKey',
+            mediagrid_dot_users_dot_v1_dot_user__service__pb2.CreateApiKeyRequest.SerializeToString,
+            mediagrid_dot_users_dot_v1_dot_user__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediagrid.users.v1.UserService/ListApiKeys',
+            mediagrid_dot_users_dot_v1_dot_user__service__pb2.ListApiKeysRequest.SerializeToString,
+            mediagrid_dot_users_dot_v1_dot_user__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediagrid.users.v1.UserService/RevokeApiKey',
+            mediagrid_dot_users_dot_v1_dot_user__service__pb2.RevokeApiKeyRequest.SerializeToString,
+            mediagrid_dot_users_dot_v1_dot_user__service__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
