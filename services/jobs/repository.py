@@ -112,25 +112,32 @@ class JobRepository:
         applies to also count against their owner's cap of running jobs (quotas.py).
         """
         limit = None if quota is None else quota.limit
-        capped = quota is not None
         try:
             # With a request_id a second run finds the first one's job (below): safe to retry.
             rows = await self.pool.fetch(
-                Q.insert_jobs,
+                Q.insert_job,
                 owner,
                 batch_id,
-                *_job_arrays([spec]),
+                uuid.uuid4(),
+                spec.type,
+                spec.priority,
+                _dumps(spec.payload) if spec.payload else "{}",
+                list(spec.files),
+                spec.request_id,
+                spec.max_attempts,
+                spec.schedule_time,
                 limit,
-                capped,
+                quota is not None,
                 current_trace_context(),
                 idempotent=spec.request_id is not None,
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None
-        if rows:
-            return Job.from_row(rows[0])
-        row = None
-        if spec.request_id is not None:
+        row = rows[0] if rows else None
+        if row is not None and row["created"]:
+            return Job.from_row(row)
+        if row is None and spec.request_id is not None:
+            # Stored by a concurrent request after the statement began: visible now.
             row = await self.pool.fetchrow(
                 Q.get_job_by_request_id, owner, spec.request_id, idempotent=True
             )

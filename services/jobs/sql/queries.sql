@@ -6,39 +6,40 @@
 --   mediagrid_jobs_change  ids of jobs whose state or progress changed (WatchJob)
 --   mediagrid_jobs_batch   ids of batches whose jobs changed (WatchBatch)
 
--- name: insert_jobs
--- Insert jobs given as parallel arrays; a (owner, request_id) seen before inserts nothing.
--- Every job also gets its row in jobs.job_keys (migrations 003 and 005: a trigger adds it),
--- which owner, batch and time lookups below go through. With a quota $11 (NULL: none), the
+-- name: insert_job
+-- One job in one statement, its request-id dedupe included: a (owner, request_id) seen before
+-- inserts nothing and returns the job stored under it instead (created = false), read in the
+-- same statement; only a job committed by a concurrent request after this statement began is
+-- invisible to it (no row: the repository reads it then). With a quota $11 (NULL: none), the
 -- owner's waiting jobs are counted under the owner's lock first (jobs.lock_owner_waiting,
--- migration 006) and nothing is inserted when the new jobs would take them past $11. $12: the
--- jobs count against their owner's cap of running jobs (migration 007). $13: the creating
--- request's trace context (migration 008).
+-- migration 006) and nothing is inserted when the job would take them past $11; $12: the job
+-- counts against its owner's cap of running jobs (migration 007); $13: the creating request's
+-- trace context (migration 008). The job's keys are written by the statement itself
+-- (migration 009).
 WITH quota AS (
     SELECT CASE WHEN $11::int IS NOT NULL THEN jobs.lock_owner_waiting($1, $11) END AS waiting
-), input AS (
-    SELECT *
-    FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
-                $9::int[], $10::timestamptz[])
-        AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
 ), ins AS (
     INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
                            request_id, max_attempts, available_at, capped, trace_context)
-    SELECT id, type, $1,
-           CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
-           priority, payload::jsonb,
-           CASE WHEN files = '[]' THEN '{}'::text[]
-                ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
-           $2, request_id, max_attempts, coalesce(schedule_time, now()), $12, $13::jsonb
-    FROM input
-    WHERE $11::int IS NULL OR (SELECT waiting FROM quota) + cardinality($3::uuid[]) <= $11
+    SELECT $3::uuid, $4::text, $1::text,
+           CASE WHEN $10::timestamptz > now() THEN 'scheduled' ELSE 'queued' END,
+           $5::int, $6::jsonb, $7::text[], $2::uuid, $8::text, $9::int,
+           coalesce($10::timestamptz, now()), $12::bool, $13::jsonb
+    WHERE $11::int IS NULL OR (SELECT waiting FROM quota) < $11
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
+), keys AS (
+    INSERT INTO jobs.job_keys (id, owner, batch_id, created_at, seq)
+    SELECT id, owner, batch_id, created_at, seq FROM ins
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
-    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(type)) AS n FROM ins
 )
-SELECT ins.* FROM ins, wake;
+SELECT true AS created, ins.* FROM ins, wake
+UNION ALL
+SELECT false, j.* FROM jobs.jobs j
+WHERE $8::text IS NOT NULL AND j.owner = $1 AND j.request_id = $8
+  AND NOT EXISTS (SELECT FROM ins);
 
 -- name: insert_jobs_count
 -- insert_jobs for batches: the same rows ($11: capped, $12: trace context), returning only how
