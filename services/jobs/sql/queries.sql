@@ -14,8 +14,7 @@
 -- owner's waiting jobs are counted under the owner's lock first (jobs.lock_owner_waiting,
 -- migration 006) and nothing is inserted when the job would take them past $11; $12: the job
 -- counts against its owner's cap of running jobs (migration 007); $13: the creating request's
--- trace context (migration 008). The job's keys are written by the statement itself
--- (migration 009).
+-- trace context (migration 008).
 WITH quota AS (
     SELECT CASE WHEN $11::int IS NOT NULL THEN jobs.lock_owner_waiting($1, $11) END AS waiting
 ), ins AS (
@@ -28,9 +27,6 @@ WITH quota AS (
     WHERE $11::int IS NULL OR (SELECT waiting FROM quota) < $11
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
-), keys AS (
-    INSERT INTO jobs.job_keys (id, owner, batch_id, created_at, seq)
-    SELECT id, owner, batch_id, created_at, seq FROM ins
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(type)) AS n FROM ins
