@@ -366,7 +366,7 @@ class Bench:
     async def claim_cost(self, conn: asyncpg.Connection) -> None:
         from common.db import create_pool
         from common.settings import Settings
-        from services.jobs.models import JobSpec, LeaseRef
+        from services.jobs.models import JobSpec
         from services.jobs.repository import JobRepository
 
         pool = await create_pool(Settings(environment="test", database_url=self.dsn), self.dsn)
@@ -400,10 +400,12 @@ class Bench:
             timings = []
             for _ in range(60):
                 started = time.perf_counter()
-                claimed = await repo.claim("bench", ["cost.noop"], 100, 30)
+                claimed = await repo.claim_rows("bench", ["cost.noop"], 100, 30)
                 timings.append(time.perf_counter() - started)
-                await repo.complete(
-                    [(LeaseRef(job_id=c.job.id, lease_id=c.job.lease_id), None) for c in claimed]  # type: ignore[arg-type]
+                await repo.complete_ids(
+                    [c["id"] for c in claimed],
+                    [c["lease_id"] for c in claimed],
+                    [None] * len(claimed),
                 )
             await conn.execute("DELETE FROM jobs.jobs WHERE type = 'cost.noop'")
             await conn.execute("VACUUM ANALYZE jobs.jobs")

@@ -27,6 +27,7 @@ from common.settings import Settings
 from services.jobs.models import (
     Batch,
     Claimed,
+    ClaimRow,
     DeletedUserJobs,
     FailureReport,
     Finished,
@@ -89,6 +90,16 @@ def _finished(row: asyncpg.Record) -> Finished:
     )
 
 
+# The columns of a claimed job that claim_jobs does not return: the claim sets them.
+_CLAIMED_CONSTANTS: dict[str, Any] = {
+    "state": JobState.RUNNING.value,
+    "progress_percent": 0.0,
+    "progress_message": "",
+    "result": None,
+    "finished_at": None,
+}
+
+
 class JobRepository:
     """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
     ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
@@ -121,7 +132,7 @@ class JobRepository:
                 uuid.uuid4(),
                 spec.type,
                 spec.priority,
-                _dumps(spec.payload) if spec.payload else "{}",
+                spec.payload,  # jsonb: encoded by the pool's codec
                 list(spec.files),
                 spec.request_id,
                 spec.max_attempts,
@@ -332,13 +343,38 @@ class JobRepository:
         user_priority_max: int = USER_PRIORITY_MAX,
         owner_max_running: int = 0,
     ) -> list[Claimed]:
+        """``claim_rows`` as domain models (for callers other than the servicer's claims)."""
+        rows = await self.claim_rows(
+            worker_id, types, max_jobs, lease_seconds, user_priority_max, owner_max_running
+        )
+        return [
+            trusted(
+                Claimed,
+                {
+                    "job": Job.from_row({**_CLAIMED_CONSTANTS, **row}),
+                    "wait_seconds": row["wait_seconds"],
+                    "trace_context": row["trace_context"],
+                },
+            )
+            for row in rows
+        ]
+
+    async def claim_rows(
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        max_jobs: int,
+        lease_seconds: float,
+        user_priority_max: int = USER_PRIORITY_MAX,
+        owner_max_running: int = 0,
+    ) -> list[ClaimRow]:
         """Claim up to ``max_jobs`` jobs shared fairly between their owners (docs/jobs.md).
 
         Jobs above ``user_priority_max`` (the most a user may set) go before all others. An
         owner whose jobs are capped (quotas.py) never has more than ``owner_max_running`` of
-        them running (0: no cap).
+        them running (0: no cap). Returns the claim's rows (models.ClaimRow), in claim order.
         """
-        rows = await self.pool.fetch(
+        rows: list[ClaimRow] = await self.pool.fetch(
             Q.claim_jobs,
             list(types),
             max_jobs,
@@ -348,17 +384,7 @@ class JobRepository:
             user_priority_max,
             owner_max_running,
         )
-        return [
-            trusted(
-                Claimed,
-                {
-                    "job": Job.from_row(r),
-                    "wait_seconds": r["wait_seconds"],
-                    "trace_context": r["trace_context"],
-                },
-            )
-            for r in rows
-        ]
+        return rows
 
     async def seconds_until_due(self, types: Sequence[str]) -> float | None:
         value = await self.pool.fetchval(Q.next_due, list(types), idempotent=True)
@@ -391,24 +417,36 @@ class JobRepository:
     async def complete(
         self, items: Sequence[tuple[LeaseRef, dict[str, Any] | None]]
     ) -> list[Finished]:
-        """Record successes atomically: all of them, or none when any lease was lost.
+        """Record successes atomically: all of them, or none when any lease was lost."""
+        return await self.complete_ids(
+            [lease.job_id for lease, _ in items],
+            [lease.lease_id for lease, _ in items],
+            [result for _, result in items],
+        )
+
+    async def complete_ids(
+        self,
+        job_ids: list[uuid.UUID],
+        lease_ids: list[uuid.UUID],
+        results: Sequence[dict[str, Any] | None],
+    ) -> list[Finished]:
+        """``complete`` for parallel lists of ids (the servicer's acknowledgements).
 
         One statement, no explicit transaction: it fails as a whole (SQLSTATE MGJ01) when a
         quoted lease is no longer held, which rolls back every row it changed.
         """
-        leases = [lease for lease, _ in items]
-        results = [None if result is None else _dumps(result) for _, result in items]
+        encoded = [None if result is None else _dumps(result) for result in results]
         try:
-            rows = await self.pool.fetch(
-                Q.complete_jobs,
-                [lease.job_id for lease in leases],
-                [lease.lease_id for lease in leases],
-                results,
-            )
+            rows = await self.pool.fetch(Q.complete_jobs, job_ids, lease_ids, encoded)
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
                 raise
-            await self._raise_lease_problem(leases)
+            await self._raise_lease_problem(
+                [
+                    trusted(LeaseRef, {"job_id": job_id, "lease_id": lease_id})
+                    for job_id, lease_id in zip(job_ids, lease_ids, strict=True)
+                ]
+            )
         return [_finished(r) for r in rows]
 
     async def fail(

@@ -296,7 +296,13 @@ WITH RECURSIVE waiting(owner) AS (
     -- By primary key whatever plan is chosen: joined FROM picked, a generic plan (LIMIT $2
     -- estimated at 10% of the table) hashed a sequential scan of all of jobs.jobs per claim.
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING j.*, extract(epoch FROM now() - j.available_at)::float8 AS wait_seconds
+    -- What a claimed job's message carries (convert.fill_claimed_pb): a running job has no
+    -- result nor finish time yet, and its progress was just reset.
+    RETURNING j.id, j.type, j.owner, j.priority, j.payload, j.files, j.batch_id, j.request_id,
+              j.attempts, j.max_attempts, j.available_at, j.seq, j.lease_id,
+              j.lease_expires_at, j.worker_id, j.error, j.created_at, j.started_at,
+              j.updated_at, j.trace_context,
+              extract(epoch FROM now() - j.available_at)::float8 AS wait_seconds
 ), changed AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 )
