@@ -100,6 +100,19 @@ _CLAIMED_CONSTANTS: dict[str, Any] = {
 }
 
 
+def _new_batch(row: asyncpg.Record, total: int, scheduled: int) -> Batch:
+    """A batch as created: its jobs all waiting (queued, or scheduled for later)."""
+    counts = {JobState.QUEUED: total - scheduled, JobState.SCHEDULED: scheduled}
+    return Batch.model_validate(
+        {
+            **{key: row[key] for key in ("id", "owner", "display_name", "request_id")},
+            "total_jobs": row["total_jobs"],
+            "created_at": row["created_at"],
+            "state_counts": {state: n for state, n in counts.items() if n},
+        }
+    )
+
+
 class JobRepository:
     """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
     ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
@@ -178,12 +191,72 @@ class JobRepository:
         chunk: int,
         quota: Quota | None = None,
     ) -> tuple[Batch, list[uuid.UUID], bool]:
-        """Create a batch and its jobs in one transaction (one INSERT per chunk of rows).
+        """Create a batch and its jobs atomically.
 
         Returns (batch, job ids, created_now); a batch request_id seen before returns the old
-        batch. With a ``quota``, a batch that would take the owner past ``quota.limit``
-        waiting jobs is refused whole (RESOURCE_EXHAUSTED).
+        batch (its job counts not read: ``get_batch`` has them). A new batch comes with the
+        counts it was created with. With a ``quota``, a batch that would take the owner past
+        ``quota.limit`` waiting jobs is refused whole (RESOURCE_EXHAUSTED). Up to ``chunk``
+        jobs without request ids take one statement (create_batch); more take a transaction
+        with one INSERT per chunk of rows.
         """
+        if len(specs) <= chunk and not any(s.request_id for s in specs):
+            return await self._create_batch_statement(owner, display_name, request_id, specs, quota)
+        return await self._create_batch_chunks(owner, display_name, request_id, specs, chunk, quota)
+
+    async def _create_batch_statement(
+        self,
+        owner: str,
+        display_name: str,
+        request_id: str | None,
+        specs: Sequence[JobSpec],
+        quota: Quota | None,
+    ) -> tuple[Batch, list[uuid.UUID], bool]:
+        ids, types, priorities, payloads, files, _, attempts, times = _job_arrays(specs)
+        row = await self.pool.fetchrow(
+            Q.create_batch,
+            uuid.uuid4(),
+            owner,
+            display_name,
+            request_id,
+            ids,
+            types,
+            priorities,
+            payloads,
+            files,
+            attempts,
+            times,
+            None if quota is None else quota.limit,
+            quota is not None,
+            current_trace_context(),
+            # A batch request_id makes a second run find the first one's batch: safe to retry.
+            idempotent=request_id is not None,
+        )
+        assert row is not None
+        if row["id"] is not None:
+            return _new_batch(row, len(specs), int(row["scheduled"])), ids, True
+        if request_id is not None:
+            existing = await self.pool.fetchrow(
+                Q.get_batch_by_request_id, owner, request_id, idempotent=True
+            )
+            if existing is not None:
+                old = await self.pool.fetch(Q.batch_job_names, existing["id"], idempotent=True)
+                return Batch.model_validate(dict(existing)), [r["id"] for r in old], False
+        if quota is not None:
+            raise quota.exceeded(int(row["waiting"]), len(specs))
+        raise AlreadyExists(  # the batch of that request_id was deleted meanwhile
+            "a batch with this request_id was just deleted", reason="REQUEST_ID_REUSED"
+        )
+
+    async def _create_batch_chunks(
+        self,
+        owner: str,
+        display_name: str,
+        request_id: str | None,
+        specs: Sequence[JobSpec],
+        chunk: int,
+        quota: Quota | None,
+    ) -> tuple[Batch, list[uuid.UUID], bool]:
         batch_id = uuid.uuid4()
         trace_context = current_trace_context()
 
@@ -202,18 +275,21 @@ class JobRepository:
                 if waiting + len(specs) > quota.limit:
                     raise quota.exceeded(waiting, len(specs))
             ids: list[uuid.UUID] = []
+            scheduled = 0
             for start in range(0, len(specs), chunk):
                 part = specs[start : start + chunk]
                 arrays = _job_arrays(part)
-                stored = await conn.fetchval(
+                stored = await conn.fetchrow(
                     Q.insert_jobs_count, owner, batch_id, *arrays, quota is not None, trace_context
                 )
-                if stored != len(part):
+                assert stored is not None
+                if stored["stored"] != len(part):
                     raise InvalidArgument.field(
                         "jobs", "request ids must be unique", reason="DUPLICATE_REQUEST_ID"
                     )
+                scheduled += stored["scheduled"]
                 ids.extend(arrays[0])
-            return Batch.model_validate(dict(row)), ids, True
+            return _new_batch(row, len(specs), scheduled), ids, True
 
         return await self.pool.transaction(create, what="create_batch")
 

@@ -38,8 +38,10 @@ WHERE $8::text IS NOT NULL AND j.owner = $1 AND j.request_id = $8
   AND NOT EXISTS (SELECT FROM ins);
 
 -- name: insert_jobs_count
--- insert_jobs for batches: the same rows ($11: capped, $12: trace context), returning only how
--- many were stored.
+-- The jobs of a batch too large for create_batch, one chunk per statement, given as parallel
+-- arrays; a (owner, request_id) seen before inserts nothing. $11: the jobs count against their
+-- owner's cap of running jobs (migration 007), $12: the creating request's trace context.
+-- Returns how many were stored and how many of those are scheduled.
 WITH input AS (
     SELECT *
     FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
@@ -61,7 +63,50 @@ WITH input AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
 )
-SELECT count(*) FROM ins, wake;
+SELECT count(*) AS stored, count(*) FILTER (WHERE state = 'scheduled') AS scheduled
+FROM ins, wake;
+
+-- name: create_batch
+-- A batch and its jobs (given as parallel arrays, none with a request_id) in one statement:
+-- one round trip and one commit. With a quota $12 (NULL: none), the owner's waiting jobs are
+-- counted under the owner's lock first (jobs.lock_owner_waiting, migration 006) and nothing is
+-- inserted when the jobs would take them past $12; $13: the jobs count against their owner's
+-- cap of running jobs (migration 007); $14: the creating request's trace context. A batch
+-- request_id $4 seen before, or the quota, inserts nothing: the row then has a NULL id and
+-- the owner's waiting count (with a quota). Otherwise: the batch and how many of its jobs
+-- are scheduled (the others are queued).
+WITH quota AS (
+    SELECT CASE WHEN $12::int IS NOT NULL THEN jobs.lock_owner_waiting($2, $12) END AS waiting
+), batch AS (
+    INSERT INTO jobs.batches (id, owner, display_name, request_id, total_jobs)
+    SELECT $1::uuid, $2::text, $3::text, $4::text, cardinality($5::uuid[])
+    WHERE $12::int IS NULL OR (SELECT waiting FROM quota) + cardinality($5::uuid[]) <= $12
+    ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
+    RETURNING *
+), input AS (
+    SELECT *
+    FROM unnest($5::uuid[], $6::text[], $7::int[], $8::text[], $9::text[], $10::int[],
+                $11::timestamptz[])
+        AS t(id, type, priority, payload, files, max_attempts, schedule_time)
+), ins AS (
+    INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
+                           max_attempts, available_at, capped, trace_context)
+    SELECT i.id, i.type, b.owner,
+           CASE WHEN i.schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
+           i.priority, i.payload::jsonb,
+           CASE WHEN i.files = '[]' THEN '{}'::text[]
+                ELSE ARRAY(SELECT jsonb_array_elements_text(i.files::jsonb)) END,
+           b.id, i.max_attempts, coalesce(i.schedule_time, now()), $13, $14::jsonb
+    FROM input i, batch b
+    RETURNING type, state
+), wake AS (
+    -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n,
+           count(*) FILTER (WHERE state = 'scheduled') AS scheduled
+    FROM ins
+)
+SELECT b.*, wake.scheduled, (SELECT waiting FROM quota) AS waiting
+FROM wake LEFT JOIN batch b ON true;
 
 -- name: lock_owner_waiting
 -- Inside a transaction: lock owner $1's quota until it ends and count its waiting jobs, up
