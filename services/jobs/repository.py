@@ -7,6 +7,7 @@ Every state change is one statement whose WHERE clause is the state machine's gu
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -64,9 +65,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _new_ids(n: int) -> list[uuid.UUID]:
+    """``n`` random (version 4) UUIDs from one read of the system's random source, where
+    ``uuid.uuid4()`` reads it once per id."""
+    raw = os.urandom(16 * n)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * n, 16)]
+
+
 def _job_arrays(specs: Sequence[JobSpec]) -> tuple[list[Any], ...]:
     return (
-        [uuid.uuid4() for _ in specs],
+        _new_ids(len(specs)),
         [s.type for s in specs],
         [s.priority for s in specs],
         [_dumps(s.payload) if s.payload else "{}" for s in specs],
