@@ -128,6 +128,7 @@ class Bench:
         self.results: dict[str, dict[str, float]] = {}
         self.server_pid = 0
         self.cpu_split = ""
+        self.forwarders: set[asyncio.Task[None]] = set()
         self.ours_rounds: list[dict[str, float]] = []
         self.theirs_rounds: list[dict[str, float]] = []
         # mediagrid / PGQueuer per metric, with the targets of docs/benchmarks.md.
@@ -168,7 +169,8 @@ class Bench:
         worker_env = {
             **env(),
             "MEDIAGRID_ENVIRONMENT": "test",
-            "MEDIAGRID_LOG_LEVEL": "WARNING",
+            # INFO for the "serving" line that says the worker is up (read below).
+            "MEDIAGRID_LOG_LEVEL": "INFO",
             "MEDIAGRID_WORKER_HANDLER_MODULES": '["services.jobs.builtin_handlers"]',
             "MEDIAGRID_WORKER_ACK_BATCH_SIZE": "1000",
             "MEDIAGRID_WORKER_PREFETCH": str(self.args.prefetch),
@@ -190,8 +192,25 @@ class Bench:
             "bench-worker",
             env=worker_env,
             cwd=ROOT,
+            stderr=asyncio.subprocess.PIPE,
         )
-        await asyncio.sleep(3.0)  # imports and the first (idle, long-polling) claim
+        assert process.stderr is not None
+        stderr = process.stderr
+
+        async def serving() -> None:
+            while line := await stderr.readline():
+                if b"serving" in line:
+                    return
+            raise RuntimeError("the worker exited before serving")
+
+        async def forward() -> None:  # keep the pipe drained; pass warnings and errors on
+            while line := await stderr.readline():
+                if b"INFO" not in line:
+                    sys.stderr.write(line.decode(errors="replace"))
+
+        await asyncio.wait_for(serving(), 120)
+        self.forwarders.add(asyncio.create_task(forward()))
+        await asyncio.sleep(0.3)  # its first (idle, long-polling) claim reaches the server
         return process
 
     @staticmethod

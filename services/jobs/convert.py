@@ -109,6 +109,14 @@ def fill_job_pb(message: job_pb2.Job, job: models.Job) -> None:
         message.result.update(job.result)
 
 
+def _set_micros(message: Any, micros: int | None) -> None:
+    if micros is None:
+        return
+    seconds, rest = divmod(micros, 1_000_000)
+    message.seconds = seconds
+    message.nanos = rest * 1000
+
+
 def fill_claimed_pb(message: job_pb2.ClaimedJob, row: models.ClaimRow) -> None:
     """Write one claim_jobs row into an empty ``ClaimedJob`` in place, job and lease.
 
@@ -133,11 +141,11 @@ def fill_claimed_pb(message: job_pb2.ClaimedJob, row: models.ClaimRow) -> None:
         job.error = error
     if worker_id := row["worker_id"]:
         job.worker_id = worker_id
-    set_timestamp(job.create_time, row["created_at"])
-    set_timestamp(job.schedule_time, row["available_at"])
-    set_timestamp(job.start_time, row["started_at"])
-    set_timestamp(job.update_time, row["updated_at"])
-    set_timestamp(job.lease_expire_time, row["lease_expires_at"])
+    _set_micros(job.create_time, row["created_us"])
+    _set_micros(job.schedule_time, row["available_us"])
+    _set_micros(job.start_time, row["started_us"])
+    _set_micros(job.update_time, row["updated_us"])
+    _set_micros(job.lease_expire_time, row["lease_expires_us"])
     if payload := row["payload"]:
         job.payload.update(payload)
     message.lease_id = str(row["lease_id"])

@@ -10,7 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,21 @@ def _new_batch(row: asyncpg.Record, total: int, scheduled: int) -> Batch:
             "state_counts": {state: n for state, n in counts.items() if n},
         }
     )
+
+
+# claim_jobs returns times as microseconds since the epoch: (Job field, column prefix).
+_TIMES = (
+    ("available_at", "available"),
+    ("lease_expires_at", "lease_expires"),
+    ("created_at", "created"),
+    ("started_at", "started"),
+    ("updated_at", "updated"),
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class JobRepository:
@@ -435,7 +450,14 @@ class JobRepository:
             trusted(
                 Claimed,
                 {
-                    "job": Job.from_row({**_CLAIMED_CONSTANTS, **row}),
+                    "job": Job.from_row(
+                        {
+                            **_CLAIMED_CONSTANTS,
+                            **row,
+                            **{name: _from_micros(row[f"{key}_us"]) for name, key in _TIMES},
+                            "payload": row["payload"] or {},
+                        }
+                    ),
                     "wait_seconds": row["wait_seconds"],
                     "trace_context": row["trace_context"],
                 },
