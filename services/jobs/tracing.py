@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 
 from opentelemetry import propagate, trace
 
-from common.telemetry import get_tracer
+from common.telemetry import active, get_tracer
 
 
 def current_trace_context() -> dict[str, str] | None:
@@ -23,6 +23,15 @@ def current_trace_context() -> dict[str, str] | None:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier or None
+
+
+def tracing_on() -> bool:
+    """Whether a span could be recorded: telemetry is configured, or a tracer provider was
+    set globally. Without either, a worker runs its jobs without entering a span at all,
+    which a non-recording span would cost on every job for nothing."""
+    return active() is not None or not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from common.grpc_errors import error_info
 from common.resilience import backoff_delay
 from common.settings import Settings
 from services.jobs import job_types
-from services.jobs.tracing import job_span
+from services.jobs.tracing import job_span, tracing_on
 from services.jobs.worker.api import (
     HANDLERS,
     HandlerSpec,
@@ -168,7 +168,9 @@ class _Context:
         await self._runtime._progress(self._attempt, percent, message)
 
 
-Outcome = tuple[_Attempt, Any]  # an attempt and its job_pb2.Completion or job_pb2.Failure
+# An attempt and its outcome: the handler's result (a Struct or None) for a success, the
+# job_pb2.Failure for a failure.
+Outcome = tuple[_Attempt, Any]
 
 
 class _Acker:
@@ -190,10 +192,8 @@ class _Acker:
         self._sending: set[asyncio.Task[None]] = set()
 
     def complete(self, attempt: _Attempt, result: struct_pb2.Struct | None) -> None:
-        completion = job_pb2.Completion(lease=attempt.lease)
-        if result is not None:
-            completion.result.CopyFrom(result)
-        self._add(self.completions, attempt, completion)
+        # The Completion is written into the request when it is sent (_complete_call).
+        self._add(self.completions, attempt, result)
 
     def fail(self, attempt: _Attempt, failure: job_pb2.Failure) -> None:
         self._add(self.failures, attempt, failure)
@@ -265,17 +265,23 @@ class _Acker:
             for attempt, _ in (*completions, *failures):
                 self.runtime._settled(attempt)
 
-    async def _complete_call(self, batch: list[Any]) -> None:
+    async def _complete_call(self, batch: list[Outcome]) -> None:
+        request = worker_service_pb2.CompleteJobsRequest()
+        add = request.completions.add
+        for attempt, result in batch:
+            completion = add()
+            completion.lease.job = attempt.lease.job
+            completion.lease.lease_id = attempt.lease.lease_id
+            if result is not None:
+                completion.result.CopyFrom(result)
         await self.runtime.stub.CompleteJobs(
-            worker_service_pb2.CompleteJobsRequest(completions=batch),
-            metadata=self.runtime.metadata,
-            timeout=self.runtime.call_timeout,
+            request, metadata=self.runtime.metadata, timeout=self.runtime.call_timeout
         )
         self.runtime.stats.succeeded += len(batch)
 
-    async def _fail_call(self, batch: list[Any]) -> None:
+    async def _fail_call(self, batch: list[Outcome]) -> None:
         await self.runtime.stub.FailJobs(
-            worker_service_pb2.FailJobsRequest(failures=batch),
+            worker_service_pb2.FailJobsRequest(failures=[failure for _, failure in batch]),
             metadata=self.runtime.metadata,
             timeout=self.runtime.call_timeout,
         )
@@ -325,7 +331,7 @@ class _Acker:
         for attempt, _ in items:
             attempt.sending = True
         try:
-            await call([message for _, message in items])
+            await call(items)
         finally:
             for attempt, _ in items:
                 attempt.sending = False
@@ -400,6 +406,7 @@ class WorkerRuntime:
         self._stopping = False
         self._acker = _Acker(self)
         self._fatal: BaseException | None = None
+        self._traced = tracing_on()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -571,6 +578,9 @@ class WorkerRuntime:
 
     async def _execute(self, attempt: _Attempt) -> None:
         """Run the handler in a span of the trace that created the job (tracing.py)."""
+        if not self._traced:
+            await self._run_handler(attempt)
+            return
         job = attempt.claimed.job
         with job_span(
             attempt.claimed.trace_context,
