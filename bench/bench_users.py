@@ -51,6 +51,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for entry in (str(ROOT), str(ROOT / "gen")):
@@ -167,11 +168,17 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     round_rates: list[float] = field(default_factory=list)
+    # CPU seconds spent by each process (server, client, postgres) during this kind's rounds.
+    cpu: Counter[str] = field(default_factory=Counter)
 
-    def add(self, latencies: list[float], elapsed: float) -> None:
+    def add(self, latencies: list[float], elapsed: float, cpu: dict[str, float]) -> None:
         self.latencies.extend(latencies)
         self.elapsed += elapsed
         self.round_rates.append(len(latencies) / elapsed)
+        self.cpu.update(cpu)
+
+    def cpu_per_call_us(self) -> dict[str, float]:
+        return {name: seconds / len(self.latencies) * 1e6 for name, seconds in self.cpu.items()}
 
     @property
     def rate(self) -> float:
@@ -243,8 +250,44 @@ async def call_kinds(info: dict[str, object], wanted: list[str]) -> AsyncIterato
         yield {name: kinds[name] for name in wanted}
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used so far by the server, this client and the PostgreSQL
+    backends serving the benchmark's database, from /proc (Linux)."""
+
+    def __init__(self, server_pid: int, admin: asyncpg.Connection, database: str) -> None:
+        self.server_pid = server_pid
+        self.admin = admin
+        self.database = database
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _process(self, pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone, or not Linux
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+
+    async def snapshot(self) -> dict[str, float]:
+        backends = await self.admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            self.database,
+        )
+        return {
+            "server": self._process(self.server_pid),
+            "client": self._process(os.getpid()),
+            "postgres": sum(self._process(row["pid"]) for row in backends),
+        }
+
+    async def during(self, work: Awaitable[tuple[list[float], float]]) -> tuple[Any, ...]:
+        """``work``'s result, with the CPU seconds each process spent meanwhile."""
+        before = await self.snapshot()
+        latencies, elapsed = await work
+        after = await self.snapshot()
+        return latencies, elapsed, {name: after[name] - before[name] for name in after}
+
+
 async def run_client(
-    calls: dict[str, Call], seconds: float, rounds: int, levels: list[int]
+    calls: dict[str, Call], seconds: float, rounds: int, levels: list[int], meter: CpuMeter
 ) -> list[Result]:
     """Per level, rounds in which every kind runs once, in turn."""
     for call in calls.values():  # warm-up: connections, caches, prepared statements
@@ -255,7 +298,7 @@ async def run_client(
         level_results = [Result(name, level) for name in calls]
         for _ in range(rounds):
             for result, call in zip(level_results, calls.values(), strict=True):
-                result.add(*await measure(call, level, seconds / rounds))
+                result.add(*await meter.during(measure(call, level, seconds / rounds)))
         results.extend(level_results)
     return results
 
@@ -264,16 +307,18 @@ def report(results: list[Result]) -> None:
     baseline = {r.concurrency: r for r in results if r.name == "echo"}
     print(
         f"{'call':<16}{'callers':>8}{'calls/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'median':>8}   ratio to echo per round"
+        f"{'CPU µs/call: server':>21}{'client':>7}{'pg':>5}{'median':>8}   ratio to echo per round"
     )
     for r in results:
         echo = baseline.get(r.concurrency)
         ratios = r.ratios(echo) if echo is not None else []
         median = f"{statistics.median(ratios):.0%}" if ratios else "-"
         rounds = ", ".join(f"{x:.0%}" for x in ratios)
+        cpu = r.cpu_per_call_us()
         print(
             f"{r.name:<16}{r.concurrency:>8}{r.rate:>9.0f}{r.percentile(0.5):>8.2f}"
-            f"{r.percentile(0.99):>8.2f}{median:>8}   {rounds}"
+            f"{r.percentile(0.99):>8.2f}{cpu.get('server', 0):>21.0f}{cpu.get('client', 0):>7.0f}"
+            f"{cpu.get('postgres', 0):>5.0f}{median:>8}   {rounds}"
         )
     for r in results:
         echo = baseline.get(r.concurrency)
@@ -298,7 +343,8 @@ def report(results: list[Result]) -> None:
 
 # --- profiles ----------------------------------------------------------------------------------
 
-# Components a sampled stack is charged to, by its innermost frame's file (first match wins).
+# Components a sampled stack is charged to: the innermost frame that matches one (first match
+# wins per frame), so asyncio work done for our code (a timeout, a task) counts as our code's.
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("suite interceptor", ("common/interceptors.py", "common/rpc_metrics.py", "common/hygiene")),
     ("auth", ("common/auth.py", "services/users/sessions.py", "common/context.py")),
@@ -309,44 +355,52 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("opentelemetry", ("opentelemetry/",)),
     ("pydantic", ("pydantic",)),
     ("protobuf", ("google/protobuf", "_pb2")),
-    ("grpc", ("grpc/", "cygrpc")),
-    ("asyncio", ("asyncio/", "uvloop")),
+    ("grpc (Python)", ("grpc/",)),
 ]
+# Leaves of threads that block in C (gRPC's completion-queue poller, the server's stdin
+# reader): py-spy cannot tell them idle, so they are left out.
+BLOCKED_LEAVES = ("Thread.run (threading.py",)
 
 
-def component(frame: str) -> str:
-    for name, needles in COMPONENTS:
-        if any(needle in frame for needle in needles):
-            return name
-    return "other"
+def component(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, needles in COMPONENTS:
+            if any(needle in frame for needle in needles):
+                return name
+    if frames[-1].startswith("Handle._run (asyncio/events.py"):
+        return "grpc core (C callbacks)"  # C code run from the loop: cygrpc's callbacks
+    return "event loop"
 
 
 def summarize_profile(path: Path, calls: int, rate: int) -> list[tuple[str, float]]:
-    """(component, µs of CPU per call) from py-spy's collapsed stacks, charged by the innermost
-    frame of our own code when there is one (so asyncpg time under the users handler counts
-    as asyncpg, but time in an interceptor's helper counts as the interceptor)."""
+    """(component, µs of sampled time per call) from py-spy's collapsed stacks."""
     samples: Counter[str] = Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
-        samples[component(frames[-1])] += int(count)
+        if frames[-1].startswith(BLOCKED_LEAVES):
+            continue
+        samples[component(frames)] += int(count)
     per_sample_us = 1e6 / rate
     return [(name, n * per_sample_us / calls) for name, n in samples.most_common()]
 
 
 @contextlib.contextmanager
-def profiling(directory: Path | None, pids: dict[str, int], rate: int) -> Iterator[None]:
+def profiling(
+    directory: Path | None, pids: dict[str, int], rate: int, *, native: bool = False
+) -> Iterator[None]:
     if directory is None:
         yield
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     directory.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--rate", str(rate), "--format", "raw", "--gil"]
+    command += ["--native"] if native else ["--nonblocking"]
     procs = [
-        subprocess.Popen(  # noqa: S603
-            [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
-            + ["--nonblocking", "-o", str(directory / f"{name}.txt")],
+        subprocess.Popen(
+            [*command, "--pid", str(pid), "-o", str(directory / f"{name}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -464,10 +518,13 @@ async def run(args: argparse.Namespace) -> None:
                 f"load average {os.getloadavg()[0]:.1f}\n",
                 flush=True,
             )
+            admin = await asyncpg.connect(admin_dsn)
             async with call_kinds(info, wanted) as calls:
                 pids = {"server": child.pid, "client": os.getpid()}
-                with profiling(args.profile, pids, args.profile_rate):
-                    results = await run_client(calls, args.seconds, args.rounds, levels)
+                meter = CpuMeter(child.pid, admin, database)
+                with profiling(args.profile, pids, args.profile_rate, native=args.native):
+                    results = await run_client(calls, args.seconds, args.rounds, levels, meter)
+                await admin.close()
                 report(results)
                 if args.profile is not None:
                     total = sum(len(r.latencies) for r in results)
@@ -489,7 +546,9 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
-        prog="bench users", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="bench users",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="time per call kind and level")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per level")
@@ -503,6 +562,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--database-url", help="admin DSN of the PostgreSQL to create a db in")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server, client")
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s")
+    parser.add_argument(
+        "--native", action="store_true", help="py-spy --native: C frames too (pauses the process)"
+    )
     parser.add_argument(
         "--pg-stats", action="store_true", help="statements per call (pg_stat_statements)"
     )
