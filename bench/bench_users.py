@@ -168,17 +168,23 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     round_rates: list[float] = field(default_factory=list)
-    # CPU seconds spent by each process (server, client, postgres) during this kind's rounds.
-    cpu: Counter[str] = field(default_factory=Counter)
+    # Per round, the CPU µs per call of each process (server, client, postgres).
+    round_cpu: list[dict[str, float]] = field(default_factory=list)
 
     def add(self, latencies: list[float], elapsed: float, cpu: dict[str, float]) -> None:
         self.latencies.extend(latencies)
         self.elapsed += elapsed
         self.round_rates.append(len(latencies) / elapsed)
-        self.cpu.update(cpu)
+        calls = max(1, len(latencies))
+        self.round_cpu.append({name: seconds / calls * 1e6 for name, seconds in cpu.items()})
 
     def cpu_per_call_us(self) -> dict[str, float]:
-        return {name: seconds / len(self.latencies) * 1e6 for name, seconds in self.cpu.items()}
+        """The median over rounds of each process's CPU µs per call."""
+        if not self.round_cpu:
+            return {}
+        return {
+            name: statistics.median(r[name] for r in self.round_cpu) for name in self.round_cpu[0]
+        }
 
     @property
     def rate(self) -> float:
