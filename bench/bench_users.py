@@ -26,7 +26,7 @@ the PostgreSQL at 127.0.0.1:5432 when it answers, else an embedded one).
 Profiling (docs/benchmarks.md): ``--profile DIR`` samples the server and the client with
 py-spy while the rounds run, writes ``DIR/{server,client}.txt`` (collapsed stacks) and
 prints CPU time per call by component; ``--pg-stats`` (needs ``pg_stat_statements`` loaded
-by the server) prints the statements and transactions each call kind costs.
+by the server) prints the statements each call kind costs.
 
     python -m bench users [-- --seconds 5 --rounds 5 --concurrency 1,16,64 --calls ...]
 """
@@ -426,7 +426,7 @@ def profiling(
 
 
 async def pg_stats(admin_dsn: str, database: str, calls: dict[str, Call], n: int) -> None:
-    """Statements and transactions per call of each kind (``pg_stat_statements``)."""
+    """Statements per call of each kind (``pg_stat_statements``): each one a round trip."""
     conn = await asyncpg.connect(admin_dsn)
     try:
         loaded = await conn.fetchval(
@@ -441,31 +441,18 @@ async def pg_stats(admin_dsn: str, database: str, calls: dict[str, Call], n: int
             if name.startswith("echo") or name == "checkpermission":
                 continue
             await conn.execute("SELECT pg_stat_statements_reset(0, $1, 0)", dbid)
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
-            before = await _xacts(conn, dbid)
             for _ in range(n):
                 await call()
-            await asyncio.sleep(0.6)  # backends report their counters at most every 500 ms
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
-            xacts = (await _xacts(conn, dbid)) - before
             rows = await conn.fetch(
                 "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') AS query "
                 "FROM pg_stat_statements WHERE dbid = $1 ORDER BY calls DESC",
                 dbid,
             )
-            print(f"  {name}: {xacts / n:.2f} transactions per call")
+            print(f"  {name}:")
             for row in rows:
                 print(f"    {row['calls'] / n:6.2f} x {row['query'][:110]}")
     finally:
         await conn.close()
-
-
-async def _xacts(conn: asyncpg.Connection, dbid: int) -> int:
-    return int(
-        await conn.fetchval(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datid = $1", dbid
-        )
-    )
 
 
 # --- main -----------------------------------------------------------------------------------------
