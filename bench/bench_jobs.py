@@ -1,21 +1,25 @@
 """Benchmark of the jobs service against PGQueuer, Procrastinate and a raw asyncpg loop.
 
-In one run, on the same PostgreSQL, in a dedicated database created and dropped here:
+In one run, on the same PostgreSQL, in a dedicated database created and dropped here, in
+``--rounds`` rounds that alternate mediagrid and PGQueuer measurement by measurement (the
+machine's load phases, seconds long on a shared machine, fall on both alike; every round's
+ratio is printed and the median of the rounds is the figure):
 
-(a) enqueue throughput: single ``CreateJob`` calls (32 in flight) and ``CreateBatch``;
+(a) enqueue throughput: single ``CreateJob`` calls (32 in flight) and ``CreateBatch`` calls of
+    1,000 jobs, against PGQueuer's ``enqueue`` of one job (32 in flight) and of 1,000;
 (b) drain throughput of N no-op jobs through the worker runtime (``python -m
     services.jobs.worker`` = ``mediagrid worker``) over gRPC, server in its own process,
-    alternating with PGQueuer's drain for ``--drain-rounds`` rounds (medians reported, and
-    every round's ratio);
+    and the CPU per drained job of every process involved (PostgreSQL's backends included);
 (c) enqueue-to-start latency p50/p99 with an idle worker (one job every 20 ms);
-(d) the same three for PGQueuer and Procrastinate, run as subprocesses in their own virtual
-    environment (bench/make_queues_venv.sh), and a raw asyncpg SKIP LOCKED loop (the limit);
+(d) once, after the rounds: Procrastinate and a raw asyncpg SKIP LOCKED loop (the limit),
+    for reference (``--others``); PGQueuer and Procrastinate run as subprocesses in their own
+    virtual environment (bench/make_queues_venv.sh);
 (e) claim cost (one ``claim_jobs`` statement of 100 jobs) with an empty table and with
-    1,000,000 finished jobs in it.
+    1,000,000 finished jobs in it (``--finished-rows``, 0 skips it).
 
-Usage: python bench/bench_jobs.py [--dsn ADMIN_DSN] [--drain-jobs 20000] [--drain-rounds 3]
-       [--latency-jobs 200]
-       [--finished-rows 1000000] [--queues-venv DIR] [--skip-baselines]
+Usage: python bench/bench_jobs.py [--dsn ADMIN_DSN] [--rounds 3] [--drain-jobs 20000]
+       [--latency-jobs 200] [--finished-rows 1000000] [--queues-venv DIR] [--skip-baselines]
+Quick mode (``make bench-quick``): fewer jobs and calls, no Procrastinate/raw, no claim cost.
 """
 
 from __future__ import annotations
@@ -41,11 +45,10 @@ import grpc  # noqa: E402
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc  # noqa: E402
 
 from bench.queue_baselines import CpuSampler  # noqa: E402
+from bench.rounds import Ratios, quick  # noqa: E402
 
 USER = (("authorization", "Bearer bench-user"),)
-SINGLE_CALLS = 2000
 SINGLE_CONCURRENCY = 32
-BATCH_JOBS = 20_000
 LATENCY_GAP_SECONDS = 0.02
 PROCRASTINATE_DRAIN_JOBS = 3000
 BATCH_LIMIT = 20_000  # the bench server's job_batch_max_jobs: one CreateBatch, one commit  # ~550 jobs/s: 20,000 would take most of a minute
@@ -103,8 +106,9 @@ def env() -> dict[str, str]:
 
 
 def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
-    """Each metric's median over rounds."""
-    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]} if rounds else {}
+    """Each metric's median over the rounds that measured it."""
+    keys = {key for r in rounds for key in r}
+    return {key: statistics.median(r[key] for r in rounds if key in r) for key in sorted(keys)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -122,7 +126,21 @@ class Bench:
         self.results: dict[str, dict[str, float]] = {}
         self.server_pid = 0
         self.cpu_split = ""
-        self.drain_rounds_seen: list[tuple[float, float, float]] = []
+        self.ours_rounds: list[dict[str, float]] = []
+        self.theirs_rounds: list[dict[str, float]] = []
+        # mediagrid / PGQueuer per metric, with the targets of docs/benchmarks.md.
+        self.ratios = {
+            "enqueue_single": Ratios("enqueue, single calls / PGQueuer", target=1.0),
+            "enqueue_batch": Ratios("enqueue, batches of 1,000 / PGQueuer", target=1.0),
+            "drain": Ratios("drain / PGQueuer", target=1.2, every_round=True),
+            "cpu_us_per_job": Ratios(
+                "CPU per drained job / PGQueuer", target=1.0, lower_is_better=True, unit="us"
+            ),
+            "p50_ms": Ratios(
+                "enqueue-to-start p50 / PGQueuer", target=1.0, lower_is_better=True, unit="ms"
+            ),
+            "p99_ms": Ratios("enqueue-to-start p99 / PGQueuer", lower_is_better=True, unit="ms"),
+        }
 
     # --- processes ----------------------------------------------------------------------
 
@@ -186,38 +204,42 @@ class Bench:
 
     # --- mediagrid ------------------------------------------------------------------------
 
-    async def mediagrid(self, conn: asyncpg.Connection) -> None:
-        channel = grpc.aio.insecure_channel(self.address)
-        stub = job_service_pb2_grpc.JobServiceStub(channel)
-        result = self.results.setdefault("mediagrid over gRPC", {})
+    async def enqueue_mediagrid(self, conn: asyncpg.Connection) -> dict[str, float]:
+        """(a) CreateJob calls, SINGLE_CONCURRENCY in flight, then CreateBatch calls of 1,000."""
+        single, batch = self.args.single_calls, self.args.batch_jobs
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            request = job_service_pb2.CreateJobRequest(job=job_pb2.JobSpec(type="noop"))
+            await stub.CreateJob(request, metadata=USER)  # connected before the clock starts
+            calls = iter(range(single))
 
-        # (a) enqueue
-        calls = iter(range(SINGLE_CALLS))
-        request = job_service_pb2.CreateJobRequest(job=job_pb2.JobSpec(type="noop"))
+            async def lane() -> None:
+                for _ in calls:
+                    await stub.CreateJob(request, metadata=USER)
 
-        async def lane() -> None:
-            for _ in calls:
-                await stub.CreateJob(request, metadata=USER)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(lane() for _ in range(SINGLE_CONCURRENCY)))
-        result["enqueue_single"] = SINGLE_CALLS / (time.perf_counter() - started)
-        started = time.perf_counter()
-        for _ in range(BATCH_JOBS // 1000):
-            await stub.CreateBatch(self.batch_request(1000), metadata=USER)
-        result["enqueue_batch"] = BATCH_JOBS / (time.perf_counter() - started)
+            started = time.perf_counter()
+            await asyncio.gather(*(lane() for _ in range(SINGLE_CONCURRENCY)))
+            single_rate = single / (time.perf_counter() - started)
+            started = time.perf_counter()
+            for start in range(0, batch, 1000):
+                await stub.CreateBatch(self.batch_request(min(1000, batch - start)), metadata=USER)
+            batch_rate = batch / (time.perf_counter() - started)
         await conn.execute("TRUNCATE jobs.jobs, jobs.job_keys, jobs.batches")
+        return {"enqueue_single": single_rate, "enqueue_batch": batch_rate}
 
-        # (c) latency with an idle worker
+    async def latency_mediagrid(self, conn: asyncpg.Connection) -> dict[str, float]:
+        """(c) One job every LATENCY_GAP_SECONDS to an idle worker: creation to handler start."""
         worker = await self.start_worker("stamp", 8)
         sent: dict[str, float] = {}
         try:
-            stamp = job_service_pb2.CreateJobRequest(job=job_pb2.JobSpec(type="stamp"))
-            for _ in range(self.args.latency_jobs):
-                before = time.time()
-                response = await stub.CreateJob(stamp, metadata=USER)
-                sent[response.job.name.removeprefix("jobs/")] = before
-                await asyncio.sleep(LATENCY_GAP_SECONDS)
+            async with grpc.aio.insecure_channel(self.address) as channel:
+                stub = job_service_pb2_grpc.JobServiceStub(channel)
+                stamp = job_service_pb2.CreateJobRequest(job=job_pb2.JobSpec(type="stamp"))
+                for _ in range(self.args.latency_jobs):
+                    before = time.time()
+                    response = await stub.CreateJob(stamp, metadata=USER)
+                    sent[response.job.name.removeprefix("jobs/")] = before
+                    await asyncio.sleep(LATENCY_GAP_SECONDS)
             await self.poll(
                 conn, "SELECT count(*) FROM jobs.jobs WHERE state = 'succeeded'", len(sent)
             )
@@ -227,10 +249,8 @@ class Bench:
             "SELECT id::text, (result->>'started_unix')::float8 AS s FROM jobs.jobs"
         )
         latencies = [(r["s"] - sent[r["id"]]) * 1000 for r in rows]
-        result["p50_ms"] = statistics.median(latencies)
-        result["p99_ms"] = percentile(latencies, 0.99)
         await conn.execute("TRUNCATE jobs.jobs, jobs.job_keys, jobs.batches")
-        await channel.close()
+        return {"p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 0.99)}
 
     async def drain_mediagrid(self, conn: asyncpg.Connection) -> dict[str, float]:
         """(b) One drain of N no-op jobs through the worker runtime over gRPC.
@@ -269,25 +289,62 @@ class Bench:
         await conn.execute("TRUNCATE jobs.jobs, jobs.job_keys, jobs.batches")
         return {"drain": n / window, "cpu_us_per_job": cpu.seconds / n * 1e6}
 
-    async def drain_rounds(self, conn: asyncpg.Connection) -> None:
-        """Alternate mediagrid's and PGQueuer's drains, round after round, so that the
-        machine's load phases (seconds long on a shared machine) fall on both alike; the
-        table shows the medians and every round's ratio is printed."""
-        ours: list[dict[str, float]] = []
-        theirs: list[dict[str, float]] = []
-        for round_ in range(self.args.drain_rounds):
-            print(f"  drain round {round_ + 1}/{self.args.drain_rounds} ...", flush=True)
-            ours.append(await self.drain_mediagrid(conn))
-            if not self.args.skip_baselines:
-                drain = self.args.drain_jobs
-                theirs.append(await asyncio.to_thread(self.baseline, "pgqueuer", "drain", drain))
-        self.results.setdefault("mediagrid over gRPC", {}).update(median_of(ours))
+    async def rounds(self, conn: asyncpg.Connection) -> None:
+        """Every measurement of mediagrid right before the same one of PGQueuer, round after
+        round: the machine's load phases fall on both alike; each round's ratio is printed."""
+        skip = self.args.skip_baselines
+        for round_ in range(1, self.args.rounds + 1):
+            print(f"round {round_}/{self.args.rounds}", flush=True)
+            ours = await self.enqueue_mediagrid(conn)
+            theirs = (
+                {}
+                if skip
+                else await asyncio.to_thread(
+                    self.baseline,
+                    "pgqueuer",
+                    "enqueue",
+                    self.args.single_calls,
+                    self.args.batch_jobs,
+                )
+            )
+            self.record(
+                ours,
+                {
+                    "enqueue_single": theirs.get("single", 0.0),
+                    "enqueue_batch": theirs.get("batch", 0.0),
+                },
+            )
+            ours = await self.drain_mediagrid(conn)
+            theirs = (
+                {}
+                if skip
+                else await asyncio.to_thread(
+                    self.baseline, "pgqueuer", "drain", self.args.drain_jobs
+                )
+            )
+            self.record(ours, theirs)
+            print(f"  mediagrid CPU per drained job by process (us): {self.cpu_split}")
+            if self.args.latency_jobs:
+                ours = await self.latency_mediagrid(conn)
+                theirs = (
+                    {}
+                    if skip
+                    else await asyncio.to_thread(
+                        self.baseline, "pgqueuer", "latency", self.args.latency_jobs
+                    )
+                )
+                self.record(ours, theirs)
+
+    def record(self, ours: dict[str, float], theirs: dict[str, float]) -> None:
+        """Keep one round's values of both systems and print the ratio of each metric."""
+        self.ours_rounds.append(ours)
         if theirs:
-            self.drain_rounds_seen = [
-                (o["drain"], t["drain"], t.get("drain_wall", t["drain"]))
-                for o, t in zip(ours, theirs, strict=True)
-            ]
-            self.results.setdefault("PGQueuer", {}).update(median_of(theirs))
+            self.theirs_rounds.append(theirs)
+        for key, value in ours.items():
+            if key in self.ratios and theirs.get(key):
+                print(self.ratios[key].add(value, theirs[key]), flush=True)
+            elif key in self.ratios:
+                print(f"  {self.ratios[key].label}: {value:,.1f}", flush=True)
 
     @staticmethod
     def batch_request(n: int) -> job_service_pb2.CreateBatchRequest:
@@ -309,7 +366,7 @@ class Bench:
     async def claim_cost(self, conn: asyncpg.Connection) -> None:
         from common.db import create_pool
         from common.settings import Settings
-        from services.jobs.models import JobSpec, LeaseRef
+        from services.jobs.models import JobSpec
         from services.jobs.repository import JobRepository
 
         pool = await create_pool(Settings(environment="test", database_url=self.dsn), self.dsn)
@@ -343,10 +400,12 @@ class Bench:
             timings = []
             for _ in range(60):
                 started = time.perf_counter()
-                claimed = await repo.claim("bench", ["cost.noop"], 100, 30)
+                claimed = await repo.claim_rows("bench", ["cost.noop"], 100, 30)
                 timings.append(time.perf_counter() - started)
-                await repo.complete(
-                    [(LeaseRef(job_id=c.job.id, lease_id=c.job.lease_id), None) for c in claimed]  # type: ignore[arg-type]
+                await repo.complete_ids(
+                    [c["id"] for c in claimed],
+                    [c["lease_id"] for c in claimed],
+                    [None] * len(claimed),
                 )
             await conn.execute("DELETE FROM jobs.jobs WHERE type = 'cost.noop'")
             await conn.execute("VACUUM ANALYZE jobs.jobs")
@@ -396,52 +455,56 @@ class Bench:
         ).stdout
         return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-    def baselines(self) -> None:
+    def others(self) -> None:
+        """Procrastinate and the raw asyncpg loop, once, for reference (not alternated)."""
         for system, label, drain_jobs in (
-            ("pgqueuer", "PGQueuer", self.args.drain_jobs),
             ("procrastinate", "Procrastinate", PROCRASTINATE_DRAIN_JOBS),
             ("raw", "raw asyncpg SKIP LOCKED", self.args.drain_jobs),
         ):
             print(f"  {label} ...", flush=True)
-            if system != "pgqueuer":  # installed before the alternating drain rounds
-                self.baseline(system, "setup")
+            self.baseline(system, "setup")
             result = self.results.setdefault(label, {})
-            enqueue = self.baseline(system, "enqueue", SINGLE_CALLS, BATCH_JOBS)
+            single, batch = self.args.single_calls, self.args.batch_jobs
+            enqueue = self.baseline(system, "enqueue", single, batch)
             result["enqueue_single"] = enqueue["single"]
             result["enqueue_batch"] = enqueue["batch"]
-            if system != "pgqueuer":  # PGQueuer's drain ran in the alternating rounds
-                result.update(self.baseline(system, "drain", drain_jobs))
-            result.update(self.baseline(system, "latency", self.args.latency_jobs))
+            result.update(self.baseline(system, "drain", drain_jobs))
+            if self.args.latency_jobs:
+                result.update(self.baseline(system, "latency", self.args.latency_jobs))
 
     # --- report ----------------------------------------------------------------------------------
 
     def report(self) -> None:
+        self.results = {
+            "mediagrid over gRPC": median_of(self.ours_rounds),
+            **({"PGQueuer": median_of(self.theirs_rounds)} if self.theirs_rounds else {}),
+            **self.results,
+        }
         systems = [s for s in self.results if not s.startswith("claim cost")]
         rows = [
-            ("enqueue, single calls (jobs/s)", "enqueue_single", True),
-            ("enqueue, batches (jobs/s)", "enqueue_batch", True),
-            ("drain no-op jobs (jobs/s)", "drain", True),
-            ("  CPU per drained job (us, all processes)", "cpu_us_per_job", False),
-            ("enqueue-to-start p50 (ms)", "p50_ms", False),
-            ("enqueue-to-start p99 (ms)", "p99_ms", False),
+            ("enqueue, single calls (jobs/s)", "enqueue_single"),
+            ("enqueue, batches (jobs/s)", "enqueue_batch"),
+            ("drain no-op jobs (jobs/s)", "drain"),
+            ("  CPU per drained job (us, all processes)", "cpu_us_per_job"),
+            ("enqueue-to-start p50 (ms)", "p50_ms"),
+            ("enqueue-to-start p99 (ms)", "p99_ms"),
         ]
         width = 44
-        print()
-        print(
-            "metric".ljust(width)
-            + "".join(s[:24].rjust(26) for s in systems)
-            + "   mediagrid/PGQueuer"
-        )
-        for label, key, higher_better in rows:
+        print(f"\nmedians of {self.args.rounds} rounds (mediagrid and PGQueuer alternating)")
+        print("metric".ljust(width) + "".join(s[:24].rjust(26) for s in systems))
+        for label, key in rows:
             cells = []
             for system in systems:
                 value = self.results[system].get(key)
                 cells.append(("-" if value is None else f"{value:,.1f}").rjust(26))
-            ours = self.results.get("mediagrid over gRPC", {}).get(key)
-            theirs = self.results.get("PGQueuer", {}).get(key)
-            ratio = f"{ours / theirs:.2f}x" if ours and theirs else "-"
-            note = "" if higher_better else " (lower is better)"
-            print(label.ljust(width) + "".join(cells) + f"   {ratio}{note}")
+            print(label.ljust(width) + "".join(cells))
+        print("\nmediagrid / PGQueuer, per round (ratios of the same round):")
+        for ratios in self.ratios.values():
+            if ratios.rounds:
+                print("  " + ratios.summary())
+        p99 = self.results["mediagrid over gRPC"].get("p99_ms")
+        if p99 is not None:
+            print(f"  enqueue-to-start p99 {p99:.1f} ms (target <= 10 ms)")
         cost = self.results.get("claim cost (ms per 100-job claim)")
         if cost:
             print(
@@ -451,30 +514,13 @@ class Bench:
                 f"(ratio {cost['full'] / cost['empty']:.2f}x); shared buffers touched per claim: "
                 f"{cost['empty_buffers']:.0f} empty, {cost['full_buffers']:.0f} full"
             )
-        if self.drain_rounds_seen:
-            ratios = [ours / theirs for ours, theirs, _ in self.drain_rounds_seen]
-            print(
-                "\ndrain rounds, alternating (jobs/s, mediagrid / PGQueuer = ratio; both from "
-                "PostgreSQL's first claim to last recorded completion):"
-            )
-            for index, ((ours, theirs, wall), ratio) in enumerate(
-                zip(self.drain_rounds_seen, ratios, strict=True)
-            ):
-                print(
-                    f"  round {index + 1}: {ours:,.0f} / {theirs:,.0f} = {ratio:.2f}x"
-                    f"  (PGQueuer by the wall clock around its run: {wall:,.0f})"
-                )
-            print(
-                f"  median ratio {statistics.median(ratios):.2f}x, lowest {min(ratios):.2f}x "
-                f"(target >= 1x)"
-            )
-        if self.cpu_split:
-            print(f"\nmediagrid CPU per drained job by process (us, last round): {self.cpu_split}")
         print(
-            f"\n(drain: {self.args.drain_jobs:,} jobs; Procrastinate drained "
-            f"{PROCRASTINATE_DRAIN_JOBS:,}; worker concurrency {self.args.concurrency}; "
-            f"latency: {self.args.latency_jobs} jobs, "
-            f"one every {LATENCY_GAP_SECONDS * 1000:.0f} ms)"
+            f"\n(enqueue: {self.args.single_calls:,} single calls, {self.args.batch_jobs:,} jobs in "
+            f"batches; drain: {self.args.drain_jobs:,} jobs, worker concurrency "
+            f"{self.args.concurrency}; latency: {self.args.latency_jobs} jobs, one every "
+            f"{LATENCY_GAP_SECONDS * 1000:.0f} ms; Procrastinate drained "
+            f"{PROCRASTINATE_DRAIN_JOBS:,}; drains timed from PostgreSQL's first claim to its last "
+            "recorded completion)"
         )
 
     async def run(self) -> None:
@@ -489,14 +535,12 @@ class Bench:
                 self.baseline("pgqueuer", "setup")
             server = await self.start_server()
             try:
-                print("mediagrid ...", flush=True)
-                await self.mediagrid(conn)
-                print("drain, mediagrid and PGQueuer alternating ...", flush=True)
-                await self.drain_rounds(conn)
+                await self.rounds(conn)
             finally:
                 await self.stop(server)
-            if not self.args.skip_baselines:
-                await asyncio.to_thread(self.baselines)
+            if self.args.others and not self.args.skip_baselines:
+                print("once, for reference ...", flush=True)
+                await asyncio.to_thread(self.others)
             if self.args.finished_rows:
                 print("claim cost ...", flush=True)
                 await self.claim_cost(conn)
@@ -510,12 +554,18 @@ class Bench:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_jobs", description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--drain-jobs", type=int, default=20_000)
-    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating mediagrid/PGQueuer")
+    parser.add_argument("--single-calls", type=int, default=quick(2000, 500))
+    parser.add_argument("--batch-jobs", type=int, default=quick(20_000, 5000))
+    parser.add_argument("--drain-jobs", type=int, default=quick(20_000, 5000))
+    parser.add_argument("--latency-jobs", type=int, default=quick(200, 60))
+    parser.add_argument("--finished-rows", type=int, default=quick(1_000_000, 0))
     parser.add_argument(
-        "--drain-rounds", type=int, default=3, help="alternating mediagrid/PGQueuer drains"
+        "--others",
+        action=argparse.BooleanOptionalAction,
+        default=quick(True, False),
+        help="also Procrastinate and the raw asyncpg loop, once",
     )
-    parser.add_argument("--finished-rows", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=2000)
     parser.add_argument(
         "--claims-in-flight",

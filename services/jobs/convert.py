@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ _TO_PB = {
     JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
 }
 _FROM_PB: dict[int, JobState] = {int(v): k for k, v in _TO_PB.items()}
+_RUNNING = _TO_PB[JobState.RUNNING]
 
 
 def state_to_pb(state: JobState) -> Any:
@@ -107,6 +109,42 @@ def fill_job_pb(message: job_pb2.Job, job: models.Job) -> None:
         message.result.update(job.result)
 
 
+def fill_claimed_pb(message: job_pb2.ClaimedJob, row: models.ClaimRow) -> None:
+    """Write one claim_jobs row into an empty ``ClaimedJob`` in place, job and lease.
+
+    The same fields as ``fill_job_pb`` of the job's model, without building the model: a
+    claimed job is RUNNING, holds no result nor finish time, and its progress was reset.
+    """
+    job = message.job
+    job.name = f"jobs/{row['id']}"
+    job.type = row["type"]
+    job.owner = row["owner"]
+    job.state = _RUNNING
+    job.priority = row["priority"]
+    if files := row["files"]:
+        job.files.extend(files)
+    if batch_id := row["batch_id"]:
+        job.batch = f"batches/{batch_id}"
+    if request_id := row["request_id"]:
+        job.request_id = request_id
+    job.attempts = row["attempts"]
+    job.max_attempts = row["max_attempts"]
+    if error := row["error"]:
+        job.error = error
+    if worker_id := row["worker_id"]:
+        job.worker_id = worker_id
+    set_timestamp(job.create_time, row["created_at"])
+    set_timestamp(job.schedule_time, row["available_at"])
+    set_timestamp(job.start_time, row["started_at"])
+    set_timestamp(job.update_time, row["updated_at"])
+    set_timestamp(job.lease_expire_time, row["lease_expires_at"])
+    if payload := row["payload"]:
+        job.payload.update(payload)
+    message.lease_id = str(row["lease_id"])
+    if trace_context := row["trace_context"]:
+        message.trace_context.update(trace_context)
+
+
 def batch_to_pb(batch: models.Batch) -> job_pb2.Batch:
     return job_pb2.Batch(
         name=batch.name,
@@ -129,6 +167,27 @@ def lease_from_pb(message: job_pb2.LeaseRef, field: str) -> models.LeaseRef:
             "lease_id": parse_uuid(message.lease_id, f"{field}.lease_id"),
         },
     )
+
+
+def lease_ids_from_pb(
+    messages: Sequence[job_pb2.LeaseRef], field: str, suffix: str = ""
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """The job ids and lease ids of ``messages`` (``{field}[i]{suffix}`` in errors).
+
+    Acknowledgements carry up to a thousand leases: parsed as two lists in one pass, with no
+    object per lease. Only a malformed one takes the per-lease path, for the same
+    INVALID_ARGUMENT naming its field that ``lease_from_pb`` gives.
+    """
+    parse = uuid.UUID
+    try:
+        job_ids = [parse(m.job[5:]) for m in messages if m.job[:5] == "jobs/"]
+        lease_ids = [parse(m.lease_id) for m in messages]
+        if len(job_ids) == len(messages):
+            return job_ids, lease_ids
+    except ValueError:
+        pass
+    parsed = [lease_from_pb(m, f"{field}[{i}]{suffix}") for i, m in enumerate(messages)]
+    return [p.job_id for p in parsed], [p.lease_id for p in parsed]
 
 
 def lease_to_pb(lease: models.LeaseRef) -> job_pb2.LeaseRef:

@@ -257,7 +257,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
             for job_type in {s.type for s in specs}:
                 self.metrics.created_jobs(job_type, sum(1 for s in specs if s.type == job_type))
             await self.activity.record("jobs.create_batch", batch.name, {"jobs": str(len(ids))})
-        batch = await self.repo.get_batch(batch.id)
+        else:  # a request_id seen before: the batch's counts as they are now
+            batch = await self.repo.get_batch(batch.id)
         return job_service_pb2.CreateBatchResponse(
             batch=convert.batch_to_pb(batch), job_names=[f"jobs/{i}" for i in ids]
         )

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from opentelemetry import metrics
 
 from common.telemetry import get_meter
-from services.jobs.models import Claimed, Finished
+from services.jobs.models import ClaimRow, Finished
 
 
 class JobMetrics:
@@ -34,9 +34,9 @@ class JobMetrics:
             "mediagrid.jobs.created", description="Jobs created per type."
         )
 
-    def claimed(self, claimed: Iterable[Claimed]) -> None:
-        for item in claimed:
-            self.wait_time.record(max(item.wait_seconds, 0.0), {"type": item.job.type})
+    def claimed(self, rows: Iterable[ClaimRow]) -> None:
+        for row in rows:
+            self.wait_time.record(max(row["wait_seconds"], 0.0), {"type": row["type"]})
 
     def finished(self, finished: Iterable[Finished]) -> None:
         for item in finished:

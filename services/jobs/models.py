@@ -127,6 +127,13 @@ class Claimed(BaseModel):
     trace_context: dict[str, str] | None = None
 
 
+# A row of the claim_jobs statement: the columns of jobs.jobs a claimed job's message carries,
+# plus wait_seconds (how long it waited claimable). Claims hand out thousands of jobs per
+# second and a domain model would add nothing between the row and the message, so the
+# servicer writes rows straight into messages (convert.fill_claimed_pb).
+ClaimRow = Mapping[str, Any]
+
+
 class Finished(BaseModel):
     """One outcome recorded by CompleteJobs/FailJobs, for metrics."""
 

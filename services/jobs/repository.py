@@ -27,6 +27,7 @@ from common.settings import Settings
 from services.jobs.models import (
     Batch,
     Claimed,
+    ClaimRow,
     DeletedUserJobs,
     FailureReport,
     Finished,
@@ -89,6 +90,29 @@ def _finished(row: asyncpg.Record) -> Finished:
     )
 
 
+# The columns of a claimed job that claim_jobs does not return: the claim sets them.
+_CLAIMED_CONSTANTS: dict[str, Any] = {
+    "state": JobState.RUNNING.value,
+    "progress_percent": 0.0,
+    "progress_message": "",
+    "result": None,
+    "finished_at": None,
+}
+
+
+def _new_batch(row: asyncpg.Record, total: int, scheduled: int) -> Batch:
+    """A batch as created: its jobs all waiting (queued, or scheduled for later)."""
+    counts = {JobState.QUEUED: total - scheduled, JobState.SCHEDULED: scheduled}
+    return Batch.model_validate(
+        {
+            **{key: row[key] for key in ("id", "owner", "display_name", "request_id")},
+            "total_jobs": row["total_jobs"],
+            "created_at": row["created_at"],
+            "state_counts": {state: n for state, n in counts.items() if n},
+        }
+    )
+
+
 class JobRepository:
     """Every statement goes through ``SuitePool`` (breaker, time bound); reads are declared
     ``idempotent`` so that a dead pooled connection is retried once on a fresh one."""
@@ -112,25 +136,32 @@ class JobRepository:
         applies to also count against their owner's cap of running jobs (quotas.py).
         """
         limit = None if quota is None else quota.limit
-        capped = quota is not None
         try:
             # With a request_id a second run finds the first one's job (below): safe to retry.
             rows = await self.pool.fetch(
-                Q.insert_jobs,
+                Q.insert_job,
                 owner,
                 batch_id,
-                *_job_arrays([spec]),
+                uuid.uuid4(),
+                spec.type,
+                spec.priority,
+                spec.payload,  # jsonb: encoded by the pool's codec
+                list(spec.files),
+                spec.request_id,
+                spec.max_attempts,
+                spec.schedule_time,
                 limit,
-                capped,
+                quota is not None,
                 current_trace_context(),
                 idempotent=spec.request_id is not None,
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFound("the batch does not exist", reason="BATCH_NOT_FOUND") from None
-        if rows:
-            return Job.from_row(rows[0])
-        row = None
-        if spec.request_id is not None:
+        row = rows[0] if rows else None
+        if row is not None and row["created"]:
+            return Job.from_row(row)
+        if row is None and spec.request_id is not None:
+            # Stored by a concurrent request after the statement began: visible now.
             row = await self.pool.fetchrow(
                 Q.get_job_by_request_id, owner, spec.request_id, idempotent=True
             )
@@ -160,12 +191,72 @@ class JobRepository:
         chunk: int,
         quota: Quota | None = None,
     ) -> tuple[Batch, list[uuid.UUID], bool]:
-        """Create a batch and its jobs in one transaction (one INSERT per chunk of rows).
+        """Create a batch and its jobs atomically.
 
         Returns (batch, job ids, created_now); a batch request_id seen before returns the old
-        batch. With a ``quota``, a batch that would take the owner past ``quota.limit``
-        waiting jobs is refused whole (RESOURCE_EXHAUSTED).
+        batch (its job counts not read: ``get_batch`` has them). A new batch comes with the
+        counts it was created with. With a ``quota``, a batch that would take the owner past
+        ``quota.limit`` waiting jobs is refused whole (RESOURCE_EXHAUSTED). Up to ``chunk``
+        jobs without request ids take one statement (create_batch); more take a transaction
+        with one INSERT per chunk of rows.
         """
+        if len(specs) <= chunk and not any(s.request_id for s in specs):
+            return await self._create_batch_statement(owner, display_name, request_id, specs, quota)
+        return await self._create_batch_chunks(owner, display_name, request_id, specs, chunk, quota)
+
+    async def _create_batch_statement(
+        self,
+        owner: str,
+        display_name: str,
+        request_id: str | None,
+        specs: Sequence[JobSpec],
+        quota: Quota | None,
+    ) -> tuple[Batch, list[uuid.UUID], bool]:
+        ids, types, priorities, payloads, files, _, attempts, times = _job_arrays(specs)
+        row = await self.pool.fetchrow(
+            Q.create_batch,
+            uuid.uuid4(),
+            owner,
+            display_name,
+            request_id,
+            ids,
+            types,
+            priorities,
+            payloads,
+            files,
+            attempts,
+            times,
+            None if quota is None else quota.limit,
+            quota is not None,
+            current_trace_context(),
+            # A batch request_id makes a second run find the first one's batch: safe to retry.
+            idempotent=request_id is not None,
+        )
+        assert row is not None
+        if row["id"] is not None:
+            return _new_batch(row, len(specs), int(row["scheduled"])), ids, True
+        if request_id is not None:
+            existing = await self.pool.fetchrow(
+                Q.get_batch_by_request_id, owner, request_id, idempotent=True
+            )
+            if existing is not None:
+                old = await self.pool.fetch(Q.batch_job_names, existing["id"], idempotent=True)
+                return Batch.model_validate(dict(existing)), [r["id"] for r in old], False
+        if quota is not None:
+            raise quota.exceeded(int(row["waiting"]), len(specs))
+        raise AlreadyExists(  # the batch of that request_id was deleted meanwhile
+            "a batch with this request_id was just deleted", reason="REQUEST_ID_REUSED"
+        )
+
+    async def _create_batch_chunks(
+        self,
+        owner: str,
+        display_name: str,
+        request_id: str | None,
+        specs: Sequence[JobSpec],
+        chunk: int,
+        quota: Quota | None,
+    ) -> tuple[Batch, list[uuid.UUID], bool]:
         batch_id = uuid.uuid4()
         trace_context = current_trace_context()
 
@@ -184,18 +275,21 @@ class JobRepository:
                 if waiting + len(specs) > quota.limit:
                     raise quota.exceeded(waiting, len(specs))
             ids: list[uuid.UUID] = []
+            scheduled = 0
             for start in range(0, len(specs), chunk):
                 part = specs[start : start + chunk]
                 arrays = _job_arrays(part)
-                stored = await conn.fetchval(
+                stored = await conn.fetchrow(
                     Q.insert_jobs_count, owner, batch_id, *arrays, quota is not None, trace_context
                 )
-                if stored != len(part):
+                assert stored is not None
+                if stored["stored"] != len(part):
                     raise InvalidArgument.field(
                         "jobs", "request ids must be unique", reason="DUPLICATE_REQUEST_ID"
                     )
+                scheduled += stored["scheduled"]
                 ids.extend(arrays[0])
-            return Batch.model_validate(dict(row)), ids, True
+            return _new_batch(row, len(specs), scheduled), ids, True
 
         return await self.pool.transaction(create, what="create_batch")
 
@@ -325,13 +419,38 @@ class JobRepository:
         user_priority_max: int = USER_PRIORITY_MAX,
         owner_max_running: int = 0,
     ) -> list[Claimed]:
+        """``claim_rows`` as domain models (for callers other than the servicer's claims)."""
+        rows = await self.claim_rows(
+            worker_id, types, max_jobs, lease_seconds, user_priority_max, owner_max_running
+        )
+        return [
+            trusted(
+                Claimed,
+                {
+                    "job": Job.from_row({**_CLAIMED_CONSTANTS, **row}),
+                    "wait_seconds": row["wait_seconds"],
+                    "trace_context": row["trace_context"],
+                },
+            )
+            for row in rows
+        ]
+
+    async def claim_rows(
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        max_jobs: int,
+        lease_seconds: float,
+        user_priority_max: int = USER_PRIORITY_MAX,
+        owner_max_running: int = 0,
+    ) -> list[ClaimRow]:
         """Claim up to ``max_jobs`` jobs shared fairly between their owners (docs/jobs.md).
 
         Jobs above ``user_priority_max`` (the most a user may set) go before all others. An
         owner whose jobs are capped (quotas.py) never has more than ``owner_max_running`` of
-        them running (0: no cap).
+        them running (0: no cap). Returns the claim's rows (models.ClaimRow), in claim order.
         """
-        rows = await self.pool.fetch(
+        rows: list[ClaimRow] = await self.pool.fetch(
             Q.claim_jobs,
             list(types),
             max_jobs,
@@ -341,17 +460,7 @@ class JobRepository:
             user_priority_max,
             owner_max_running,
         )
-        return [
-            trusted(
-                Claimed,
-                {
-                    "job": Job.from_row(r),
-                    "wait_seconds": r["wait_seconds"],
-                    "trace_context": r["trace_context"],
-                },
-            )
-            for r in rows
-        ]
+        return rows
 
     async def seconds_until_due(self, types: Sequence[str]) -> float | None:
         value = await self.pool.fetchval(Q.next_due, list(types), idempotent=True)
@@ -384,24 +493,36 @@ class JobRepository:
     async def complete(
         self, items: Sequence[tuple[LeaseRef, dict[str, Any] | None]]
     ) -> list[Finished]:
-        """Record successes atomically: all of them, or none when any lease was lost.
+        """Record successes atomically: all of them, or none when any lease was lost."""
+        return await self.complete_ids(
+            [lease.job_id for lease, _ in items],
+            [lease.lease_id for lease, _ in items],
+            [result for _, result in items],
+        )
+
+    async def complete_ids(
+        self,
+        job_ids: list[uuid.UUID],
+        lease_ids: list[uuid.UUID],
+        results: Sequence[dict[str, Any] | None],
+    ) -> list[Finished]:
+        """``complete`` for parallel lists of ids (the servicer's acknowledgements).
 
         One statement, no explicit transaction: it fails as a whole (SQLSTATE MGJ01) when a
         quoted lease is no longer held, which rolls back every row it changed.
         """
-        leases = [lease for lease, _ in items]
-        results = [None if result is None else _dumps(result) for _, result in items]
+        encoded = [None if result is None else _dumps(result) for result in results]
         try:
-            rows = await self.pool.fetch(
-                Q.complete_jobs,
-                [lease.job_id for lease in leases],
-                [lease.lease_id for lease in leases],
-                results,
-            )
+            rows = await self.pool.fetch(Q.complete_jobs, job_ids, lease_ids, encoded)
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) != LEASE_GUARD_SQLSTATE:
                 raise
-            await self._raise_lease_problem(leases)
+            await self._raise_lease_problem(
+                [
+                    trusted(LeaseRef, {"job_id": job_id, "lease_id": lease_id})
+                    for job_id, lease_id in zip(job_ids, lease_ids, strict=True)
+                ]
+            )
         return [_finished(r) for r in rows]
 
     async def fail(

@@ -21,7 +21,7 @@ from common.errors import FieldViolation, InvalidArgument
 from common.settings import Settings
 from services.jobs import access, convert
 from services.jobs.metrics import JobMetrics
-from services.jobs.models import Claimed, FailureReport
+from services.jobs.models import ClaimRow, FailureReport
 from services.jobs.notifier import Notifier, wait_event
 from services.jobs.repository import JobRepository
 from services.jobs.validation import (
@@ -116,22 +116,19 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
                 "jobs.claim", f"workers/{request.worker_id}", {"jobs": str(len(claimed))}
             )
         response = worker_service_pb2.ClaimJobsResponse()
-        add = response.jobs.add
-        for item in claimed:
-            message = add(lease_id=str(item.job.lease_id))
-            convert.fill_job_pb(message.job, item.job)
-            if item.trace_context:
-                message.trace_context.update(item.trace_context)
+        add, fill = response.jobs.add, convert.fill_claimed_pb
+        for row in claimed:
+            fill(add(), row)
         return response
 
     async def _claim_waiting(
         self, worker_id: str, types: Sequence[str], max_jobs: int, lease: float, wait: float
-    ) -> list[Claimed]:
+    ) -> list[ClaimRow]:
         deadline = time.monotonic() + wait
         with self.notifier.queue(types) as woken:
             while True:
                 woken.clear()  # before the claim: a NOTIFY arriving after it is not lost
-                claimed = await self.repo.claim(
+                claimed = await self.repo.claim_rows(
                     worker_id,
                     types,
                     max_jobs,
@@ -192,18 +189,19 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
 
     async def _complete(self, completions: Sequence[job_pb2.Completion], field: str) -> int:
         self._check_batch_size(len(completions), field)
-        self._check_unique([c.lease.job for c in completions], field)
-        items = []
-        violations = []
+        leases = [c.lease for c in completions]
+        self._check_unique([lease.job for lease in leases], field)
+        job_ids, lease_ids = convert.lease_ids_from_pb(leases, field, ".lease")
+        results: list[dict[str, Any] | None] = [None] * len(completions)
+        violations: list[FieldViolation] = []
         for i, completion in enumerate(completions):
-            result = (
-                convert.struct_to_dict(completion.result) if completion.HasField("result") else None
-            )
-            if result:
-                violations += check_payload_size(result, f"{field}[{i}].result", self.settings)
-            items.append((convert.lease_from_pb(completion.lease, f"{field}[{i}].lease"), result))
+            if completion.HasField("result"):
+                result = convert.struct_to_dict(completion.result)
+                if result:
+                    violations += check_payload_size(result, f"{field}[{i}].result", self.settings)
+                results[i] = result
         raise_if(violations)
-        finished = await self.repo.complete(items)
+        finished = await self.repo.complete_ids(job_ids, lease_ids, results)
         self.metrics.finished(finished)
         return len(finished)
 

@@ -6,43 +6,42 @@
 --   mediagrid_jobs_change  ids of jobs whose state or progress changed (WatchJob)
 --   mediagrid_jobs_batch   ids of batches whose jobs changed (WatchBatch)
 
--- name: insert_jobs
--- Insert jobs given as parallel arrays; a (owner, request_id) seen before inserts nothing.
--- Every job also gets its row in jobs.job_keys (migrations 003 and 005: a trigger adds it),
--- which owner, batch and time lookups below go through. With a quota $11 (NULL: none), the
+-- name: insert_job
+-- One job in one statement, its request-id dedupe included: a (owner, request_id) seen before
+-- inserts nothing and returns the job stored under it instead (created = false), read in the
+-- same statement; only a job committed by a concurrent request after this statement began is
+-- invisible to it (no row: the repository reads it then). With a quota $11 (NULL: none), the
 -- owner's waiting jobs are counted under the owner's lock first (jobs.lock_owner_waiting,
--- migration 006) and nothing is inserted when the new jobs would take them past $11. $12: the
--- jobs count against their owner's cap of running jobs (migration 007). $13: the creating
--- request's trace context (migration 008).
+-- migration 006) and nothing is inserted when the job would take them past $11; $12: the job
+-- counts against its owner's cap of running jobs (migration 007); $13: the creating request's
+-- trace context (migration 008).
 WITH quota AS (
     SELECT CASE WHEN $11::int IS NOT NULL THEN jobs.lock_owner_waiting($1, $11) END AS waiting
-), input AS (
-    SELECT *
-    FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
-                $9::int[], $10::timestamptz[])
-        AS t(id, type, priority, payload, files, request_id, max_attempts, schedule_time)
 ), ins AS (
     INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
                            request_id, max_attempts, available_at, capped, trace_context)
-    SELECT id, type, $1,
-           CASE WHEN schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
-           priority, payload::jsonb,
-           CASE WHEN files = '[]' THEN '{}'::text[]
-                ELSE ARRAY(SELECT jsonb_array_elements_text(files::jsonb)) END,
-           $2, request_id, max_attempts, coalesce(schedule_time, now()), $12, $13::jsonb
-    FROM input
-    WHERE $11::int IS NULL OR (SELECT waiting FROM quota) + cardinality($3::uuid[]) <= $11
+    SELECT $3::uuid, $4::text, $1::text,
+           CASE WHEN $10::timestamptz > now() THEN 'scheduled' ELSE 'queued' END,
+           $5::int, $6::jsonb, $7::text[], $2::uuid, $8::text, $9::int,
+           coalesce($10::timestamptz, now()), $12::bool, $13::jsonb
+    WHERE $11::int IS NULL OR (SELECT waiting FROM quota) < $11
     ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING *
 ), wake AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
-    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(type)) AS n FROM ins
 )
-SELECT ins.* FROM ins, wake;
+SELECT true AS created, ins.* FROM ins, wake
+UNION ALL
+SELECT false, j.* FROM jobs.jobs j
+WHERE $8::text IS NOT NULL AND j.owner = $1 AND j.request_id = $8
+  AND NOT EXISTS (SELECT FROM ins);
 
 -- name: insert_jobs_count
--- insert_jobs for batches: the same rows ($11: capped, $12: trace context), returning only how
--- many were stored.
+-- The jobs of a batch too large for create_batch, one chunk per statement, given as parallel
+-- arrays; a (owner, request_id) seen before inserts nothing. $11: the jobs count against their
+-- owner's cap of running jobs (migration 007), $12: the creating request's trace context.
+-- Returns how many were stored and how many of those are scheduled.
 WITH input AS (
     SELECT *
     FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
@@ -64,7 +63,50 @@ WITH input AS (
     -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
     SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n FROM ins
 )
-SELECT count(*) FROM ins, wake;
+SELECT count(*) AS stored, count(*) FILTER (WHERE state = 'scheduled') AS scheduled
+FROM ins, wake;
+
+-- name: create_batch
+-- A batch and its jobs (given as parallel arrays, none with a request_id) in one statement:
+-- one round trip and one commit. With a quota $12 (NULL: none), the owner's waiting jobs are
+-- counted under the owner's lock first (jobs.lock_owner_waiting, migration 006) and nothing is
+-- inserted when the jobs would take them past $12; $13: the jobs count against their owner's
+-- cap of running jobs (migration 007); $14: the creating request's trace context. A batch
+-- request_id $4 seen before, or the quota, inserts nothing: the row then has a NULL id and
+-- the owner's waiting count (with a quota). Otherwise: the batch and how many of its jobs
+-- are scheduled (the others are queued).
+WITH quota AS (
+    SELECT CASE WHEN $12::int IS NOT NULL THEN jobs.lock_owner_waiting($2, $12) END AS waiting
+), batch AS (
+    INSERT INTO jobs.batches (id, owner, display_name, request_id, total_jobs)
+    SELECT $1::uuid, $2::text, $3::text, $4::text, cardinality($5::uuid[])
+    WHERE $12::int IS NULL OR (SELECT waiting FROM quota) + cardinality($5::uuid[]) <= $12
+    ON CONFLICT (owner, request_id) WHERE request_id IS NOT NULL DO NOTHING
+    RETURNING *
+), input AS (
+    SELECT *
+    FROM unnest($5::uuid[], $6::text[], $7::int[], $8::text[], $9::text[], $10::int[],
+                $11::timestamptz[])
+        AS t(id, type, priority, payload, files, max_attempts, schedule_time)
+), ins AS (
+    INSERT INTO jobs.jobs (id, type, owner, state, priority, payload, files, batch_id,
+                           max_attempts, available_at, capped, trace_context)
+    SELECT i.id, i.type, b.owner,
+           CASE WHEN i.schedule_time > now() THEN 'scheduled' ELSE 'queued' END,
+           i.priority, i.payload::jsonb,
+           CASE WHEN i.files = '[]' THEN '{}'::text[]
+                ELSE ARRAY(SELECT jsonb_array_elements_text(i.files::jsonb)) END,
+           b.id, i.max_attempts, coalesce(i.schedule_time, now()), $13, $14::jsonb
+    FROM input i, batch b
+    RETURNING type, state
+), wake AS (
+    -- Scheduled jobs too: an idle claim must learn when the next one becomes due.
+    SELECT jobs.notify_list('mediagrid_jobs_queue', array_agg(DISTINCT type)) AS n,
+           count(*) FILTER (WHERE state = 'scheduled') AS scheduled
+    FROM ins
+)
+SELECT b.*, wake.scheduled, (SELECT waiting FROM quota) AS waiting
+FROM wake LEFT JOIN batch b ON true;
 
 -- name: lock_owner_waiting
 -- Inside a transaction: lock owner $1's quota until it ends and count its waiting jobs, up
@@ -299,7 +341,13 @@ WITH RECURSIVE waiting(owner) AS (
     -- By primary key whatever plan is chosen: joined FROM picked, a generic plan (LIMIT $2
     -- estimated at 10% of the table) hashed a sequential scan of all of jobs.jobs per claim.
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING j.*, extract(epoch FROM now() - j.available_at)::float8 AS wait_seconds
+    -- What a claimed job's message carries (convert.fill_claimed_pb): a running job has no
+    -- result nor finish time yet, and its progress was just reset.
+    RETURNING j.id, j.type, j.owner, j.priority, j.payload, j.files, j.batch_id, j.request_id,
+              j.attempts, j.max_attempts, j.available_at, j.seq, j.lease_id,
+              j.lease_expires_at, j.worker_id, j.error, j.created_at, j.started_at,
+              j.updated_at, j.trace_context,
+              extract(epoch FROM now() - j.available_at)::float8 AS wait_seconds
 ), changed AS (
     SELECT jobs.notify_list('mediagrid_jobs_change', array_agg(id::text)) AS n FROM upd
 )
