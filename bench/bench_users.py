@@ -61,6 +61,8 @@ for entry in (str(ROOT), str(ROOT / "gen")):
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 
+from bench.rounds import Ratios, quick  # noqa: E402
+
 ECHO_SERVICE = "bench.Echo"
 BARE_ECHO = f"/{ECHO_SERVICE}/Unary"
 # Served by the users service's own server, so through its interceptors: one public method
@@ -313,37 +315,50 @@ def report(results: list[Result]) -> None:
     baseline = {r.concurrency: r for r in results if r.name == "echo"}
     print(
         f"{'call':<16}{'callers':>8}{'calls/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'CPU µs/call: server':>21}{'client':>7}{'pg':>5}{'median':>8}   ratio to echo per round"
+        f"{'CPU µs/call: server':>21}{'client':>7}{'pg':>5}{'/ echo':>8}"
     )
     for r in results:
         echo = baseline.get(r.concurrency)
-        ratios = r.ratios(echo) if echo is not None else []
-        median = f"{statistics.median(ratios):.0%}" if ratios else "-"
-        rounds = ", ".join(f"{x:.0%}" for x in ratios)
+        median = f"{statistics.median(r.ratios(echo)):.0%}" if echo is not None else "-"
         cpu = r.cpu_per_call_us()
         print(
             f"{r.name:<16}{r.concurrency:>8}{r.rate:>9.0f}{r.percentile(0.5):>8.2f}"
             f"{r.percentile(0.99):>8.2f}{cpu.get('server', 0):>21.0f}{cpu.get('client', 0):>7.0f}"
-            f"{cpu.get('postgres', 0):>5.0f}{median:>8}   {rounds}"
+            f"{cpu.get('postgres', 0):>5.0f}{median:>8}"
         )
+    print(
+        "\n(CPU µs/call: median over rounds of each process's CPU time per call; "
+        "'/ echo': median over rounds of calls/s over the echo's in the same round)\n"
+    )
     for r in results:
         echo = baseline.get(r.concurrency)
-        if r.name == "getuser" and echo is not None and r.concurrency in (16, 64):
-            ratio = statistics.median(r.ratios(echo))
-            verdict = "meets" if ratio >= 0.5 else "misses"
-            print(
-                f"authenticated GetUser at {r.concurrency} callers: median {ratio:.0%} of the "
-                f"echo ({verdict} the 50% target)"
+        if echo is None or r is echo:
+            continue
+        level = r.concurrency
+        if r.name == "getuser":
+            calls = Ratios(f"GetUser / echo, calls/s, {level} callers", target=0.5)
+            cpu_ratios = Ratios(
+                f"GetUser / echo, server CPU per call, {level} callers",
+                target=2.0,
+                lower_is_better=True,
             )
-        if r.name == "echo-auth" and echo is not None:
-            # Per call, the interceptor stack adds the difference of the two cost per call
-            # (wall time per call at this concurrency, both from the same rounds).
+            for rate, echo_rate in zip(r.round_rates, echo.round_rates, strict=True):
+                calls.add(rate, echo_rate)
+            for ours, base in zip(r.round_cpu, echo.round_cpu, strict=True):
+                cpu_ratios.add(ours["server"], base["server"])
+            print(calls.summary())
+            print(cpu_ratios.summary())
+        if r.name in ("echo-suite", "echo-auth"):
+            # What the interceptor stack (and, with a token, the auth cache hit) costs per
+            # call: the difference of server CPU per call with the bare echo, round by round.
             extra = statistics.median(
-                (1 / a - 1 / b) * 1e6 for a, b in zip(r.round_rates, echo.round_rates, strict=True)
+                ours["server"] - base["server"]
+                for ours, base in zip(r.round_cpu, echo.round_cpu, strict=True)
             )
+            what = "suite interceptor" if r.name == "echo-suite" else "suite interceptor + auth"
             print(
-                f"interceptor stack + auth cache hit at {r.concurrency} callers: "
-                f"+{extra:.0f} µs of server/client time per call over the bare echo"
+                f"{what}, {level} callers: +{extra:.0f} µs of server CPU per call over the bare "
+                "echo (median of rounds)"
             )
 
 
@@ -543,9 +558,13 @@ def main(argv: list[str]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="time per call kind and level")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per level")
-    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated caller counts")
+    parser.add_argument(
+        "--seconds", type=float, default=quick(10.0, 2.0), help="time per call kind and level"
+    )
+    parser.add_argument("--rounds", type=int, default=quick(10, 4), help="rounds per level")
+    parser.add_argument(
+        "--concurrency", default=quick("1,16,64", "16,64"), help="comma-separated caller counts"
+    )
     parser.add_argument("--calls", default=DEFAULT_CALLS, help="comma-separated call kinds")
     parser.add_argument(
         "--breakdown",
