@@ -2,7 +2,8 @@
 
 The baseline is the bare asyncpg pool (``pool.fetchval``) on the same pool, measured in the
 same run, alternating with the suite's path (breaker, time bound, retry-once bookkeeping),
-so that load on the machine hits both alike. One caller, ``SELECT 1``, against the
+so that load on the machine hits both alike, and with kept connections as the suite runtime
+runs it. One caller, ``SELECT 1``, against the
 PostgreSQL at 127.0.0.1:5432. The report gives wall time and client CPU per statement
 (minimum and median over rounds) and the difference.
 
@@ -48,18 +49,30 @@ async def run(calls: int, rounds: int) -> None:
     settings = Settings(environment="test", service_name="bench-db-path")
     raw = await db.create_pool(settings, LOCAL_PG)
     suite = db.SuitePool(raw, settings)
+    # The suite runtime's pool: single statements keep their connection between statements.
+    kept = db.SuitePool(raw, settings, keep_connections=True)
 
     async def through_suite(query: str) -> object:
         return await suite.fetchval(query, idempotent=True)
 
-    results: dict[str, list[tuple[float, float]]] = {"asyncpg pool (baseline)": [], "SuitePool": []}
+    async def through_kept(query: str) -> object:
+        return await kept.fetchval(query, idempotent=True)
+
+    results: dict[str, list[tuple[float, float]]] = {
+        "asyncpg pool (baseline)": [],
+        "SuitePool": [],
+        "SuitePool, kept": [],
+    }
     try:
-        await _round(raw.fetchval, calls)  # warm up both paths
+        await _round(raw.fetchval, calls)  # warm up every path
         await _round(through_suite, calls)
+        await _round(through_kept, calls)
         for _ in range(rounds):
             results["asyncpg pool (baseline)"].append(await _round(raw.fetchval, calls))
             results["SuitePool"].append(await _round(through_suite, calls))
+            results["SuitePool, kept"].append(await _round(through_kept, calls))
     finally:
+        await kept.release_kept()
         await raw.close()
     summary: dict[str, tuple[float, float, float, float]] = {}
     for name, samples in results.items():
@@ -75,6 +88,14 @@ async def run(calls: int, rounds: int) -> None:
     ):
         print(ratios.add(path_wall, base_wall))
     print(ratios.summary())
+    kept_ratios = Ratios(
+        "SuitePool, kept / asyncpg pool, CPU per statement", lower_is_better=True, unit="us"
+    )
+    for (_, path_cpu), (_, base_cpu) in zip(
+        results["SuitePool, kept"], results["asyncpg pool (baseline)"], strict=True
+    ):
+        print(kept_ratios.add(path_cpu, base_cpu))
+    print(kept_ratios.summary())
     base, path = summary["asyncpg pool (baseline)"], summary["SuitePool"]
     print(
         f"SuitePool - baseline: wall {path[0] - base[0]:+.0f} us (min), "

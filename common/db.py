@@ -373,8 +373,18 @@ class SuitePool:
         pool: asyncpg.Pool,
         settings: Settings | None = None,
         dependency: Dependency | None = None,
+        *,
+        keep_connections: bool = False,
     ) -> None:
+        """``keep_connections``: single statements keep their connections checked out between
+        statements (``_keep``); only for the one wrapper of a pool it owns and closes (the
+        suite's runtime), since a pool closed from outside would wait for them forever."""
         self.raw = pool
+        self._keep_limit = pool.get_max_size() if keep_connections else 0
+        self._kept: list[Any] = []
+        # Checkouts waiting for the pool: while any waits, a single statement hands its
+        # connection back to the pool rather than keep it.
+        self._waiting = 0
         call_timeout = (
             settings.db_call_timeout_seconds if settings else _default("db_call_timeout_seconds")
         )
@@ -457,8 +467,9 @@ class SuitePool:
         try:
             # One timeout for both steps: the hot path pays for a single timer.
             async with asyncio.timeout_at(bound.deadline):
-                conn = PooledConnection(self, await self.raw.acquire(), bound.cap)
-                return await getattr(conn.raw, method)(query, *args)
+                raw = (self._kept and await self._take_kept()) or await self._acquire_raw()
+                conn = PooledConnection(self, raw, bound.cap)
+                return await getattr(raw, method)(query, *args)
         except TimeoutError as exc:
             if conn is None:
                 raise self._checkout_timed_out(method, bound) from exc
@@ -482,9 +493,57 @@ class SuitePool:
             )
             return _RETRY
         finally:
-            if conn is not None:
+            if conn is not None and not self._keep(conn.raw):
                 # A single statement never leaves session state behind: nothing to reset.
                 await conn.release(bounded=False)
+
+    def _keep(self, raw: Any) -> bool:
+        """Keep ``raw`` checked out for the next single statement instead of releasing it.
+
+        asyncpg's checkout and release (a proxy, a future, a shielded release task, an
+        inactivity timer per use) cost about as much CPU as the statement's own round trip; a
+        kept connection skips them. Only a connection that is open and outside a transaction
+        is kept (a single statement leaves no session state), and none while a checkout waits
+        for the pool, so that kept connections never starve transactions or held connections.
+        """
+        if len(self._kept) >= self._keep_limit or self._waiting:
+            return False
+        try:
+            if raw.is_closed() or raw.is_in_transaction():
+                return False
+        except asyncpg.InterfaceError:  # detached from the pool already
+            return False
+        self._kept.append(raw)
+        return True
+
+    async def _take_kept(self) -> Any:
+        """A kept connection that is still open, or None; closed ones go back to the pool
+        (which replaces them, as it does for an idle connection found closed)."""
+        while self._kept:
+            raw = self._kept.pop()
+            try:
+                if not raw.is_closed():
+                    return raw
+            except asyncpg.InterfaceError:  # detached from the pool already
+                continue
+            with contextlib.suppress(Exception):
+                await self.raw.release(raw)
+        return None
+
+    async def _acquire_raw(self) -> Any:
+        self._waiting += 1
+        try:
+            return await self.raw.acquire()
+        finally:
+            self._waiting -= 1
+
+    async def release_kept(self) -> None:
+        """Hand every kept connection back to the pool (before closing it, after expiring its
+        connections: the pool then closes those of the old generation)."""
+        kept, self._kept = self._kept, []
+        for raw in kept:
+            with contextlib.suppress(Exception):  # a dead one is dropped by the pool
+                await self.raw.release(raw)
 
     # --- held connections and transactions ----------------------------------------------
 
@@ -640,9 +699,11 @@ class SuitePool:
     # --- pool ---------------------------------------------------------------------------
 
     async def close(self) -> None:
+        await self.release_kept()
         await self.raw.close()
 
     def terminate(self) -> None:
+        self._kept.clear()
         self.raw.terminate()
 
     def get_size(self) -> int:
@@ -684,9 +745,12 @@ class SuitePool:
         )
 
     async def _checkout(self, bound: _Bound, what: str) -> PooledConnection:
+        kept = self._kept and await self._take_kept()
+        if kept:
+            return PooledConnection(self, kept, self._cap(None))
         try:
             async with asyncio.timeout_at(bound.deadline):
-                raw = await self.raw.acquire()
+                raw = await self._acquire_raw()
         except TimeoutError as exc:
             raise self._checkout_timed_out(what, bound) from exc
         return PooledConnection(self, raw, self._cap(None))
@@ -818,6 +882,7 @@ class PooledConnection:
         another dead one."""
         self.terminate()
         await self.pool.raw.expire_connections()
+        await self.pool.release_kept()
 
     async def release(self, *, bounded: bool = True) -> None:
         """Hand the connection back; ``bounded``: its session reset (if it declared session

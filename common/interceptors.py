@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import re
 import time
@@ -85,6 +86,17 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return parts[1]
 
 
+# Generated request ids: 64 random bits per process, then a counter. Unique across processes
+# and replicas like a uuid4 (32 hex digits), without reading the OS's random source per call;
+# a request id correlates log lines and guards nothing.
+_REQUEST_ID_PREFIX = uuid.uuid4().hex[:16]
+_request_ids = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_request_ids) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
 def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The caller's ``x-request-id`` when it has a safe shape, otherwise a new one."""
     for key, value in metadata or ():
@@ -93,7 +105,7 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
             if _REQUEST_ID_RE.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 def outgoing_metadata(*, forward_token: bool = True) -> tuple[tuple[str, str], ...]:
@@ -146,6 +158,8 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.certificates: CertificateAuthenticator | None = None
         self.public_methods = frozenset(public_methods)
         self.error_drain_seconds = error_drain_seconds
+        # method -> (the handler gRPC found, its wrapper): wrapping is per method, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def _needs_auth(self, method: str) -> bool:
         if self.authenticator is None or method in self.public_methods:
@@ -172,27 +186,39 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 },
             )
             return None
-        return _wrap(handler, self, details)
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap(handler, self, details.method)
+        if len(self._wrapped) >= _MAX_WRAPPED:  # handlers made per call would grow it forever
+            self._wrapped.clear()
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+
+_MAX_WRAPPED = 4096
 
 
 class _Call:
     """Per-call state shared by the wrappers below."""
 
+    __slots__ = ("attributes", "code", "interceptor", "metadata", "method", "metrics", "started")
+
     def __init__(
         self,
         interceptor: SuiteInterceptor,
-        details: grpc.HandlerCallDetails,
-        *,
-        streaming: bool = False,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        attributes: dict[str, str],
     ) -> None:
         self.interceptor = interceptor
-        self.method: str = details.method
-        self.metadata = tuple(details.invocation_metadata or ())
+        self.method = method
+        self.metadata = tuple(context.invocation_metadata() or ())
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
         self.metrics = rpc_metrics()
-        self.attributes = RpcMetrics.attributes(self.method, streaming=streaming)
-        self.metrics.active.add(1, self.attributes)
+        self.attributes = attributes
+        self.metrics.active.add(1, attributes)
 
     async def enter(self, context: grpc.aio.ServicerContext) -> None:
         self.started = time.perf_counter()
@@ -233,12 +259,14 @@ class _Call:
             self.code = code
         elif self.code == grpc.StatusCode.OK and context.cancelled():
             self.code = grpc.StatusCode.CANCELLED  # the client went away mid-call
-        principal = current_principal_var.get()
         duration_ms = (time.perf_counter() - self.started) * 1000
         self.metrics.active.add(-1, self.attributes)
         self.metrics.duration.record(
             duration_ms, {**self.attributes, "rpc.grpc.status_code": self.code.value[0]}
         )
+        if not log.isEnabledFor(logging.INFO):
+            return  # the line's fields are built only for a log that takes it
+        principal = current_principal_var.get()
         log.info(
             "%s %s %.1fms",
             self.method,
@@ -373,13 +401,14 @@ def _serializer(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], byt
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler, interceptor: SuiteInterceptor, details: grpc.HandlerCallDetails
+    handler: grpc.RpcMethodHandler, interceptor: SuiteInterceptor, method: str
 ) -> grpc.RpcMethodHandler:
-    """A handler that runs the original one inside a fresh ``_Call``."""
+    """A handler for ``method`` that runs the original one inside a fresh ``_Call`` per call."""
     serialize = _serializer(handler.response_serializer)
     deserialize = handler.request_deserializer
     streaming_request = bool(handler.request_streaming)
     streaming = streaming_request or bool(handler.response_streaming)
+    attributes = RpcMetrics.attributes(method, streaming=streaming)
 
     def arguments(request: Any, context: Any) -> tuple[Any, Any]:
         """What the handler gets: the parsed request (or a parsing iterator) and context."""
@@ -398,7 +427,7 @@ def _wrap(
 
     def unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(interceptor, details, streaming=streaming)
+            call = _Call(interceptor, method, context, attributes)
             try:
                 await call.enter(context)
                 response = await behavior(*arguments(request, context))
@@ -419,7 +448,7 @@ def _wrap(
         behavior: Callable[..., AsyncIterator[Any]],
     ) -> Callable[..., AsyncIterator[Any]]:
         async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            call = _Call(interceptor, details, streaming=streaming)
+            call = _Call(interceptor, method, context, attributes)
             try:
                 await call.enter(context)
                 responses = behavior(*arguments(request, context))

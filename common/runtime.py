@@ -120,7 +120,7 @@ async def _suite_context(
     raw_pool = await db.create_pool(settings)
     # Every statement of the services goes through the database dependency (AppContext binds
     # the pool to ctx.dependencies.database); migrations run before serving, unbounded.
-    pool = db.SuitePool(raw_pool, settings)
+    pool = db.SuitePool(raw_pool, settings, keep_connections=True)  # it alone closes raw_pool
     ctx = AppContext(
         settings=settings, pool=pool, aws=AwsClients(settings), authenticator=authenticator
     )
