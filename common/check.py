@@ -135,7 +135,12 @@ async def _round_trip(s3: Any, name: str, bucket: str) -> CheckResult:
 
 
 async def check_s3(settings: Settings, embedded: bool) -> list[CheckResult]:
-    where = "embedded in-memory S3" if embedded else (settings.s3_endpoint_url or "AWS S3")
+    if embedded and settings.embedded_s3 == "moto":
+        where = f"embedded in-memory S3 (moto) at {settings.s3_endpoint_url}"
+    elif embedded:
+        where = f"embedded SeaweedFS at {settings.s3_endpoint_url}, data in {settings.data_dir}/s3"
+    else:
+        where = settings.s3_endpoint_url or "AWS S3"
     buckets = [settings.bucket(purpose) for purpose in BUCKET_PURPOSES]
     try:
         async with AwsClients(settings).s3() as s3:
@@ -165,5 +170,5 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
     async with embedded_dependencies(settings) as effective:
         database_rows, _ = await check_database(effective, settings.embedded_database)
         results.extend(database_rows)
-        results.extend(await check_s3(effective, settings.embedded_s3))
+        results.extend(await check_s3(effective, settings.s3_is_embedded))
     return results
