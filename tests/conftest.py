@@ -48,7 +48,11 @@ import pytest_asyncio  # noqa: E402
 
 from common.registry import SERVICES  # noqa: E402
 from common.settings import Settings  # noqa: E402
-from tests.support.object_store import ObjectStore, object_store_for_tests  # noqa: E402
+from tests.support.object_store import (  # noqa: E402
+    ObjectStore,
+    aws_store,
+    object_store_for_tests,
+)
 from tests.support.redis_server import redis_for_tests  # noqa: E402
 from tests.support.stores import (  # noqa: E402
     can_administer,
@@ -59,6 +63,21 @@ from tests.support.stores import (  # noqa: E402
 )
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The real-AWS lane (MEDIAGRID_TEST_S3=aws) runs only the tests on the lane's S3."""
+    if TEST_S3 != "aws":
+        return
+    kept = [item for item in items if "store_settings" in getattr(item, "fixturenames", ())]
+    dropped = [item for item in items if item not in kept]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    reason = aws_store(TEST_AWS_ENVIRONMENT).skip_reason
+    if reason:  # skipped before any fixture runs: no database is made for a test not run
+        for item in kept:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")
