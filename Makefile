@@ -12,12 +12,13 @@ PROTO_FILES := $(shell find protos/mediagrid -name '*.proto' 2>/dev/null | sort)
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 
-.PHONY: help install run check test test-faults protos check-protos ts-client check-ts-client lint ruff mypy buf-lint buf-breaking format bench bench-quick lock docs deploy-check compose-check cfn-lint clean
+.PHONY: help install run check test test-faults test-aws protos check-protos ts-client check-ts-client lint ruff mypy buf-lint buf-breaking format bench bench-quick lock docs deploy-check compose-check cfn-lint clean
 
 help:
 	@echo "make run           install, then serve every service on 127.0.0.1:50051 (embedded PostgreSQL/S3 if unconfigured)"
 	@echo "make test          install, then run the whole test suite (fault scenarios aside)"
 	@echo "make test-faults   the fault scenarios: PostgreSQL/S3 outages, SIGTERM, two replicas"
+	@echo "make test-aws      the integration tests against real S3/RDS (MEDIAGRID_TEST_AWS_*; skipped without)"
 	@echo "make check         mediagrid check: settings, database, migrations, buckets"
 	@echo "make protos        regenerate gen/ from protos/ (check-protos: fail if stale)"
 	@echo "make ts-client     regenerate and build clients/typescript (check-ts-client: fail if stale)"
@@ -61,6 +62,13 @@ test-faults: install
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
 	$(BIN)/pytest -q -s -p no:cacheprovider -m faults $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no fault scenarios collected"; exit 0; fi; exit $$rc
+
+# The integration tests (files, video, e2e) against real AWS S3, and RDS when
+# MEDIAGRID_TEST_DATABASE_URL points at it; opt-in through the MEDIAGRID_TEST_AWS_* variables
+# (docs/operations.md). Without them every test is reported SKIPPED with the reason (-rs).
+test-aws: install
+	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
+	MEDIAGRID_TEST_S3=aws $(BIN)/pytest -q -rs -p no:cacheprovider tests/files tests/video tests/e2e $(PYTEST_ARGS)
 
 protos: install
 	rm -rf gen/mediagrid

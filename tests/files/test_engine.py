@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
-from mediagrid.files.v1 import file_pb2, files_pb2
+from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from common.context import Principal
 from common.errors import InvalidArgument
@@ -81,8 +81,8 @@ async def test_progress_is_rate_limited_but_tells_every_stored_part(suite: Any) 
     data = random_bytes(3 * PART)
     call = files.stub.Upload(metadata=files.md("alice"))
     header = file_pb2.UploadHeader(display_name="d.bin", content_type="application/octet-stream")
-    await call.write(files_pb2.UploadRequest(header=header))
-    replies: list[files_pb2.UploadResponse] = []
+    await call.write(file_service_pb2.UploadRequest(header=header))
+    replies: list[file_service_pb2.UploadResponse] = []
 
     async def read_all() -> None:
         while (reply := await call.read()) is not grpc.aio.EOF:
@@ -93,7 +93,7 @@ async def test_progress_is_rate_limited_but_tells_every_stored_part(suite: Any) 
 
     async def send(size: int) -> None:
         nonlocal sent
-        await call.write(files_pb2.UploadRequest(data=data[sent : sent + size]))
+        await call.write(file_service_pb2.UploadRequest(data=data[sent : sent + size]))
         sent += size
 
     for part in (1, 2):

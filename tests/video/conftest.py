@@ -23,6 +23,7 @@ from common.app import AppContext, ServiceInstance
 from common.aws import ensure_bucket
 from common.context import Principal
 from common.registry import SERVICES, ServiceSpec
+from common.settings import Settings
 from services.files.video.app import create_video_service
 from services.files.video.ports import UploadItem, UploadOutput
 from services.jobs.worker.api import HANDLERS, WorkerResources
@@ -250,3 +251,9 @@ async def video_env(suite: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         holder["uploads"],
         activity,
     )
+
+
+@pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """The integration lane: SeaweedFS (or real AWS S3) instead of moto (tests/README.md)."""
+    return store_settings

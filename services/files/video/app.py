@@ -112,7 +112,7 @@ async def create_video_service(
         ctx,
         VideoRepository(ctx.pool),
         files=FileRepository(ctx.pool),
-        presigner=ctx.aws.sync_s3(),
+        presigner=ctx.aws.presigner(),
         uploads=uploads,
         jobs=jobs,
     )
