@@ -732,10 +732,13 @@ class PartWriter:
         if not sha_in_metadata:
             await self.deps.storage.tag_sha256(s.object_key, obj.version_id, obj.sha256)
         try:
-            return await self.deps.repo.commit_upload(s, obj)
+            record = await self.deps.repo.commit_upload(s, obj)
         except BaseException:
             await self.deps.storage.delete_version(s.object_key, obj.version_id)
             raise
+        # A file stored with one PUT (smaller than a part) has no parts to commit it.
+        self.committed = self.received
+        return record
 
     async def _complete(self, parts: list[tuple[int, str]]) -> PutResult:
         """Complete the multipart upload; if S3 no longer knows it because an earlier
