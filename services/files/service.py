@@ -23,12 +23,12 @@ from common.errors import (
     PermissionDenied,
 )
 from services.files import convert, keys, validation, wire
-from services.files.access import authorize_file, authorize_user, is_privileged
+from services.files.access import authorize_file, authorize_upload, authorize_user, is_privileged
 from services.files.metrics import DOWNLOAD, TransferMetrics
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
 from services.files.sweep import release_session_objects
 from services.files.upload import TransferProfile, UploadDeps, run_upload
-from services.files.upload.engine import authorize_upload, object_metadata, upload_target
+from services.files.upload.session import object_metadata, upload_target
 from services.files.wire import generic_handler
 
 log = logging.getLogger("mediagrid.files")

@@ -12,7 +12,7 @@ from common.errors import InvalidArgument
 from services.files.app import build_deps
 from services.files.models import FileRecord
 from services.files.upload import Progress, TransferProfile, UploadItem, UploadStart, run_upload
-from services.files.upload.engine import choose_part_size
+from services.files.upload.session import choose_part_size
 from tests.files.conftest import PART, Files, MiB, random_bytes, sha, start_files
 from tests.support.auth import principal
 
@@ -37,22 +37,15 @@ class AnyJob:
         return None
 
 
-async def test_video_profile_commits_a_video_and_calls_on_commit(files: Files) -> None:
+async def test_video_profile_commits_a_video(files: Files) -> None:
     deps = await build_deps(files.ctx)
     deps.jobs = AnyJob()
-    committed: list[FileRecord] = []
-
-    async def on_commit(record: FileRecord) -> None:
-        committed.append(record)
-
     data = b"\x1a\x45\xdf\xa3" + random_bytes(PART + 100)
     try:
         header = UploadStart(display_name="clip.webm", content_type="video/webm", job="jobs/j1")
         out = [
             item
-            async for item in run_upload(
-                deps, principal("alice"), items(header, data), VIDEO, on_commit
-            )
+            async for item in run_upload(deps, principal("alice"), items(header, data), VIDEO)
         ]
         with pytest.raises(InvalidArgument) as refused:
             async for _ in run_upload(
@@ -65,7 +58,8 @@ async def test_video_profile_commits_a_video_and_calls_on_commit(files: Files) -
     finally:
         await deps.storage.close()
     record = out[-1]
-    assert isinstance(record, FileRecord) and committed == [record]
+    assert isinstance(record, FileRecord)
+    assert await deps.repo.get_file(record.id) == record
     assert record.kind == "video" and record.sha256 == sha(data)
     assert record.object_key == f"users/alice/jobs/j1/{record.id}/content"
     assert all(isinstance(p, Progress) for p in out[:-1])

@@ -24,8 +24,7 @@ from common.peer_calls import call_peer
 from services.files import convert
 from services.files.peers import JOBS
 from services.files.ports import JOBS_SERVICE
-from services.files.upload import UploadDeps
-from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
+from services.files.upload import Progress, TransferProfile, UploadDeps, UploadItem, run_upload
 from services.files.video.ports import UploadItem as VideoUploadItem
 from services.files.video.ports import UploadOutput
 from services.files.video.service import create_video_service
