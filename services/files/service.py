@@ -252,6 +252,8 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             length=length,
             chunk_size=chunk,
             read_ahead=DOWNLOAD_PREFETCH,
+            streams=self.settings.download_streams,
+            segment_size=self.settings.download_segment_bytes,
         )
         self.transfers.active.add(1, DOWNLOAD)
         try:
