@@ -44,8 +44,7 @@ async def test_video_profile_commits_a_video(files: Files) -> None:
     try:
         header = UploadStart(display_name="clip.webm", content_type="video/webm", job="jobs/j1")
         out = [
-            item
-            async for item in run_upload(deps, principal("alice"), items(header, data), VIDEO)
+            item async for item in run_upload(deps, principal("alice"), items(header, data), VIDEO)
         ]
         with pytest.raises(InvalidArgument) as refused:
             async for _ in run_upload(
@@ -67,11 +66,14 @@ async def test_video_profile_commits_a_video(files: Files) -> None:
     assert (await files.download(record.name)) == data
 
 
-async def test_progress_is_rate_limited(suite: Any) -> None:
+async def test_progress_is_rate_limited_but_reports_every_stored_part(suite: Any) -> None:
     files = await start_files(suite, upload_progress_interval_seconds=60)
-    _, progress = await files.upload(random_bytes(3 * PART), chunk=256 * 1024)
-    assert len(progress) == 2  # the answer to the header and the final one
-    assert progress[-1].committed_bytes == 3 * PART
+    _, progress = await files.upload(random_bytes(3 * PART + 10), chunk=256 * 1024)
+    # The answer to the header, one per stored part, the final one: nothing on a timer.
+    assert len(progress) == 1 + 4 + 1
+    assert [p.parts_completed for p in progress] == [0, 1, 2, 3, 4, 4]
+    committed = [p.committed_bytes for p in progress]
+    assert committed == sorted(committed) and committed[-1] == 3 * PART + 10
 
 
 def test_part_size_grows_to_fit_10000_parts() -> None:

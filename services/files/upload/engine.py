@@ -116,9 +116,13 @@ async def run_upload(
                     "header", "the header may only be sent once", reason="HEADER_REPEATED"
                 )
             await writer.write(item)
-            if writer.progress_due():
-                yield writer.progress()
-        record = await writer.finish()
+            for progress in writer.due():
+                yield progress
+        async for out in writer.finish():
+            if isinstance(out, Progress):
+                yield out
+            else:
+                record = out
     except BaseException as exc:
         await writer.interrupted(fatal=_fatal(exc), error=str(exc))
         raise

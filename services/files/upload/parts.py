@@ -18,7 +18,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,10 @@ class PartWriter:
         self.checked_type = session.committed_bytes > 0
         self.interval = deps.settings.upload_progress_interval_seconds
         self.last_progress = time.monotonic()
+        # One progress message per part stored since the last message was sent: a client
+        # sees every part land, however fast the upload.
+        self.stored: list[Progress] = []
+        self.durable = session.committed_bytes
 
     @classmethod
     async def start(
@@ -116,10 +120,19 @@ class PartWriter:
 
     def progress(self) -> Progress:
         self.last_progress = time.monotonic()
+        self.stored.clear()
         return Progress(self.session.name, self.received, self.committed, len(self.acked))
 
-    def progress_due(self) -> bool:
-        return time.monotonic() - self.last_progress >= self.interval
+    def due(self) -> list[Progress]:
+        """The progress messages to send now: one per part stored since the last call, or
+        else one when ``upload_progress_interval_seconds`` has passed."""
+        if self.stored:
+            reports, self.stored = self.stored, []
+            self.last_progress = time.monotonic()
+            return reports
+        if time.monotonic() - self.last_progress >= self.interval:
+            return [self.progress()]
+        return []
 
     # --- writing -----------------------------------------------------------------------
 
@@ -291,10 +304,16 @@ class PartWriter:
         before = self.committed
         self.committed = self._offset_with(None, None)
         committed = self.committed
+        if committed > before and committed > reach:
+            # Parts recorded while this one was written reach further.
+            await self.deps.repo.advance_committed(self.session.id, self.token, committed)
+        # What the database holds now (another part's statement may be on its way with less).
+        self.durable = max(self.durable, committed)
+        self.stored.append(
+            Progress(self.session.name, self.received, self.durable, len(self.acked))
+        )
         if committed == before:
             return
-        if committed > reach:  # parts recorded while this one was written reach further
-            await self.deps.repo.advance_committed(self.session.id, self.token, committed)
         hashed = self.snapshots.get(committed)
         if hashed is not None:
             self.deps.hash_cache.put(self.session.id, committed, await hashed)
@@ -314,14 +333,19 @@ class PartWriter:
             offset += found.size_bytes
         return offset
 
-    async def _drain(self) -> None:
+    async def _drain(self) -> AsyncIterator[Progress]:
+        """Wait for every part in flight, with the progress of each as it is stored."""
         while self.in_flight:
             await self._wait_one()
+            for progress in self.due():
+                yield progress
 
     # --- finishing ---------------------------------------------------------------------
 
-    async def finish(self) -> FileRecord:
-        await self._drain()
+    async def finish(self) -> AsyncIterator[Progress | FileRecord]:
+        """Store what is left and commit: progress while the last parts land, then the file."""
+        async for progress in self._drain():
+            yield progress
         s = self.session
         if s.declared_size and self.received != s.declared_size:
             raise InvalidArgument(
@@ -349,7 +373,8 @@ class PartWriter:
         else:
             if self.filled or not self.acked:
                 await self._send_part(hash_it=False)  # hashed above
-                await self._drain()
+                async for progress in self._drain():
+                    yield progress
             parts = sorted((p.part_number, p.etag) for p in self.acked.values())
             if [n for n, _ in parts] != list(range(1, len(parts) + 1)):
                 raise FailedPrecondition(
@@ -367,7 +392,7 @@ class PartWriter:
             raise
         # A file stored with one PUT (smaller than a part) has no parts to commit it.
         self.committed = self.received
-        return record
+        yield record
 
     async def _complete(self, parts: list[tuple[int, str]]) -> PutResult:
         """Complete the multipart upload; if S3 no longer knows it because an earlier
