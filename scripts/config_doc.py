@@ -38,8 +38,11 @@ setting; the command line's own `MEDIAGRID_TOKEN` and `MEDIAGRID_PASSWORD` and t
 
 With no `MEDIAGRID_DATABASE_URL` (and no S3 endpoint or credentials) in the `dev`/`test`
 environments, `mediagrid serve` and `mediagrid check` start an embedded PostgreSQL (data in
-`MEDIAGRID_DATA_DIR/pgdata`) and an in-memory S3 endpoint. In `staging`/`prod` the database
-URL is required and buckets must already exist.
+`MEDIAGRID_DATA_DIR/pgdata`) and an embedded S3 server: SeaweedFS (data in
+`MEDIAGRID_DATA_DIR/s3`, kept across restarts; a generated key in
+`MEDIAGRID_DATA_DIR/s3-identities.json`), or moto in memory with
+`MEDIAGRID_EMBEDDED_S3=moto`. In `staging`/`prod` the database URL is required and buckets
+must already exist.
 
 Buckets are named `{MEDIAGRID_BUCKET_PREFIX}-{MEDIAGRID_ENVIRONMENT}-{purpose}` and must follow
 the S3 naming rules.

@@ -11,6 +11,8 @@
 - ``s3_endpoint`` (session): moto's ThreadedMotoServer on 127.0.0.1, reset before each test
   that uses ``settings``.
 - ``settings``: test Settings pointing at both.
+- ``object_store`` (session) / ``store_settings``: the integration lane's S3, SeaweedFS or real
+  AWS (tests/support/object_store.py); the files, video and e2e tests use it as ``settings``.
 - ``suite``: factory that starts named services in-process on port 0 and returns a channel.
 """
 
@@ -31,6 +33,11 @@ Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
 # (tests/README.md).
 EMBEDDED_PG_FORCED = os.environ.get("MEDIAGRID_TEST_EMBEDDED_PG") == "1"
 EMBEDDED_REDIS_FORCED = os.environ.get("MEDIAGRID_TEST_EMBEDDED_REDIS") == "1"
+# The integration lane's S3 (tests/support/object_store.py) and an administrable PostgreSQL of
+# one's own (an RDS instance for the real-AWS lane, docs/operations.md).
+TEST_S3 = os.environ.get("MEDIAGRID_TEST_S3", "")
+TEST_DATABASE_URL = os.environ.get("MEDIAGRID_TEST_DATABASE_URL", "")
+TEST_AWS_ENVIRONMENT = {k: v for k, v in os.environ.items() if k.startswith("MEDIAGRID_TEST_AWS_")}
 for _name in [n for n in os.environ if n.startswith("MEDIAGRID_")]:
     del os.environ[_name]  # tests configure themselves; a developer's shell must not leak in
 
@@ -41,6 +48,7 @@ import pytest_asyncio  # noqa: E402
 
 from common.registry import SERVICES  # noqa: E402
 from common.settings import Settings  # noqa: E402
+from tests.support.object_store import ObjectStore, object_store_for_tests  # noqa: E402
 from tests.support.redis_server import redis_for_tests  # noqa: E402
 from tests.support.stores import (  # noqa: E402
     can_administer,
@@ -55,6 +63,9 @@ LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
+    if TEST_DATABASE_URL:
+        yield TEST_DATABASE_URL
+        return
     if not EMBEDDED_PG_FORCED and asyncio.run(can_administer(LOCAL_PG)):
         yield LOCAL_PG
         return
@@ -134,6 +145,27 @@ def s3_endpoint() -> Iterator[str]:
 def settings(database_dsn: str, s3_endpoint: str) -> Settings:
     reset_s3(s3_endpoint)
     return suite_settings(database_dsn, s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[ObjectStore]:
+    """The integration lane's S3: SeaweedFS, once per session, or real S3 (MEDIAGRID_TEST_S3)."""
+    with object_store_for_tests(TEST_S3, TEST_AWS_ENVIRONMENT) as store:
+        yield store
+
+
+@pytest.fixture
+def store_settings(database_dsn: str, object_store: ObjectStore) -> Iterator[Settings]:
+    """Settings on the lane's S3 with versioned buckets of this test's own, deleted afterwards
+    on AWS (whether the test passed or not). Skipped, with the reason, when the lane is off."""
+    if object_store.skip_reason:
+        pytest.skip(object_store.skip_reason)
+    prefix = object_store.take_prefix()
+    try:
+        yield object_store.settings(database_dsn, prefix)
+    finally:
+        if not object_store.local:
+            object_store.delete_buckets(object_store.bucket_names(prefix))
 
 
 SuiteFactory = Callable[..., Awaitable[tuple[Any, Any, grpc.aio.Channel]]]

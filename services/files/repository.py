@@ -175,6 +175,14 @@ class FilesRepository:
         row = await self.pool.fetchrow(Q.get_file, file_id, idempotent=True)
         return None if row is None else FileRecord.from_row(row)
 
+    async def recent_objects(self, limit: int) -> tuple[list[tuple[str, str, str, str]], int]:
+        """``(file id, bucket, key, version id)`` of the newest ``limit`` live files, and how
+        many live files there are in all."""
+        rows = await self.pool.fetch(Q.recent_objects, limit, idempotent=True)
+        total = int(rows[0]["total"]) if rows else 0
+        found = [(r["id"], r["bucket"], r["object_key"], r["version_id"]) for r in rows]
+        return found, total
+
     async def share_role(self, file_id: str, user_id: str) -> ShareRole | None:
         role = await self.pool.fetchval(Q.get_share_role, file_id, user_id, idempotent=True)
         return role  # type: ignore[no-any-return]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import grpc
@@ -31,6 +31,7 @@ from services.files.upload import TransferProfile, UploadDeps, run_upload
 from services.files.upload.session import object_metadata, upload_target
 from services.files.wire import generic_handler
 
+T = TypeVar("T")
 log = logging.getLogger("mediagrid.files")
 
 # A single presigned PUT is limited to 5 GiB by S3; larger files use the streaming Upload.
@@ -236,8 +237,9 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
                     "content_type": version.content_type,
                 }
             )
-        yield files_pb2.DownloadResponse(file=convert.file_to_proto(shown))
         if length == 0:
+            await self._require_object(record, version_id)
+            yield files_pb2.DownloadResponse(file=convert.file_to_proto(shown))
             return
         chunk = min(
             self.settings.download_chunk_bytes, self.settings.grpc_max_message_bytes - 65536
@@ -255,9 +257,18 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             streams=self.settings.download_streams,
             segment_size=self.settings.download_segment_bytes,
         )
+        # The first chunk is read before anything is sent: a record whose object is gone
+        # answers DATA_LOSS instead of a file header followed by an error.
+        try:
+            first = await anext(messages, None)
+        except NotFound as exc:
+            if isinstance(messages, AsyncGenerator):
+                await messages.aclose()
+            raise object_missing(record, version_id) from exc
+        yield files_pb2.DownloadResponse(file=convert.file_to_proto(shown))
         self.transfers.active.add(1, DOWNLOAD)
         try:
-            async for message in messages:
+            async for message in _prepend(first, messages):
                 sent += message.size
                 self.transfers.sent(message.size)
                 yield message
@@ -265,6 +276,14 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             self.transfers.active.add(-1, DOWNLOAD)
         if sent != length:
             raise DataLoss(f"S3 returned {sent} of {length} bytes", reason="SHORT_READ")
+
+    async def _require_object(self, record: FileRecord, version_id: str | None) -> None:
+        """DATA_LOSS (``OBJECT_MISSING``) when the record's object is not in S3 (a wiped or
+        restored store): nothing is served, and no URL is minted, for an object not there."""
+        try:
+            await self.storage.head(record.object_key, version_id or None)
+        except NotFound as exc:
+            raise object_missing(record, version_id) from exc
 
     # --- presigned URLs ----------------------------------------------------------------
 
@@ -296,6 +315,7 @@ class FileService(files_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
             disposition = (
                 f"attachment; filename*=UTF-8''{quote(record.display_name.rsplit('/', 1)[-1])}"
             )
+        await self._require_object(record, version.version_id if version else record.version_id)
         url = await self.storage.presign_get(
             record.object_key,
             version.version_id if version else record.version_id,
@@ -559,3 +579,20 @@ def register(servicer: FileService) -> Any:
         server.add_generic_rpc_handlers((generic_handler(servicer),))
 
     return add
+
+
+def object_missing(record: FileRecord, version_id: str | None) -> DataLoss:
+    """The error for a file record whose S3 object (version) is gone."""
+    return DataLoss(
+        f"the stored content of {record.name} is missing from S3 (the object store was wiped "
+        "or restored without it); `mediagrid check` lists such files",
+        reason="OBJECT_MISSING",
+        metadata={"resource": record.name, "version_id": (version_id or "")[:128]},
+    )
+
+
+async def _prepend(first: T | None, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item

@@ -103,6 +103,32 @@ async def _s3(what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise _translate(what, exc) from exc
 
 
+async def stored_versions(
+    dependency: Dependency, sync_client: Any, bucket: str, prefix: str
+) -> set[tuple[str, str | None]]:
+    """``(key, version_id)`` of every stored version under ``prefix``, plus ``(key, None)``
+    for each key whose latest version is an object (not a delete marker): what a URL may be
+    minted for. One listing through the breaker, read by the synchronous client in a thread.
+    """
+
+    def listing() -> set[tuple[str, str | None]]:
+        found: set[tuple[str, str | None]] = set()
+        paginator = sync_client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Versions", []):
+                found.add((entry["Key"], entry["VersionId"]))
+                if entry.get("IsLatest"):
+                    found.add((entry["Key"], None))
+        return found
+
+    what = "list stored versions"
+    return await dependency.call(lambda: _s3(what, lambda: asyncio.to_thread(listing)), what=what)
+
+
+# The translation of botocore failures for callers outside ``Storage`` (the video servicer).
+s3_call = _s3
+
+
 def standalone_dependency(call_timeout: float, policy: BreakerPolicy | None = None) -> Dependency:
     """An S3 dependency of its own, for tools that open storage outside a service process."""
     breaker = CircuitBreaker(S3, policy, reason="S3_UNAVAILABLE")
@@ -133,8 +159,12 @@ class Storage:
         *,
         dependency: Dependency | None = None,
         transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
+        presigner: Any | None = None,
     ) -> None:
         self.client = client
+        # Synchronous client for the URLs handed to clients (``AwsClients.presigner``: signed
+        # for the public endpoint when there is one); None: the async client presigns.
+        self.presigner = presigner
         self.bucket = bucket
         # Optional synchronous client for streaming reads off the event loop.
         self.sync_client = sync_client
@@ -180,6 +210,7 @@ class Storage:
             dependency=dependency
             or standalone_dependency(settings.s3_call_timeout_seconds, breaker_policy(settings)),
             transfer_timeout=settings.s3_transfer_timeout_seconds,
+            presigner=aws.presigner(),
         )
         storage._stack = stack
         try:
@@ -680,24 +711,26 @@ class Storage:
             params["VersionId"] = version_id
         if disposition:
             params["ResponseContentDisposition"] = disposition
-        url = await self.client.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=expires_in
-        )
-        return str(url)
+        return await self._presign("get_object", params, expires_in)
 
     async def presign_put(
         self, key: str, content_type: str, metadata: dict[str, str], expires_in: int
     ) -> str:
-        url = await self.client.generate_presigned_url(
-            "put_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": key,
-                "ContentType": content_type,
-                "Metadata": metadata,
-            },
-            ExpiresIn=expires_in,
-        )
+        params = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "ContentType": content_type,
+            "Metadata": metadata,
+        }
+        return await self._presign("put_object", params, expires_in)
+
+    async def _presign(self, method: str, params: dict[str, Any], expires_in: int) -> str:
+        if self.presigner is not None:
+            url = self.presigner.generate_presigned_url(method, Params=params, ExpiresIn=expires_in)
+        else:
+            url = await self.client.generate_presigned_url(
+                method, Params=params, ExpiresIn=expires_in
+            )
         return str(url)
 
 

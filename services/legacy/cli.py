@@ -63,13 +63,16 @@ async def _database(s3: bool) -> AsyncIterator[tuple[asyncpg.Pool, Settings]]:
     from common.runtime import migrate_all
 
     settings = settings_or_exit()
-    if s3 and settings.embedded_s3:
+    if s3 and settings.s3_is_embedded and settings.embedded_s3 == "moto":
         fail(
-            "no S3 is configured (MEDIAGRID_S3_ENDPOINT_URL / AWS credentials): an embedded "
-            "in-memory S3 would lose the imported files when this command exits",
+            "MEDIAGRID_EMBEDDED_S3=moto keeps objects in memory: the imported files would be "
+            "lost when this command exits (unset it for the embedded SeaweedFS, or set "
+            "MEDIAGRID_S3_ENDPOINT_URL / AWS credentials)",
             2,
         )
-    async with embedded_dependencies(settings, s3=False) as effective:
+    # The embedded SeaweedFS keeps its objects in MEDIAGRID_DATA_DIR/s3 (the one `mediagrid
+    # serve` uses, joined when it runs): what is imported here is there when the suite starts.
+    async with embedded_dependencies(settings, s3=s3) as effective:
         pool = await db.create_pool(effective)
         try:
             await migrate_all(pool, resolve(["all"]))

@@ -70,7 +70,7 @@ async def test_embedded_suite_serves_and_keeps_database_rows_across_restarts(
     state_dir: Path,
 ) -> None:
     settings = unconfigured(state_dir)
-    assert settings.embedded_database and settings.embedded_s3
+    assert settings.embedded_database and settings.s3_is_embedded
 
     async with launched(settings, specs=[], port=0) as (server, _ctx, effective):
         assert await health_status(server.address) == SERVING
@@ -184,7 +184,7 @@ async def test_launched_binds_the_port_before_the_embedded_stores(
     busy_port: int, state_dir: Path
 ) -> None:
     settings = unconfigured(state_dir, grpc_port=busy_port)
-    assert settings.embedded_database and settings.embedded_s3
+    assert settings.embedded_database and settings.s3_is_embedded
     with pytest.raises(PortInUse, match=f"127.0.0.1:{busy_port}"):
         async with launched(settings, specs=[]):
             pytest.fail("the suite must not start on a busy port")

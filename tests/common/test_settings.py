@@ -92,7 +92,7 @@ def test_defaults_are_valid_and_local() -> None:
     settings = load_settings()
     assert settings.environment is Environment.DEV
     assert settings.grpc_port == 50051
-    assert settings.embedded_database and settings.embedded_s3
+    assert settings.embedded_database and settings.s3_is_embedded
     assert settings.bucket("files") == "mediagrid-dev-files"
 
 
@@ -101,7 +101,7 @@ def test_configured_dependencies_are_not_embedded(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("MEDIAGRID_S3_ENDPOINT_URL", "http://minio:9000")
     settings = load_settings()
     assert not settings.embedded_database
-    assert not settings.embedded_s3
+    assert not settings.s3_is_embedded
 
 
 def test_production_never_embeds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +109,7 @@ def test_production_never_embeds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIAGRID_DATABASE_URL", "postgresql://u:p@rds:5432/mediagrid")
     settings = load_settings()
     # No endpoint and no keys in prod = real S3 through the default credential chain.
-    assert not settings.embedded_s3
+    assert not settings.s3_is_embedded
     assert not settings.s3_create_buckets
     assert settings.bucket("files") == "mediagrid-prod-files"
 

@@ -10,9 +10,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+import pytest
 import pytest_asyncio
 from mediagrid.files.v1 import file_pb2, files_pb2, files_pb2_grpc
 
+from common.settings import Settings
 from tests.support.auth import StaticAuthenticator, bearer, principal
 from tests.support.proxy import TcpProxy
 
@@ -166,9 +168,9 @@ TRANSFER_BOUND = 4.0
 
 
 @pytest_asyncio.fixture
-async def s3_proxy(s3_endpoint: str) -> AsyncIterator[TcpProxy]:
-    """A fault proxy in front of moto's S3 (see ``start_behind``)."""
-    target = urlsplit(s3_endpoint)
+async def s3_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
+    """A fault proxy in front of the lane's S3 (see ``start_behind``)."""
+    target = urlsplit(settings.s3_endpoint_url or "")
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
     await proxy.start()
     try:
@@ -191,3 +193,9 @@ def behind(proxy: TcpProxy, **overrides: Any) -> dict[str, Any]:
 async def start_behind(suite: Any, proxy: TcpProxy, **overrides: Any) -> Files:
     """The files service with its S3 behind ``proxy``."""
     return await start_files(suite, **behind(proxy, **overrides))
+
+
+@pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """The integration lane: SeaweedFS (or real AWS S3) instead of moto (tests/README.md)."""
+    return store_settings

@@ -1,4 +1,4 @@
-"""The files service with S3 behind a fault proxy (moto server behind ``TcpProxy``).
+"""The files service with S3 behind a fault proxy (the lane's S3 behind ``TcpProxy``).
 
 Blackholed or refused S3: an Upload ends UNAVAILABLE (S3_UNAVAILABLE, with RetryInfo)
 within its bound and stays resumable, byte-identical once S3 is back; GetUploadStatus and
@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import boto3
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -41,6 +40,7 @@ from tests.files.conftest import (
     upload_outcome,
 )
 from tests.files.test_resume import resume
+from tests.support.object_store import ObjectStore
 from tests.support.proxy import TcpProxy
 
 SLACK = 5.0  # on top of the bounds, for a shared, noisy machine
@@ -102,15 +102,9 @@ async def status_of(files: Files, upload: str) -> Any:
     return response.upload
 
 
-async def open_multipart_uploads(endpoint: str, bucket: str) -> list[str]:
-    """Ids of the multipart uploads in progress in ``bucket``, asked of moto directly."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+async def open_multipart_uploads(store: ObjectStore, bucket: str) -> list[str]:
+    """Ids of the multipart uploads in progress in ``bucket``, asked of S3 directly."""
+    client = store.client()
     listing = await asyncio.to_thread(client.list_multipart_uploads, Bucket=bucket)
     return [u["UploadId"] for u in listing.get("Uploads", [])]
 
@@ -203,7 +197,7 @@ async def test_upload_status_answers_while_a_broken_streams_parts_hang(
 
 
 async def test_cancel_during_create_multipart_leaves_no_orphan(
-    suite: Any, s3_proxy: TcpProxy, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    suite: Any, s3_proxy: TcpProxy, object_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = await start_behind(suite, s3_proxy, s3_call_timeout_seconds=30.0)
     creating = asyncio.Event()
@@ -225,12 +219,12 @@ async def test_cancel_during_create_multipart_leaves_no_orphan(
     s3_proxy.resume()  # now S3 creates the upload and answers
 
     bucket = files.ctx.settings.bucket("files")
-    open_uploads = await open_multipart_uploads(s3_endpoint, bucket)
+    open_uploads = await open_multipart_uploads(object_store, bucket)
     for _ in range(100):  # the abort follows the create's answer
         if not open_uploads:
             break
         await asyncio.sleep(0.1)
-        open_uploads = await open_multipart_uploads(s3_endpoint, bucket)
+        open_uploads = await open_multipart_uploads(object_store, bucket)
     status = await status_of(files, upload.upload)
     print(
         f"cancel during create: {len(open_uploads)} multipart uploads left in progress, "

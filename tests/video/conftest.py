@@ -23,6 +23,7 @@ from common.app import AppContext, ServiceInstance
 from common.aws import ensure_bucket
 from common.context import Principal
 from common.registry import SERVICES, ServiceSpec
+from common.settings import Settings
 from services.files.video.ports import UploadItem, UploadOutput
 from services.files.video.service import create_video_service
 from services.jobs.worker.api import HANDLERS, WorkerResources
@@ -245,3 +246,9 @@ async def video_env(suite: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     yield VideoEnv(
         ctx, channel, video_pb2_grpc.VideoServiceStub(channel), jobs, holder["uploads"], activity
     )
+
+
+@pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """The integration lane: SeaweedFS (or real AWS S3) instead of moto (tests/README.md)."""
+    return store_settings

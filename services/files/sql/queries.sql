@@ -151,3 +151,9 @@ SELECT count(*) FROM del;
 
 -- name: active_uploads_of_user
 SELECT * FROM files.upload_sessions WHERE owner_id = $1 AND state = 'active';
+
+-- name: recent_objects
+-- The S3 object of the newest live files (what `mediagrid check` looks for), and the count.
+SELECT id, bucket, object_key, version_id, count(*) OVER () AS total
+FROM files.files WHERE delete_time IS NULL
+ORDER BY create_time DESC, id LIMIT $1;

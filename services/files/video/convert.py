@@ -31,7 +31,9 @@ STATE_NAMES = {
 }
 
 # (bucket, key, version id or None) -> (presigned url, expiry)
-Presign = Callable[[str, str, str | None], tuple[str, datetime]]
+# (bucket, key, version id) -> (URL, expiry), or None when no URL may be minted (the object
+# is not stored).
+Presign = Callable[[str, str, str | None], tuple[str, datetime] | None]
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -94,9 +96,10 @@ def thumbnail_to_proto(thumb: Thumbnail, presign: Presign | None) -> video_pb2.T
         version_id=thumb.version_id or "",
     )
     if presign is not None:
-        uri, expires = presign(thumb.bucket, thumb.key, thumb.version_id)
-        message.uri = uri
-        set_timestamp(message.expire_time, expires)
+        minted = presign(thumb.bucket, thumb.key, thumb.version_id)
+        if minted is not None:
+            message.uri, expires = minted
+            set_timestamp(message.expire_time, expires)
     return message
 
 

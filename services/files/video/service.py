@@ -30,7 +30,7 @@ async def create_video_service(
         ctx,
         VideoRepository(ctx.pool),
         files=FilesRepository(ctx.pool),
-        presigner=ctx.aws.sync_s3(),
+        presigner=ctx.aws.presigner(),
         uploads=uploads,
         jobs=jobs,
     )

@@ -10,6 +10,7 @@ does not exist, or that is not theirs, gets PERMISSION_DENIED either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -24,9 +25,16 @@ from pydantic import ValidationError
 from common import pagination, timestamps
 from common.app import AppContext
 from common.context import Principal, current_principal
-from common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from common.errors import (
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from services.files.access import authorize_file, authorize_user
 from services.files.repository import FilesRepository
+from services.files.storage import s3_call, stored_versions
 from services.files.video import convert, validation
 from services.files.video.models import Video
 from services.files.video.payloads import (
@@ -71,7 +79,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         self.settings = ctx.settings
         self.repository = repository
         self.files = files  # file records and shares: access is the FileService's rule
-        self.presigner = presigner  # synchronous boto3 client: presigning is local computation
+        # Synchronous boto3 client for the URLs handed out (signed for the public endpoint
+        # when there is one): presigning is local computation.
+        self.presigner = presigner
         self.uploads = uploads
         self.jobs = jobs
 
@@ -108,8 +118,46 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         seconds = min(self.settings.presign_default_seconds, self.settings.presign_max_seconds)
         return self._presign(params, seconds)
 
-    def _to_proto(self, video: Video) -> video_pb2.Video:
-        return convert.video_to_proto(video, self._presign_thumbnail)
+    async def _to_proto(self, video: Video) -> video_pb2.Video:
+        """The video with URLs for the thumbnails that are stored (none for a thumbnail whose
+        object is gone, e.g. from a wiped store: a URL that answers 404 helps nobody)."""
+        stored: set[tuple[str, str, str | None]] = set()
+        for bucket in {thumb.bucket for thumb in video.thumbnails}:
+            listed = await stored_versions(
+                self.ctx.dependencies.s3,
+                self.ctx.aws.sync_s3(),
+                bucket,
+                thumbnail_prefix(video.object_key),
+            )
+            stored |= {(bucket, key, version) for key, version in listed}
+
+        def presign(bucket: str, key: str, version_id: str | None) -> tuple[str, datetime] | None:
+            if (bucket, key, version_id) not in stored:
+                return None
+            return self._presign_thumbnail(bucket, key, version_id)
+
+        return convert.video_to_proto(video, presign)
+
+    async def _require_object(self, video: Video) -> None:
+        """DATA_LOSS (``OBJECT_MISSING``) when the video's object is not stored."""
+        head = {"Bucket": video.bucket, "Key": video.object_key}
+        if video.version_id:
+            head["VersionId"] = video.version_id
+        what = "head video object"
+        try:
+            await self.ctx.dependencies.s3.call(
+                lambda: s3_call(
+                    what, lambda: asyncio.to_thread(self.ctx.aws.sync_s3().head_object, **head)
+                ),
+                what=what,
+            )
+        except NotFound as exc:
+            raise DataLoss(
+                f"the stored content of {video.name} is missing from S3 (the object store was "
+                "wiped or restored without it); `mediagrid check` lists such files",
+                reason="OBJECT_MISSING",
+                metadata={"resource": video.name},
+            ) from exc
 
     # --- jobs ------------------------------------------------------------------------
 
@@ -154,7 +202,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         self, request: video_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
     ) -> video_pb2.GetVideoResponse:
         video = await self._video(request.name)
-        return video_pb2.GetVideoResponse(video=self._to_proto(video))
+        return video_pb2.GetVideoResponse(video=await self._to_proto(video))
 
     async def ListVideos(
         self, request: video_pb2.ListVideosRequest, context: grpc.aio.ServicerContext
@@ -179,7 +227,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             last = videos[-1]
             token = pagination.encode_time_key(query, last.create_time, last.file_id)
         return video_pb2.ListVideosResponse(
-            videos=[self._to_proto(v) for v in videos], next_page_token=token
+            videos=[await self._to_proto(v) for v in videos], next_page_token=token
         )
 
     async def UploadVideo(
@@ -235,6 +283,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         }
         if video.version_id:
             params["VersionId"] = video.version_id
+        await self._require_object(video)
         uri, expires = self._presign(params, seconds)
         await self.ctx.activity.record(
             "video.stream_url", video.name, {"ttl_seconds": str(seconds)}
@@ -296,7 +345,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
         await self.ctx.activity.record(
             "video.probe.record", video.name, {"job": job, "state": video.probe.state.value}
         )
-        return video_pb2.RecordVideoMetadataResponse(video=self._to_proto(video))
+        return video_pb2.RecordVideoMetadataResponse(video=await self._to_proto(video))
 
     async def RecordThumbnails(
         self, request: video_pb2.RecordThumbnailsRequest, context: grpc.aio.ServicerContext
@@ -331,7 +380,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
             video.name,
             {"job": job, "state": video.thumbnail_step.state.value, "count": str(len(thumbnails))},
         )
-        return video_pb2.RecordThumbnailsResponse(video=self._to_proto(video))
+        return video_pb2.RecordThumbnailsResponse(video=await self._to_proto(video))
 
 
 # --- helpers -----------------------------------------------------------------------------
