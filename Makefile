@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null | sort)
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 
-.PHONY: help install run check test test-faults protos check-protos lint ruff mypy buf-lint buf-breaking format bench lock docs deploy-check compose-check cfn-lint clean
+.PHONY: help install run check test test-faults protos check-protos lint ruff mypy buf-lint buf-breaking format bench bench-quick lock docs deploy-check compose-check cfn-lint clean
 
 help:
 	@echo "make run           install, then serve every service on 127.0.0.1:50051 (embedded PostgreSQL/S3 if unconfigured)"
@@ -23,6 +23,7 @@ help:
 	@echo "make deploy-check  validate docker-compose.yml and deploy/aws offline"
 	@echo "make docs          regenerate docs/configuration.md from the Settings model"
 	@echo "make bench         run benchmarks (BENCH_ARGS=rpc_baseline to pick)"
+	@echo "make bench-quick   the same benchmarks and ratios at lower counts (under 3 minutes)"
 	@echo "make lock          re-resolve all dependencies into constraints.txt"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -92,6 +93,10 @@ format: install $(BUF)
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Same measurements and per-round ratios at lower counts (bench/rounds.py: quick()).
+bench-quick: install
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 # Re-resolve every dependency in one go and record the exact set.
 lock:

@@ -3,6 +3,7 @@
 ``python -m bench``                      all benchmarks, default arguments
 ``python -m bench rpc_baseline``         one benchmark (``bench_`` prefix optional)
 ``python -m bench rpc_baseline -- --calls 500``   arguments after ``--`` go to each main
+``python -m bench --quick``              every benchmark at lower counts (``make bench-quick``)
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import importlib
 import sys
 import time
 from pathlib import Path
+
+from bench.rounds import is_quick, set_quick
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,6 +25,9 @@ def available() -> list[str]:
 def main(argv: list[str]) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     names, passthrough = argv[:split], argv[split + 1 :]
+    if "--quick" in names:
+        names = [name for name in names if name != "--quick"]
+        set_quick()
     wanted = [name.removeprefix("bench_") for name in names] or available()
     unknown = sorted(set(wanted) - set(available()))
     if unknown:
@@ -29,7 +35,7 @@ def main(argv: list[str]) -> int:
         return 2
     for name in wanted:
         module = importlib.import_module(f"bench.bench_{name}")
-        print(f"== bench_{name} ==", flush=True)
+        print(f"== bench_{name}{' (quick)' if is_quick() else ''} ==", flush=True)
         started = time.perf_counter()
         module.main(list(passthrough))
         print(f"== bench_{name} done in {time.perf_counter() - started:.1f}s ==\n", flush=True)

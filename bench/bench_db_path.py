@@ -24,6 +24,7 @@ for entry in (str(ROOT), str(ROOT / "gen")):
     if entry not in sys.path:
         sys.path.insert(0, entry)
 
+from bench.rounds import Ratios, quick  # noqa: E402
 from common import db  # noqa: E402
 from common.settings import Settings  # noqa: E402
 
@@ -68,6 +69,12 @@ async def run(calls: int, rounds: int) -> None:
             f"{name:24s} wall min {summary[name][0]:6.0f} us  median {summary[name][1]:6.0f} us"
             f"   CPU min {summary[name][2]:6.0f} us  median {summary[name][3]:6.0f} us"
         )
+    ratios = Ratios("SuitePool / asyncpg pool, wall per statement", lower_is_better=True, unit="us")
+    for (path_wall, _), (base_wall, _) in zip(
+        results["SuitePool"], results["asyncpg pool (baseline)"], strict=True
+    ):
+        print(ratios.add(path_wall, base_wall))
+    print(ratios.summary())
     base, path = summary["asyncpg pool (baseline)"], summary["SuitePool"]
     print(
         f"SuitePool - baseline: wall {path[0] - base[0]:+.0f} us (min), "
@@ -77,8 +84,8 @@ async def run(calls: int, rounds: int) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=quick(1000, 500))
+    parser.add_argument("--rounds", type=int, default=quick(10, 5))
     args = parser.parse_args(argv)
     asyncio.run(run(args.calls, args.rounds))
 

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from bench.bench_files import free_port, scratch_database, wait_http
+from bench.rounds import quick
 
 MiB = 1024 * 1024
 
@@ -188,11 +189,11 @@ async def measure(args: argparse.Namespace, endpoint: str, database: str) -> Non
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_legacy")
-    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--files", type=int, default=quick(100, 30))
     parser.add_argument("--size-kib", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=quick(500, 200))
+    parser.add_argument("--jobs", type=int, default=quick(1000, 300))
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--admin-dsn",

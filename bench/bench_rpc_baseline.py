@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import statistics
 
 from bench.baselines import (
     bare_echo_baseline,
@@ -20,6 +19,7 @@ from bench.baselines import (
     echo_load,
     ratio_line,
 )
+from bench.rounds import Ratios, quick
 from common.interceptors import SuiteInterceptor
 
 
@@ -28,19 +28,16 @@ async def run(args: argparse.Namespace) -> None:
         f"unary echo, 64-byte payload, {args.calls} calls, concurrency {args.concurrency}, "
         f"{args.rounds} alternating rounds (the machine's load phases fall on both alike)"
     )
-    ratios = []
+    ratios = Ratios("SuiteInterceptor / bare grpc.aio, calls/s")
     for round_ in range(1, args.rounds + 1):
         bare = await bare_echo_baseline(calls=args.calls, concurrency=args.concurrency)
         async with bare_server([SuiteInterceptor()]) as address:
             suite = await echo_load(address, calls=args.calls, concurrency=args.concurrency)
-        ratios.append(suite.calls_per_second / bare.calls_per_second)
         print(f"round {round_}")
         print(bare.line("  bare grpc.aio (baseline)"))
         print(suite.line("  with SuiteInterceptor"))
-    print(
-        f"SuiteInterceptor throughput: median {statistics.median(ratios):.2f}x of the bare "
-        f"grpc.aio baseline (rounds: {', '.join(f'{r:.2f}x' for r in ratios)})"
-    )
+        print(ratios.add(suite.calls_per_second, bare.calls_per_second))
+    print(ratios.summary())
 
     total = args.mib * 2**20
     print(f"\nclient-streaming upload of {args.mib} MiB to a byte-counting server")
@@ -53,10 +50,10 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench rpc_baseline", description=__doc__)
-    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--calls", type=int, default=quick(5000, 2000))
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=quick(5, 3))
+    parser.add_argument("--mib", type=int, default=quick(256, 64))
     # The access log would otherwise write one line per call to the terminal.
     access = logging.getLogger("mediagrid.access")
     level = access.level
