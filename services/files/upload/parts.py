@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import time
@@ -257,9 +256,6 @@ class PartWriter:
         if len(body) == self.part_size and len(self.spare) <= self.concurrency:
             self.spare.append(body)
 
-    def _recycled_after(self, body: bytearray, _hashed: asyncio.Task[Any]) -> None:
-        self._recycle(body)
-
     def _hash(self, body: bytearray) -> asyncio.Task[Any]:
         """Hash ``body`` after the parts before it; the task's result is the state after it."""
         previous, hasher = self.hashing, self.hasher
@@ -288,13 +284,16 @@ class PartWriter:
         etag = await self.deps.storage.upload_part(
             self.session.object_key, self.s3_upload_id, number, body
         )
-        part = UploadPart(part_number=number, etag=etag, size_bytes=len(body))
+        await self._record(number, UploadPart(part_number=number, etag=etag, size_bytes=len(body)))
+        if hashed is not None:
+            # The part keeps its upload slot until it is hashed too: hashing that falls behind
+            # the uploads then holds the stream back instead of piling up part buffers.
+            await hashed
         # Reusable once S3 has it and the hash has read it (never while either still may).
-        if hashed is None or hashed.done():
-            self._recycle(body)
-        else:
-            hashed.add_done_callback(functools.partial(self._recycled_after, body))
-        del body
+        self._recycle(body)
+
+    async def _record(self, number: int, part: UploadPart) -> None:
+        """Record an acknowledged part, advance the committed offset, report progress."""
         # The part and the committed offset it completes (with the parts recorded before it)
         # are written in one statement: the offset only ever covers recorded parts, and the
         # usual in-order part costs one round trip, not two.
