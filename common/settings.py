@@ -508,6 +508,12 @@ class Settings(BaseSettings):
     upload_hash_cache_entries: int = Field(default=1024, ge=0, le=100_000)
     # Size of the data messages Download sends (keep below grpc_max_message_bytes).
     download_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    # Ranged GETs one Download reads at once (consecutive segments of the object, sent to
+    # the client in order); 1 = a single GET. Use 1 against moto, which reads the whole
+    # object for every GET, ranged or not.
+    download_streams: int = Field(default=4, ge=1, le=16)
+    # Bytes of each of those segments; a Download holds at most download_streams of them.
+    download_segment_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     # Size of each S3 multipart part of a video upload (larger than a plain file's: videos
     # are large, and fewer, larger parts cost fewer requests).
     video_upload_part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)

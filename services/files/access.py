@@ -11,7 +11,7 @@ from typing import Literal
 from common.auth import scope_allows
 from common.context import Principal
 from common.errors import NotFound, PermissionDenied
-from services.files.models import FileRecord
+from services.files.models import FileRecord, UploadSession
 from services.files.repository import FileRepository
 
 # read: record, bytes, versions, download URLs. write: read + metadata, new versions, restore.
@@ -79,3 +79,20 @@ def require_user(principal: Principal, user_id: str) -> None:
             reason="USER_ACCESS_DENIED",
             metadata={"resource": f"users/{user_id}"},
         )
+
+
+async def require_upload(
+    repo: FileRepository, principal: Principal, upload_id: str
+) -> UploadSession:
+    """The session, if ``principal`` started it (or is privileged); PERMISSION_DENIED first."""
+    name = f"uploads/{upload_id}"
+    session = await repo.get_upload(upload_id)
+    if not is_privileged(principal) and (session is None or session.owner_id != principal.user_id):
+        raise PermissionDenied(
+            f"you may not access {name}", reason="UPLOAD_ACCESS_DENIED", metadata={"resource": name}
+        )
+    if session is None:
+        raise NotFound(
+            f"{name} does not exist", reason="UPLOAD_NOT_FOUND", metadata={"resource": name}
+        )
+    return session

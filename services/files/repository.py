@@ -122,7 +122,7 @@ class FileRepository:
         """Record the verified object as a new file or a new version, and close the session."""
 
         async def commit(conn: PooledConnection) -> FileRecord:
-            finished = await conn.fetchrow(Q.finish_upload, session.id, "completed", "")
+            finished = await conn.fetchrow(Q.complete_upload, session.id, obj.size_bytes)
             if finished is None:
                 raise StreamSuperseded(
                     "the upload session is no longer active", metadata={"upload": session.name}

@@ -23,12 +23,12 @@ from common.errors import (
     PermissionDenied,
 )
 from services.files import convert, keys, validation, wire
-from services.files.access import is_privileged, require_file, require_user
+from services.files.access import is_privileged, require_file, require_upload, require_user
 from services.files.metrics import DOWNLOAD, TransferMetrics
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
 from services.files.sweep import release_session_objects
 from services.files.upload import TransferProfile, UploadDeps, run_upload
-from services.files.upload.engine import authorize_upload, object_metadata, upload_target
+from services.files.upload.session import object_metadata, upload_target
 from services.files.wire import generic_handler
 
 T = TypeVar("T")
@@ -164,7 +164,7 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[m
     ) -> file_service_pb2.GetUploadStatusResponse:
         # What is durably committed, at once: parts of a broken stream still on their way
         # to S3 only count once they are recorded (a later call sees them).
-        session = await authorize_upload(
+        session = await require_upload(
             self.repo, current_principal(), validation.upload_id(request.name)
         )
         return file_service_pb2.GetUploadStatusResponse(upload=convert.upload_to_proto(session))
@@ -172,7 +172,7 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[m
     async def CancelUpload(
         self, request: file_service_pb2.CancelUploadRequest, context: Any
     ) -> file_service_pb2.CancelUploadResponse:
-        session = await authorize_upload(
+        session = await require_upload(
             self.repo, current_principal(), validation.upload_id(request.name)
         )
         finished = await self.repo.finish_upload(session.id, "cancelled", "cancelled by the client")
@@ -252,6 +252,8 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[m
             length=length,
             chunk_size=chunk,
             read_ahead=DOWNLOAD_PREFETCH,
+            streams=self.settings.download_streams,
+            segment_size=self.settings.download_segment_bytes,
         )
         # The first chunk is read before anything is sent: a record whose object is gone
         # answers DATA_LOSS instead of a file header followed by an error.
@@ -386,7 +388,7 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[m
         self, request: file_service_pb2.CompleteUrlUploadRequest, context: Any
     ) -> file_service_pb2.CompleteUrlUploadResponse:
         principal = current_principal()
-        session = await authorize_upload(
+        session = await require_upload(
             self.repo, principal, validation.upload_id(request.upload, "upload")
         )
         if session.via != "url" or session.state != "active":

@@ -368,9 +368,26 @@ class Storage:
         length: int | None = None,
         chunk_size: int = 1024 * 1024,
         read_ahead: int = 4,
+        streams: int = 1,
+        segment_size: int = 8 * 1024 * 1024,
     ) -> AsyncIterator[E]:
         """:meth:`stream`, with ``encode`` applied to every chunk in the reader thread
-        (on the loop when there is no synchronous client)."""
+        (on the loop when there is no synchronous client).
+
+        ``streams`` > 1 reads a version's range with that many ranged GETs at once (segments
+        of ``segment_size`` bytes), still yielded in order (see :meth:`_parallel_read`)."""
+        if (
+            self.sync_client is not None
+            and streams > 1
+            and version_id
+            and length is not None
+            and length > segment_size
+        ):
+            async for item in self._parallel_read(
+                key, version_id, offset, length, chunk_size, streams, segment_size, encode
+            ):
+                yield item
+            return
         extra: dict[str, str] = {}
         if version_id:
             extra["VersionId"] = version_id
@@ -496,6 +513,112 @@ class Storage:
         finally:
             stop.set()
             slots.release()  # wake a reader waiting for a slot; it sees ``stop`` and ends
+
+    async def _parallel_read(
+        self,
+        key: str,
+        version_id: str,
+        offset: int,
+        length: int,
+        chunk_size: int,
+        streams: int,
+        segment_size: int,
+        encode: Callable[[bytes], E],
+    ) -> AsyncIterator[E]:
+        """Consecutive segments of the range, each read by a ranged GET in one of ``streams``
+        threads, yielded in order, chunk by chunk.
+
+        One connection's throughput is bounded by a single server stream; several ranged GETs
+        of one version (its bytes cannot change) fill the link as S3's own transfer managers
+        do. A thread claims a segment only while fewer than ``streams`` segments are waiting
+        to be consumed, and the consumer frees that slot when it has taken the segment's last
+        chunk: at most ``streams`` segments are held at once. A segment that ends short is an
+        error (its successors must not be spliced onto it). Each chunk must arrive within
+        the transfer bound, through the breaker."""
+        loop = asyncio.get_running_loop()
+        end = offset + length
+        starts = list(range(offset, end, segment_size))
+        queues: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in starts]
+        window = threading.Semaphore(streams)
+        stop = threading.Event()
+        claimed = iter(range(len(starts)))
+        claim_lock = threading.Lock()
+        client: Any = self.sync_client
+        bucket = self.bucket
+
+        def post(index: int, item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+                loop.call_soon_threadsafe(queues[index].put_nowait, item)
+
+        def read_segment(index: int) -> None:
+            first = starts[index]
+            remaining = min(first + segment_size, end) - first
+            body = None
+            try:
+                body = client.get_object(
+                    Bucket=bucket,
+                    Key=key,
+                    VersionId=version_id,
+                    Range=f"bytes={first}-{first + remaining - 1}",
+                )["Body"]
+                while remaining > 0 and not stop.is_set():
+                    piece = body.read(min(chunk_size, remaining))
+                    while piece and len(piece) < min(chunk_size, remaining):
+                        more = body.read(min(chunk_size, remaining) - len(piece))
+                        if not more:
+                            break
+                        piece += more
+                    if not piece:
+                        post(index, s3_unavailable("S3 ended a ranged read early"))
+                        return
+                    remaining -= len(piece)
+                    post(index, encode(piece))
+                post(index, _END)
+            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                post(index, _translate("get object", exc))
+            except BaseException as exc:  # anything else still ends the consumer's wait
+                post(index, exc)
+            finally:
+                if body is not None:
+                    with contextlib.suppress(Exception):
+                        body.close()
+
+        def work() -> None:
+            while not stop.is_set():
+                if not window.acquire(timeout=1.0):
+                    continue
+                with claim_lock:
+                    index = next(claimed, None)
+                if index is None or stop.is_set():
+                    window.release()
+                    return
+                read_segment(index)
+
+        threads = [
+            threading.Thread(target=work, name=f"s3-read-{n}", daemon=True)
+            for n in range(min(streams, len(starts)))
+        ]
+
+        async def next_item(queue: asyncio.Queue[Any]) -> Any:
+            if threads[0].ident is None:
+                for thread in threads:  # only once the breaker let the first read through
+                    thread.start()
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+        try:
+            for queue in queues:
+                while (
+                    item := await self._transfer("get object", functools.partial(next_item, queue))
+                ) is not _END:
+                    yield item
+                window.release()
+        finally:
+            stop.set()
+            for _ in threads:
+                window.release()  # wake readers waiting for a slot; they see ``stop`` and end
 
     async def sha256_of(self, key: str, version_id: str) -> tuple[str, int]:
         """Read a version back (streaming) and return its SHA-256 and size."""

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import pytest
-from mediagrid.files.v1 import file_pb2, file_service_pb2
 
 from common.context import Principal
 from common.errors import InvalidArgument
 from services.files.app import build_deps
 from services.files.models import FileRecord
 from services.files.upload import Progress, TransferProfile, UploadItem, UploadStart, run_upload
-from services.files.upload.engine import choose_part_size
+from services.files.upload.session import choose_part_size
 from tests.files.conftest import PART, Files, MiB, random_bytes, sha, start_files
 from tests.support.auth import principal
 
@@ -40,22 +37,14 @@ class AnyJob:
         return None
 
 
-async def test_video_profile_commits_a_video_and_calls_on_commit(files: Files) -> None:
+async def test_video_profile_commits_a_video(files: Files) -> None:
     deps = await build_deps(files.ctx)
     deps.jobs = AnyJob()
-    committed: list[FileRecord] = []
-
-    async def on_commit(record: FileRecord) -> None:
-        committed.append(record)
-
     data = b"\x1a\x45\xdf\xa3" + random_bytes(PART + 100)
     try:
         header = UploadStart(display_name="clip.webm", content_type="video/webm", job="jobs/j1")
         out = [
-            item
-            async for item in run_upload(
-                deps, principal("alice"), items(header, data), VIDEO, on_commit
-            )
+            item async for item in run_upload(deps, principal("alice"), items(header, data), VIDEO)
         ]
         with pytest.raises(InvalidArgument) as refused:
             async for _ in run_upload(
@@ -68,7 +57,8 @@ async def test_video_profile_commits_a_video_and_calls_on_commit(files: Files) -
     finally:
         await deps.storage.close()
     record = out[-1]
-    assert isinstance(record, FileRecord) and committed == [record]
+    assert isinstance(record, FileRecord)
+    assert await deps.repo.get_file(record.id) == record
     assert record.kind == "video" and record.sha256 == sha(data)
     assert record.object_key == f"users/alice/jobs/j1/{record.id}/content"
     assert all(isinstance(p, Progress) for p in out[:-1])
@@ -76,43 +66,14 @@ async def test_video_profile_commits_a_video_and_calls_on_commit(files: Files) -
     assert (await files.download(record.name)) == data
 
 
-async def test_progress_is_rate_limited_but_tells_every_stored_part(suite: Any) -> None:
+async def test_progress_is_rate_limited_but_reports_every_stored_part(suite: Any) -> None:
     files = await start_files(suite, upload_progress_interval_seconds=60)
-    data = random_bytes(3 * PART)
-    call = files.stub.Upload(metadata=files.md("alice"))
-    header = file_pb2.UploadHeader(display_name="d.bin", content_type="application/octet-stream")
-    await call.write(file_service_pb2.UploadRequest(header=header))
-    replies: list[file_service_pb2.UploadResponse] = []
-
-    async def read_all() -> None:
-        while (reply := await call.read()) is not grpc.aio.EOF:
-            replies.append(reply)
-
-    reader = asyncio.create_task(read_all())
-    sent = 0
-
-    async def send(size: int) -> None:
-        nonlocal sent
-        await call.write(file_service_pb2.UploadRequest(data=data[sent : sent + size]))
-        sent += size
-
-    for part in (1, 2):
-        while sent < part * PART:
-            await send(min(MiB, part * PART - sent))
-        # The part is on its way to S3. Progress is answered to incoming data: trickle small
-        # pieces until the message telling the part stored comes (the interval is 60 s).
-        while not any(r.progress.parts_completed >= part for r in replies):
-            assert sent < (part + 1) * PART - 4096, f"no progress message for part {part}"
-            await send(4096)
-            await asyncio.sleep(0.01)
-    await send(len(data) - sent)
-    await call.done_writing()
-    await reader
-    assert replies[-1].file.size_bytes == len(data)
-    progress = [r.progress for r in replies[:-1]]
-    # The answer to the header, one per part stored while data flowed, the final one.
-    assert [p.parts_completed for p in progress] == [0, 1, 2, 3]
-    assert progress[-1].committed_bytes == 3 * PART
+    _, progress = await files.upload(random_bytes(3 * PART + 10), chunk=256 * 1024)
+    # The answer to the header, one per stored part, the final one: nothing on a timer.
+    assert len(progress) == 1 + 4 + 1
+    assert [p.parts_completed for p in progress] == [0, 1, 2, 3, 4, 4]
+    committed = [p.committed_bytes for p in progress]
+    assert committed == sorted(committed) and committed[-1] == 3 * PART + 10
 
 
 def test_part_size_grows_to_fit_10000_parts() -> None:

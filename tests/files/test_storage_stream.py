@@ -19,6 +19,7 @@ from common.aws import AwsClients
 from common.errors import NotFound
 from services.files.storage import Storage
 from services.files.wire import encode_download_data, serialize_download_response
+from tests.support.hypo import relaxed
 
 KiB = 1024
 
@@ -121,3 +122,95 @@ def test_pre_encoded_download_data_is_the_protobuf_encoding(data: bytes) -> None
     assert serialize_download_response(encoded) == encoded.wire
     header = file_service_pb2.DownloadResponse(file=file_pb2.File(name="files/x"))
     assert serialize_download_response(header) == header.SerializeToString()
+
+
+def _parallel_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("s3-read-")]
+
+
+async def test_parallel_ranged_reads_yield_any_range_in_order(storage: Storage) -> None:
+    data = os.urandom(700 * KiB + 13)
+    put = await storage.put_object("k/par", data, "application/octet-stream", {})
+    loop = asyncio.get_running_loop()
+
+    @relaxed(max_examples=25)
+    @given(
+        offset=st.integers(0, len(data) - 1),
+        length=st.integers(1, len(data)),
+        segment=st.sampled_from([64 * KiB, 100 * KiB + 1, 256 * KiB]),
+        chunk=st.sampled_from([16 * KiB, 64 * KiB, 1000 * KiB]),
+        streams=st.integers(2, 5),
+    )
+    def check(offset: int, length: int, segment: int, chunk: int, streams: int) -> None:
+        length = min(length, len(data) - offset)
+
+        async def read() -> list[bytes]:
+            stream = storage.stream_encoded(
+                "k/par",
+                put.version_id,
+                bytes,
+                offset=offset,
+                length=length,
+                chunk_size=chunk,
+                streams=streams,
+                segment_size=segment,
+            )
+            return [c async for c in stream]
+
+        got = asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=60)
+        assert b"".join(got) == data[offset : offset + length]
+        assert all(0 < len(c) <= chunk for c in got)
+
+    await asyncio.to_thread(check)
+
+
+async def test_parallel_reads_hold_at_most_their_streams_segments_and_stop_when_abandoned(
+    storage: Storage,
+) -> None:
+    segment, streams = 64 * KiB, 2
+    data = os.urandom(30 * segment)
+    put = await storage.put_object("k/par-big", data, "application/octet-stream", {})
+    counting = CountingClient(storage.sync_client)
+    storage.sync_client = counting
+    before = set(_parallel_threads())
+    stream = cast(
+        AsyncGenerator[bytes, None],
+        storage.stream_encoded(
+            "k/par-big",
+            put.version_id,
+            bytes,
+            length=len(data),
+            chunk_size=16 * KiB,
+            streams=streams,
+            segment_size=segment,
+        ),
+    )
+    first = await anext(stream)
+    readers = set(_parallel_threads()) - before
+    assert first == data[: 16 * KiB]
+    assert len(readers) == streams
+    await asyncio.sleep(0.3)  # give the readers every chance to run further ahead
+    # The segment being consumed and the others of the window: never the whole object.
+    assert counting.read_bytes <= streams * segment
+    await stream.aclose()
+    for reader in readers:
+        await asyncio.to_thread(reader.join, 30)
+        assert not reader.is_alive()
+    assert counting.read_bytes < len(data)
+
+
+async def test_parallel_reads_map_a_missing_version_to_not_found(storage: Storage) -> None:
+    data = os.urandom(300 * KiB)
+    put = await storage.put_object("k/gone", data, "application/octet-stream", {})
+    await storage.delete_version("k/gone", put.version_id)
+    with pytest.raises(NotFound) as missing:
+        async for _ in storage.stream_encoded(
+            "k/gone",
+            put.version_id,
+            bytes,
+            length=len(data),
+            streams=3,
+            segment_size=64 * KiB,
+        ):
+            pass
+    assert missing.value.reason == "OBJECT_NOT_FOUND"

@@ -49,6 +49,13 @@ UPDATE files.upload_sessions SET state = $2, error = $3, stream_token = NULL, up
 WHERE id = $1 AND state = 'active'
 RETURNING *;
 
+-- name: complete_upload
+-- Closes an active session as completed: every byte of the file counts as committed.
+UPDATE files.upload_sessions
+SET state = 'completed', error = '', stream_token = NULL, committed_bytes = $2, update_time = now()
+WHERE id = $1 AND state = 'active'
+RETURNING *;
+
 -- name: idle_uploads
 SELECT * FROM files.upload_sessions
 WHERE state = 'active' AND update_time < $1

@@ -26,8 +26,7 @@ from services.files import convert
 from services.files.peers import JOBS
 from services.files.ports import JOBS_SERVICE
 from services.files.repository import FileRepository
-from services.files.upload import UploadDeps
-from services.files.upload.engine import Progress, TransferProfile, UploadItem, run_upload
+from services.files.upload import Progress, TransferProfile, UploadDeps, UploadItem, run_upload
 from services.files.video.ports import UploadItem as VideoUploadItem
 from services.files.video.ports import UploadOutput, VideoJobs, VideoUploads
 from services.files.video.repository import VideoRepository
