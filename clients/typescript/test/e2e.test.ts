@@ -10,6 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { ConnectError } from "@connectrpc/connect";
 import {
   Code,
   MediagridError,
@@ -444,6 +445,7 @@ test("errors: every kind arrives decoded (code, ErrorInfo, BadRequest)", async (
   assert.equal(revoked.reason, "API_KEY_REVOKED");
 
   // Decoded errors are ConnectErrors too: generic handling keeps working.
+  assert.ok(wrongOffset instanceof ConnectError);
   assert.match(wrongOffset.message, /^\[failed_precondition\] /);
   assert.ok(wrongOffset.details.length >= 1);
 });
