@@ -459,22 +459,25 @@ class Bench:
     # --- baselines -----------------------------------------------------------------------------
 
     def baseline(self, system: str, command: str, *numbers: int) -> dict[str, float]:
+        """One command of bench/queue_baselines.py in the baselines' venv; a failure (on a
+        shared machine, most often a connection refused at max_connections) is shown and
+        retried once."""
         python = Path(self.args.queues_venv) / "bin" / "python"
-        output = subprocess.run(
-            [
-                str(python),
-                str(ROOT / "bench" / "queue_baselines.py"),
-                system,
-                command,
-                self.dsn,
-                *map(str, numbers),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        ).stdout
-        return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        command_line = [
+            str(python),
+            str(ROOT / "bench" / "queue_baselines.py"),
+            system,
+            command,
+            self.dsn,
+            *map(str, numbers),
+        ]
+        for attempt in (1, 2):
+            done = subprocess.run(command_line, capture_output=True, text=True, timeout=900)
+            if done.returncode == 0:
+                return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+            print(f"  {system} {command} failed (attempt {attempt}):", file=sys.stderr)
+            print("\n".join(done.stderr.strip().splitlines()[-5:]), file=sys.stderr)
+        raise RuntimeError(f"{system} {command} failed twice")
 
     def others(self) -> None:
         """Procrastinate and the raw asyncpg loop, once, for reference (not alternated)."""
