@@ -579,10 +579,10 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_jobs", description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rounds", type=int, default=3, help="alternating mediagrid/PGQueuer")
-    parser.add_argument("--single-calls", type=int, default=quick(2000, 500))
-    parser.add_argument("--batch-jobs", type=int, default=quick(20_000, 5000))
-    parser.add_argument("--drain-jobs", type=int, default=quick(20_000, 5000))
-    parser.add_argument("--latency-jobs", type=int, default=quick(200, 60))
+    parser.add_argument("--single-calls", type=int, default=quick(2000, 300))
+    parser.add_argument("--batch-jobs", type=int, default=quick(20_000, 3000))
+    parser.add_argument("--drain-jobs", type=int, default=quick(20_000, 3000))
+    parser.add_argument("--latency-jobs", type=int, default=quick(200, 40))
     parser.add_argument("--finished-rows", type=int, default=quick(1_000_000, 0))
     parser.add_argument(
         "--others",
