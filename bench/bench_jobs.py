@@ -459,22 +459,25 @@ class Bench:
     # --- baselines -----------------------------------------------------------------------------
 
     def baseline(self, system: str, command: str, *numbers: int) -> dict[str, float]:
+        """One command of bench/queue_baselines.py in the baselines' venv; a failure (on a
+        shared machine, most often a connection refused at max_connections) is shown and
+        retried once."""
         python = Path(self.args.queues_venv) / "bin" / "python"
-        output = subprocess.run(
-            [
-                str(python),
-                str(ROOT / "bench" / "queue_baselines.py"),
-                system,
-                command,
-                self.dsn,
-                *map(str, numbers),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        ).stdout
-        return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        command_line = [
+            str(python),
+            str(ROOT / "bench" / "queue_baselines.py"),
+            system,
+            command,
+            self.dsn,
+            *map(str, numbers),
+        ]
+        for attempt in (1, 2):
+            done = subprocess.run(command_line, capture_output=True, text=True, timeout=900)
+            if done.returncode == 0:
+                return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+            print(f"  {system} {command} failed (attempt {attempt}):", file=sys.stderr)
+            print("\n".join(done.stderr.strip().splitlines()[-5:]), file=sys.stderr)
+        raise RuntimeError(f"{system} {command} failed twice")
 
     def others(self) -> None:
         """Procrastinate and the raw asyncpg loop, once, for reference (not alternated)."""
@@ -576,10 +579,10 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_jobs", description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rounds", type=int, default=3, help="alternating mediagrid/PGQueuer")
-    parser.add_argument("--single-calls", type=int, default=quick(2000, 500))
-    parser.add_argument("--batch-jobs", type=int, default=quick(20_000, 5000))
-    parser.add_argument("--drain-jobs", type=int, default=quick(20_000, 5000))
-    parser.add_argument("--latency-jobs", type=int, default=quick(200, 60))
+    parser.add_argument("--single-calls", type=int, default=quick(2000, 300))
+    parser.add_argument("--batch-jobs", type=int, default=quick(20_000, 3000))
+    parser.add_argument("--drain-jobs", type=int, default=quick(20_000, 3000))
+    parser.add_argument("--latency-jobs", type=int, default=quick(200, 40))
     parser.add_argument("--finished-rows", type=int, default=quick(1_000_000, 0))
     parser.add_argument(
         "--others",

@@ -80,6 +80,8 @@ def summarize_stacks(path: Path, top: int = 14) -> list[str]:
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
+        if "_find_and_load" in stack or "gc_tuning.py" in stack:
+            continue  # a process's start-up (imports, freezing its objects), not the phase
         count = int(count_text)
         total += count
         frames = [_frame(f) for f in stack.split(";")]

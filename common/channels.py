@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 import grpc
 
 from common.rpc_metrics import client_interceptors
-from common.settings import Settings, load_settings
+from common.settings import Settings
 
 
-def client_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+class TlsFiles(Protocol):
+    """The TLS settings a client reads (``Settings`` or the command line's client settings)."""
+
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    tls_ca_file: Path | None
+
+
+def client_credentials(settings: TlsFiles) -> grpc.ChannelCredentials | None:
     """TLS credentials for channels to suite servers; None: plaintext (not configured).
 
     ``tls_ca_file`` verifies the server; this process's ``tls_cert_file``/``tls_key_file``
@@ -33,13 +42,24 @@ def client_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
 
 
 @functools.cache
-def _environment_settings() -> Settings:
-    return load_settings()
+def _environment_settings() -> TlsFiles:
+    # The command line's client settings (environment and .env): a client needs no database
+    # URL, even in prod. Read without repeating the warnings the command has already given.
+    from pydantic import ValidationError
+
+    from common.cli_session import ClientSettings
+    from common.settings import ConfigurationError, describe_validation_error
+
+    try:
+        settings = cast(TlsFiles, ClientSettings())
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+    return settings
 
 
 def open_channel(
     address: str,
-    settings: Settings | None = None,
+    settings: TlsFiles | None = None,
     *,
     options: Sequence[tuple[str, Any]] = (),
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),

@@ -69,6 +69,9 @@ CLIENT_FIELDS = (
     "jobs_address",
     "files_address",
     "telemetry_exporter",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
 )
 
 

@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,6 @@ class CertificateAuthenticator:
         ttl_seconds: float,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        import time
-
         self.identities = dict(identities)
         self.lookup = lookup
         self.ttl = ttl_seconds

@@ -26,12 +26,13 @@ def current_trace_context() -> dict[str, str] | None:
 
 
 def tracing_on() -> bool:
-    """Whether a span could be recorded: telemetry is configured, or a tracer provider was
-    set globally. Without either, a worker runs its jobs without entering a span at all,
-    which a non-recording span would cost on every job for nothing."""
-    return active() is not None or not isinstance(
-        trace.get_tracer_provider(), trace.ProxyTracerProvider
-    )
+    """Whether a span could be recorded: the active telemetry configuration traces, or a
+    tracer provider was set globally. Otherwise a worker runs its jobs without entering a
+    span at all, which a non-recording span would cost on every job for nothing."""
+    configured = active()
+    if configured is not None and configured.tracer_provider is not None:
+        return True
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 @contextlib.contextmanager

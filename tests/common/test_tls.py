@@ -236,3 +236,34 @@ async def test_dev_certs_make_a_working_mutual_tls_setup(tmp_path: Path) -> None
         assert await call_echo(server.address, client_settings(directory / "ca.pem", pair)) == b"hi"
     identities = tls.certificate_identities((directory / "client-ci.pem").read_bytes())
     assert identities == ["CN=ci"]
+
+
+async def test_the_command_line_uses_tls_when_configured(pki: Pki) -> None:
+    import asyncio
+    import sys
+
+    settings = test_settings(**pki.server_settings(tls_require_client_cert=True))
+    cert, key = pki.client("operator")
+    mediagrid = str(Path(sys.executable).parent / "mediagrid")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
+
+    async def health(address: str, **tls_env: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            *(mediagrid, "health", "--address", address, "--timeout", "10"),
+            env={**base, **tls_env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        return process.returncode or 0, out.decode()
+
+    async with serving(demo_service({"Echo": unary(echo)}), settings=settings) as (server, _):
+        ok = await health(
+            server.address,
+            MEDIAGRID_TLS_CA_FILE=str(pki.ca_file),
+            MEDIAGRID_TLS_CERT_FILE=str(cert),
+            MEDIAGRID_TLS_KEY_FILE=str(key),
+        )
+        plaintext = await health(server.address)
+    assert ok == (0, f"{server.address} (overall): SERVING\n")
+    assert plaintext[0] == 1 and "UNAVAILABLE" in plaintext[1]
