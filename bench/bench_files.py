@@ -433,19 +433,26 @@ async def rss_upload(address: str, total: int) -> Any:
 
 async def upload_rss(
     address: str, total: int, service_pid: int, s3_pid: int
-) -> tuple[float, int, int, int, int]:
-    """Upload ``total`` bytes; (seconds, service idle RSS, service peak, S3 idle, S3 peak)."""
+) -> tuple[float, int, int, int, int, str]:
+    """Upload ``total`` bytes; (seconds, service idle RSS, service peak, S3 idle, S3 peak,
+    the error that ended the upload or "")."""
+    import grpc
+
     await asyncio.sleep(1.0)
     idle, s3_idle = rss_bytes(service_pid), rss_bytes(s3_pid)
     stop = asyncio.Event()
     samplers = [asyncio.create_task(sample_rss(pid, stop)) for pid in (service_pid, s3_pid)]
     started = time.perf_counter()
-    last = await rss_upload(address, total)
+    error = ""
+    try:
+        last = await rss_upload(address, total)
+        assert last is not None and last.file.size_bytes == total
+    except grpc.aio.AioRpcError as exc:  # still report the memory seen until then
+        error = f"{exc.code().name}: {exc.details()}"
     elapsed = time.perf_counter() - started
     stop.set()
     peak, s3_peak = [await sampler for sampler in samplers]
-    assert last is not None and last.file.size_bytes == total
-    return elapsed, idle, peak, s3_idle, s3_peak
+    return elapsed, idle, peak, s3_idle, s3_peak, error
 
 
 class S3Server:
@@ -569,15 +576,18 @@ async def measure_rss(args: argparse.Namespace, env: dict[str, str], s3_server: 
     total = args.rss_mib * MiB
     service = Child("serve", env)
     try:
-        elapsed, idle, peak, s3_idle, s3_peak = await upload_rss(
+        elapsed, idle, peak, s3_idle, s3_peak, error = await upload_rss(
             f"127.0.0.1:{service.port}", total, service.proc.pid, s3_server.pid
         )
     finally:
         service.stop()
     budget = 64 * MiB + args.part_mib * MiB * (args.concurrency + 1)
     above = peak - idle
+    outcome = (
+        f"FAILED after {elapsed:.0f}s ({error})" if error else line("", total, elapsed).strip()
+    )
     return (
-        f"  {s3_server.kind}: {line('', total, elapsed).strip()}\n"
+        f"  {s3_server.kind}: {outcome}\n"
         f"    files service: idle {idle / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, above idle "
         f"{above / MiB:.0f} MiB; target <= {budget / MiB:.0f} MiB "
         f"{'OK' if above <= budget else 'MISSED'}\n"
