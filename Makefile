@@ -93,7 +93,6 @@ $(TS_PLUGIN): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
 ts-client: $(BUF) $(TS_PLUGIN)
 	rm -rf $(TS_CLIENT)/src/gen
 	$(BUF) generate --template $(TS_CLIENT)/buf.gen.yaml
-	$(BUF) generate $(TS_CLIENT)/proto-vendor --template $(TS_CLIENT)/buf.gen.yaml
 	cd $(TS_CLIENT) && npm run --silent build
 
 check-ts-client: ts-client

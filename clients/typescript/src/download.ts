@@ -7,7 +7,7 @@ import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, type Client } from "@connectrpc/connect";
 import type { File } from "./gen/mediagrid/files/v1/file_pb.js";
-import type { FileService } from "./gen/mediagrid/files/v1/files_pb.js";
+import type { FileService } from "./gen/mediagrid/files/v1/file_service_pb.js";
 import { decodeError, retryDelay } from "./errors.js";
 
 export interface DownloadOptions {

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { UploadHeaderSchema, type File, type UploadHeader, type UploadProgress } from "./gen/mediagrid/files/v1/file_pb.js";
-import { FileService, UploadRequestSchema, UploadState } from "./gen/mediagrid/files/v1/files_pb.js";
+import { FileService, UploadRequestSchema, UploadState } from "./gen/mediagrid/files/v1/file_service_pb.js";
 import { decodeError, retryDelay, type MediagridError } from "./errors.js";
 
 /** The recommended data message size (the server accepts up to its message limit). */

@@ -10,6 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { ConnectError } from "@connectrpc/connect";
 import {
   Code,
   MediagridError,
@@ -52,12 +53,13 @@ async function failure(call: Promise<unknown> | (() => Promise<unknown>)): Promi
 let scratch = "";
 let admin: MediagridClient;
 let alice: MediagridClient; // a user
-let worker: MediagridClient; // a service principal
+let worker: MediagridClient; // a service principal with an API key
 let aliceName = "";
+let apiKeyName = "";
 const uploaded = { file: undefined as File | undefined, data: new Uint8Array() };
 
-async function createUser(email: string, role: Role): Promise<string> {
-  const response = await admin.users.createUser({ user: { email, role }, password: PASSWORD });
+async function createUser(email: string, role: Role, password = PASSWORD): Promise<string> {
+  const response = await admin.users.createUser({ user: { email, role }, password });
   assert.ok(response.user);
   return response.user.name;
 }
@@ -73,7 +75,7 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-test("login: the admin logs in with a password; a wrong password is UNAUTHENTICATED", async () => {
+test("login and API key: the admin logs in; a worker calls with an API key; bad credentials are UNAUTHENTICATED", async () => {
   const wrong = await failure(admin.login(env("MEDIAGRID_TEST_ADMIN_EMAIL"), "not the password at all"));
   assert.equal(wrong.code, Code.Unauthenticated);
   assert.equal(wrong.codeName, "UNAUTHENTICATED");
@@ -89,10 +91,20 @@ test("login: the admin logs in with a password; a wrong password is UNAUTHENTICA
   const email = `alice-${randomUUID().slice(0, 8)}@example.com`;
   aliceName = await createUser(email, Role.USER);
   await alice.login(email, PASSWORD);
-  const serviceEmail = `ts-worker-${randomUUID().slice(0, 8)}@example.com`;
-  await createUser(serviceEmail, Role.SERVICE);
-  await worker.login(serviceEmail, PASSWORD);
-  assert.equal((await worker.users.getUser({ name: "users/me" })).user?.role, Role.SERVICE);
+
+  // The worker is a service user without a password: it calls with an API key, scoped to
+  // working on jobs of one type.
+  const service = await createUser(`ts-worker-${randomUUID().slice(0, 8)}@example.com`, Role.SERVICE, "");
+  const created = await admin.users.createApiKey({
+    parent: service,
+    apiKey: { displayName: "TypeScript worker", permissions: ["jobs.work"], jobTypes: [jobType] },
+  });
+  assert.match(created.key, /^mgk_/);
+  assert.deepEqual(created.apiKey?.jobTypes, [jobType]);
+  apiKeyName = created.apiKey!.name;
+  worker.setCredential(created.key);
+  const idle = await worker.workers.claimJobs({ workerId: "ts-worker", types: [jobType], maxJobs: 1 });
+  assert.deepEqual(idle.jobs, []); // authenticated, authorized, nothing queued yet
 });
 
 test("upload: a file streamed from disk with progress messages, checked by SHA-256", async () => {
@@ -354,6 +366,9 @@ test("errors: every kind arrives decoded (code, ErrorInfo, BadRequest)", async (
   const notAWorker = await failure(alice.workers.claimJobs({ workerId: "x", types: [jobType], maxJobs: 1 }));
   assert.equal(notAWorker.code, Code.PermissionDenied);
   assert.equal(notAWorker.reason, "NOT_A_WORKER");
+  const outOfScope = await failure(worker.workers.claimJobs({ workerId: "x", types: ["other.type"], maxJobs: 1 }));
+  assert.equal(outOfScope.code, Code.PermissionDenied);
+  assert.equal(outOfScope.reason, "JOB_TYPE_NOT_CLAIMABLE");
 
   // NOT_FOUND, with the resource in the metadata.
   const absent = `files/${randomBytes(16).toString("hex")}`;
@@ -423,7 +438,14 @@ test("errors: every kind arrives decoded (code, ErrorInfo, BadRequest)", async (
   assert.equal(wrongOffset.errorInfo?.metadata["committed_offset"], "0");
   assert.equal(wrongOffset.errorInfo?.metadata["upload"], session);
 
+  // UNAUTHENTICATED again: a revoked API key.
+  await admin.users.revokeApiKey({ name: apiKeyName });
+  const revoked = await failure(worker.workers.claimJobs({ workerId: "x", types: [jobType], maxJobs: 1 }));
+  assert.equal(revoked.code, Code.Unauthenticated);
+  assert.equal(revoked.reason, "API_KEY_REVOKED");
+
   // Decoded errors are ConnectErrors too: generic handling keeps working.
+  assert.ok(wrongOffset instanceof ConnectError);
   assert.match(wrongOffset.message, /^\[failed_precondition\] /);
   assert.ok(wrongOffset.details.length >= 1);
 });

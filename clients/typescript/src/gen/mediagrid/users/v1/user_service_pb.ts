@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mediagrid/users/v1/user_service.proto.
  */
 export const file_mediagrid_users_v1_user_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVtZWRpYWdyaWQvdXNlcnMvdjEvdXNlcl9zZXJ2aWNlLnByb3RvEhJtZWRpYWdyaWQudXNlcnMudjEi7wIKBFVzZXISDAoEbmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSJgoEcm9sZRgEIAEoDjIYLm1lZGlhZ3JpZC51c2Vycy52MS5Sb2xlEi4KBnN0YXR1cxgFIAEoDjIeLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyU3RhdHVzEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVsZXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2xhc3RfbG9naW5fdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaGFzX3Bhc3N3b3JkGAogASgIItYCCgdTZXNzaW9uEgwKBG5hbWUYASABKAkSLwoLY3JlYXRlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWxhc3RfdXNlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBpZGxlX2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXZva2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdXNlcl9hZ2VudBgHIAEoCRIMCgRwZWVyGAggASgJEg8KB2N1cnJlbnQYCSABKAgSDgoGYWN0aXZlGAogASgIIn0KBUdyYW50EgwKBG5hbWUYASABKAkSEgoKcGVybWlzc2lvbhgCIAEoCRIQCghyZXNvdXJjZRgDIAEoCRIPCgdjcmVhdG9yGAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJnCglQcmluY2lwYWwSDAoEdXNlchgBIAEoCRImCgRyb2xlGAIgASgOMhgubWVkaWFncmlkLnVzZXJzLnYxLlJvbGUSEwoLcGVybWlzc2lvbnMYAyADKAkSDwoHc2Vzc2lvbhgEIAEoCSKHAgoNQWN0aXZpdHlFbnRyeRIMCgRuYW1lGAEgASgJEg0KBWFjdG9yGAIgASgJEg4KBmFjdGlvbhgDIAEoCRIQCghyZXNvdXJjZRgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJEkEKCG1ldGFkYXRhGAYgAygLMi8ubWVkaWFncmlkLnVzZXJzLnYxLkFjdGl2aXR5RW50cnkuTWV0YWRhdGFFbnRyeRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk0KEUNyZWF0ZVVzZXJSZXF1ZXN0EiYKBHVzZXIYASABKAsyGC5tZWRpYWdyaWQudXNlcnMudjEuVXNlchIQCghwYXNzd29yZBgCIAEoCSI8ChJDcmVhdGVVc2VyUmVzcG9uc2USJgoEdXNlchgBIAEoCzIYLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyIh4KDkdldFVzZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiOQoPR2V0VXNlclJlc3BvbnNlEiYKBHVzZXIYASABKAsyGC5tZWRpYWdyaWQudXNlcnMudjEuVXNlciJsChFVcGRhdGVVc2VyUmVxdWVzdBImCgR1c2VyGAEgASgLMhgubWVkaWFncmlkLnVzZXJzLnYxLlVzZXISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjwKElVwZGF0ZVVzZXJSZXNwb25zZRImCgR1c2VyGAEgASgLMhgubWVkaWFncmlkLnVzZXJzLnYxLlVzZXIiIQoRRGVsZXRlVXNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI8ChJEZWxldGVVc2VyUmVzcG9uc2USJgoEdXNlchgBIAEoCzIYLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyIpEBChBMaXN0VXNlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiYKBHJvbGUYAyABKA4yGC5tZWRpYWdyaWQudXNlcnMudjEuUm9sZRIuCgZzdGF0dXMYBCABKA4yHi5tZWRpYWdyaWQudXNlcnMudjEuVXNlclN0YXR1cyJVChFMaXN0VXNlcnNSZXNwb25zZRInCgV1c2VycxgBIAMoCzIYLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJVChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSDAoEbmFtZRgBIAEoCRIYChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJEhQKDG5ld19wYXNzd29yZBgDIAEoCSIyChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlEhgKEHJldm9rZWRfc2Vzc2lvbnMYASABKAUiLwoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJInQKDUxvZ2luUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLAoHc2Vzc2lvbhgCIAEoCzIbLm1lZGlhZ3JpZC51c2Vycy52MS5TZXNzaW9uEiYKBHVzZXIYAyABKAsyGC5tZWRpYWdyaWQudXNlcnMudjEuVXNlciIPCg1Mb2dvdXRSZXF1ZXN0Ij4KDkxvZ291dFJlc3BvbnNlEiwKB3Nlc3Npb24YASABKAsyGy5tZWRpYWdyaWQudXNlcnMudjEuU2Vzc2lvbiIkChNBdXRoZW50aWNhdGVSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIkgKFEF1dGhlbnRpY2F0ZVJlc3BvbnNlEjAKCXByaW5jaXBhbBgBIAEoCzIdLm1lZGlhZ3JpZC51c2Vycy52MS5QcmluY2lwYWwiYwoTTGlzdFNlc3Npb25zUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSFQoNc2hvd19pbmFjdGl2ZRgEIAEoCCJeChRMaXN0U2Vzc2lvbnNSZXNwb25zZRItCghzZXNzaW9ucxgBIAMoCzIbLm1lZGlhZ3JpZC51c2Vycy52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIkChRSZXZva2VTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIkUKFVJldm9rZVNlc3Npb25SZXNwb25zZRIsCgdzZXNzaW9uGAEgASgLMhsubWVkaWFncmlkLnVzZXJzLnYxLlNlc3Npb24iTgoWR3JhbnRQZXJtaXNzaW9uUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEgoKcGVybWlzc2lvbhgCIAEoCRIQCghyZXNvdXJjZRgDIAEoCSJUChdHcmFudFBlcm1pc3Npb25SZXNwb25zZRIoCgVncmFudBgBIAEoCzIZLm1lZGlhZ3JpZC51c2Vycy52MS5HcmFudBIPCgdjcmVhdGVkGAIgASgIIicKF1Jldm9rZVBlcm1pc3Npb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiRAoYUmV2b2tlUGVybWlzc2lvblJlc3BvbnNlEigKBWdyYW50GAEgASgLMhkubWVkaWFncmlkLnVzZXJzLnYxLkdyYW50InUKFkxpc3RQZXJtaXNzaW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEhIKCnBlcm1pc3Npb24YBCABKAkSEAoIcmVzb3VyY2UYBSABKAkidwoXTGlzdFBlcm1pc3Npb25zUmVzcG9uc2USKQoGZ3JhbnRzGAEgAygLMhkubWVkaWFncmlkLnVzZXJzLnYxLkdyYW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIYChByb2xlX3Blcm1pc3Npb25zGAMgAygJImAKFkNoZWNrUGVybWlzc2lvblJlcXVlc3QSEQoJcHJpbmNpcGFsGAEgASgJEhIKCnBlcm1pc3Npb24YAiABKAkSEAoIcmVzb3VyY2UYAyABKAkSDQoFb3duZXIYBCABKAkiOgoXQ2hlY2tQZXJtaXNzaW9uUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBIOCgZyZWFzb24YAiABKAki2AEKFVJlY29yZEFjdGl2aXR5UmVxdWVzdBIOCgZhY3Rpb24YASABKAkSEAoIcmVzb3VyY2UYAiABKAkSSQoIbWV0YWRhdGEYAyADKAsyNy5tZWRpYWdyaWQudXNlcnMudjEuUmVjb3JkQWN0aXZpdHlSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSDQoFYWN0b3IYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSgoWUmVjb3JkQWN0aXZpdHlSZXNwb25zZRIwCgVlbnRyeRgBIAEoCzIhLm1lZGlhZ3JpZC51c2Vycy52MS5BY3Rpdml0eUVudHJ5IroBChNMaXN0QWN0aXZpdHlSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIOCgZhY3Rpb24YBCABKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImMKFExpc3RBY3Rpdml0eVJlc3BvbnNlEjIKB2VudHJpZXMYASADKAsyIS5tZWRpYWdyaWQudXNlcnMudjEuQWN0aXZpdHlFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoTR2V0VXNlclN0YXRzUmVxdWVzdBIMCgRuYW1lGAEgASgJIssBChRHZXRVc2VyU3RhdHNSZXNwb25zZRIMCgR1c2VyGAEgASgJEksKCmpvYl9jb3VudHMYAiADKAsyNy5tZWRpYWdyaWQudXNlcnMudjEuR2V0VXNlclN0YXRzUmVzcG9uc2UuSm9iQ291bnRzRW50cnkSEgoKZmlsZV9jb3VudBgDIAEoAxISCgpmaWxlX2J5dGVzGAQgASgDGjAKDkpvYkNvdW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEqTQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDgoKUk9MRV9BRE1JThABEg0KCVJPTEVfVVNFUhACEhAKDFJPTEVfU0VSVklDRRADKnQKClVzZXJTdGF0dXMSGwoXVVNFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJVU0VSX1NUQVRVU19BQ1RJVkUQARIYChRVU0VSX1NUQVRVU19ESVNBQkxFRBACEhcKE1VTRVJfU1RBVFVTX0RFTEVURUQQAzLoDQoLVXNlclNlcnZpY2USWwoKQ3JlYXRlVXNlchIlLm1lZGlhZ3JpZC51c2Vycy52MS5DcmVhdGVVc2VyUmVxdWVzdBomLm1lZGlhZ3JpZC51c2Vycy52MS5DcmVhdGVVc2VyUmVzcG9uc2USUgoHR2V0VXNlchIiLm1lZGlhZ3JpZC51c2Vycy52MS5HZXRVc2VyUmVxdWVzdBojLm1lZGlhZ3JpZC51c2Vycy52MS5HZXRVc2VyUmVzcG9uc2USWwoKVXBkYXRlVXNlchIlLm1lZGlhZ3JpZC51c2Vycy52MS5VcGRhdGVVc2VyUmVxdWVzdBomLm1lZGlhZ3JpZC51c2Vycy52MS5VcGRhdGVVc2VyUmVzcG9uc2USWwoKRGVsZXRlVXNlchIlLm1lZGlhZ3JpZC51c2Vycy52MS5EZWxldGVVc2VyUmVxdWVzdBomLm1lZGlhZ3JpZC51c2Vycy52MS5EZWxldGVVc2VyUmVzcG9uc2USWAoJTGlzdFVzZXJzEiQubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RVc2Vyc1JlcXVlc3QaJS5tZWRpYWdyaWQudXNlcnMudjEuTGlzdFVzZXJzUmVzcG9uc2USZwoOQ2hhbmdlUGFzc3dvcmQSKS5tZWRpYWdyaWQudXNlcnMudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GioubWVkaWFncmlkLnVzZXJzLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USTAoFTG9naW4SIC5tZWRpYWdyaWQudXNlcnMudjEuTG9naW5SZXF1ZXN0GiEubWVkaWFncmlkLnVzZXJzLnYxLkxvZ2luUmVzcG9uc2USTwoGTG9nb3V0EiEubWVkaWFncmlkLnVzZXJzLnYxLkxvZ291dFJlcXVlc3QaIi5tZWRpYWdyaWQudXNlcnMudjEuTG9nb3V0UmVzcG9uc2USYQoMQXV0aGVudGljYXRlEicubWVkaWFncmlkLnVzZXJzLnYxLkF1dGhlbnRpY2F0ZVJlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuQXV0aGVudGljYXRlUmVzcG9uc2USYQoMTGlzdFNlc3Npb25zEicubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USZAoNUmV2b2tlU2Vzc2lvbhIoLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBopLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USagoPR3JhbnRQZXJtaXNzaW9uEioubWVkaWFncmlkLnVzZXJzLnYxLkdyYW50UGVybWlzc2lvblJlcXVlc3QaKy5tZWRpYWdyaWQudXNlcnMudjEuR3JhbnRQZXJtaXNzaW9uUmVzcG9uc2USbQoQUmV2b2tlUGVybWlzc2lvbhIrLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VQZXJtaXNzaW9uUmVxdWVzdBosLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VQZXJtaXNzaW9uUmVzcG9uc2USagoPTGlzdFBlcm1pc3Npb25zEioubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RQZXJtaXNzaW9uc1JlcXVlc3QaKy5tZWRpYWdyaWQudXNlcnMudjEuTGlzdFBlcm1pc3Npb25zUmVzcG9uc2USagoPQ2hlY2tQZXJtaXNzaW9uEioubWVkaWFncmlkLnVzZXJzLnYxLkNoZWNrUGVybWlzc2lvblJlcXVlc3QaKy5tZWRpYWdyaWQudXNlcnMudjEuQ2hlY2tQZXJtaXNzaW9uUmVzcG9uc2USZwoOUmVjb3JkQWN0aXZpdHkSKS5tZWRpYWdyaWQudXNlcnMudjEuUmVjb3JkQWN0aXZpdHlSZXF1ZXN0GioubWVkaWFncmlkLnVzZXJzLnYxLlJlY29yZEFjdGl2aXR5UmVzcG9uc2USYQoMTGlzdEFjdGl2aXR5EicubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RBY3Rpdml0eVJlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuTGlzdEFjdGl2aXR5UmVzcG9uc2USYQoMR2V0VXNlclN0YXRzEicubWVkaWFncmlkLnVzZXJzLnYxLkdldFVzZXJTdGF0c1JlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuR2V0VXNlclN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("CiVtZWRpYWdyaWQvdXNlcnMvdjEvdXNlcl9zZXJ2aWNlLnByb3RvEhJtZWRpYWdyaWQudXNlcnMudjEi7wIKBFVzZXISDAoEbmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSJgoEcm9sZRgEIAEoDjIYLm1lZGlhZ3JpZC51c2Vycy52MS5Sb2xlEi4KBnN0YXR1cxgFIAEoDjIeLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyU3RhdHVzEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVsZXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2xhc3RfbG9naW5fdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaGFzX3Bhc3N3b3JkGAogASgIItYCCgdTZXNzaW9uEgwKBG5hbWUYASABKAkSLwoLY3JlYXRlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWxhc3RfdXNlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBpZGxlX2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXZva2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdXNlcl9hZ2VudBgHIAEoCRIMCgRwZWVyGAggASgJEg8KB2N1cnJlbnQYCSABKAgSDgoGYWN0aXZlGAogASgIIn0KBUdyYW50EgwKBG5hbWUYASABKAkSEgoKcGVybWlzc2lvbhgCIAEoCRIQCghyZXNvdXJjZRgDIAEoCRIPCgdjcmVhdG9yGAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ4CglQcmluY2lwYWwSDAoEdXNlchgBIAEoCRImCgRyb2xlGAIgASgOMhgubWVkaWFncmlkLnVzZXJzLnYxLlJvbGUSEwoLcGVybWlzc2lvbnMYAyADKAkSDwoHc2Vzc2lvbhgEIAEoCRIPCgdhcGlfa2V5GAUgASgJIogCCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLcGVybWlzc2lvbnMYAyADKAkSEQoJam9iX3R5cGVzGAQgAygJEg8KB2NyZWF0b3IYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXZva2VfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYWN0aXZlGAkgASgIIocCCg1BY3Rpdml0eUVudHJ5EgwKBG5hbWUYASABKAkSDQoFYWN0b3IYAiABKAkSDgoGYWN0aW9uGAMgASgJEhAKCHJlc291cmNlGAQgASgJEhIKCnJlcXVlc3RfaWQYBSABKAkSQQoIbWV0YWRhdGEYBiADKAsyLy5tZWRpYWdyaWQudXNlcnMudjEuQWN0aXZpdHlFbnRyeS5NZXRhZGF0YUVudHJ5Ei8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTQoRQ3JlYXRlVXNlclJlcXVlc3QSJgoEdXNlchgBIAEoCzIYLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyEhAKCHBhc3N3b3JkGAIgASgJIjwKEkNyZWF0ZVVzZXJSZXNwb25zZRImCgR1c2VyGAEgASgLMhgubWVkaWFncmlkLnVzZXJzLnYxLlVzZXIiHgoOR2V0VXNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI5Cg9HZXRVc2VyUmVzcG9uc2USJgoEdXNlchgBIAEoCzIYLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyImwKEVVwZGF0ZVVzZXJSZXF1ZXN0EiYKBHVzZXIYASABKAsyGC5tZWRpYWdyaWQudXNlcnMudjEuVXNlchIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPAoSVXBkYXRlVXNlclJlc3BvbnNlEiYKBHVzZXIYASABKAsyGC5tZWRpYWdyaWQudXNlcnMudjEuVXNlciIhChFEZWxldGVVc2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJIjwKEkRlbGV0ZVVzZXJSZXNwb25zZRImCgR1c2VyGAEgASgLMhgubWVkaWFncmlkLnVzZXJzLnYxLlVzZXIikQEKEExpc3RVc2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSJgoEcm9sZRgDIAEoDjIYLm1lZGlhZ3JpZC51c2Vycy52MS5Sb2xlEi4KBnN0YXR1cxgEIAEoDjIeLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyU3RhdHVzIlUKEUxpc3RVc2Vyc1Jlc3BvbnNlEicKBXVzZXJzGAEgAygLMhgubWVkaWFncmlkLnVzZXJzLnYxLlVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlUKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIMCgRuYW1lGAEgASgJEhgKEGN1cnJlbnRfcGFzc3dvcmQYAiABKAkSFAoMbmV3X3Bhc3N3b3JkGAMgASgJIjIKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USGAoQcmV2b2tlZF9zZXNzaW9ucxgBIAEoBSIvCgxMb2dpblJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkidAoNTG9naW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIsCgdzZXNzaW9uGAIgASgLMhsubWVkaWFncmlkLnVzZXJzLnYxLlNlc3Npb24SJgoEdXNlchgDIAEoCzIYLm1lZGlhZ3JpZC51c2Vycy52MS5Vc2VyIg8KDUxvZ291dFJlcXVlc3QiPgoOTG9nb3V0UmVzcG9uc2USLAoHc2Vzc2lvbhgBIAEoCzIbLm1lZGlhZ3JpZC51c2Vycy52MS5TZXNzaW9uIiQKE0F1dGhlbnRpY2F0ZVJlcXVlc3QSDQoFdG9rZW4YASABKAkiSAoUQXV0aGVudGljYXRlUmVzcG9uc2USMAoJcHJpbmNpcGFsGAEgASgLMh0ubWVkaWFncmlkLnVzZXJzLnYxLlByaW5jaXBhbCJjChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIVCg1zaG93X2luYWN0aXZlGAQgASgIIl4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEi0KCHNlc3Npb25zGAEgAygLMhsubWVkaWFncmlkLnVzZXJzLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiQKFFJldm9rZVNlc3Npb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiRQoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlEiwKB3Nlc3Npb24YASABKAsyGy5tZWRpYWdyaWQudXNlcnMudjEuU2Vzc2lvbiJOChZHcmFudFBlcm1pc3Npb25SZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRISCgpwZXJtaXNzaW9uGAIgASgJEhAKCHJlc291cmNlGAMgASgJIlQKF0dyYW50UGVybWlzc2lvblJlc3BvbnNlEigKBWdyYW50GAEgASgLMhkubWVkaWFncmlkLnVzZXJzLnYxLkdyYW50Eg8KB2NyZWF0ZWQYAiABKAgiJwoXUmV2b2tlUGVybWlzc2lvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJEChhSZXZva2VQZXJtaXNzaW9uUmVzcG9uc2USKAoFZ3JhbnQYASABKAsyGS5tZWRpYWdyaWQudXNlcnMudjEuR3JhbnQidQoWTGlzdFBlcm1pc3Npb25zUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSEgoKcGVybWlzc2lvbhgEIAEoCRIQCghyZXNvdXJjZRgFIAEoCSJ3ChdMaXN0UGVybWlzc2lvbnNSZXNwb25zZRIpCgZncmFudHMYASADKAsyGS5tZWRpYWdyaWQudXNlcnMudjEuR3JhbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhgKEHJvbGVfcGVybWlzc2lvbnMYAyADKAkiYAoWQ2hlY2tQZXJtaXNzaW9uUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSEgoKcGVybWlzc2lvbhgCIAEoCRIQCghyZXNvdXJjZRgDIAEoCRINCgVvd25lchgEIAEoCSI6ChdDaGVja1Blcm1pc3Npb25SZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEg4KBnJlYXNvbhgCIAEoCSLYAQoVUmVjb3JkQWN0aXZpdHlSZXF1ZXN0Eg4KBmFjdGlvbhgBIAEoCRIQCghyZXNvdXJjZRgCIAEoCRJJCghtZXRhZGF0YRgDIAMoCzI3Lm1lZGlhZ3JpZC51c2Vycy52MS5SZWNvcmRBY3Rpdml0eVJlcXVlc3QuTWV0YWRhdGFFbnRyeRINCgVhY3RvchgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJKChZSZWNvcmRBY3Rpdml0eVJlc3BvbnNlEjAKBWVudHJ5GAEgASgLMiEubWVkaWFncmlkLnVzZXJzLnYxLkFjdGl2aXR5RW50cnkiugEKE0xpc3RBY3Rpdml0eVJlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYwoUTGlzdEFjdGl2aXR5UmVzcG9uc2USMgoHZW50cmllcxgBIAMoCzIhLm1lZGlhZ3JpZC51c2Vycy52MS5BY3Rpdml0eUVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjChNHZXRVc2VyU3RhdHNSZXF1ZXN0EgwKBG5hbWUYASABKAkiywEKFEdldFVzZXJTdGF0c1Jlc3BvbnNlEgwKBHVzZXIYASABKAkSSwoKam9iX2NvdW50cxgCIAMoCzI3Lm1lZGlhZ3JpZC51c2Vycy52MS5HZXRVc2VyU3RhdHNSZXNwb25zZS5Kb2JDb3VudHNFbnRyeRISCgpmaWxlX2NvdW50GAMgASgDEhIKCmZpbGVfYnl0ZXMYBCABKAMaMAoOSm9iQ291bnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJSChNDcmVhdGVBcGlLZXlSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIrCgdhcGlfa2V5GAIgASgLMhoubWVkaWFncmlkLnVzZXJzLnYxLkFwaUtleSJQChRDcmVhdGVBcGlLZXlSZXNwb25zZRIrCgdhcGlfa2V5GAEgASgLMhoubWVkaWFncmlkLnVzZXJzLnYxLkFwaUtleRILCgNrZXkYAiABKAkiYgoSTGlzdEFwaUtleXNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIVCg1zaG93X2luYWN0aXZlGAQgASgIIlwKE0xpc3RBcGlLZXlzUmVzcG9uc2USLAoIYXBpX2tleXMYASADKAsyGi5tZWRpYWdyaWQudXNlcnMudjEuQXBpS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjChNSZXZva2VBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoUUmV2b2tlQXBpS2V5UmVzcG9uc2USKwoHYXBpX2tleRgBIAEoCzIaLm1lZGlhZ3JpZC51c2Vycy52MS5BcGlLZXkqTQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDgoKUk9MRV9BRE1JThABEg0KCVJPTEVfVVNFUhACEhAKDFJPTEVfU0VSVklDRRADKnQKClVzZXJTdGF0dXMSGwoXVVNFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJVU0VSX1NUQVRVU19BQ1RJVkUQARIYChRVU0VSX1NUQVRVU19ESVNBQkxFRBACEhcKE1VTRVJfU1RBVFVTX0RFTEVURUQQAzKOEAoLVXNlclNlcnZpY2USWwoKQ3JlYXRlVXNlchIlLm1lZGlhZ3JpZC51c2Vycy52MS5DcmVhdGVVc2VyUmVxdWVzdBomLm1lZGlhZ3JpZC51c2Vycy52MS5DcmVhdGVVc2VyUmVzcG9uc2USUgoHR2V0VXNlchIiLm1lZGlhZ3JpZC51c2Vycy52MS5HZXRVc2VyUmVxdWVzdBojLm1lZGlhZ3JpZC51c2Vycy52MS5HZXRVc2VyUmVzcG9uc2USWwoKVXBkYXRlVXNlchIlLm1lZGlhZ3JpZC51c2Vycy52MS5VcGRhdGVVc2VyUmVxdWVzdBomLm1lZGlhZ3JpZC51c2Vycy52MS5VcGRhdGVVc2VyUmVzcG9uc2USWwoKRGVsZXRlVXNlchIlLm1lZGlhZ3JpZC51c2Vycy52MS5EZWxldGVVc2VyUmVxdWVzdBomLm1lZGlhZ3JpZC51c2Vycy52MS5EZWxldGVVc2VyUmVzcG9uc2USWAoJTGlzdFVzZXJzEiQubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RVc2Vyc1JlcXVlc3QaJS5tZWRpYWdyaWQudXNlcnMudjEuTGlzdFVzZXJzUmVzcG9uc2USZwoOQ2hhbmdlUGFzc3dvcmQSKS5tZWRpYWdyaWQudXNlcnMudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GioubWVkaWFncmlkLnVzZXJzLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USTAoFTG9naW4SIC5tZWRpYWdyaWQudXNlcnMudjEuTG9naW5SZXF1ZXN0GiEubWVkaWFncmlkLnVzZXJzLnYxLkxvZ2luUmVzcG9uc2USTwoGTG9nb3V0EiEubWVkaWFncmlkLnVzZXJzLnYxLkxvZ291dFJlcXVlc3QaIi5tZWRpYWdyaWQudXNlcnMudjEuTG9nb3V0UmVzcG9uc2USYQoMQXV0aGVudGljYXRlEicubWVkaWFncmlkLnVzZXJzLnYxLkF1dGhlbnRpY2F0ZVJlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuQXV0aGVudGljYXRlUmVzcG9uc2USYQoMTGlzdFNlc3Npb25zEicubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USZAoNUmV2b2tlU2Vzc2lvbhIoLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBopLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USagoPR3JhbnRQZXJtaXNzaW9uEioubWVkaWFncmlkLnVzZXJzLnYxLkdyYW50UGVybWlzc2lvblJlcXVlc3QaKy5tZWRpYWdyaWQudXNlcnMudjEuR3JhbnRQZXJtaXNzaW9uUmVzcG9uc2USbQoQUmV2b2tlUGVybWlzc2lvbhIrLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VQZXJtaXNzaW9uUmVxdWVzdBosLm1lZGlhZ3JpZC51c2Vycy52MS5SZXZva2VQZXJtaXNzaW9uUmVzcG9uc2USagoPTGlzdFBlcm1pc3Npb25zEioubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RQZXJtaXNzaW9uc1JlcXVlc3QaKy5tZWRpYWdyaWQudXNlcnMudjEuTGlzdFBlcm1pc3Npb25zUmVzcG9uc2USagoPQ2hlY2tQZXJtaXNzaW9uEioubWVkaWFncmlkLnVzZXJzLnYxLkNoZWNrUGVybWlzc2lvblJlcXVlc3QaKy5tZWRpYWdyaWQudXNlcnMudjEuQ2hlY2tQZXJtaXNzaW9uUmVzcG9uc2USZwoOUmVjb3JkQWN0aXZpdHkSKS5tZWRpYWdyaWQudXNlcnMudjEuUmVjb3JkQWN0aXZpdHlSZXF1ZXN0GioubWVkaWFncmlkLnVzZXJzLnYxLlJlY29yZEFjdGl2aXR5UmVzcG9uc2USYQoMTGlzdEFjdGl2aXR5EicubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RBY3Rpdml0eVJlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuTGlzdEFjdGl2aXR5UmVzcG9uc2USYQoMR2V0VXNlclN0YXRzEicubWVkaWFncmlkLnVzZXJzLnYxLkdldFVzZXJTdGF0c1JlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuR2V0VXNlclN0YXRzUmVzcG9uc2USYQoMQ3JlYXRlQXBpS2V5EicubWVkaWFncmlkLnVzZXJzLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USXgoLTGlzdEFwaUtleXMSJi5tZWRpYWdyaWQudXNlcnMudjEuTGlzdEFwaUtleXNSZXF1ZXN0GicubWVkaWFncmlkLnVzZXJzLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USYQoMUmV2b2tlQXBpS2V5EicubWVkaWFncmlkLnVzZXJzLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaKC5tZWRpYWdyaWQudXNlcnMudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * An account.
@@ -260,11 +260,18 @@ export type Principal = Message<"mediagrid.users.v1.Principal"> & {
   permissions: string[];
 
   /**
-   * The session, `users/{user}/sessions/{session}`.
+   * The session, `users/{user}/sessions/{session}`; empty for an API key.
    *
    * @generated from field: string session = 4;
    */
   session: string;
+
+  /**
+   * The API key that authenticated, `users/{user}/apiKeys/{key}`; empty for a session.
+   *
+   * @generated from field: string api_key = 5;
+   */
+  apiKey: string;
 };
 
 /**
@@ -273,6 +280,86 @@ export type Principal = Message<"mediagrid.users.v1.Principal"> & {
  */
 export const PrincipalSchema: GenMessage<Principal> = /*@__PURE__*/
   messageDesc(file_mediagrid_users_v1_user_service, 3);
+
+/**
+ * A credential of a service user for programs (workers, other services): a bearer token
+ * that needs no password and no login, limited to a scope. Its secret is stored only as a
+ * hash and shown once, by `CreateApiKey`.
+ *
+ * @generated from message mediagrid.users.v1.ApiKey
+ */
+export type ApiKey = Message<"mediagrid.users.v1.ApiKey"> & {
+  /**
+   * Resource name, `users/{user}/apiKeys/{key}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * A label saying what the key is for, such as `video workers (eu-west-1)`.
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * The permissions the key holds, a subset of its user's (for example `jobs.work`); empty
+   * means every permission its user holds.
+   *
+   * @generated from field: repeated string permissions = 3;
+   */
+  permissions: string[];
+
+  /**
+   * The job types the key may claim as a worker; empty means every type. Needs `jobs.work`.
+   *
+   * @generated from field: repeated string job_types = 4;
+   */
+  jobTypes: string[];
+
+  /**
+   * Who created it, `users/{user}`.
+   *
+   * @generated from field: string creator = 5;
+   */
+  creator: string;
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it stops working; unset for a key that does not expire.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 7;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * When it was revoked, if it was.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 8;
+   */
+  revokeTime?: Timestamp | undefined;
+
+  /**
+   * True when the key can still authenticate calls (neither revoked nor expired).
+   *
+   * @generated from field: bool active = 9;
+   */
+  active: boolean;
+};
+
+/**
+ * Describes the message mediagrid.users.v1.ApiKey.
+ * Use `create(ApiKeySchema)` to create a new message.
+ */
+export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
+  messageDesc(file_mediagrid_users_v1_user_service, 4);
 
 /**
  * One entry of the activity log.
@@ -335,7 +422,7 @@ export type ActivityEntry = Message<"mediagrid.users.v1.ActivityEntry"> & {
  * Use `create(ActivityEntrySchema)` to create a new message.
  */
 export const ActivityEntrySchema: GenMessage<ActivityEntry> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 4);
+  messageDesc(file_mediagrid_users_v1_user_service, 5);
 
 /**
  * Request for `CreateUser`.
@@ -363,7 +450,7 @@ export type CreateUserRequest = Message<"mediagrid.users.v1.CreateUserRequest"> 
  * Use `create(CreateUserRequestSchema)` to create a new message.
  */
 export const CreateUserRequestSchema: GenMessage<CreateUserRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 5);
+  messageDesc(file_mediagrid_users_v1_user_service, 6);
 
 /**
  * Response of `CreateUser`.
@@ -384,7 +471,7 @@ export type CreateUserResponse = Message<"mediagrid.users.v1.CreateUserResponse"
  * Use `create(CreateUserResponseSchema)` to create a new message.
  */
 export const CreateUserResponseSchema: GenMessage<CreateUserResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 6);
+  messageDesc(file_mediagrid_users_v1_user_service, 7);
 
 /**
  * Request for `GetUser`.
@@ -405,7 +492,7 @@ export type GetUserRequest = Message<"mediagrid.users.v1.GetUserRequest"> & {
  * Use `create(GetUserRequestSchema)` to create a new message.
  */
 export const GetUserRequestSchema: GenMessage<GetUserRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 7);
+  messageDesc(file_mediagrid_users_v1_user_service, 8);
 
 /**
  * Response of `GetUser`.
@@ -426,7 +513,7 @@ export type GetUserResponse = Message<"mediagrid.users.v1.GetUserResponse"> & {
  * Use `create(GetUserResponseSchema)` to create a new message.
  */
 export const GetUserResponseSchema: GenMessage<GetUserResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 8);
+  messageDesc(file_mediagrid_users_v1_user_service, 9);
 
 /**
  * Request for `UpdateUser`.
@@ -454,7 +541,7 @@ export type UpdateUserRequest = Message<"mediagrid.users.v1.UpdateUserRequest"> 
  * Use `create(UpdateUserRequestSchema)` to create a new message.
  */
 export const UpdateUserRequestSchema: GenMessage<UpdateUserRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 9);
+  messageDesc(file_mediagrid_users_v1_user_service, 10);
 
 /**
  * Response of `UpdateUser`.
@@ -475,7 +562,7 @@ export type UpdateUserResponse = Message<"mediagrid.users.v1.UpdateUserResponse"
  * Use `create(UpdateUserResponseSchema)` to create a new message.
  */
 export const UpdateUserResponseSchema: GenMessage<UpdateUserResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 10);
+  messageDesc(file_mediagrid_users_v1_user_service, 11);
 
 /**
  * Request for `DeleteUser`.
@@ -496,7 +583,7 @@ export type DeleteUserRequest = Message<"mediagrid.users.v1.DeleteUserRequest"> 
  * Use `create(DeleteUserRequestSchema)` to create a new message.
  */
 export const DeleteUserRequestSchema: GenMessage<DeleteUserRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 11);
+  messageDesc(file_mediagrid_users_v1_user_service, 12);
 
 /**
  * Response of `DeleteUser`.
@@ -517,7 +604,7 @@ export type DeleteUserResponse = Message<"mediagrid.users.v1.DeleteUserResponse"
  * Use `create(DeleteUserResponseSchema)` to create a new message.
  */
 export const DeleteUserResponseSchema: GenMessage<DeleteUserResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 12);
+  messageDesc(file_mediagrid_users_v1_user_service, 13);
 
 /**
  * Request for `ListUsers`.
@@ -559,7 +646,7 @@ export type ListUsersRequest = Message<"mediagrid.users.v1.ListUsersRequest"> & 
  * Use `create(ListUsersRequestSchema)` to create a new message.
  */
 export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 13);
+  messageDesc(file_mediagrid_users_v1_user_service, 14);
 
 /**
  * Response of `ListUsers`.
@@ -587,7 +674,7 @@ export type ListUsersResponse = Message<"mediagrid.users.v1.ListUsersResponse"> 
  * Use `create(ListUsersResponseSchema)` to create a new message.
  */
 export const ListUsersResponseSchema: GenMessage<ListUsersResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 14);
+  messageDesc(file_mediagrid_users_v1_user_service, 15);
 
 /**
  * Request for `ChangePassword`.
@@ -622,7 +709,7 @@ export type ChangePasswordRequest = Message<"mediagrid.users.v1.ChangePasswordRe
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 15);
+  messageDesc(file_mediagrid_users_v1_user_service, 16);
 
 /**
  * Response of `ChangePassword`.
@@ -643,7 +730,7 @@ export type ChangePasswordResponse = Message<"mediagrid.users.v1.ChangePasswordR
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 16);
+  messageDesc(file_mediagrid_users_v1_user_service, 17);
 
 /**
  * Request for `Login`.
@@ -671,7 +758,7 @@ export type LoginRequest = Message<"mediagrid.users.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 17);
+  messageDesc(file_mediagrid_users_v1_user_service, 18);
 
 /**
  * Response of `Login`.
@@ -706,7 +793,7 @@ export type LoginResponse = Message<"mediagrid.users.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 18);
+  messageDesc(file_mediagrid_users_v1_user_service, 19);
 
 /**
  * Request for `Logout`.
@@ -721,7 +808,7 @@ export type LogoutRequest = Message<"mediagrid.users.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 19);
+  messageDesc(file_mediagrid_users_v1_user_service, 20);
 
 /**
  * Response of `Logout`.
@@ -742,7 +829,7 @@ export type LogoutResponse = Message<"mediagrid.users.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 20);
+  messageDesc(file_mediagrid_users_v1_user_service, 21);
 
 /**
  * Request for `Authenticate`.
@@ -751,7 +838,7 @@ export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
  */
 export type AuthenticateRequest = Message<"mediagrid.users.v1.AuthenticateRequest"> & {
   /**
-   * The session token to check.
+   * The session token or API key to check.
    *
    * @generated from field: string token = 1;
    */
@@ -763,7 +850,7 @@ export type AuthenticateRequest = Message<"mediagrid.users.v1.AuthenticateReques
  * Use `create(AuthenticateRequestSchema)` to create a new message.
  */
 export const AuthenticateRequestSchema: GenMessage<AuthenticateRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 21);
+  messageDesc(file_mediagrid_users_v1_user_service, 22);
 
 /**
  * Response of `Authenticate`.
@@ -784,7 +871,7 @@ export type AuthenticateResponse = Message<"mediagrid.users.v1.AuthenticateRespo
  * Use `create(AuthenticateResponseSchema)` to create a new message.
  */
 export const AuthenticateResponseSchema: GenMessage<AuthenticateResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 22);
+  messageDesc(file_mediagrid_users_v1_user_service, 23);
 
 /**
  * Request for `ListSessions`.
@@ -826,7 +913,7 @@ export type ListSessionsRequest = Message<"mediagrid.users.v1.ListSessionsReques
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 23);
+  messageDesc(file_mediagrid_users_v1_user_service, 24);
 
 /**
  * Response of `ListSessions`.
@@ -854,7 +941,7 @@ export type ListSessionsResponse = Message<"mediagrid.users.v1.ListSessionsRespo
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 24);
+  messageDesc(file_mediagrid_users_v1_user_service, 25);
 
 /**
  * Request for `RevokeSession`.
@@ -875,7 +962,7 @@ export type RevokeSessionRequest = Message<"mediagrid.users.v1.RevokeSessionRequ
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 25);
+  messageDesc(file_mediagrid_users_v1_user_service, 26);
 
 /**
  * Response of `RevokeSession`.
@@ -896,7 +983,7 @@ export type RevokeSessionResponse = Message<"mediagrid.users.v1.RevokeSessionRes
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 26);
+  messageDesc(file_mediagrid_users_v1_user_service, 27);
 
 /**
  * Request for `GrantPermission`.
@@ -931,7 +1018,7 @@ export type GrantPermissionRequest = Message<"mediagrid.users.v1.GrantPermission
  * Use `create(GrantPermissionRequestSchema)` to create a new message.
  */
 export const GrantPermissionRequestSchema: GenMessage<GrantPermissionRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 27);
+  messageDesc(file_mediagrid_users_v1_user_service, 28);
 
 /**
  * Response of `GrantPermission`.
@@ -959,7 +1046,7 @@ export type GrantPermissionResponse = Message<"mediagrid.users.v1.GrantPermissio
  * Use `create(GrantPermissionResponseSchema)` to create a new message.
  */
 export const GrantPermissionResponseSchema: GenMessage<GrantPermissionResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 28);
+  messageDesc(file_mediagrid_users_v1_user_service, 29);
 
 /**
  * Request for `RevokePermission`.
@@ -980,7 +1067,7 @@ export type RevokePermissionRequest = Message<"mediagrid.users.v1.RevokePermissi
  * Use `create(RevokePermissionRequestSchema)` to create a new message.
  */
 export const RevokePermissionRequestSchema: GenMessage<RevokePermissionRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 29);
+  messageDesc(file_mediagrid_users_v1_user_service, 30);
 
 /**
  * Response of `RevokePermission`.
@@ -1001,7 +1088,7 @@ export type RevokePermissionResponse = Message<"mediagrid.users.v1.RevokePermiss
  * Use `create(RevokePermissionResponseSchema)` to create a new message.
  */
 export const RevokePermissionResponseSchema: GenMessage<RevokePermissionResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 30);
+  messageDesc(file_mediagrid_users_v1_user_service, 31);
 
 /**
  * Request for `ListPermissions`.
@@ -1050,7 +1137,7 @@ export type ListPermissionsRequest = Message<"mediagrid.users.v1.ListPermissions
  * Use `create(ListPermissionsRequestSchema)` to create a new message.
  */
 export const ListPermissionsRequestSchema: GenMessage<ListPermissionsRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 31);
+  messageDesc(file_mediagrid_users_v1_user_service, 32);
 
 /**
  * Response of `ListPermissions`.
@@ -1085,7 +1172,7 @@ export type ListPermissionsResponse = Message<"mediagrid.users.v1.ListPermission
  * Use `create(ListPermissionsResponseSchema)` to create a new message.
  */
 export const ListPermissionsResponseSchema: GenMessage<ListPermissionsResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 32);
+  messageDesc(file_mediagrid_users_v1_user_service, 33);
 
 /**
  * Request for `CheckPermission`.
@@ -1127,7 +1214,7 @@ export type CheckPermissionRequest = Message<"mediagrid.users.v1.CheckPermission
  * Use `create(CheckPermissionRequestSchema)` to create a new message.
  */
 export const CheckPermissionRequestSchema: GenMessage<CheckPermissionRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 33);
+  messageDesc(file_mediagrid_users_v1_user_service, 34);
 
 /**
  * Response of `CheckPermission`.
@@ -1155,7 +1242,7 @@ export type CheckPermissionResponse = Message<"mediagrid.users.v1.CheckPermissio
  * Use `create(CheckPermissionResponseSchema)` to create a new message.
  */
 export const CheckPermissionResponseSchema: GenMessage<CheckPermissionResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 34);
+  messageDesc(file_mediagrid_users_v1_user_service, 35);
 
 /**
  * Request for `RecordActivity`.
@@ -1204,7 +1291,7 @@ export type RecordActivityRequest = Message<"mediagrid.users.v1.RecordActivityRe
  * Use `create(RecordActivityRequestSchema)` to create a new message.
  */
 export const RecordActivityRequestSchema: GenMessage<RecordActivityRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 35);
+  messageDesc(file_mediagrid_users_v1_user_service, 36);
 
 /**
  * Response of `RecordActivity`.
@@ -1225,7 +1312,7 @@ export type RecordActivityResponse = Message<"mediagrid.users.v1.RecordActivityR
  * Use `create(RecordActivityResponseSchema)` to create a new message.
  */
 export const RecordActivityResponseSchema: GenMessage<RecordActivityResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 36);
+  messageDesc(file_mediagrid_users_v1_user_service, 37);
 
 /**
  * Request for `ListActivity`.
@@ -1281,7 +1368,7 @@ export type ListActivityRequest = Message<"mediagrid.users.v1.ListActivityReques
  * Use `create(ListActivityRequestSchema)` to create a new message.
  */
 export const ListActivityRequestSchema: GenMessage<ListActivityRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 37);
+  messageDesc(file_mediagrid_users_v1_user_service, 38);
 
 /**
  * Response of `ListActivity`.
@@ -1309,7 +1396,7 @@ export type ListActivityResponse = Message<"mediagrid.users.v1.ListActivityRespo
  * Use `create(ListActivityResponseSchema)` to create a new message.
  */
 export const ListActivityResponseSchema: GenMessage<ListActivityResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 38);
+  messageDesc(file_mediagrid_users_v1_user_service, 39);
 
 /**
  * Request for `GetUserStats`.
@@ -1330,7 +1417,7 @@ export type GetUserStatsRequest = Message<"mediagrid.users.v1.GetUserStatsReques
  * Use `create(GetUserStatsRequestSchema)` to create a new message.
  */
 export const GetUserStatsRequestSchema: GenMessage<GetUserStatsRequest> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 39);
+  messageDesc(file_mediagrid_users_v1_user_service, 40);
 
 /**
  * Response of `GetUserStats`.
@@ -1346,7 +1433,7 @@ export type GetUserStatsResponse = Message<"mediagrid.users.v1.GetUserStatsRespo
   user: string;
 
   /**
-   * Number of the user's jobs per state, keyed by the jobs service's state name (`SUCCEEDED`).
+   * Number of the user's jobs per state, keyed by the job state's enum name (`JOB_STATE_SUCCEEDED`).
    *
    * @generated from field: map<string, int64> job_counts = 2;
    */
@@ -1372,7 +1459,176 @@ export type GetUserStatsResponse = Message<"mediagrid.users.v1.GetUserStatsRespo
  * Use `create(GetUserStatsResponseSchema)` to create a new message.
  */
 export const GetUserStatsResponseSchema: GenMessage<GetUserStatsResponse> = /*@__PURE__*/
-  messageDesc(file_mediagrid_users_v1_user_service, 40);
+  messageDesc(file_mediagrid_users_v1_user_service, 41);
+
+/**
+ * Request for `CreateApiKey`.
+ *
+ * @generated from message mediagrid.users.v1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"mediagrid.users.v1.CreateApiKeyRequest"> & {
+  /**
+   * The service user the key authenticates as, `users/{user}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * The key to create: `display_name`, `permissions`, `job_types` and `expire_time` are
+   * used; other fields are ignored.
+   *
+   * @generated from field: mediagrid.users.v1.ApiKey api_key = 2;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message mediagrid.users.v1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_mediagrid_users_v1_user_service, 42);
+
+/**
+ * Response of `CreateApiKey`.
+ *
+ * @generated from message mediagrid.users.v1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"mediagrid.users.v1.CreateApiKeyResponse"> & {
+  /**
+   * The created key.
+   *
+   * @generated from field: mediagrid.users.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * The secret bearer token (`mgk_...`). It is not stored and cannot be shown again.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message mediagrid.users.v1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_mediagrid_users_v1_user_service, 43);
+
+/**
+ * Request for `ListApiKeys`.
+ *
+ * @generated from message mediagrid.users.v1.ListApiKeysRequest
+ */
+export type ListApiKeysRequest = Message<"mediagrid.users.v1.ListApiKeysRequest"> & {
+  /**
+   * The user, `users/{user}`, or `users/-` for every user.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * Maximum number of keys to return; 0 means 50, values above 1000 are capped.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page of the same query.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * Also list revoked and expired keys.
+   *
+   * @generated from field: bool show_inactive = 4;
+   */
+  showInactive: boolean;
+};
+
+/**
+ * Describes the message mediagrid.users.v1.ListApiKeysRequest.
+ * Use `create(ListApiKeysRequestSchema)` to create a new message.
+ */
+export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_mediagrid_users_v1_user_service, 44);
+
+/**
+ * Response of `ListApiKeys`.
+ *
+ * @generated from message mediagrid.users.v1.ListApiKeysResponse
+ */
+export type ListApiKeysResponse = Message<"mediagrid.users.v1.ListApiKeysResponse"> & {
+  /**
+   * The keys, oldest first.
+   *
+   * @generated from field: repeated mediagrid.users.v1.ApiKey api_keys = 1;
+   */
+  apiKeys: ApiKey[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message mediagrid.users.v1.ListApiKeysResponse.
+ * Use `create(ListApiKeysResponseSchema)` to create a new message.
+ */
+export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_mediagrid_users_v1_user_service, 45);
+
+/**
+ * Request for `RevokeApiKey`.
+ *
+ * @generated from message mediagrid.users.v1.RevokeApiKeyRequest
+ */
+export type RevokeApiKeyRequest = Message<"mediagrid.users.v1.RevokeApiKeyRequest"> & {
+  /**
+   * The key, `users/{user}/apiKeys/{key}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message mediagrid.users.v1.RevokeApiKeyRequest.
+ * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_mediagrid_users_v1_user_service, 46);
+
+/**
+ * Response of `RevokeApiKey`.
+ *
+ * @generated from message mediagrid.users.v1.RevokeApiKeyResponse
+ */
+export type RevokeApiKeyResponse = Message<"mediagrid.users.v1.RevokeApiKeyResponse"> & {
+  /**
+   * The revoked key.
+   *
+   * @generated from field: mediagrid.users.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message mediagrid.users.v1.RevokeApiKeyResponse.
+ * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
+ */
+export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_mediagrid_users_v1_user_service, 47);
 
 /**
  * What a user may do by default.
@@ -1460,7 +1716,7 @@ export const UserStatusSchema: GenEnum<UserStatus> = /*@__PURE__*/
  * Accounts, sessions, permissions and the activity log of the suite.
  *
  * Every RPC except `Login` and `Authenticate` requires an `authorization: Bearer <token>`
- * header carrying a session token returned by `Login`.
+ * header carrying a session token returned by `Login` or an API key from `CreateApiKey`.
  *
  * @generated from service mediagrid.users.v1.UserService
  */
@@ -1546,7 +1802,7 @@ export const UserService: GenService<{
     output: typeof LogoutResponseSchema;
   },
   /**
-   * Turns a session token into the principal it stands for (no header needed).
+   * Turns a session token or an API key into the principal it stands for (no header needed).
    *
    * @generated from rpc mediagrid.users.v1.UserService.Authenticate
    */
@@ -1644,6 +1900,37 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof GetUserStatsRequestSchema;
     output: typeof GetUserStatsResponseSchema;
+  },
+  /**
+   * Creates an API key for a service user (admins only); the key is returned only here.
+   *
+   * @generated from rpc mediagrid.users.v1.UserService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+  /**
+   * Lists the API keys of a service user, or of every user with `users/-` (admins only).
+   *
+   * @generated from rpc mediagrid.users.v1.UserService.ListApiKeys
+   */
+  listApiKeys: {
+    methodKind: "unary";
+    input: typeof ListApiKeysRequestSchema;
+    output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * Revokes an API key (admins only); other processes stop accepting it within their
+   * auth cache TTL.
+   *
+   * @generated from rpc mediagrid.users.v1.UserService.RevokeApiKey
+   */
+  revokeApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeApiKeyRequestSchema;
+    output: typeof RevokeApiKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mediagrid_users_v1_user_service, 0);
