@@ -38,6 +38,7 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 import pytest  # noqa: E402
 import pytest_asyncio  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 from common.registry import SERVICES  # noqa: E402
 from common.settings import Settings  # noqa: E402
@@ -51,6 +52,11 @@ from tests.support.stores import (  # noqa: E402
 )
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# No per-example deadline: the machines are shared, and a slow example is not a failure
+# (no timing assertions in tests; speed targets are benchmarks).
+hypothesis_settings.register_profile("mediagrid", deadline=None)
+hypothesis_settings.load_profile("mediagrid")
 
 
 @pytest.fixture(scope="session")
