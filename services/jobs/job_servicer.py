@@ -53,7 +53,7 @@ def _spec_from_proto(
     )
 
 
-class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
+class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     def __init__(
         self,
         repo: JobRepository,

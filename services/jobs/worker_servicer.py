@@ -41,7 +41,7 @@ DISCONNECTED_POLL_SECONDS = 1.0
 DUE_UNCLAIMED_POLL_SECONDS = 0.25
 
 
-class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc]
+class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(
         self,
         repo: JobRepository,

@@ -28,13 +28,21 @@ from rich.console import Console
 
 from common import cli_session
 from common.cli_support import address_option, connect, fail, rpc_fail, run, settings_or_exit
+from common.context import Role
 from common.settings import Settings
 from services.users.models import SweepReport
 
 console = Console(stderr=True)
 users_app = typer.Typer(help="Users, sessions and retention.", no_args_is_help=True)
 
-ROLES = ("user", "admin", "service")
+ROLES: tuple[Role, ...] = ("user", "admin", "service")
+
+
+def _role(value: str) -> Role:
+    for role in ROLES:
+        if role == value:
+            return role
+    fail(f"--role must be one of {', '.join(ROLES)}", 2)
 
 
 def _settings() -> Settings:
@@ -59,21 +67,20 @@ def create(
     address: str | None = typer.Option(None, help="Server address for --token (host:port)."),
 ) -> None:
     """Create a user (directly in the database, or over gRPC with --token)."""
-    if role not in ROLES:
-        fail(f"--role must be one of {', '.join(ROLES)}", 2)
-    if not password and role != "service":
+    checked = _role(role)
+    if not password and checked != "service":
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     if token:
         target, _ = connect("users", address, token)
-        name = run(_create_remote(target, token, email, role, display_name, password))
+        name = run(_create_remote(target, token, email, checked, display_name, password))
     else:
-        name = run(_create_direct(_settings(), email, role, display_name, password))
+        name = run(_create_direct(_settings(), email, checked, display_name, password))
     console.print(f"created {name}")
     typer.echo(name)
 
 
 async def _create_direct(
-    settings: Settings, email: str, role: str, display_name: str, password: str
+    settings: Settings, email: str, role: Role, display_name: str, password: str
 ) -> str:
     from common.errors import DomainError
     from common.registry import resolve
@@ -105,7 +112,7 @@ async def _create_direct(
             user = await servicer.create_user(
                 email=email,
                 display_name=display_name,
-                role_value=convert.ROLE_TO_PB[role],
+                role_value=convert.ROLE_TO_PROTO[role],
                 password=password,
             )
         except DomainError as exc:
@@ -131,7 +138,7 @@ async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def _create_remote(
-    address: str, token: str, email: str, role: str, display_name: str, password: str
+    address: str, token: str, email: str, role: Role, display_name: str, password: str
 ) -> str:
     from mediagrid.users.v1 import user_service_pb2 as pb
     from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
@@ -143,7 +150,7 @@ async def _create_remote(
             response = await pb_grpc.UserServiceStub(channel).CreateUser(
                 pb.CreateUserRequest(
                     user=pb.User(
-                        email=email, display_name=display_name, role=convert.ROLE_TO_PB[role]
+                        email=email, display_name=display_name, role=convert.ROLE_TO_PROTO[role]
                     ),
                     password=password,
                 ),

@@ -41,7 +41,7 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
     return ""
 
 
-class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
+class UserServicer(pb_grpc.UserServiceServicer):
     def __init__(
         self,
         *,

@@ -56,7 +56,7 @@ def is_video_content_type(content_type: str) -> bool:
     return _VIDEO_TYPE.fullmatch(content_type) is not None
 
 
-class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
+class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
     def __init__(
         self,
         ctx: AppContext,
