@@ -248,15 +248,17 @@ class UserServicer(pb_grpc.UserServiceServicer):
             raise InvalidArgument(violations=violations)
         assert size is not None
         access.require(principal, "users.list", "users")
-        query = pagination.fingerprint("ListUsers", {"role": role, "status": status})
-        cursor = pagination.decode_time_key(request.page_token, query)
-        users = await self.repository.list_users(
-            role=role, status=status, after=cursor, limit=size + 1
+        users, next_token = await pagination.page(
+            "ListUsers",
+            {"role": role, "status": status},
+            request.page_token,
+            size,
+            lambda after, limit: self.repository.list_users(
+                role=role, status=status, after=after, limit=limit
+            ),
+            lambda user: (user.create_time, user.id),
+            pagination.BY_TIME,
         )
-        next_token = ""
-        if len(users) > size:
-            users = users[:size]
-            next_token = pagination.encode_time_key(query, users[-1].create_time, users[-1].id)
         return pb.ListUsersResponse(
             users=[convert.user_to_proto(u) for u in users], next_page_token=next_token
         )
@@ -343,23 +345,21 @@ class UserServicer(pb_grpc.UserServiceServicer):
         user_id = access.resolve_user(principal, validation.user_id(request.parent, "parent"))
         size = validation.page_size(request.page_size)
         access.require(principal, "sessions.read", f"users/{user_id}")
-        query = pagination.fingerprint(
-            "ListSessions", {"user": user_id, "all": request.show_inactive}
+        sessions, next_token = await pagination.page(
+            "ListSessions",
+            {"user": user_id, "all": request.show_inactive},
+            request.page_token,
+            size,
+            lambda before, limit: self.repository.list_sessions(
+                user_id,
+                active_only=not request.show_inactive,
+                idle_seconds=self.settings.session_idle_timeout_seconds,
+                before=before,
+                limit=limit,
+            ),
+            lambda session: (session.create_time, session.id),
+            pagination.BY_TIME,
         )
-        cursor = pagination.decode_time_key(request.page_token, query)
-        sessions = await self.repository.list_sessions(
-            user_id,
-            active_only=not request.show_inactive,
-            idle_seconds=self.settings.session_idle_timeout_seconds,
-            before=cursor,
-            limit=size + 1,
-        )
-        next_token = ""
-        if len(sessions) > size:
-            sessions = sessions[:size]
-            next_token = pagination.encode_time_key(
-                query, sessions[-1].create_time, sessions[-1].id
-            )
         return pb.ListSessionsResponse(
             sessions=[self._session_to_proto(s, current=principal.session) for s in sessions],
             next_page_token=next_token,
@@ -474,26 +474,25 @@ class UserServicer(pb_grpc.UserServiceServicer):
         user_id = access.resolve_user(principal, user_id)
         access.require(principal, "permissions.read", f"users/{user_id}")
         everyone = user_id == validation.EVERYONE
-        query = pagination.fingerprint(
+        grants, next_token = await pagination.page(
             "ListPermissions",
             {"user": user_id, "permission": request.permission, "resource": request.resource},
+            request.page_token,
+            size,
+            lambda after, limit: self.repository.list_grants(
+                user_id=None if everyone else user_id,
+                permission=request.permission or None,
+                resource=request.resource or None,
+                after=after,
+                limit=limit,
+            ),
+            lambda grant: (grant.create_time, grant.id),
+            pagination.BY_TIME,
         )
-        cursor = pagination.decode_time_key(request.page_token, query)
         role_permissions: list[str] = []
         if not everyone:
             target = await self.repository.get_user(user_id)
             role_permissions = sorted(permissions.role_permissions(target.role))
-        grants = await self.repository.list_grants(
-            user_id=None if everyone else user_id,
-            permission=request.permission or None,
-            resource=request.resource or None,
-            after=cursor,
-            limit=size + 1,
-        )
-        next_token = ""
-        if len(grants) > size:
-            grants = grants[:size]
-            next_token = pagination.encode_time_key(query, grants[-1].create_time, grants[-1].id)
         return pb.ListPermissionsResponse(
             grants=[convert.grant_to_proto(g) for g in grants],
             next_page_token=next_token,
@@ -616,29 +615,24 @@ class UserServicer(pb_grpc.UserServiceServicer):
             access.require_admin(principal, "list everyone's activity")
         else:
             access.require(principal, "activity.read", f"users/{user_id}")
-        query = pagination.fingerprint(
+        prefix = action_filter[:-1] if action_filter.endswith(".*") else None
+        entries, next_token = await pagination.page(
             "ListActivity",
             {"user": user_id, "action": action_filter, "start": start, "end": end},
+            request.page_token,
+            size,
+            lambda before, limit: self.repository.list_activity(
+                actor_id=None if everyone else user_id,
+                action=None if prefix is not None or not action_filter else action_filter,
+                action_prefix=prefix,
+                start=start,
+                end=end,
+                before_id=before,
+                limit=limit,
+            ),
+            lambda entry: entry.id,
+            pagination.BY_ID,
         )
-        key = pagination.decode(request.page_token, query, key_length=1)
-        if key is not None and not isinstance(key[0], int):
-            raise InvalidArgument.field(
-                "page_token", "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
-            )
-        prefix = action_filter[:-1] if action_filter.endswith(".*") else None
-        entries = await self.repository.list_activity(
-            actor_id=None if everyone else user_id,
-            action=None if prefix is not None or not action_filter else action_filter,
-            action_prefix=prefix,
-            start=start,
-            end=end,
-            before_id=int(key[0]) if key else None,
-            limit=size + 1,
-        )
-        next_token = ""
-        if len(entries) > size:
-            entries = entries[:size]
-            next_token = pagination.encode(query, [entries[-1].id])
         return pb.ListActivityResponse(
             entries=[convert.activity_to_proto(e) for e in entries], next_page_token=next_token
         )

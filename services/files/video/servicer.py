@@ -166,18 +166,22 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
                 raise InvalidArgument.field("owner", "expected users/{user}")
             owner_id = request.owner.removeprefix("users/")
         require_user(principal, owner_id)  # the FileService's rule for a user's collection
-        if request.page_size < 0:
-            raise InvalidArgument.field("page_size", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        query = pagination.fingerprint("ListVideos", {"owner": owner_id})
-        key = pagination.decode_time_key(request.page_token, query)
-        after = VideoCursor(create_time=key[0], file_id=key[1]) if key else None
-        videos = await self.repository.list_videos(owner_id, size + 1, after)
-        token = ""
-        if len(videos) > size:
-            videos = videos[:size]
-            last = videos[-1]
-            token = pagination.encode_time_key(query, last.create_time, last.file_id)
+        size = pagination.page_size(
+            request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE
+        )
+        videos, token = await pagination.page(
+            "ListVideos",
+            {"owner": owner_id},
+            request.page_token,
+            size,
+            lambda after, limit: self.repository.list_videos(
+                owner_id,
+                limit,
+                VideoCursor(create_time=after[0], file_id=after[1]) if after else None,
+            ),
+            lambda video: (video.create_time, video.file_id),
+            pagination.BY_TIME,
+        )
         return video_service_pb2.ListVideosResponse(
             videos=[self._to_proto(v) for v in videos], next_page_token=token
         )
