@@ -30,7 +30,7 @@ class AppContext:
     addresses: dict[str, str] = field(default_factory=dict)
     # Set by the users service (or the runtime, with a remote authenticator) before serving.
     authenticator: Authenticator | None = None
-    # Replaced by the users service's recorder (local or remote) when it is available.
+    # Chosen by the runtime before any service is built (common.runtime._activity_recorder).
     activity: ActivityRecorder = field(default_factory=LoggingActivityRecorder)
     # PostgreSQL, S3 and the peer services, each with its circuit breaker: every outgoing
     # call goes through one of them (``await ctx.dependencies.s3.call(...)``).

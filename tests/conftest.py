@@ -153,11 +153,17 @@ async def suite(settings: Settings) -> AsyncIterator[SuiteFactory]:
     async with AsyncExitStack() as stack:
 
         async def start(
-            *names: str, authenticator: Any = None, **overrides: Any
+            *names: str, authenticator: Any = None, activity: Any = None, **overrides: Any
         ) -> tuple[Any, Any, grpc.aio.Channel]:
             run_settings = settings.model_copy(update=overrides) if overrides else settings
             server, ctx = await stack.enter_async_context(
-                running_suite(run_settings, names or ("all",), port=0, authenticator=authenticator)
+                running_suite(
+                    run_settings,
+                    names or ("all",),
+                    port=0,
+                    authenticator=authenticator,
+                    activity=activity,
+                )
             )
             channel = grpc.aio.insecure_channel(server.address)
             stack.push_async_callback(channel.close)

@@ -15,7 +15,6 @@ import logging
 import grpc
 from mediagrid.files.v1 import file_service_pb2
 
-from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.dependencies import DATABASE, S3
 from services.files.peers import GrpcJobAccess, GrpcUserDirectory, files_identity
@@ -63,8 +62,6 @@ def _video_factory() -> object | None:
 async def create(ctx: AppContext) -> ServiceInstance:
     identity = files_identity(ctx)
     deps = await build_deps(ctx, identity)
-    # The activity recorder may be replaced after start-up (users service): read it late.
-    deps.activity = LateActivityRecorder(ctx)
     servicer = FileServicer(deps)
     add_files = register(servicer)
     instances: list[ServiceInstance] = []

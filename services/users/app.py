@@ -41,7 +41,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
 
 
 async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) -> ServiceInstance:
-    """The service with explicit ports; installs the authenticator and activity recorder on ctx."""
+    """The service with explicit ports; installs the authenticator on ctx."""
     settings = ctx.settings
     repository = UserRepository(ctx.pool)
     passwords = Passwords.from_settings(settings)
@@ -53,7 +53,6 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
         max_entries=settings.auth_cache_max_entries,
     )
     ctx.authenticator = cache
-    ctx.activity = recorder
     servicer = UserServicer(
         repository=repository,
         sessions=sessions,

@@ -236,12 +236,13 @@ async def video_env(suite: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         _, register, name = await create_video_service(ctx, uploads=holder["uploads"], jobs=jobs)
         return ServiceInstance(name="files", service_names=[name], register=register)
 
-    monkeypatch.setitem(SERVICES, "files", _InlineSpec("files", "files", "inline", build))
+    monkeypatch.setitem(SERVICES, "files", _InlineSpec("files", "files", "inline", build=build))
     import services.files.video.handlers  # noqa: F401  (registers the handlers)
 
-    _, ctx, channel = await suite("files", authenticator=StaticAuthenticator(TOKENS))
     activity = RecordingActivity()
-    ctx.activity = activity
+    _, ctx, channel = await suite(
+        "files", authenticator=StaticAuthenticator(TOKENS), activity=activity
+    )
     yield VideoEnv(
         ctx,
         channel,
