@@ -112,9 +112,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         claimed = await self._claim_waiting(request.worker_id, types, request.max_jobs, lease, wait)
         if claimed:
             self.metrics.claimed(claimed)
-            await self.activity.record(
-                "jobs.claim", f"workers/{request.worker_id}", {"jobs": str(len(claimed))}
-            )
         response = worker_service_pb2.ClaimJobsResponse()
         add = response.jobs.add
         for item in claimed:
@@ -164,9 +161,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             convert.seconds(request.lease_duration), "lease_duration"
         )
         expiry, lost = await self.repo.heartbeat(leases, lease_seconds)
-        await self.activity.record(
-            "jobs.heartbeat", f"workers/{request.worker_id or '-'}", {"leases": str(len(leases))}
-        )
         return worker_service_pb2.HeartbeatResponse(
             lease_expire_time=timestamps.timestamp(expiry),
             lost=[convert.lease_to_proto(lease) for lease in lost],
@@ -186,9 +180,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             ).violations
         raise_if(violations)
         await self.repo.report_progress(lease, request.percent, request.message)
-        await self.activity.record(
-            "jobs.progress", f"jobs/{lease.job_id}", {"percent": f"{request.percent:.0f}"}
-        )
         return worker_service_pb2.ReportProgressResponse()
 
     async def _complete(self, completions: Sequence[job_pb2.Completion], field: str) -> int:
@@ -226,7 +217,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> worker_service_pb2.CompleteJobsResponse:
         access.require_worker()
         count = await self._complete(request.completions, "completions")
-        await self.activity.record("jobs.complete", "jobs", {"jobs": str(count)})
         return worker_service_pb2.CompleteJobsResponse(completed_count=count)
 
     async def _fail(self, failures: Sequence[job_pb2.Failure], field: str) -> list[Any]:
@@ -279,7 +269,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> worker_service_pb2.FailJobsResponse:
         access.require_worker()
         states = await self._fail(request.failures, "failures")
-        await self.activity.record("jobs.fail", "jobs", {"jobs": str(len(states))})
         return worker_service_pb2.FailJobsResponse(states=states)
 
     async def ReleaseJobs(
@@ -292,5 +281,4 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             for i, lease in enumerate(request.leases)
         ]
         released = await self.repo.release(leases)
-        await self.activity.record("jobs.release", "jobs", {"jobs": str(released)})
         return worker_service_pb2.ReleaseJobsResponse(released_count=released)
