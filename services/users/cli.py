@@ -85,39 +85,22 @@ async def _create_direct(
     from common.errors import DomainError
     from common.registry import resolve
     from common.runtime import migrate_all
-    from services.users import convert
+    from services.users.accounts import Accounts
     from services.users.activity import SYSTEM_ACTOR, DatabaseActivityRecorder
     from services.users.passwords import Passwords
-    from services.users.purge import MissingServicesPurger
     from services.users.repository import UserRepository
-    from services.users.servicer import UserServicer
-    from services.users.sessions import SessionManager
-    from services.users.usage import MissingServicesUsageSource
 
     async with _database(settings) as pool:
         await migrate_all(pool, resolve(["users"]))
         repository = UserRepository(pool)
-        passwords = Passwords.from_settings(settings)
-        recorder = DatabaseActivityRecorder(repository)
-        servicer = UserServicer(
-            repository=repository,
-            sessions=SessionManager(repository, settings, passwords),
-            passwords=passwords,
-            activity=recorder,
-            usage=MissingServicesUsageSource(),
-            purger=MissingServicesPurger(),
-            settings=settings,
-        )
+        accounts = Accounts(repository, Passwords.from_settings(settings), settings)
         try:
-            user = await servicer.create_user(
-                email=email,
-                display_name=display_name,
-                role_value=convert.ROLE_TO_PROTO[role],
-                password=password,
+            user = await accounts.create_user(
+                email=email, display_name=display_name, role=role, password=password
             )
         except DomainError as exc:
             fail(f"{exc.reason}: {exc.message}")
-        await recorder.record(
+        await DatabaseActivityRecorder(repository).record(
             "users.create", user.name, {"role": user.role, "via": "cli"}, actor=SYSTEM_ACTOR
         )
         return user.name

@@ -12,9 +12,8 @@ from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
 from common import pagination, timestamps
 from common.auth import CachingAuthenticator
-from common.context import Principal, current_principal
+from common.context import Principal, Role, current_principal
 from common.errors import (
-    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -23,8 +22,8 @@ from common.errors import (
 )
 from common.settings import Settings
 from services.users import access, convert, grants, permissions, throttle, validation
+from services.users.accounts import Accounts
 from services.users.activity import DatabaseActivityRecorder
-from services.users.models import User
 from services.users.passwords import Passwords
 from services.users.purge import UserDataPurger, attempt_purge
 from services.users.repository import UserRepository
@@ -64,6 +63,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self.usage = usage
         self.purger = purger
         self.settings = settings
+        self.accounts = Accounts(repository, passwords, settings)
 
     # --- users ------------------------------------------------------------------------
 
@@ -74,59 +74,21 @@ class UserServicer(pb_grpc.UserServiceServicer):
         access.require(principal, "users.create", "users")
         # The admin role itself, never a grant: a new user may be an admin or a service.
         access.require_admin(principal, "create users")
-        user = await self.create_user(
+        violations: list[FieldViolation] = []
+        role: Role = "user"
+        try:
+            role = convert.role(request.user.role, "user.role", required=False) or "user"
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        user = await self.accounts.create_user(
             email=request.user.email,
             display_name=request.user.display_name,
-            role_value=request.user.role,
+            role=role,
             password=request.password,
+            violations=violations,
         )
         await self.activity.record("users.create", user.name, {"role": user.role})
         return pb.CreateUserResponse(user=convert.user_to_proto(user))
-
-    async def create_user(
-        self, *, email: str, display_name: str, role_value: int, password: str
-    ) -> User:
-        """Validate everything first, then hash (slow) and insert."""
-        violations: list[FieldViolation] = []
-        clean: dict[str, Any] = {}
-
-        def check(key: str, fn: Any) -> None:
-            try:
-                clean[key] = fn()
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-
-        check("email", lambda: validation.email(email, "user.email"))
-        check("display_name", lambda: validation.display_name(display_name, "user.display_name"))
-        check("role", lambda: convert.role(role_value, "user.role", required=False) or "user")
-        if password or clean.get("role") != "service":
-            check(
-                "password",
-                lambda: validation.password(
-                    password,
-                    min_length=self.settings.password_min_length,
-                    email_address=clean.get("email", ""),
-                ),
-            )
-        if violations:
-            only_password = [v.field for v in violations] == ["password"]
-            raise InvalidArgument(
-                violations=violations, reason="WEAK_PASSWORD" if only_password else None
-            )
-        if await self.repository.find_credentials(clean["email"]) is not None:
-            raise AlreadyExists(
-                f"a user with email {clean['email']!r} already exists",
-                reason="EMAIL_TAKEN",
-                metadata={"email": clean["email"]},
-            )
-        # The insert below still enforces uniqueness; the check above only avoids hashing.
-        password_hash = await self.passwords.hash(password) if password else None
-        return await self.repository.create_user(
-            email=clean["email"],
-            display_name=clean["display_name"] or clean["email"].split("@")[0],
-            role=clean["role"],
-            password_hash=password_hash,
-        )
 
     async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
         principal = current_principal()
