@@ -25,8 +25,11 @@ from common import pagination, timestamps
 from common.app import AppContext
 from common.context import Principal, current_principal
 from common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.files import convert as files_convert
 from services.files.access import require_file, require_user
+from services.files.models import FileRecord
 from services.files.repository import FileRepository
+from services.files.upload import UploadStart
 from services.files.video import convert, validation
 from services.files.video.models import Video
 from services.files.video.payloads import (
@@ -194,18 +197,20 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
         principal = current_principal()
         # A failing upload's remaining messages are drained by the suite interceptor.
         header = await _read_header(request_iterator)
-        committed: file_pb2.File | None = None
+        committed: FileRecord | None = None
         async for output in self.uploads.upload(
             principal,
-            _items(header, request_iterator),
+            _items(files_convert.header_from_proto(header), request_iterator),
             part_size_bytes=self.settings.video_upload_part_size_bytes,
             concurrency=self.settings.video_upload_concurrency,
             kind="video",
         ):
-            if isinstance(output, file_pb2.File):
+            if isinstance(output, FileRecord):
                 committed = output
             else:
-                yield video_service_pb2.UploadVideoResponse(progress=output)
+                yield video_service_pb2.UploadVideoResponse(
+                    progress=files_convert.progress_to_proto(output)
+                )
         if committed is None:
             raise FailedPrecondition(
                 "the upload ended without a committed file", reason="UPLOAD_INCOMPLETE"
@@ -221,7 +226,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
             },
         )
         await self._enqueue_processing(video)
-        yield video_service_pb2.UploadVideoResponse(file=committed)
+        yield video_service_pb2.UploadVideoResponse(file=files_convert.file_to_proto(committed))
 
     async def CreateStreamUrl(
         self, request: video_service_pb2.CreateStreamUrlRequest, context: grpc.aio.ServicerContext
@@ -366,7 +371,7 @@ async def _read_header(
 
 
 async def _items(
-    header: file_pb2.UploadHeader, requests: AsyncIterator[video_service_pb2.UploadVideoRequest]
+    header: UploadStart, requests: AsyncIterator[video_service_pb2.UploadVideoRequest]
 ) -> AsyncIterator[UploadItem]:
     yield header
     async for request in requests:
