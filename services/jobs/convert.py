@@ -71,9 +71,9 @@ def job_to_proto(job: models.Job) -> job_pb2.Job:
 def fill_job_proto(message: job_pb2.Job, job: models.Job) -> None:
     """Write ``job`` into an empty ``message`` in place.
 
-    Claims convert up to a thousand jobs per call: filling each ``ClaimedJob.job`` where it
-    lies (no Job message built first and then copied in, no intermediate Timestamps) costs
-    about 10 instead of 15 us per job. Fields left at their defaults are not set.
+    Claims convert up to a thousand jobs per call, so each ``ClaimedJob.job`` is filled where
+    it lies: no Job message built first and then copied in, no intermediate Timestamps
+    (docs/benchmarks.md has the cost). Fields left at their defaults are not set.
     """
     message.name = f"jobs/{job.id}"
     message.type = job.type

@@ -18,8 +18,8 @@ _M = TypeVar("_M", bound=BaseModel)
 def trusted(cls: type[_M], data: dict[str, Any]) -> _M:
     """Build a model from values that are already checked (database rows, parsed ids).
 
-    What ``model_construct`` does, without its per-field bookkeeping (about 3x cheaper):
-    hot paths (claims, outcome batches) build thousands per second. ``data`` must hold
+    What ``model_construct`` does, without its per-field bookkeeping, for the hot paths
+    (claims, outcome batches) that build a model per row (docs/benchmarks.md). ``data`` must hold
     every field, with values of the declared types.
     """
     model = cls.__new__(cls)
