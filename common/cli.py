@@ -213,7 +213,7 @@ def _register_service_commands() -> None:
     from services.files import cli as files_cli
     from services.files.video import cli as video_cli
     from services.jobs import cli as jobs_cli
-    from services.legacy import cli as legacy_cli
+    from services.migration import cli as legacy_cli
     from services.users import cli as users_cli
 
     for module in (users_cli, jobs_cli, files_cli, video_cli, legacy_cli):

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from common.db import Queries, SuitePool, as_suite_pool
-from services.legacy.models import (
+from services.migration.models import (
     Checkpoint,
     FileProgress,
     ImportRun,
