@@ -73,7 +73,10 @@ test-aws: install
 protos: install
 	rm -rf gen/mediagrid
 	mkdir -p gen
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTO_FILES)
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=gen --grpc_python_out=gen \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=gen \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=gen \
+	  $(PROTO_FILES)
 	$(BIN)/python scripts/fix_generated.py gen
 
 check-protos: protos

@@ -45,9 +45,9 @@ async def measure(args: argparse.Namespace, endpoint: str, database: str) -> Non
     from services.files.storage import Storage
     from services.jobs.models import JobSpec
     from services.jobs.repository import JobRepository
-    from services.legacy.files_import import FileImporter
-    from services.legacy.redis_import import RedisImporter
-    from services.legacy.repository import LegacyRepository
+    from services.migration.files_import import FileImporter
+    from services.migration.redis_import import RedisImporter
+    from services.migration.repository import LegacyRepository
     from services.users.repository import UserRepository
 
     settings = Settings(

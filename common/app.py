@@ -34,7 +34,7 @@ class AppContext:
     # Set by the users service: a service user's principal by email, for client
     # certificates mapped to service users (``tls_client_principals``).
     service_principals: Callable[[str], Awaitable[Principal]] | None = None
-    # Replaced by the users service's recorder (local or remote) when it is available.
+    # Chosen by the runtime before any service is built (common.runtime._activity_recorder).
     activity: ActivityRecorder = field(default_factory=LoggingActivityRecorder)
     # PostgreSQL, S3 and the peer services, each with its circuit breaker: every outgoing
     # call goes through one of them (``await ctx.dependencies.s3.call(...)``).

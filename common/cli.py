@@ -15,7 +15,6 @@ migration error); 2 invalid configuration or arguments (the message names the va
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from pathlib import Path
 
@@ -249,16 +248,13 @@ def dev_certs(
 
 
 def _register_service_commands() -> None:
-    for name in ("users", "jobs", "files", "files.video", "legacy"):
-        try:
-            module = importlib.import_module(f"services.{name}.cli")
-        except ModuleNotFoundError as exc:
-            # A service without a cli module (or not in this checkout) adds no commands;
-            # a missing import *inside* its cli module is a real error.
-            target = f"services.{name}.cli"
-            if exc.name is None or not (target + ".").startswith(exc.name + "."):
-                raise
-            continue
+    from services.files import cli as files_cli
+    from services.files.video import cli as video_cli
+    from services.jobs import cli as jobs_cli
+    from services.migration import cli as legacy_cli
+    from services.users import cli as users_cli
+
+    for module in (users_cli, jobs_cli, files_cli, video_cli, legacy_cli):
         module.register(app)
 
 

@@ -103,8 +103,8 @@ class SuiteConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is u
     """A pool connection that knows whether its session carries state past a transaction.
 
     asyncpg's default release runs ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
-    RESET ALL`` on every release: one extra round trip per checkout, which measured as the
-    largest single cost of a one-query RPC (bench_users). The suite's code keeps session
+    RESET ALL`` on every release: one extra round trip per checkout, paid by every one-query
+    RPC (docs/benchmarks.md). The suite's code keeps session
     state (advisory locks, ``set_config(..., false)``) in exactly two places, migrations and
     the users sweep, and they declare it with ``declare_session_state``; only those
     connections pay for the full reset. Open transactions are still rolled back and

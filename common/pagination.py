@@ -12,13 +12,23 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from common.errors import InvalidArgument
 
 MAX_TOKEN_LENGTH = 1024
 Key = list[str | int]
+TimeKey = tuple[datetime, str]
+T = TypeVar("T")
+C = TypeVar("C")
+
+
+def invalid_token(field: str = "page_token") -> InvalidArgument:
+    return InvalidArgument.field(
+        field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
+    )
 
 
 def page_size(value: int, *, default: int, maximum: int, field: str = "page_size") -> int:
@@ -47,9 +57,7 @@ def decode(
     """The key stored in ``token``; None for an empty token (the first page)."""
     if not token:
         return None
-    invalid = InvalidArgument.field(
-        field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
-    )
+    invalid = invalid_token(field)
     if len(token) > MAX_TOKEN_LENGTH:
         raise invalid
     try:
@@ -90,6 +98,69 @@ def decode_time_key(
             raise ValueError("no time zone")
         return moment, last
     except ValueError:
-        raise InvalidArgument.field(
-            field, "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
-        ) from None
+        raise invalid_token(field) from None
+
+
+def encode_id_key(query_fingerprint: str, key: int) -> str:
+    """A token for keyset pagination over one integer id."""
+    return encode(query_fingerprint, [key])
+
+
+def decode_id_key(token: str, query_fingerprint: str, *, field: str = "page_token") -> int | None:
+    """The id from a token of :func:`encode_id_key`; None for the first page."""
+    key = decode(token, query_fingerprint, key_length=1, field=field)
+    if key is None:
+        return None
+    if not isinstance(key[0], int):
+        raise invalid_token(field)
+    return key[0]
+
+
+class Cursor(Protocol[C]):
+    """How one listing's sort key travels in a page token."""
+
+    def encode(self, query_fingerprint: str, key: C, /) -> str: ...
+
+    def decode(self, token: str, query_fingerprint: str, /) -> C | None: ...
+
+
+class _TimeCursor:
+    def encode(self, query_fingerprint: str, key: TimeKey, /) -> str:
+        return encode_time_key(query_fingerprint, *key)
+
+    def decode(self, token: str, query_fingerprint: str, /) -> TimeKey | None:
+        return decode_time_key(token, query_fingerprint)
+
+
+class _IdCursor:
+    def encode(self, query_fingerprint: str, key: int, /) -> str:
+        return encode_id_key(query_fingerprint, key)
+
+    def decode(self, token: str, query_fingerprint: str, /) -> int | None:
+        return decode_id_key(token, query_fingerprint)
+
+
+BY_TIME: Cursor[TimeKey] = _TimeCursor()
+BY_ID: Cursor[int] = _IdCursor()
+
+
+async def page(
+    query: str,
+    filters: Mapping[str, object],
+    page_token: str,
+    size: int,
+    fetch: Callable[[C | None, int], Awaitable[Sequence[T]]],
+    key: Callable[[T], C],
+    cursor: Cursor[C],
+) -> tuple[list[T], str]:
+    """One page of a List RPC and the token of the next one ("" on the last page).
+
+    ``fetch(after, limit)`` returns up to ``limit`` rows after the cursor (None: from the
+    start); one row more than ``size`` is asked for, so a last page is known without a count.
+    """
+    bound = fingerprint(query, filters)
+    rows = list(await fetch(cursor.decode(page_token, bound), size + 1))
+    if len(rows) <= size:
+        return rows, ""
+    rows = rows[:size]
+    return rows, cursor.encode(bound, key(rows[-1]))

@@ -11,6 +11,7 @@ import asyncpg
 import grpc
 
 from common import db
+from common.activity import ActivityRecorder, LoggingActivityRecorder
 from common.app import AppContext
 from common.aws import AwsClients
 from common.dependencies import DATABASE
@@ -40,6 +41,7 @@ async def running_suite(
     *,
     port: int | None = None,
     authenticator: Authenticator | None = None,
+    activity: ActivityRecorder | None = None,
     specs: Sequence[ServiceSpec] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     server: SuiteServer | None = None,
@@ -62,7 +64,7 @@ async def running_suite(
         server.settings = settings  # the effective ones (embedded stores' addresses)
     try:
         server.bind(port)
-        async with _suite_context(settings, specs, authenticator) as ctx:
+        async with _suite_context(settings, specs, authenticator, activity) as ctx:
             try:
                 instances = [await spec.create(ctx) for spec in specs]
                 if ctx.authenticator is None and settings.users_address:
@@ -114,7 +116,10 @@ def _certificate_authenticator(
 
 @contextlib.asynccontextmanager
 async def _suite_context(
-    settings: Settings, specs: Sequence[ServiceSpec], authenticator: Authenticator | None
+    settings: Settings,
+    specs: Sequence[ServiceSpec],
+    authenticator: Authenticator | None,
+    activity: ActivityRecorder | None,
 ) -> AsyncIterator[AppContext]:
     """What the services share: the pool (migrated), the buckets, the activity recorder."""
     raw_pool = await db.create_pool(settings)
@@ -128,11 +133,22 @@ async def _suite_context(
         if settings.s3_create_buckets:
             await create_buckets(settings)
         await migrate_all(raw_pool, specs)
-        if settings.users_address and all(spec.name != "users" for spec in specs):
-            from common.auth import remote_activity_recorder
-
-            ctx.activity = remote_activity_recorder(ctx)
+        ctx.activity = activity or _activity_recorder(ctx, specs)
         yield ctx
     finally:
         await ctx.close_channels()
         await pool.close()
+
+
+def _activity_recorder(ctx: AppContext, specs: Sequence[ServiceSpec]) -> ActivityRecorder:
+    """The one recorder of the process, chosen before any service is built: the log's owner
+    when it runs here, else a remote one when its address is known, else the process log."""
+    for spec in specs:
+        recorder = spec.activity_recorder(ctx)
+        if recorder is not None:
+            return recorder
+    if ctx.settings.users_address:
+        from common.auth import remote_activity_recorder
+
+        return remote_activity_recorder(ctx)
+    return LoggingActivityRecorder()

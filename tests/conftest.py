@@ -45,6 +45,7 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 import pytest  # noqa: E402
 import pytest_asyncio  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 from common.registry import SERVICES  # noqa: E402
 from common.settings import Settings  # noqa: E402
@@ -63,6 +64,11 @@ from tests.support.stores import (  # noqa: E402
 )
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# No per-example deadline: the machines are shared, and a slow example is not a failure
+# (no timing assertions in tests; speed targets are benchmarks).
+hypothesis_settings.register_profile("mediagrid", deadline=None)
+hypothesis_settings.load_profile("mediagrid")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -198,11 +204,17 @@ async def suite(settings: Settings) -> AsyncIterator[SuiteFactory]:
     async with AsyncExitStack() as stack:
 
         async def start(
-            *names: str, authenticator: Any = None, **overrides: Any
+            *names: str, authenticator: Any = None, activity: Any = None, **overrides: Any
         ) -> tuple[Any, Any, grpc.aio.Channel]:
             run_settings = settings.model_copy(update=overrides) if overrides else settings
             server, ctx = await stack.enter_async_context(
-                running_suite(run_settings, names or ("all",), port=0, authenticator=authenticator)
+                running_suite(
+                    run_settings,
+                    names or ("all",),
+                    port=0,
+                    authenticator=authenticator,
+                    activity=activity,
+                )
             )
             channel = grpc.aio.insecure_channel(server.address)
             stack.push_async_callback(channel.close)

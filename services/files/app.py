@@ -1,21 +1,17 @@
 """Wires the files service: storage, repository, upload engine, FileService and the sweep.
 
-The VideoService (``services/files/video``) plugs in here: when the package provides
-``services.files.video.app.create(ctx, deps, identity) -> ServiceInstance`` it is started
-with the same :class:`UploadDeps` (same bucket, repository and upload engine) and the files
-service's own identity (``peers.files_identity``), and merged into the files service's
-instance.
+The VideoService (``services/files/video``) always ships with it: it is started with the
+same :class:`UploadDeps` (same bucket, repository and upload engine) and the files service's
+own identity (``peers.files_identity``), and merged into the files service's instance.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import grpc
 from mediagrid.files.v1 import file_service_pb2
 
-from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.dependencies import DATABASE, S3
 from services.files.peers import GrpcJobAccess, GrpcUserDirectory, files_identity
@@ -24,6 +20,7 @@ from services.files.servicer import FileServicer, register
 from services.files.storage import Storage
 from services.files.sweep import sweep_forever
 from services.files.upload import HashCache, UploadDeps
+from services.files.video import app as video_app
 from services.users.bootstrap import ServiceToken
 
 log = logging.getLogger("mediagrid.files")
@@ -50,27 +47,12 @@ async def build_deps(ctx: AppContext, identity: ServiceToken | None = None) -> U
     )
 
 
-def _video_factory() -> object | None:
-    try:
-        module = importlib.import_module("services.files.video.app")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("services.files.video", "services.files.video.app"):
-            raise
-        return None
-    return getattr(module, "create", None)
-
-
 async def create(ctx: AppContext) -> ServiceInstance:
     identity = files_identity(ctx)
     deps = await build_deps(ctx, identity)
-    # The activity recorder may be replaced after start-up (users service): read it late.
-    deps.activity = LateActivityRecorder(ctx)
     servicer = FileServicer(deps)
     add_files = register(servicer)
-    instances: list[ServiceInstance] = []
-    factory = _video_factory()
-    if factory is not None:
-        instances.append(await factory(ctx, deps, identity))  # type: ignore[operator]
+    instances = [await video_app.create(ctx, deps, identity)]
 
     def add_all(server: grpc.aio.Server) -> None:
         add_files(server)

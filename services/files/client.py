@@ -389,12 +389,12 @@ class FilesClient:
             if first is grpc.aio.EOF:
                 await _raise_status(call)
             state.seen(first.progress)
-            reader = asyncio.create_task(_read_responses(call, state, transfer.oneof))
+            reader = asyncio.create_task(_read_responses(call, state))
             try:
                 async for chunk in state.source.chunks(self.chunk_size):
                     if reader.done():
                         break
-                    await call.write(transfer.request(**{transfer.data_field: chunk}))
+                    await call.write(transfer.request(data=chunk))
                 if not reader.done():
                     await call.done_writing()
                     state.sending_done()
@@ -464,16 +464,15 @@ class FilesClient:
 
 @dataclass(frozen=True)
 class _Transfer:
-    """FileService.Upload and VideoService.UploadVideo: one protocol, two message types."""
+    """FileService.Upload and VideoService.UploadVideo: one protocol (a ``payload`` oneof of
+    ``header`` then ``data``, answered by ``progress`` then ``file``), two message types."""
 
     method: str
     request: Callable[..., Any]
-    data_field: str
-    oneof: str
 
 
-_FILE = _Transfer("Upload", file_service_pb2.UploadRequest, "data", "payload")
-_VIDEO = _Transfer("UploadVideo", video_service_pb2.UploadVideoRequest, "data", "payload")
+_FILE = _Transfer("Upload", file_service_pb2.UploadRequest)
+_VIDEO = _Transfer("UploadVideo", video_service_pb2.UploadVideoRequest)
 
 
 class _UploadState:
@@ -508,12 +507,12 @@ class _UploadState:
             self.callback(dataclasses.replace(self.last, sending_done=True))
 
 
-async def _read_responses(call: Any, state: _UploadState, oneof: str) -> file_pb2.File:
+async def _read_responses(call: Any, state: _UploadState) -> file_pb2.File:
     while True:
         response = await call.read()
         if response is grpc.aio.EOF:
             await _raise_status(call)
-        if response.WhichOneof(oneof) == "progress":
+        if response.WhichOneof("payload") == "progress":
             state.seen(response.progress)
         else:
             return response.file  # type: ignore[no-any-return]

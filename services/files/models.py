@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from common.models import FrozenModel
 
 FileKind = Literal["file", "video"]
 ShareRole = Literal["reader", "writer"]
@@ -13,15 +15,7 @@ UploadState = Literal["active", "completed", "cancelled", "failed", "expired"]
 UploadVia = Literal["stream", "url"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    @classmethod
-    def from_row(cls, row: Any) -> Any:
-        return cls.model_validate(dict(row))
-
-
-class FileRecord(_Frozen):
+class FileRecord(FrozenModel):
     """A committed file (its current version)."""
 
     id: str
@@ -54,7 +48,7 @@ class FileRecord(_Frozen):
         return self.delete_time is not None
 
 
-class FileVersion(_Frozen):
+class FileVersion(FrozenModel):
     file_id: str
     version_id: str
     size_bytes: int
@@ -64,14 +58,14 @@ class FileVersion(_Frozen):
     create_time: datetime
 
 
-class FileShare(_Frozen):
+class FileShare(FrozenModel):
     file_id: str
     user_id: str
     role: ShareRole
     create_time: datetime
 
 
-class UploadSession(_Frozen):
+class UploadSession(FrozenModel):
     """A resumable upload: where its bytes go and how far S3 has acknowledged them."""
 
     id: str
@@ -102,19 +96,19 @@ class UploadSession(_Frozen):
         return f"uploads/{self.id}"
 
 
-class UploadPart(_Frozen):
+class UploadPart(FrozenModel):
     part_number: int
     etag: str
     size_bytes: int
 
 
-class Usage(_Frozen):
+class Usage(FrozenModel):
     user_id: str
     file_count: int
     total_bytes: int
 
 
-class NewUpload(_Frozen):
+class NewUpload(FrozenModel):
     """What a new upload session records (validated header plus server-chosen values)."""
 
     id: str
@@ -135,7 +129,7 @@ class NewUpload(_Frozen):
     stream_token: str | None
 
 
-class CommittedObject(_Frozen):
+class CommittedObject(FrozenModel):
     """An S3 object version that passed verification and becomes a file version."""
 
     version_id: str

@@ -62,7 +62,7 @@ class FileRepository:
             new.part_size,
             new.stream_token,
         )
-        return UploadSession.from_row(row)  # type: ignore[no-any-return]
+        return UploadSession.from_row(row)
 
     async def get_upload(self, upload_id: str) -> UploadSession | None:
         row = await self.pool.fetchrow(Q.get_upload, upload_id, idempotent=True)
@@ -165,7 +165,7 @@ class FileRepository:
                 obj.etag,
                 session.content_type,
             )
-            return FileRecord.from_row(row)  # type: ignore[no-any-return]
+            return FileRecord.from_row(row)
 
         return await self.pool.transaction(commit, what="commit_upload")
 
@@ -245,7 +245,7 @@ class FileRepository:
                 version.etag,
                 content_type,
             )
-            return FileRecord.from_row(row)  # type: ignore[no-any-return]
+            return FileRecord.from_row(row)
 
         return await self.pool.transaction(restore, what="set_current_version")
 
@@ -276,7 +276,7 @@ class FileRepository:
 
     async def share(self, file_id: str, user_id: str, role: ShareRole) -> FileShare:
         row = await self.pool.fetchrow(Q.upsert_share, file_id, user_id, role)
-        return FileShare.from_row(row)  # type: ignore[no-any-return]
+        return FileShare.from_row(row)
 
     async def unshare(self, file_id: str, user_id: str) -> bool:
         return await self.pool.fetchval(Q.delete_share, file_id, user_id) is not None

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import grpc
 from google.protobuf import duration_pb2
-from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
+from mediagrid.files.v1 import file_service_pb2
 
 from common import pagination, timestamps
 from common.context import Principal, current_principal
@@ -41,7 +41,10 @@ UPDATABLE_FIELDS = {"display_name", "labels"}
 DOWNLOAD_PREFETCH = 4
 
 
-class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[misc]
+class FileServicer:
+    """The FileService's handlers; ``register`` serves them through ``wire.generic_handler``
+    (zero-copy upload and download data), not the generated base class."""
+
     def __init__(self, deps: UploadDeps) -> None:
         self.deps = deps
         self.repo = deps.repo
@@ -74,7 +77,7 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[m
         size = validation.page_size(request.page_size)
         prefix = request.content_type_prefix.lower()
         job_id = validation.job_id(request.job)
-        query = pagination.fingerprint(
+        records, token = await pagination.page(
             "ListFiles",
             {
                 "owner": owner_id,
@@ -82,19 +85,19 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[m
                 "content_type_prefix": prefix,
                 "show_deleted": request.show_deleted,
             },
+            request.page_token,
+            size,
+            lambda after, limit: self.repo.list_files(
+                owner_id,
+                job_id=job_id,
+                content_type_prefix=prefix,
+                show_deleted=request.show_deleted,
+                after=after,
+                limit=limit,
+            ),
+            lambda record: (record.create_time, record.id),
+            pagination.BY_TIME,
         )
-        records = await self.repo.list_files(
-            owner_id,
-            job_id=job_id,
-            content_type_prefix=prefix,
-            show_deleted=request.show_deleted,
-            after=pagination.decode_time_key(request.page_token, query),
-            limit=size + 1,
-        )
-        token = ""
-        if len(records) > size:
-            records = records[:size]
-            token = pagination.encode_time_key(query, records[-1].create_time, records[-1].id)
         return file_service_pb2.ListFilesResponse(
             files=[convert.file_to_proto(r) for r in records], next_page_token=token
         )
@@ -441,15 +444,15 @@ class FileServicer(file_service_pb2_grpc.FileServiceServicer):  # type: ignore[m
             self.repo, current_principal(), validation.file_id(request.name), "read"
         )
         size = validation.page_size(request.page_size)
-        query = pagination.fingerprint("ListFileVersions", {"file": record.id})
-        versions = await self.repo.list_versions(
-            record.id, after=pagination.decode_time_key(request.page_token, query), limit=size + 1
+        versions, token = await pagination.page(
+            "ListFileVersions",
+            {"file": record.id},
+            request.page_token,
+            size,
+            lambda after, limit: self.repo.list_versions(record.id, after=after, limit=limit),
+            lambda version: (version.create_time, version.version_id),
+            pagination.BY_TIME,
         )
-        token = ""
-        if len(versions) > size:
-            versions = versions[:size]
-            last = versions[-1]
-            token = pagination.encode_time_key(query, last.create_time, last.version_id)
         return file_service_pb2.ListFileVersionsResponse(
             versions=[convert.version_to_proto(v, record.version_id) for v in versions],
             next_page_token=token,

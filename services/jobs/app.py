@@ -9,7 +9,6 @@ import asyncpg
 import grpc
 from mediagrid.jobs.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 
-from common.activity import LateActivityRecorder
 from common.app import AppContext, ServiceInstance
 from common.db import server_settings
 from common.dependencies import DATABASE
@@ -42,8 +41,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
 
     notifier = Notifier(connect)
     await notifier.start()
-    # The activity recorder may be replaced after start-up (users service): resolve it per call.
-    activity = LateActivityRecorder(ctx)
+    activity = ctx.activity
     jobs = JobServicer(repo, notifier, settings, activity, metrics)
     workers = WorkerServicer(repo, notifier, settings, activity, metrics)
 

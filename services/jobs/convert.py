@@ -73,9 +73,9 @@ def job_to_proto(job: models.Job) -> job_pb2.Job:
 def fill_job_proto(message: job_pb2.Job, job: models.Job) -> None:
     """Write ``job`` into an empty ``message`` in place.
 
-    Claims convert up to a thousand jobs per call: filling each ``ClaimedJob.job`` where it
-    lies (no Job message built first and then copied in, no intermediate Timestamps) costs
-    about 10 instead of 15 us per job. Fields left at their defaults are not set.
+    Claims convert up to a thousand jobs per call, so each ``ClaimedJob.job`` is filled where
+    it lies: no Job message built first and then copied in, no intermediate Timestamps
+    (docs/benchmarks.md has the cost). Fields left at their defaults are not set.
     """
     message.name = f"jobs/{job.id}"
     message.type = job.type
@@ -202,21 +202,11 @@ def lease_to_proto(lease: models.LeaseRef) -> job_pb2.LeaseRef:
     return job_pb2.LeaseRef(job=models.job_name(lease.job_id), lease_id=str(lease.lease_id))
 
 
-# Page tokens: common.pagination's, keyed by (created_at, id) and bound to the filter's
-# fingerprint, so a token cannot be replayed with other filters.
-
-
-def encode_page_token(created_at: datetime, job_id: uuid.UUID, filter_key: str) -> str:
-    return pagination.encode_time_key(filter_key, created_at, str(job_id))
-
-
-def decode_page_token(token: str, filter_key: str) -> tuple[datetime, uuid.UUID]:
-    cursor = pagination.decode_time_key(token, filter_key)
+def job_cursor(key: pagination.TimeKey | None) -> tuple[datetime, uuid.UUID] | None:
+    """ListJobs' keyset cursor from a page token's ``(created_at, id)``."""
+    if key is None:
+        return None
     try:
-        if cursor is None:
-            raise ValueError("empty token")
-        return cursor[0], uuid.UUID(cursor[1])
+        return key[0], uuid.UUID(key[1])
     except ValueError:
-        raise InvalidArgument.field(
-            "page_token", "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
-        ) from None
+        raise pagination.invalid_token() from None

@@ -53,7 +53,7 @@ def _spec_from_proto(
     )
 
 
-class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
+class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     def __init__(
         self,
         repo: JobRepository,
@@ -154,17 +154,15 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):  # type: ignore[misc
                 request.create_time_before, request.HasField("create_time_before")
             ),
         )
-        filter_key = pagination.fingerprint("ListJobs", flt.model_dump())
-        cursor = (
-            convert.decode_page_token(request.page_token, filter_key)
-            if request.page_token
-            else None
+        jobs, next_token = await pagination.page(
+            "ListJobs",
+            flt.model_dump(),
+            request.page_token,
+            limit,
+            lambda after, rows: self.repo.list_jobs(flt, convert.job_cursor(after), rows),
+            lambda job: (job.created_at, str(job.id)),
+            pagination.BY_TIME,
         )
-        jobs = await self.repo.list_jobs(flt, cursor, limit + 1)
-        next_token = ""
-        if len(jobs) > limit:
-            jobs = jobs[:limit]
-            next_token = convert.encode_page_token(jobs[-1].created_at, jobs[-1].id, filter_key)
         return job_service_pb2.ListJobsResponse(
             jobs=[convert.job_to_proto(j) for j in jobs], next_page_token=next_token
         )

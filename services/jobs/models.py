@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from common.models import FrozenModel
 from services.jobs.states import FINAL, JobState
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -17,8 +18,8 @@ _M = TypeVar("_M", bound=BaseModel)
 def trusted(cls: type[_M], data: dict[str, Any]) -> _M:
     """Build a model from values that are already checked (database rows, parsed ids).
 
-    What ``model_construct`` does, without its per-field bookkeeping (about 3x cheaper):
-    hot paths (claims, outcome batches) build thousands per second. ``data`` must hold
+    What ``model_construct`` does, without its per-field bookkeeping, for the hot paths
+    (claims, outcome batches) that build a model per row (docs/benchmarks.md). ``data`` must hold
     every field, with values of the declared types.
     """
     model = cls.__new__(cls)
@@ -29,10 +30,8 @@ def trusted(cls: type[_M], data: dict[str, Any]) -> _M:
     return model
 
 
-class JobSpec(BaseModel):
+class JobSpec(FrozenModel):
     """A validated request to create one job."""
-
-    model_config = ConfigDict(frozen=True)
 
     type: str
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -43,9 +42,7 @@ class JobSpec(BaseModel):
     files: tuple[str, ...] = ()
 
 
-class Job(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Job(FrozenModel):
     id: uuid.UUID
     type: str
     owner: str
@@ -80,7 +77,7 @@ class Job(BaseModel):
         return self.state in FINAL
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
         """Build from a ``jobs.jobs`` row: the database already enforces every type and
         constraint, so the model is constructed without re-validation (claims build
         thousands per second)."""
@@ -94,9 +91,7 @@ class Job(BaseModel):
 _ROW_FIELDS = tuple(name for name in Job.model_fields if name != "queue_position")
 
 
-class Batch(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Batch(FrozenModel):
     id: uuid.UUID
     owner: str
     display_name: str
@@ -116,10 +111,8 @@ class Batch(BaseModel):
         return finished >= self.total_jobs
 
 
-class Claimed(BaseModel):
+class Claimed(FrozenModel):
     """A job handed to a worker, with the wait it had in the queue."""
-
-    model_config = ConfigDict(frozen=True)
 
     job: Job
     wait_seconds: float
@@ -134,10 +127,8 @@ class Claimed(BaseModel):
 ClaimRow = Mapping[str, Any]
 
 
-class Finished(BaseModel):
+class Finished(FrozenModel):
     """One outcome recorded by CompleteJobs/FailJobs, for metrics."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: uuid.UUID
     type: str
@@ -145,34 +136,26 @@ class Finished(BaseModel):
     run_seconds: float
 
 
-class LeaseRef(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class LeaseRef(FrozenModel):
     job_id: uuid.UUID
     lease_id: uuid.UUID
 
 
-class FailureReport(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class FailureReport(FrozenModel):
     lease: LeaseRef
     error: str
     retryable: bool
     retry_delay_seconds: float | None = None
 
 
-class QueueDepth(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class QueueDepth(FrozenModel):
     type: str
     priority: int
     ready: int
     scheduled: int
 
 
-class ThroughputWindow(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ThroughputWindow(FrozenModel):
     seconds: int
     succeeded: int
     failed: int
@@ -187,18 +170,14 @@ class ThroughputWindow(BaseModel):
         return self.failed / total if total else 0.0
 
 
-class QueueStats(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class QueueStats(FrozenModel):
     depths: tuple[QueueDepth, ...]
     oldest_wait_seconds: float
     running: int
     windows: tuple[ThroughputWindow, ...]
 
 
-class ListFilter(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ListFilter(FrozenModel):
     owner: str | None = None
     states: tuple[JobState, ...] = ()
     types: tuple[str, ...] = ()
@@ -207,9 +186,7 @@ class ListFilter(BaseModel):
     created_before: datetime | None = None
 
 
-class DeletedUserJobs(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class DeletedUserJobs(FrozenModel):
     cancelled: int
     deleted: int
     deleted_batches: int

@@ -41,7 +41,7 @@ DISCONNECTED_POLL_SECONDS = 1.0
 DUE_UNCLAIMED_POLL_SECONDS = 0.25
 
 
-class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc]
+class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(
         self,
         repo: JobRepository,
@@ -113,9 +113,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
         claimed = await self._claim_waiting(request.worker_id, types, request.max_jobs, lease, wait)
         if claimed:
             self.metrics.claimed(claimed)
-            await self.activity.record(
-                "jobs.claim", f"workers/{request.worker_id}", {"jobs": str(len(claimed))}
-            )
         response = worker_service_pb2.ClaimJobsResponse()
         add, fill = response.jobs.add, convert.fill_claimed_proto
         for row in claimed:
@@ -162,9 +159,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             convert.seconds(request.lease_duration), "lease_duration"
         )
         expiry, lost = await self.repo.heartbeat(leases, lease_seconds)
-        await self.activity.record(
-            "jobs.heartbeat", f"workers/{request.worker_id or '-'}", {"leases": str(len(leases))}
-        )
         return worker_service_pb2.HeartbeatResponse(
             lease_expire_time=timestamps.timestamp(expiry),
             lost=[convert.lease_to_proto(lease) for lease in lost],
@@ -184,9 +178,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             ).violations
         raise_if(violations)
         await self.repo.report_progress(lease, request.percent, request.message)
-        await self.activity.record(
-            "jobs.progress", f"jobs/{lease.job_id}", {"percent": f"{request.percent:.0f}"}
-        )
         return worker_service_pb2.ReportProgressResponse()
 
     async def _complete(self, completions: Sequence[job_pb2.Completion], field: str) -> int:
@@ -223,7 +214,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
     ) -> worker_service_pb2.CompleteJobsResponse:
         access.require_worker()
         count = await self._complete(request.completions, "completions")
-        await self.activity.record("jobs.complete", "jobs", {"jobs": str(count)})
         return worker_service_pb2.CompleteJobsResponse(completed_count=count)
 
     async def _fail(self, failures: Sequence[job_pb2.Failure], field: str) -> list[Any]:
@@ -276,7 +266,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
     ) -> worker_service_pb2.FailJobsResponse:
         access.require_worker()
         states = await self._fail(request.failures, "failures")
-        await self.activity.record("jobs.fail", "jobs", {"jobs": str(len(states))})
         return worker_service_pb2.FailJobsResponse(states=states)
 
     async def ReleaseJobs(
@@ -289,5 +278,4 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):  # type: ig
             for i, lease in enumerate(request.leases)
         ]
         released = await self.repo.release(leases)
-        await self.activity.record("jobs.release", "jobs", {"jobs": str(released)})
         return worker_service_pb2.ReleaseJobsResponse(released_count=released)

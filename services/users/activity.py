@@ -1,13 +1,18 @@
-"""The activity recorder that writes to ``users.activity`` (installed on the AppContext)."""
+"""The activity recorder that writes to ``users.activity`` (the process's recorder when the
+users service runs in it: ``common.registry``'s ``activity`` hook)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from common.context import current_request_id, optional_principal
 from services.users import validation
 from services.users.models import ActivityEntry
 from services.users.repository import UserRepository
+
+if TYPE_CHECKING:
+    from common.app import AppContext
 
 SYSTEM_ACTOR = "system"
 
@@ -54,3 +59,8 @@ class DatabaseActivityRecorder:
             request_id=request_id or current_request_id() or "",
             metadata=validation.metadata({str(k): str(v) for k, v in (metadata or {}).items()}),
         )
+
+
+def database_recorder(ctx: AppContext) -> DatabaseActivityRecorder:
+    """The recorder of every service of a process the users service runs in."""
+    return DatabaseActivityRecorder(UserRepository(ctx.pool))

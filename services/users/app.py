@@ -42,7 +42,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
 
 
 async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) -> ServiceInstance:
-    """The service with explicit ports; installs the authenticator and activity recorder on ctx."""
+    """The service with explicit ports; installs the authenticator on ctx."""
     settings = ctx.settings
     repository = UserRepository(ctx.pool)
     passwords = Passwords.from_settings(settings)
@@ -56,7 +56,6 @@ async def build(ctx: AppContext, *, usage: UsageSource, purger: UserDataPurger) 
     )
     ctx.authenticator = cache
     ctx.service_principals = sessions.service_principal
-    ctx.activity = recorder
     servicer = UserServicer(
         repository=repository,
         sessions=sessions,

@@ -29,13 +29,21 @@ from rich.console import Console
 from common import cli_session
 from common.channels import open_channel
 from common.cli_support import address_option, connect, fail, rpc_fail, run, settings_or_exit
+from common.context import Role
 from common.settings import Settings
 from services.users.models import SweepReport
 
 console = Console(stderr=True)
 users_app = typer.Typer(help="Users, sessions and retention.", no_args_is_help=True)
 
-ROLES = ("user", "admin", "service")
+ROLES: tuple[Role, ...] = ("user", "admin", "service")
+
+
+def _role(value: str) -> Role:
+    for role in ROLES:
+        if role == value:
+            return role
+    fail(f"--role must be one of {', '.join(ROLES)}", 2)
 
 
 def _settings() -> Settings:
@@ -60,58 +68,40 @@ def create(
     address: str | None = typer.Option(None, help="Server address for --token (host:port)."),
 ) -> None:
     """Create a user (directly in the database, or over gRPC with --token)."""
-    if role not in ROLES:
-        fail(f"--role must be one of {', '.join(ROLES)}", 2)
-    if not password and role != "service":
+    checked = _role(role)
+    if not password and checked != "service":
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     if token:
         target, _ = connect("users", address, token)
-        name = run(_create_remote(target, token, email, role, display_name, password))
+        name = run(_create_remote(target, token, email, checked, display_name, password))
     else:
-        name = run(_create_direct(_settings(), email, role, display_name, password))
+        name = run(_create_direct(_settings(), email, checked, display_name, password))
     console.print(f"created {name}")
     typer.echo(name)
 
 
 async def _create_direct(
-    settings: Settings, email: str, role: str, display_name: str, password: str
+    settings: Settings, email: str, role: Role, display_name: str, password: str
 ) -> str:
     from common.errors import DomainError
     from common.registry import resolve
     from common.runtime import migrate_all
-    from services.users import convert
+    from services.users.accounts import Accounts
     from services.users.activity import SYSTEM_ACTOR, DatabaseActivityRecorder
     from services.users.passwords import Passwords
-    from services.users.purge import MissingServicesPurger
     from services.users.repository import UserRepository
-    from services.users.servicer import UserServicer
-    from services.users.sessions import SessionManager
-    from services.users.usage import MissingServicesUsageSource
 
     async with _database(settings) as pool:
         await migrate_all(pool, resolve(["users"]))
         repository = UserRepository(pool)
-        passwords = Passwords.from_settings(settings)
-        recorder = DatabaseActivityRecorder(repository)
-        servicer = UserServicer(
-            repository=repository,
-            sessions=SessionManager(repository, settings, passwords),
-            passwords=passwords,
-            activity=recorder,
-            usage=MissingServicesUsageSource(),
-            purger=MissingServicesPurger(),
-            settings=settings,
-        )
+        accounts = Accounts(repository, Passwords.from_settings(settings), settings)
         try:
-            user = await servicer.create_user(
-                email=email,
-                display_name=display_name,
-                role_value=convert.ROLE_TO_PB[role],
-                password=password,
+            user = await accounts.create_user(
+                email=email, display_name=display_name, role=role, password=password
             )
         except DomainError as exc:
             fail(f"{exc.reason}: {exc.message}")
-        await recorder.record(
+        await DatabaseActivityRecorder(repository).record(
             "users.create", user.name, {"role": user.role, "via": "cli"}, actor=SYSTEM_ACTOR
         )
         return user.name
@@ -132,7 +122,7 @@ async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def _create_remote(
-    address: str, token: str, email: str, role: str, display_name: str, password: str
+    address: str, token: str, email: str, role: Role, display_name: str, password: str
 ) -> str:
     from mediagrid.users.v1 import user_service_pb2 as pb
     from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
@@ -144,7 +134,7 @@ async def _create_remote(
             response = await pb_grpc.UserServiceStub(channel).CreateUser(
                 pb.CreateUserRequest(
                     user=pb.User(
-                        email=email, display_name=display_name, role=convert.ROLE_TO_PB[role]
+                        email=email, display_name=display_name, role=convert.ROLE_TO_PROTO[role]
                     ),
                     password=password,
                 ),

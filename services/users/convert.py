@@ -11,22 +11,22 @@ from common.errors import InvalidArgument
 from common.timestamps import timestamp
 from services.users.models import ActivityEntry, ApiKey, Grant, Session, Status, User
 
-ROLE_TO_PB: dict[str, pb.Role] = {
+ROLE_TO_PROTO: dict[Role, pb.Role.ValueType] = {
     "admin": pb.ROLE_ADMIN,
     "user": pb.ROLE_USER,
     "service": pb.ROLE_SERVICE,
 }
-PB_TO_ROLE: dict[int, Role] = {
+PROTO_TO_ROLE: dict[int, Role] = {
     pb.ROLE_ADMIN: "admin",
     pb.ROLE_USER: "user",
     pb.ROLE_SERVICE: "service",
 }
-STATUS_TO_PB: dict[str, pb.UserStatus] = {
+STATUS_TO_PROTO: dict[Status, pb.UserStatus.ValueType] = {
     "active": pb.USER_STATUS_ACTIVE,
     "disabled": pb.USER_STATUS_DISABLED,
     "deleted": pb.USER_STATUS_DELETED,
 }
-PB_TO_STATUS: dict[int, Status] = {v: k for k, v in STATUS_TO_PB.items()}  # type: ignore[misc]
+PROTO_TO_STATUS: dict[int, Status] = {v: k for k, v in STATUS_TO_PROTO.items()}
 
 
 def role(value: int, field: str, *, required: bool) -> Role | None:
@@ -35,17 +35,17 @@ def role(value: int, field: str, *, required: bool) -> Role | None:
         if required:
             raise InvalidArgument.field(field, "is required")
         return None
-    if value not in PB_TO_ROLE:
+    if value not in PROTO_TO_ROLE:
         raise InvalidArgument.field(field, f"unknown role {value}")
-    return PB_TO_ROLE[value]
+    return PROTO_TO_ROLE[value]
 
 
 def status(value: int, field: str) -> Status | None:
     if value == pb.USER_STATUS_UNSPECIFIED:
         return None
-    if value not in PB_TO_STATUS:
+    if value not in PROTO_TO_STATUS:
         raise InvalidArgument.field(field, f"unknown status {value}")
-    return PB_TO_STATUS[value]
+    return PROTO_TO_STATUS[value]
 
 
 def user_to_proto(user: User) -> pb.User:
@@ -53,8 +53,8 @@ def user_to_proto(user: User) -> pb.User:
         name=user.name,
         email=user.email,
         display_name=user.display_name,
-        role=ROLE_TO_PB[user.role],
-        status=STATUS_TO_PB[user.status],
+        role=ROLE_TO_PROTO[user.role],
+        status=STATUS_TO_PROTO[user.status],
         create_time=timestamp(user.create_time),
         update_time=timestamp(user.update_time),
         delete_time=timestamp(user.delete_time),
@@ -125,7 +125,7 @@ def activity_to_proto(entry: ActivityEntry) -> pb.ActivityEntry:
 def principal_to_proto(principal: Principal) -> pb.Principal:
     return pb.Principal(
         user=principal.name,
-        role=ROLE_TO_PB[principal.role],
+        role=ROLE_TO_PROTO[principal.role],
         permissions=sorted(principal.permissions),
         session=principal.session or "",
         api_key=principal.api_key or "",

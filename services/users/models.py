@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
-
 from common.context import Role
+from common.models import FrozenModel
 
 Status = Literal["active", "disabled", "deleted"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    @classmethod
-    def from_row(cls, row: Any) -> Self:
-        """The model from a row whose columns carry the fields' names (other columns ignored)."""
-        return cls(**{name: row[name] for name in cls.model_fields})
-
-
-class User(_Frozen):
+class User(FrozenModel):
     """An account as the outside world may see it (no password hash here, ever)."""
 
     id: str
@@ -40,7 +31,7 @@ class User(_Frozen):
         return f"users/{self.id}"
 
     @classmethod
-    def from_row(cls, row: Any) -> User:
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
         return cls(
             id=row["id"],
             email=row["email"],
@@ -55,14 +46,14 @@ class User(_Frozen):
         )
 
 
-class Credentials(_Frozen):
+class Credentials(FrozenModel):
     """A user with the password hash, for login only; never converted to a response."""
 
     user: User
     password_hash: str | None
 
 
-class Session(_Frozen):
+class Session(FrozenModel):
     id: str
     user_id: str
     create_time: datetime
@@ -77,7 +68,7 @@ class Session(_Frozen):
         return f"users/{self.user_id}/sessions/{self.id}"
 
 
-class SessionAuth(_Frozen):
+class SessionAuth(FrozenModel):
     """What authenticating a token needs: the session, its user's role/status and grants."""
 
     session: Session
@@ -86,7 +77,7 @@ class SessionAuth(_Frozen):
     grants: tuple[str, ...]  # "permission:pattern"
 
 
-class Grant(_Frozen):
+class Grant(FrozenModel):
     id: str
     user_id: str
     permission: str
@@ -99,7 +90,7 @@ class Grant(_Frozen):
         return f"users/{self.user_id}/grants/{self.id}"
 
 
-class ApiKey(_Frozen):
+class ApiKey(FrozenModel):
     """An API key of a service user (never its secret, nor the secret's hash)."""
 
     id: str
@@ -118,7 +109,7 @@ class ApiKey(_Frozen):
         return f"users/{self.user_id}/apiKeys/{self.id}"
 
     @classmethod
-    def from_row(cls, row: Any) -> ApiKey:
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
         return cls(
             id=row["id"],
             user_id=row["user_id"],
@@ -133,7 +124,7 @@ class ApiKey(_Frozen):
         )
 
 
-class ActivityEntry(_Frozen):
+class ActivityEntry(FrozenModel):
     id: int
     actor: str
     action: str
@@ -147,7 +138,7 @@ class ActivityEntry(_Frozen):
         return f"activity/{self.id}"
 
     @classmethod
-    def from_row(cls, row: Any) -> ActivityEntry:
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
         return cls(
             id=row["id"],
             actor=row["actor"],
@@ -159,7 +150,7 @@ class ActivityEntry(_Frozen):
         )
 
 
-class PendingPurge(_Frozen):
+class PendingPurge(FrozenModel):
     user_id: str
     request_time: datetime
     attempts: int
@@ -168,7 +159,7 @@ class PendingPurge(_Frozen):
     done_time: datetime | None = None
 
 
-class SweepReport(_Frozen):
+class SweepReport(FrozenModel):
     sessions_deleted: int = 0
     activity_deleted: int = 0
     login_failures_deleted: int = 0

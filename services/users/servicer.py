@@ -12,9 +12,8 @@ from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
 from common import pagination, timestamps
 from common.auth import CachingAuthenticator
-from common.context import Principal, current_principal
+from common.context import Principal, Role, current_principal
 from common.errors import (
-    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -23,8 +22,8 @@ from common.errors import (
 )
 from common.settings import Settings
 from services.users import access, api_keys, convert, grants, permissions, throttle, validation
+from services.users.accounts import Accounts
 from services.users.activity import DatabaseActivityRecorder
-from services.users.models import User
 from services.users.passwords import Passwords
 from services.users.purge import UserDataPurger, attempt_purge
 from services.users.repository import UserRepository
@@ -41,7 +40,7 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
     return ""
 
 
-class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
+class UserServicer(pb_grpc.UserServiceServicer):
     def __init__(
         self,
         *,
@@ -69,6 +68,7 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             api_keys.ApiKeyStore(repository.pool), repository
         )
         self.credentials = api_keys.CredentialResolver(sessions, self.keys)
+        self.accounts = Accounts(repository, passwords, settings)
 
     # --- users ------------------------------------------------------------------------
 
@@ -79,59 +79,21 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         access.require(principal, "users.create", "users")
         # The admin role itself, never a grant: a new user may be an admin or a service.
         access.require_admin(principal, "create users")
-        user = await self.create_user(
+        violations: list[FieldViolation] = []
+        role: Role = "user"
+        try:
+            role = convert.role(request.user.role, "user.role", required=False) or "user"
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        user = await self.accounts.create_user(
             email=request.user.email,
             display_name=request.user.display_name,
-            role_value=request.user.role,
+            role=role,
             password=request.password,
+            violations=violations,
         )
         await self.activity.record("users.create", user.name, {"role": user.role})
         return pb.CreateUserResponse(user=convert.user_to_proto(user))
-
-    async def create_user(
-        self, *, email: str, display_name: str, role_value: int, password: str
-    ) -> User:
-        """Validate everything first, then hash (slow) and insert."""
-        violations: list[FieldViolation] = []
-        clean: dict[str, Any] = {}
-
-        def check(key: str, fn: Any) -> None:
-            try:
-                clean[key] = fn()
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-
-        check("email", lambda: validation.email(email, "user.email"))
-        check("display_name", lambda: validation.display_name(display_name, "user.display_name"))
-        check("role", lambda: convert.role(role_value, "user.role", required=False) or "user")
-        if password or clean.get("role") != "service":
-            check(
-                "password",
-                lambda: validation.password(
-                    password,
-                    min_length=self.settings.password_min_length,
-                    email_address=clean.get("email", ""),
-                ),
-            )
-        if violations:
-            only_password = [v.field for v in violations] == ["password"]
-            raise InvalidArgument(
-                violations=violations, reason="WEAK_PASSWORD" if only_password else None
-            )
-        if await self.repository.find_credentials(clean["email"]) is not None:
-            raise AlreadyExists(
-                f"a user with email {clean['email']!r} already exists",
-                reason="EMAIL_TAKEN",
-                metadata={"email": clean["email"]},
-            )
-        # The insert below still enforces uniqueness; the check above only avoids hashing.
-        password_hash = await self.passwords.hash(password) if password else None
-        return await self.repository.create_user(
-            email=clean["email"],
-            display_name=clean["display_name"] or clean["email"].split("@")[0],
-            role=clean["role"],
-            password_hash=password_hash,
-        )
 
     async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
         principal = current_principal()
@@ -253,15 +215,17 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             raise InvalidArgument(violations=violations)
         assert size is not None
         access.require(principal, "users.list", "users")
-        query = pagination.fingerprint("ListUsers", {"role": role, "status": status})
-        cursor = pagination.decode_time_key(request.page_token, query)
-        users = await self.repository.list_users(
-            role=role, status=status, after=cursor, limit=size + 1
+        users, next_token = await pagination.page(
+            "ListUsers",
+            {"role": role, "status": status},
+            request.page_token,
+            size,
+            lambda after, limit: self.repository.list_users(
+                role=role, status=status, after=after, limit=limit
+            ),
+            lambda user: (user.create_time, user.id),
+            pagination.BY_TIME,
         )
-        next_token = ""
-        if len(users) > size:
-            users = users[:size]
-            next_token = pagination.encode_time_key(query, users[-1].create_time, users[-1].id)
         return pb.ListUsersResponse(
             users=[convert.user_to_proto(u) for u in users], next_page_token=next_token
         )
@@ -348,23 +312,21 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id = access.resolve_user(principal, validation.user_id(request.parent, "parent"))
         size = validation.page_size(request.page_size)
         access.require(principal, "sessions.read", f"users/{user_id}")
-        query = pagination.fingerprint(
-            "ListSessions", {"user": user_id, "all": request.show_inactive}
+        sessions, next_token = await pagination.page(
+            "ListSessions",
+            {"user": user_id, "all": request.show_inactive},
+            request.page_token,
+            size,
+            lambda before, limit: self.repository.list_sessions(
+                user_id,
+                active_only=not request.show_inactive,
+                idle_seconds=self.settings.session_idle_timeout_seconds,
+                before=before,
+                limit=limit,
+            ),
+            lambda session: (session.create_time, session.id),
+            pagination.BY_TIME,
         )
-        cursor = pagination.decode_time_key(request.page_token, query)
-        sessions = await self.repository.list_sessions(
-            user_id,
-            active_only=not request.show_inactive,
-            idle_seconds=self.settings.session_idle_timeout_seconds,
-            before=cursor,
-            limit=size + 1,
-        )
-        next_token = ""
-        if len(sessions) > size:
-            sessions = sessions[:size]
-            next_token = pagination.encode_time_key(
-                query, sessions[-1].create_time, sessions[-1].id
-            )
         return pb.ListSessionsResponse(
             sessions=[self._session_to_proto(s, current=principal.session) for s in sessions],
             next_page_token=next_token,
@@ -479,26 +441,25 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
         user_id = access.resolve_user(principal, user_id)
         access.require(principal, "permissions.read", f"users/{user_id}")
         everyone = user_id == validation.EVERYONE
-        query = pagination.fingerprint(
+        grants, next_token = await pagination.page(
             "ListPermissions",
             {"user": user_id, "permission": request.permission, "resource": request.resource},
+            request.page_token,
+            size,
+            lambda after, limit: self.repository.list_grants(
+                user_id=None if everyone else user_id,
+                permission=request.permission or None,
+                resource=request.resource or None,
+                after=after,
+                limit=limit,
+            ),
+            lambda grant: (grant.create_time, grant.id),
+            pagination.BY_TIME,
         )
-        cursor = pagination.decode_time_key(request.page_token, query)
         role_permissions: list[str] = []
         if not everyone:
             target = await self.repository.get_user(user_id)
             role_permissions = sorted(permissions.role_permissions(target.role))
-        grants = await self.repository.list_grants(
-            user_id=None if everyone else user_id,
-            permission=request.permission or None,
-            resource=request.resource or None,
-            after=cursor,
-            limit=size + 1,
-        )
-        next_token = ""
-        if len(grants) > size:
-            grants = grants[:size]
-            next_token = pagination.encode_time_key(query, grants[-1].create_time, grants[-1].id)
         return pb.ListPermissionsResponse(
             grants=[convert.grant_to_proto(g) for g in grants],
             next_page_token=next_token,
@@ -621,29 +582,24 @@ class UserServicer(pb_grpc.UserServiceServicer):  # type: ignore[misc]
             access.require_admin(principal, "list everyone's activity")
         else:
             access.require(principal, "activity.read", f"users/{user_id}")
-        query = pagination.fingerprint(
+        prefix = action_filter[:-1] if action_filter.endswith(".*") else None
+        entries, next_token = await pagination.page(
             "ListActivity",
             {"user": user_id, "action": action_filter, "start": start, "end": end},
+            request.page_token,
+            size,
+            lambda before, limit: self.repository.list_activity(
+                actor_id=None if everyone else user_id,
+                action=None if prefix is not None or not action_filter else action_filter,
+                action_prefix=prefix,
+                start=start,
+                end=end,
+                before_id=before,
+                limit=limit,
+            ),
+            lambda entry: entry.id,
+            pagination.BY_ID,
         )
-        key = pagination.decode(request.page_token, query, key_length=1)
-        if key is not None and not isinstance(key[0], int):
-            raise InvalidArgument.field(
-                "page_token", "is not a page token of this query", reason="INVALID_PAGE_TOKEN"
-            )
-        prefix = action_filter[:-1] if action_filter.endswith(".*") else None
-        entries = await self.repository.list_activity(
-            actor_id=None if everyone else user_id,
-            action=None if prefix is not None or not action_filter else action_filter,
-            action_prefix=prefix,
-            start=start,
-            end=end,
-            before_id=int(key[0]) if key else None,
-            limit=size + 1,
-        )
-        next_token = ""
-        if len(entries) > size:
-            entries = entries[:size]
-            next_token = pagination.encode(query, [entries[-1].id])
         return pb.ListActivityResponse(
             entries=[convert.activity_to_proto(e) for e in entries], next_page_token=next_token
         )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from mediagrid.files.v1 import file_service_pb2
 
-from tests.files.conftest import PART, Files, random_bytes, sha
+from tests.files.conftest import PART, Files, random_bytes, sha, start_files
 
 
 class Recorder:
@@ -55,9 +56,9 @@ async def test_object_metadata_and_tags(files: Files) -> None:
         )
 
 
-async def test_mutations_are_recorded(files: Files) -> None:
+async def test_mutations_are_recorded(suite: Any) -> None:
     recorder = Recorder()
-    files.ctx.activity = recorder
+    files = await start_files(suite, activity=recorder)
     file, _ = await files.upload(b"abc")
     await files.stub.ShareFile(
         file_service_pb2.ShareFileRequest(

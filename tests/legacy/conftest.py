@@ -20,8 +20,8 @@ from common.aws import AwsClients
 from common.settings import Settings
 from services.files.repository import FileRepository
 from services.files.storage import Storage
-from services.legacy.files_import import FileImporter
-from services.legacy.repository import LegacyRepository
+from services.migration.files_import import FileImporter
+from services.migration.repository import LegacyRepository
 from services.users.repository import UserRepository
 
 MiB = 1024 * 1024

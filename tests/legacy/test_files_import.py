@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import Unavailable
 from services.files.storage import Storage
-from services.legacy.repository import LegacyRepository
+from services.migration.repository import LegacyRepository
 from tests.legacy.conftest import FilesEnv, write_tree
 
 

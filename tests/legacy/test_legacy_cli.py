@@ -11,7 +11,7 @@ import asyncpg
 
 from common.settings import Settings
 from services.files.repository import FileRepository
-from services.legacy.cli import default_run_name
+from services.migration.cli import default_run_name
 from services.users.repository import UserRepository
 from tests.legacy.conftest import Redis
 

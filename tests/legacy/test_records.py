@@ -1,4 +1,4 @@
-"""Property tests of the legacy record validators (services/legacy/records.py)."""
+"""Property tests of the legacy record validators (services/migration/records.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.settings import Settings
-from services.legacy.records import (
+from services.migration.records import (
     LegacyJob,
     RecordError,
     legacy_id_of,

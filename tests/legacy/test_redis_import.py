@@ -13,8 +13,8 @@ from common.settings import Settings
 from services.jobs.models import ListFilter
 from services.jobs.repository import JobRepository
 from services.jobs.states import JobState
-from services.legacy.redis_import import RedisImporter, source_name
-from services.legacy.repository import LegacyRepository
+from services.migration.redis_import import RedisImporter, source_name
+from services.migration.repository import LegacyRepository
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
 from services.users.sessions import SessionManager

@@ -18,7 +18,7 @@ TABLES = {
     "pending_purges",
     "api_keys",
     "schema_migrations",
-    # Progress tables of `mediagrid legacy import-redis` (services/legacy, migration 200).
+    # Progress tables of `mediagrid legacy import-redis` (services/migration, migration 200).
     "legacy_user_map",
     "legacy_rejects",
     "legacy_checkpoints",

@@ -24,6 +24,8 @@ from common.aws import ensure_bucket
 from common.context import Principal
 from common.registry import SERVICES, ServiceSpec
 from common.settings import Settings
+from services.files.models import FileRecord
+from services.files.upload import Progress, UploadStart
 from services.files.video.app import create_video_service
 from services.files.video.ports import UploadItem, UploadOutput
 from services.jobs.worker.api import HANDLERS, WorkerResources
@@ -81,16 +83,16 @@ class SingleObjectUploads:
         kind: str,
     ) -> AsyncIterator[UploadOutput]:
         self.profiles.append((part_size_bytes, concurrency, kind))
-        header: file_pb2.UploadHeader | None = None
+        header: UploadStart | None = None
         chunks: list[bytes] = []
         received = 0
         async for item in items:
-            if isinstance(item, file_pb2.UploadHeader):
+            if isinstance(item, UploadStart):
                 header = item
                 continue
             chunks.append(item)
             received += len(item)
-            yield file_pb2.UploadProgress(upload="uploads/test", received_bytes=received)
+            yield Progress("uploads/test", received, 0, 0)
         assert header is not None
         data = b"".join(chunks)
         file_id = uuid.uuid4().hex
@@ -117,19 +119,9 @@ class SingleObjectUploads:
             put["ETag"],
             kind,
         )
-        yield file_pb2.UploadProgress(
-            upload="uploads/test", received_bytes=received, committed_bytes=received
-        )
-        yield file_pb2.File(
-            name=f"files/{file_id}",
-            owner=principal.name,
-            display_name=header.display_name,
-            content_type=header.content_type,
-            size_bytes=len(data),
-            sha256=sha,
-            version_id=put["VersionId"],
-            storage=file_pb2.StorageLocation(bucket=bucket, key=key, version_id=put["VersionId"]),
-        )
+        yield Progress("uploads/test", received, received, 0)
+        row = await self.ctx.pool.fetchrow("SELECT * FROM files.files WHERE id = $1", file_id)
+        yield FileRecord.from_row(row)
 
 
 class RecordingActivity:
@@ -237,12 +229,13 @@ async def video_env(suite: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         _, register, name = await create_video_service(ctx, uploads=holder["uploads"], jobs=jobs)
         return ServiceInstance(name="files", service_names=[name], register=register)
 
-    monkeypatch.setitem(SERVICES, "files", _InlineSpec("files", "files", "inline", build))
+    monkeypatch.setitem(SERVICES, "files", _InlineSpec("files", "files", "inline", build=build))
     import services.files.video.handlers  # noqa: F401  (registers the handlers)
 
-    _, ctx, channel = await suite("files", authenticator=StaticAuthenticator(TOKENS))
     activity = RecordingActivity()
-    ctx.activity = activity
+    _, ctx, channel = await suite(
+        "files", authenticator=StaticAuthenticator(TOKENS), activity=activity
+    )
     yield VideoEnv(
         ctx,
         channel,

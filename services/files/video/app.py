@@ -17,16 +17,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
-from mediagrid.files.v1 import file_pb2, video_service_pb2, video_service_pb2_grpc
+from mediagrid.files.v1 import video_service_pb2, video_service_pb2_grpc
 
 from common.app import AppContext, ServiceInstance
 from common.context import Principal
 from common.peer_calls import call_peer
-from services.files import convert
 from services.files.peers import JOBS
 from services.files.ports import JOBS_SERVICE
 from services.files.repository import FileRepository
-from services.files.upload import Progress, TransferProfile, UploadDeps, UploadItem, run_upload
+from services.files.upload import TransferProfile, UploadDeps, run_upload
 from services.files.video.ports import UploadItem as VideoUploadItem
 from services.files.video.ports import UploadOutput, VideoJobs, VideoUploads
 from services.files.video.repository import VideoRepository
@@ -58,19 +57,8 @@ class EngineUploads:
             is_video_content_type,
             kind="video" if kind == "video" else "file",
         )
-        async for output in run_upload(self.deps, principal, _engine_items(items), profile):
-            if isinstance(output, Progress):
-                yield convert.progress_to_proto(output)
-            else:
-                yield convert.file_to_proto(output)
-
-
-async def _engine_items(items: AsyncIterator[VideoUploadItem]) -> AsyncIterator[UploadItem]:
-    async for item in items:
-        if isinstance(item, file_pb2.UploadHeader):
-            yield convert.header_from_proto(item)
-        else:
-            yield item
+        async for output in run_upload(self.deps, principal, items, profile):
+            yield output
 
 
 class GrpcVideoJobs:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from common.models import FrozenModel
 
 
-class VideoMetadata(BaseModel):
+class VideoMetadata(FrozenModel):
     """What probing found out about a video file."""
-
-    model_config = ConfigDict(frozen=True)
 
     duration_seconds: float = Field(ge=0)
     # FFmpeg's demuxer name, for example ``mov,mp4,m4a,3gp,3g2,mj2``.
@@ -37,19 +37,15 @@ class ProcessingState(StrEnum):
     FAILED = "failed"
 
 
-class ProcessingStep(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ProcessingStep(FrozenModel):
     state: ProcessingState
     job: str | None = None  # ``jobs/{job}`` that runs (or ran) the step
     error: str | None = None
     update_time: datetime
 
 
-class Thumbnail(BaseModel):
+class Thumbnail(FrozenModel):
     """One stored JPEG thumbnail of a video."""
-
-    model_config = ConfigDict(frozen=True)
 
     index: int = Field(ge=0)
     time_seconds: float = Field(ge=0)
@@ -61,10 +57,8 @@ class Thumbnail(BaseModel):
     size_bytes: int = Field(ge=0)
 
 
-class Video(BaseModel):
+class Video(FrozenModel):
     """A video: its file's record, probed metadata, processing steps and thumbnails."""
-
-    model_config = ConfigDict(frozen=True)
 
     file_id: str
     owner_id: str

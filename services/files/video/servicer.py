@@ -33,9 +33,12 @@ from common.errors import (
     NotFound,
     PermissionDenied,
 )
+from services.files import convert as files_convert
 from services.files.access import require_file, require_user
+from services.files.models import FileRecord
 from services.files.repository import FileRepository
 from services.files.storage import s3_call, stored_versions
+from services.files.upload import UploadStart
 from services.files.video import convert, validation
 from services.files.video.models import Video
 from services.files.video.payloads import (
@@ -65,7 +68,7 @@ def is_video_content_type(content_type: str) -> bool:
     return _VIDEO_TYPE.fullmatch(content_type) is not None
 
 
-class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):  # type: ignore[misc]
+class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
     def __init__(
         self,
         ctx: AppContext,
@@ -215,18 +218,22 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):  # type: ignor
                 raise InvalidArgument.field("owner", "expected users/{user}")
             owner_id = request.owner.removeprefix("users/")
         require_user(principal, owner_id)  # the FileService's rule for a user's collection
-        if request.page_size < 0:
-            raise InvalidArgument.field("page_size", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        query = pagination.fingerprint("ListVideos", {"owner": owner_id})
-        key = pagination.decode_time_key(request.page_token, query)
-        after = VideoCursor(create_time=key[0], file_id=key[1]) if key else None
-        videos = await self.repository.list_videos(owner_id, size + 1, after)
-        token = ""
-        if len(videos) > size:
-            videos = videos[:size]
-            last = videos[-1]
-            token = pagination.encode_time_key(query, last.create_time, last.file_id)
+        size = pagination.page_size(
+            request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE
+        )
+        videos, token = await pagination.page(
+            "ListVideos",
+            {"owner": owner_id},
+            request.page_token,
+            size,
+            lambda after, limit: self.repository.list_videos(
+                owner_id,
+                limit,
+                VideoCursor(create_time=after[0], file_id=after[1]) if after else None,
+            ),
+            lambda video: (video.create_time, video.file_id),
+            pagination.BY_TIME,
+        )
         return video_service_pb2.ListVideosResponse(
             videos=[await self._to_proto(v) for v in videos], next_page_token=token
         )
@@ -239,18 +246,20 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):  # type: ignor
         principal = current_principal()
         # A failing upload's remaining messages are drained by the suite interceptor.
         header = await _read_header(request_iterator)
-        committed: file_pb2.File | None = None
+        committed: FileRecord | None = None
         async for output in self.uploads.upload(
             principal,
-            _items(header, request_iterator),
+            _items(files_convert.header_from_proto(header), request_iterator),
             part_size_bytes=self.settings.video_upload_part_size_bytes,
             concurrency=self.settings.video_upload_concurrency,
             kind="video",
         ):
-            if isinstance(output, file_pb2.File):
+            if isinstance(output, FileRecord):
                 committed = output
             else:
-                yield video_service_pb2.UploadVideoResponse(progress=output)
+                yield video_service_pb2.UploadVideoResponse(
+                    progress=files_convert.progress_to_proto(output)
+                )
         if committed is None:
             raise FailedPrecondition(
                 "the upload ended without a committed file", reason="UPLOAD_INCOMPLETE"
@@ -266,7 +275,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):  # type: ignor
             },
         )
         await self._enqueue_processing(video)
-        yield video_service_pb2.UploadVideoResponse(file=committed)
+        yield video_service_pb2.UploadVideoResponse(file=files_convert.file_to_proto(committed))
 
     async def CreateStreamUrl(
         self, request: video_service_pb2.CreateStreamUrlRequest, context: grpc.aio.ServicerContext
@@ -412,7 +421,7 @@ async def _read_header(
 
 
 async def _items(
-    header: file_pb2.UploadHeader, requests: AsyncIterator[video_service_pb2.UploadVideoRequest]
+    header: UploadStart, requests: AsyncIterator[video_service_pb2.UploadVideoRequest]
 ) -> AsyncIterator[UploadItem]:
     yield header
     async for request in requests:

@@ -32,7 +32,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -71,6 +70,11 @@ TRANSIENT = frozenset(
     }
 )
 MAX_PER_CALL = 1000
+# Backoff (common.resilience.backoff_delay) of a claim or an acknowledgement that failed for a
+# reason that passes: short at first so a blip costs little, capped so the worker does not
+# sit idle long after a long outage ends.
+RETRY_BASE = 0.05
+RETRY_CAP = 5.0
 
 
 class UnknownJobType(ValueError):
@@ -289,7 +293,7 @@ class _Acker:
 
     async def _send(self, items: list[Outcome], call: Any) -> None:
         """Send ``items``; drop the ones whose lease was lost; retry transient errors."""
-        delay = 0.05
+        failures = 0
         while True:
             # A heartbeat or a new claim of the job may have found a lease lost meanwhile.
             items = [item for item in items if not item[0].lost]
@@ -314,8 +318,8 @@ class _Acker:
                     log.warning("%d outcome(s) not recorded: lease lost", len(lost))
                 elif code in TRANSIENT and time.monotonic() < self._give_up_at:
                     log.warning("acknowledging %d job(s) failed (%s); retrying", len(items), code)
-                    await asyncio.sleep(delay * random.random())
-                    delay = min(delay * 2, 5.0)
+                    failures += 1
+                    await asyncio.sleep(backoff_delay(failures, RETRY_BASE, RETRY_CAP))
                 else:
                     log.error(
                         "%d outcome(s) not recorded (%s %s); their leases will expire and the "
@@ -496,7 +500,7 @@ class WorkerRuntime:
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         """One of ``worker_claims_in_flight`` loops: each asks for part of the free capacity."""
-        delay = 0.05
+        failures = 0
         wait = self.settings.worker_claim_wait_seconds
         while not self._stopping:
             held = self._holding + self._asked
@@ -525,8 +529,8 @@ class WorkerRuntime:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in TRANSIENT:
                     log.warning("claim failed (%s); retrying", exc.code())
-                    await asyncio.sleep(delay * random.random())
-                    delay = min(delay * 2, 5.0)
+                    failures += 1
+                    await asyncio.sleep(backoff_delay(failures, RETRY_BASE, RETRY_CAP))
                     continue
                 self._fatal = exc
                 log.error("claim rejected, stopping: %s %s", exc.code(), exc.details())
@@ -535,7 +539,7 @@ class WorkerRuntime:
             finally:
                 self._asked -= asked
                 self._room.set()  # what this call did not get is free again
-            delay = 0.05
+            failures = 0
             self._idle = not response.jobs
             self.stats.claimed += len(response.jobs)
             for claimed in response.jobs:

@@ -37,8 +37,8 @@ from services.files.upload import (
     UploadStart,
     run_upload,
 )
-from services.legacy.models import FileProgress
-from services.legacy.repository import LegacyRepository
+from services.migration.models import FileProgress
+from services.migration.repository import LegacyRepository
 from services.users.repository import UserRepository
 
 log = logging.getLogger("mediagrid.legacy.files")

@@ -118,8 +118,8 @@ def import_files(
         from common.aws import AwsClients
         from services.files.repository import FileRepository
         from services.files.storage import Storage
-        from services.legacy.files_import import FileImporter, FileResult, Outcome
-        from services.legacy.repository import LegacyRepository
+        from services.migration.files_import import FileImporter, FileResult, Outcome
+        from services.migration.repository import LegacyRepository
         from services.users.activity import DatabaseActivityRecorder
         from services.users.repository import UserRepository
 
@@ -229,8 +229,8 @@ def import_redis(
 
         from common.errors import Unavailable
         from services.jobs.repository import JobRepository
-        from services.legacy.redis_import import RedisImporter
-        from services.legacy.repository import LegacyRepository
+        from services.migration.redis_import import RedisImporter
+        from services.migration.repository import LegacyRepository
         from services.users.activity import DatabaseActivityRecorder
         from services.users.repository import UserRepository
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from common.models import FrozenModel
 
 RunState = Literal["running", "completed", "failed", "rolled_back"]
 FileState = Literal["pending", "done", "failed"]
@@ -14,15 +14,7 @@ RejectKind = Literal["invalid", "conflict", "skipped"]
 Phase = Literal["users", "jobs"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    @classmethod
-    def from_row(cls, row: Any) -> Any:
-        return cls.model_validate(dict(row))
-
-
-class ImportRun(_Frozen):
+class ImportRun(FrozenModel):
     id: str
     source: str
     owner_override: str | None = None
@@ -31,7 +23,7 @@ class ImportRun(_Frozen):
     update_time: datetime
 
 
-class FileProgress(_Frozen):
+class FileProgress(FrozenModel):
     """One source file of a run: where it stands and what it became."""
 
     run_id: str
@@ -50,7 +42,7 @@ class FileProgress(_Frozen):
     update_time: datetime
 
 
-class UserMapping(_Frozen):
+class UserMapping(FrozenModel):
     legacy_id: str
     email: str
     user_id: str | None = None
@@ -61,7 +53,7 @@ class UserMapping(_Frozen):
     import_time: datetime | None = None
 
 
-class JobMapping(_Frozen):
+class JobMapping(FrozenModel):
     legacy_id: str
     job_id: uuid.UUID | None = None
     legacy_state: str
@@ -69,7 +61,7 @@ class JobMapping(_Frozen):
     import_time: datetime
 
 
-class Reject(_Frozen):
+class Reject(FrozenModel):
     source: str
     key: str
     kind: RejectKind
@@ -78,7 +70,7 @@ class Reject(_Frozen):
     update_time: datetime
 
 
-class Checkpoint(_Frozen):
+class Checkpoint(FrozenModel):
     source: str
     phase: Phase
     cursor: str

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from common.db import Queries, SuitePool, as_suite_pool
-from services.legacy.models import (
+from services.migration.models import (
     Checkpoint,
     FileProgress,
     ImportRun,
@@ -38,7 +38,7 @@ class LegacyRepository:
     # --- file import runs --------------------------------------------------------------
 
     async def start_run(self, run_id: str, source: str, owner_override: str | None) -> ImportRun:
-        return ImportRun.from_row(  # type: ignore[no-any-return]
+        return ImportRun.from_row(
             await self.pool.fetchrow(Q.upsert_run, run_id, source, owner_override)
         )
 
@@ -74,7 +74,7 @@ class LegacyRepository:
             owner_id,
             display_name,
         )
-        return FileProgress.from_row(row)  # type: ignore[no-any-return]
+        return FileProgress.from_row(row)
 
     async def set_file_upload(self, run_id: str, source_path: str, upload_id: str) -> None:
         await self.pool.execute(Q.set_file_upload, run_id, source_path, upload_id)

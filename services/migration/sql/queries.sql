@@ -1,4 +1,4 @@
--- SQL of the legacy importers (services/legacy): only their own progress tables.
+-- SQL of the legacy importers (services/migration): only their own progress tables.
 
 -- name: upsert_run
 INSERT INTO files.legacy_import_runs (id, source, owner_override, state)

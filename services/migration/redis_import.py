@@ -1,7 +1,7 @@
 """Legacy Redis users and jobs -> PostgreSQL, through the users and jobs repositories.
 
 Keys are read with SCAN (never KEYS), a batch at a time; each record is validated by the
-models of :mod:`services.legacy.records`, written through ``UserRepository.create_user`` /
+models of :mod:`services.migration.records`, written through ``UserRepository.create_user`` /
 ``JobRepository.create_job``, and the SCAN cursor is saved after each batch
 (``users.legacy_checkpoints``) so ``--resume`` continues where a run stopped. Re-reading a
 record is harmless: users are mapped by legacy id (``users.legacy_user_map``) and jobs carry
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 from common.errors import AlreadyExists, DomainError
 from common.settings import Settings
 from services.jobs.repository import JobRepository
-from services.legacy.models import Phase, RejectKind
-from services.legacy.records import (
+from services.migration.models import Phase, RejectKind
+from services.migration.records import (
     QUEUED_STATES,
     LegacyJob,
     LegacyUser,
@@ -29,7 +29,7 @@ from services.legacy.records import (
     parse_job,
     parse_user,
 )
-from services.legacy.repository import LegacyRepository
+from services.migration.repository import LegacyRepository
 from services.users.repository import UserRepository
 
 log = logging.getLogger("mediagrid.legacy.redis")
