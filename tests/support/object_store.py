@@ -42,6 +42,8 @@ AWS_LANE_VARIABLES = (
 
 # Bucket sets a SeaweedFS session keeps ready ahead of the tests that will use them.
 PREPARED_BUCKET_SETS = 2
+# Volumes a test session's SeaweedFS may create (one per bucket, a few per large object).
+MAX_VOLUMES = 5000
 
 
 @dataclass
@@ -197,7 +199,12 @@ def seaweed_store() -> Iterator[ObjectStore]:
     """One SeaweedFS in a temporary directory, signatures checked; stopped and removed after."""
     with tempfile.TemporaryDirectory(prefix="mg-s3-") as tmp:
         identity = ensure_identities(Path(tmp) / "identities.json")
-        server = SeaweedServer(Path(tmp) / "s3", identities=identity)
+        # One SeaweedFS volume per bucket (a collection each), and by default only as many
+        # volumes as the free disk holds at their 1 GiB size limit: a session's hundreds of
+        # buckets need more. Volumes grow on disk as they fill, not up front.
+        server = SeaweedServer(
+            Path(tmp) / "s3", identities=identity, extra_args=(f"-volume.max={MAX_VOLUMES}",)
+        )
         endpoint = server.start()
         store = ObjectStore(
             "seaweedfs",
