@@ -21,11 +21,13 @@ from common.errors import (
     NotFound,
     OutOfRange,
     PermissionDenied,
+    Unavailable,
 )
 from services.files import convert, keys, validation, wire
 from services.files.access import is_privileged, require_file, require_upload, require_user
 from services.files.metrics import DOWNLOAD, TransferMetrics
 from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
+from services.files.storage import PRESENCE_CHECK_SECONDS
 from services.files.sweep import release_session_objects
 from services.files.upload import TransferProfile, UploadDeps, run_upload
 from services.files.upload.session import object_metadata, upload_target
@@ -279,12 +281,20 @@ class FileServicer:
             raise DataLoss(f"S3 returned {sent} of {length} bytes", reason="SHORT_READ")
 
     async def _require_object(self, record: FileRecord, version_id: str | None) -> None:
-        """DATA_LOSS (``OBJECT_MISSING``) when the record's object is not in S3 (a wiped or
-        restored store): nothing is served, and no URL is minted, for an object not there."""
+        """DATA_LOSS (``OBJECT_MISSING``) when S3 says the record's object is not there (a
+        wiped or restored store): nothing is served, and no URL is minted, for it.
+
+        While S3 does not answer, a URL is still minted (signing is local; it works once S3
+        is back, docs/operations.md "Graceful degradation"): only S3's own "not found" stops it.
+        """
         try:
-            await self.storage.head(record.object_key, version_id or None)
+            await self.storage.head(
+                record.object_key, version_id or None, cap=PRESENCE_CHECK_SECONDS
+            )
         except NotFound as exc:
             raise object_missing(record, version_id) from exc
+        except Unavailable:
+            log.debug("S3 unavailable; minting a URL for %s unverified", record.name)
 
     # --- presigned URLs ----------------------------------------------------------------
 

@@ -103,6 +103,12 @@ async def _s3(what: str, call: Callable[[], Awaitable[T]]) -> T:
         raise _translate(what, exc) from exc
 
 
+# How long a look for an object before minting a URL for it may take: the URL is minted
+# unverified past it (signing is local; a down S3 must not hold URL requests for the whole
+# S3 call bound).
+PRESENCE_CHECK_SECONDS = 2.0
+
+
 async def stored_versions(
     dependency: Dependency, sync_client: Any, bucket: str, prefix: str
 ) -> set[tuple[str, str | None]]:
@@ -122,7 +128,9 @@ async def stored_versions(
         return found
 
     what = "list stored versions"
-    return await dependency.call(lambda: _s3(what, lambda: asyncio.to_thread(listing)), what=what)
+    return await dependency.call(
+        lambda: _s3(what, lambda: asyncio.to_thread(listing)), what=what, cap=PRESENCE_CHECK_SECONDS
+    )
 
 
 # The translation of botocore failures for callers outside ``Storage`` (the video servicer).
@@ -333,10 +341,18 @@ class Storage:
         )
         return PutResult(str(response.get("VersionId", "")), str(response["ETag"]))
 
-    async def head(self, key: str, version_id: str | None = None) -> dict[str, Any]:
+    async def head(
+        self, key: str, version_id: str | None = None, *, cap: float | None = None
+    ) -> dict[str, Any]:
+        """The object's metadata; ``cap`` bounds the call below the usual S3 call bound."""
         extra = {"VersionId": version_id} if version_id else {}
-        response = await self._call(
-            "head object", lambda: self.client.head_object(Bucket=self.bucket, Key=key, **extra)
+        what = "head object"
+        response = await self.dependency.call(
+            lambda: _s3(
+                what, lambda: self.client.head_object(Bucket=self.bucket, Key=key, **extra)
+            ),
+            what=what,
+            cap=cap,
         )
         return dict(response)
 

@@ -140,7 +140,8 @@ async def test_serve_reaches_serving_and_exits_zero_on_sigterm(
     assert f"mediagrid listening on 127.0.0.1:{port}" in err
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     messages = [r["message"] for r in records]
-    assert any("IN-MEMORY" in m for m in messages)
+    assert any(m.startswith("embedded S3 is SeaweedFS at http://127.0.0.1:") for m in messages)
+    assert any(m == "embedded S3 (SeaweedFS) stopped" for m in messages)
     assert any(m.startswith("signal received") for m in messages)
     assert any(m == "embedded PostgreSQL stopped" for m in messages)
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
@@ -310,7 +311,7 @@ async def test_unconfigured_check_and_migrate_use_the_embedded_stores(
     env = clean_env(MEDIAGRID_DATA_DIR=str(state_dir))
     before = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
     assert "embedded PostgreSQL" in before.stdout
-    assert "embedded in-memory S3" in before.stdout
+    assert "embedded SeaweedFS" in before.stdout
     # A fresh embedded database has every migration pending.
     assert before.returncode == 1
     assert "run `mediagrid migrate`" in before.stderr
@@ -322,7 +323,9 @@ async def test_unconfigured_check_and_migrate_use_the_embedded_stores(
 
     after = await asyncio.to_thread(run_cli, "check", env=env, cwd=tmp_path)
     assert after.returncode == 0, after.stdout + after.stderr
+    assert "every object present" in after.stdout
     assert (state_dir / "pgdata" / "PG_VERSION").is_file()
+    assert (state_dir / "s3-identities.json").is_file()
 
 
 async def test_check_fails_an_unversioned_bucket(settings: Settings) -> None:

@@ -5,6 +5,8 @@
 - unset or ``seaweedfs``: one ``weed mini`` per test session (common/seaweed.py) in a
   temporary directory, with an identities file, so signatures, expiry and checksums are
   really checked.
+- ``moto``: moto's server in the test process (quicker, checks nothing: signatures, expiry
+  and checksums are not verified); for a quick local run, not for CI.
 - ``aws``: real S3, enabled only by explicit variables (``AWS_LANE_VARIABLES``); without
   them every test of the lane is skipped, and the skip says which variable is missing.
 
@@ -40,13 +42,15 @@ AWS_LANE_VARIABLES = (
 
 # Bucket sets a SeaweedFS session keeps ready ahead of the tests that will use them.
 PREPARED_BUCKET_SETS = 2
+# Volumes a test session's SeaweedFS may create (one per bucket, a few per large object).
+MAX_VOLUMES = 5000
 
 
 @dataclass
 class ObjectStore:
     """Where the lane's S3 is and how to sign for it; ``skip_reason`` when it is not there."""
 
-    kind: str  # "seaweedfs" or "aws"
+    kind: str  # "seaweedfs", "moto" or "aws"
     endpoint: str | None  # None: AWS's own endpoints
     access_key: str = ""
     secret_key: str = ""
@@ -195,7 +199,12 @@ def seaweed_store() -> Iterator[ObjectStore]:
     """One SeaweedFS in a temporary directory, signatures checked; stopped and removed after."""
     with tempfile.TemporaryDirectory(prefix="mg-s3-") as tmp:
         identity = ensure_identities(Path(tmp) / "identities.json")
-        server = SeaweedServer(Path(tmp) / "s3", identities=identity)
+        # One SeaweedFS volume per bucket (a collection each), and by default only as many
+        # volumes as the free disk holds at their 1 GiB size limit: a session's hundreds of
+        # buckets need more. Volumes grow on disk as they fill, not up front.
+        server = SeaweedServer(
+            Path(tmp) / "s3", identities=identity, extra_args=(f"-volume.max={MAX_VOLUMES}",)
+        )
         endpoint = server.start()
         store = ObjectStore(
             "seaweedfs",
@@ -223,8 +232,19 @@ def object_store_for_tests(kind: str, environ: Mapping[str, str]) -> Iterator[Ob
             if store.created:
                 store.delete_buckets(list(store.created))
         return
+    if kind == "moto":
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield ObjectStore("moto", f"http://{host}:{port}", "testing", "testing")
+        finally:
+            server.stop()
+        return
     if kind not in ("", "seaweedfs"):
-        raise ValueError(f"MEDIAGRID_TEST_S3 is seaweedfs (default) or aws, not {kind!r}")
+        raise ValueError(f"MEDIAGRID_TEST_S3 is seaweedfs (default), moto or aws, not {kind!r}")
     with seaweed_store() as store:
         yield store
 

@@ -32,12 +32,13 @@ from common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from services.files import convert as files_convert
 from services.files.access import require_file, require_user
 from services.files.models import FileRecord
 from services.files.repository import FileRepository
-from services.files.storage import s3_call, stored_versions
+from services.files.storage import PRESENCE_CHECK_SECONDS, s3_call, stored_versions
 from services.files.upload import UploadStart
 from services.files.video import convert, validation
 from services.files.video.models import Video
@@ -125,25 +126,33 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
     async def _to_proto(self, video: Video) -> video_service_pb2.Video:
         """The video with URLs for the thumbnails that are stored (none for a thumbnail whose
         object is gone, e.g. from a wiped store: a URL that answers 404 helps nobody)."""
-        stored: set[tuple[str, str, str | None]] = set()
-        for bucket in {thumb.bucket for thumb in video.thumbnails}:
-            listed = await stored_versions(
-                self.ctx.dependencies.s3,
-                self.ctx.aws.sync_s3(),
-                bucket,
-                thumbnail_prefix(video.object_key),
-            )
-            stored |= {(bucket, key, version) for key, version in listed}
+        stored: set[tuple[str, str, str | None]] | None = None
+        try:
+            found: set[tuple[str, str, str | None]] = set()
+            for bucket in {thumb.bucket for thumb in video.thumbnails}:
+                listed = await stored_versions(
+                    self.ctx.dependencies.s3,
+                    self.ctx.aws.sync_s3(),
+                    bucket,
+                    thumbnail_prefix(video.object_key),
+                )
+                found |= {(bucket, key, version) for key, version in listed}
+            stored = found
+        except Unavailable:
+            # S3 does not answer: the video still answers from PostgreSQL, with URLs minted
+            # unverified (they work once S3 is back; docs/operations.md "Graceful degradation").
+            stored = None
 
         def presign(bucket: str, key: str, version_id: str | None) -> tuple[str, datetime] | None:
-            if (bucket, key, version_id) not in stored:
+            if stored is not None and (bucket, key, version_id) not in stored:
                 return None
             return self._presign_thumbnail(bucket, key, version_id)
 
         return convert.video_to_proto(video, presign)
 
     async def _require_object(self, video: Video) -> None:
-        """DATA_LOSS (``OBJECT_MISSING``) when the video's object is not stored."""
+        """DATA_LOSS (``OBJECT_MISSING``) when S3 says the video's object is not stored (while
+        S3 does not answer, the URL is minted unverified, as for files)."""
         head = {"Bucket": video.bucket, "Key": video.object_key}
         if video.version_id:
             head["VersionId"] = video.version_id
@@ -154,7 +163,10 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
                     what, lambda: asyncio.to_thread(self.ctx.aws.sync_s3().head_object, **head)
                 ),
                 what=what,
+                cap=PRESENCE_CHECK_SECONDS,
             )
+        except Unavailable:
+            log.debug("S3 unavailable; minting a stream URL for %s unverified", video.name)
         except NotFound as exc:
             raise DataLoss(
                 f"the stored content of {video.name} is missing from S3 (the object store was "
