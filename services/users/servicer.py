@@ -673,20 +673,20 @@ class UserServicer(pb_grpc.UserServiceServicer):
         access.require_admin(principal, "manage API keys")
         user_id = access.resolve_user(principal, user_id)
         everyone = user_id == validation.EVERYONE
-        query = pagination.fingerprint(
-            "ListApiKeys", {"user": user_id, "all": request.show_inactive}
+        keys, next_token = await pagination.page(
+            "ListApiKeys",
+            {"user": user_id, "all": request.show_inactive},
+            request.page_token,
+            size,
+            lambda after, limit: self.keys.store.list(
+                user_id=None if everyone else user_id,
+                active_only=not request.show_inactive,
+                after=after,
+                limit=limit,
+            ),
+            lambda key: (key.create_time, key.id),
+            pagination.BY_TIME,
         )
-        cursor = pagination.decode_time_key(request.page_token, query)
-        keys = await self.keys.store.list(
-            user_id=None if everyone else user_id,
-            active_only=not request.show_inactive,
-            after=cursor,
-            limit=size + 1,
-        )
-        next_token = ""
-        if len(keys) > size:
-            keys = keys[:size]
-            next_token = pagination.encode_time_key(query, keys[-1].create_time, keys[-1].id)
         return pb.ListApiKeysResponse(
             api_keys=[convert.api_key_to_proto(k) for k in keys], next_page_token=next_token
         )
