@@ -3,7 +3,7 @@
 - ``convert.lease_ids_from_proto`` (acknowledgements) parses exactly what ``lease_from_proto``
   parses and refuses the same leases with the same field;
 - ``convert.fill_claimed_proto`` (claims, straight from rows) writes the message that
-  ``fill_job_pb`` writes for the same claimed job read back as a model;
+  ``fill_job_proto`` writes for the same claimed job read back as a model;
 - ``insert_job`` returns the job stored under a request_id seen before in the one statement.
 """
 
@@ -70,7 +70,7 @@ async def test_a_claimed_job_from_its_row_is_the_job_read_back(pool: asyncpg.Poo
 
     job = await repo.get_job(created.id)
     from_model = job_pb2.ClaimedJob(lease_id=str(job.lease_id))
-    convert.fill_job_pb(from_model.job, job)
+    convert.fill_job_proto(from_model.job, job)
     assert from_row == from_model
     assert from_row.job.state == job_pb2.JOB_STATE_RUNNING
     assert from_row.job.payload["b"]["c"] is None

@@ -179,11 +179,13 @@ async def test_random_sequences_never_run_more_than_the_cap_of_a_user(
                     waiting[item.job.owner] -= 1
                 for owner in users:
                     assert len(running[owner]) <= cap
-                # Owners at the cap do not hold the others: every owner below it with a
-                # waiting job gets one when the claim is large enough for all of them.
+                # Owners at the cap do not hold the others: each owner below it offers at
+                # least its first job, so a claim comes back short of one job per open owner
+                # (up to its size) only if capped owners held it. Which open owners a claim
+                # serves is the turns' rule (a new owner starts a turn ahead and may take two
+                # before an owner served earlier gets one), tested in test_fairness.py.
                 served = {item.job.owner for item in claimed}
-                if a >= len(open_owners):
-                    assert served == open_owners, (served, open_owners)
+                assert len(claimed) >= min(a, len(open_owners)), (claimed, open_owners)
                 assert served <= open_owners
             else:
                 owner = owners[b % OWNERS]

@@ -15,7 +15,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from common.errors import InvalidArgument
 from common.settings import Settings
-from services.jobs import convert
 from services.jobs.metrics import JobMetrics
 from services.jobs.models import Finished
 from services.jobs.states import JobState
@@ -25,16 +24,6 @@ from services.jobs.worker.main import load_handler_modules
 from services.jobs.worker.runtime import UnknownJobType, WorkerRuntime
 
 SETTINGS = Settings(environment="test")
-
-
-@given(st.uuids(), st.datetimes(timezones=st.just(UTC)), st.text(max_size=20))
-def test_page_token_round_trips_and_is_bound_to_filters(
-    job_id: uuid.UUID, created: datetime, key: str
-) -> None:
-    token = convert.encode_page_token(created, job_id, key)
-    assert convert.decode_page_token(token, key) == (created, job_id)
-    with pytest.raises(InvalidArgument):
-        convert.decode_page_token(token, key + "x")
 
 
 @given(st.text(max_size=60))
