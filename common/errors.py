@@ -8,8 +8,12 @@ docstring is the default message.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar, overload
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 # google.rpc.ErrorInfo.reason: UPPER_SNAKE_CASE, at most 63 characters (AIP-193).
 REASON_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
@@ -85,6 +89,65 @@ class InvalidArgument(DomainError):
     def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
         """A validation error about one field."""
         return cls(reason=reason, violations=[FieldViolation(field, description)])
+
+
+class Violations:
+    """The bad fields of one request, collected in request order and raised together.
+
+    A handler that checks several fields reports every bad one in a single
+    INVALID_ARGUMENT, so the caller fixes the request in one round trip::
+
+        found = Violations()
+        size = found.check(lambda: validation.page_size(request.page_size), 0)
+        if request.permission and not known(request.permission):
+            found.add("permission", "is not a known permission")
+        found.raise_if_any()
+
+    A validator that raises ``InvalidArgument.field(...)`` at its one field is the
+    degenerate case: a handler that checks a single field just lets it propagate (with its
+    own reason). Collected violations keep their order; the reasons of the validators that
+    ``check`` ran are dropped in favour of the one given to ``raise_if_any``.
+    """
+
+    def __init__(self) -> None:
+        self._found: list[FieldViolation] = []
+
+    @overload
+    def check(self, validate: Callable[[], T]) -> T | None: ...
+    @overload
+    def check(self, validate: Callable[[], T], default: D) -> T | D: ...
+    def check(self, validate: Callable[[], T], default: D | None = None) -> T | D | None:
+        """``validate()``'s result; on ``InvalidArgument`` its violations are kept and
+        ``default`` is returned (a placeholder: ``raise_if_any`` raises before it is used)."""
+        try:
+            return validate()
+        except InvalidArgument as exc:
+            self._found.extend(exc.violations)
+            return default
+
+    def add(self, field: str, description: str) -> None:
+        self._found.append(FieldViolation(field, description))
+
+    def extend(self, violations: Iterable[FieldViolation]) -> None:
+        """Keeps the violations of a validator that returns them instead of raising."""
+        self._found.extend(violations)
+
+    def raise_if_any(self, reason: str | None = None, *, limit: int | None = None) -> None:
+        """Raises ``InvalidArgument`` with the first ``limit`` (default: all) violations, if any.
+
+        ``reason`` defaults to ``InvalidArgument.default_reason``.
+        """
+        if self._found:
+            raise InvalidArgument(reason=reason, violations=self._found[:limit])
+
+    def __iter__(self) -> Iterator[FieldViolation]:
+        return iter(tuple(self._found))
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
 
 
 class OutOfRange(InvalidArgument):

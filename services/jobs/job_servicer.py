@@ -13,7 +13,7 @@ from mediagrid.jobs.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from common import pagination, timestamps
 from common.activity import ActivityRecorder
 from common.context import Principal, current_principal
-from common.errors import InvalidArgument, NotFound
+from common.errors import InvalidArgument, NotFound, Violations
 from common.settings import Settings
 from services.jobs import access, convert, job_types, watching
 from services.jobs.metrics import JobMetrics
@@ -26,9 +26,8 @@ from services.jobs.states import FINAL, JobState
 from services.jobs.validation import (
     check_owner,
     check_page_size,
-    check_type,
+    check_types,
     parse_name,
-    raise_if,
     validate_spec,
 )
 
@@ -106,7 +105,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.CreateJobResponse:
         principal = current_principal()
         spec, violations = _spec_from_proto(request.job, self.settings, "job", datetime.now(UTC))
-        raise_if(violations)
+        found = Violations()
+        found.extend(violations)
+        found.raise_if_any()
         assert spec is not None
         job_types.check_specs(self.job_types, principal, [spec], self.settings)
         owner = access.job_owner(
@@ -140,8 +141,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             if owner is not None and owner != principal.name:
                 raise access.denied(owner)
             owner = principal.name
-        violations = [v for i, t in enumerate(request.types) for v in check_type(t, f"types[{i}]")]
-        raise_if(violations)
+        found = Violations()
+        found.extend(check_types(request.types))
+        found.raise_if_any()
         flt = ListFilter(
             owner=owner,
             states=tuple(convert.state_from_proto(s, "states") for s in request.states),
@@ -229,19 +231,15 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             raise InvalidArgument.field("display_name", "at most 200 characters")
         now = datetime.now(UTC)
         specs = []
-        violations = []
+        found = Violations()
         for index, message in enumerate(request.jobs):
             if message.request_id:
-                violations.append(
-                    InvalidArgument.field(
-                        f"jobs[{index}].request_id", "use the batch's request_id instead"
-                    ).violations[0]
-                )
+                found.add(f"jobs[{index}].request_id", "use the batch's request_id instead")
             spec, problems = _spec_from_proto(message, self.settings, f"jobs[{index}]", now)
-            violations.extend(problems)
+            found.extend(problems)
             if spec is not None:
                 specs.append(spec)
-        raise_if(violations[:100])
+        found.raise_if_any(limit=job_types.MAX_VIOLATIONS)
         job_types.check_specs(self.job_types, principal, specs, self.settings, job_types.batch_path)
         batch, ids, created = await self.repo.create_batch(
             principal.name,
@@ -308,8 +306,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.GetQueueStatsRequest, context: grpc.aio.ServicerContext
     ) -> job_service_pb2.GetQueueStatsResponse:
         access.require_admin_or_service()
-        violations = [v for i, t in enumerate(request.types) for v in check_type(t, f"types[{i}]")]
-        raise_if(violations)
+        found = Violations()
+        found.extend(check_types(request.types))
+        found.raise_if_any()
         stats = await self.repo.queue_stats(list(request.types))
         return job_service_pb2.GetQueueStatsResponse(
             depths=[job_pb2.QueueDepth(**d.model_dump()) for d in stats.depths],

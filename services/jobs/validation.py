@@ -67,6 +67,11 @@ def check_type(value: str, field: str) -> list[FieldViolation]:
     return []
 
 
+def check_types(values: Sequence[str], field: str = "types") -> list[FieldViolation]:
+    """The violations of each job type in a repeated field, with its index."""
+    return [v for i, value in enumerate(values) for v in check_type(value, f"{field}[{i}]")]
+
+
 def check_owner(value: str, field: str = "owner") -> str:
     if not OWNER_RE.fullmatch(value):
         raise InvalidArgument.field(
@@ -175,11 +180,6 @@ def validate_spec(
         },
     )
     return spec, []
-
-
-def raise_if(violations: list[FieldViolation], reason: str = "INVALID_ARGUMENT") -> None:
-    if violations:
-        raise InvalidArgument(reason=reason, violations=violations)
 
 
 def check_page_size(page_size: int, settings: Settings) -> int:

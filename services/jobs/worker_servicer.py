@@ -17,7 +17,7 @@ from mediagrid.jobs.v1 import job_pb2, worker_service_pb2, worker_service_pb2_gr
 
 from common import timestamps
 from common.activity import ActivityRecorder
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import InvalidArgument, Violations
 from common.settings import Settings
 from services.jobs import access, convert
 from services.jobs.metrics import JobMetrics
@@ -29,8 +29,7 @@ from services.jobs.validation import (
     MESSAGE_MAX_LENGTH,
     WORKER_ID_MAX_LENGTH,
     check_payload_size,
-    check_type,
-    raise_if,
+    check_types,
 )
 
 # While the LISTEN connection is down, idle claims re-check this often instead.
@@ -88,25 +87,20 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: worker_service_pb2.ClaimJobsRequest, context: grpc.aio.ServicerContext
     ) -> worker_service_pb2.ClaimJobsResponse:
         principal = access.require_worker()
-        violations = [v for i, t in enumerate(request.types) for v in check_type(t, f"types[{i}]")]
+        found = Violations()
+        found.extend(check_types(request.types))
         if not request.types:
-            violations += InvalidArgument.field(
-                "types", "at least one job type is required"
-            ).violations
+            found.add("types", "at least one job type is required")
         if not request.worker_id or len(request.worker_id) > WORKER_ID_MAX_LENGTH:
-            violations += InvalidArgument.field(
-                "worker_id", f"is required, at most {WORKER_ID_MAX_LENGTH} characters"
-            ).violations
+            found.add("worker_id", f"is required, at most {WORKER_ID_MAX_LENGTH} characters")
         if not 1 <= request.max_jobs <= self.settings.job_claim_max_jobs:
-            violations += InvalidArgument.field(
-                "max_jobs", f"must be between 1 and {self.settings.job_claim_max_jobs}"
-            ).violations
+            found.add("max_jobs", f"must be between 1 and {self.settings.job_claim_max_jobs}")
         wait = convert.seconds(request.wait)
         if not 0 <= wait <= self.settings.job_claim_max_wait_seconds:
-            violations += InvalidArgument.field(
+            found.add(
                 "wait", f"must be between 0 and {self.settings.job_claim_max_wait_seconds:.0f}s"
-            ).violations
-        raise_if(violations)
+            )
+        found.raise_if_any()
         lease = self._lease_seconds(convert.seconds(request.lease_duration), "lease_duration")
         types = sorted(set(request.types))
         access.require_claimable(principal, types)
@@ -169,14 +163,12 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> worker_service_pb2.ReportProgressResponse:
         access.require_worker()
         lease = convert.lease_from_proto(request.lease, "lease")
-        violations: list[FieldViolation] = []
+        found = Violations()
         if not 0.0 <= request.percent <= 100.0:
-            violations += InvalidArgument.field("percent", "must be between 0 and 100").violations
+            found.add("percent", "must be between 0 and 100")
         if len(request.message) > MESSAGE_MAX_LENGTH:
-            violations += InvalidArgument.field(
-                "message", f"at most {MESSAGE_MAX_LENGTH} characters"
-            ).violations
-        raise_if(violations)
+            found.add("message", f"at most {MESSAGE_MAX_LENGTH} characters")
+        found.raise_if_any()
         await self.repo.report_progress(lease, request.percent, request.message)
         return worker_service_pb2.ReportProgressResponse()
 
@@ -186,14 +178,14 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self._check_unique([lease.job for lease in leases], field)
         job_ids, lease_ids = convert.lease_ids_from_proto(leases, field, ".lease")
         results: list[dict[str, Any] | None] = [None] * len(completions)
-        violations: list[FieldViolation] = []
+        found = Violations()
         for i, completion in enumerate(completions):
             if completion.HasField("result"):
                 result = convert.struct_to_dict(completion.result)
                 if result:
-                    violations += check_payload_size(result, f"{field}[{i}].result", self.settings)
+                    found.extend(check_payload_size(result, f"{field}[{i}].result", self.settings))
                 results[i] = result
-        raise_if(violations)
+        found.raise_if_any()
         finished = await self.repo.complete_ids(job_ids, lease_ids, results)
         self.metrics.finished(finished)
         return len(finished)
@@ -220,17 +212,17 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self._check_batch_size(len(failures), field)
         self._check_unique([f.lease.job for f in failures], field)
         reports = []
-        violations: list[FieldViolation] = []
+        found = Violations()
         for i, failure in enumerate(failures):
             lease = convert.lease_from_proto(failure.lease, f"{field}[{i}].lease")
             delay = (
                 convert.seconds(failure.retry_delay) if failure.HasField("retry_delay") else None
             )
             if delay is not None and not 0 <= delay <= self.settings.job_retry_max_seconds:
-                violations += InvalidArgument.field(
+                found.add(
                     f"{field}[{i}].retry_delay",
                     f"must be between 0 and {self.settings.job_retry_max_seconds:.0f}s",
-                ).violations
+                )
             reports.append(
                 FailureReport(
                     lease=lease,
@@ -239,7 +231,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                     retry_delay_seconds=delay,
                 )
             )
-        raise_if(violations)
+        found.raise_if_any()
         finished = await self.repo.fail(
             reports, self.settings.job_retry_base_seconds, self.settings.job_retry_max_seconds
         )

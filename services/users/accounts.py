@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from common.context import Role
-from common.errors import AlreadyExists, FieldViolation, InvalidArgument
+from common.errors import AlreadyExists, FieldViolation, Violations
 from common.settings import Settings
 from services.users import validation
 from services.users.models import User
@@ -28,50 +27,40 @@ class Accounts:
         display_name: str,
         role: Role,
         password: str,
-        violations: Sequence[FieldViolation] = (),
+        violations: Iterable[FieldViolation] = (),
     ) -> User:
         """Validate everything first, then hash (slow) and insert.
 
         ``violations`` are the caller's own findings about the same request (a role it could
         not read), reported together with these: the caller hears about every bad field once.
         """
-        found: list[FieldViolation] = []
-        clean: dict[str, Any] = {}
-
-        def check(key: str, rule: Callable[[], Any]) -> None:
-            try:
-                clean[key] = rule()
-            except InvalidArgument as exc:
-                found.extend(exc.violations)
-
-        check("email", lambda: validation.email(email, "user.email"))
-        check("display_name", lambda: validation.display_name(display_name, "user.display_name"))
+        found = Violations()
+        clean_email = found.check(lambda: validation.email(email, "user.email"), "")
+        clean_name = found.check(
+            lambda: validation.display_name(display_name, "user.display_name"), ""
+        )
         found.extend(violations)  # in the request's field order: the role comes next
         if password or role != "service":
-            check(
-                "password",
+            found.check(
                 lambda: validation.password(
                     password,
                     min_length=self.settings.password_min_length,
-                    email_address=clean.get("email", ""),
-                ),
+                    email_address=clean_email,
+                )
             )
-        if found:
-            only_password = [v.field for v in found] == ["password"]
-            raise InvalidArgument(
-                violations=found, reason="WEAK_PASSWORD" if only_password else None
-            )
-        if await self.repository.find_credentials(clean["email"]) is not None:
+        only_password = [v.field for v in found] == ["password"]
+        found.raise_if_any("WEAK_PASSWORD" if only_password else None)
+        if await self.repository.find_credentials(clean_email) is not None:
             raise AlreadyExists(
-                f"a user with email {clean['email']!r} already exists",
+                f"a user with email {clean_email!r} already exists",
                 reason="EMAIL_TAKEN",
-                metadata={"email": clean["email"]},
+                metadata={"email": clean_email},
             )
         # The insert below still enforces uniqueness; the check above only avoids hashing.
         password_hash = await self.passwords.hash(password) if password else None
         return await self.repository.create_user(
-            email=clean["email"],
-            display_name=clean["display_name"] or clean["email"].split("@")[0],
+            email=clean_email,
+            display_name=clean_name or clean_email.split("@")[0],
             role=role,
             password_hash=password_hash,
         )

@@ -33,6 +33,7 @@ from common.errors import (
     InvalidArgument,
     NotFound,
     Unauthenticated,
+    Violations,
 )
 from services.jobs.validation import TYPE_MAX_LENGTH, TYPE_RE
 from services.users.models import ApiKey, User
@@ -242,11 +243,11 @@ class ApiKeyManager:
                 reason="NOT_A_SERVICE_USER",
                 metadata={"user": user.name, "role": user.role, "status": user.status},
             )
-        violations = scope_violations(
-            await self.held_permissions(user), permissions, job_types, "api_key"
+        found = Violations()
+        found.extend(
+            scope_violations(await self.held_permissions(user), permissions, job_types, "api_key")
         )
-        if violations:
-            raise InvalidArgument(violations=violations, reason="SCOPE_NOT_HELD")
+        found.raise_if_any("SCOPE_NOT_HELD")
         key_id = new_id()
         key, hashed = new_key(key_id)
         record = await self.store.insert(

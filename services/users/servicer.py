@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,13 +13,13 @@ from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 
 from common import pagination, timestamps
 from common.auth import CachingAuthenticator
-from common.context import Principal, Role, current_principal
+from common.context import Principal, current_principal
 from common.errors import (
     FailedPrecondition,
-    FieldViolation,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
+    Violations,
 )
 from common.settings import Settings
 from services.users import access, api_keys, convert, grants, permissions, throttle, validation
@@ -79,18 +80,14 @@ class UserServicer(pb_grpc.UserServiceServicer):
         access.require(principal, "users.create", "users")
         # The admin role itself, never a grant: a new user may be an admin or a service.
         access.require_admin(principal, "create users")
-        violations: list[FieldViolation] = []
-        role: Role = "user"
-        try:
-            role = convert.role(request.user.role, "user.role", required=False) or "user"
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
+        found = Violations()
+        role = found.check(lambda: convert.role(request.user.role, "user.role", required=False))
         user = await self.accounts.create_user(
             email=request.user.email,
             display_name=request.user.display_name,
-            role=role,
+            role=role or "user",
             password=request.password,
-            violations=violations,
+            violations=found,
         )
         await self.activity.record("users.create", user.name, {"role": user.role})
         return pb.CreateUserResponse(user=convert.user_to_proto(user))
@@ -118,14 +115,10 @@ class UserServicer(pb_grpc.UserServiceServicer):
                 f"cannot update {', '.join(unknown)}; updatable: {', '.join(UPDATABLE_FIELDS)}",
             )
         changes: dict[str, Any] = {}
-        violations: list[FieldViolation] = []
+        found = Violations()
         for path in paths:
-            try:
-                changes[path] = self._update_value(request.user, path)
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-        if violations:
-            raise InvalidArgument(violations=violations)
+            changes[path] = found.check(functools.partial(self._update_value, request.user, path))
+        found.raise_if_any()
         access.require(principal, "users.update", name)
         if "role" in changes or "status" in changes:
             access.require_admin(principal, "change roles or statuses")
@@ -197,23 +190,11 @@ class UserServicer(pb_grpc.UserServiceServicer):
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.ListUsersResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        size = role = status = None
-        try:
-            size = validation.page_size(request.page_size)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        try:
-            role = convert.role(request.role, "role", required=False)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        try:
-            status = convert.status(request.status, "status")
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        if violations:
-            raise InvalidArgument(violations=violations)
-        assert size is not None
+        found = Violations()
+        size = found.check(lambda: validation.page_size(request.page_size), 0)
+        role = found.check(lambda: convert.role(request.role, "role", required=False))
+        status = found.check(lambda: convert.status(request.status, "status"))
+        found.raise_if_any()
         access.require(principal, "users.list", "users")
         users, next_token = await pagination.page(
             "ListUsers",
@@ -367,15 +348,10 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self, request: pb.GrantPermissionRequest, context: Any
     ) -> pb.GrantPermissionResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        user_id = ""
-        try:
-            user_id = validation.user_id(request.parent, "parent")
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        violations.extend(_permission_violations(request.permission, request.resource))
-        if violations:
-            raise InvalidArgument(violations=violations)
+        found = Violations()
+        user_id = found.check(lambda: validation.user_id(request.parent, "parent"), "")
+        _check_permission(found, request.permission, request.resource)
+        found.raise_if_any()
         user_id = access.resolve_user(principal, user_id)
         name = f"users/{user_id}"
         access.require(principal, "permissions.grant", name)
@@ -421,23 +397,16 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self, request: pb.ListPermissionsRequest, context: Any
     ) -> pb.ListPermissionsResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        user_id = size = None
-        try:
-            user_id = validation.user_id(request.parent, "parent", allow_everyone=True)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        try:
-            size = validation.page_size(request.page_size)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
+        found = Violations()
+        user_id = found.check(
+            lambda: validation.user_id(request.parent, "parent", allow_everyone=True), ""
+        )
+        size = found.check(lambda: validation.page_size(request.page_size), 0)
         if request.permission and not permissions.is_known_permission(request.permission):
-            violations.append(FieldViolation("permission", "is not a known permission"))
+            found.add("permission", "is not a known permission")
         if request.resource and not permissions.is_valid_pattern(request.resource):
-            violations.append(FieldViolation("resource", "is not a valid resource pattern"))
-        if violations:
-            raise InvalidArgument(violations=violations)
-        assert user_id is not None and size is not None
+            found.add("resource", "is not a valid resource pattern")
+        found.raise_if_any()
         user_id = access.resolve_user(principal, user_id)
         access.require(principal, "permissions.read", f"users/{user_id}")
         everyone = user_id == validation.EVERYONE
@@ -470,25 +439,14 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self, request: pb.CheckPermissionRequest, context: Any
     ) -> pb.CheckPermissionResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        user_id = ""
-        try:
-            user_id = validation.user_id(request.principal, "principal")
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
+        found = Violations()
+        user_id = found.check(lambda: validation.user_id(request.principal, "principal"), "")
         if not permissions.is_known_permission(request.permission):
-            violations.append(FieldViolation("permission", "is not a known permission"))
-        try:
-            validation.resource(request.resource)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
+            found.add("permission", "is not a known permission")
+        found.check(lambda: validation.resource(request.resource))
         if request.owner:
-            try:
-                validation.user_id(request.owner, "owner")
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-        if violations:
-            raise InvalidArgument(violations=violations)
+            found.check(lambda: validation.user_id(request.owner, "owner"))
+        found.raise_if_any()
         user_id = access.resolve_user(principal, user_id)
         access.require(principal, "permissions.check", f"users/{user_id}")
         subject = await self._subject(principal, user_id)
@@ -523,22 +481,14 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self, request: pb.RecordActivityRequest, context: Any
     ) -> pb.RecordActivityResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        checks: list[Any] = [
-            lambda: validation.action(request.action),
-            lambda: validation.resource(request.resource),
-            lambda: validation.metadata(dict(request.metadata)),
-            lambda: validation.request_id(request.request_id),
-        ]
+        found = Violations()
+        found.check(lambda: validation.action(request.action))
+        found.check(lambda: validation.resource(request.resource))
+        found.check(lambda: validation.metadata(dict(request.metadata)))
+        found.check(lambda: validation.request_id(request.request_id))
         if request.actor:
-            checks.append(lambda: validation.user_id(request.actor, "actor"))
-        for check in checks:
-            try:
-                check()
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-        if violations:
-            raise InvalidArgument(violations=violations)
+            found.check(lambda: validation.user_id(request.actor, "actor"))
+        found.raise_if_any()
         actor = request.actor or principal.name
         access.require(principal, "activity.write", actor)
         entry = await self.activity.write(
@@ -554,28 +504,17 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self, request: pb.ListActivityRequest, context: Any
     ) -> pb.ListActivityResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        user_id = size = None
-        action_filter = ""
-        try:
-            user_id = validation.user_id(request.parent, "parent", allow_everyone=True)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        try:
-            size = validation.page_size(request.page_size)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        try:
-            action_filter = validation.action_filter(request.action)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
+        found = Violations()
+        user_id = found.check(
+            lambda: validation.user_id(request.parent, "parent", allow_everyone=True), ""
+        )
+        size = found.check(lambda: validation.page_size(request.page_size), 0)
+        action_filter = found.check(lambda: validation.action_filter(request.action), "")
         start = timestamps.from_timestamp(request.start_time, request.HasField("start_time"))
         end = timestamps.from_timestamp(request.end_time, request.HasField("end_time"))
         if start and end and start >= end:
-            violations.append(FieldViolation("end_time", "must be after start_time"))
-        if violations:
-            raise InvalidArgument(violations=violations)
-        assert user_id is not None and size is not None
+            found.add("end_time", "must be after start_time")
+        found.raise_if_any()
         user_id = access.resolve_user(principal, user_id)
         everyone = user_id == validation.EVERYONE
         if everyone:
@@ -610,35 +549,29 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self, request: pb.CreateApiKeyRequest, context: Any
     ) -> pb.CreateApiKeyResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        checks: dict[str, Any] = {
-            "user": lambda: validation.user_id(request.parent, "parent"),
-            "display_name": lambda: validation.display_name(
-                request.api_key.display_name, "api_key.display_name"
-            ),
-            "expire_time": lambda: api_keys.expiry(
+        found = Violations()
+        user_id = found.check(lambda: validation.user_id(request.parent, "parent"), "")
+        display_name = found.check(
+            lambda: validation.display_name(request.api_key.display_name, "api_key.display_name"),
+            "",
+        )
+        expire_time = found.check(
+            lambda: api_keys.expiry(
                 timestamps.from_timestamp(
                     request.api_key.expire_time, request.api_key.HasField("expire_time")
                 ),
                 "api_key.expire_time",
-            ),
-        }
-        clean: dict[str, Any] = {}
-        for key, check in checks.items():
-            try:
-                clean[key] = check()
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-        if violations:
-            raise InvalidArgument(violations=violations)
+            )
+        )
+        found.raise_if_any()
         access.require_admin(principal, "manage API keys")
         key, record = await self.keys.create(
-            user_id=access.resolve_user(principal, clean["user"]),
+            user_id=access.resolve_user(principal, user_id),
             creator=principal.name,
-            display_name=clean["display_name"],
+            display_name=display_name,
             permissions=list(request.api_key.permissions),
             job_types=list(request.api_key.job_types),
-            expire_time=clean["expire_time"],
+            expire_time=expire_time,
         )
         expires = record.expire_time.isoformat() if record.expire_time else "never"
         await self.activity.record(
@@ -657,19 +590,12 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self, request: pb.ListApiKeysRequest, context: Any
     ) -> pb.ListApiKeysResponse:
         principal = current_principal()
-        violations: list[FieldViolation] = []
-        user_id = size = None
-        try:
-            user_id = validation.user_id(request.parent, "parent", allow_everyone=True)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        try:
-            size = validation.page_size(request.page_size)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        if violations:
-            raise InvalidArgument(violations=violations)
-        assert user_id is not None and size is not None
+        found = Violations()
+        user_id = found.check(
+            lambda: validation.user_id(request.parent, "parent", allow_everyone=True), ""
+        )
+        size = found.check(lambda: validation.page_size(request.page_size), 0)
+        found.raise_if_any()
         access.require_admin(principal, "manage API keys")
         user_id = access.resolve_user(principal, user_id)
         everyone = user_id == validation.EVERYONE
@@ -721,18 +647,12 @@ class UserServicer(pb_grpc.UserServiceServicer):
         )
 
 
-def _permission_violations(permission: str, resource: str) -> list[FieldViolation]:
-    violations: list[FieldViolation] = []
+def _check_permission(found: Violations, permission: str, resource: str) -> None:
     if not permission:
-        violations.append(FieldViolation("permission", "is required"))
+        found.add("permission", "is required")
     elif not permissions.is_known_permission(permission):
-        violations.append(FieldViolation("permission", "is not a known permission"))
+        found.add("permission", "is not a known permission")
     if not resource:
-        violations.append(FieldViolation("resource", "is required"))
+        found.add("resource", "is required")
     elif not permissions.is_valid_pattern(resource):
-        violations.append(
-            FieldViolation(
-                "resource", "must be '*', a prefix ending in '/*' or an exact resource name"
-            )
-        )
-    return violations
+        found.add("resource", "must be '*', a prefix ending in '/*' or an exact resource name")

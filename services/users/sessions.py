@@ -13,7 +13,7 @@ import re
 import secrets
 
 from common.context import Principal
-from common.errors import FieldViolation, InvalidArgument, Unauthenticated
+from common.errors import Unauthenticated, Violations
 from common.settings import Settings
 from services.users import validation
 from services.users.models import Session, User
@@ -62,17 +62,16 @@ class SessionManager:
         ``address`` is the client address the throttle counts (``throttle.client_address``);
         ``peer`` is kept with the session as it came.
         """
-        violations: list[FieldViolation] = []
+        found = Violations()
         if not email:
-            violations.append(FieldViolation("email", "is required"))
+            found.add("email", "is required")
         elif len(email) > validation.MAX_EMAIL_LENGTH:
-            violations.append(FieldViolation("email", "is too long"))
+            found.add("email", "is too long")
         if not password:
-            violations.append(FieldViolation("password", "is required"))
+            found.add("password", "is required")
         elif len(password) > validation.MAX_PASSWORD_LENGTH:
-            violations.append(FieldViolation("password", "is too long"))
-        if violations:
-            raise InvalidArgument(violations=violations)
+            found.add("password", "is too long")
+        found.raise_if_any()
         address = address or "unknown"
         await self.throttle.check(email, address)
         credentials = await self.repository.find_credentials(email)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from email_validator import EmailNotValidError, validate_email
 
 from common import pagination
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import InvalidArgument, Violations
 
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 256
@@ -161,28 +161,21 @@ def resource(value: str, field: str = "resource") -> str:
 
 
 def metadata(values: Mapping[str, str], field: str = "metadata") -> dict[str, str]:
-    violations: list[FieldViolation] = []
+    found = Violations()
     if len(values) > MAX_METADATA_ENTRIES:
-        violations.append(
-            FieldViolation(field, f"must have at most {MAX_METADATA_ENTRIES} entries")
-        )
+        found.add(field, f"must have at most {MAX_METADATA_ENTRIES} entries")
     for key, value in values.items():
         if not key or len(key) > MAX_METADATA_KEY_LENGTH or not _METADATA_KEY_RE.fullmatch(key):
-            violations.append(
-                FieldViolation(
-                    f"{field}[{key[:MAX_METADATA_KEY_LENGTH]!r}]",
-                    f"keys are 1 to {MAX_METADATA_KEY_LENGTH} of A-Z a-z 0-9 _ . -",
-                )
+            found.add(
+                f"{field}[{key[:MAX_METADATA_KEY_LENGTH]!r}]",
+                f"keys are 1 to {MAX_METADATA_KEY_LENGTH} of A-Z a-z 0-9 _ . -",
             )
         elif len(value) > MAX_METADATA_VALUE_LENGTH or "\x00" in value:
-            violations.append(
-                FieldViolation(
-                    f"{field}[{key!r}]",
-                    f"values are at most {MAX_METADATA_VALUE_LENGTH} characters without NUL",
-                )
+            found.add(
+                f"{field}[{key!r}]",
+                f"values are at most {MAX_METADATA_VALUE_LENGTH} characters without NUL",
             )
-    if violations:
-        raise InvalidArgument(violations=violations)
+    found.raise_if_any()
     return dict(values)
 
 

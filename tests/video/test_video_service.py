@@ -347,6 +347,25 @@ async def test_malformed_names_are_invalid(video_env: VideoEnv) -> None:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, name
 
 
+async def test_regenerate_thumbnails_reports_every_bad_field(
+    video_env: VideoEnv, clip: bytes
+) -> None:
+    name = await video_env.upload(clip)
+    error = await failure(
+        video_env.stub.RegenerateThumbnails(
+            video_service_pb2.RegenerateThumbnailsRequest(name=name, times_seconds=[-1.0], width=8),
+            metadata=bearer("alice"),
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = bad_request(error)
+    assert details is not None
+    assert [(v.field, v.description) for v in details.field_violations] == [
+        ("times_seconds", "each time must be between 0 and 86400"),
+        ("width", "must be 0 (default) or between 16 and 3840"),
+    ]
+
+
 async def test_record_rejects_bad_results(video_env: VideoEnv, clip: bytes) -> None:
     name = await video_env.upload(clip)
     file_id = name.removeprefix("videos/")

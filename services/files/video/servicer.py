@@ -33,6 +33,7 @@ from common.errors import (
     NotFound,
     PermissionDenied,
     Unavailable,
+    Violations,
 )
 from services.files import convert as files_convert
 from services.files.access import require_file, require_user
@@ -324,12 +325,14 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
     ) -> video_service_pb2.RegenerateThumbnailsResponse:
         video = await self._video(request.name, "write")
         times = list(request.times_seconds)
+        found = Violations()
         if len(times) > MAX_THUMBNAILS:
-            raise InvalidArgument.field("times_seconds", f"at most {MAX_THUMBNAILS} times")
-        if any(not math.isfinite(t) or t < 0 or t > 86_400 for t in times):
-            raise InvalidArgument.field("times_seconds", "each time must be between 0 and 86400")
+            found.add("times_seconds", f"at most {MAX_THUMBNAILS} times")
+        elif any(not math.isfinite(t) or t < 0 or t > 86_400 for t in times):
+            found.add("times_seconds", "each time must be between 0 and 86400")
         if request.width and not 16 <= request.width <= 3840:
-            raise InvalidArgument.field("width", "must be 0 (default) or between 16 and 3840")
+            found.add("width", "must be 0 (default) or between 16 and 3840")
+        found.raise_if_any()
         extra: dict[str, Any] = {
             "times": times or list(self.settings.video_thumbnail_times_seconds),
             "width": request.width or self.settings.video_thumbnail_width,

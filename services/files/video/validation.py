@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import InvalidArgument, Violations
 from services.files.video.models import VideoMetadata
 
 # A probe result beyond these is a broken probe or a forged report, not a video.
@@ -27,31 +27,27 @@ MAX_NAME_CHARS = 256  # container and codec names (FFmpeg's are short)
 _PROTO_FIELDS = {"duration_seconds": "duration"}
 
 
-def _metadata_violations(values: Mapping[str, Any]) -> list[FieldViolation]:
-    found: list[tuple[str, str]] = []
+def _check_metadata(values: Mapping[str, Any], found: Violations) -> None:
+    def bad(name: str, description: str) -> None:
+        found.add(f"metadata.{_PROTO_FIELDS.get(name, name)}", description)
+
     duration = values["duration_seconds"]
     if not (math.isfinite(duration) and 0 <= duration <= MAX_DURATION_SECONDS):
-        found.append(("duration_seconds", f"must be between 0 and {MAX_DURATION_SECONDS} s"))
+        bad("duration_seconds", f"must be between 0 and {MAX_DURATION_SECONDS} s")
     frame_rate = values["frame_rate"]
     if not (math.isfinite(frame_rate) and 0 <= frame_rate <= MAX_FRAME_RATE):
-        found.append(
-            ("frame_rate", f"must be 0 (unknown) or a rate up to {MAX_FRAME_RATE:g} per second")
-        )
+        bad("frame_rate", f"must be 0 (unknown) or a rate up to {MAX_FRAME_RATE:g} per second")
     for name in ("width", "height"):
         if not 0 <= values[name] <= MAX_DIMENSION:
-            found.append((name, f"must be between 0 and {MAX_DIMENSION} pixels"))
+            bad(name, f"must be between 0 and {MAX_DIMENSION} pixels")
     if not 0 <= values["bit_rate"] <= MAX_BIT_RATE:
-        found.append(("bit_rate", f"must be between 0 (unknown) and {MAX_BIT_RATE} bit/s"))
+        bad("bit_rate", f"must be between 0 (unknown) and {MAX_BIT_RATE} bit/s")
     if values["rotation_degrees"] not in ROTATIONS:
-        found.append(("rotation_degrees", "must be 0, 90, 180 or 270"))
+        bad("rotation_degrees", "must be 0, 90, 180 or 270")
     for name in ("container", "video_codec", "audio_codec"):
         text = values[name]
         if len(text) > MAX_NAME_CHARS or any(unicodedata.category(c) == "Cc" for c in text):
-            found.append((name, f"must be at most {MAX_NAME_CHARS} printable characters"))
-    return [
-        FieldViolation(f"metadata.{_PROTO_FIELDS.get(name, name)}", description)
-        for name, description in found
-    ]
+            bad(name, f"must be at most {MAX_NAME_CHARS} printable characters")
 
 
 def video_metadata(values: Mapping[str, Any]) -> VideoMetadata:
@@ -59,9 +55,9 @@ def video_metadata(values: Mapping[str, Any]) -> VideoMetadata:
 
     Raises INVALID_ARGUMENT ``INVALID_VIDEO_METADATA`` with one violation per bad field.
     """
-    violations = _metadata_violations(values)
-    if violations:
-        raise InvalidArgument(reason="INVALID_VIDEO_METADATA", violations=violations)
+    found = Violations()
+    _check_metadata(values, found)
+    found.raise_if_any("INVALID_VIDEO_METADATA")
     return VideoMetadata(**values)
 
 
