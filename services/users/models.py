@@ -108,21 +108,6 @@ class ApiKey(FrozenModel):
     def name(self) -> str:
         return f"users/{self.user_id}/apiKeys/{self.id}"
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(
-            id=row["id"],
-            user_id=row["user_id"],
-            display_name=row["display_name"],
-            permissions=tuple(row["permissions"]),
-            job_types=tuple(row["job_types"]),
-            creator=row["creator"],
-            create_time=row["create_time"],
-            expire_time=row["expire_time"],
-            revoke_time=row["revoke_time"],
-            active=row["active"],
-        )
-
 
 class ActivityEntry(FrozenModel):
     id: int
