@@ -152,15 +152,6 @@ def standalone_dependency(call_timeout: float, policy: BreakerPolicy | None = No
 _END = object()  # end of a threaded read
 
 
-def _send_body_as_view(request: Any, **_: Any) -> None:
-    """Hand a part's body to the HTTP client as a memoryview (botocore's validation wants
-    bytes or a bytearray). aiohttp and asyncio slice the body they are given, and slicing a
-    bytearray copies it: a part the server takes slowly was held two or three times over.
-    A memoryview's slices are views, so only the unsent rest is copied once."""
-    if isinstance(request.body, bytearray):
-        request.body = memoryview(request.body)
-
-
 def _same(data: bytes) -> bytes:
     return data
 
@@ -219,8 +210,6 @@ class Storage:
         service process get one of their own."""
         stack = AsyncExitStack()
         client = await stack.enter_async_context(aws.s3())
-        for operation in ("UploadPart", "PutObject"):
-            client.meta.events.register(f"before-send.s3.{operation}", _send_body_as_view)
         settings = aws.settings
         storage = cls(
             client,
