@@ -26,7 +26,7 @@ from common.errors import (
 from services.files import convert, keys, validation, wire
 from services.files.access import is_privileged, require_file, require_upload, require_user
 from services.files.metrics import DOWNLOAD, TransferMetrics
-from services.files.models import CommittedObject, FileRecord, FileVersion, NewUpload
+from services.files.models import CommittedObject, FileRecord, FileVersion
 from services.files.storage import PRESENCE_CHECK_SECONDS
 from services.files.sweep import release_session_objects
 from services.files.upload import TransferProfile, UploadDeps, run_upload
@@ -366,14 +366,9 @@ class FileServicer:
         target = await upload_target(
             self.repo, principal, header.parent, job_id, "file", jobs=self.deps.jobs
         )
-        file_id, owner_id, key = target.file_id, target.owner_id, target.object_key
+        file_id, key = target.file_id, target.object_key
         session = await self.repo.create_upload(
-            NewUpload(
-                id=keys.new_id(),
-                owner_id=owner_id,
-                file_id=file_id,
-                parent_file_id=target.parent_file_id,
-                job_id=target.job_id,
+            target.new_upload(
                 display_name=display_name,
                 content_type=content_type,
                 declared_size=size,
@@ -382,7 +377,6 @@ class FileServicer:
                 kind="file",
                 via="url",
                 bucket=self.storage.bucket,
-                object_key=key,
                 part_size=max(size, 1),
                 stream_token=None,
             )

@@ -12,7 +12,7 @@ from common.errors import FailedPrecondition, InvalidArgument
 from common.settings import Settings
 from services.files import keys, validation
 from services.files.access import require_file, require_upload
-from services.files.models import FileKind, NewUpload, UploadSession
+from services.files.models import FileKind, NewUpload, UploadSession, UploadVia
 from services.files.ports import JobAccess
 from services.files.repository import FileRepository
 from services.files.storage import META_FILE_ID, META_OWNER, META_SHA256
@@ -73,6 +73,40 @@ class UploadTarget:
     job_id: str | None
     parent_file_id: str | None
 
+    def new_upload(
+        self,
+        *,
+        display_name: str,
+        content_type: str,
+        declared_size: int,
+        client_sha256: str,
+        labels: dict[str, str],
+        kind: FileKind,
+        via: UploadVia,
+        bucket: str,
+        part_size: int,
+        stream_token: str | None,
+    ) -> NewUpload:
+        """The session record of an upload into this target, streamed or by presigned URL."""
+        return NewUpload(
+            id=keys.new_id(),
+            owner_id=self.owner_id,
+            file_id=self.file_id,
+            parent_file_id=self.parent_file_id,
+            job_id=self.job_id,
+            object_key=self.object_key,
+            display_name=display_name,
+            content_type=content_type,
+            declared_size=declared_size,
+            client_sha256=client_sha256,
+            labels=labels,
+            kind=kind,
+            via=via,
+            bucket=bucket,
+            part_size=part_size,
+            stream_token=stream_token,
+        )
+
 
 async def upload_target(
     repo: FileRepository,
@@ -132,12 +166,7 @@ async def open_session(
     target = await upload_target(
         deps.repo, principal, header.parent, job_id, profile.kind, jobs=deps.jobs
     )
-    new = NewUpload(
-        id=keys.new_id(),
-        owner_id=target.owner_id,
-        file_id=target.file_id,
-        parent_file_id=target.parent_file_id,
-        job_id=target.job_id,
+    new = target.new_upload(
         display_name=display_name,
         content_type=content_type,
         declared_size=size,
@@ -146,7 +175,6 @@ async def open_session(
         kind=profile.kind,
         via="stream",
         bucket=deps.storage.bucket,
-        object_key=target.object_key,
         part_size=choose_part_size(profile.part_size, size),
         stream_token=token,
     )
