@@ -14,7 +14,6 @@ session tokens in ``sessions.SessionManager``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -39,7 +38,7 @@ from services.jobs.validation import TYPE_MAX_LENGTH, TYPE_RE
 from services.users.models import ApiKey, User
 from services.users.permissions import VOCABULARY, effective_permissions
 from services.users.repository import UserRepository, new_id
-from services.users.sessions import SessionManager
+from services.users.sessions import SessionManager, token_hash
 
 Q = Queries(Path(__file__).parent / "sql" / "api_keys.sql")
 
@@ -55,17 +54,11 @@ _NO_HASH = bytes(32)
 def new_key(key_id: str) -> tuple[str, bytes]:
     """A fresh key for ``key_id`` and the hash of its secret (the only part stored)."""
     secret = secrets.token_urlsafe(32)
-    return f"{KEY_PREFIX}{key_id}_{secret}", secret_hash(secret)
-
-
-def secret_hash(secret: str) -> bytes:
-    """SHA-256 of a key's secret.
-
-    A fast hash is enough here, unlike for passwords: the secret is 256 random bits made by
-    the server, so no dictionary or brute-force search can profit from the hash being fast,
-    and a slow hash (Argon2) would only cost every authentication that misses the cache.
-    """
-    return hashlib.sha256(secret.encode()).digest()
+    # The secret is hashed as a session token is (sessions.token_hash, SHA-256): a fast hash is
+    # enough for 256 random bits the server made, where no dictionary or brute-force search
+    # profits from its speed, and a slow one would cost every authentication that misses the
+    # cache.
+    return f"{KEY_PREFIX}{key_id}_{secret}", token_hash(secret)
 
 
 def parse_key(token: str) -> tuple[str, str] | None:
@@ -271,7 +264,7 @@ class ApiKeyManager:
         row = await self.store.auth(key_id)
         stored = bytes(row["secret_hash"]) if row is not None else _NO_HASH
         # Constant time: how much of a guessed secret is right must not show in the timing.
-        if not hmac.compare_digest(stored, secret_hash(secret)) or row is None:
+        if not hmac.compare_digest(stored, token_hash(secret)) or row is None:
             raise Unauthenticated("the token is not valid", reason="INVALID_TOKEN")
         key = ApiKey.from_row(row)
         if key.revoke_time is not None:

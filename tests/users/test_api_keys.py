@@ -28,6 +28,7 @@ from common.dependencies import Dependencies
 from common.grpc_errors import error_info
 from services.users import api_keys
 from services.users.permissions import SERVICE_DEFAULTS, effective_permissions
+from services.users.sessions import token_hash
 from tests.support.auth import bearer
 from tests.users.conftest import UsersEnv, start_users
 
@@ -83,7 +84,7 @@ async def test_a_key_authenticates_as_its_service_user_and_is_shown_once(users: 
         stored = await conn.fetchval("SELECT secret_hash FROM users.api_keys")
     parsed = api_keys.parse_key(created.key)
     assert parsed is not None and parsed[0] == created.api_key.name.rsplit("/", 1)[-1]
-    assert bytes(stored) == api_keys.secret_hash(parsed[1])  # only the hash is stored
+    assert bytes(stored) == token_hash(parsed[1])  # only the hash is stored
 
 
 async def test_only_admins_manage_keys_and_only_for_active_service_users(users: UsersEnv) -> None:
@@ -312,7 +313,7 @@ async def test_a_worker_runs_jobs_with_a_key_limited_to_its_job_types(
 def test_the_key_format_round_trips_and_only_hashes_are_compared() -> None:
     key, hashed = api_keys.new_key("abcdefghijklmnop")
     assert api_keys.parse_key(key) == ("abcdefghijklmnop", key[len("mgk_abcdefghijklmnop_") :])
-    assert api_keys.secret_hash(key[len("mgk_abcdefghijklmnop_") :]) == hashed
+    assert token_hash(key[len("mgk_abcdefghijklmnop_") :]) == hashed
     assert api_keys.is_api_key(key) and not api_keys.is_api_key("mgs_" + "a" * 43)
 
 
