@@ -75,6 +75,9 @@ class ServiceInstance:
     register: Callable[[grpc.aio.Server], None]
     # RPC paths reachable without a token (e.g. "/mediagrid.users.v1.UserService/Login").
     public_methods: list[str] = field(default_factory=list)
+    # RPC paths called on a timer or as a long poll (a worker's ClaimJobs, its heartbeats):
+    # their successful calls are logged at DEBUG, so an idle suite's log stays readable.
+    quiet_methods: list[str] = field(default_factory=list)
     # Long-running background loops (sweeps, reapers); cancelled at shutdown.
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # The dependencies this service cannot answer without, by name (``common.dependencies``:

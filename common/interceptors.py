@@ -52,6 +52,9 @@ log = logging.getLogger("mediagrid.access")
 
 # Infrastructure services every caller may use without a token.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Probes call health checks every few seconds; like a service's ``quiet_methods``, their
+# successful calls are logged at DEBUG.
+QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 # A caller-supplied request id is logged verbatim, so only a safe shape is accepted.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
@@ -157,6 +160,7 @@ class SuiteInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # Maps a verified client certificate to a principal when a call carries no token.
         self.certificates: CertificateAuthenticator | None = None
         self.public_methods = frozenset(public_methods)
+        self.quiet_methods = QUIET_METHODS
         self.error_drain_seconds = error_drain_seconds
         # method -> (the handler gRPC found, its wrapper): wrapping is per method, not per call.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -264,10 +268,14 @@ class _Call:
         self.metrics.duration.record(
             duration_ms, {**self.attributes, "rpc.grpc.status_code": self.code.value[0]}
         )
-        if not log.isEnabledFor(logging.INFO):
+        level = logging.INFO
+        if self.code == grpc.StatusCode.OK and self.method in self.interceptor.quiet_methods:
+            level = logging.DEBUG
+        if not log.isEnabledFor(level):
             return  # the line's fields are built only for a log that takes it
         principal = current_principal_var.get()
-        log.info(
+        log.log(
+            level,
             "%s %s %.1fms",
             self.method,
             self.code.name,

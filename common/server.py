@@ -30,7 +30,7 @@ from common.addresses import host_port
 from common.app import ServiceInstance
 from common.dependencies import Dependencies
 from common.health import OVERALL, HealthCheck, HealthMonitor, HealthState
-from common.interceptors import Authenticator, SuiteInterceptor
+from common.interceptors import QUIET_METHODS, Authenticator, SuiteInterceptor
 from common.reflection_v1 import enable_server_reflection
 from common.resilience import backoff_delay
 from common.settings import Settings
@@ -132,6 +132,9 @@ class SuiteServer:
             service.register(self.server)
         self.interceptor.public_methods = frozenset(
             m for s in self.services for m in s.public_methods
+        )
+        self.interceptor.quiet_methods = QUIET_METHODS | frozenset(
+            m for s in self.services for m in s.quiet_methods
         )
         if authenticator is not None:
             self.interceptor.authenticator = authenticator

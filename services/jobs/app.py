@@ -69,6 +69,10 @@ async def create(ctx: AppContext) -> ServiceInstance:
         service_names=SERVICE_NAMES,
         register=register,
         requires=[DATABASE],
+        quiet_methods=[
+            f"/{SERVICE_NAMES[1]}/{method}"
+            for method in ("ClaimJobs", "Heartbeat", "ReportProgress")
+        ],
         background=background,
         close=notifier.close,
     )

@@ -248,6 +248,38 @@ async def test_one_access_log_line_per_call(caplog: pytest.LogCaptureFixture) ->
         assert record.method in record.getMessage() and record.status in record.getMessage()  # type: ignore[attr-defined]
 
 
+async def test_quiet_methods_log_success_at_debug_and_failures_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="mediagrid.access")
+    quiet = demo_service(
+        {
+            "WhoAmI": unary(whoami),
+            "Missing": unary(missing),
+        },
+        quiet_methods=[method("WhoAmI"), method("Missing")],
+    )
+    async with serving(quiet, authenticator=AUTH) as (_, channel):
+        await channel.unary_unary(method("WhoAmI"))(b"", metadata=bearer("alice-token"))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary(method("WhoAmI"))(b"")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary(method("Missing"))(b"", metadata=bearer("alice-token"))
+        stub = health_pb2_grpc.HealthStub(channel)
+        await stub.Check(health_pb2.HealthCheckRequest(service=""))
+    levels = {
+        (r.method.rsplit("/", 1)[1], r.status): r.levelno  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "mediagrid.access"
+    }
+    assert levels == {
+        ("WhoAmI", "OK"): logging.DEBUG,
+        ("WhoAmI", "UNAUTHENTICATED"): logging.INFO,
+        ("Missing", "NOT_FOUND"): logging.INFO,
+        ("Check", "OK"): logging.DEBUG,
+    }
+
+
 async def test_cancelled_stream_is_logged_as_cancelled(caplog: pytest.LogCaptureFixture) -> None:
     started = asyncio.Event()
 
