@@ -57,6 +57,7 @@ def breaker_policy(settings: Settings) -> BreakerPolicy:
         failure_rate=settings.breaker_failure_rate,
         open_seconds=settings.breaker_open_seconds,
         half_open_probes=settings.breaker_half_open_probes,
+        consecutive_timeouts=settings.breaker_consecutive_timeouts,
     )
 
 

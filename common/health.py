@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from common import deadlines
 from common.app import ServiceInstance
 from common.dependencies import Dependencies
 from common.settings import Settings
@@ -38,6 +39,13 @@ Publish = Callable[[str, bool], Awaitable[None]]
 # (kind, owner, index) of a check in a round: ("server", "", i), ("dependency", name, 0),
 # ("service", service name, i).
 CheckKey = tuple[str, str, int]
+
+
+def probe_bound(check_timeout: float) -> float:
+    """How long a health check's own call to a dependency may take: a little under the
+    monitor's ``check_timeout``, so that the call ends by its own bound and the dependency's
+    breaker gets a verdict (a check the monitor cancels gives none)."""
+    return check_timeout - deadlines.margin(check_timeout)
 
 
 class HealthState:

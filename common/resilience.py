@@ -103,11 +103,16 @@ class BreakerPolicy:
     failure_rate: float = 0.5
     open_seconds: float = 5.0
     half_open_probes: int = 1
+    # Calls in a row that each ran out of their whole time bound open the circuit whatever
+    # the window holds: a hung dependency fails each call only after its bound, too slowly
+    # for ``min_calls`` of them to ever share a window.
+    consecutive_timeouts: int = 3
 
     def __post_init__(self) -> None:
         if (
             self.window_seconds <= 0
             or self.min_calls < 1
+            or self.consecutive_timeouts < 1
             or not 0 < self.failure_rate <= 1
             or self.open_seconds < 0
             or self.half_open_probes < 1
@@ -123,7 +128,8 @@ OutcomeListener = Callable[[str, str, float], None]
 class CircuitBreaker:
     """Opens when the failure rate over a sliding window reaches the policy's threshold.
 
-    closed --rate >= failure_rate over >= min_calls calls--> open --open_seconds-->
+    closed --rate >= failure_rate over >= min_calls calls, or consecutive_timeouts calls in a
+    row that timed out--> open --open_seconds-->
     half-open: up to ``half_open_probes`` trial calls at once; as many successes close the
     circuit (with an empty window), one failure opens it again. A trial that never reports
     back frees its slot after ``open_seconds``. Outcomes of calls that started before the
@@ -155,6 +161,7 @@ class CircuitBreaker:
         self._slices: deque[list[float]] = deque()  # [start, calls, failures]
         self._trials: dict[int, float] = {}  # ticket -> start
         self._trial_successes = 0
+        self._timeouts_in_a_row = 0
         self._tickets = itertools.count(1)
 
     # --- state --------------------------------------------------------------------------
@@ -188,16 +195,24 @@ class CircuitBreaker:
             self._trial_successes = 0
         if new == CLOSED:
             self._slices.clear()
+            self._timeouts_in_a_row = 0
         if old == new:
             return
-        if new == OPEN:
+        if new == OPEN and old == HALF_OPEN:
+            log.warning(
+                "circuit %s open again (a trial call failed)",
+                self.name,
+                extra={"dependency": self.name, "circuit": new},
+            )
+        elif new == OPEN:
             calls, failures = self.counts()
             log.warning(
-                "circuit %s open (%s -> open; %d of %d calls failed in the window)",
+                "circuit %s open (%d of %d calls failed in the window, the last %d in a row "
+                "by running out of time)",
                 self.name,
-                old,
                 failures,
                 calls,
+                self._timeouts_in_a_row,
                 extra={"dependency": self.name, "circuit": new},
             )
         else:
@@ -257,6 +272,7 @@ class CircuitBreaker:
         )
 
     def record_success(self, ticket: int = 0) -> None:
+        self._timeouts_in_a_row = 0
         if ticket and self._trials.pop(ticket, None) is not None:
             self._trial_successes += 1
             if self._trial_successes >= self.policy.half_open_probes:
@@ -264,12 +280,15 @@ class CircuitBreaker:
         elif self.state == CLOSED:
             self._count(failed=False)
 
-    def record_failure(self, ticket: int = 0) -> None:
+    def record_failure(self, ticket: int = 0, *, timed_out: bool = False) -> None:
+        """``timed_out``: the call ran out of its whole bound (not an error answer)."""
+        if timed_out:
+            self._timeouts_in_a_row += 1
         if ticket and self._trials.pop(ticket, None) is not None:
             self._change(OPEN)
         elif self.state == CLOSED:
             self._count(failed=True)
-            if self._tripped():
+            if self._tripped() or self._timeouts_in_a_row >= self.policy.consecutive_timeouts:
                 self._change(OPEN)
 
     def release(self, ticket: int = 0) -> None:
@@ -353,7 +372,7 @@ class Dependency:
             if limit < cap:
                 self.breaker.release(ticket)
             else:
-                self.breaker.record_failure(ticket)
+                self.breaker.record_failure(ticket, timed_out=True)
             self._observed("timeout", time.perf_counter() - started)
             raise self.unavailable(
                 f"{self.name} did not answer within {limit:.1f}s ({what}); retry later",

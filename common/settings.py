@@ -308,6 +308,9 @@ class Settings(BaseSettings):
     breaker_open_seconds: float = Field(default=5.0, ge=0, le=3600)
     # Trial calls a half-open breaker lets through at once; as many successes close it.
     breaker_half_open_probes: int = Field(default=1, ge=1, le=100)
+    # Calls in a row that each ran out of their whole time bound (a hung dependency) open a
+    # breaker even when too few calls share its window for the failure rate to count.
+    breaker_consecutive_timeouts: int = Field(default=3, ge=1, le=10_000)
 
     # --- users -------------------------------------------------------------------------
     # How long a verified token stays cached in each process; revocation takes effect within it.

@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from common.aws import AwsClients, ensure_bucket
 from common.dependencies import S3, breaker_policy
 from common.errors import DomainError, FailedPrecondition, NotFound, Unavailable
+from common.health import probe_bound
 from common.resilience import BreakerPolicy, CircuitBreaker, Dependency
 
 log = logging.getLogger("mediagrid.files.storage")
@@ -167,6 +168,7 @@ class Storage:
         *,
         dependency: Dependency | None = None,
         transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
+        probe_timeout: float | None = None,
         presigner: Any | None = None,
     ) -> None:
         self.client = client
@@ -178,6 +180,12 @@ class Storage:
         self.sync_client = sync_client
         self.dependency = dependency or standalone_dependency(DEFAULT_CALL_TIMEOUT)
         self.transfer_timeout = transfer_timeout
+        # The health check's own bound: under the health monitor's timeout, so that a hung S3
+        # is a verdict for the breaker (the monitor's cancellation is none).
+        self.probe_timeout = min(
+            self.dependency.timeout,
+            self.dependency.timeout if probe_timeout is None else probe_timeout,
+        )
         self._stack: AsyncExitStack | None = None
 
     def transfer_cap(self, size: int = 0) -> float:
@@ -191,6 +199,11 @@ class Storage:
         return await self.dependency.call(
             lambda: _s3(what, call), what=what, cap=self.transfer_cap(size)
         )
+
+    async def _first_byte(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """The start of a read, bounded like a small call rather than a transfer: S3 answers
+        a GET's first bytes as fast as any request, and a hung S3 fails the read sooner."""
+        return await self._call(what, call)
 
     async def _pages(self, what: str, pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """The pages of a paginated listing, each page bounded like a small call."""
@@ -218,6 +231,7 @@ class Storage:
             dependency=dependency
             or standalone_dependency(settings.s3_call_timeout_seconds, breaker_policy(settings)),
             transfer_timeout=settings.s3_transfer_timeout_seconds,
+            probe_timeout=probe_bound(settings.health_check_timeout_seconds),
             presigner=aws.presigner(),
         )
         storage._stack = stack
@@ -252,7 +266,11 @@ class Storage:
         if not self.dependency.available:
             return False
         try:
-            await self._call("head bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
+            await self.dependency.call(
+                lambda: _s3("head bucket", lambda: self.client.head_bucket(Bucket=self.bucket)),
+                what="head bucket",
+                cap=self.probe_timeout,
+            )
             return True
         except Exception as exc:  # health checks report, never raise
             log.warning("S3 health check failed: %s", exc)
@@ -424,7 +442,7 @@ class Storage:
     async def _async_read(
         self, key: str, extra: dict[str, str], chunk_size: int
     ) -> AsyncIterator[bytes]:
-        response = await self._transfer(
+        response = await self._first_byte(
             "get object", lambda: self.client.get_object(Bucket=self.bucket, Key=key, **extra)
         )
         body = response["Body"]
@@ -517,11 +535,13 @@ class Storage:
             return item
 
         try:
+            bounded = self._first_byte
             while True:
                 # Through the breaker, each chunk within the transfer bound. The thread
                 # cannot be cancelled: a stalled read is abandoned here (``stop`` ends the
                 # thread once botocore's own read timeout lets it go).
-                item = await self._transfer("get object", next_item)
+                item = await bounded("get object", next_item)
+                bounded = self._transfer
                 if item is _END:
                     return
                 slots.release()
@@ -625,10 +645,12 @@ class Storage:
             return item
 
         try:
+            bounded = self._first_byte
             for queue in queues:
                 while (
-                    item := await self._transfer("get object", functools.partial(next_item, queue))
+                    item := await bounded("get object", functools.partial(next_item, queue))
                 ) is not _END:
+                    bounded = self._transfer
                     yield item
                 window.release()
         finally:

@@ -287,7 +287,12 @@ class BreakerMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = Clock()
         self.policy = BreakerPolicy(
-            window_seconds=10, min_calls=3, failure_rate=0.5, open_seconds=4, half_open_probes=2
+            window_seconds=10,
+            min_calls=3,
+            failure_rate=0.5,
+            open_seconds=4,
+            half_open_probes=2,
+            consecutive_timeouts=2,
         )
         self.breaker = CircuitBreaker("dep", self.policy, clock=self.clock)
         self.model = "closed"
@@ -295,6 +300,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.outcomes: list[tuple[float, bool]] = []
         self.trials: dict[int, float] = {}
         self.successes = 0
+        self.timeouts_in_a_row = 0
         self.calls: list[int] = []  # tickets of calls in flight
 
     def model_state(self) -> str:
@@ -342,7 +348,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.calls)
     @rule(
         index=st.integers(min_value=0, max_value=50),
-        outcome=st.sampled_from(["success", "failure", "release"]),
+        outcome=st.sampled_from(["success", "failure", "timeout", "release"]),
     )
     def finish(self, index: int, outcome: str) -> None:
         ticket = self.calls.pop(index % len(self.calls))
@@ -352,6 +358,7 @@ class BreakerMachine(RuleBasedStateMachine):
             self.breaker.release(ticket)
         elif outcome == "success":
             self.breaker.record_success(ticket)
+            self.timeouts_in_a_row = 0
             if trial:
                 self.successes += 1
                 if self.successes >= self.policy.half_open_probes:
@@ -359,12 +366,14 @@ class BreakerMachine(RuleBasedStateMachine):
             elif state == "closed":
                 self.outcomes.append((self.clock.now, False))
         else:
-            self.breaker.record_failure(ticket)
+            timed_out = outcome == "timeout"
+            self.breaker.record_failure(ticket, timed_out=timed_out)
+            self.timeouts_in_a_row += timed_out
             if trial:
                 self.open()
             elif state == "closed":
                 self.outcomes.append((self.clock.now, True))
-                if self.tripped():
+                if self.tripped() or self.timeouts_in_a_row >= self.policy.consecutive_timeouts:
                     self.open()
 
     @invariant()
@@ -384,6 +393,7 @@ def test_breaker_policy_rejects_bad_configuration() -> None:
         {"failure_rate": 1.5},
         {"open_seconds": -1},
         {"half_open_probes": 0},
+        {"consecutive_timeouts": 0},
     ]
     for kwargs in bad:
         with pytest.raises(ValueError):
@@ -414,6 +424,38 @@ async def test_dependency_bounds_a_hanging_call_and_then_fails_fast() -> None:
         await dep.call(hang, what="get job")
     assert refused.value.reason == "DATABASE_UNAVAILABLE"
     assert refused.value.metadata["circuit"] == "open"
+
+
+async def test_a_hung_dependency_opens_the_breaker_after_timeouts_in_a_row() -> None:
+    """Calls that each wait out their whole bound are too slow to fill a window; three in a
+    row open the breaker anyway, and an answer in between starts the count again."""
+    clock = Clock()
+    policy = BreakerPolicy(window_seconds=10, min_calls=5, failure_rate=0.5)
+    breaker = CircuitBreaker("s3", policy, reason="S3_UNAVAILABLE", clock=clock)
+    dep = Dependency("s3", reason="S3_UNAVAILABLE", timeout=0.05, breaker=breaker)
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    async def answer() -> str:
+        return "ok"
+
+    async def timed_out() -> None:
+        clock.now += 30  # each waits out a long bound: the window never holds two
+        with pytest.raises(errors.Unavailable) as caught:
+            await dep.call(hang, what="get object")
+        assert not isinstance(caught.value, CircuitOpen)
+
+    await timed_out()
+    await timed_out()
+    assert await dep.call(answer, what="head bucket") == "ok"
+    await timed_out()
+    await timed_out()
+    assert dep.available
+    await timed_out()
+    assert not dep.available
+    with pytest.raises(CircuitOpen):
+        await dep.call(answer, what="get object")
 
 
 async def test_dependency_counts_answers_as_health_and_passes_results_through() -> None:

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from mediagrid.files.v1 import file_service_pb2, file_service_pb2_grpc
 
-from common.grpc_errors import retry_info
+from common.grpc_errors import error_info, retry_info
 from tests.faults.conftest import FaultSuiteFactory
 from tests.faults.scenario import Tally, bearer, call, eventually
 from tests.faults.uploads import MiB, UploadOutcome, download, upload, upload_status
@@ -287,3 +287,66 @@ async def test_every_upload_succeeds_while_s3_fails_10_percent_of_requests(
     assert sum(failed.values()) > 0, "the proxy injected no fault"
     assert [o.code for o in outcomes] == ["OK"] * UPLOADS
     assert identical == UPLOADS
+
+
+# A hung S3 under downloads: the read's first bytes are bounded like a small call, not like
+# a transfer, and with the breaker's default window the failures are too slow to fill it.
+HUNG_SETTINGS = {
+    "s3_connect_timeout_seconds": 2,
+    "s3_read_timeout_seconds": 60,
+    "s3_max_attempts": 1,
+    "s3_call_timeout_seconds": 3,
+    "s3_transfer_timeout_seconds": 60,
+    "health_check_interval_seconds": 30,  # only the downloads reach S3 while it hangs
+}
+
+
+async def test_downloads_fail_within_the_call_bound_and_open_the_breaker_when_s3_hangs(
+    fault_suite: FaultSuiteFactory,
+) -> None:
+    suite = await fault_suite(**HUNG_SETTINGS)
+    server = await suite.serve("all")
+    _, token = await suite.user_token("dave@example.com")
+    tally = Tally()
+    figures: dict[str, object] = {}
+    data = random.Random(2).randbytes(3 * MiB)
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            files = file_service_pb2_grpc.FileServiceStub(channel)
+            stored = await upload(files, token, data, tally=tally)
+            assert stored.file is not None, stored.error
+            suite.s3_proxy.pause()
+            tally.counts["faults: S3 hung"] += 1
+            outcomes: list[tuple[str, float, str]] = []
+            for _ in range(5):
+                started = time.monotonic()
+                try:
+                    await download(files, token, stored.file.name)
+                    outcomes.append(("OK", time.monotonic() - started, ""))
+                except grpc.aio.AioRpcError as exc:
+                    seconds = time.monotonic() - started
+                    tally.failed("Download (S3 hung)", exc, seconds)
+                    info = error_info(exc)
+                    circuit = info.metadata.get("circuit", "") if info is not None else ""
+                    outcomes.append((exc.code().name, seconds, circuit))
+            figures["downloads while S3 hangs"] = [f"{c} {s:.1f}s {o}" for c, s, o in outcomes]
+            assert all(code == "UNAVAILABLE" for code, _, _ in outcomes), outcomes
+            # Each waits out at most the call bound (3 s), never the transfer bound (60 s).
+            assert all(seconds <= 3 + SLACK for _, seconds, _ in outcomes), outcomes
+            # Three timeouts in a row open the breaker: later downloads are refused at once.
+            assert [circuit for _, _, circuit in outcomes[3:]] == ["open", "open"], outcomes
+            assert outcomes[3][1] <= SLACK and outcomes[4][1] <= SLACK, outcomes
+            suite.s3_proxy.heal()
+            healed = time.monotonic()
+            while True:
+                try:
+                    again = await download(files, token, stored.file.name)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                    assert time.monotonic() - healed < RECOVERY, "S3 never came back"
+                    await asyncio.sleep(0.5)
+            figures["download after S3 came back"] = f"{time.monotonic() - healed:.1f}s"
+            assert again == data
+    finally:
+        tally.report("S3 hung under downloads", **figures)
