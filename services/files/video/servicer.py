@@ -73,6 +73,7 @@ def is_video_content_type(content_type: str) -> bool:
 # S3 listings one ListVideos page runs at once (each in a thread of the default executor).
 LISTINGS_IN_FLIGHT = 4
 
+
 class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
     def __init__(
         self,
