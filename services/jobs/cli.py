@@ -1,16 +1,54 @@
-"""``mediagrid worker``: job handlers that claim work from the jobs service over gRPC."""
+"""``mediagrid worker``: job handlers that claim work from the jobs service over gRPC; and
+``mediagrid jobs create|get|ls|watch|cancel|retry|stats``: the JobService from a terminal.
+
+``jobs create --watch`` and ``jobs watch`` follow a job to its end with one line per change
+(on stderr) and exit 0 only when it succeeded, so a script can wait for a job:
+``mediagrid jobs create video.probe --payload @p.json --watch && ...``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
 
+import grpc
 import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from mediagrid.jobs.v1 import job_pb2, job_service_pb2
 from rich.console import Console
+from rich.table import Table
+
+from common.channels import open_channel
+from common.cli_output import OUTPUT, Output, emit, name_table, stderr, stdout
+from common.cli_support import address_option, connect, fail, rpc_fail, token_option
+from services.jobs.client import JobsClient
 
 console = Console(stderr=True)
+T = TypeVar("T")
+
+jobs_app = typer.Typer(
+    help="Jobs: create, follow, list, cancel and retry; queue statistics.", no_args_is_help=True
+)
+FINAL_STATES = frozenset(
+    {
+        job_pb2.JOB_STATE_SUCCEEDED,
+        job_pb2.JOB_STATE_FAILED,
+        job_pb2.JOB_STATE_DEAD,
+        job_pb2.JOB_STATE_CANCELLED,
+    }
+)
+SIGINT_EXIT = 130
 
 
 def register(app: typer.Typer) -> None:
+    app.add_typer(jobs_app, name="jobs")
+
     @app.command()
     def worker(
         types: str = typer.Option(
@@ -70,3 +108,335 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         finally:
             telemetry.shutdown()
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def job_name(value: str) -> str:
+    """``jobs/ID`` or a bare ``ID`` -> ``jobs/ID``."""
+    return value if value.startswith("jobs/") else f"jobs/{value}"
+
+
+def state_name(state: int) -> str:
+    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()  # type: ignore[arg-type]
+
+
+def parse_states(text: str) -> list[job_pb2.JobState.ValueType]:
+    """``queued,running`` -> JobState values; ValueError names an unknown state."""
+    known = [n for n, _ in job_pb2.JobState.items() if n != "JOB_STATE_UNSPECIFIED"]
+    states = []
+    for word in filter(None, (w.strip().lower() for w in text.split(","))):
+        key = f"JOB_STATE_{word.upper()}"
+        if key not in known:
+            names = ", ".join(n.removeprefix("JOB_STATE_").lower() for n in known)
+            raise ValueError(f"unknown job state {word!r} (one of: {names})")
+        states.append(job_pb2.JobState.Value(key))
+    return states
+
+
+def parse_payload(text: str) -> dict[str, object]:
+    """A JSON object, or ``@PATH`` of a file holding one; ValueError says what is wrong."""
+    if not text:
+        return {}
+    where = ""
+    if text.startswith("@"):
+        where = f"{text[1:]}: "
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise ValueError(f"{where}cannot be read ({exc.strerror})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def _when(stamp: Timestamp) -> str:
+    if not stamp.seconds and not stamp.nanos:
+        return ""
+    return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _progress(job: job_pb2.Job) -> str:
+    percent = ""
+    if job.progress_percent or job.state == job_pb2.JOB_STATE_RUNNING:
+        percent = f"{job.progress_percent:.0f}%"
+    return f"{percent} {job.progress_message}".strip()
+
+
+def _state(job: job_pb2.Job) -> str:
+    if job.state == job_pb2.JOB_STATE_QUEUED and job.queue_position:
+        return f"queued (#{job.queue_position})"
+    return state_name(job.state)
+
+
+def job_table(jobs: Sequence[Message]) -> Table:
+    table = name_table("name", "type", "state", "priority", "progress", "attempts", "created")
+    for job in jobs:
+        assert isinstance(job, job_pb2.Job)
+        attempts = f"{job.attempts}/{job.max_attempts}" if job.max_attempts else str(job.attempts)
+        table.add_row(
+            job.name,
+            job.type,
+            _state(job),
+            str(job.priority),
+            _progress(job),
+            attempts,
+            _when(job.create_time),
+        )
+    return table
+
+
+def job_detail(jobs: Sequence[Message]) -> Table:
+    """One job, every field that is set."""
+    [job] = jobs
+    assert isinstance(job, job_pb2.Job)
+    table = Table(show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("name", job.name),
+        ("type", job.type),
+        ("owner", job.owner),
+        ("state", _state(job)),
+        ("priority", str(job.priority)),
+        ("progress", _progress(job)),
+        ("attempts", f"{job.attempts} of {job.max_attempts or 'unlimited'}"),
+        ("worker", job.worker_id),
+        ("batch", job.batch),
+        ("request id", job.request_id),
+        ("files", ", ".join(job.files)),
+        ("created", _when(job.create_time)),
+        ("scheduled", _when(job.schedule_time)),
+        ("started", _when(job.start_time)),
+        ("finished", _when(job.finish_time)),
+        ("error", job.error),
+    ]
+    if job.HasField("payload"):
+        rows.append(("payload", json.dumps(json_format.MessageToDict(job.payload))))
+    if job.HasField("result"):
+        rows.append(("result", json.dumps(json_format.MessageToDict(job.result))))
+    for label, value in rows:
+        if value:
+            table.add_row(label, value)
+    return table
+
+
+def stats_table(stats: job_service_pb2.GetQueueStatsResponse) -> Table:
+    table = Table()
+    for column in ("type", "priority", "ready", "scheduled"):
+        table.add_column(column)
+    for depth in stats.depths:
+        table.add_row(depth.type, str(depth.priority), str(depth.ready), str(depth.scheduled))
+    return table
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def _call(address: str, token: str | None, body: Callable[[JobsClient], Awaitable[T]]) -> T:
+    """Run ``body`` with a client; a failed call exits 1 with its status, Ctrl-C 130."""
+
+    async def main() -> T:
+        async with open_channel(address) as channel:
+            metadata = (("authorization", f"Bearer {token}"),) if token else ()
+            return await body(JobsClient(channel, metadata))
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        raise typer.Exit(SIGINT_EXIT) from None
+    except (grpc.aio.AioRpcError, OSError) as exc:
+        rpc_fail(exc, address)
+
+
+async def follow(client: JobsClient, name: str) -> job_pb2.Job:
+    """Watch ``name`` to its final state, one line per change on stderr."""
+    last: job_pb2.Job | None = None
+    async for job in client.watch_job(name):
+        last = job
+        detail = ""
+        if job.state == job_pb2.JOB_STATE_RUNNING:
+            detail = _progress(job)
+        elif job.state in FINAL_STATES and job.error:
+            detail = job.error
+        stderr.print(f"{_when(job.update_time)}  {name}  {_state(job)}  {detail}".rstrip())
+    return last if last is not None else await client.get_job(name)
+
+
+def finish(job: job_pb2.Job, output: Output) -> None:
+    """Print the job; exit 1 unless it succeeded (so scripts can wait on it)."""
+    emit([job], output, job_detail, single=True)
+    if job.state != job_pb2.JOB_STATE_SUCCEEDED:
+        error = f": {job.error}" if job.error else ""
+        stderr.print(f"[red]{job.name} {state_name(job.state)}[/red]{error}")
+        raise typer.Exit(1)
+
+
+def _bad(option: str, exc: ValueError) -> None:
+    fail(f"{option}: {exc}", 2)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@jobs_app.command("create")
+def create(
+    job_type: str = typer.Argument(..., metavar="TYPE", help="a job type, e.g. video.probe"),
+    payload: str = typer.Option("", "--payload", help="a JSON object, or @FILE holding one"),
+    priority: int = typer.Option(0, "--priority", help="higher runs first"),
+    files: list[str] = typer.Option([], "--file", help="files/{file} the job works on (repeat)"),
+    request_id: str = typer.Option(
+        "", "--request-id", help="idempotency key: the same id never creates a second job"
+    ),
+    max_attempts: int = typer.Option(0, "--max-attempts", help="0: the type's default"),
+    delay: float = typer.Option(0, "--delay", help="seconds from now before it may start"),
+    watch: bool = typer.Option(
+        False, "--watch", help="follow it to its end; exit 1 unless it succeeds"
+    ),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Create a job; prints its name (`J=$(mediagrid jobs create noop)`)."""
+    try:
+        data = parse_payload(payload)
+    except ValueError as exc:
+        _bad("--payload", exc)
+    if delay < 0:
+        fail("--delay: must not be negative", 2)
+    target, bearer = connect("jobs", address, token)
+    when = datetime.now(UTC) + timedelta(seconds=delay) if delay else None
+
+    async def body(client: JobsClient) -> tuple[job_pb2.Job, job_pb2.Job | None]:
+        job = await client.create_job(
+            job_type,
+            data,
+            priority=priority,
+            files=files,
+            request_id=request_id or None,
+            max_attempts=max_attempts,
+            schedule_time=when,
+        )
+        if not watch:
+            return job, None
+        stderr.print(f"created {job.name}")
+        return job, await follow(client, job.name)
+
+    job, final = _call(target, bearer, body)
+    if final is not None:
+        finish(final, output)
+    elif output is Output.table:
+        typer.echo(job.name)
+    else:
+        emit([job], output, job_detail, single=True)
+
+
+@jobs_app.command("get")
+def get(
+    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Show one job: state, queue position, progress, attempts, payload, result, error."""
+    target, bearer = connect("jobs", address, token)
+    job = _call(target, bearer, lambda client: client.get_job(job_name(name)))
+    emit([job], output, job_detail, single=True)
+
+
+@jobs_app.command("watch")
+def watch(
+    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Follow a job to its end, one line per change; exit 0 only if it succeeded."""
+    target, bearer = connect("jobs", address, token)
+    finish(_call(target, bearer, lambda client: follow(client, job_name(name))), output)
+
+
+@jobs_app.command("ls")
+def ls(
+    state: str = typer.Option("", "--state", help="comma-separated: queued,running,failed,..."),
+    job_type: list[str] = typer.Option([], "--type", help="a job type (repeat for several)"),
+    user: str = typer.Option("", "--user", help="users/{user} (default: you; admins: anyone)"),
+    batch: str = typer.Option("", "--batch", help="batches/{batch}"),
+    limit: int = typer.Option(100, "--limit", min=1, help="at most this many"),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """List jobs, newest first."""
+    try:
+        states = parse_states(state)
+    except ValueError as exc:
+        _bad("--state", exc)
+    target, bearer = connect("jobs", address, token)
+
+    async def body(client: JobsClient) -> list[job_pb2.Job]:
+        listing = client.list_jobs(
+            states=states,
+            types=job_type,
+            owner=user,
+            batch=batch,
+            page_size=min(limit, 100),
+            limit=limit,
+        )
+        return [job async for job in listing]
+
+    emit(_call(target, bearer, body), output, job_table)
+
+
+@jobs_app.command("cancel")
+def cancel(
+    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Cancel a job (a running one is stopped by its worker)."""
+    target, bearer = connect("jobs", address, token)
+    job = _call(target, bearer, lambda client: client.cancel_job(job_name(name)))
+    emit([job], output, job_detail, single=True)
+
+
+@jobs_app.command("retry")
+def retry(
+    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Queue a failed, dead or cancelled job again."""
+    target, bearer = connect("jobs", address, token)
+    job = _call(target, bearer, lambda client: client.retry_job(job_name(name)))
+    emit([job], output, job_detail, single=True)
+
+
+@jobs_app.command("stats")
+def stats(
+    job_type: list[str] = typer.Option([], "--type", help="a job type (repeat for several)"),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+) -> None:
+    """Queue depth per type and priority, running jobs, the oldest wait (admins, services)."""
+    target, bearer = connect("jobs", address, token)
+    found = _call(target, bearer, lambda client: client.queue_stats(job_type))
+    wait = found.oldest_wait.ToTimedelta().total_seconds()
+    typer.echo(f"running: {found.running}; oldest ready job waiting: {wait:.1f} s")
+    for window in found.windows:
+        span = window.window.ToTimedelta().total_seconds()
+        typer.echo(
+            f"last {span:.0f} s: {window.succeeded} succeeded, {window.failed} failed "
+            f"({window.jobs_per_second:.2f} jobs/s)"
+        )
+    stdout().print(stats_table(found))

@@ -237,6 +237,56 @@ class JobsClient:
         job: job_pb2.Job = response.job
         return job
 
+    async def retry_job(self, name: str, *, metadata: Metadata | None = None) -> job_pb2.Job:
+        """Queue a failed, dead or cancelled job again."""
+        response = await self.stub.RetryJob(
+            job_service_pb2.RetryJobRequest(name=name),
+            metadata=self._md(metadata),
+            timeout=self._bound(self.timeout),
+        )
+        job: job_pb2.Job = response.job
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[job_pb2.JobState.ValueType] = (),
+        types: Sequence[str] = (),
+        owner: str = "",
+        batch: str = "",
+        page_size: int = 0,
+        limit: int | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncIterator[job_pb2.Job]:
+        """Jobs, newest first, page after page (each page one call), at most ``limit``."""
+        request = job_service_pb2.ListJobsRequest(
+            page_size=page_size, states=list(states), types=list(types), owner=owner, batch=batch
+        )
+        seen = 0
+        while True:
+            response = await self.stub.ListJobs(
+                request, metadata=self._md(metadata), timeout=self._bound(self.timeout)
+            )
+            for job in response.jobs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def queue_stats(
+        self, types: Sequence[str] = (), *, metadata: Metadata | None = None
+    ) -> job_service_pb2.GetQueueStatsResponse:
+        """Depth per type and priority, the oldest wait, running jobs and throughput."""
+        response: job_service_pb2.GetQueueStatsResponse = await self.stub.GetQueueStats(
+            job_service_pb2.GetQueueStatsRequest(types=list(types)),
+            metadata=self._md(metadata),
+            timeout=self._bound(self.timeout),
+        )
+        return response
+
     async def get_job_counts(
         self, owner: str, *, metadata: Metadata | None = None
     ) -> dict[str, int]:
