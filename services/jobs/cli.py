@@ -44,6 +44,7 @@ FINAL_STATES = frozenset(
     }
 )
 SIGINT_EXIT = 130
+JOB_ARGUMENT = typer.Argument(..., help="jobs/{job} (or its id)")
 
 
 def register(app: typer.Typer) -> None:
@@ -280,6 +281,19 @@ def finish(job: job_pb2.Job, output: Output) -> None:
         raise typer.Exit(1)
 
 
+def _one_job(
+    name: str,
+    address: str | None,
+    token: str | None,
+    output: Output,
+    method: Callable[[JobsClient, str], Awaitable[job_pb2.Job]],
+) -> None:
+    """Call ``method`` on one job and print the job it answers with."""
+    target, bearer = connect("jobs", address, token)
+    job = _call(target, bearer, lambda client: method(client, job_name(name)))
+    emit([job], output, job_detail, single=True)
+
+
 def _bad(option: str, exc: ValueError) -> None:
     fail(f"{option}: {exc}", 2)
 
@@ -341,20 +355,18 @@ def create(
 
 @jobs_app.command("get")
 def get(
-    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    name: str = JOB_ARGUMENT,
     address: str | None = address_option(),
     token: str | None = token_option(),
     output: Output = OUTPUT,
 ) -> None:
     """Show one job: state, queue position, progress, attempts, payload, result, error."""
-    target, bearer = connect("jobs", address, token)
-    job = _call(target, bearer, lambda client: client.get_job(job_name(name)))
-    emit([job], output, job_detail, single=True)
+    _one_job(name, address, token, output, JobsClient.get_job)
 
 
 @jobs_app.command("watch")
 def watch(
-    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    name: str = JOB_ARGUMENT,
     address: str | None = address_option(),
     token: str | None = token_option(),
     output: Output = OUTPUT,
@@ -398,28 +410,24 @@ def ls(
 
 @jobs_app.command("cancel")
 def cancel(
-    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    name: str = JOB_ARGUMENT,
     address: str | None = address_option(),
     token: str | None = token_option(),
     output: Output = OUTPUT,
 ) -> None:
     """Cancel a job (a running one is stopped by its worker)."""
-    target, bearer = connect("jobs", address, token)
-    job = _call(target, bearer, lambda client: client.cancel_job(job_name(name)))
-    emit([job], output, job_detail, single=True)
+    _one_job(name, address, token, output, JobsClient.cancel_job)
 
 
 @jobs_app.command("retry")
 def retry(
-    name: str = typer.Argument(..., help="jobs/{job} (or its id)"),
+    name: str = JOB_ARGUMENT,
     address: str | None = address_option(),
     token: str | None = token_option(),
     output: Output = OUTPUT,
 ) -> None:
     """Queue a failed, dead or cancelled job again."""
-    target, bearer = connect("jobs", address, token)
-    job = _call(target, bearer, lambda client: client.retry_job(job_name(name)))
-    emit([job], output, job_detail, single=True)
+    _one_job(name, address, token, output, JobsClient.retry_job)
 
 
 @jobs_app.command("stats")
