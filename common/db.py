@@ -790,7 +790,7 @@ class SuitePool:
             if _no_verdict(exc):
                 breaker.release(ticket)
             elif breaker.is_failure(exc):
-                breaker.record_failure(ticket)
+                breaker.record_failure(ticket, timed_out=isinstance(exc, DatabaseTimeout))
             else:
                 breaker.record_success(ticket)
             if isinstance(exc, DatabaseTimeout | DatabaseBusy):

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from common import db, deadlines
 from common.errors import NotFound, Unavailable
 from common.grpc_errors import error_info, retry_info
-from common.resilience import BreakerPolicy, CircuitBreaker, Dependency
+from common.resilience import BreakerPolicy, CircuitBreaker, CircuitOpen, Dependency
 from common.settings import Settings
 from services.users.passwords import Passwords
 from services.users.repository import UserRepository
@@ -103,6 +103,19 @@ async def test_a_statement_out_of_time_is_unavailable_and_its_connection_is_not_
         assert caught.value.retry_after_seconds
         assert await pool.fetchval("SELECT 41 + 1", cap=2.0) == 42
         assert pool.dependency.breaker.counts() == (2, 1)
+
+
+async def test_statements_out_of_time_in_a_row_open_the_breaker(database_dsn: str) -> None:
+    """A hung database fails each statement only after its bound: too few to fill a window of
+    ``min_calls``, but three in a row open the breaker, and then calls are refused at once."""
+    dependency = _dependency(0.3, min_calls=100, consecutive_timeouts=3)
+    async with _pool(database_dsn, dependency) as pool:
+        for _ in range(3):
+            with pytest.raises(db.DatabaseTimeout):
+                await pool.fetchval("SELECT pg_sleep(30)", cap=0.3)
+        assert not dependency.available
+        with pytest.raises(CircuitOpen):
+            await pool.fetchval("SELECT 1", cap=2.0)
 
 
 async def test_a_held_connection_closed_by_a_timeout_says_so_on_its_next_statement(
