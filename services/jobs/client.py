@@ -272,7 +272,7 @@ class JobsClient:
                     return
                 seen += 1
                 yield job
-            if not response.next_page_token:
+            if not response.next_page_token or (limit is not None and seen >= limit):
                 return
             request.page_token = response.next_page_token
 
