@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +46,13 @@ FINAL_STATES = frozenset(
 )
 SIGINT_EXIT = 130
 JOB_ARGUMENT = typer.Argument(..., help="jobs/{job} (or its id)")
+
+
+batch_app = typer.Typer(
+    help="Batches: many jobs created together, followed and cancelled as one.",
+    no_args_is_help=True,
+)
+jobs_app.add_typer(batch_app, name="batch")
 
 
 def register(app: typer.Typer) -> None:
@@ -156,6 +164,22 @@ def parse_payload(text: str) -> dict[str, object]:
     return value
 
 
+def parse_specs(lines: Sequence[str]) -> list[job_pb2.JobSpec]:
+    """JSON Lines, one JobSpec per line as in the proto's JSON form (``{"type": "noop",
+    "payload": {...}, "priority": 2}``); blank lines are skipped. ValueError names the line."""
+    specs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            specs.append(json_format.Parse(line, job_pb2.JobSpec()))
+        except json_format.ParseError as exc:
+            raise ValueError(f"line {number}: {exc}") from None
+    if not specs:
+        raise ValueError('no jobs: one JSON object per line, such as {"type": "noop"}')
+    return specs
+
+
 # --- rendering ----------------------------------------------------------------------------
 
 
@@ -225,6 +249,36 @@ def job_detail(jobs: Sequence[Message]) -> Table:
     if job.HasField("result"):
         rows.append(("result", json.dumps(json_format.MessageToDict(job.result))))
     for label, value in rows:
+        if value:
+            table.add_row(label, value)
+    return table
+
+
+def _counts(batch: job_pb2.Batch) -> str:
+    """``queued 3, succeeded 7``: the states some of the batch's jobs are in."""
+    return ", ".join(
+        f"{key.removeprefix('JOB_STATE_').lower()} {n}"
+        for key, n in sorted(batch.state_counts.items())
+        if n
+    )
+
+
+def batch_table(batches: Sequence[Message]) -> Table:
+    table = Table(show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    [batch] = batches
+    assert isinstance(batch, job_pb2.Batch)
+    for label, value in (
+        ("name", batch.name),
+        ("display name", batch.display_name),
+        ("owner", batch.owner),
+        ("jobs", str(batch.total_jobs)),
+        ("states", _counts(batch)),
+        ("progress", f"{batch.progress_percent:.0f}%"),
+        ("done", "yes" if batch.done else "no"),
+        ("created", _when(batch.create_time)),
+    ):
         if value:
             table.add_row(label, value)
     return table
@@ -448,3 +502,120 @@ def stats(
             f"({window.jobs_per_second:.2f} jobs/s)"
         )
     stdout().print(stats_table(found))
+
+
+# --- batches ------------------------------------------------------------------------------
+
+BATCH_ARGUMENT = typer.Argument(..., help="batches/{batch} (or its id)")
+
+
+def batch_name(value: str) -> str:
+    """``batches/ID`` or a bare ``ID`` -> ``batches/ID``."""
+    return value if value.startswith("batches/") else f"batches/{value}"
+
+
+def batch_succeeded(batch: job_pb2.Batch) -> bool:
+    return batch.state_counts.get("JOB_STATE_SUCCEEDED", 0) == batch.total_jobs
+
+
+async def follow_batch(client: JobsClient, name: str) -> job_pb2.Batch:
+    """Watch the batch until every job finished, a line per change on stderr."""
+    last: job_pb2.Batch | None = None
+    async for batch in client.watch_batch(name):
+        last = batch
+        stderr.print(f"{name}  {batch.progress_percent:.0f}%  {_counts(batch)}")
+    return last if last is not None else await client.get_batch(name)
+
+
+def finish_batch(batch: job_pb2.Batch, output: Output) -> None:
+    """Print the batch; exit 1 unless every job succeeded."""
+    emit([batch], output, batch_table, single=True)
+    if not batch_succeeded(batch):
+        stderr.print(f"[red]{batch.name}: not every job succeeded[/red]")
+        raise typer.Exit(1)
+
+
+@batch_app.command("create")
+def batch_create(
+    source: str = typer.Argument(
+        ..., metavar="FILE", help="JSON Lines, one job spec per line ('-': stdin)"
+    ),
+    display_name: str = typer.Option("", "--name", help="a name for people"),
+    request_id: str = typer.Option(
+        "", "--request-id", help="idempotency key: the same id never creates a second batch"
+    ),
+    watch: bool = typer.Option(
+        False, "--watch", help="follow it to its end; exit 1 unless every job succeeds"
+    ),
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Create a batch from FILE; prints the batch's name (`-o json`: also its jobs' names)."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        fail(f"{source}: cannot be read ({exc.strerror})", 2)
+    try:
+        specs = parse_specs(text.splitlines())
+    except ValueError as exc:
+        _bad(source, exc)
+    target, bearer = connect("jobs", address, token)
+
+    async def body(
+        client: JobsClient,
+    ) -> tuple[job_service_pb2.CreateBatchResponse, job_pb2.Batch | None]:
+        made = await client.create_batch(specs, display_name=display_name, request_id=request_id)
+        if not watch:
+            return made, None
+        stderr.print(f"created {made.batch.name} ({len(made.job_names)} jobs)")
+        return made, await follow_batch(client, made.batch.name)
+
+    made, final = _call(target, bearer, body)
+    if final is not None:
+        finish_batch(final, output)
+    elif output is Output.table:
+        typer.echo(made.batch.name)
+    else:
+        emit([made], output, lambda _: Table(), single=True)
+
+
+@batch_app.command("get")
+def batch_get(
+    name: str = BATCH_ARGUMENT,
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Show a batch: its jobs' states and progress."""
+    target, bearer = connect("jobs", address, token)
+    batch = _call(target, bearer, lambda client: client.get_batch(batch_name(name)))
+    emit([batch], output, batch_table, single=True)
+
+
+@batch_app.command("watch")
+def batch_watch(
+    name: str = BATCH_ARGUMENT,
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Follow a batch until every job finished; exit 0 only if every job succeeded."""
+    target, bearer = connect("jobs", address, token)
+    finish_batch(
+        _call(target, bearer, lambda client: follow_batch(client, batch_name(name))), output
+    )
+
+
+@batch_app.command("cancel")
+def batch_cancel(
+    name: str = BATCH_ARGUMENT,
+    address: str | None = address_option(),
+    token: str | None = token_option(),
+    output: Output = OUTPUT,
+) -> None:
+    """Cancel every job of a batch that has not finished."""
+    target, bearer = connect("jobs", address, token)
+    done = _call(target, bearer, lambda client: client.cancel_batch(batch_name(name)))
+    stderr.print(f"cancelled {done.cancelled_count} jobs of {done.batch.name}")
+    emit([done.batch], output, batch_table, single=True)

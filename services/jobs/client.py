@@ -276,6 +276,44 @@ class JobsClient:
                 return
             request.page_token = response.next_page_token
 
+    async def create_batch(
+        self,
+        jobs: Sequence[job_pb2.JobSpec],
+        *,
+        display_name: str = "",
+        request_id: str = "",
+        metadata: Metadata | None = None,
+    ) -> job_service_pb2.CreateBatchResponse:
+        """Create a batch of jobs in one call (idempotent when ``request_id`` is given)."""
+        response: job_service_pb2.CreateBatchResponse = await self.stub.CreateBatch(
+            job_service_pb2.CreateBatchRequest(
+                display_name=display_name, jobs=list(jobs), request_id=request_id
+            ),
+            metadata=self._md(metadata),
+            timeout=self._bound(self.timeout),
+        )
+        return response
+
+    async def get_batch(self, name: str, *, metadata: Metadata | None = None) -> job_pb2.Batch:
+        response = await self.stub.GetBatch(
+            job_service_pb2.GetBatchRequest(name=name),
+            metadata=self._md(metadata),
+            timeout=self._bound(self.timeout),
+        )
+        batch: job_pb2.Batch = response.batch
+        return batch
+
+    async def cancel_batch(
+        self, name: str, *, metadata: Metadata | None = None
+    ) -> job_service_pb2.CancelBatchResponse:
+        """Cancel every job of the batch that has not finished."""
+        response: job_service_pb2.CancelBatchResponse = await self.stub.CancelBatch(
+            job_service_pb2.CancelBatchRequest(name=name),
+            metadata=self._md(metadata),
+            timeout=self._bound(self.timeout),
+        )
+        return response
+
     async def queue_stats(
         self, types: Sequence[str] = (), *, metadata: Metadata | None = None
     ) -> job_service_pb2.GetQueueStatsResponse:

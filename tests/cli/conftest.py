@@ -90,12 +90,18 @@ class Cli:
     env: dict[str, str] = field(default_factory=dict)
 
     def run(
-        self, *args: str, check: bool = True, timeout: float = 120, **extra: str
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+        input: str | None = None,
+        **extra: str,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(MEDIAGRID), *args],
             env={**self.env, **extra},
             cwd=self.cwd,
+            input=input,
             capture_output=True,
             text=True,
             timeout=timeout,

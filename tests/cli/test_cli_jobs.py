@@ -4,13 +4,15 @@ real suite (its embedded worker runs the demo job types)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
 from mediagrid.jobs.v1 import job_pb2
 
-from services.jobs.cli import job_name, parse_payload, parse_states, state_name
+from services.jobs.cli import job_name, parse_payload, parse_specs, parse_states, state_name
 from tests.cli.conftest import Cli
 from tests.support.hypo import relaxed
 
@@ -88,6 +90,49 @@ def test_an_admin_sees_queue_statistics(cli: Cli) -> None:
     assert "noop" in shown
 
 
+def test_a_batch_from_json_lines_is_created_watched_and_listed(cli: Cli) -> None:
+    cli.login()
+    (cli.cwd / "jobs.jsonl").write_text(
+        '{"type": "sleep", "payload": {"seconds": 0.1}}\n\n{"type": "noop", "priority": 2}\n'
+    )
+    made = json.loads(cli.run("jobs", "batch", "create", "jobs.jsonl", "-o", "json").stdout)
+    name = made["batch"]["name"]
+    assert name.startswith("batches/") and len(made["job_names"]) == 2
+
+    watched = cli.run("jobs", "batch", "watch", name, "-o", "json")
+    batch = json.loads(watched.stdout)
+    assert batch["done"] is True
+    assert batch["state_counts"] == {"JOB_STATE_SUCCEEDED": "2"}
+    listed = cli.run("jobs", "ls", "--batch", name, "-o", "names").stdout.split()
+    assert sorted(listed) == sorted(made["job_names"])
+
+    failing = cli.run(
+        "jobs",
+        "batch",
+        "create",
+        "-",
+        "--watch",
+        check=False,
+        input='{"type": "noop"}\n{"type": "fail", "payload": {"mode": "permanent"}}\n',
+    )
+    assert failing.returncode == 1, failing
+    assert "not every job succeeded" in failing.stderr
+
+    in_an_hour = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = cli.run(
+        "jobs",
+        "batch",
+        "create",
+        "-",
+        input='{"type": "noop", "scheduleTime": "' + in_an_hour + '"}\n',
+    ).stdout.strip()
+    cancelled = json.loads(cli.run("jobs", "batch", "cancel", later, "-o", "json").stdout)
+    assert cancelled["state_counts"] == {"JOB_STATE_CANCELLED": "1"}
+
+    bad = cli.run("jobs", "batch", "create", "-", check=False, input='{"type": "noop", "x": 1}\n')
+    assert bad.returncode == 2 and "line 1" in bad.stderr and bad.stdout == ""
+
+
 @relaxed()
 @given(st.lists(st.sampled_from(["queued", "running", "succeeded", "dead", "cancelled"])))
 def test_states_parse_to_their_enum_values(words: list[str]) -> None:
@@ -137,3 +182,34 @@ def test_any_other_payload_text_is_a_value_error_never_a_crash(text: str) -> Non
 def test_a_bare_id_becomes_a_job_name(uid: object) -> None:
     assert job_name(str(uid)) == f"jobs/{uid}"
     assert job_name(f"jobs/{uid}") == f"jobs/{uid}"
+
+
+specs = st.builds(
+    lambda t, p, prio, attempts, rid: job_pb2.JobSpec(
+        type=t, priority=prio, max_attempts=attempts, request_id=rid, payload=p
+    ),
+    st.from_regex(r"[a-z][a-z0-9.]{0,20}", fullmatch=True),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=8) | st.booleans(), max_size=3).map(
+        lambda d: json_format.ParseDict(d, job_pb2.JobSpec().payload.__class__())
+    ),
+    st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    st.integers(min_value=0, max_value=2**31 - 1),
+    st.text(max_size=12),
+)
+
+
+@relaxed()
+@given(st.lists(specs, min_size=1, max_size=5))
+def test_job_specs_round_trip_through_json_lines(expected: list[job_pb2.JobSpec]) -> None:
+    lines = [json_format.MessageToJson(spec, indent=None) for spec in expected]
+    assert parse_specs(lines) == expected
+
+
+@relaxed()
+@given(st.lists(st.text(), max_size=4))
+def test_any_other_batch_text_is_a_value_error_never_a_crash(lines: list[str]) -> None:
+    try:
+        parsed = parse_specs(lines)
+    except ValueError:
+        return
+    assert parsed and all(isinstance(spec, job_pb2.JobSpec) for spec in parsed)
