@@ -331,6 +331,32 @@ async def grpc_download(address: str, name: str) -> tuple[float, int]:
         return time.perf_counter() - started, total
 
 
+class _Discard:
+    """A destination that only counts what it is given."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+async def client_download(address: str, name: str) -> tuple[float, int]:
+    """Download through mediagrid's own Python client (``FilesClient.download``): data
+    messages as memoryviews, and the whole-file SHA-256 check the client always makes."""
+    import grpc
+
+    from services.files.client import FilesClient
+
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        client = FilesClient(channel, token=TOKEN)
+        sink = _Discard()
+        started = time.perf_counter()
+        await client.download(name, sink)  # type: ignore[arg-type]
+        return time.perf_counter() - started, sink.size
+
+
 async def bare_upload(address: str, pieces: list[bytes]) -> float:
     import grpc
 
@@ -526,6 +552,11 @@ async def measure_transfers(
     memory = Child("bare-stream", env)
     upload = Ratios("(a) Upload / direct aioboto3 multipart", target=0.9, unit="MB/s")
     download = Ratios("(b) Download / direct single-stream GET", target=1.0, unit="MB/s")
+    through_client = Ratios(
+        "(b) Download through mediagrid's FilesClient / direct single-stream GET",
+        target=1.0,
+        unit="MB/s",
+    )
     try:
         address = f"127.0.0.1:{service.port}"
         async with AwsClients(settings).s3() as s3:
@@ -541,12 +572,18 @@ async def measure_transfers(
                 ours_down, got = await grpc_download(address, file.name)
                 assert got == size
                 print(download.add(size / ours_down / 1e6, size / direct_down / 1e6))
+                ours_client, got = await client_download(address, file.name)
+                assert got == size
+                direct_down, got, _ = await direct_get(s3, bucket, key)
+                assert got == size
+                print(through_client.add(size / ours_client / 1e6, size / direct_down / 1e6))
                 seconds, got = await stream_download(f"127.0.0.1:{memory.port}", size)
                 assert got == size
                 memory_down.append(seconds)
                 await empty_bucket(s3, bucket)
             print(upload.summary())
             print(download.summary())
+            print(through_client.summary())
             print(line("bare grpc.aio stream from memory, no S3 (ceiling)", size, min(memory_down)))
     finally:
         service.stop()
