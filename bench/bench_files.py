@@ -8,10 +8,12 @@ its round, the median of the rounds as the figure:
 (a) Upload of N MiB through ``FileService.Upload`` vs a direct aioboto3 multipart upload of
     the same bytes (same part size and concurrency);           target >= 0.9 of direct
 (b) ``FileService.Download`` vs a direct single-stream aioboto3 GET read in 1 MiB chunks;
-    target >= 1.0 (Download reads with ``download_streams`` ranged GETs; also shown: a bare
-    grpc.aio stream from memory, the ceiling of any gRPC download on this machine)
+    target >= 1.0 (Download reads with ``download_streams`` ranged GETs; also shown: the
+    same through mediagrid's ``FilesClient``, and a bare grpc.aio stream from memory, the
+    ceiling of any gRPC download on this machine; ``bench.files_cpu`` accounts the CPU)
 (c) the gRPC path alone (the same service with S3 replaced by a discarding sink) vs a bare
-    grpc.aio client-streaming server that only counts bytes;  target >= 0.7 of bare
+    grpc.aio client-streaming server that only counts bytes;  target >= 0.7 of bare (also
+    shown: the floor, a bare counter that copies into parts and SHA-256s them)
 (d) peak RSS of the files service process during a 1 GiB upload, above its idle RSS;
     target <= 64 MiB + part size x (concurrency + 1); beside it the S3 server's own peak
     RSS for the same upload, SeaweedFS's and moto's (``--rss-moto 0`` skips moto's).
