@@ -178,6 +178,18 @@ class _PartBody(io.BytesIO):
         self._position = max(start, end)
         return self._data[start : self._position]
 
+    def read1(self, size: int | None = -1, /) -> memoryview:  # type: ignore[override]
+        return self.read(size)
+
+    def readinto(self, buffer: Any, /) -> int:
+        piece = self.read(len(memoryview(buffer)))
+        memoryview(buffer)[: len(piece)] = piece
+        return len(piece)
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        # BytesIO's own implementation would read its (empty) internal buffer.
+        raise io.UnsupportedOperation("a part body is read in blocks")
+
     def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}
         self._position = max(0, base[whence] + offset)
