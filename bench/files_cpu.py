@@ -11,11 +11,15 @@ One run starts SeaweedFS, the files service and a bare grpc.aio server streaming
 - ``memory``: the bare grpc.aio stream from memory (what sending and receiving 1 MiB gRPC
   messages costs, with no S3 at all).
 
+``--compare-streams`` instead runs two files services, one reading with a single GET and
+one with 4 ranged GETs, and downloads the object from each in alternating order, each
+download right after a direct GET: the paired ratios and each process's CPU (decision 0007).
+
 An ideal relay costs what the direct GET's client costs (receiving from S3) plus what the
 bare stream's server costs (sending over gRPC), and its caller what the bare stream's client
 costs: with the S3 server on the same cores, the sum of the processes' CPU bounds what any
 relay can reach. ``python -u -m bench.files_cpu [--size-mib 256] [--rounds 3]
-[--download-streams N]``.
+[--download-streams N | --compare-streams]``.
 """
 
 from __future__ import annotations
@@ -117,11 +121,68 @@ async def measure(args: argparse.Namespace, database: str, workdir: Path) -> Non
         s3_server.stop()
 
 
+async def compare_streams(args: argparse.Namespace, database: str, workdir: Path) -> None:
+    import statistics
+
+    from common.aws import AwsClients
+    from common.settings import Settings
+
+    s3_server = bf.S3Server("seaweedfs", workdir / "s3")
+    env = s3_server.env(bf.service_env(args, database))
+    services = {
+        streams: bf.Child("serve", {**env, "MEDIAGRID_DOWNLOAD_STREAMS": str(streams)})
+        for streams in (1, 4)
+    }
+    settings = Settings(
+        environment="test",
+        database_url=database,
+        s3_endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        s3_payload_signing=False,
+    )
+    size = args.size_mib * bf.MiB
+    data = os.urandom(size)
+    ratios: dict[int, list[float]] = {1: [], 4: []}
+    try:
+        async with AwsClients(settings).s3() as s3:
+            bucket = settings.bucket("files")
+            await bf.direct_upload(s3, bucket, data, 8 * bf.MiB, 4)
+            _, file = await bf.grpc_upload(f"127.0.0.1:{services[1].port}", bf.chunks(data, bf.MiB))
+            listed = await s3.list_objects_v2(Bucket=bucket, Prefix="direct/")
+            key = listed["Contents"][0]["Key"]
+            for round_ in range(args.rounds * 2):
+                for streams in (1, 4) if round_ % 2 == 0 else (4, 1):
+                    direct, _, _ = await bf.direct_get(s3, bucket, key)
+                    service = services[streams]
+                    before = cpu_seconds(service.proc.pid), cpu_seconds(s3_server.pid)
+                    seconds, got = await bf.grpc_download(f"127.0.0.1:{service.port}", file.name)
+                    assert got == size
+                    spent = (
+                        cpu_seconds(service.proc.pid) - before[0],
+                        cpu_seconds(s3_server.pid) - before[1],
+                    )
+                    ratios[streams].append(direct / seconds)
+                    print(
+                        f"  {streams} GET(s) {size / seconds / 1e6:6,.0f} MB/s, direct "
+                        f"{size / direct / 1e6:6,.0f} MB/s: {direct / seconds:.2f}x  "
+                        f"(CPU s: service {spent[0]:.2f}, S3 {spent[1]:.2f})"
+                    )
+        for streams, measured in ratios.items():
+            rounds = ", ".join(f"{r:.2f}" for r in measured)
+            print(f"  {streams} GET(s): median {statistics.median(measured):.2f}x ({rounds})")
+    finally:
+        for service in services.values():
+            service.stop()
+        s3_server.stop()
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--download-streams", type=int, default=0, help="0: the setting's default")
+    parser.add_argument("--compare-streams", action="store_true", help="1 GET vs 4, paired")
     parser.add_argument(
         "--admin-dsn",
         default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -133,7 +194,8 @@ def main(argv: list[str]) -> None:
     asyncio.run(bf.scratch_database(args.admin_dsn, name, create=True))
     try:
         with tempfile.TemporaryDirectory(prefix="mg-bench-cpu-") as workdir:
-            asyncio.run(measure(args, database, Path(workdir)))
+            run = compare_streams if args.compare_streams else measure
+            asyncio.run(run(args, database, Path(workdir)))
     finally:
         asyncio.run(bf.scratch_database(args.admin_dsn, name, create=False))
 
