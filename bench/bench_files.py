@@ -8,10 +8,12 @@ its round, the median of the rounds as the figure:
 (a) Upload of N MiB through ``FileService.Upload`` vs a direct aioboto3 multipart upload of
     the same bytes (same part size and concurrency);           target >= 0.9 of direct
 (b) ``FileService.Download`` vs a direct single-stream aioboto3 GET read in 1 MiB chunks;
-    target >= 1.0 (Download reads with ``download_streams`` ranged GETs; also shown: a bare
-    grpc.aio stream from memory, the ceiling of any gRPC download on this machine)
+    target >= 1.0 (Download reads with ``download_streams`` ranged GETs; also shown: the
+    same through mediagrid's ``FilesClient``, and a bare grpc.aio stream from memory, the
+    ceiling of any gRPC download on this machine; ``bench.files_cpu`` accounts the CPU)
 (c) the gRPC path alone (the same service with S3 replaced by a discarding sink) vs a bare
-    grpc.aio client-streaming server that only counts bytes;  target >= 0.7 of bare
+    grpc.aio client-streaming server that only counts bytes;  target >= 0.7 of bare (also
+    shown: the floor, a bare counter that copies into parts and SHA-256s them)
 (d) peak RSS of the files service process during a 1 GiB upload, above its idle RSS;
     target <= 64 MiB + part size x (concurrency + 1); beside it the S3 server's own peak
     RSS for the same upload, SeaweedFS's and moto's (``--rss-moto 0`` skips moto's).
@@ -157,14 +159,46 @@ async def serve(sink: bool) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-async def bare_sink() -> None:
-    """A bare grpc.aio client-streaming server on raw bytes that only counts them."""
+async def bare_sink(hashing: bool = False) -> None:
+    """A bare grpc.aio client-streaming server on raw bytes that only counts them.
+
+    ``hashing``: it also does the per-byte work no upload can skip, at the least cost: it
+    copies the bytes into 8 MiB parts and SHA-256s each part in a worker thread, in order,
+    up to 4 parts waiting (the service's defaults); the floor of (c) on this machine."""
+    import hashlib
+
     import grpc
 
     async def sink(requests: AsyncIterator[bytes], _context: Any) -> bytes:
         total = 0
+        digest = hashlib.sha256()
+        part, filled = bytearray(8 * MiB), 0
+        hashed: list[asyncio.Future[None]] = []
+
+        async def update(body: bytearray, previous: asyncio.Future[None] | None) -> None:
+            if previous is not None:
+                await previous
+            await asyncio.to_thread(digest.update, body)
+
         async for chunk in requests:
             total += len(chunk)
+            if not hashing:
+                continue
+            view = memoryview(chunk)
+            while view:
+                piece, view = view[: len(part) - filled], view[len(part) - filled :]
+                with memoryview(part) as target:
+                    target[filled : filled + len(piece)] = piece
+                filled += len(piece)
+                if filled == len(part):
+                    previous = hashed[-1] if hashed else None
+                    hashed.append(asyncio.ensure_future(update(part, previous)))
+                    if len(hashed) >= 4:
+                        await hashed.pop(0)
+                    part, filled = bytearray(8 * MiB), 0
+        if hashing:
+            previous = hashed[-1] if hashed else None
+            await update(part[:filled], previous)
         return total.to_bytes(8, "big")
 
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
@@ -329,6 +363,32 @@ async def grpc_download(address: str, name: str) -> tuple[float, int]:
         ):
             total += len(response.data)
         return time.perf_counter() - started, total
+
+
+class _Discard:
+    """A destination that only counts what it is given."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+async def client_download(address: str, name: str) -> tuple[float, int]:
+    """Download through mediagrid's own Python client (``FilesClient.download``): data
+    messages as memoryviews, and the whole-file SHA-256 check the client always makes."""
+    import grpc
+
+    from services.files.client import FilesClient
+
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        client = FilesClient(channel, token=TOKEN)
+        sink = _Discard()
+        started = time.perf_counter()
+        await client.download(name, sink)  # type: ignore[arg-type]
+        return time.perf_counter() - started, sink.size
 
 
 async def bare_upload(address: str, pieces: list[bytes]) -> float:
@@ -526,6 +586,11 @@ async def measure_transfers(
     memory = Child("bare-stream", env)
     upload = Ratios("(a) Upload / direct aioboto3 multipart", target=0.9, unit="MB/s")
     download = Ratios("(b) Download / direct single-stream GET", target=1.0, unit="MB/s")
+    through_client = Ratios(
+        "(b) Download through mediagrid's FilesClient / direct single-stream GET",
+        target=1.0,
+        unit="MB/s",
+    )
     try:
         address = f"127.0.0.1:{service.port}"
         async with AwsClients(settings).s3() as s3:
@@ -541,12 +606,18 @@ async def measure_transfers(
                 ours_down, got = await grpc_download(address, file.name)
                 assert got == size
                 print(download.add(size / ours_down / 1e6, size / direct_down / 1e6))
+                ours_client, got = await client_download(address, file.name)
+                assert got == size
+                direct_down, got, _ = await direct_get(s3, bucket, key)
+                assert got == size
+                print(through_client.add(size / ours_client / 1e6, size / direct_down / 1e6))
                 seconds, got = await stream_download(f"127.0.0.1:{memory.port}", size)
                 assert got == size
                 memory_down.append(seconds)
                 await empty_bucket(s3, bucket)
             print(upload.summary())
             print(download.summary())
+            print(through_client.summary())
             print(line("bare grpc.aio stream from memory, no S3 (ceiling)", size, min(memory_down)))
     finally:
         service.stop()
@@ -559,16 +630,25 @@ async def measure_sink(args: argparse.Namespace, env: dict[str, str]) -> None:
     pieces = chunks(os.urandom(size), args.chunk_kib * 1024)
     sink = Child("serve-sink", env)
     bare = Child("bare-sink", env)
+    floor = Child("bare-sink-sha256", env)
     ratios = Ratios("(c) Upload into a sink / bare grpc.aio byte counter", target=0.7, unit="MB/s")
+    floors = Ratios(
+        "(c) floor: bare counter + part copy + SHA-256 / bare byte counter", unit="MB/s"
+    )
     try:
         for _ in range(max(args.rounds, 5)):  # cheap runs: more rounds against the noise
             base = await bare_upload(f"127.0.0.1:{bare.port}", pieces)
             ours = await grpc_upload_preserialized(f"127.0.0.1:{sink.port}", pieces)
             print(ratios.add(size / ours / 1e6, size / base / 1e6))
+            least = await bare_upload(f"127.0.0.1:{floor.port}", pieces)
+            base = await bare_upload(f"127.0.0.1:{bare.port}", pieces)
+            print(floors.add(size / least / 1e6, size / base / 1e6))
         print(ratios.summary())
+        print(floors.summary())
     finally:
         sink.stop()
         bare.stop()
+        floor.stop()
 
 
 async def measure_rss(args: argparse.Namespace, env: dict[str, str], s3_server: S3Server) -> str:
@@ -664,7 +744,7 @@ def main(argv: list[str]) -> None:
         "role",
         nargs="?",
         default="bench",
-        choices=["bench", "serve", "serve-sink", "bare-sink", "bare-stream"],
+        choices=["bench", "serve", "serve-sink", "bare-sink", "bare-sink-sha256", "bare-stream"],
     )
     parser.add_argument("--s3", choices=["seaweedfs", "moto"], default="seaweedfs")
     parser.add_argument("--only", default="abcd", help="which of (a)(b) (c) (d) to run")
@@ -698,6 +778,9 @@ def main(argv: list[str]) -> None:
         return
     if args.role == "bare-sink":
         asyncio.run(bare_sink())
+        return
+    if args.role == "bare-sink-sha256":
+        asyncio.run(bare_sink(hashing=True))
         return
     if args.role == "bare-stream":
         asyncio.run(bare_stream())

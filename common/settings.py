@@ -37,6 +37,8 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 BUCKET_PURPOSES = ("files",)
+# Ranged GETs per Download against an S3 endpoint on another machine (download_streams=0).
+DEFAULT_REMOTE_DOWNLOAD_STREAMS = 4
 
 ENV_PREFIX = "MEDIAGRID_"
 # MEDIAGRID_* variables that are not settings, so a misspelt setting can be told apart from
@@ -512,9 +514,11 @@ class Settings(BaseSettings):
     # Size of the data messages Download sends (keep below grpc_max_message_bytes).
     download_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     # Ranged GETs one Download reads at once (consecutive segments of the object, sent to
-    # the client in order); 1 = a single GET. Use 1 against moto, which reads the whole
-    # object for every GET, ranged or not.
-    download_streams: int = Field(default=4, ge=1, le=16)
+    # the client in order); 1 = a single GET. 0 (auto): 1 when the S3 endpoint is on this
+    # machine (a loopback address, or the embedded one), where S3 competes with the service
+    # for the same cores and more readers only cost CPU; 4 otherwise. Use 1 against moto,
+    # which reads the whole object for every GET, ranged or not. See docs/decisions/0007.
+    download_streams: int = Field(default=0, ge=0, le=16)
     # Bytes of each of those segments; a Download holds at most download_streams of them.
     download_segment_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     # Size of each S3 multipart part of a video upload (larger than a plain file's: videos
@@ -637,6 +641,23 @@ class Settings(BaseSettings):
         In staging/prod an unset endpoint means real AWS with the default credential chain.
         """
         return self.s3_endpoint_url is None and self.aws_access_key_id is None and self.is_local
+
+    @property
+    def s3_is_loopback(self) -> bool:
+        """The S3 endpoint runs on this machine: embedded, or at a loopback address."""
+        if self.s3_is_embedded:
+            return True
+        if self.s3_endpoint_url is None:
+            return False
+        host = (urlsplit(self.s3_endpoint_url).hostname or "").lower()
+        return host == "localhost" or host == "::1" or host.startswith("127.")
+
+    @property
+    def download_read_streams(self) -> int:
+        """``download_streams``, with 0 (auto) resolved for this S3 endpoint."""
+        if self.download_streams:
+            return self.download_streams
+        return 1 if self.s3_is_loopback else DEFAULT_REMOTE_DOWNLOAD_STREAMS
 
     def database_dsn(self) -> str:
         """The connection URL, with MEDIAGRID_DATABASE_PASSWORD (URL-encoded) when set."""

@@ -37,6 +37,7 @@ from common import channels
 from common.grpc_errors import error_info
 from common.resilience import backoff_delay
 from common.settings import Settings
+from services.files import wire
 from services.files.resume import ResumeKey, ResumeStore, resume_key
 
 T = TypeVar("T")
@@ -157,6 +158,8 @@ class FilesClient:
         server: str = "",
     ) -> None:
         self.stub = file_service_pb2_grpc.FileServiceStub(channel)
+        # Download with data messages as memoryviews of the received bytes (no parse, no copy).
+        self._download = wire.download_method(channel)
         self.video_stub = video_service_pb2_grpc.VideoServiceStub(channel)
         # Names the server in resume records: a session is resumed only where it was opened.
         self.server = server
@@ -441,13 +444,17 @@ class FilesClient:
                 length=remaining,
             )
             try:
-                async for response in self.stub.Download(request, metadata=self.metadata):
-                    if response.HasField("file") and record is None:
-                        record = response.file
-                    data = response.data  # each access copies the bytes out of the message
+                async for response in self._download(request, metadata=self.metadata):
+                    if isinstance(response, memoryview):
+                        data: bytes | memoryview = response
+                    else:
+                        if response.HasField("file") and record is None:
+                            record = response.file
+                        data = response.data
                     if data:
-                        await asyncio.to_thread(dest.write, data)
-                        digest.update(data)
+                        # Hashing beside the write, off the loop: hashlib lets go of the
+                        # GIL, so the loop keeps receiving meanwhile.
+                        await asyncio.to_thread(_write_hashed, dest, digest, data)
                         written += len(data)
                         if on_progress is not None and record is not None:
                             on_progress(written, length or record.size_bytes - offset)
@@ -523,6 +530,11 @@ async def _raise_status(call: Any) -> None:
     raise grpc.aio.AioRpcError(
         code, await call.initial_metadata(), await call.trailing_metadata(), await call.details()
     )
+
+
+def _write_hashed(dest: IO[bytes], digest: Any, data: bytes | memoryview) -> None:
+    dest.write(data)
+    digest.update(data)
 
 
 def _hash_file(path: Path) -> str:

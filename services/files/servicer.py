@@ -257,7 +257,7 @@ class FileServicer:
             length=length,
             chunk_size=chunk,
             read_ahead=DOWNLOAD_PREFETCH,
-            streams=self.settings.download_streams,
+            streams=self.settings.download_read_streams,
             segment_size=self.settings.download_segment_bytes,
         )
         # The first chunk is read before anything is sent: a record whose object is gone

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import io
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -153,6 +154,63 @@ def standalone_dependency(call_timeout: float, policy: BreakerPolicy | None = No
 _END = object()  # end of a threaded read
 
 
+class _PartBody(io.BytesIO):
+    """A part's bytes as a rewindable stream whose reads are views, not copies.
+
+    Handed a ``bytearray``, aiohttp writes the whole part to the socket at once and Python
+    3.11's asyncio transport keeps a copy of whatever the socket did not take (and slicing a
+    bytearray copies it again): with a slow server, every part in flight was held two or
+    three times. As a ``BytesIO`` the body is written by aiohttp in 64 KiB reads, each
+    waiting for the socket to drain, so at most a read's worth is ever copied; the reads
+    return memoryviews of the part, so the bytes the socket takes are not copied at all.
+    botocore rewinds a body to retry a request (``seek(0)``), which a plain memoryview
+    cannot do. Only the body of the request being sent is swapped (``before-send``):
+    botocore computed the length and checksum on the bytearray and re-creates the body from
+    it for every retry."""
+
+    def __init__(self, data: bytearray | bytes) -> None:
+        super().__init__()
+        self._data = memoryview(data)
+        self._position = 0
+
+    def read(self, size: int | None = -1, /) -> memoryview:  # type: ignore[override]
+        start = self._position
+        end = len(self._data) if size is None or size < 0 else min(start + size, len(self._data))
+        self._position = max(start, end)
+        return self._data[start : self._position]
+
+    def read1(self, size: int | None = -1, /) -> memoryview:  # type: ignore[override]
+        return self.read(size)
+
+    def readinto(self, buffer: Any, /) -> int:
+        piece = self.read(len(memoryview(buffer)))
+        memoryview(buffer)[: len(piece)] = piece
+        return len(piece)
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        # BytesIO's own implementation would read its (empty) internal buffer.
+        raise io.UnsupportedOperation("a part body is read in blocks")
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def getbuffer(self) -> memoryview:
+        return self._data[:]
+
+    def getvalue(self) -> bytes:
+        return self._data.tobytes()
+
+
+def _send_part_body_as_views(request: Any, **_: Any) -> None:
+    if isinstance(request.body, bytearray | bytes) and request.body:
+        request.body = _PartBody(request.body)
+
+
 def _same(data: bytes) -> bytes:
     return data
 
@@ -223,6 +281,8 @@ class Storage:
         service process get one of their own."""
         stack = AsyncExitStack()
         client = await stack.enter_async_context(aws.s3())
+        for operation in ("UploadPart", "PutObject"):
+            client.meta.events.register(f"before-send.s3.{operation}", _send_part_body_as_views)
         settings = aws.settings
         storage = cls(
             client,

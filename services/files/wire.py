@@ -9,7 +9,10 @@ other shape (the header, unknown fields, several fields) takes the normal protob
 Downloads go the other way: building ``DownloadResponse(data=...)`` and serializing it copies
 each chunk twice on the event loop. :func:`encode_download_data` builds the same bytes
 (``data`` is field 2 too) in the S3 reader thread, and the response serializer passes such
-:class:`EncodedResponse` objects through as they are.
+:class:`EncodedResponse` objects through as they are. On the receiving side,
+:func:`parse_download_response` does for Python callers what :func:`parse_upload_request`
+does for the server: a data message becomes a memoryview of the received bytes instead of a
+parsed message whose ``data`` is copied again on every access (:func:`download_method`).
 """
 
 from __future__ import annotations
@@ -52,17 +55,49 @@ def serialize_download_response(
     return response.SerializeToString()
 
 
-def parse_upload_request(raw: bytes) -> file_service_pb2.UploadRequest | memoryview:
-    """``UploadRequest`` deserializer: data messages become a memoryview of their bytes."""
+def _data_only(raw: bytes) -> memoryview | None:
+    """The payload of a message that is exactly one field-2 bytes entry, else None."""
     if raw[:1] == bytes([_DATA_TAG]):
         try:
             length, start = read_varint(raw, 1)
         except IndexError:
-            pass  # cut short: the real parser below reports it
-        else:
-            if start + length == len(raw):
-                return memoryview(raw)[start:]
+            return None  # cut short: the real parser reports it
+        # protobuf reads a length as at most five varint bytes (a 32-bit size): anything
+        # longer goes to its parser, which refuses it.
+        if start <= 6 and length < 2**31 and start + length == len(raw):
+            return memoryview(raw)[start:]
+    return None
+
+
+def parse_upload_request(raw: bytes) -> file_service_pb2.UploadRequest | memoryview:
+    """``UploadRequest`` deserializer: data messages become a memoryview of their bytes."""
+    data = _data_only(raw)
+    if data is not None:
+        return data
     return file_service_pb2.UploadRequest.FromString(raw)
+
+
+def parse_download_response(raw: bytes) -> file_service_pb2.DownloadResponse | memoryview:
+    """``DownloadResponse`` deserializer: data messages become a memoryview of their bytes
+    (``data`` is field 2 of ``DownloadResponse`` as of ``UploadRequest``); the file header,
+    and any other shape, is parsed by protobuf."""
+    data = _data_only(raw)
+    if data is not None:
+        return data
+    return file_service_pb2.DownloadResponse.FromString(raw)
+
+
+DOWNLOAD_METHOD = "/mediagrid.files.v1.FileService/Download"
+
+
+def download_method(channel: grpc.aio.Channel) -> Any:
+    """``FileService.Download`` on ``channel`` with :func:`parse_download_response`: the
+    generated stub's call, except that data messages arrive as memoryviews."""
+    return channel.unary_stream(
+        DOWNLOAD_METHOD,
+        request_serializer=file_service_pb2.DownloadRequest.SerializeToString,
+        response_deserializer=parse_download_response,
+    )
 
 
 def generic_handler(servicer: Any) -> grpc.GenericRpcHandler:

@@ -104,6 +104,36 @@ def test_configured_dependencies_are_not_embedded(monkeypatch: pytest.MonkeyPatc
     assert not settings.s3_is_embedded
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "configured", "streams"),
+    [
+        ("http://127.0.0.1:8333", 0, 1),
+        ("http://localhost:9000", 0, 1),
+        ("http://[::1]:9000", 0, 1),
+        ("http://minio:9000", 0, 4),
+        ("https://s3.eu-west-1.amazonaws.com", 0, 4),
+        (None, 0, 4),  # prod without an endpoint: real S3
+        ("http://127.0.0.1:8333", 3, 3),  # a configured number always wins
+        ("http://minio:9000", 1, 1),
+    ],
+)
+def test_download_streams_auto_follows_where_s3_runs(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str | None, configured: int, streams: int
+) -> None:
+    monkeypatch.setenv("MEDIAGRID_ENVIRONMENT", "prod")
+    monkeypatch.setenv("MEDIAGRID_DATABASE_URL", "postgresql://u:p@rds:5432/mediagrid")
+    if endpoint:
+        monkeypatch.setenv("MEDIAGRID_S3_ENDPOINT_URL", endpoint)
+    if configured:
+        monkeypatch.setenv("MEDIAGRID_DOWNLOAD_STREAMS", str(configured))
+    assert load_settings().download_read_streams == streams
+
+
+def test_download_streams_auto_is_one_for_embedded_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.s3_is_embedded and settings.download_read_streams == 1
+
+
 def test_production_never_embeds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIAGRID_ENVIRONMENT", "prod")
     monkeypatch.setenv("MEDIAGRID_DATABASE_URL", "postgresql://u:p@rds:5432/mediagrid")

@@ -105,3 +105,91 @@ def test_upload_data_fast_path_matches_protobuf(data: bytes) -> None:
     # Two data fields (the last wins in protobuf) are not the simple shape: full parse.
     doubled = parse_upload_request(raw + raw)
     assert isinstance(doubled, file_service_pb2.UploadRequest) and doubled.data == data
+
+
+def _download_response_or_error(raw: bytes) -> object:
+    from google.protobuf.message import DecodeError
+    from mediagrid.files.v1 import file_service_pb2
+
+    try:
+        return file_service_pb2.DownloadResponse.FromString(raw)
+    except DecodeError:
+        return DecodeError
+
+
+@given(
+    st.binary(max_size=5000),
+    st.one_of(st.none(), st.text(max_size=50)),
+    st.integers(min_value=0, max_value=2**62),
+)
+def test_download_data_fast_path_matches_protobuf(
+    data: bytes, file_name: str | None, size: int
+) -> None:
+    """The client's deserializer agrees with protobuf's over any DownloadResponse: data-only
+    messages as a memoryview of the same bytes, every other message parsed alike."""
+    from mediagrid.files.v1 import file_pb2, file_service_pb2
+
+    from services.files.wire import parse_download_response
+
+    message = file_service_pb2.DownloadResponse(data=data)
+    if file_name is not None:
+        message.file.CopyFrom(file_pb2.File(name=file_name, size_bytes=size))
+    raw = message.SerializeToString()
+    parsed = parse_download_response(raw)
+    if isinstance(parsed, memoryview):
+        assert file_name is None and data and bytes(parsed) == data
+    else:
+        assert parsed == message
+        assert file_name is not None or not data
+    # Two data fields (the last wins in protobuf) are not the simple shape: full parse.
+    if data:
+        doubled = parse_download_response(raw + raw)
+        assert isinstance(doubled, file_service_pb2.DownloadResponse) and doubled.data == data
+
+
+@given(st.binary(max_size=300))
+def test_download_deserializer_matches_protobuf_on_any_bytes(raw: bytes) -> None:
+    """Arbitrary bytes: a memoryview only where protobuf reads a data-only message with
+    exactly those bytes; otherwise protobuf's own result (or its error)."""
+    from google.protobuf.message import DecodeError
+
+    from services.files.wire import parse_download_response
+
+    expected = _download_response_or_error(raw)
+    try:
+        parsed = parse_download_response(raw)
+    except DecodeError:
+        assert expected is DecodeError
+        return
+    if isinstance(parsed, memoryview):
+        assert expected is not DecodeError
+        assert not expected.HasField("file") and expected.data == bytes(parsed)  # type: ignore[attr-defined]
+        assert not expected.UnknownFields()  # type: ignore[attr-defined]
+    else:
+        assert parsed == expected
+
+
+@given(st.binary(min_size=1, max_size=200), st.integers(min_value=1, max_value=9))
+def test_download_deserializer_overlong_length_varint(data: bytes, padding: int) -> None:
+    """A length written as an overlong varint (legal protobuf) still reads the same bytes."""
+    from services.files.wire import parse_download_response
+
+    length = len(data)
+    groups = []
+    for _ in range(padding):
+        groups.append((length & 0x7F) | 0x80)
+        length >>= 7
+    groups.append(length & 0x7F)
+    raw = bytes([0x12, *groups]) + data
+    from google.protobuf.message import DecodeError
+
+    expected = _download_response_or_error(raw)
+    try:
+        parsed = parse_download_response(raw)
+    except DecodeError:
+        assert expected is DecodeError
+        return
+    if isinstance(parsed, memoryview):
+        assert bytes(parsed) == data == expected.data  # type: ignore[attr-defined]
+    else:
+        assert parsed == expected
