@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -119,8 +120,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         job = await self.repo.create_job(
             owner, spec, batch_id, quota_for(principal, owner, self.settings)
         )
-        if job.state in CLAIMABLE:  # a request_id seen before may name a job in any state
-            self.notifier.wake_queue((job.type,))
+        # A request_id seen before may name a job in any state. A woken claim runs first:
+        # it sends its statement before this call builds and sends its answer.
+        if job.state in CLAIMABLE and self.notifier.wake_queue((job.type,)):
+            await asyncio.sleep(0)
         self.metrics.created_jobs(job.type, 1)
         await self.activity.record("jobs.create", job.name, {"type": job.type})
         return job_service_pb2.CreateJobResponse(job=convert.job_to_proto(job))
