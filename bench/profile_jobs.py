@@ -290,12 +290,10 @@ async def latency_phase(
 ) -> None:
     """bench_jobs' latency run (one ``stamp`` job every 20 ms to an idle worker): what each
     job costs between its CreateJob and its handler's start, and the idle worker's re-poll."""
-    worker_pids: list[int] = []
     start_worker = bench.start_worker
 
     async def spied_worker(types: str, concurrency: int) -> asyncio.subprocess.Process:
         process = await start_worker(types, concurrency)
-        worker_pids.append(process.pid)
         spy.attach(worker=process.pid)
         return process
 
