@@ -2,11 +2,12 @@
 PostgreSQL's own log for the statements (round trips) each RPC sends.
 
     python -m bench.profile_jobs [--out /tmp/jobs-profile] [--single 2000] [--batches 20]
-                                 [--drain 20000] [--rate 250]
+                                 [--latency 200] [--drain 20000] [--rate 250]
 
 Runs the bench_jobs server (its own process, a scratch database) and, one phase at a time:
-CreateJob calls (32 in flight), CreateBatch calls of 1,000 jobs, and a drain of no-op jobs
-through ``mediagrid worker``. For each phase it prints
+CreateJob calls (32 in flight), CreateBatch calls of 1,000 jobs, bench_jobs' latency run (one
+``stamp`` job every 20 ms to an idle ``mediagrid worker``) and a drain of no-op jobs through
+``mediagrid worker``. For each phase it prints
 
 - the statements PostgreSQL ran for the phase (``log_statement = 'all'`` set on the scratch
   database only, read back from the server log), per RPC, grouped by their first words;
@@ -53,13 +54,21 @@ class Spy:
     def __enter__(self) -> Spy:
         self.out.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
-            command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", str(self.rate)]
-            command += ["--format", "raw", "--nonblocking", "-o", str(self.out / f"{name}.txt")]
-            self.procs.append(
-                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
+            self._record(name, pid)
         time.sleep(0.5)  # attached before the phase starts
         return self
+
+    def _record(self, name: str, pid: int) -> None:
+        command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", str(self.rate)]
+        command += ["--format", "raw", "--nonblocking", "-o", str(self.out / f"{name}.txt")]
+        self.procs.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    def attach(self, **pids: int) -> None:
+        """Also record ``pids`` (a process started inside the block) from now on."""
+        for name, pid in pids.items():
+            self._record(name, pid)
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs:
@@ -178,7 +187,7 @@ async def profile(args: argparse.Namespace) -> None:
             claims_in_flight=0,
             concurrency=2000,
             drain_jobs=args.drain,
-            latency_jobs=0,
+            latency_jobs=args.latency,
         )
     )
     out = Path(args.out)
@@ -235,6 +244,9 @@ async def profile(args: argparse.Namespace) -> None:
                 )
                 await conn.execute("TRUNCATE jobs.jobs, jobs.job_keys, jobs.batches")
 
+                if args.latency:
+                    await latency_phase(bench, conn, statements, mine, out, args)
+
                 worker = await bench.start_worker("noop", 2000)
                 try:
                     statements.mark()
@@ -268,6 +280,38 @@ async def profile(args: argparse.Namespace) -> None:
         await admin.close()
 
 
+async def latency_phase(
+    bench: Bench,
+    conn: asyncpg.Connection,
+    statements: StatementLog,
+    mine: set[int],
+    out: Path,
+    args: argparse.Namespace,
+) -> None:
+    """bench_jobs' latency run (one ``stamp`` job every 20 ms to an idle worker): what each
+    job costs between its CreateJob and its handler's start, and the idle worker's re-poll."""
+    start_worker = bench.start_worker
+
+    async def spied_worker(types: str, concurrency: int) -> asyncio.subprocess.Process:
+        process = await start_worker(types, concurrency)
+        spy.attach(worker=process.pid)
+        return process
+
+    bench.start_worker = spied_worker  # type: ignore[method-assign]
+    statements.mark()
+    with Spy(out / "latency", args.rate, server=bench.server_pid, client=os.getpid()) as spy:
+        latency = await bench.latency_mediagrid(conn)
+    bench.start_worker = start_worker  # type: ignore[method-assign]
+    report(
+        f"latency: {args.latency} jobs, one every 20 ms (p50 {latency['p50_ms']:.2f} ms, "
+        f"p99 {latency['p99_ms']:.2f} ms under the profiler)",
+        args.latency,
+        statements.since_mark(mine),
+        out / "latency",
+        per="job",
+    )
+
+
 def report(
     title: str, calls: int, counts: collections.Counter[str], folder: Path, per: str = "call"
 ) -> None:
@@ -288,6 +332,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--single", type=int, default=2000)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--drain", type=int, default=20_000)
+    parser.add_argument(
+        "--latency", type=int, default=200, help="jobs of the latency run (0: none)"
+    )
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--pg-log", default="/var/log/postgresql/postgresql-15-main.log")
     asyncio.run(profile(parser.parse_args(argv)))

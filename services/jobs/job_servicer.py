@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from services.jobs.notifier import Notifier
 from services.jobs.quotas import quota_for
 from services.jobs.repository import JobRepository
 from services.jobs.retention import purge
-from services.jobs.states import FINAL, JobState
+from services.jobs.states import CLAIMABLE, FINAL, JobState
 from services.jobs.validation import (
     check_owner,
     check_page_size,
@@ -119,6 +120,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         job = await self.repo.create_job(
             owner, spec, batch_id, quota_for(principal, owner, self.settings)
         )
+        # A request_id seen before may name a job in any state. A woken claim runs first:
+        # it sends its statement before this call builds and sends its answer.
+        if job.state in CLAIMABLE and self.notifier.wake_queue((job.type,)):
+            await asyncio.sleep(0)
         self.metrics.created_jobs(job.type, 1)
         await self.activity.record("jobs.create", job.name, {"type": job.type})
         return job_service_pb2.CreateJobResponse(job=convert.job_to_proto(job))
@@ -250,7 +255,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             quota_for(principal, principal.name, self.settings),
         )
         if created:
-            for job_type in {s.type for s in specs}:
+            types = {s.type for s in specs}
+            self.notifier.wake_queue(types)
+            for job_type in types:
                 self.metrics.created_jobs(job_type, sum(1 for s in specs if s.type == job_type))
             await self.activity.record("jobs.create_batch", batch.name, {"jobs": str(len(ids))})
         else:  # a request_id seen before: the batch's counts as they are now

@@ -164,6 +164,18 @@ class Notifier:
             for event in table.get(key, ()):
                 event.set()
 
+    def wake_queue(self, types: Iterable[str]) -> bool:
+        """Wake this process's idle claims of ``types`` now, as their NOTIFY will: for jobs
+        this process committed. The claims need not wait for the notification's trip
+        through PostgreSQL and the listener connection, nor for that connection to be up
+        (the NOTIFY still goes to every other server process). True when any was waiting."""
+        woke = False
+        for key in types:
+            for event in self._queue.get(key, ()):
+                event.set()
+                woke = True
+        return woke
+
     def _wake_everyone(self) -> None:
         for table in (self._queue, self._jobs, self._batches):
             for events in table.values():

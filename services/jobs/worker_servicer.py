@@ -7,7 +7,6 @@ job would double the write load of the queue itself.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -138,7 +137,6 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                 if not self.notifier.connected.is_set():
                     timeout = min(timeout, DISCONNECTED_POLL_SECONDS)
                 await wait_event(woken, timeout)
-                await asyncio.sleep(0)
 
     async def Heartbeat(
         self, request: worker_service_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext

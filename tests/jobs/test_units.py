@@ -17,6 +17,7 @@ from common.errors import InvalidArgument
 from common.settings import Settings
 from services.jobs.metrics import JobMetrics
 from services.jobs.models import Finished
+from services.jobs.repository import _new_ids
 from services.jobs.states import JobState
 from services.jobs.validation import TYPE_RE, parse_name, validate_spec
 from services.jobs.worker.api import HandlerSpec
@@ -149,3 +150,13 @@ def test_a_worker_without_types_runs_every_declared_type_with_a_handler(
     assert all(t in HANDLERS and t in declared for t in with_demo)
     without_demo = runnable_types(settings.model_copy(update={"demo_job_types": False}))
     assert set(without_demo) < set(with_demo)  # the demo types leave with their declarations
+
+
+@given(st.integers(min_value=0, max_value=300))
+def test_new_job_ids_are_distinct_random_uuids_of_version_4(n: int) -> None:
+    ids = _new_ids(n)
+    assert len(ids) == n == len(set(ids))
+    for job_id in ids:
+        assert isinstance(job_id, uuid.UUID)
+        assert job_id.version == 4 and job_id.variant == uuid.RFC_4122
+        assert uuid.UUID(str(job_id)) == job_id and hash(uuid.UUID(str(job_id))) == hash(job_id)

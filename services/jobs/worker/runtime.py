@@ -526,6 +526,10 @@ class WorkerRuntime:
                 response = await self.stub.ClaimJobs(
                     request, metadata=self.metadata, timeout=wait + self.call_timeout
                 )
+                # Before the room is set: the handlers' tasks then run before another claim
+                # loop sends the next ClaimJobs (the one that keeps a claim out while idle).
+                for claimed in response.jobs:
+                    self._start(claimed)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in TRANSIENT:
                     log.warning("claim failed (%s); retrying", exc.code())
@@ -542,8 +546,6 @@ class WorkerRuntime:
             failures = 0
             self._idle = not response.jobs
             self.stats.claimed += len(response.jobs)
-            for claimed in response.jobs:
-                self._start(claimed)
 
     def _start(self, claimed: job_pb2.ClaimedJob) -> None:
         lease = job_pb2.LeaseRef(job=claimed.job.name, lease_id=claimed.lease_id)
