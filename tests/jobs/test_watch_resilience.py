@@ -375,6 +375,12 @@ async def test_every_client_call_has_a_deadline(svc: Jobs) -> None:
             "delete_user_jobs": lambda: client.delete_user_jobs(OTHER),
             "watch_job": lambda: _drain(client.watch_job(job.name)),
             "watch_batch": lambda: _drain(client.watch_batch(batch.batch.name)),
+            "retry_job": lambda: client.retry_job(job.name),
+            "list_jobs": lambda: _drain(client.list_jobs()),
+            "queue_stats": lambda: client.queue_stats(),
+            "create_batch": lambda: client.create_batch([job_pb2.JobSpec(type="test.noop")]),
+            "get_batch": lambda: client.get_batch(batch.batch.name),
+            "cancel_batch": lambda: client.cancel_batch(batch.batch.name),
         }
         public = {n for n in vars(JobsClient) if not n.startswith("_")}
         assert set(calls) == public  # a new method needs its line here
