@@ -84,11 +84,14 @@ async def upload_moves_between_replicas(
     async def break_after_a_part(offset: int, outcome: UploadOutcome) -> None:
         if offset >= 2 * PART and not broken.is_set():
             seen.append(outcome)
+            # The session's name comes with the first progress message, which a busy
+            # replica may send after the client has written several parts ahead.
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and outcome.upload:
-                status = await upload_status(on_one, token, outcome.upload)
-                if status.committed_bytes >= PART:
-                    break
+            while time.monotonic() < deadline:
+                if outcome.upload:
+                    status = await upload_status(on_one, token, outcome.upload)
+                    if status.committed_bytes >= PART:
+                        break
                 await asyncio.sleep(0.1)
             broken.set()
             await asyncio.sleep(3600)  # until the stream is cancelled from outside
