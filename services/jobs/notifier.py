@@ -158,23 +158,15 @@ class Notifier:
             table = self._jobs
         else:
             table = self._batches
-        if not table:
-            return
-        for key in payload.split(","):
-            for event in table.get(key, ()):
-                event.set()
+        if table:  # nobody waits: no need to split the payload
+            _wake(table, payload.split(","))
 
     def wake_queue(self, types: Iterable[str]) -> bool:
         """Wake this process's idle claims of ``types`` now, as their NOTIFY will: for jobs
         this process committed. The claims need not wait for the notification's trip
         through PostgreSQL and the listener connection, nor for that connection to be up
         (the NOTIFY still goes to every other server process). True when any was waiting."""
-        woke = False
-        for key in types:
-            for event in self._queue.get(key, ()):
-                event.set()
-                woke = True
-        return woke
+        return _wake(self._queue, types)
 
     def _wake_everyone(self) -> None:
         for table in (self._queue, self._jobs, self._batches):
@@ -223,3 +215,13 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
         async with asyncio.timeout(max(seconds, 0.0)):
             await event.wait()
     return event.is_set()
+
+
+def _wake(table: dict[str, set[asyncio.Event]], keys: Iterable[str]) -> bool:
+    """Set the events waiting on any of ``keys``; True when there was one."""
+    woke = False
+    for key in keys:
+        for event in table.get(key, ()):
+            event.set()
+            woke = True
+    return woke
