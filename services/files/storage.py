@@ -21,6 +21,7 @@ import functools
 import hashlib
 import io
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -240,28 +241,21 @@ class Storage:
         self.transfer_timeout = transfer_timeout
         # The health check's own bound: under the health monitor's timeout, so that a hung S3
         # is a verdict for the breaker (the monitor's cancellation is none).
-        self.probe_timeout = min(
-            self.dependency.timeout,
-            self.dependency.timeout if probe_timeout is None else probe_timeout,
-        )
+        self.probe_timeout = min(self.dependency.timeout, probe_timeout or math.inf)
         self._stack: AsyncExitStack | None = None
 
     def transfer_cap(self, size: int = 0) -> float:
         """Seconds a transfer step of ``size`` bytes may take (before the caller's deadline)."""
         return self.transfer_timeout * max(1.0, size / TRANSFER_STEP_BYTES)
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await self.dependency.call(lambda: _s3(what, call), what=what)
+    async def _call(
+        self, what: str, call: Callable[[], Awaitable[T]], cap: float | None = None
+    ) -> T:
+        """A call through the breaker, within ``cap`` (default: the small-call bound)."""
+        return await self.dependency.call(lambda: _s3(what, call), what=what, cap=cap)
 
     async def _transfer(self, what: str, call: Callable[[], Awaitable[T]], size: int = 0) -> T:
-        return await self.dependency.call(
-            lambda: _s3(what, call), what=what, cap=self.transfer_cap(size)
-        )
-
-    async def _first_byte(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """The start of a read, bounded like a small call rather than a transfer: S3 answers
-        a GET's first bytes as fast as any request, and a hung S3 fails the read sooner."""
-        return await self._call(what, call)
+        return await self._call(what, call, self.transfer_cap(size))
 
     async def _pages(self, what: str, pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """The pages of a paginated listing, each page bounded like a small call."""
@@ -326,11 +320,8 @@ class Storage:
         if not self.dependency.available:
             return False
         try:
-            await self.dependency.call(
-                lambda: _s3("head bucket", lambda: self.client.head_bucket(Bucket=self.bucket)),
-                what="head bucket",
-                cap=self.probe_timeout,
-            )
+            head = functools.partial(self.client.head_bucket, Bucket=self.bucket)
+            await self._call("head bucket", head, self.probe_timeout)
             return True
         except Exception as exc:  # health checks report, never raise
             log.warning("S3 health check failed: %s", exc)
@@ -502,7 +493,9 @@ class Storage:
     async def _async_read(
         self, key: str, extra: dict[str, str], chunk_size: int
     ) -> AsyncIterator[bytes]:
-        response = await self._first_byte(
+        # A read's first bytes come as fast as any answer: bounded like a small call, so a
+        # hung S3 fails the read sooner than the transfer bound would.
+        response = await self._call(
             "get object", lambda: self.client.get_object(Bucket=self.bucket, Key=key, **extra)
         )
         body = response["Body"]
@@ -595,13 +588,13 @@ class Storage:
             return item
 
         try:
-            bounded = self._first_byte
+            cap = None  # the first bytes: the small-call bound, as in _async_read
             while True:
-                # Through the breaker, each chunk within the transfer bound. The thread
+                # Through the breaker, each later chunk within the transfer bound. The thread
                 # cannot be cancelled: a stalled read is abandoned here (``stop`` ends the
                 # thread once botocore's own read timeout lets it go).
-                item = await bounded("get object", next_item)
-                bounded = self._transfer
+                item = await self._call("get object", next_item, cap)
+                cap = self.transfer_cap()
                 if item is _END:
                     return
                 slots.release()
@@ -705,12 +698,12 @@ class Storage:
             return item
 
         try:
-            bounded = self._first_byte
+            cap = None  # the first bytes: the small-call bound, as in _async_read
             for queue in queues:
                 while (
-                    item := await bounded("get object", functools.partial(next_item, queue))
+                    item := await self._call("get object", functools.partial(next_item, queue), cap)
                 ) is not _END:
-                    bounded = self._transfer
+                    cap = self.transfer_cap()
                     yield item
                 window.release()
         finally:
