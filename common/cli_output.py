@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
@@ -97,6 +98,24 @@ def emit(
             typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
         return
     stdout().print(table(items))
+
+
+def when(stamp: Timestamp) -> str:
+    """A protobuf timestamp as ``2026-12-07 05:02:03`` (UTC); empty when it is unset."""
+    if not stamp.seconds and not stamp.nanos:
+        return ""
+    return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def field_table(rows: Iterable[tuple[str, str]], *, title: str | None = None) -> Table:
+    """One resource as a two-column table of its fields; a field with no value is left out."""
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for label, value in rows:
+        if value:
+            table.add_row(label, value)
+    return table
 
 
 def name_table(*columns: str, title: str | None = None) -> Table:

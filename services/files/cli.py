@@ -30,6 +30,7 @@ from common.cli_output import (
     name_table,
     stderr,
     transfer_progress,
+    when,
 )
 from common.cli_session import state_dir
 from common.cli_support import address_option, connect, rpc_fail, token_option
@@ -54,16 +55,12 @@ def _client(address: str, token: str | None) -> tuple[grpc.aio.Channel, FilesCli
     return channel, FilesClient(channel, token=token, server=address)
 
 
-def _when(stamp: object) -> str:
-    return str(stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))  # type: ignore[attr-defined]
-
-
 def file_table(files: Sequence[Message]) -> Table:
     table = name_table("name", "display name", "size", "type", "created")
     for f in files:
         assert isinstance(f, file_pb2.File)
         table.add_row(
-            f.name, f.display_name, binary_size(f.size_bytes), f.content_type, _when(f.create_time)
+            f.name, f.display_name, binary_size(f.size_bytes), f.content_type, when(f.create_time)
         )
     return table
 

@@ -20,15 +20,25 @@ import grpc
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from mediagrid.jobs.v1 import job_pb2, job_service_pb2
 from rich.console import Console
 from rich.table import Table
 
 from common.channels import open_channel
-from common.cli_output import OUTPUT, Output, emit, name_table, stderr, stdout
+from common.cli_output import (
+    OUTPUT,
+    Output,
+    emit,
+    field_table,
+    name_table,
+    stderr,
+    stdout,
+    when,
+)
 from common.cli_support import address_option, connect, fail, rpc_fail, token_option
+from services.jobs import convert
 from services.jobs.client import JobsClient
+from services.jobs.states import FINAL, JobState
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -36,14 +46,9 @@ T = TypeVar("T")
 jobs_app = typer.Typer(
     help="Jobs: create, follow, list, cancel and retry; queue statistics.", no_args_is_help=True
 )
-FINAL_STATES = frozenset(
-    {
-        job_pb2.JOB_STATE_SUCCEEDED,
-        job_pb2.JOB_STATE_FAILED,
-        job_pb2.JOB_STATE_DEAD,
-        job_pb2.JOB_STATE_CANCELLED,
-    }
-)
+FINAL_STATES = frozenset(convert.state_to_proto(state) for state in FINAL)
+# A state's map key in counts (``JOB_STATE_QUEUED``) -> the word people use (``queued``).
+STATE_WORDS = {convert.state_name(state): state.value for state in JobState}
 SIGINT_EXIT = 130
 JOB_ARGUMENT = typer.Argument(..., help="jobs/{job} (or its id)")
 
@@ -128,19 +133,19 @@ def job_name(value: str) -> str:
 
 
 def state_name(state: int) -> str:
-    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()  # type: ignore[arg-type]
+    """A job's state as people say it (``queued``): the domain state's value."""
+    return convert.state_from_proto(state, "state").value
 
 
 def parse_states(text: str) -> list[job_pb2.JobState.ValueType]:
     """``queued,running`` -> JobState values; ValueError names an unknown state."""
-    known = [n for n, _ in job_pb2.JobState.items() if n != "JOB_STATE_UNSPECIFIED"]
     states = []
     for word in filter(None, (w.strip().lower() for w in text.split(","))):
-        key = f"JOB_STATE_{word.upper()}"
-        if key not in known:
-            names = ", ".join(n.removeprefix("JOB_STATE_").lower() for n in known)
-            raise ValueError(f"unknown job state {word!r} (one of: {names})")
-        states.append(job_pb2.JobState.Value(key))
+        try:
+            states.append(convert.state_to_proto(JobState(word)))
+        except ValueError:
+            known = ", ".join(JobState)
+            raise ValueError(f"unknown job state {word!r} (one of: {known})") from None
     return states
 
 
@@ -183,12 +188,6 @@ def parse_specs(lines: Sequence[str]) -> list[job_pb2.JobSpec]:
 # --- rendering ----------------------------------------------------------------------------
 
 
-def _when(stamp: Timestamp) -> str:
-    if not stamp.seconds and not stamp.nanos:
-        return ""
-    return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _progress(job: job_pb2.Job) -> str:
     percent = ""
     if job.progress_percent or job.state == job_pb2.JOB_STATE_RUNNING:
@@ -214,7 +213,7 @@ def job_table(jobs: Sequence[Message]) -> Table:
             str(job.priority),
             _progress(job),
             attempts,
-            _when(job.create_time),
+            when(job.create_time),
         )
     return table
 
@@ -223,9 +222,6 @@ def job_detail(jobs: Sequence[Message]) -> Table:
     """One job, every field that is set."""
     [job] = jobs
     assert isinstance(job, job_pb2.Job)
-    table = Table(show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
     rows = [
         ("name", job.name),
         ("type", job.type),
@@ -238,50 +234,41 @@ def job_detail(jobs: Sequence[Message]) -> Table:
         ("batch", job.batch),
         ("request id", job.request_id),
         ("files", ", ".join(job.files)),
-        ("created", _when(job.create_time)),
-        ("scheduled", _when(job.schedule_time)),
-        ("started", _when(job.start_time)),
-        ("finished", _when(job.finish_time)),
+        ("created", when(job.create_time)),
+        ("scheduled", when(job.schedule_time)),
+        ("started", when(job.start_time)),
+        ("finished", when(job.finish_time)),
         ("error", job.error),
     ]
     if job.HasField("payload"):
         rows.append(("payload", json.dumps(json_format.MessageToDict(job.payload))))
     if job.HasField("result"):
         rows.append(("result", json.dumps(json_format.MessageToDict(job.result))))
-    for label, value in rows:
-        if value:
-            table.add_row(label, value)
-    return table
+    return field_table(rows)
 
 
 def _counts(batch: job_pb2.Batch) -> str:
     """``queued 3, succeeded 7``: the states some of the batch's jobs are in."""
     return ", ".join(
-        f"{key.removeprefix('JOB_STATE_').lower()} {n}"
-        for key, n in sorted(batch.state_counts.items())
-        if n
+        f"{STATE_WORDS.get(key, key)} {n}" for key, n in sorted(batch.state_counts.items()) if n
     )
 
 
 def batch_table(batches: Sequence[Message]) -> Table:
-    table = Table(show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
     [batch] = batches
     assert isinstance(batch, job_pb2.Batch)
-    for label, value in (
-        ("name", batch.name),
-        ("display name", batch.display_name),
-        ("owner", batch.owner),
-        ("jobs", str(batch.total_jobs)),
-        ("states", _counts(batch)),
-        ("progress", f"{batch.progress_percent:.0f}%"),
-        ("done", "yes" if batch.done else "no"),
-        ("created", _when(batch.create_time)),
-    ):
-        if value:
-            table.add_row(label, value)
-    return table
+    return field_table(
+        (
+            ("name", batch.name),
+            ("display name", batch.display_name),
+            ("owner", batch.owner),
+            ("jobs", str(batch.total_jobs)),
+            ("states", _counts(batch)),
+            ("progress", f"{batch.progress_percent:.0f}%"),
+            ("done", "yes" if batch.done else "no"),
+            ("created", when(batch.create_time)),
+        )
+    )
 
 
 def stats_table(stats: job_service_pb2.GetQueueStatsResponse) -> Table:
@@ -322,7 +309,7 @@ async def follow(client: JobsClient, name: str) -> job_pb2.Job:
             detail = _progress(job)
         elif job.state in FINAL_STATES and job.error:
             detail = job.error
-        stderr.print(f"{_when(job.update_time)}  {name}  {_state(job)}  {detail}".rstrip())
+        stderr.print(f"{when(job.update_time)}  {name}  {_state(job)}  {detail}".rstrip())
     return last if last is not None else await client.get_job(name)
 
 
