@@ -547,6 +547,19 @@ class S3Server:
             self.proc.terminate()
             self.proc.wait()
 
+    def settings(self, database: str) -> Any:
+        """Settings of a client of this endpoint (the direct baselines), as the service's."""
+        from common.settings import Settings
+
+        return Settings(
+            environment="test",
+            database_url=database,
+            s3_endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            s3_payload_signing=False,
+        )
+
     def env(self, base: dict[str, str]) -> dict[str, str]:
         """The files service's environment for this endpoint."""
         env = dict(base)
@@ -567,18 +580,10 @@ async def measure_transfers(
 ) -> None:
     """(a) and (b), in alternating rounds."""
     from common.aws import AwsClients
-    from common.settings import Settings
 
     part, concurrency = args.part_mib * MiB, args.concurrency
     size = args.size_mib * MiB
-    settings = Settings(
-        environment="test",
-        database_url=env["MEDIAGRID_DATABASE_URL"],
-        s3_endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        s3_payload_signing=False,
-    )
+    settings = s3_server.settings(env["MEDIAGRID_DATABASE_URL"])
     bucket = settings.bucket("files")
     data = os.urandom(size)
     pieces = chunks(data, args.chunk_kib * 1024)

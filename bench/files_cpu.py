@@ -61,18 +61,10 @@ async def views_download(address: str, name: str) -> int:
 
 async def measure(args: argparse.Namespace, database: str, workdir: Path) -> None:
     from common.aws import AwsClients
-    from common.settings import Settings
 
     s3_server = bf.S3Server("seaweedfs", workdir / "s3")
     env = s3_server.env(bf.service_env(args, database))
-    settings = Settings(
-        environment="test",
-        database_url=database,
-        s3_endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        s3_payload_signing=False,
-    )
+    settings = s3_server.settings(database)
     size = args.size_mib * bf.MiB
     data = os.urandom(size)
     service = bf.Child("serve", env)
@@ -125,7 +117,6 @@ async def compare_streams(args: argparse.Namespace, database: str, workdir: Path
     import statistics
 
     from common.aws import AwsClients
-    from common.settings import Settings
 
     s3_server = bf.S3Server("seaweedfs", workdir / "s3")
     env = s3_server.env(bf.service_env(args, database))
@@ -133,14 +124,7 @@ async def compare_streams(args: argparse.Namespace, database: str, workdir: Path
         streams: bf.Child("serve", {**env, "MEDIAGRID_DOWNLOAD_STREAMS": str(streams)})
         for streams in (1, 4)
     }
-    settings = Settings(
-        environment="test",
-        database_url=database,
-        s3_endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        s3_payload_signing=False,
-    )
+    settings = s3_server.settings(database)
     size = args.size_mib * bf.MiB
     data = os.urandom(size)
     ratios: dict[int, list[float]] = {1: [], 4: []}
