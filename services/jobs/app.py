@@ -21,7 +21,10 @@ from services.jobs.repository import JobRepository
 from services.jobs.retention import reaper_loop, retention_loop
 from services.jobs.worker_servicer import WorkerServicer
 
-SERVICE_NAMES = ["mediagrid.jobs.v1.JobService", "mediagrid.jobs.v1.WorkerService"]
+WORKER_SERVICE = "mediagrid.jobs.v1.WorkerService"
+SERVICE_NAMES = ["mediagrid.jobs.v1.JobService", WORKER_SERVICE]
+# A worker calls these on a timer or as a long poll: logged at DEBUG when they succeed.
+QUIET_METHODS = [f"/{WORKER_SERVICE}/{m}" for m in ("ClaimJobs", "Heartbeat", "ReportProgress")]
 
 
 async def create(ctx: AppContext) -> ServiceInstance:
@@ -69,10 +72,7 @@ async def create(ctx: AppContext) -> ServiceInstance:
         service_names=SERVICE_NAMES,
         register=register,
         requires=[DATABASE],
-        quiet_methods=[
-            f"/{SERVICE_NAMES[1]}/{method}"
-            for method in ("ClaimJobs", "Heartbeat", "ReportProgress")
-        ],
+        quiet_methods=QUIET_METHODS,
         background=background,
         close=notifier.close,
     )

@@ -160,3 +160,15 @@ def test_new_job_ids_are_distinct_random_uuids_of_version_4(n: int) -> None:
         assert isinstance(job_id, uuid.UUID)
         assert job_id.version == 4 and job_id.variant == uuid.RFC_4122
         assert uuid.UUID(str(job_id)) == job_id and hash(uuid.UUID(str(job_id))) == hash(job_id)
+
+
+def test_the_quiet_methods_name_real_worker_rpcs() -> None:
+    """A misspelt path would silently log a worker's polls at INFO again."""
+    from mediagrid.jobs.v1 import worker_service_pb2
+
+    from services.jobs.app import QUIET_METHODS, WORKER_SERVICE
+
+    service = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"]
+    assert service.full_name == WORKER_SERVICE
+    rpcs = {f"/{WORKER_SERVICE}/{m.name}" for m in service.methods}
+    assert QUIET_METHODS and set(QUIET_METHODS) <= rpcs
