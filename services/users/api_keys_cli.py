@@ -8,21 +8,20 @@ nothing can show it again. ``--expires-in`` takes a duration such as ``90d``, ``
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import typer
 from google.protobuf.message import Message
 from mediagrid.users.v1 import user_service_pb2 as pb
 from mediagrid.users.v1 import user_service_pb2_grpc as pb_grpc
 from rich.table import Table
 
+from common.channels import open_channel
 from common.cli_output import OUTPUT, Output, emit, name_table, stderr
-from common.cli_support import address_option, connect, fail, rpc_fail, token_option
+from common.cli_support import address_option, connect, fail, run_client, token_option
 from common.timestamps import set_timestamp
 
 api_keys_app = typer.Typer(
@@ -69,15 +68,12 @@ def key_table(keys: Sequence[Message]) -> Table:
 
 def _call(address: str, token: str | None, method: str, request: Message) -> Any:
     async def call() -> Any:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address) as channel:  # TLS when the settings say so
             stub = pb_grpc.UserServiceStub(channel)
             metadata = (("authorization", f"Bearer {token}"),) if token else ()
             return await getattr(stub, method)(request, metadata=metadata, timeout=TIMEOUT_SECONDS)
 
-    try:
-        return asyncio.run(call())
-    except Exception as exc:
-        rpc_fail(exc, address)
+    return run_client(call(), address)
 
 
 @api_keys_app.command("create")

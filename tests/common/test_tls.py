@@ -247,9 +247,10 @@ async def test_the_command_line_uses_tls_when_configured(pki: Pki) -> None:
     mediagrid = str(Path(sys.executable).parent / "mediagrid")
     base = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGRID_")}
 
-    async def health(address: str, **tls_env: str) -> tuple[int, str]:
+    async def run(*args: str, **tls_env: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            *(mediagrid, "health", "--address", address, "--timeout", "10"),
+            mediagrid,
+            *args,
             env={**base, **tls_env},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -257,13 +258,17 @@ async def test_the_command_line_uses_tls_when_configured(pki: Pki) -> None:
         out, _ = await process.communicate()
         return process.returncode or 0, out.decode()
 
+    tls_env = {
+        "MEDIAGRID_TLS_CA_FILE": str(pki.ca_file),
+        "MEDIAGRID_TLS_CERT_FILE": str(cert),
+        "MEDIAGRID_TLS_KEY_FILE": str(key),
+    }
     async with serving(demo_service({"Echo": unary(echo)}), settings=settings) as (server, _):
-        ok = await health(
-            server.address,
-            MEDIAGRID_TLS_CA_FILE=str(pki.ca_file),
-            MEDIAGRID_TLS_CERT_FILE=str(cert),
-            MEDIAGRID_TLS_KEY_FILE=str(key),
-        )
-        plaintext = await health(server.address)
+        health = ("health", "--address", server.address, "--timeout", "10")
+        ok = await run(*health, **tls_env)
+        plaintext = await run(*health)
+        # A client command reaches the server over TLS too: this one has no UserService.
+        keys = await run("api-keys", "ls", "--address", server.address, "--token", "t", **tls_env)
     assert ok == (0, f"{server.address} (overall): SERVING\n")
     assert plaintext[0] == 1 and "UNAVAILABLE" in plaintext[1]
+    assert keys[0] == 1 and "UNIMPLEMENTED" in keys[1], keys
