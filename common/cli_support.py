@@ -84,6 +84,22 @@ def rpc_fail(exc: Exception, address: str = "") -> NoReturn:
     fail(message)
 
 
+SIGINT_EXIT = 130  # what shells report for a command stopped by Ctrl-C
+
+
+def run_client(coroutine: Coroutine[Any, Any, T], address: str) -> T:
+    """Run a client command's coroutine against ``address``: a failed call (or any other
+    error) exits 1 with its status and what to do, Ctrl-C exits 130."""
+    try:
+        return asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        raise typer.Exit(SIGINT_EXIT) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a refused call, an unreadable file, a lost connection
+        rpc_fail(exc, address)
+
+
 ADDRESS_HELP = "host:port (default: the MEDIAGRID_*_ADDRESS setting, else GRPC_HOST:GRPC_PORT)"
 TOKEN_HELP = "bearer token (default: the session `mediagrid login` stored for the address)"
 

@@ -33,13 +33,18 @@ from common.cli_output import (
     when,
 )
 from common.cli_session import state_dir
-from common.cli_support import address_option, connect, rpc_fail, token_option
+from common.cli_support import (
+    SIGINT_EXIT,
+    address_option,
+    connect,
+    rpc_fail,
+    run_client,
+    token_option,
+)
 from services.files.client import FilesClient, UploadProgress, open_channel
 from services.files.resume import JsonResumeStore
 
 files_app = typer.Typer(help="Upload, download and list files.", no_args_is_help=True)
-
-SIGINT_EXIT = 130  # what shells report for a command stopped by Ctrl-C
 
 
 def register(app: typer.Typer) -> None:
@@ -216,12 +221,7 @@ def download(
                 await asyncio.to_thread(partial.unlink, True)
         return file
 
-    try:
-        file = asyncio.run(run())
-    except KeyboardInterrupt:
-        raise typer.Exit(SIGINT_EXIT) from None
-    except Exception as exc:
-        rpc_fail(exc, target)
+    file = run_client(run(), target)
     stderr.print(
         f"[green]downloaded[/green] {file.name} -> {dest} ({binary_size(file.size_bytes)})",
         highlight=False,
@@ -249,10 +249,7 @@ def ls(
         finally:
             await channel.close()
 
-    try:
-        files = asyncio.run(run())
-    except Exception as exc:
-        rpc_fail(exc, target)
+    files = run_client(run(), target)
     emit(files, output, file_table)
 
 
@@ -309,10 +306,7 @@ def uploads(
         finally:
             await channel.close()
 
-    try:
-        listed = asyncio.run(run())
-    except Exception as exc:
-        rpc_fail(exc, target)
+    listed = run_client(run(), target)
     if cancel:
         stderr.print(f"cancelled {cancel}", highlight=False)
     emit(listed, output, lambda items: upload_table(items, paths))

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -35,7 +34,7 @@ from common.cli_output import (
     stdout,
     when,
 )
-from common.cli_support import address_option, connect, fail, rpc_fail, token_option
+from common.cli_support import address_option, connect, fail, run_client, token_option
 from services.jobs import convert
 from services.jobs.client import JobsClient
 from services.jobs.states import FINAL, JobState
@@ -49,7 +48,6 @@ jobs_app = typer.Typer(
 FINAL_STATES = frozenset(convert.state_to_proto(state) for state in FINAL)
 # A state's map key in counts (``JOB_STATE_QUEUED``) -> the word people use (``queued``).
 STATE_WORDS = {convert.state_name(state): state.value for state in JobState}
-SIGINT_EXIT = 130
 JOB_ARGUMENT = typer.Argument(..., help="jobs/{job} (or its id)")
 
 
@@ -291,12 +289,7 @@ def _call(address: str, token: str | None, body: Callable[[JobsClient], Awaitabl
             metadata = (("authorization", f"Bearer {token}"),) if token else ()
             return await body(JobsClient(channel, metadata))
 
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:
-        raise typer.Exit(SIGINT_EXIT) from None
-    except (grpc.aio.AioRpcError, OSError) as exc:
-        rpc_fail(exc, address)
+    return run_client(main(), address)
 
 
 async def follow(client: JobsClient, name: str) -> job_pb2.Job:

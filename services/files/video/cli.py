@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
 import typer
 from google.protobuf.message import Message
 from mediagrid.files.v1 import video_service_pb2, video_service_pb2_grpc
@@ -22,7 +21,7 @@ from rich.table import Table
 
 from common.channels import open_channel
 from common.cli_output import OUTPUT, Output, binary_size, emit, name_table
-from common.cli_support import address_option, connect, fail, rpc_fail, token_option
+from common.cli_support import address_option, connect, fail, run_client, token_option
 from services.files.video.convert import STATE_NAMES
 
 videos_app = typer.Typer(
@@ -204,15 +203,10 @@ def show(
     """Show a video's metadata, processing state and thumbnail URLs."""
     target, bearer = connect("files", address, token)
     wanted = video_name(name)
-    try:
-        if wait:
-            video = asyncio.run(wait_for_video(target, bearer, wanted, timeout, wait_timeout))
-        else:
-            video = asyncio.run(fetch_video(target, bearer, wanted, timeout))
-    except grpc.aio.AioRpcError as exc:
-        rpc_fail(exc, target)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    if wait:
+        video = run_client(wait_for_video(target, bearer, wanted, timeout, wait_timeout), target)
+    else:
+        video = run_client(fetch_video(target, bearer, wanted, timeout), target)
     emit(
         [video], Output.json if as_json else output, lambda items: render_video(video), single=True
     )
@@ -250,10 +244,7 @@ def ls(
                 if not page:
                     return found
 
-    try:
-        videos = asyncio.run(run())
-    except grpc.aio.AioRpcError as exc:
-        rpc_fail(exc, target)
+    videos = run_client(run(), target)
     emit(videos, output, video_table)
 
 
@@ -266,10 +257,7 @@ def thumbnails(
 ) -> None:
     """List a video's thumbnails with their presigned URLs (`-o names`: the URLs only)."""
     target, bearer = connect("files", address, token)
-    try:
-        video = asyncio.run(fetch_video(target, bearer, video_name(name), 10.0))
-    except grpc.aio.AioRpcError as exc:
-        rpc_fail(exc, target)
+    video = run_client(fetch_video(target, bearer, video_name(name), 10.0), target)
     if output is Output.names:
         for thumb in video.thumbnails:
             typer.echo(thumb.url)
