@@ -16,6 +16,7 @@ from common.app import AppContext
 from common.aws import AwsClients
 from common.dependencies import DATABASE
 from common.embedded import create_buckets
+from common.health import probe_bound
 from common.interceptors import Authenticator
 from common.migrations import migrate
 from common.registry import ServiceSpec, resolve
@@ -24,6 +25,8 @@ from common.settings import ConfigurationError, Settings
 from common.tls import CertificateAuthenticator
 
 log = logging.getLogger("mediagrid.runtime")
+# The database health probe's own bound (a trivial query answers in milliseconds).
+DB_PROBE_SECONDS = 2.0
 
 
 async def migrate_all(pool: asyncpg.Pool, specs: Sequence[ServiceSpec]) -> dict[str, list[int]]:
@@ -72,11 +75,14 @@ async def running_suite(
                     # Authenticate call).
                     auth = importlib.import_module("common.auth")
                     ctx.authenticator = auth.remote_authenticator(ctx)
+                # Ends by its own bound, under the health monitor's, so that it is a verdict
+                # for the database's breaker (as the S3 probe, files.storage).
+                probe = min(DB_PROBE_SECONDS, probe_bound(settings.health_check_timeout_seconds))
                 server.add_services(
                     instances,
                     authenticator=ctx.authenticator,
                     certificates=_certificate_authenticator(settings, ctx),
-                    dependency_checks={DATABASE: lambda: db.check_health(ctx.pool)},
+                    dependency_checks={DATABASE: lambda: db.check_health(ctx.pool, probe)},
                     dependencies=ctx.dependencies,
                 )
                 await server.start()
