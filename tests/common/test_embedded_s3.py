@@ -23,7 +23,10 @@ def listening_ports(pid: int) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket ``pid`` listens on (Linux /proc)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed since the listing (a connection): not a listener
+            continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
     found = set()
